@@ -1,0 +1,1 @@
+"""UNTRUSTED bound engine (JAX, float64). It only proposes; the checker decides."""

@@ -1,0 +1,80 @@
+"""Interval (IBP) and backward linear (CROWN) bounds on a dense/ReLU network, in JAX.
+
+Per-operator rules (Soundness lines state why each is an over-approximation in real arithmetic;
+float rounding is absorbed by the outward padding in `certify.certificate` and re-checked exactly):
+
+| op    | interval_<op>                                   | relax_<op> (lower, upper line)              |
+|-------|-------------------------------------------------|---------------------------------------------|
+| dense | W+ l + W- u + b, W+ u + W- l + b                | exact (linear)                              |
+| relu  | max(l, 0), max(u, 0)                            | unstable l<0<u: (alpha z, u(z-l)/(u-l));     |
+|       |                                                 | active: (z, z); inactive: (0, 0)             |
+
+Soundness (dense): each output is a sum of w*x terms, each minimised at a box corner.
+Soundness (relu): relu is monotone; on [l, u] with l < 0 < u the chord lies above the convex relu
+and alpha*z (0 <= alpha <= 1) below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from .network import FloatNet
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """ReLU lines per neuron: lower_slope*z + lower_intercept <= relu(z) <= upper_slope*z + upper_intercept."""
+
+    lower_slope: np.ndarray
+    lower_intercept: np.ndarray
+    upper_slope: np.ndarray
+    upper_intercept: np.ndarray
+
+
+def interval_dense(w, b, lower, upper):
+    wp, wn = jnp.maximum(w, 0.0), jnp.minimum(w, 0.0)
+    return wp @ lower + wn @ upper + b, wp @ upper + wn @ lower + b
+
+
+def interval_relu(lower, upper):
+    return jnp.maximum(lower, 0.0), jnp.maximum(upper, 0.0)
+
+
+def relax_relu(lower, upper, alpha=None) -> Relaxation:
+    """CROWN's relaxation; `alpha` (lower slopes of unstable neurons) defaults to the adaptive 0/1 choice."""
+    lower, upper = np.asarray(lower), np.asarray(upper)
+    active, inactive = lower >= 0, upper <= 0
+    unstable = ~(active | inactive)
+    denom = np.where(unstable, upper - lower, 1.0)
+    up_slope = np.where(active, 1.0, np.where(unstable, upper / denom, 0.0))
+    up_int = np.where(unstable, -up_slope * lower, 0.0)
+    if alpha is None:
+        alpha = (upper >= -lower).astype(np.float64)
+    lo_slope = np.where(active, 1.0, np.where(unstable, np.clip(alpha, 0.0, 1.0), 0.0))
+    return Relaxation(lo_slope, np.zeros_like(lo_slope), up_slope, up_int)
+
+
+def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in):
+    """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box."""
+    const = jnp.zeros(lam.shape[0])
+    for j in range(k, 0, -1):
+        w, b = net.weights[j - 1], net.biases[j - 1]
+        const = const + lam @ b
+        lam = lam @ w
+        if j > 1:
+            r = relax[j - 2]
+            pos = lam >= 0
+            const = const + jnp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
+            lam = jnp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
+    return const + jnp.maximum(lam, 0.0) @ lower_in + jnp.minimum(lam, 0.0) @ upper_in
+
+
+def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in):
+    """(lower, upper) of every neuron of layer k by back-substitution."""
+    n = net.weights[k - 1].shape[0]
+    eye = jnp.eye(n)
+    both = backsubstitute(net, k, jnp.concatenate([eye, -eye]), relax, lower_in, upper_in)
+    return both[:n], -both[n:]

@@ -1,0 +1,63 @@
+"""The joint network in float64, converted from the checker's exact construction (one source of truth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+@dataclass(frozen=True)
+class FloatNet:
+    """Dense layers (weight (out, in), bias), ReLU between them, none after the last."""
+
+    weights: tuple[jnp.ndarray, ...]
+    biases: tuple[jnp.ndarray, ...]
+    input_scale: jnp.ndarray | None = None
+    input_shift: jnp.ndarray | None = None
+
+    def __post_init__(self):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            assert w.ndim == 2 and b.shape == (w.shape[0],), f"layer {i + 1}: shapes {w.shape}, {b.shape}"
+            if i:
+                assert w.shape[1] == self.weights[i - 1].shape[0], f"layer {i + 1} does not chain"
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """x: (..., in) in the spec's input space -> (..., out)."""
+        if self.input_scale is not None:
+            x = x * self.input_scale + self.input_shift
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = x @ w.T + b
+            if i < len(self.weights) - 1:
+                x = jnp.maximum(x, 0.0)
+        return x
+
+
+def from_exact(layers, input_scale=None, input_shift=None) -> FloatNet:
+    """IntMat/IntVec layers -> float64 arrays (each entry correctly rounded)."""
+    ws, bs = [], []
+    for (w, wden), (b, bden) in layers:
+        ws.append(jnp.asarray(np.array([[x / wden for x in row] for row in w], dtype=np.float64)))
+        bs.append(jnp.asarray(np.array([x / bden for x in b], dtype=np.float64)))
+    scale = None if input_scale is None else jnp.asarray(np.array(input_scale, dtype=np.float64))
+    shift = None if input_shift is None else jnp.asarray(np.array(input_shift, dtype=np.float64))
+    return FloatNet(tuple(ws), tuple(bs), scale, shift)
+
+
+def box_floats(lo: list[Fraction], up: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:
+    """An exact box as float64 arrays rounded outward (contains the exact box)."""
+    flo = np.array([float(v) for v in lo])
+    fup = np.array([float(v) for v in up])
+    flo = np.where([Fraction(a) > b for a, b in zip(flo, lo)], np.nextafter(flo, -np.inf), flo)
+    fup = np.where([Fraction(a) < b for a, b in zip(fup, up)], np.nextafter(fup, np.inf), fup)
+    return flo, fup

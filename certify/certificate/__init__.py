@@ -1,0 +1,139 @@
+"""Certificate writer: turns float bound computations into exact, checkable steps (format v1).
+
+The engine's float bounds are padded outward (relative 1e-8) before they are claimed, so the exact
+re-derivation in the checker lands inside them; ReLU relaxation lines are built from the claimed
+intervals and their intercepts rounded so that each line is valid *exactly*. The output layer's
+bounds and the headline bound are computed exactly here (with the checker's own arithmetic), so
+they are as tight as the hints allow and any tightening of them is refuted by the checker.
+See docs/certificate-format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ..bounds.linear import Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
+from ..bounds.network import FloatNet
+from ..checker import exact
+from ..checker.check import FORMAT, VERSION
+from ..checker.numbers import rational_str
+
+PAD = 1e-8
+
+
+def pad_outward(lower, upper) -> tuple[list[float], list[float]]:
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    return (list(map(float, lower - PAD * (1 + np.abs(lower)))), list(map(float, upper + PAD * (1 + np.abs(upper)))))
+
+
+def _round_up(q: Fraction) -> float:
+    x = float(q)
+    return math.nextafter(x, math.inf) if Fraction(x) < q else x
+
+
+def exact_relaxation(lower: list[float], upper: list[float], alpha=None) -> Relaxation:
+    """CROWN lines on the claimed interval, upper intercepts rounded up so every line is exactly valid."""
+    r = relax_relu(np.array(lower), np.array(upper), alpha)
+    up_int = list(map(float, r.upper_intercept))
+    for i, (l, u, s) in enumerate(zip(lower, upper, r.upper_slope)):
+        if l < 0 < u:  # need s*l + b >= 0 and s*u + b >= u, exactly
+            S, L, U = Fraction(float(s)), Fraction(l), Fraction(u)
+            up_int[i] = _round_up(max(-S * L, U - S * U))
+    return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
+
+
+def _q(values) -> list[str]:
+    return [rational_str(Fraction(v)) for v in values]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    steps: list[dict]
+    output_lower: list[Fraction]
+    output_upper: list[Fraction]
+
+    @property
+    def bound(self) -> Fraction:
+        return max(max(u, -l) for l, u in zip(self.output_lower, self.output_upper))
+
+
+def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str, alphas=None) -> Proposal:
+    """Steps for `method` in ("interval", "crown") on the joint network (network input space)."""
+    from .. bounds.network import box_floats
+
+    lo_in, up_in = box_floats(*box)
+    n = len(net.weights)
+    steps: list[dict] = []
+    relax: list[Relaxation] = []
+    claimed = None
+    for k in range(1, n):
+        prev = (lo_in, up_in) if k == 1 else interval_relu(*map(np.asarray, claimed))
+        lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
+        steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
+        if method == "crown" and k > 1:
+            clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in))
+            steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup)})
+            lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
+        claimed = (lo, up)
+        r = exact_relaxation(lo, up, None if alphas is None else alphas[k - 1])
+        relax.append(r)
+        steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
+                      "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
+                      "upper_intercept": _q(r.upper_intercept)})
+    # output layer: exact
+    if n == 1:
+        out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
+    else:
+        prev = [[max(Fraction(v), Fraction(0)) for v in b] for b in claimed]
+        out_lo, out_up = exact.interval_dense(exact_joint[-1], *prev)
+    steps.append({"kind": "interval", "layer": n, "lower": _q(out_lo), "upper": _q(out_up)})
+    if method == "crown" and n > 1:
+        width = len(exact_joint[-1][1][0])
+        eye = [[int(r == c) for c in range(width)] for r in range(width)]
+        qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
+        qrelax = [tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax]
+        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox)
+        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox)]
+        steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup)})
+        out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
+    return Proposal(steps, out_lo, out_up)
+
+
+def certificate_json(*, spec, model_sha256: str, proposal: Proposal, witness, materialized, engine: dict) -> dict:
+    prop = spec.property
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec_sha256": spec.sha256,
+        "model_sha256": model_sha256,
+        "materialized": materialized,
+        "claim": {"deviation": prop.deviation, "outputs": None if prop.outputs is None else list(prop.outputs),
+                  "tolerance": rational_str(prop.tolerance), "bound": rational_str(proposal.bound)},
+        "steps": proposal.steps,
+        "witness": None if witness is None else {"x": _q(witness[0]), "deviation": rational_str(witness[1])},
+        "engine": engine,
+    }
+
+
+def write_json_atomic(path: str | Path, obj: dict) -> None:
+    """Write JSON to a temporary file beside `path`, then rename: never a half-written certificate."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

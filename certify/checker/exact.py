@@ -1,0 +1,115 @@
+"""Exact linear algebra on integers: a rational matrix is (integer rows, one positive denominator).
+
+Every float is a dyadic rational, so weights and dyadic hints share a power-of-two denominator
+and the products below run on Python integers instead of millions of Fraction objects.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from operator import mul
+
+IntVec = tuple[list[int], int]  # (numerators, common denominator)
+IntMat = tuple[list[list[int]], int]
+
+
+def qvec(values) -> IntVec:
+    """Floats / Fractions / ints -> (numerators, lcm of denominators). Exact."""
+    ratios = [v.as_integer_ratio() for v in values]
+    den = math.lcm(*(q for _, q in ratios)) if ratios else 1
+    return [p * (den // q) for p, q in ratios], den
+
+
+def qmat(rows) -> IntMat:
+    ratios = [[v.as_integer_ratio() for v in row] for row in rows]
+    den = math.lcm(*(q for row in ratios for _, q in row)) if ratios else 1
+    return [[p * (den // q) for p, q in row] for row in ratios], den
+
+
+def fracs(vec: IntVec) -> list[Fraction]:
+    nums, den = vec
+    return [Fraction(n, den) for n in nums]
+
+
+def _reduce(rows: list[list[int]], den: int) -> IntMat:
+    g = math.gcd(den, *(x for row in rows for x in row))
+    return ([[x // g for x in row] for row in rows], den // g) if g > 1 else (rows, den)
+
+
+def transpose(m: IntMat) -> IntMat:
+    return [list(col) for col in zip(*m[0])], m[1]
+
+
+def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec]) -> list[Fraction]:
+    """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
+
+    `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
+    relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
+    slope, upper intercept), for j < k-1. For a row coefficient c on relu(z): c >= 0 uses the lower
+    line, c < 0 the upper line, so c*relu(z) >= c*(slope*z + intercept) on the verified interval.
+    At the input, each coefficient takes the box corner that minimises it. Exact.
+    """
+    rows, den = lam
+    consts = [Fraction(0)] * len(rows)
+    for j in range(len(layers) - 1, -1, -1):
+        (w, wden), (b, bden) = layers[j]
+        consts = [c + Fraction(sum(map(mul, row, b)), den * bden) for c, row in zip(consts, rows)]
+        wt = [list(col) for col in zip(*w)]  # columns of w
+        rows = [[sum(map(mul, row, col)) for col in wt] for row in rows]
+        den *= wden
+        if j > 0:
+            (los, losd), (loi, loid), (ups, upsd), (upi, upid) = relax[j - 1]
+            lcm_s, lcm_i = math.lcm(losd, upsd), math.lcm(loid, upid)  # both lines on one denominator
+            fl, fu, gl, gu = lcm_s // losd, lcm_s // upsd, lcm_i // loid, lcm_i // upid
+            new_rows, new_consts = [], []
+            for row, c in zip(rows, consts):
+                s_num, i_num = [], 0
+                for x, a, bb, aa, ib in zip(row, los, loi, ups, upi):
+                    if x >= 0:
+                        s_num.append(x * a * fl)
+                        i_num += x * bb * gl
+                    else:
+                        s_num.append(x * aa * fu)
+                        i_num += x * ib * gu
+                new_rows.append(s_num)
+                new_consts.append(c + Fraction(i_num, den * lcm_i))
+            rows, consts = new_rows, new_consts
+            den *= lcm_s
+            rows, den = _reduce(rows, den)
+    (lo, loden), (up, upden) = box
+    dd = math.lcm(loden, upden)
+    lo = [x * (dd // loden) for x in lo]
+    up = [x * (dd // upden) for x in up]
+    out = []
+    for row, c in zip(rows, consts):
+        total = sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))
+        out.append(c + Fraction(total, den * dd))
+    return out
+
+
+def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:
+    """Exact bounds of w @ a + b for a in the box [lower, upper]."""
+    (w, wden), (b, bden) = layer
+    (lo, lden), (up, uden) = qvec(lower), qvec(upper)
+    dd = math.lcm(lden, uden)
+    lo = [x * (dd // lden) for x in lo]
+    up = [x * (dd // uden) for x in up]
+    out_lo, out_up = [], []
+    for row, bias in zip(w, b):
+        s_lo = sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))
+        s_up = sum(x * (u if x >= 0 else l) for x, l, u in zip(row, lo, up))
+        base = Fraction(bias, bden)
+        out_lo.append(base + Fraction(s_lo, wden * dd))
+        out_up.append(base + Fraction(s_up, wden * dd))
+    return out_lo, out_up
+
+
+def forward(layers: list[tuple[IntMat, IntVec]], x: list[Fraction]) -> list[Fraction]:
+    """Exact forward pass of dense, relu, ..., dense at the point x."""
+    for j, ((w, wden), (b, bden)) in enumerate(layers):
+        nums, xden = qvec(x)
+        x = [Fraction(sum(map(mul, row, nums)) * bden + bias * wden * xden, wden * xden * bden) for row, bias in zip(w, b)]
+        if j < len(layers) - 1:
+            x = [max(v, Fraction(0)) for v in x]
+    return x

@@ -1,0 +1,46 @@
+"""Exact numbers. Spec numbers are decimals or `p/q` strings; certificate numbers are `p/q`.
+
+A spec's `0.1` is the decimal 1/10, never the binary float 0.1000000000000000055...; a float read
+from a weight file is converted with `Fraction(float)`, which is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+_SPEC_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?\d+/\d+$")
+_CERT_RATIONAL = re.compile(r"^-?\d{1,20000}(/\d{1,20000})?$")
+
+
+def parse_spec_number(text: str) -> Fraction | None:
+    """`"2/255"`, `"0.1"`, `"1e-3"`, `"-3"` -> exact Fraction; anything else (nan, inf, 1/0) -> None."""
+    text = text.strip()
+    if not _SPEC_NUMBER.match(text):
+        return None
+    if "/" in text and int(text.split("/")[1]) == 0:
+        return None
+    return Fraction(text)
+
+
+def parse_rational(text: object) -> Fraction | None:
+    """A certificate number: the string `"p"` or `"p/q"` with q > 0; anything else -> None."""
+    if not isinstance(text, str) or not _CERT_RATIONAL.match(text):
+        return None
+    if "/" in text and int(text.split("/")[1]) == 0:
+        return None
+    return Fraction(text)
+
+
+def rational_str(value: Fraction | int) -> str:
+    """The certificate form of an exact number."""
+    value = Fraction(value)
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def exact_float(x: float) -> Fraction:
+    """A finite float as the exact rational it denotes (NaN and inf are rejected by readers)."""
+    if not math.isfinite(x):
+        raise ValueError("not a finite number")
+    return Fraction(x)
