@@ -1,0 +1,105 @@
+"""CLI: every exit code is reached; every shipped spec gives its documented verdict."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+import certify.engine
+from certify.cli import main
+
+from .conftest import ROOT, SPECS
+
+SPEC_FILES = sorted(SPECS.glob("*.yaml"))
+EXPECTED = {"CERTIFIED": 0, "VIOLATED": 1, "UNKNOWN": 1}
+
+
+def documented(spec):
+    m = re.search(r"Expected verdict: (CERTIFIED|VIOLATED|UNKNOWN)", spec.read_text())
+    assert m, f"{spec.name} documents no expected verdict"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("spec", SPEC_FILES, ids=lambda p: p.stem)
+def test_every_example_gives_its_documented_verdict_and_verifies(spec, tmp_path, capsys):
+    cert = tmp_path / f"{spec.stem}.cert.json"
+    verdict = documented(spec)
+    assert main(["check", str(spec), "--out", str(cert), "--json"]) == EXPECTED[verdict]
+    result = json.loads(capsys.readouterr().out)
+    assert result["verdict"] == verdict
+    assert result["checker"]["reason"] is None
+    lower, upper = (result[k] for k in ("attained_lower", "certified_upper"))
+    from fractions import Fraction
+    assert Fraction(lower) <= Fraction(upper)
+    assert main(["verify", str(spec), str(cert)]) == EXPECTED[verdict]
+    assert capsys.readouterr().out.startswith(verdict)
+
+
+def test_shipped_certificates_verify():
+    for spec in SPEC_FILES:
+        cert = ROOT / "proofs" / f"{spec.stem}.cert.json"
+        assert cert.is_file(), f"no shipped certificate for {spec.name}: run `certify check {spec}`"
+        assert main(["verify", str(spec), str(cert)]) == EXPECTED[documented(spec)]
+
+
+def test_unknown_verdict_exits_1(tmp_path, capsys):
+    text = (SPECS / "tiny_second_model.yaml").read_text().replace('tolerance: "3/2"', 'tolerance: "1/10"')
+    spec = tmp_path / "unknown.yaml"
+    spec.write_text(text.replace("../models/", str(ROOT / "models") + "/"))
+    assert main(["check", str(spec), "--out", str(tmp_path / "u.cert.json")]) == 1
+    assert "UNKNOWN" in capsys.readouterr().out
+
+
+def test_certificate_rejected_by_checker_exits_3_loudly(tmp_path, capsys, monkeypatch):
+    real = certify.engine.propose
+
+    def broken(*args, **kw):  # an engine bug: claims a bound it never proved
+        p = real(*args, **kw)
+        for s in p.steps:
+            if s["kind"] == "interval" and s["layer"] == 1:
+                s["upper"] = s["lower"]
+        return p
+
+    monkeypatch.setattr(certify.engine, "propose", broken)
+    assert main(["check", str(SPECS / "tiny_prune.yaml"), "--out", str(tmp_path / "r.cert.json")]) == 3
+    out = capsys.readouterr().out
+    assert "REJECTED" in out and "bug" in out
+
+
+def test_internal_error_exits_4_with_one_line(tmp_path, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(certify.engine, "run_check", boom)
+    assert main(["check", str(SPECS / "tiny_prune.yaml")]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("internal error: RuntimeError: simulated failure")
+
+
+def test_usage_error_exits_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["check"])
+    assert exc.value.code == 2
+
+
+def test_checker_imports_no_jax_or_numpy():
+    """The trusted kernel runs with jax, numpy, scipy and torch made unimportable."""
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'scipy', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from certify.checker import check_certificate, Verdict
+r = check_certificate({str(SPECS / 'digits_low_rank.yaml')!r}, {str(ROOT / 'proofs' / 'digits_low_rank.cert.json')!r})
+assert r.verdict is Verdict.CERTIFIED, r
+from certify.cli import main
+assert main(['verify', {str(SPECS / 'tiny_prune.yaml')!r}, {str(ROOT / 'proofs' / 'tiny_prune.cert.json')!r}]) == 0
+print('ok', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'numpy')))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "ok []"

@@ -1,0 +1,191 @@
+"""Checker mutation tests: every tampered copy of a genuine certificate is REJECTED (exit 3)."""
+
+import copy
+import json
+import math
+from fractions import Fraction
+
+import pytest
+
+from certify.checker import Verdict, check_certificate
+from certify.checker.numbers import rational_str
+from certify.cli import main
+from certify.engine import run_check
+
+from .conftest import SPECS
+
+EXAMPLES = ["tiny_prune", "digits_low_rank", "digits_prune_tight", "tiny_second_model"]
+
+
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory):
+    out = {}
+    for name in EXAMPLES:
+        path = tmp_path_factory.mktemp(name) / f"{name}.cert.json"
+        outcome = run_check(SPECS / f"{name}.yaml", path, "crown")
+        assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason
+        out[name] = (path, json.loads(path.read_text()))
+    return out
+
+
+def _first(steps, kind, layer=None):
+    return next(i for i, s in enumerate(steps) if s["kind"] == kind and (layer is None or s["layer"] == layer))
+
+
+def _unstable(step_bounds):
+    lo = [Fraction(v) for v in step_bounds["lower"]]
+    up = [Fraction(v) for v in step_bounds["upper"]]
+    return next(i for i, (l, u) in enumerate(zip(lo, up)) if l < 0 < u)
+
+
+def _ulp_below(q: Fraction) -> Fraction:
+    x = float(q)
+    while Fraction(x) >= q:
+        x = math.nextafter(x, -math.inf)
+    return Fraction(x)
+
+
+def tighten_bound_one_ulp(c):
+    c["claim"]["bound"] = rational_str(_ulp_below(Fraction(c["claim"]["bound"])))
+
+
+def tighten_output_lower_one_ulp(c):
+    last = max(s["layer"] for s in c["steps"])
+    step = c["steps"][_first(c["steps"], "linear", last)]
+    v = Fraction(step["lower"][0])
+    step["lower"][0] = rational_str(-_ulp_below(-v))  # one ulp above the exact claim
+
+
+def tighten_intermediate_past_derived(c):
+    step = c["steps"][_first(c["steps"], "interval", 1)]
+    i = _unstable(step)
+    step["lower"][i] = step["upper"][i]
+
+
+def flip_upper_slope_sign(c):
+    k = _first(c["steps"], "relu_relaxation", 1)
+    bounds = c["steps"][_first(c["steps"], "interval", 1)]
+    i = _unstable(bounds)
+    c["steps"][k]["upper_slope"][i] = rational_str(-Fraction(c["steps"][k]["upper_slope"][i]))
+
+
+def flip_lower_slope_sign(c):
+    k = _first(c["steps"], "relu_relaxation", 1)
+    i = _unstable(c["steps"][_first(c["steps"], "interval", 1)])
+    c["steps"][k]["lower_slope"][i] = "-1/2"
+
+
+def lower_upper_intercept(c):
+    k = _first(c["steps"], "relu_relaxation", 1)
+    i = _unstable(c["steps"][_first(c["steps"], "interval", 1)])
+    c["steps"][k]["upper_intercept"][i] = rational_str(Fraction(c["steps"][k]["upper_intercept"][i]) * Fraction(99, 100))
+
+
+def drop_relaxation_step(c):
+    del c["steps"][_first(c["steps"], "relu_relaxation", 1)]
+
+
+def drop_output_steps(c):
+    last = max(s["layer"] for s in c["steps"])
+    c["steps"] = [s for s in c["steps"] if s["layer"] != last]
+
+
+def drop_first_layer(c):
+    c["steps"] = [s for s in c["steps"] if s["layer"] != 1]
+
+
+def change_spec_hash(c):
+    c["spec_sha256"] = ("0" if c["spec_sha256"][0] != "0" else "1") + c["spec_sha256"][1:]
+
+
+def change_model_hash(c):
+    c["model_sha256"] = c["model_sha256"][::-1]
+
+
+def add_unknown_step(c):
+    c["steps"].insert(1, {"kind": "trust_me", "layer": 1})
+
+
+def change_tolerance(c):
+    c["claim"]["tolerance"] = rational_str(Fraction(c["claim"]["tolerance"]) * 2)
+
+
+def change_witness_deviation(c):
+    c["witness"]["deviation"] = rational_str(Fraction(c["witness"]["deviation"]) + Fraction(1, 10**9))
+
+
+def move_witness_outside(c):
+    c["witness"]["x"][0] = "1000"
+
+
+def change_layer_index(c):
+    k = _first(c["steps"], "relu_relaxation", 1)
+    c["steps"][k]["layer"] = 2
+
+
+def add_unknown_key(c):
+    c["trusted"] = True
+
+
+def truncate_vector(c):
+    c["steps"][0]["lower"].pop()
+
+
+def change_outputs(c):
+    c["claim"]["outputs"] = [0]
+
+
+def non_rational_number(c):
+    c["steps"][0]["lower"][0] = "0.5"
+
+
+def float_number(c):
+    c["steps"][0]["upper"][0] = 0.5
+
+
+MUTATIONS = [tighten_bound_one_ulp, tighten_output_lower_one_ulp, tighten_intermediate_past_derived,
+             flip_upper_slope_sign, flip_lower_slope_sign, lower_upper_intercept, drop_relaxation_step,
+             drop_output_steps, drop_first_layer, change_spec_hash, change_model_hash, add_unknown_step,
+             change_tolerance, change_witness_deviation, move_witness_outside, change_layer_index,
+             add_unknown_key, truncate_vector, change_outputs, non_rational_number, float_number]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_genuine_certificates_are_accepted(genuine, name):
+    path, _ = genuine[name]
+    assert check_certificate(SPECS / f"{name}.yaml", path).verdict is not Verdict.REJECTED
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_tampered_certificates_are_rejected(genuine, name, mutate, tmp_path, capsys):
+    path, cert = genuine[name]
+    tampered = copy.deepcopy(cert)
+    mutate(tampered)
+    assert tampered != cert
+    out = path.parent / f"tampered-{mutate.__name__}.cert.json"
+    out.write_text(json.dumps(tampered))
+    result = check_certificate(SPECS / f"{name}.yaml", out)
+    assert result.verdict is Verdict.REJECTED, f"{mutate.__name__} was accepted on {name}"
+    assert main(["verify", str(SPECS / f"{name}.yaml"), str(out)]) == 3
+    assert capsys.readouterr().out.startswith("REJECTED")
+
+
+def test_tampered_materialized_weights_are_rejected(genuine, tmp_path):
+    path, cert = genuine["digits_low_rank"]
+    gfile = path.parent / cert["materialized"]["path"]
+    data = bytearray(gfile.read_bytes())
+    copy_dir = tmp_path / "m"
+    copy_dir.mkdir()
+    data[len(data) // 2] ^= 1
+    (copy_dir / gfile.name).write_bytes(bytes(data))
+    (copy_dir / path.name).write_text(json.dumps(cert))
+    assert check_certificate(SPECS / "digits_low_rank.yaml", copy_dir / path.name).verdict is Verdict.REJECTED
+
+
+def test_changed_spec_tolerance_rejects_the_old_certificate(genuine, tmp_path):
+    path, _ = genuine["tiny_prune"]
+    text = (SPECS / "tiny_prune.yaml").read_text().replace("tolerance: 3", "tolerance: 4")
+    spec = tmp_path / "tiny_prune.yaml"
+    spec.write_text(text.replace("../models/", str(SPECS.parent / "models") + "/"))
+    assert check_certificate(spec, path).verdict is Verdict.REJECTED
