@@ -10,6 +10,8 @@ import math
 from fractions import Fraction
 from operator import mul
 
+from flint import fmpz_mat
+
 IntVec = tuple[list[int], int]  # (numerators, common denominator)
 IntMat = tuple[list[list[int]], int]
 
@@ -48,44 +50,37 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
     slope, upper intercept), for j < k-1. For a row coefficient c on relu(z): c >= 0 uses the lower
     line, c < 0 the upper line, so c*relu(z) >= c*(slope*z + intercept) on the verified interval.
-    At the input, each coefficient takes the box corner that minimises it. Exact.
+    At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
+    products run in FLINT (fmpz_mat), everything else on Python integers.
     """
     rows, den = lam
     consts = [Fraction(0)] * len(rows)
     for j in range(len(layers) - 1, -1, -1):
         (w, wden), (b, bden) = layers[j]
-        consts = [c + Fraction(sum(map(mul, row, b)), den * bden) for c, row in zip(consts, rows)]
-        wt = [list(col) for col in zip(*w)]  # columns of w
-        rows = [[sum(map(mul, row, col)) for col in wt] for row in rows]
+        m = fmpz_mat(rows)
+        cb = m * fmpz_mat([[x] for x in b])
+        consts = [c + Fraction(int(cb[r, 0]), den * bden) for r, c in enumerate(consts)]
+        rows = [[int(x) for x in row] for row in (m * fmpz_mat(w)).table()]
         den *= wden
         if j > 0:
             (los, losd), (loi, loid), (ups, upsd), (upi, upid) = relax[j - 1]
             lcm_s, lcm_i = math.lcm(losd, upsd), math.lcm(loid, upid)  # both lines on one denominator
-            fl, fu, gl, gu = lcm_s // losd, lcm_s // upsd, lcm_i // loid, lcm_i // upid
-            new_rows, new_consts = [], []
-            for row, c in zip(rows, consts):
-                s_num, i_num = [], 0
-                for x, a, bb, aa, ib in zip(row, los, loi, ups, upi):
-                    if x >= 0:
-                        s_num.append(x * a * fl)
-                        i_num += x * bb * gl
-                    else:
-                        s_num.append(x * aa * fu)
-                        i_num += x * ib * gu
-                new_rows.append(s_num)
-                new_consts.append(c + Fraction(i_num, den * lcm_i))
-            rows, consts = new_rows, new_consts
-            den *= lcm_s
-            rows, den = _reduce(rows, den)
+            los = [a * (lcm_s // losd) for a in los]
+            ups = [a * (lcm_s // upsd) for a in ups]
+            loi = [a * (lcm_i // loid) for a in loi]
+            upi = [a * (lcm_i // upid) for a in upi]
+            new_rows = []
+            for r, row in enumerate(rows):
+                new_rows.append([x * (a if x >= 0 else aa) for x, a, aa in zip(row, los, ups)])
+                icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi, upi))
+                consts[r] += Fraction(icpt, den * lcm_i)
+            rows, den = _reduce(new_rows, den * lcm_s)
     (lo, loden), (up, upden) = box
     dd = math.lcm(loden, upden)
     lo = [x * (dd // loden) for x in lo]
     up = [x * (dd // upden) for x in up]
-    out = []
-    for row, c in zip(rows, consts):
-        total = sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))
-        out.append(c + Fraction(total, den * dd))
-    return out
+    return [c + Fraction(sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up)), den * dd)
+            for row, c in zip(rows, consts)]
 
 
 def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:
