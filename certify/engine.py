@@ -21,7 +21,7 @@ from .certificate import certificate_json, propose, write_json_atomic
 from .checker import exact
 from .checker.check import CheckResult, check_certificate
 from .checker.model import read_arrays, read_model, sha256_file
-from .checker.network import build_g, exact_layers, input_box, joint_network, normalise_box
+from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box
 from .checker.spec import Spec, read_spec
 from .explain import materialize
 from .model import save_arrays
@@ -66,6 +66,8 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     spec = read_spec(spec_path)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
+    domain = input_box(spec, f)  # validate the whole spec against the model before writing anything
+    check_outputs(spec, f)
 
     arrays = materialize(spec, f)
     materialized = meta = None
@@ -76,7 +78,6 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
         meta = {"path": gpath.name, "sha256": sha256_file(gpath)}
     g = build_g(spec, f, materialized)
     joint, shared = joint_network(exact_layers(f), g, spec.property.outputs)
-    domain = input_box(spec, f)
     nbox = normalise_box(f, *domain)
     net = from_exact(joint)
     t1 = time.perf_counter()

@@ -7,7 +7,7 @@ specs/tiny_prune.yaml and a copy of models/tiny_mlp.npz), runs `certify check` i
 traceback, nothing on stdout, and no file written in the certificate's output directory.
 
 A few cases run as subprocesses to show that no traceback reaches a real terminal. Cases that
-expose a bug in certify are strict xfails whose reason starts with "BUG:".
+exposed a bug in certify (now fixed) are kept as regressions, with the bug in their reason.
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ def F(build, file, *also, key=None, forbid=()):
 
 
 def bug(case: Case, reason: str, id: str):
-    return pytest.param(case, id=id, marks=pytest.mark.xfail(strict=True, reason="BUG: " + reason))
+    """A case that once exposed a bug (fixed); the reason stays as the regression's documentation."""
+    return pytest.param(case, id=id)
 
 
 LOW_RANK = "- low_rank: {layer: 2, rank: 3}"
@@ -321,7 +322,7 @@ CASES = [
     pytest.param(F(center_file("nan.npy", lambda p: np.save(p, np.array([0.0, np.nan, 0.0, 0.0]))), "nan.npy", "non-finite"), id="center-npy-nan"),
     pytest.param(F(center_file("junk.npy", lambda p: p.write_bytes(b"\x00junk" * 20)), "junk.npy", "not a .npy"), id="center-npy-garbage"),
     pytest.param(F(center_file("short.npy", lambda p: np.save(p, np.zeros(3))), SPEC, "3 entries", key="input.linf_ball.center"), id="center-npy-wrong-length"),
-    # --- bugs found by this corpus (strict xfails: they pass once certify is fixed)
+    # --- regressions: bugs this corpus found, now fixed
     bug(S(spec((PRUNE, "- prune: {layer: 3, keep: [0], fill: zero}")), "explanation[0].prune.layer"),
         "prune layer out of range names key `explanation[0].layer`, a path that does not exist in the spec "
         "(certify/checker/network.py check_transform: spec.error(f\"{key}.layer\") omits the transform name)",
@@ -472,8 +473,6 @@ def test_subprocess_no_traceback(kind: str, build, file: str, work: Path) -> Non
     assert files_in(proofs) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a decimal exponent like 1e999999999 makes Fraction(text) build 10**999999999 "
-                   "(certify/checker/numbers.py parse_spec_number): the reader hangs for minutes instead of exit 2")
 def test_huge_exponent_does_not_hang(work: Path) -> None:
     spec_path = write_spec(work, edit(base_text(), (TOL, "tolerance: 1e999999999")))
     cert = work / "x.cert.json"

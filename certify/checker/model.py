@@ -15,6 +15,7 @@ import hashlib
 import json
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def read_arrays(path: str | Path) -> dict[str, tuple[tuple[int, ...], object]]:
             return out
     except FileNotFoundError:
         raise BadInput(file, "", "file not found", "check the path (relative paths are relative to the spec file)") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
         raise BadInput(file, "", f"not a readable .npz archive ({exc})", "save the model with numpy.savez") from None
 
 
@@ -153,7 +154,7 @@ def read_model(path: str | Path, sha256: str | None = None, key: str = "model.sh
 
     def array(layer_index, key, ndim):
         name = layers[layer_index].get(key)
-        if name not in arrays:
+        if not isinstance(name, str) or name not in arrays:
             raise BadInput(file, f"__layers__[{layer_index}].{key}", f"names no array ({name!r})", FIX_LAYERS)
         shape, flat = arrays[name]
         if len(shape) != ndim or 0 in shape:

@@ -33,23 +33,31 @@ def pruned_indices(spec: Spec, t: Prune, width: int, key: str) -> list[int]:
     return [j for j in range(width) if j not in kept]
 
 
+def check_outputs(spec: Spec, f: Model) -> None:
+    bad = [i for i in spec.property.outputs or () if i >= f.out_dim]
+    if bad:
+        raise spec.error("property.outputs", f"outputs {bad} do not exist (the model has {f.out_dim})",
+                         f"list output indices in 0..{f.out_dim - 1}", spec.property.line)
+
+
 def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
     """Impossible parameters (unknown layer, rank too large, missing neuron) are BadInput."""
-    key, n = f"explanation[{index}]", len(g)
+    key, n = f"explanation[{index}].{'prune' if isinstance(t, Prune) else 'low_rank'}", len(g)
     last = n if isinstance(t, LowRank) else n - 1
     if not 1 <= t.layer <= last:
         raise spec.error(f"{key}.layer", f"layer {t.layer} does not exist", f"use a layer in 1..{last}"
                          + ("" if isinstance(t, LowRank) else " (a hidden layer)"), t.line)
     if isinstance(t, Prune):
-        pruned_indices(spec, t, len(g[t.layer - 1][1]), f"{key}.prune")
+        pruned_indices(spec, t, len(g[t.layer - 1][1]), key)
     elif t.rank > min(len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0])):
         limit = min(len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0]))
-        raise spec.error(f"{key}.low_rank.rank", f"rank {t.rank} exceeds min(out, in) = {limit}",
+        raise spec.error(f"{key}.rank", f"rank {t.rank} exceeds min(out, in) = {limit}",
                          f"use a rank <= {limit}", t.line)
 
 
 def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
     """g's exact layers. `materialized` maps `explanation.<i>.<name>` to (shape, flat floats)."""
+    check_outputs(spec, f)
     g = exact_layers(f)
     for i, t in enumerate(spec.explanation):
         if isinstance(t, SecondModel):

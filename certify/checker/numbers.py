@@ -10,18 +10,23 @@ import math
 import re
 from fractions import Fraction
 
+MAX_MAGNITUDE = Fraction(10) ** 300  # beyond this a number cannot meet a float64 weight
 _SPEC_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?\d+/\d+$")
 _CERT_RATIONAL = re.compile(r"^-?\d{1,20000}(/\d{1,20000})?$")
 
 
 def parse_spec_number(text: str) -> Fraction | None:
-    """`"2/255"`, `"0.1"`, `"1e-3"`, `"-3"` -> exact Fraction; anything else (nan, inf, 1/0) -> None."""
+    """`"2/255"`, `"0.1"`, `"1e-3"`, `"-3"` -> exact Fraction; anything else (nan, inf, 1/0, |x| > 1e300) -> None."""
     text = text.strip()
-    if not _SPEC_NUMBER.match(text):
+    if len(text) > 400 or not _SPEC_NUMBER.match(text):
+        return None
+    mantissa, _, exponent = text.lower().partition("e")
+    if exponent and abs(int(exponent)) > 300:  # 1e999999999 would build a 10**999999999 integer
         return None
     if "/" in text and int(text.split("/")[1]) == 0:
         return None
-    return Fraction(text)
+    value = Fraction(text)
+    return value if abs(value) <= MAX_MAGNITUDE else None
 
 
 def parse_rational(text: object) -> Fraction | None:

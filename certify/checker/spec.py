@@ -118,7 +118,8 @@ class _Reader:
 
     def mapping(self, node, key, required=(), optional=()):
         if not isinstance(node, yaml.MappingNode):
-            raise self.bad(node, key, "expected a mapping", f"write `{key}:` with keys {', '.join(required + optional)}")
+            where = f"write `{key}:` with" if key else "the spec is a mapping of"
+            raise self.bad(node, key, "expected a mapping", f"{where} keys {', '.join(required + optional)}")
         out = {}
         for knode, vnode in node.value:
             name = knode.value if isinstance(knode, yaml.ScalarNode) else None
@@ -142,15 +143,16 @@ class _Reader:
         text = self.scalar(node, key, "a number")
         value = None if node.tag.endswith(("bool", "null")) else parse_spec_number(text)
         if value is None:
-            raise self.bad(node, key, f"{text!r} is not an exact number", 'write a decimal like 0.05 or a ratio like "2/255"')
+            raise self.bad(node, key, f"{text[:40]!r} is not an exact number of magnitude <= 1e300",
+                           'write a decimal like 0.05 or a ratio like "2/255"')
         if positive and value <= 0:
             raise self.bad(node, key, f"{text} is not positive", "write a number > 0")
         return value
 
     def integer(self, node, key, minimum=0):
         text = self.scalar(node, key, "an integer")
-        if not node.tag.endswith(":int") or not text.lstrip("-").isdigit():
-            raise self.bad(node, key, f"{text!r} is not an integer", "write a whole number like 3")
+        if not node.tag.endswith(":int") or not text.lstrip("-").isdigit() or len(text) > 18:
+            raise self.bad(node, key, f"{text[:40]!r} is not an integer (at most 18 digits)", "write a whole number like 3")
         if int(text) < minimum:
             raise self.bad(node, key, f"{text} is below {minimum}", f"write an integer >= {minimum}")
         return int(text)
@@ -249,6 +251,8 @@ class _Reader:
             return Prune(layer, keep, "constant", constant=value, line=line)
         mm = self.mapping(f["mean"], f"{key}.fill.mean", (), ("samples", "seed"))
         samples = self.integer(mm["samples"], f"{key}.fill.mean.samples", 1) if "samples" in mm else 1000
+        if samples > 1_000_000:
+            raise self.bad(mm["samples"], f"{key}.fill.mean.samples", "more than 1,000,000 samples", "use at most 1000000")
         seed = self.integer(mm["seed"], f"{key}.fill.mean.seed") if "seed" in mm else 0
         return Prune(layer, keep, "mean", samples=samples, seed=seed, line=line)
 
@@ -293,8 +297,11 @@ def read_spec(path: str | Path) -> Spec:
         root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise BadInput(str(path), "", f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax",
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInput(str(path), "", f"not valid YAML ({problem})", "fix the YAML syntax (plain UTF-8 text)",
                        None if line is None else line + 1) from None
+    except RecursionError:
+        raise BadInput(str(path), "", "not a spec: nested too deeply", "start from an example in specs/") from None
     if root is None:
         raise BadInput(str(path), "", "empty spec", "start from an example in specs/")
     top = r.mapping(root, "", ("version", "model", "input", "explanation", "property"), ("options",))
