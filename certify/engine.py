@@ -26,7 +26,7 @@ from .checker.spec import Spec, read_spec
 from .explain import materialize
 from .model import save_arrays
 
-PLANS = {"interval": ("interval",), "crown": ("crown",), "auto": ("interval", "crown")}
+PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "auto": ("interval", "crown", "alpha")}
 
 
 @dataclass(frozen=True)

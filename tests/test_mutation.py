@@ -22,7 +22,7 @@ def genuine(tmp_path_factory):
     out = {}
     for name in EXAMPLES:
         path = tmp_path_factory.mktemp(name) / f"{name}.cert.json"
-        outcome = run_check(SPECS / f"{name}.yaml", path, "crown")
+        outcome = run_check(SPECS / f"{name}.yaml", path, "alpha")
         assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason
         out[name] = (path, json.loads(path.read_text()))
     return out
@@ -143,7 +143,43 @@ def float_number(c):
     c["steps"][0]["upper"][0] = 0.5
 
 
-MUTATIONS = [tighten_bound_one_ulp, tighten_output_lower_one_ulp, tighten_intermediate_past_derived,
+def _alpha_step(c):
+    return next(s for s in c["steps"] if "alpha" in s)
+
+
+def alpha_slope_above_one(c):
+    step = _alpha_step(c)
+    j = min(step["alpha"])
+    bounds = c["steps"][_first(c["steps"], "relu_relaxation", int(j)) - 1]
+    step["alpha"][j][0][_unstable(bounds)] = "2"
+
+
+def alpha_slope_negative(c):
+    step = _alpha_step(c)
+    j = min(step["alpha"])
+    bounds = c["steps"][_first(c["steps"], "relu_relaxation", int(j)) - 1]
+    i = _unstable(bounds)
+    step["alpha"][j][-1][i] = "-1/4"
+
+
+def alpha_row_dropped(c):
+    step = _alpha_step(c)
+    step["alpha"][min(step["alpha"])].pop()
+
+
+def alpha_for_unknown_layer(c):
+    step = _alpha_step(c)
+    step["alpha"]["99"] = step["alpha"][min(step["alpha"])]
+
+
+# which step kinds (and features) each mutation attacks: a new step kind without one fails a test
+ATTACKS = {"interval": ["tighten_intermediate_past_derived", "drop_first_layer", "truncate_vector"],
+           "linear": ["tighten_output_lower_one_ulp", "drop_output_steps", "alpha_slope_above_one",
+                      "alpha_slope_negative", "alpha_row_dropped", "alpha_for_unknown_layer"],
+           "relu_relaxation": ["flip_upper_slope_sign", "flip_lower_slope_sign", "lower_upper_intercept",
+                               "drop_relaxation_step", "change_layer_index"]}
+
+MUTATIONS = [alpha_slope_above_one, alpha_slope_negative, alpha_row_dropped, alpha_for_unknown_layer, tighten_bound_one_ulp, tighten_output_lower_one_ulp, tighten_intermediate_past_derived,
              flip_upper_slope_sign, flip_lower_slope_sign, lower_upper_intercept, drop_relaxation_step,
              drop_output_steps, drop_first_layer, change_spec_hash, change_model_hash, add_unknown_step,
              change_tolerance, change_witness_deviation, move_witness_outside, change_layer_index,
@@ -189,3 +225,12 @@ def test_changed_spec_tolerance_rejects_the_old_certificate(genuine, tmp_path):
     spec = tmp_path / "tiny_prune.yaml"
     spec.write_text(text.replace("../models/", str(SPECS.parent / "models") + "/"))
     assert check_certificate(spec, path).verdict is Verdict.REJECTED
+
+
+def test_every_step_kind_has_tamper_tests():
+    from certify.checker import STEP_CHECKERS
+
+    names = {m.__name__ for m in MUTATIONS}
+    assert set(STEP_CHECKERS) == set(ATTACKS), "a step kind without tamper tests: add mutations to ATTACKS"
+    for kind, attacks in ATTACKS.items():
+        assert attacks and set(attacks) <= names, kind

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounds.alpha import optimise_alpha
 from ..bounds.linear import Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
-from ..bounds.network import FloatNet
+from ..bounds.network import FloatNet, box_floats
 from ..checker import exact
 from ..checker.check import FORMAT, VERSION
 from ..checker.numbers import rational_str
@@ -39,9 +40,9 @@ def _round_up(q: Fraction) -> float:
     return math.nextafter(x, math.inf) if Fraction(x) < q else x
 
 
-def exact_relaxation(lower: list[float], upper: list[float], alpha=None) -> Relaxation:
+def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
     """CROWN lines on the claimed interval, upper intercepts rounded up so every line is exactly valid."""
-    r = relax_relu(np.array(lower), np.array(upper), alpha)
+    r = relax_relu(np.array(lower), np.array(upper))
     up_int = list(map(float, r.upper_intercept))
     for i, (l, u, s) in enumerate(zip(lower, upper, r.upper_slope)):
         if l < 0 < u:  # need s*l + b >= 0 and s*u + b >= u, exactly
@@ -65,25 +66,48 @@ class Proposal:
         return max(max(u, -l) for l, u in zip(self.output_lower, self.output_upper))
 
 
-def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str, alphas=None) -> Proposal:
-    """Steps for `method` in ("interval", "crown") on the joint network (network input space)."""
-    from .. bounds.network import box_floats
+ALPHA_MAX_ENTRIES = 60_000  # per-row slopes cost certificate size: intermediate layers above this use CROWN
 
+
+def _alpha_json(alphas) -> dict:
+    return {str(j): [_q(row) for row in a] for j, a in enumerate(alphas, start=1)}
+
+
+def _exact_alpha(alphas, width: int):
+    low, up = {}, {}
+    for j, a in enumerate(alphas, start=1):
+        nums, den = exact.qmat([[float(v) for v in row] for row in a])
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
+def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str) -> Proposal:
+    """Steps for `method` ("interval", "crown" or "alpha") on the joint network (network input space).
+
+    Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
+    ReLU relaxation built on their intersection. The output layer n: computed exactly here.
+    """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
     steps: list[dict] = []
     relax: list[Relaxation] = []
-    claimed = None
+    claims: list[tuple[np.ndarray, np.ndarray]] = []
     for k in range(1, n):
-        prev = (lo_in, up_in) if k == 1 else interval_relu(*map(np.asarray, claimed))
+        prev = (lo_in, up_in) if k == 1 else interval_relu(*claims[-1])
         lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
-        if method == "crown" and k > 1:
-            clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in))
-            steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup)})
+        if method in ("crown", "alpha") and k > 1:
+            width = net.weights[k - 1].shape[0]
+            if method == "alpha" and 2 * width * sum(net.widths[1:k]) <= ALPHA_MAX_ENTRIES:
+                alphas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in)
+                extra = {"alpha": _alpha_json(alphas)}
+            else:
+                (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in), {}
+            clo, cup = pad_outward(clo, cup)
+            steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
-        claimed = (lo, up)
-        r = exact_relaxation(lo, up, None if alphas is None else alphas[k - 1])
+        claims.append((np.array(lo), np.array(up)))
+        r = exact_relaxation(lo, up)
         relax.append(r)
         steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
                       "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
@@ -92,17 +116,22 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     if n == 1:
         out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
     else:
-        prev = [[max(Fraction(v), Fraction(0)) for v in b] for b in claimed]
+        prev = [[max(Fraction(float(v)), Fraction(0)) for v in b] for b in claims[-1]]
         out_lo, out_up = exact.interval_dense(exact_joint[-1], *prev)
     steps.append({"kind": "interval", "layer": n, "lower": _q(out_lo), "upper": _q(out_up)})
-    if method == "crown" and n > 1:
+    if method in ("crown", "alpha") and n > 1:
         width = len(exact_joint[-1][1][0])
+        extra, alpha_low, alpha_up = {}, None, None
+        if method == "alpha":
+            alphas, _, _ = optimise_alpha(net, n, relax, claims, lo_in, up_in)
+            extra = {"alpha": _alpha_json(alphas)}
+            alpha_low, alpha_up = _exact_alpha(alphas, width)
         eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
         qrelax = [tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax]
-        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox)
-        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox)]
-        steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup)})
+        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low)
+        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up)]
+        steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
     return Proposal(steps, out_lo, out_up)
 

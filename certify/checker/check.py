@@ -18,7 +18,7 @@ from pathlib import Path
 import z3
 
 from .errors import Rejected
-from .exact import backsubstitute, forward, interval_dense, qvec
+from .exact import backsubstitute, forward, interval_dense, qmat, qvec
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box
 from .numbers import parse_rational, rational_str
@@ -30,6 +30,7 @@ TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "materialized", 
 REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "claim", "steps"}
 CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
 BOUND_KEYS = {"kind", "layer", "lower", "upper"}
+LINEAR_KEYS = BOUND_KEYS | {"alpha"}
 RELAX_KEYS = {"kind", "layer", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept"}
 
 
@@ -114,20 +115,46 @@ def check_interval(step: dict, state: _State, where: str) -> None:
     _accept_bounds(step, state, where, *interval_dense(state.joint[k - 1], lo, up))
 
 
+def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
+    """Per-row lower slopes {relu layer j: 2*width rows} (rows < width: lower bounds, then upper).
+
+    Row r's line alpha*z (intercept 0) must lie below relu on the verified interval of each neuron:
+    relu is linear on each side of 0, so checking the interval's ends suffices (alpha*l <= relu(l),
+    alpha*u <= relu(u); at 0 both sides are 0)."""
+    raw = step.get("alpha", {})
+    if not isinstance(raw, dict):
+        raise Rejected(where, "alpha must map relu layers to slope matrices")
+    low, up = {}, {}
+    for key, rows in raw.items():
+        j = int(key) if isinstance(key, str) and key.isdigit() else 0
+        if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
+            raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
+        lo, hi = state.bounds[j]
+        mat = [_vector({"r": row}, "r", len(lo), f"{where} alpha[{key}]") for row in rows]
+        for row in mat:
+            for a, l, u in zip(row, lo, hi):
+                if a * l > max(l, 0) or a * u > max(u, 0):
+                    raise Rejected(where, f"alpha[{key}]: slope {a} is not a lower line of relu on [{l}, {u}]")
+        (nums, den) = qmat(mat)
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
 def check_linear(step: dict, state: _State, where: str) -> None:
-    """Back-substitution (CROWN) through layers k..1 with the verified relaxations of layers < k."""
-    _keys(step, BOUND_KEYS, where)
+    """Back-substitution (CROWN, or alpha-CROWN with per-row slopes) through layers k..1."""
+    _keys(step, LINEAR_KEYS, where, BOUND_KEYS)
     k = _layer(step, state, where)
     missing = [j for j in range(1, k) if j not in state.relax]
     if missing:
         raise Rejected(where, f"needs verified ReLU relaxations of layers {missing} first")
     width = len(state.joint[k - 1][1][0])
+    alpha_low, alpha_up = _alpha(step, state, k, width, where)
     eye = [[1 if r == c else 0 for c in range(width)] for r in range(width)]
     neg = [[-x for x in row] for row in eye]
     box = (qvec(state.box[0]), qvec(state.box[1]))
     relax = [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((eye, 1), state.joint[:k], relax, box)
-    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box)]
+    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low)
+    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up)]
     _accept_bounds(step, state, where, lower, upper)
 
 

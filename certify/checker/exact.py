@@ -43,14 +43,16 @@ def transpose(m: IntMat) -> IntMat:
     return [list(col) for col in zip(*m[0])], m[1]
 
 
-def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec]) -> list[Fraction]:
+def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
+                   alpha: dict[int, IntMat] | None = None) -> list[Fraction]:
     """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
     slope, upper intercept), for j < k-1. For a row coefficient c on relu(z): c >= 0 uses the lower
     line, c < 0 the upper line, so c*relu(z) >= c*(slope*z + intercept) on the verified interval.
-    At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
+    `alpha[j]` (optional) gives row r its own lower line alpha[j][r]*z (intercept 0) for the ReLU
+    of layer j (alpha-CROWN). At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
     products run in FLINT (fmpz_mat), everything else on Python integers.
     """
     rows, den = lam
@@ -64,15 +66,20 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
         den *= wden
         if j > 0:
             (los, losd), (loi, loid), (ups, upsd), (upi, upid) = relax[j - 1]
-            lcm_s, lcm_i = math.lcm(losd, upsd), math.lcm(loid, upid)  # both lines on one denominator
+            rows_alpha, ad = (alpha or {}).get(j, (None, 1))
+            lcm_s, lcm_i = math.lcm(losd, upsd, ad), math.lcm(loid, upid)  # all lines on one denominator
             los = [a * (lcm_s // losd) for a in los]
             ups = [a * (lcm_s // upsd) for a in ups]
             loi = [a * (lcm_i // loid) for a in loi]
             upi = [a * (lcm_i // upid) for a in upi]
             new_rows = []
             for r, row in enumerate(rows):
-                new_rows.append([x * (a if x >= 0 else aa) for x, a, aa in zip(row, los, ups)])
-                icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi, upi))
+                if rows_alpha is not None:
+                    lo_r, loi_r = [a * (lcm_s // ad) for a in rows_alpha[r]], [0] * len(row)
+                else:
+                    lo_r, loi_r = los, loi
+                new_rows.append([x * (a if x >= 0 else aa) for x, a, aa in zip(row, lo_r, ups)])
+                icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi_r, upi))
                 consts[r] += Fraction(icpt, den * lcm_i)
             rows, den = _reduce(new_rows, den * lcm_s)
     (lo, loden), (up, upden) = box

@@ -16,7 +16,7 @@ import yaml
 from .errors import BadInput
 from .numbers import parse_spec_number
 
-METHODS = ("auto", "interval", "crown")
+METHODS = ("auto", "interval", "crown", "alpha")
 DEVIATIONS = ("linf",)
 
 
