@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="bound, falsify, write a certificate and check it")
     c.add_argument("spec")
     c.add_argument("--out", help="certificate path (default proofs/<spec-name>.cert.json)")
-    c.add_argument("--method", choices=("auto", "interval", "crown", "alpha"), help="override options.method")
+    c.add_argument("--method", choices=("auto", "interval", "crown", "alpha", "bab"), help="override options.method")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=cmd_check)
     v = sub.add_parser("verify", help="re-check a certificate with the trusted checker only")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .bounds.bab import branch_and_bound
 from .bounds.falsify import falsify
 from .bounds.network import box_floats, from_exact
 from .certificate import certificate_json, propose, write_json_atomic
@@ -26,7 +27,9 @@ from .checker.spec import Spec, read_spec
 from .explain import materialize
 from .model import save_arrays
 
-PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "auto": ("interval", "crown", "alpha")}
+PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "bab": ("bab",),
+         "auto": ("interval", "crown", "alpha", "bab")}
+BAB_LEAF_METHOD = "alpha"
 
 
 @dataclass(frozen=True)
@@ -92,20 +95,30 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     lower = max(abs(v) for v in exact.forward(joint, xn))
     t2 = time.perf_counter()
 
-    best, tried = None, {}
-    for m in PLANS[method or opts.method]:
-        proposal = propose(net, joint, nbox, m)
-        tried[m] = float(proposal.bound)
-        if best is None or proposal.bound < best[1].bound:
-            best = (m, proposal)
-        if proposal.bound <= spec.property.tolerance or time.perf_counter() - t0 > float(opts.timeout_s):
+    tol, plan = spec.property.tolerance, PLANS[method or opts.method]
+    best, tried, extra = None, {}, {}
+    for m in plan:
+        if m == "bab":
+            if len(plan) > 1 and (lower > tol or best[1] <= tol):
+                break  # settled: auto only branches when the tolerance lies between lower and upper
+            budget = max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0))
+            r = branch_and_bound(net, joint, nbox, BAB_LEAF_METHOD, tol, time_budget=budget, max_leaves=opts.max_leaves)
+            bound, body = r.bound, {"tree": r.tree}
+            extra = {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
+        else:
+            proposal = propose(net, joint, nbox, m)
+            bound, body = proposal.bound, {"steps": proposal.steps}
+        tried[m] = float(bound)
+        if best is None or bound < best[1]:
+            best = (m, bound, body)
+        if bound <= tol or time.perf_counter() - t0 > float(opts.timeout_s):
             break
-    chosen, proposal = best
+    chosen, bound, body = best
     t3 = time.perf_counter()
 
     engine = {"certify": __version__, "method": chosen, "shared_layers": shared,
-              "joint_widths": [len(joint[0][0][0])] + [len(b[0]) for _, b in joint], "seconds": round(t3 - t0, 3)}
-    write_json_atomic(cert_path, certificate_json(spec=spec, model_sha256=f.sha256, proposal=proposal,
+              "joint_widths": [len(joint[0][0][0][0])] + [len(b[0]) for _, b in joint], "seconds": round(t3 - t0, 3), **extra}
+    write_json_atomic(cert_path, certificate_json(spec=spec, model_sha256=f.sha256, bound=bound, body=body,
                                                   witness=(witness, lower), materialized=meta, engine=engine))
     result = check_certificate(spec.path, cert_path)
     t4 = time.perf_counter()

@@ -227,6 +227,97 @@ def test_changed_spec_tolerance_rejects_the_old_certificate(genuine, tmp_path):
     assert check_certificate(spec, path).verdict is Verdict.REJECTED
 
 
+@pytest.fixture(scope="module")
+def bab_certificates(tmp_path_factory):
+    """Branch-and-bound certificates: input splits (tiny, 4 inputs) and ReLU splits (digits, 64)."""
+    out = {}
+    for name, old, new in [("tiny_prune", "tolerance: 3", 'tolerance: "21/20"'),
+                           ("digits_low_rank", 'tolerance: "1/5"', 'tolerance: "17/200"')]:
+        d = tmp_path_factory.mktemp(f"bab-{name}")
+        text = (SPECS / f"{name}.yaml").read_text().replace(old, new)
+        spec = d / f"{name}.yaml"
+        spec.write_text(text.replace("../models/", str(SPECS.parent / "models") + "/"))
+        path = d / f"{name}.cert.json"
+        outcome = run_check(spec, path, "bab")
+        assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason
+        cert = json.loads(path.read_text())
+        assert "tree" in cert and "children" in cert["tree"], "branch and bound made no split"
+        out[name] = (spec, path, cert)
+    return out
+
+
+def _split(node, kind):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.get("split") == kind:
+            return n
+        stack += n.get("children", [])
+    return None
+
+
+def _any_split(c):
+    return _split(c["tree"], "input") or _split(c["tree"], "relu")
+
+
+def _leaf(node):
+    while "children" in node:
+        node = node["children"][0]
+    return node
+
+
+def split_point_outside_box(c):
+    n = _split(c["tree"], "input")
+    if n is None:  # relu-split tree: point it at a layer that has no ReLU
+        _split(c["tree"], "relu")["layer"] = 99
+    else:
+        n["at"] = "1000"
+
+
+def child_dropped(c):
+    _any_split(c)["children"].pop()
+
+
+def relu_split_repeated(c):
+    n = _any_split(c)
+    if n["split"] == "input":  # input-split tree: duplicating an input split's child is still a cover, so
+        n["children"][1] = {"split": "relu", "layer": 1, "neuron": 0,  # split a ReLU twice instead
+                            "children": [{"split": "relu", "layer": 1, "neuron": 0, "children": [_leaf(n), _leaf(n)]}, _leaf(n)]}
+    else:
+        n["children"][0] = {**n, "children": [n["children"][0], n["children"][1]]}
+
+
+def leaf_goal_dropped(c):
+    leaf = _leaf(c["tree"])
+    last = max(s["layer"] for s in leaf["steps"])
+    leaf["steps"] = [s for s in leaf["steps"] if s["layer"] != last]
+
+
+def unknown_split_kind(c):
+    _any_split(c)["split"] = "magic"
+
+
+def leaf_swapped_between_phases(c):
+    n = _any_split(c)
+    n["children"] = [n["children"][1], n["children"][1]]
+
+
+TREE_MUTATIONS = [split_point_outside_box, child_dropped, relu_split_repeated, leaf_goal_dropped,
+                  unknown_split_kind, tighten_bound_one_ulp]
+
+
+@pytest.mark.parametrize("mutate", TREE_MUTATIONS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("name", ["tiny_prune", "digits_low_rank"])
+def test_tampered_split_trees_are_rejected(bab_certificates, name, mutate):
+    spec, path, cert = bab_certificates[name]
+    assert check_certificate(spec, path).verdict is Verdict.CERTIFIED
+    tampered = copy.deepcopy(cert)
+    mutate(tampered)
+    out = path.parent / f"tampered-{mutate.__name__}.cert.json"
+    out.write_text(json.dumps(tampered))
+    assert check_certificate(spec, out).verdict is Verdict.REJECTED, f"{mutate.__name__} accepted on {name}"
+
+
 def test_every_step_kind_has_tamper_tests():
     from certify.checker import STEP_CHECKERS
 

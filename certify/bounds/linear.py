@@ -57,18 +57,26 @@ def relax_relu(lower, upper, alpha=None) -> Relaxation:
     return Relaxation(lo_slope, np.zeros_like(lo_slope), up_slope, up_int)
 
 
-def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in):
-    """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box."""
+def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in, trace=None, split_terms=None):
+    """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box.
+
+    If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j.
+    `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN).
+    """
     const = jnp.zeros(lam.shape[0])
     for j in range(k, 0, -1):
         w, b = net.weights[j - 1], net.biases[j - 1]
         const = const + lam @ b
         lam = lam @ w
         if j > 1:
+            if trace is not None:
+                trace[j - 1] = lam
             r = relax[j - 2]
             pos = lam >= 0
             const = const + jnp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
             lam = jnp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
+            if split_terms is not None and (j - 1) in split_terms:
+                lam = lam + split_terms[j - 1]
     return const + jnp.maximum(lam, 0.0) @ lower_in + jnp.minimum(lam, 0.0) @ upper_in
 
 

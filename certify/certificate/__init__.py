@@ -24,7 +24,7 @@ from ..bounds.alpha import optimise_alpha
 from ..bounds.linear import Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
 from ..bounds.network import FloatNet, box_floats
 from ..checker import exact
-from ..checker.check import FORMAT, VERSION
+from ..checker.check import FORMAT, VERSION, data_hashes
 from ..checker.numbers import rational_str
 
 PAD = 1e-8
@@ -57,12 +57,19 @@ def _q(values) -> list[str]:
 
 @dataclass(frozen=True)
 class Proposal:
+    """Steps for one region; `empty` when the region's ReLU splits contradict its verified bounds."""
+
     steps: list[dict]
     output_lower: list[Fraction]
     output_upper: list[Fraction]
+    relax: tuple = ()  # float Relaxations of layers 1..n-1 (for choosing splits)
+    claims: tuple = ()  # float (lower, upper) claims of layers 1..n-1
+    empty: bool = False
 
     @property
-    def bound(self) -> Fraction:
+    def bound(self) -> Fraction | None:
+        if self.empty:
+            return None
         return max(max(u, -l) for l, u in zip(self.output_lower, self.output_upper))
 
 
@@ -81,11 +88,32 @@ def _exact_alpha(alphas, width: int):
     return low, up
 
 
-def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str) -> Proposal:
+def _beta_json(betas) -> dict:
+    return {"beta": [{"layer": j, "neuron": i, "values": _q(v)} for j, i, v in betas]} if betas else {}
+
+
+def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
+    """The checker's view of the split multipliers: per layer, sign*beta on the split neuron's column."""
+    mats: dict = {}
+    for j, i, values in betas:
+        sign = 1 if assume[(j, i)] == "inactive" else -1
+        m = mats.setdefault(j, [[Fraction(0)] * widths[j] for _ in range(2 * width)])
+        for r, v in enumerate(values):
+            m[r][i] += sign * Fraction(float(v))
+    low, up = {}, {}
+    for j, m in mats.items():
+        nums, den = exact.qmat(m)
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
+def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
+            assume: dict | None = None) -> Proposal:
     """Steps for `method` ("interval", "crown" or "alpha") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
-    ReLU relaxation built on their intersection. The output layer n: computed exactly here.
+    ReLU relaxation built on their intersection, clamped by the region's ReLU splits `assume`
+    ({(layer, neuron): "inactive" | "active"}). The output layer n: computed exactly here.
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
@@ -99,13 +127,18 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         if method in ("crown", "alpha") and k > 1:
             width = net.weights[k - 1].shape[0]
             if method == "alpha" and 2 * width * sum(net.widths[1:k]) <= ALPHA_MAX_ENTRIES:
-                alphas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in)
-                extra = {"alpha": _alpha_json(alphas)}
+                alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume)
+                extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
             else:
                 (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in), {}
             clo, cup = pad_outward(clo, cup)
             steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
+        for (layer, i), phase in (assume or {}).items():
+            if layer == k:
+                lo[i], up[i] = (lo[i], min(up[i], 0.0)) if phase == "inactive" else (max(lo[i], 0.0), up[i])
+        if any(a > b for a, b in zip(lo, up)):  # the checker sees the same contradiction
+            return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
         claims.append((np.array(lo), np.array(up)))
         r = exact_relaxation(lo, up)
         relax.append(r)
@@ -121,32 +154,35 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     steps.append({"kind": "interval", "layer": n, "lower": _q(out_lo), "upper": _q(out_up)})
     if method in ("crown", "alpha") and n > 1:
         width = len(exact_joint[-1][1][0])
-        extra, alpha_low, alpha_up = {}, None, None
+        extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
         if method == "alpha":
-            alphas, _, _ = optimise_alpha(net, n, relax, claims, lo_in, up_in)
-            extra = {"alpha": _alpha_json(alphas)}
+            alphas, betas, _, _ = optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume)
+            extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
             alpha_low, alpha_up = _exact_alpha(alphas, width)
+            beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
         eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
         qrelax = [tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax]
-        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low)
-        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up)]
+        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low, beta_low)
+        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
-    return Proposal(steps, out_lo, out_up)
+    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims))
 
 
-def certificate_json(*, spec, model_sha256: str, proposal: Proposal, witness, materialized, engine: dict) -> dict:
+def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, witness, materialized, engine: dict) -> dict:
+    """body: {"steps": [...]} for one region, or {"tree": {...}} for branch and bound."""
     prop = spec.property
     return {
         "format": FORMAT,
         "version": VERSION,
         "spec_sha256": spec.sha256,
         "model_sha256": model_sha256,
+        "data_sha256": data_hashes(spec),
         "materialized": materialized,
         "claim": {"deviation": prop.deviation, "outputs": None if prop.outputs is None else list(prop.outputs),
-                  "tolerance": rational_str(prop.tolerance), "bound": rational_str(proposal.bound)},
-        "steps": proposal.steps,
+                  "tolerance": rational_str(prop.tolerance), "bound": rational_str(bound)},
+        **body,
         "witness": None if witness is None else {"x": _q(witness[0]), "deviation": rational_str(witness[1])},
         "engine": engine,
     }

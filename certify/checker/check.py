@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import z3
 
-from .errors import Rejected
+from .errors import BadInput, Rejected
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box
@@ -26,11 +27,13 @@ from .spec import Spec, read_spec
 
 FORMAT, VERSION = "certify.certificate", 1
 Z3_TIMEOUT_MS = 60_000
-TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "materialized", "claim", "steps", "witness", "engine"}
-REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "claim", "steps"}
+TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "materialized", "claim", "steps", "tree",
+            "witness", "engine"}
+REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "claim"}
+MAX_TREE_NODES = 200_000
 CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
 BOUND_KEYS = {"kind", "layer", "lower", "upper"}
-LINEAR_KEYS = BOUND_KEYS | {"alpha"}
+LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta"}
 RELAX_KEYS = {"kind", "layer", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept"}
 
 
@@ -58,6 +61,8 @@ class _State:
     box: tuple  # exact input box in network space: (lower, upper) as Fraction lists
     bounds: dict  # layer -> (lower, upper) verified pre-activation bounds
     relax: dict  # layer -> four IntVecs (lower slope, lower intercept, upper slope, upper intercept)
+    assume: dict  # (layer, neuron) -> "inactive" (z <= 0) | "active" (z >= 0): this leaf's ReLU splits
+    empty: bool = False  # the verified bounds and the splits contradict: the leaf's region is empty
 
 
 def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
@@ -99,6 +104,10 @@ def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction],
     if k in state.bounds:  # a second step for the same layer intersects
         o_lo, o_up = state.bounds[k]
         c_lo, c_up = [max(a, b) for a, b in zip(c_lo, o_lo)], [min(a, b) for a, b in zip(c_up, o_up)]
+    for (layer, i), phase in state.assume.items():  # a split leaf only covers inputs in its phase
+        if layer == k:
+            c_lo[i], c_up[i] = (c_lo[i], min(c_up[i], Fraction(0))) if phase == "inactive" else (max(c_lo[i], Fraction(0)), c_up[i])
+    state.empty = state.empty or any(l > u for l, u in zip(c_lo, c_up))
     state.bounds[k] = (c_lo, c_up)
 
 
@@ -126,7 +135,7 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
         raise Rejected(where, "alpha must map relu layers to slope matrices")
     low, up = {}, {}
     for key, rows in raw.items():
-        j = int(key) if isinstance(key, str) and key.isdigit() else 0
+        j = int(key) if isinstance(key, str) and re.fullmatch("[0-9]{1,6}", key) else 0
         if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
             raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
         lo, hi = state.bounds[j]
@@ -140,6 +149,33 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
     return low, up
 
 
+def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
+    """Split multipliers [{"layer": j, "neuron": i, "values": 2*width rationals >= 0}] for this
+    region's own ReLU splits (j < k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0)."""
+    raw = step.get("beta", [])
+    if not isinstance(raw, list):
+        raise Rejected(where, "beta must be a list")
+    mats: dict = {}
+    for t in raw:
+        _keys(t, {"layer", "neuron", "values"}, where)
+        j, i = t["layer"], t["neuron"]
+        if (j, i) not in state.assume or not isinstance(j, int) or not 1 <= j < k:
+            raise Rejected(where, f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
+        values = _vector(t, "values", 2 * width, where)
+        if any(v < 0 for v in values):
+            raise Rejected(where, f"beta for ({j}, {i}) must be >= 0")
+        sign = 1 if state.assume[(j, i)] == "inactive" else -1
+        n_j = len(state.joint[j - 1][1][0])
+        m = mats.setdefault(j, [[Fraction(0)] * n_j for _ in range(2 * width)])
+        for r, v in enumerate(values):
+            m[r][i] += sign * v
+    low, up = {}, {}
+    for j, m in mats.items():
+        nums, den = qmat(m)
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
 def check_linear(step: dict, state: _State, where: str) -> None:
     """Back-substitution (CROWN, or alpha-CROWN with per-row slopes) through layers k..1."""
     _keys(step, LINEAR_KEYS, where, BOUND_KEYS)
@@ -149,12 +185,13 @@ def check_linear(step: dict, state: _State, where: str) -> None:
         raise Rejected(where, f"needs verified ReLU relaxations of layers {missing} first")
     width = len(state.joint[k - 1][1][0])
     alpha_low, alpha_up = _alpha(step, state, k, width, where)
+    beta_low, beta_up = _beta(step, state, k, width, where)
     eye = [[1 if r == c else 0 for c in range(width)] for r in range(width)]
     neg = [[-x for x in row] for row in eye]
     box = (qvec(state.box[0]), qvec(state.box[1]))
     relax = [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low)
-    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up)]
+    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low, beta_low)
+    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up, beta_up)]
     _accept_bounds(step, state, where, lower, upper)
 
 
@@ -166,15 +203,20 @@ def _q(v: Fraction):
     return z3.Q(v.numerator, v.denominator)
 
 
-def _prove(claim_negation, where: str) -> None:
-    """z3 must answer unsat for the negation of an obligation; sat, unknown or a timeout rejects."""
+def _holds(claim_negation, where: str) -> bool:
+    """True iff z3 answers unsat for the negation of an obligation; unknown or a timeout rejects."""
     solver = z3.Solver()
     solver.set("timeout", Z3_TIMEOUT_MS)
     solver.add(claim_negation)
     answer = solver.check()
-    if answer != z3.unsat:
-        raise Rejected(where, "z3 found a counterexample to the obligation" if answer == z3.sat
-                       else f"z3 could not decide the obligation ({solver.reason_unknown()})")
+    if answer not in (z3.sat, z3.unsat):
+        raise Rejected(where, f"z3 could not decide the obligation ({solver.reason_unknown()})")
+    return answer == z3.unsat
+
+
+def _prove(claim_negation, where: str) -> None:
+    if not _holds(claim_negation, where):
+        raise Rejected(where, "z3 found a counterexample to the obligation")
 
 
 def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
@@ -203,29 +245,102 @@ STEP_CHECKERS = {
 }
 
 
-def check_goal(claim: dict, state: _State, spec: Spec, where: str = "claim") -> Fraction:
-    """z3: every output difference d with verified bounds satisfies |d_i| <= bound."""
+def goal_holds(bound: Fraction, state: _State, where: str) -> bool:
+    """z3: does every output difference d with verified bounds satisfy |d_i| <= bound?"""
     n = len(state.joint)
     if n not in state.bounds:
-        raise Rejected(where, f"missing goal: no verified bounds for the output layer {n}")
-    bound = parse_rational(claim.get("bound"))
-    if bound is None:
-        raise Rejected(where, "bound must be a 'p/q' rational string")
+        return False
     lo, up = state.bounds[n]
     d = [z3.Real(f"d{i}") for i in range(len(lo))]
-    _prove(z3.And(*[z3.And(_q(l) <= x, x <= _q(u)) for x, l, u in zip(d, lo, up)],
-                  z3.Or(*[z3.Or(x > _q(bound), -x > _q(bound)) for x in d])), where)
-    return bound
+    return _holds(z3.And(*[z3.And(_q(l) <= x, x <= _q(u)) for x, l, u in zip(d, lo, up)],
+                         z3.Or(*[z3.Or(x > _q(bound), -x > _q(bound)) for x in d])), where)
+
+
+def _run_steps(steps: object, state: _State, where: str) -> int:
+    if not isinstance(steps, list):
+        raise Rejected(where, "steps must be a list")
+    for i, step in enumerate(steps):
+        at = f"{where}[{i}]"
+        kind = step.get("kind") if isinstance(step, dict) else None
+        if kind not in STEP_CHECKERS:
+            raise Rejected(at, f"unknown step kind {kind!r}")
+        STEP_CHECKERS[kind](step, state, f"{at} ({kind}, layer {step.get('layer')})")
+    return len(steps)
+
+
+def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
+    """Every region is proved by its own steps or by both children of its split.
+
+    A node may carry {"steps": [...]} (bounds for its region) and/or a split with two children. An
+    input split {"split": "input", "dim": d, "at": c} gives the first child the box with x_d <= c,
+    the second the box with x_d >= c (network input space). A ReLU split {"split": "relu",
+    "layer": j, "neuron": i} gives the first child the inputs with z_ji <= 0, the second those with
+    z_ji >= 0. Children cover their parent by construction. A node whose verified bounds contradict
+    its splits has an empty region. A node neither proved nor split rejects the certificate.
+    """
+    stack, count, steps = [(root, box, {}, "tree")], 0, 0
+    while stack:
+        node, (lo, up), assume, where = stack.pop()
+        count += 1
+        if count > MAX_TREE_NODES or not isinstance(node, dict):
+            raise Rejected(where, "not a tree node (or more than 200,000 nodes)")
+        if "steps" in node:
+            if "split" not in node:
+                _keys(node, {"steps"}, where)
+            state = _State(joint, (lo, up), {}, {}, assume)
+            steps += _run_steps(node["steps"], state, f"{where}.steps")
+            if state.empty or goal_holds(bound, state, f"{where} (goal)"):
+                continue
+        if "split" not in node:
+            raise Rejected(where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
+        optional = {"steps"} if "steps" in node else set()
+        kids = node.get("children")
+        if not isinstance(kids, list) or len(kids) != 2:
+            raise Rejected(where, "a split needs exactly two children")
+        if node.get("split") == "input":
+            _keys(node, {"split", "dim", "at", "children"} | optional, where)
+            d, at = node["dim"], parse_rational(node["at"])
+            if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(lo) or at is None or not lo[d] <= at <= up[d]:
+                raise Rejected(where, "input split needs a dimension and a point inside the parent box")
+            left_up, right_lo = list(up), list(lo)
+            left_up[d], right_lo[d] = at, at
+            stack += [(kids[0], (lo, left_up), assume, f"{where}.0"), (kids[1], (right_lo, up), assume, f"{where}.1")]
+        elif node.get("split") == "relu":
+            _keys(node, {"split", "layer", "neuron", "children"} | optional, where)
+            j, i = node["layer"], node["neuron"]
+            if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(joint)
+                    or not 0 <= i < len(joint[j - 1][1][0]) or (j, i) in assume):
+                raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
+            stack += [(kids[0], (lo, up), {**assume, (j, i): "inactive"}, f"{where}.0"),
+                      (kids[1], (lo, up), {**assume, (j, i): "active"}, f"{where}.1")]
+        else:
+            raise Rejected(where, f"unknown split {node.get('split')!r}")
+    return steps
+
+
+def data_hashes(spec: Spec) -> dict[str, str]:
+    """sha256 of every data file the spec's input domain reads (centres, corners, VNN-LIB files):
+    the spec names them by path only, so the certificate binds their contents."""
+    return {name: sha256_file(value) for name, value in sorted(vars(spec.input).items()) if isinstance(value, Path)}
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key in {sorted(keys)}")
+    return dict(pairs)
 
 
 def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]:
     try:
-        cert = json.loads(Path(cert_path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise Rejected("certificate", f"not readable JSON ({exc})") from None
+        cert = json.loads(Path(cert_path).read_text(), object_pairs_hook=_no_duplicates)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise Rejected("certificate", f"not readable JSON ({str(exc)[:200]})") from None
     cert = _keys(cert, TOP_KEYS, "certificate", REQUIRED_TOP)
-    if cert["format"] != FORMAT or cert["version"] != VERSION:
+    if cert["format"] != FORMAT or type(cert["version"]) is not int or cert["version"] != VERSION:
         raise Rejected("certificate", f"not a {FORMAT} version {VERSION} file")
+    if cert["data_sha256"] != data_hashes(spec):
+        raise Rejected("data_sha256", "the input data files differ from those the certificate was made for")
     if cert["spec_sha256"] != spec.sha256:
         raise Rejected("spec_sha256", "the certificate was made for another spec (hash mismatch)")
     f = read_model(spec.model.path, spec.model.sha256)
@@ -237,14 +352,17 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
         mpath = Path(cert_path).parent / str(m["path"])
         if not mpath.is_file() or sha256_file(mpath) != m["sha256"]:
             raise Rejected("materialized", f"{mpath} is missing or does not match its sha256")
-        materialized = read_arrays(mpath)
+        try:
+            materialized = read_arrays(mpath)
+        except BadInput as exc:
+            raise Rejected("materialized", str(exc)) from None
     try:
         g = build_g(spec, f, materialized)
     except (KeyError, ValueError) as exc:
         raise Rejected("materialized", f"g cannot be rebuilt: {exc}") from None
     joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
     domain = input_box(spec, f)
-    state = _State(joint, normalise_box(f, *domain), {}, {})
+    box = normalise_box(f, *domain)
 
     claim = _keys(cert["claim"], CLAIM_KEYS, "claim")
     if claim["deviation"] != spec.property.deviation or claim["outputs"] != (
@@ -252,15 +370,12 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
         raise Rejected("claim", "the claimed property differs from the spec's")
     if parse_rational(claim["tolerance"]) != spec.property.tolerance:
         raise Rejected("claim.tolerance", "differs from the spec's tolerance")
-    if not isinstance(cert["steps"], list):
-        raise Rejected("steps", "must be a list")
-    for i, step in enumerate(cert["steps"]):
-        where = f"steps[{i}]"
-        kind = step.get("kind") if isinstance(step, dict) else None
-        if kind not in STEP_CHECKERS:
-            raise Rejected(where, f"unknown step kind {kind!r}")
-        STEP_CHECKERS[kind](step, state, f"{where} ({kind}, layer {step.get('layer')})")
-    bound = check_goal(claim, state, spec)
+    bound = parse_rational(claim["bound"])
+    if bound is None:
+        raise Rejected("claim.bound", "must be a 'p/q' rational string")
+    if ("steps" in cert) == ("tree" in cert):
+        raise Rejected("certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
+    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound)
 
     witness_dev = None
     if cert.get("witness") is not None:
@@ -275,7 +390,7 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
             raise Rejected("witness", f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
         if witness_dev > bound:
             raise Rejected("witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
-    return bound, witness_dev, len(cert["steps"])
+    return bound, witness_dev, steps
 
 
 def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResult:

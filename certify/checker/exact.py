@@ -44,7 +44,7 @@ def transpose(m: IntMat) -> IntMat:
 
 
 def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
-                   alpha: dict[int, IntMat] | None = None) -> list[Fraction]:
+                   alpha: dict[int, IntMat] | None = None, beta: dict[int, IntMat] | None = None) -> list[Fraction]:
     """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
@@ -82,6 +82,11 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
                 icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi_r, upi))
                 consts[r] += Fraction(icpt, den * lcm_i)
             rows, den = _reduce(new_rows, den * lcm_s)
+            if j in (beta or {}):  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
+                (extra, bden) = beta[j]
+                common = math.lcm(den, bden)
+                rows = [[x * (common // den) + e * (common // bden) for x, e in zip(row, er)] for row, er in zip(rows, extra)]
+                den = common
     (lo, loden), (up, upden) = box
     dd = math.lcm(loden, upden)
     lo = [x * (dd // loden) for x in lo]

@@ -1,4 +1,4 @@
-"""Strict reader of model files (.npz) into the layer IR, with no numpy.
+"""Strict reader of model files (.npz here, .onnx in `onnx.py`) into the layer IR, with no numpy.
 
 A model file is a NumPy `.npz` archive (a zip of `.npy` arrays) holding the weights and one
 entry `__layers__`: a 0-d unicode array whose text is a JSON layer list, for example
@@ -27,7 +27,7 @@ FIX_LAYERS = "write it with certify.model.save_model (see models/train_digits.py
 
 @dataclass(frozen=True)
 class Dense:
-    """y = weight @ x + bias; weight is (out, in) as rows of exact floats."""
+    """y = weight @ x + bias; weight is (out, in) as rows of exact floats (Fractions where an ONNX fold needs them)."""
 
     weight: tuple[tuple[float, ...], ...]
     bias: tuple[float, ...]
@@ -46,6 +46,7 @@ class Model:
     dense: tuple[Dense, ...]
     input_scale: tuple[float, ...] | None = None
     input_shift: tuple[float, ...] | None = None
+    notes: tuple[str, ...] = ()  # what reading changed, for the report (e.g. an ONNX Softmax dropped)
 
     @property
     def in_dim(self) -> int:
@@ -139,6 +140,9 @@ def read_model(path: str | Path, sha256: str | None = None, key: str = "model.sh
     if sha256 is not None and digest != sha256:
         raise BadInput(file, key, f"sha256 mismatch: the file hashes to {digest}",
                        "if this model is the one you mean to certify, write that hash in the spec")
+    if Path(path).suffix.lower() == ".onnx":
+        from .onnx import read_onnx
+        return read_onnx(path, digest)
     arrays = read_arrays(path)
     if "__layers__" not in arrays or not isinstance(arrays["__layers__"][1], str):
         raise BadInput(file, "__layers__", "missing layer list", FIX_LAYERS)

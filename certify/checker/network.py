@@ -16,6 +16,7 @@ from .errors import BadInput
 from .exact import IntMat, IntVec, qmat, qvec
 from .model import Model, read_model, read_npy
 from .spec import LowRank, Prune, SecondModel, Spec
+from .vnnlib import read_vnnlib
 
 Layer = tuple[list[list[Fraction]], list[Fraction]]
 
@@ -154,7 +155,12 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
                              f"give {dim} numbers (or one, for every input)", inp.line)
         return list(value)
 
-    if inp.kind == "box":
+    if inp.kind == "vnnlib":
+        lo, up = read_vnnlib(inp.vnnlib, "input.vnnlib")
+        if len(lo) != dim:
+            raise spec.error("input.vnnlib", f"{inp.vnnlib.name} declares {len(lo)} inputs but the model takes {dim}",
+                             "use the VNN-LIB file written for this model", inp.line)
+    elif inp.kind == "box":
         lo, up = vec(inp.lower, "input.box.lower"), vec(inp.upper, "input.box.upper")
     else:
         c = vec(inp.center, "input.linf_ball.center")

@@ -11,14 +11,14 @@ import re
 from fractions import Fraction
 
 MAX_MAGNITUDE = Fraction(10) ** 300  # beyond this a number cannot meet a float64 weight
-_SPEC_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?\d+/\d+$")
-_CERT_RATIONAL = re.compile(r"^-?\d{1,20000}(/\d{1,20000})?$")
+_SPEC_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+/[0-9]+")
+_CERT_RATIONAL = re.compile(r"-?[0-9]{1,4000}(/[0-9]{1,4000})?")  # Python converts ints of <= 4300 digits
 
 
 def parse_spec_number(text: str) -> Fraction | None:
     """`"2/255"`, `"0.1"`, `"1e-3"`, `"-3"` -> exact Fraction; anything else (nan, inf, 1/0, |x| > 1e300) -> None."""
     text = text.strip()
-    if len(text) > 400 or not _SPEC_NUMBER.match(text):
+    if len(text) > 400 or not _SPEC_NUMBER.fullmatch(text):
         return None
     mantissa, _, exponent = text.lower().partition("e")
     if exponent and abs(int(exponent)) > 300:  # 1e999999999 would build a 10**999999999 integer
@@ -31,7 +31,7 @@ def parse_spec_number(text: str) -> Fraction | None:
 
 def parse_rational(text: object) -> Fraction | None:
     """A certificate number: the string `"p"` or `"p/q"` with q > 0; anything else -> None."""
-    if not isinstance(text, str) or not _CERT_RATIONAL.match(text):
+    if not isinstance(text, str) or not _CERT_RATIONAL.fullmatch(text):
         return None
     if "/" in text and int(text.split("/")[1]) == 0:
         return None

@@ -16,7 +16,7 @@ import yaml
 from .errors import BadInput
 from .numbers import parse_spec_number
 
-METHODS = ("auto", "interval", "crown", "alpha")
+METHODS = ("auto", "interval", "crown", "alpha", "bab")
 DEVIATIONS = ("linf",)
 
 
@@ -30,15 +30,16 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Either a box (lower, upper) or an L-inf ball (center, radius), then an optional clip."""
+    """A box (lower, upper), an L-inf ball (center, radius) or a VNN-LIB file's input box, then an optional clip."""
 
-    kind: str  # "box" | "linf_ball"
+    kind: str  # "box" | "linf_ball" | "vnnlib"
     lower: object = None  # Fraction | tuple[Fraction] | Path(.npy)
     upper: object = None
     center: object = None
     radius: Fraction | None = None
     clip: tuple[Fraction, Fraction] | None = None
     line: int | None = field(default=None, compare=False)
+    vnnlib: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Options:
 
     method: str = "auto"
     timeout_s: Fraction = Fraction(600)
+    max_leaves: int = 256
     starts: int = 64
     steps: int = 100
     seed: int = 0
@@ -198,9 +200,10 @@ class _Reader:
         return self.number(node, key)
 
     def input(self, node):
-        m = self.mapping(node, "input", (), ("box", "linf_ball", "clip"))
-        if ("box" in m) == ("linf_ball" in m):
-            raise self.bad(node, "input", "give exactly one of box or linf_ball", "write `box: {lower: .., upper: ..}` or `linf_ball: {center: .., radius: ..}`")
+        m = self.mapping(node, "input", (), ("box", "linf_ball", "vnnlib", "clip"))
+        if ("box" in m) + ("linf_ball" in m) + ("vnnlib" in m) != 1:
+            raise self.bad(node, "input", "give exactly one of box, linf_ball or vnnlib",
+                           "write `box: {lower: .., upper: ..}`, `linf_ball: {center: .., radius: ..}` or `vnnlib: FILE.vnnlib`")
         clip = None
         if "clip" in m:
             items = self.seq(m["clip"], "input.clip")
@@ -210,6 +213,8 @@ class _Reader:
             if clip[0] > clip[1]:
                 raise self.bad(m["clip"], "input.clip", "low > high", "write the smaller number first")
         line = node.start_mark.line + 1
+        if "vnnlib" in m:
+            return InputSpec("vnnlib", vnnlib=self.file(m["vnnlib"], "input.vnnlib"), clip=clip, line=line)
         if "box" in m:
             b = self.mapping(m["box"], "input.box", ("lower", "upper"))
             return InputSpec("box", lower=self.vector(b["lower"], "input.box.lower"),
@@ -272,12 +277,14 @@ class _Reader:
     def options(self, node):
         if node is None:
             return Options()
-        m = self.mapping(node, "options", (), ("method", "timeout_s", "falsifier"))
+        m = self.mapping(node, "options", (), ("method", "timeout_s", "max_leaves", "falsifier"))
         kw = {}
         if "method" in m:
             kw["method"] = self.string(m["method"], "options.method", METHODS)
         if "timeout_s" in m:
             kw["timeout_s"] = self.number(m["timeout_s"], "options.timeout_s", positive=True)
+        if "max_leaves" in m:
+            kw["max_leaves"] = self.integer(m["max_leaves"], "options.max_leaves", 1)
         if "falsifier" in m:
             f = self.mapping(m["falsifier"], "options.falsifier", (), ("starts", "steps", "seed"))
             for name in f:

@@ -1,0 +1,137 @@
+"""Branch and bound on the joint network: split the input box or unstable ReLUs until every region's
+bound meets the tolerance, a counterexample is known, or the budget is spent.
+
+Each region (leaf) is bounded by `certify.certificate.propose` and carries its own steps; the tree
+of splits goes into the certificate, where the checker verifies every leaf and that the children
+of every split cover their parent (by construction). The best certified bound reached so far is
+the maximum over the leaves, so stopping early still yields a valid (looser) certificate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..certificate import Proposal, propose
+from ..checker.numbers import rational_str
+from .linear import backsubstitute
+from .network import FloatNet, box_floats
+
+INPUT_SPLIT_MAX_DIM = 8  # inputs this small are split on the box; larger ones on ReLUs
+
+
+@dataclass
+class Node:
+    """A region. Its bound is the best of its own and its ancestors' (each holds on the region):
+    linear bounds are not monotone under splitting, so a child can be looser than its parent."""
+
+    box: tuple[list[Fraction], list[Fraction]]
+    assume: dict
+    inherited: Fraction | None = None  # the best bound of the ancestors
+    proposal: Proposal | None = None
+    split: dict | None = None
+    children: list["Node"] = field(default_factory=list)
+
+    @property
+    def bound(self) -> Fraction | None:
+        own = self.proposal.bound
+        if own is None or self.inherited is None:
+            return own
+        return min(own, self.inherited)
+
+    def to_json(self, claim: Fraction) -> dict:
+        """Steps where they prove the claim (or the region is empty), else the split."""
+        own = self.proposal.bound
+        if own is None or own <= claim or not self.children:
+            return {"steps": self.proposal.steps}
+        return {**self.split, "children": [c.to_json(claim) for c in self.children]}
+
+
+def _worst_row(p: Proposal) -> tuple[int, float]:
+    """(output index, sign) of the row that attains the leaf's bound."""
+    best = max(range(len(p.output_lower)), key=lambda i: max(p.output_upper[i], -p.output_lower[i]))
+    return best, (1.0 if p.output_upper[best] >= -p.output_lower[best] else -1.0)
+
+
+def choose_split(net: FloatNet, node: Node) -> dict | None:
+    """Input split on the widest weighted dimension (small inputs), else the unstable ReLU with the
+    largest relaxation gap times its coefficient in the worst output row (a BaBSR-like score)."""
+    lo, up = node.box
+    if len(lo) <= INPUT_SPLIT_MAX_DIM:
+        mass = np.abs(np.asarray(net.weights[0])).sum(axis=0)
+        width = np.array([float(u - l) for l, u in zip(lo, up)])
+        d = int(np.argmax(width * mass))
+        if width[d] > 0:
+            return {"split": "input", "dim": d, "at": rational_str((lo[d] + up[d]) / 2)}
+    p = node.proposal
+    row, sign = _worst_row(p)
+    lam = jnp.zeros((1, net.weights[-1].shape[0])).at[0, row].set(-sign)
+    trace: dict = {}
+    lo_f, up_f = box_floats(*node.box)
+    backsubstitute(net, len(net.weights), lam, list(p.relax), lo_f, up_f, trace)
+    best, best_score = None, (0.0, 0.0)
+    for j, (l, u) in enumerate(p.claims, start=1):
+        unstable = (l < 0) & (u > 0) & np.array([(j, i) not in node.assume for i in range(len(l))])
+        gap = np.where(unstable, -l * u / np.where(unstable, u - l, 1.0), 0.0)
+        score = gap * np.abs(np.asarray(trace[j])[0])
+        for i in np.flatnonzero(unstable):  # rank by score, then by gap (neurons the row does not see)
+            if (score[i], gap[i]) > best_score:
+                best, best_score = {"split": "relu", "layer": j, "neuron": int(i)}, (float(score[i]), float(gap[i]))
+    if best is None:  # every ReLU is stable or split: split the input box instead
+        width = [u - l for l, u in zip(lo, up)]
+        d = max(range(len(width)), key=width.__getitem__)
+        if width[d] > 0:
+            return {"split": "input", "dim": d, "at": rational_str((lo[d] + up[d]) / 2)}
+    return best
+
+
+def _children(node: Node, split: dict) -> list[Node]:
+    lo, up = node.box
+    if split["split"] == "input":
+        d, at = split["dim"], Fraction(split["at"])
+        left_up, right_lo = list(up), list(lo)
+        left_up[d], right_lo[d] = at, at
+        return [Node((lo, left_up), node.assume, node.bound), Node((right_lo, up), node.assume, node.bound)]
+    key = (split["layer"], split["neuron"])
+    return [Node(node.box, {**node.assume, key: "inactive"}, node.bound), Node(node.box, {**node.assume, key: "active"}, node.bound)]
+
+
+@dataclass(frozen=True)
+class BabResult:
+    tree: dict
+    bound: Fraction
+    leaves: int
+    splits: int
+    seconds: float
+
+
+def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
+                     max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None) -> BabResult:
+    """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent."""
+    start = time.perf_counter()
+    root = Node(box, {})
+    root.proposal = propose(net, exact_joint, box, method)
+    leaves, splits = [root], 0
+    target = tolerance if stop_below is None else min(tolerance, stop_below)
+    while len(leaves) < max_leaves and time.perf_counter() - start < time_budget:
+        live = [n for n in leaves if n.bound is not None]
+        if not live:
+            break
+        worst = max(live, key=lambda n: n.bound)
+        if worst.bound <= target:
+            break
+        split = choose_split(net, worst)
+        if split is None:
+            break
+        worst.split, worst.children = split, _children(worst, split)
+        for child in worst.children:
+            child.proposal = propose(net, exact_joint, child.box, method, child.assume)
+        leaves = [n for n in leaves if n is not worst] + worst.children
+        splits += 1
+    bounds = [n.bound for n in leaves if n.bound is not None]
+    claim = max(bounds) if bounds else Fraction(0)
+    return BabResult(root.to_json(claim), claim, len(leaves), splits, time.perf_counter() - start)
