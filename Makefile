@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean bench-deps bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Optional: auto_LiRPA (the reference bound engine) for benchmarks and cross-checks. Its wheel is
+# built from upstream and lives in ../shared/wheels; torch 2.13.0 is the CPU build.
+bench-deps: $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0 packaging appdirs pyyaml tqdm graphviz
+	$(PY) -m pip install -q --no-deps ../shared/wheels/auto_lirpa-0.7.1-py3-none-any.whl
+
+bench: bench-deps
+	$(PY) benchmarks/tightness.py --quick --json benchmarks/tightness.json

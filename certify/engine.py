@@ -64,14 +64,28 @@ def exact_witness(x: np.ndarray, domain) -> list[Fraction]:
     return [min(max(Fraction(float(v)), lo), up) for v, lo, up in zip(x, *domain)]
 
 
-def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> Outcome:
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class Problem:
+    """Everything the methods share: the spec, f, the exact joint network and its float copy, the box."""
+
+    spec: Spec
+    model: object
+    certificate: Path
+    materialized: dict | None  # {"path", "sha256"} of the materialised arrays, or None
+    joint: list
+    shared: int
+    domain: tuple  # exact box in the spec's input space
+    box: tuple  # exact box in the network's input space
+    net: object  # FloatNet of the joint network
+
+
+def prepare(spec_path: str | Path, out: str | Path | None = None) -> Problem:
+    """Read and validate everything, materialise float transforms, build the joint network."""
     spec = read_spec(spec_path)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
     domain = input_box(spec, f)  # validate the whole spec against the model before writing anything
     check_outputs(spec, f)
-
     arrays = materialize(spec, f)
     materialized = meta = None
     if arrays:
@@ -81,46 +95,64 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
         meta = {"path": gpath.name, "sha256": sha256_file(gpath)}
     g = build_g(spec, f, materialized)
     joint, shared = joint_network(exact_layers(f), g, spec.property.outputs)
-    nbox = normalise_box(f, *domain)
-    net = from_exact(joint)
-    t1 = time.perf_counter()
+    return Problem(spec, f, cert_path, meta, joint, shared, domain, normalise_box(f, *domain), from_exact(joint))
 
-    opts = spec.options
-    lo_f, up_f = box_floats(*domain)
-    x, _ = falsify(dataclasses.replace(net, input_scale=None if f.input_scale is None else np.array(f.input_scale),
-                                       input_shift=None if f.input_shift is None else np.array(f.input_shift)),
-                   lo_f, up_f, starts=opts.starts, steps=opts.steps, seed=opts.seed)
-    witness = exact_witness(x, domain)
+
+def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
+    """The falsifier's best input, projected exactly into the domain, and its exact deviation."""
+    f, opts = p.model, p.spec.options
+    net = dataclasses.replace(p.net, input_scale=None if f.input_scale is None else np.array(f.input_scale),
+                              input_shift=None if f.input_shift is None else np.array(f.input_shift))
+    x, _ = falsify(net, *box_floats(*p.domain), starts=opts.starts, steps=opts.steps, seed=opts.seed)
+    witness = exact_witness(x, p.domain)
     xn = witness if f.input_scale is None else [v * Fraction(a) + Fraction(c) for v, a, c in zip(witness, f.input_scale, f.input_shift)]
-    lower = max(abs(v) for v in exact.forward(joint, xn))
+    return witness, max(abs(v) for v in exact.forward(p.joint, xn))
+
+
+def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fraction | None = None):
+    """(bound, certificate body, engine notes) for one method."""
+    if method == "bab":
+        r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
+                             time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below)
+        return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
+    proposal = propose(p.net, p.joint, p.box, method)
+    return proposal.bound, {"steps": proposal.steps}, {}
+
+
+def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witness, lower, notes: dict,
+                    path: Path | None = None) -> CheckResult:
+    """Write the certificate atomically, then let the trusted checker decide."""
+    path = path or p.certificate
+    engine = {"certify": __version__, "method": method, "shared_layers": p.shared,
+              "joint_widths": list(p.net.widths), **notes}
+    write_json_atomic(path, certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
+                                             witness=None if witness is None else (witness, lower),
+                                             materialized=p.materialized, engine=engine))
+    return check_certificate(p.spec.path, path)
+
+
+def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    p = prepare(spec_path, out)
+    t1 = time.perf_counter()
+    witness, lower = attained_lower(p)
     t2 = time.perf_counter()
 
-    tol, plan = spec.property.tolerance, PLANS[method or opts.method]
-    best, tried, extra = None, {}, {}
+    opts, tol = p.spec.options, p.spec.property.tolerance
+    plan = PLANS[method or opts.method]
+    best, tried = None, {}
     for m in plan:
-        if m == "bab":
-            if len(plan) > 1 and (lower > tol or best[1] <= tol):
-                break  # settled: auto only branches when the tolerance lies between lower and upper
-            budget = max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0))
-            r = branch_and_bound(net, joint, nbox, BAB_LEAF_METHOD, tol, time_budget=budget, max_leaves=opts.max_leaves)
-            bound, body = r.bound, {"tree": r.tree}
-            extra = {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
-        else:
-            proposal = propose(net, joint, nbox, m)
-            bound, body = proposal.bound, {"steps": proposal.steps}
+        if m == "bab" and len(plan) > 1 and (lower > tol or best[1] <= tol):
+            break  # settled: auto only branches when the tolerance lies between lower and upper
+        bound, body, notes = bound_with(p, m, time_budget=max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0)))
         tried[m] = float(bound)
         if best is None or bound < best[1]:
-            best = (m, bound, body)
+            best = (m, bound, body, notes)
         if bound <= tol or time.perf_counter() - t0 > float(opts.timeout_s):
             break
-    chosen, bound, body = best
+    chosen, bound, body, notes = best
     t3 = time.perf_counter()
-
-    engine = {"certify": __version__, "method": chosen, "shared_layers": shared,
-              "joint_widths": [len(joint[0][0][0][0])] + [len(b[0]) for _, b in joint], "seconds": round(t3 - t0, 3), **extra}
-    write_json_atomic(cert_path, certificate_json(spec=spec, model_sha256=f.sha256, bound=bound, body=body,
-                                                  witness=(witness, lower), materialized=meta, engine=engine))
-    result = check_certificate(spec.path, cert_path)
+    result = write_and_check(p, chosen, bound, body, witness, lower, {**notes, "seconds": round(t3 - t0, 3)})
     t4 = time.perf_counter()
-    return Outcome(spec, cert_path, result, lower, witness, chosen, tried,
+    return Outcome(p.spec, p.certificate, result, lower, witness, chosen, tried,
                    {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0})

@@ -21,7 +21,7 @@ from ..checker.numbers import rational_str
 from .linear import backsubstitute
 from .network import FloatNet, box_floats
 
-INPUT_SPLIT_MAX_DIM = 8  # inputs this small are split on the box; larger ones on ReLUs
+INPUT_SPLIT_MAX_DIM = 12  # inputs this small are split on the box; larger ones on ReLUs
 
 
 @dataclass

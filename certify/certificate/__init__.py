@@ -10,6 +10,7 @@ See docs/certificate-format.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,8 +52,30 @@ def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
     return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
 
 
-def _q(values) -> list[str]:
-    return [rational_str(Fraction(v)) for v in values]
+def _q(values) -> list:
+    """Numbers kept as they are (floats, Fractions); `serialize` writes them as exact rationals, once,
+    for the steps that end up in the certificate."""
+    return list(values)
+
+
+def _rational(v) -> str:
+    if isinstance(v, Fraction):
+        return rational_str(v)
+    p, q = float(v).as_integer_ratio()
+    return str(p) if q == 1 else f"{p}/{q}"
+
+
+def serialize(obj):
+    """A body of steps (floats, Fractions, arrays) as JSON with exact rational strings."""
+    if isinstance(obj, dict):
+        return {k: serialize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [serialize(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return serialize(obj.tolist())
+    if isinstance(obj, (float, Fraction, np.floating)):
+        return _rational(obj)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -66,7 +89,7 @@ class Proposal:
     claims: tuple = ()  # float (lower, upper) claims of layers 1..n-1
     empty: bool = False
 
-    @property
+    @functools.cached_property
     def bound(self) -> Fraction | None:
         if self.empty:
             return None
@@ -77,7 +100,7 @@ ALPHA_MAX_ENTRIES = 60_000  # per-row slopes cost certificate size: intermediate
 
 
 def _alpha_json(alphas) -> dict:
-    return {str(j): [_q(row) for row in a] for j, a in enumerate(alphas, start=1)}
+    return {str(j): np.asarray(a, dtype=np.float64) for j, a in enumerate(alphas, start=1)}
 
 
 def _exact_alpha(alphas, width: int):
@@ -89,7 +112,7 @@ def _exact_alpha(alphas, width: int):
 
 
 def _beta_json(betas) -> dict:
-    return {"beta": [{"layer": j, "neuron": i, "values": _q(v)} for j, i, v in betas]} if betas else {}
+    return {"beta": [{"layer": j, "neuron": i, "values": np.asarray(v, dtype=np.float64)} for j, i, v in betas]} if betas else {}
 
 
 def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
@@ -182,8 +205,8 @@ def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, wi
         "materialized": materialized,
         "claim": {"deviation": prop.deviation, "outputs": None if prop.outputs is None else list(prop.outputs),
                   "tolerance": rational_str(prop.tolerance), "bound": rational_str(bound)},
-        **body,
-        "witness": None if witness is None else {"x": _q(witness[0]), "deviation": rational_str(witness[1])},
+        **serialize(body),
+        "witness": None if witness is None else {"x": serialize(witness[0]), "deviation": rational_str(witness[1])},
         "engine": engine,
     }
 
