@@ -357,3 +357,19 @@ def test_vnnlib_dimension_mismatch_is_rejected(tmp_path, capsys):
 def test_vnnlib_and_box_together_are_rejected(tmp_path, capsys):
     spec = tiny_spec(tmp_path, VNNLIB, "\n  box: {lower: 0, upper: 1}")
     exit_2_one_line(spec, capsys, "spec.yaml:", "exactly one of box, linf_ball or vnnlib")
+
+
+def test_folded_model_runs_end_to_end(tmp_path, capsys):
+    """Fraction entries (1/0.3081 is no float) go through the engine and the checker: the bound is accepted."""
+    import json
+
+    f = normalised_matmul(tmp_path)
+    (tmp_path / "g").mkdir()
+    g = normalised_matmul(tmp_path / "g")  # the same graph with the next random weights
+    (tmp_path / "g_norm.onnx").write_bytes(g.read_bytes())
+    spec = spec_for(tmp_path, f, "box: {lower: 0, upper: 1}", second=tmp_path / "g_norm.onnx")
+    rc = main(["check", str(spec), "--out", str(tmp_path / "x.cert.json"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1) and result["verdict"] in ("CERTIFIED", "VIOLATED", "UNKNOWN"), result
+    assert result["checker"]["reason"] is None
+    assert Fraction(result["attained_lower"]) <= Fraction(result["certified_upper"])

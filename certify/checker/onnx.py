@@ -67,18 +67,21 @@ def _str(m: dict, field: int) -> str:
     return m.get(field, [b""])[-1].decode("utf-8")
 
 
+_show = lambda s: s if s.isprintable() else ascii(s)  # names in messages stay on one line
+
+
 def _tensor(buf: bytes, file: str) -> tuple[str, tuple[int, ...], list]:
     t = _msg(buf)
     name, dims, dtype = _str(t, 8), tuple(_ints(t.get(1, []))), t.get(2, [0])[-1]
     if dtype not in TYPES or t.get(14, [0])[-1] != 0:
-        raise BadInput(file, name, f"tensor of data type {dtype} or with external data", "store weights as float, double or int64 inside the file")
+        raise BadInput(file, _show(name), f"tensor of data type {dtype} or with external data", "store weights as float, double or int64 inside the file")
     code, size, field = TYPES[dtype]
     raw = t[9][-1] if 9 in t else b"".join(t.get(field, [])) if code != "q" else None
     values = _ints(t.get(7, [])) if raw is None else list(struct.unpack(f"<{len(raw) // size}{code}", raw[:len(raw) // size * size]))
     if len(values) != math.prod(dims) or raw is not None and len(raw) % size:
-        raise BadInput(file, name, f"holds {len(values)} values for shape {list(dims)}", "re-export the model")
+        raise BadInput(file, _show(name), f"holds {len(values)} values for shape {list(dims)}", "re-export the model")
     if not all(map(math.isfinite, values)):
-        raise BadInput(file, name, "contains a non-finite value", "every weight must be a finite number: fix or retrain the model")
+        raise BadInput(file, _show(name), "contains a non-finite value", "every weight must be a finite number: fix or retrain the model")
     return name, dims, values
 
 
@@ -122,10 +125,12 @@ def _compose(acc, op):
 
 
 def _dense(acc, n: int) -> Dense:
+    if acc is None and n > 4096:
+        raise ValueError(f"a ReLU at the input or output, or two in a row, needs a {n}x{n} identity layer (at most 4096)")
     kind, w, b = acc or ("diag", [1.0] * n, [0.0] * n)  # nothing between two ReLUs: the identity
     if kind == "diag":
         w = [[s if i == j else 0.0 for j in range(len(w))] for i, s in enumerate(w)]
-    tidy = lambda v: v if type(v) is float else float(v) if v == float(v) else v  # exact floats stay floats
+    tidy = lambda v: v if type(v) is float else float(v) if abs(v) < 1e300 and v == float(v) else v  # exact floats stay floats
     return Dense(tuple(tuple(map(tidy, row)) for row in w), tuple(map(tidy, b)))
 
 
@@ -138,28 +143,30 @@ def read_onnx(path, digest: str) -> Model:
         graph = _msg(_msg(data)[7][-1])
         consts = {n: (d, v) for n, d, v in (_tensor(b, file) for b in graph.get(5, []))}
         nodes = [_msg(b) for b in graph.get(1, [])]
-        ops = [(_str(n, 4), _str(n, 7), _attrs(n, file), _str(n, 3) or f"#{i}") for i, n in enumerate(nodes)]
+        ops = [(_str(n, 4), _str(n, 7), _attrs(n, file), _show(_str(n, 3)) or f"#{i}") for i, n in enumerate(nodes)]
         inputs = [m for m in map(_msg, graph.get(11, [])) if _str(m, 1) not in consts]
         outputs = [_str(_msg(b), 1) for b in graph.get(12, [])]
         shape = inputs[0] if len(inputs) == 1 else {}
         for f in (2, 1, 2):  # ValueInfoProto.type -> TypeProto.tensor_type -> .shape
             shape = _msg(shape.get(f, [b""])[-1])
         shape = tuple(max(1, _msg(d).get(1, [1])[-1]) for d in shape.get(1, []))
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, struct.error) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as exc:
         raise BadInput(file, "", f"not a readable ONNX model ({exc or type(exc).__name__})", "export the model with onnx / torch.onnx") from None
     bad = []
     for i, (op, dom, a, nm) in enumerate(ops):
         extra = sorted(k for k, v in a.items() if k not in ATTRS.get(op, ()) or v is None or k == "transA" and v)
         if dom not in ("", "ai.onnx") or op not in ATTRS or op == "Softmax" and i < len(ops) - 1 or extra:
-            bad.append(f"{nm} ({dom + '.' if dom else ''}{op}{' with ' + ', '.join(extra) if extra else ''})")
+            bad.append(f"{nm} ({_show(dom + '.' if dom else '')}{_show(op)}{' with ' + _show(', '.join(extra)) if extra else ''})")
     if bad:
         raise BadInput(file, "graph", f"unsupported nodes: {', '.join(bad)}", FIX)
     if len(inputs) != 1 or len(outputs) != 1:
         raise BadInput(file, "graph", f"{len(inputs)} inputs and {len(outputs)} outputs", "export a model with one input and one output")
     cur, n, acc, layers, notes = _str(inputs[0], 1), math.prod(shape), None, [], []
+    if n > 1 << 24:
+        raise BadInput(file, "graph", f"the input has {n} entries", "certify reads models with at most 2^24 inputs")
     try:
         for node, (op, _, a, nm) in zip(nodes, ops):
-            ins, out = [s.decode() for s in node.get(1, []) if s], _str(node, 2)
+            ins, (out,) = [s.decode() for s in node.get(1, []) if s], [s.decode() for s in node.get(2, [])]
             if op == "Constant":
                 consts[out] = a["value"][1:]
                 continue
@@ -204,8 +211,9 @@ def read_onnx(path, digest: str) -> Model:
             elif op == "Softmax":
                 notes.append(f"{file}: Softmax at the output ({nm}) dropped; the model is bounded as its pre-softmax logits")
             n, cur = math.prod(shape), out
-    except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
-        raise BadInput(file, "graph", str(exc) or f"malformed node ({type(exc).__name__})", FIX) from None
-    if cur != outputs[0]:
-        raise BadInput(file, "graph", f"the chain ends in {cur!r}, not in the output {outputs[0]!r}", FIX)
-    return Model(file, digest, tuple(layers) + (_dense(acc, n),), notes=tuple(notes))
+        if cur != outputs[0]:
+            raise ValueError(f"the chain ends in {cur!r}, not in the output {outputs[0]!r}")
+        layers.append(_dense(acc, n))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError) as exc:
+        raise BadInput(file, "graph", str(exc) if isinstance(exc, ValueError) else f"malformed node ({type(exc).__name__}: {exc!r})", FIX) from None
+    return Model(file, digest, tuple(layers), notes=tuple(notes))
