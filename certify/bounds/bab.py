@@ -32,6 +32,7 @@ class Node:
     box: tuple[list[Fraction], list[Fraction]]
     assume: dict
     inherited: Fraction | None = None  # the best bound of the ancestors
+    first_layer: int = 1  # layers below this are as in the parent, whose verified steps the child inherits
     proposal: Proposal | None = None
     split: dict | None = None
     children: list["Node"] = field(default_factory=list)
@@ -44,11 +45,14 @@ class Node:
         return min(own, self.inherited)
 
     def to_json(self, claim: Fraction) -> dict:
-        """Steps where they prove the claim (or the region is empty), else the split."""
-        own = self.proposal.bound
-        if own is None or own <= claim or not self.children:
-            return {"steps": self.proposal.steps}
-        return {**self.split, "children": [c.to_json(claim) for c in self.children]}
+        """The steps this region re-derives (layers from `first_layer` on; the output layer only
+        where it proves the claim), then the split, unless the region is already proved."""
+        own, n = self.proposal.bound, max(s["layer"] for s in self.proposal.steps)
+        done = own is None or own <= claim or not self.children
+        steps = [s for s in self.proposal.steps if s["layer"] >= self.first_layer and (done or s["layer"] < n)]
+        if done:
+            return {"steps": steps}
+        return {**self.split, "steps": steps, "children": [c.to_json(claim) for c in self.children]}
 
 
 def _worst_row(p: Proposal) -> tuple[int, float]:
@@ -96,8 +100,8 @@ def _children(node: Node, split: dict) -> list[Node]:
         left_up, right_lo = list(up), list(lo)
         left_up[d], right_lo[d] = at, at
         return [Node((lo, left_up), node.assume, node.bound), Node((right_lo, up), node.assume, node.bound)]
-    key = (split["layer"], split["neuron"])
-    return [Node(node.box, {**node.assume, key: "inactive"}, node.bound), Node(node.box, {**node.assume, key: "active"}, node.bound)]
+    key, j = (split["layer"], split["neuron"]), split["layer"]
+    return [Node(node.box, {**node.assume, key: phase}, node.bound, j) for phase in ("inactive", "active")]
 
 
 @dataclass(frozen=True)

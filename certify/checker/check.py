@@ -268,35 +268,50 @@ def _run_steps(steps: object, state: _State, where: str) -> int:
     return len(steps)
 
 
-def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
-    """Every region is proved by its own steps or by both children of its split.
+def _child(parent: _State, box: tuple, assume: dict, split: tuple | None) -> _State:
+    """A child region inherits everything verified for its parent (the parent's region contains
+    it); a new ReLU split clamps the inherited bounds of its neuron at once."""
+    state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty)
+    if split is not None and split[0] in state.bounds:
+        (j, i), phase = split
+        lo, up = (list(v) for v in state.bounds[j])
+        lo[i], up[i] = (lo[i], min(up[i], Fraction(0))) if phase == "inactive" else (max(lo[i], Fraction(0)), up[i])
+        state.bounds[j] = (lo, up)
+        state.empty = state.empty or lo[i] > up[i]
+    return state
 
-    A node may carry {"steps": [...]} (bounds for its region) and/or a split with two children. An
-    input split {"split": "input", "dim": d, "at": c} gives the first child the box with x_d <= c,
-    the second the box with x_d >= c (network input space). A ReLU split {"split": "relu",
-    "layer": j, "neuron": i} gives the first child the inputs with z_ji <= 0, the second those with
-    z_ji >= 0. Children cover their parent by construction. A node whose verified bounds contradict
-    its splits has an empty region. A node neither proved nor split rejects the certificate.
+
+def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
+    """Every region is proved by what is verified for it, or by both children of its split.
+
+    A node may carry {"steps": [...]} and/or a split with two children. An input split
+    {"split": "input", "dim": d, "at": c} gives the first child the box with x_d <= c, the second
+    the box with x_d >= c (network input space). A ReLU split {"split": "relu", "layer": j,
+    "neuron": i} gives the first child the inputs with z_ji <= 0, the second those with z_ji >= 0.
+    Children cover their parent by construction and inherit its verified bounds and relaxations,
+    so their steps need only re-derive what the split changes. A node whose verified bounds
+    contradict its splits has an empty region. A node neither proved nor split rejects.
     """
-    stack, count, steps = [(root, box, {}, "tree")], 0, 0
+    stack = [(root, _State(joint, box, {}, {}, {}), "tree")]
+    count = steps = 0
     while stack:
-        node, (lo, up), assume, where = stack.pop()
+        node, state, where = stack.pop()
         count += 1
         if count > MAX_TREE_NODES or not isinstance(node, dict):
             raise Rejected(where, "not a tree node (or more than 200,000 nodes)")
         if "steps" in node:
             if "split" not in node:
                 _keys(node, {"steps"}, where)
-            state = _State(joint, (lo, up), {}, {}, assume)
             steps += _run_steps(node["steps"], state, f"{where}.steps")
-            if state.empty or goal_holds(bound, state, f"{where} (goal)"):
-                continue
+        if state.empty or goal_holds(bound, state, f"{where} (goal)"):
+            continue
         if "split" not in node:
             raise Rejected(where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
         optional = {"steps"} if "steps" in node else set()
         kids = node.get("children")
         if not isinstance(kids, list) or len(kids) != 2:
             raise Rejected(where, "a split needs exactly two children")
+        (lo, up), assume = state.box, state.assume
         if node.get("split") == "input":
             _keys(node, {"split", "dim", "at", "children"} | optional, where)
             d, at = node["dim"], parse_rational(node["at"])
@@ -304,15 +319,16 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
                 raise Rejected(where, "input split needs a dimension and a point inside the parent box")
             left_up, right_lo = list(up), list(lo)
             left_up[d], right_lo[d] = at, at
-            stack += [(kids[0], (lo, left_up), assume, f"{where}.0"), (kids[1], (right_lo, up), assume, f"{where}.1")]
+            stack += [(kids[0], _child(state, (lo, left_up), assume, None), f"{where}.0"),
+                      (kids[1], _child(state, (right_lo, up), assume, None), f"{where}.1")]
         elif node.get("split") == "relu":
             _keys(node, {"split", "layer", "neuron", "children"} | optional, where)
             j, i = node["layer"], node["neuron"]
             if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(joint)
                     or not 0 <= i < len(joint[j - 1][1][0]) or (j, i) in assume):
                 raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
-            stack += [(kids[0], (lo, up), {**assume, (j, i): "inactive"}, f"{where}.0"),
-                      (kids[1], (lo, up), {**assume, (j, i): "active"}, f"{where}.1")]
+            for kid, phase, tag in ((kids[0], "inactive", ".0"), (kids[1], "active", ".1")):
+                stack.append((kid, _child(state, state.box, {**assume, (j, i): phase}, ((j, i), phase)), where + tag))
         else:
             raise Rejected(where, f"unknown split {node.get('split')!r}")
     return steps
