@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..certificate import Proposal, propose
@@ -73,7 +72,8 @@ def choose_split(net: FloatNet, node: Node) -> dict | None:
             return {"split": "input", "dim": d, "at": rational_str((lo[d] + up[d]) / 2)}
     p = node.proposal
     row, sign = _worst_row(p)
-    lam = jnp.zeros((1, net.weights[-1].shape[0])).at[0, row].set(-sign)
+    lam = np.zeros((1, net.weights[-1].shape[0]))
+    lam[0, row] = -sign
     trace: dict = {}
     lo_f, up_f = box_floats(*node.box)
     backsubstitute(net, len(net.weights), lam, list(p.relax), lo_f, up_f, trace)

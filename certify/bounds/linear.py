@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,13 +35,21 @@ class Relaxation:
     upper_intercept: np.ndarray
 
 
+def _xp(*arrays):
+    """jax.numpy while tracing (alpha-CROWN's autodiff), numpy otherwise: op-by-op JAX dispatch
+    compiles every new shape, which dominates on small networks."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
 def interval_dense(w, b, lower, upper):
-    wp, wn = jnp.maximum(w, 0.0), jnp.minimum(w, 0.0)
+    xp = _xp(w, lower)
+    wp, wn = xp.maximum(w, 0.0), xp.minimum(w, 0.0)
     return wp @ lower + wn @ upper + b, wp @ upper + wn @ lower + b
 
 
 def interval_relu(lower, upper):
-    return jnp.maximum(lower, 0.0), jnp.maximum(upper, 0.0)
+    xp = _xp(lower)
+    return xp.maximum(lower, 0.0), xp.maximum(upper, 0.0)
 
 
 def relax_relu(lower, upper, alpha=None) -> Relaxation:
@@ -63,7 +72,8 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
     If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j.
     `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN).
     """
-    const = jnp.zeros(lam.shape[0])
+    xp = _xp(lam, *(r.lower_slope for r in relax), *(split_terms or {}).values())
+    const = xp.zeros(lam.shape[0])
     for j in range(k, 0, -1):
         w, b = net.weights[j - 1], net.biases[j - 1]
         const = const + lam @ b
@@ -73,16 +83,16 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
                 trace[j - 1] = lam
             r = relax[j - 2]
             pos = lam >= 0
-            const = const + jnp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
-            lam = jnp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
+            const = const + xp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
+            lam = xp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
             if split_terms is not None and (j - 1) in split_terms:
                 lam = lam + split_terms[j - 1]
-    return const + jnp.maximum(lam, 0.0) @ lower_in + jnp.minimum(lam, 0.0) @ upper_in
+    return const + xp.maximum(lam, 0.0) @ lower_in + xp.minimum(lam, 0.0) @ upper_in
 
 
 def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in):
     """(lower, upper) of every neuron of layer k by back-substitution."""
     n = net.weights[k - 1].shape[0]
-    eye = jnp.eye(n)
-    both = backsubstitute(net, k, jnp.concatenate([eye, -eye]), relax, lower_in, upper_in)
+    eye = np.eye(n)
+    both = backsubstitute(net, k, np.concatenate([eye, -eye]), relax, np.asarray(lower_in), np.asarray(upper_in))
     return both[:n], -both[n:]

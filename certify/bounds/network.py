@@ -15,12 +15,13 @@ import numpy as np  # noqa: E402
 
 @dataclass(frozen=True)
 class FloatNet:
-    """Dense layers (weight (out, in), bias), ReLU between them, none after the last."""
+    """Dense layers (weight (out, in), bias), ReLU between them, none after the last. Arrays are
+    numpy (float64); JAX code converts them where it traces."""
 
-    weights: tuple[jnp.ndarray, ...]
-    biases: tuple[jnp.ndarray, ...]
-    input_scale: jnp.ndarray | None = None
-    input_shift: jnp.ndarray | None = None
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    input_scale: np.ndarray | None = None
+    input_shift: np.ndarray | None = None
 
     def __post_init__(self):
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -47,10 +48,10 @@ def from_exact(layers, input_scale=None, input_shift=None) -> FloatNet:
     """IntMat/IntVec layers -> float64 arrays (each entry correctly rounded)."""
     ws, bs = [], []
     for (w, wden), (b, bden) in layers:
-        ws.append(jnp.asarray(np.array([[x / wden for x in row] for row in w], dtype=np.float64)))
-        bs.append(jnp.asarray(np.array([x / bden for x in b], dtype=np.float64)))
-    scale = None if input_scale is None else jnp.asarray(np.array(input_scale, dtype=np.float64))
-    shift = None if input_shift is None else jnp.asarray(np.array(input_shift, dtype=np.float64))
+        ws.append(np.array([[x / wden for x in row] for row in w], dtype=np.float64))
+        bs.append(np.array([x / bden for x in b], dtype=np.float64))
+    scale = None if input_scale is None else np.array(input_scale, dtype=np.float64)
+    shift = None if input_shift is None else np.array(input_shift, dtype=np.float64)
     return FloatNet(tuple(ws), tuple(bs), scale, shift)
 
 
