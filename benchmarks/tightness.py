@@ -35,11 +35,11 @@ from certify.bounds.linear import interval_dense, interval_relu  # noqa: E402
 from certify.bounds.milp import milp_max_deviation  # noqa: E402
 from certify.bounds.network import box_floats  # noqa: E402
 from certify.checker import Verdict, exact  # noqa: E402
+from certify.crosscheck import METHODS as LIRPA_METHODS, lirpa_bounds  # noqa: E402  (auto_LiRPA on f - g)
 from certify.engine import attained_lower, bound_with, prepare, write_and_check  # noqa: E402
 from certify.model import save_model  # noqa: E402
 
 METHODS = ("interval", "crown", "alpha", "bab")
-LIRPA_METHODS = {"interval": "IBP", "crown": "CROWN", "alpha": "alpha-CROWN"}
 
 
 def random_mlp(seed: int, widths: list[int]):
@@ -116,50 +116,6 @@ def write_problem(tmp: Path, name: str, ws, bs, center, radius, expl) -> Path:
     return spec
 
 
-def lirpa_bounds(p, ws, budget_note: dict) -> dict:
-    try:
-        import torch
-        from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
-    except ImportError:
-        budget_note["auto_lirpa"] = "not installed (make bench-deps)"
-        return {}
-    torch.set_default_dtype(torch.float64)
-    from certify.checker.network import build_g, exact_layers  # the exact g the certificate is about
-    from certify.checker.model import read_arrays
-
-    mat = read_arrays(p.certificate.parent / p.materialized["path"]) if p.materialized else None
-    g = build_g(p.spec, p.model, mat)
-    f = exact_layers(p.model)
-
-    def seq(layers):
-        mods = []
-        for i, (w, b) in enumerate(layers):
-            lin = torch.nn.Linear(len(w[0]), len(w))
-            lin.weight.data = torch.tensor([[float(v) for v in row] for row in w])
-            lin.bias.data = torch.tensor([float(v) for v in b])
-            mods += [lin] + ([torch.nn.ReLU()] if i < len(layers) - 1 else [])
-        return torch.nn.Sequential(*mods)
-
-    class Diff(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.f, self.g = seq(f), seq(g)
-
-        def forward(self, x):
-            return self.f(x) - self.g(x)
-
-    lo, up = (torch.tensor(v)[None] for v in box_floats(*p.box))
-    out = {}
-    for ours, theirs in LIRPA_METHODS.items():
-        model = BoundedModule(Diff(), torch.zeros_like(lo), verbose=False,
-                              bound_opts={"optimize_bound_args": {"iteration": 60}})
-        x = BoundedTensor((lo + up) / 2, PerturbationLpNorm(norm=float("inf"), x_L=lo, x_U=up))
-        t = time.perf_counter()
-        lb, ub = model.compute_bounds(x=(x,), method=theirs)
-        out[ours] = {"bound": float(max(ub.max(), (-lb).max())), "seconds": round(time.perf_counter() - t, 3)}
-    return out
-
-
 def run_instance(tmp: Path, name, ws, bs, center, radius, expl, quick: bool, lirpa: bool) -> dict:
     spec = write_problem(tmp, name, ws, bs, center, radius, expl)
     p = prepare(spec, tmp / f"{name}.cert.json")
@@ -185,7 +141,7 @@ def run_instance(tmp: Path, name, ws, bs, center, radius, expl, quick: bool, lir
         rec["certify"][m] = {"bound": float(result.bound), "seconds": round(seconds, 3), "check_seconds": round(result.seconds, 3),
                              **({"leaves": notes["bab"]["leaves"]} if "bab" in notes else {})}
     if lirpa:
-        rec["auto_lirpa"] = lirpa_bounds(p, ws, rec["notes"])
+        rec["auto_lirpa"] = lirpa_bounds(p, rec["notes"])
     return rec
 
 
@@ -219,7 +175,7 @@ def targets(records: list[dict]) -> list[str]:
         la = r["auto_lirpa"].get("alpha")
         if la:
             ours = r["certify"]["alpha"]
-            if ours["bound"] > la["bound"] * (1 + 1e-9):
+            if ours["bound"] > la["bound"] * (1 + 1e-6):  # certify pads intermediate bounds by 1e-8 (exact checking)
                 lines.append(f"{r['instance']}: certify alpha {ours['bound']:.4g} looser than auto_LiRPA alpha {la['bound']:.4g}")
             if ours["seconds"] > la["seconds"]:
                 lines.append(f"{r['instance']}: certify alpha {ours['seconds']:.2f}s slower than auto_LiRPA alpha {la['seconds']:.2f}s")

@@ -31,11 +31,12 @@ def _exact(q: Fraction | None) -> str | None:
 def outcome_json(o) -> dict:
     c = o.check
     return {
-        "spec": str(o.spec.path), "verdict": c.verdict.value, "exit_code": EXIT[c.verdict],
+        "spec": str(o.spec.path), "level": o.spec.level, "verdict": c.verdict.value, "exit_code": EXIT[c.verdict],
         "certified_upper": _exact(c.bound), "attained_lower": _exact(o.lower), "tolerance": _exact(c.tolerance),
         "gap_ratio": o.gap, "witness": None if o.witness is None else [rational_str(v) for v in o.witness],
         "method": o.method, "tried": o.tried, "seconds": {k: round(v, 3) for k, v in o.seconds.items()},
         "certificate": str(o.certificate), "checker": {"steps": c.steps, "reason": c.reason or None},
+        "cached": o.cached, "notes": list(o.notes),
     }
 
 
@@ -47,7 +48,7 @@ def print_outcome(o) -> None:
         what = "bound" if c.verdict is not Verdict.VIOLATED else "attained"
         value = c.bound if c.verdict is not Verdict.VIOLATED else o.lower
         head += f"  ({what} {_num(value)} {rel} tolerance {rational_str(c.tolerance)})"
-    print(f"certify check {o.spec.path}")
+    print(f"certify check {o.spec.path}" + ("" if o.spec.level is None else f"  (level {o.spec.level})"))
     print(f"  verdict          {head}")
     if c.verdict is Verdict.REJECTED:
         print(f"  REJECTED         the checker refused the engine's certificate: {c.reason}")
@@ -59,21 +60,84 @@ def print_outcome(o) -> None:
     gap = o.gap
     print(f"  gap              {'-' if gap is None else f'{gap:.3g}x'} (upper / lower)")
     tried = ", ".join(f"{m} {b:.4g}" for m, b in o.tried.items())
-    print(f"  method           {o.method}  (tried: {tried})")
+    print(f"  method           {o.method}" + (f"  (tried: {tried})" if tried else ""))
     s = o.seconds
     print(f"  time             {s['total']:.2f} s  (bound {s['bound']:.2f}, falsify {s['falsify']:.2f}, check {s['check']:.2f})")
-    print(f"  certificate      {o.certificate}  (checker: {'accepted' if c.verdict is not Verdict.REJECTED else 'REJECTED'}, {c.steps} steps)")
+    cached = "; cached: unchanged spec and model, re-verified only" if o.cached else ""
+    print(f"  certificate      {o.certificate}  (checker: {'accepted' if c.verdict is not Verdict.REJECTED else 'REJECTED'}, {c.steps} steps{cached})")
+    for note in o.notes:
+        print(f"  note             {note}")
+
+
+def _exit_code(results) -> int:
+    """Worst first: a rejected certificate (3), an internal error (4), bad input (2), then 1, then 0."""
+    from .batch import Failed
+
+    codes = {r.exit_code if isinstance(r, Failed) else EXIT[r.verdict] for r in results}
+    return next((c for c in (3, 4, 2, 1) if c in codes), 0)
+
+
+def _junit_case(r) -> dict:
+    from .batch import Failed
+
+    if isinstance(r, Failed):
+        kind = "BAD_INPUT" if r.exit_code == 2 else "INTERNAL_ERROR"
+        return {"name": r.spec, "verdict": kind, "message": r.message, "seconds": 0.0, "detail": r.message}
+    c = r.check
+    message = f"{c.verdict.value}: certified upper {_num(c.bound)}, attained lower {_num(r.lower)}, tolerance {rational_str(c.tolerance)}"
+    if c.reason:
+        message += f" ({c.reason})"
+    return {"name": str(r.spec.path), "verdict": c.verdict.value, "message": message,
+            "seconds": r.seconds["total"], "detail": json.dumps(outcome_json(r), indent=1)}
+
+
+def _level_results(spec_path, out, method) -> list:
+    """A spec with `levels:`: one Outcome per level (fine to coarse), or [Failed] for bad input."""
+    from .batch import Failed
+    from .checker.spec import read_spec
+    from .engine import run_levels
+
+    try:
+        return run_levels(spec_path, out, method) if read_spec(spec_path).levels else None
+    except BadInput as exc:
+        return [Failed(str(spec_path), str(exc), 2)]
 
 
 def cmd_check(args) -> int:
-    from .engine import run_check  # JAX is imported only for commands that bound
+    from .batch import Failed, run_many, run_one  # JAX is imported only for commands that bound
 
-    outcome = run_check(args.spec, args.out, args.method)
-    if args.json:
-        print(json.dumps(outcome_json(outcome), indent=1))
+    if args.engine:  # a second opinion, never certified: fail before bounding if it is not installed (exit 2)
+        from . import crosscheck
+        crosscheck.require()
+    if args.out and len(args.spec) > 1:
+        raise BadInput("--out", "", "names one certificate but several specs were given",
+                       "drop --out (each spec writes proofs/<spec-name>.cert.json)")
+    levels = {p: _level_results(p, args.out, args.method) for p in args.spec}  # None: no levels
+    plain = [p for p in args.spec if levels[p] is None]
+    if len(plain) == 1:
+        results = [run_one(plain[0], args.out, args.method, not args.no_cache)]
     else:
-        print_outcome(outcome)
-    return EXIT[outcome.verdict]
+        results = run_many(plain, method=args.method, use_cache=not args.no_cache, workers=args.workers,
+                           address=args.address) if plain else []
+    results += [r for p in args.spec if levels[p] is not None for r in levels[p]]
+    for r in results:
+        if isinstance(r, Failed):
+            print(f"error: {r.message}", file=sys.stderr)
+    done = [r for r in results if not isinstance(r, Failed)]
+    second = [crosscheck.for_certificate(r.spec.path, r.certificate) if args.engine else None for r in done]
+    if args.json:
+        data = [{**outcome_json(r), **({"auto_lirpa": a} if a else {})} for r, a in zip(done, second)]
+        print(json.dumps(data[0] if len(results) == 1 and data else data, indent=1))
+    else:
+        for r, a in zip(done, second):
+            print_outcome(r)
+            if a:
+                print(crosscheck.summary_line(a))
+    if args.junit:
+        from .junit import write_junit
+
+        write_junit(args.junit, [_junit_case(r) for r in results])
+    return _exit_code(results)
 
 
 def cmd_verify(args) -> int:
@@ -98,16 +162,23 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="certify", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="bound, falsify, write a certificate and check it")
-    c.add_argument("spec")
-    c.add_argument("--out", help="certificate path (default proofs/<spec-name>.cert.json)")
+    c.add_argument("spec", nargs="+", help="one or more spec files")
+    c.add_argument("--out", help="certificate path, for one spec (default proofs/<spec-name>.cert.json)")
     c.add_argument("--method", choices=("auto", "interval", "crown", "alpha", "bab"), help="override options.method")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--json", action="store_true", help="print the result as JSON (a list for several specs)")
+    c.add_argument("--junit", metavar="PATH", help="also write a JUnit XML file (one test case per spec)")
+    c.add_argument("--no-cache", action="store_true", help="re-bound even if an up-to-date certificate exists")
+    c.add_argument("--workers", type=int, default=1, help="run several specs in parallel on Ray (default 1: serial)")
+    c.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    c.add_argument("--engine", choices=("auto_lirpa",), help="also print auto_LiRPA's bounds as a second opinion (not certified)")
     c.set_defaults(func=cmd_check)
     v = sub.add_parser("verify", help="re-check a certificate with the trusted checker only")
     v.add_argument("spec")
     v.add_argument("certificate")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+    from .smt import register as register_smt; register_smt(sub)  # noqa: E702 - `certify export-smt`
+    from .report import register as register_report; register_report(sub)  # noqa: E702 - `certify report`
     return p
 
 

@@ -73,7 +73,7 @@ def test_internal_error_exits_4_with_one_line(tmp_path, capsys, monkeypatch):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(certify.engine, "run_check", boom)
-    assert main(["check", str(SPECS / "tiny_prune.yaml")]) == 4
+    assert main(["check", str(SPECS / "tiny_prune.yaml"), "--no-cache"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("internal error: RuntimeError: simulated failure")
 
