@@ -42,6 +42,8 @@ class Outcome:
     method: str
     tried: dict[str, float]  # method -> certified bound it proposed (float, for display)
     seconds: dict[str, float]
+    cached: bool = False  # an up-to-date certificate was re-verified instead of re-bounded
+    notes: tuple[str, ...] = ()  # what reading the model changed (e.g. an ONNX Softmax dropped)
 
     @property
     def verdict(self):
@@ -155,4 +157,5 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     result = write_and_check(p, chosen, bound, body, witness, lower, {**notes, "seconds": round(t3 - t0, 3)})
     t4 = time.perf_counter()
     return Outcome(p.spec, p.certificate, result, lower, witness, chosen, tried,
-                   {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0})
+                   {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0},
+                   notes=tuple(getattr(p.model, "notes", ())))
