@@ -27,6 +27,7 @@ from .spec import Spec, read_spec
 
 FORMAT, VERSION = "certify.certificate", 1
 Z3_TIMEOUT_MS = 60_000
+RECORD: list | None = None  # a list: every z3 query is appended as (where, negation, unsat?) (certify export-smt)
 TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "materialized", "claim", "steps", "tree",
             "witness", "engine"}
 REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "claim"}
@@ -211,6 +212,8 @@ def _holds(claim_negation, where: str) -> bool:
     answer = solver.check()
     if answer not in (z3.sat, z3.unsat):
         raise Rejected(where, f"z3 could not decide the obligation ({solver.reason_unknown()})")
+    if RECORD is not None:
+        RECORD.append((where, claim_negation, answer == z3.unsat))
     return answer == z3.unsat
 
 
