@@ -20,7 +20,9 @@ from .bounds.falsify import falsify
 from .bounds.network import box_floats, from_exact
 from .certificate import certificate_json, propose, write_json_atomic
 from .checker import exact
-from .checker.check import CheckResult, check_certificate
+from .checker.check import CheckResult, Verdict, check_certificate
+from .checker.errors import BadInput
+from .checker.float32 import float32_margins
 from .checker.model import read_arrays, read_model, sha256_file
 from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box
 from .checker.spec import Spec, read_spec
@@ -79,11 +81,23 @@ class Problem:
     domain: tuple  # exact box in the spec's input space
     box: tuple  # exact box in the network's input space
     net: object  # FloatNet of the joint network
+    margins: tuple = ()  # float32 semantics: per-output rounding error bounds (else empty)
 
 
-def prepare(spec_path: str | Path, out: str | Path | None = None) -> Problem:
+def select_level(spec: Spec, level: str | None) -> Spec:
+    """The spec at `level` (required exactly when the spec lists `levels:`)."""
+    names = [lv.name for lv in spec.levels]
+    if level is None and not names:
+        return spec
+    if level not in names:
+        raise BadInput(str(spec.path), "levels", f"no level {level!r}" if names else "the spec has no levels",
+                       f"choose one of {', '.join(names)}" if names else "omit the level")
+    return spec.at_level(level)
+
+
+def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None) -> Problem:
     """Read and validate everything, materialise float transforms, build the joint network."""
-    spec = read_spec(spec_path)
+    spec = select_level(read_spec(spec_path), level)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
     domain = input_box(spec, f)  # validate the whole spec against the model before writing anything
@@ -97,7 +111,14 @@ def prepare(spec_path: str | Path, out: str | Path | None = None) -> Problem:
         meta = {"path": gpath.name, "sha256": sha256_file(gpath)}
     g = build_g(spec, f, materialized)
     joint, shared = joint_network(exact_layers(f), g, spec.property.outputs)
-    return Problem(spec, f, cert_path, meta, joint, shared, domain, normalise_box(f, *domain), from_exact(joint))
+    box = normalise_box(f, *domain)
+    margins = ()
+    if spec.property.semantics == "float32":
+        if f.input_scale is not None:
+            raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
+                           "affine layer", "fold the normalisation into the first dense layer")
+        margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs))
+    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, from_exact(joint), margins)
 
 
 def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
@@ -115,9 +136,10 @@ def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fract
     """(bound, certificate body, engine notes) for one method."""
     if method == "bab":
         r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
-                             time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below)
+                             time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below,
+                             margins=p.margins)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
-    proposal = propose(p.net, p.joint, p.box, method)
+    proposal = propose(p.net, p.joint, p.box, method, margins=p.margins)
     return proposal.bound, {"steps": proposal.steps}, {}
 
 
@@ -127,15 +149,43 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     path = path or p.certificate
     engine = {"certify": __version__, "method": method, "shared_layers": p.shared,
               "joint_widths": list(p.net.widths), **notes}
-    write_json_atomic(path, certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
-                                             witness=None if witness is None else (witness, lower),
-                                             materialized=p.materialized, engine=engine))
+    cert = certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
+                            witness=None if witness is None else (witness, lower),
+                            materialized=p.materialized, engine=engine)
+    if p.spec.level is not None:  # which of the spec's levels g is
+        cert = {**cert, "level": p.spec.level}
+    write_json_atomic(path, cert)
     return check_certificate(p.spec.path, path)
 
 
-def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> Outcome:
+def level_certificate_path(out: str | Path, level: str) -> Path:
+    """`--out X.cert.json` for a spec with levels: X.<level>.cert.json (or `{level}` in the name replaced)."""
+    out = Path(out)
+    if "{level}" in out.name:
+        return out.with_name(out.name.replace("{level}", level))
+    stem = out.name[:-len(".cert.json")] if out.name.endswith(".cert.json") else out.name
+    return out.with_name(f"{stem}.{level}.cert.json")
+
+
+SEVERITY = [Verdict.CERTIFIED, Verdict.UNKNOWN, Verdict.VIOLATED, Verdict.REJECTED]
+
+
+def worst_verdict(verdicts) -> Verdict:
+    """The least favourable verdict (CERTIFIED < UNKNOWN < VIOLATED < REJECTED)."""
+    return max(verdicts, key=SEVERITY.index)
+
+
+def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> list[Outcome]:
+    """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse."""
+    spec = read_spec(spec_path)
+    return [run_check(spec_path, None if out is None else level_certificate_path(out, lv.name), method, lv.name)
+            for lv in spec.levels]
+
+
+def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
+              level: str | None = None) -> Outcome:
     t0 = time.perf_counter()
-    p = prepare(spec_path, out)
+    p = prepare(spec_path, out, level)
     t1 = time.perf_counter()
     witness, lower = attained_lower(p)
     t2 = time.perf_counter()

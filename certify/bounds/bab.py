@@ -114,11 +114,12 @@ class BabResult:
 
 
 def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
-                     max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None) -> BabResult:
+                     max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
+                     margins: tuple = ()) -> BabResult:
     """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent."""
     start = time.perf_counter()
     root = Node(box, {})
-    root.proposal = propose(net, exact_joint, box, method)
+    root.proposal = propose(net, exact_joint, box, method, margins=margins)
     leaves, splits = [root], 0
     target = tolerance if stop_below is None else min(tolerance, stop_below)
     while len(leaves) < max_leaves and time.perf_counter() - start < time_budget:
@@ -133,7 +134,7 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
             break
         worst.split, worst.children = split, _children(worst, split)
         for child in worst.children:
-            child.proposal = propose(net, exact_joint, child.box, method, child.assume)
+            child.proposal = propose(net, exact_joint, child.box, method, child.assume, margins)
         leaves = [n for n in leaves if n is not worst] + worst.children
         splits += 1
     bounds = [n.bound for n in leaves if n.bound is not None]

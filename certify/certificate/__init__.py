@@ -88,12 +88,14 @@ class Proposal:
     relax: tuple = ()  # float Relaxations of layers 1..n-1 (for choosing splits)
     claims: tuple = ()  # float (lower, upper) claims of layers 1..n-1
     empty: bool = False
+    margins: tuple = ()  # per output, float32 rounding error under float32 semantics (else empty)
 
     @functools.cached_property
     def bound(self) -> Fraction | None:
         if self.empty:
             return None
-        return max(max(u, -l) for l, u in zip(self.output_lower, self.output_upper))
+        margins = self.margins or (0,) * len(self.output_lower)
+        return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
 
 
 ALPHA_MAX_ENTRIES = 60_000  # per-row slopes cost certificate size: intermediate layers above this use CROWN
@@ -131,7 +133,7 @@ def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
 
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
-            assume: dict | None = None) -> Proposal:
+            assume: dict | None = None, margins: tuple = ()) -> Proposal:
     """Steps for `method` ("interval", "crown" or "alpha") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
@@ -190,7 +192,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
-    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims))
+    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins))
 
 
 def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, witness, materialized, engine: dict) -> dict:
@@ -203,7 +205,8 @@ def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, wi
         "model_sha256": model_sha256,
         "data_sha256": data_hashes(spec),
         "materialized": materialized,
-        "claim": {"deviation": prop.deviation, "outputs": None if prop.outputs is None else list(prop.outputs),
+        "claim": {"deviation": prop.deviation, "semantics": prop.semantics,
+                  "outputs": None if prop.outputs is None else list(prop.outputs),
                   "tolerance": rational_str(prop.tolerance), "bound": rational_str(bound)},
         **serialize(body),
         "witness": None if witness is None else {"x": serialize(witness[0]), "deviation": rational_str(witness[1])},

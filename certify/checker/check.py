@@ -19,6 +19,7 @@ from pathlib import Path
 import z3
 
 from .errors import BadInput, Rejected
+from .float32 import float32_margins
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box
@@ -29,7 +30,7 @@ FORMAT, VERSION = "certify.certificate", 1
 Z3_TIMEOUT_MS = 60_000
 RECORD: list | None = None  # a list: every z3 query is appended as (where, negation, unsat?) (certify export-smt)
 TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "materialized", "claim", "steps", "tree",
-            "witness", "engine"}
+            "witness", "engine", "level"}
 REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "claim"}
 MAX_TREE_NODES = 200_000
 CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
@@ -54,6 +55,7 @@ class CheckResult:
     steps: int
     seconds: float
     reason: str = ""  # why it was rejected: "step: reason"
+    level: str | None = None  # the spec level the certificate is about (a spec with `levels:`)
 
 
 @dataclass
@@ -248,15 +250,17 @@ STEP_CHECKERS = {
 }
 
 
-def goal_holds(bound: Fraction, state: _State, where: str) -> bool:
-    """z3: does every output difference d with verified bounds satisfy |d_i| <= bound?"""
+def goal_holds(bound: Fraction, state: _State, where: str, margins: list[Fraction] | None = None) -> bool:
+    """z3: does every output difference d with verified bounds satisfy |d_i| <= bound - margin_i?
+    (margins: float32 rounding errors under float32 semantics, else zero.)"""
     n = len(state.joint)
     if n not in state.bounds:
         return False
     lo, up = state.bounds[n]
+    limits = [bound - m for m in (margins or [Fraction(0)] * len(lo))]
     d = [z3.Real(f"d{i}") for i in range(len(lo))]
     return _holds(z3.And(*[z3.And(_q(l) <= x, x <= _q(u)) for x, l, u in zip(d, lo, up)],
-                         z3.Or(*[z3.Or(x > _q(bound), -x > _q(bound)) for x in d])), where)
+                         z3.Or(*[z3.Or(x > _q(t), -x > _q(t)) for x, t in zip(d, limits)])), where)
 
 
 def _run_steps(steps: object, state: _State, where: str) -> int:
@@ -284,7 +288,7 @@ def _child(parent: _State, box: tuple, assume: dict, split: tuple | None) -> _St
     return state
 
 
-def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
+def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: list[Fraction] | None = None) -> int:
     """Every region is proved by what is verified for it, or by both children of its split.
 
     A node may carry {"steps": [...]} and/or a split with two children. An input split
@@ -306,7 +310,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction) -> int:
             if "split" not in node:
                 _keys(node, {"steps"}, where)
             steps += _run_steps(node["steps"], state, f"{where}.steps")
-        if state.empty or goal_holds(bound, state, f"{where} (goal)"):
+        if state.empty or goal_holds(bound, state, f"{where} (goal)", margins):
             continue
         if "split" not in node:
             raise Rejected(where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
@@ -350,7 +354,7 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]:
+def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int, str | None]:
     try:
         cert = json.loads(Path(cert_path).read_text(), object_pairs_hook=_no_duplicates)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -362,6 +366,10 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
         raise Rejected("data_sha256", "the input data files differ from those the certificate was made for")
     if cert["spec_sha256"] != spec.sha256:
         raise Rejected("spec_sha256", "the certificate was made for another spec (hash mismatch)")
+    level = cert.get("level")  # a spec with levels: g is the named level's explanation
+    if level not in ([lv.name for lv in spec.levels] or [None]):
+        raise Rejected("level", f"{level!r} is not one of the spec's levels" if spec.levels else "the spec has no levels")
+    spec = spec.at_level(level) if spec.levels else spec
     f = read_model(spec.model.path, spec.model.sha256)
     if cert["model_sha256"] != f.sha256:
         raise Rejected("model_sha256", "the certificate was made for another model (hash mismatch)")
@@ -383,10 +391,12 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
     domain = input_box(spec, f)
     box = normalise_box(f, *domain)
 
-    claim = _keys(cert["claim"], CLAIM_KEYS, "claim")
+    claim = _keys(cert["claim"], CLAIM_KEYS | {"semantics"}, "claim", CLAIM_KEYS)
     if claim["deviation"] != spec.property.deviation or claim["outputs"] != (
             None if spec.property.outputs is None else list(spec.property.outputs)):
         raise Rejected("claim", "the claimed property differs from the spec's")
+    if claim.get("semantics", "real") != spec.property.semantics:
+        raise Rejected("claim.semantics", "differs from the spec's semantics")
     if parse_rational(claim["tolerance"]) != spec.property.tolerance:
         raise Rejected("claim.tolerance", "differs from the spec's tolerance")
     bound = parse_rational(claim["bound"])
@@ -394,7 +404,13 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
         raise Rejected("claim.bound", "must be a 'p/q' rational string")
     if ("steps" in cert) == ("tree" in cert):
         raise Rejected("certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
-    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound)
+    margins = None
+    if spec.property.semantics == "float32":
+        if f.input_scale is not None:
+            raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
+                           "affine layer", "fold the normalisation into the first dense layer")
+        margins = float32_margins(exact_layers(f), g, box, spec.property.outputs)
+    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins)
 
     witness_dev = None
     if cert.get("witness") is not None:
@@ -404,12 +420,15 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int]
             raise Rejected("witness", "the input lies outside the spec's domain")
         if f.input_scale is not None:
             x = [v * Fraction(a) + Fraction(c) for v, a, c in zip(x, f.input_scale, f.input_shift)]
-        witness_dev = max(abs(v) for v in forward(joint, x))
+        diffs = [abs(v) for v in forward(joint, x)]
+        witness_dev = max(diffs)
         if parse_rational(w["deviation"]) != witness_dev:
             raise Rejected("witness", f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
         if witness_dev > bound:
             raise Rejected("witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
-    return bound, witness_dev, steps
+        if margins is not None:  # a float32 run deviates at least this much, whatever its summation order
+            witness_dev = max(v - m for v, m in zip(diffs, margins))
+    return bound, witness_dev, steps, level
 
 
 def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResult:
@@ -418,7 +437,7 @@ def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResu
     spec = read_spec(spec_path)
     tol = spec.property.tolerance
     try:
-        bound, wdev, steps = _check(spec, Path(cert_path))
+        bound, wdev, steps, level = _check(spec, Path(cert_path))
     except Rejected as exc:
         return CheckResult(Verdict.REJECTED, None, tol, None, 0, time.perf_counter() - start, str(exc))
     if bound <= tol:
@@ -427,4 +446,4 @@ def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResu
         verdict = Verdict.VIOLATED
     else:
         verdict = Verdict.UNKNOWN
-    return CheckResult(verdict, bound, tol, wdev, steps, time.perf_counter() - start)
+    return CheckResult(verdict, bound, tol, wdev, steps, time.perf_counter() - start, level=level)

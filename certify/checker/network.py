@@ -1,8 +1,9 @@
 """The exact objects a certificate speaks about: g built from f, the joint network, the input box.
 
 g is f after the spec's transforms, in order. Exact transforms (prune with zero or a given
-constant, a second model) are rebuilt here; float ones (low_rank's SVD, a mean fill) are read
-from the materialised arrays whose sha256 the certificate carries. The joint network shares f's
+constant, merge with given groups, quantize, a second model) are rebuilt here; float ones
+(low_rank's SVD, a mean fill, merge's k-means labels, pca's components and mean) are read from the
+materialised arrays whose sha256 the certificate carries, and applied exactly. The joint network shares f's
 and g's common prefix, runs the two tails side by side (block-diagonal weights) and ends in one
 dense layer whose outputs are f_i - g_i for the selected outputs i: an ordinary dense/relu network.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from .errors import BadInput
 from .exact import IntMat, IntVec, qmat, qvec
 from .model import Model, read_model, read_npy
-from .spec import LowRank, Prune, SecondModel, Spec
+from .spec import PCA, LowRank, Merge, Prune, Quantize, SecondModel, Spec
 from .vnnlib import read_vnnlib
 
 Layer = tuple[list[list[Fraction]], list[Fraction]]
@@ -42,18 +43,46 @@ def check_outputs(spec: Spec, f: Model) -> None:
 
 
 def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
-    """Impossible parameters (unknown layer, rank too large, missing neuron) are BadInput."""
-    key, n = f"explanation[{index}].{'prune' if isinstance(t, Prune) else 'low_rank'}", len(g)
-    last = n if isinstance(t, LowRank) else n - 1
+    """Impossible parameters (unknown layer, rank or group count too large, missing neuron) are BadInput."""
+    key, n = f"{spec.explanation_key}[{index}].{t.kind}", len(g)
+    hidden = isinstance(t, (Prune, Merge, PCA))
+    last = n - 1 if hidden else n
     if not 1 <= t.layer <= last:
         raise spec.error(f"{key}.layer", f"layer {t.layer} does not exist", f"use a layer in 1..{last}"
-                         + ("" if isinstance(t, LowRank) else " (a hidden layer)"), t.line)
+                         + (" (a hidden layer)" if hidden else ""), t.line)
+    out_dim, in_dim = len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0])
     if isinstance(t, Prune):
-        pruned_indices(spec, t, len(g[t.layer - 1][1]), key)
-    elif t.rank > min(len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0])):
-        limit = min(len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0]))
-        raise spec.error(f"{key}.rank", f"rank {t.rank} exceeds min(out, in) = {limit}",
-                         f"use a rank <= {limit}", t.line)
+        pruned_indices(spec, t, out_dim, key)
+    elif isinstance(t, LowRank) and (t.rank > min(out_dim, in_dim) or max(t.keep or [0]) >= min(out_dim, in_dim)):
+        limit = min(out_dim, in_dim)
+        raise spec.error(f"{key}.{'rank' if t.keep is None else 'keep'}", f"rank {t.rank} exceeds min(out, in) = {limit}"
+                         if t.keep is None else f"singular directions beyond {limit - 1}", f"use a rank <= {limit}", t.line)
+    elif isinstance(t, PCA) and max(t.keep) >= out_dim:
+        raise spec.error(f"{key}.{'keep' if t.components is None else 'components'}",
+                         f"{'components' if t.components is None else t.components} exceed layer {t.layer}'s {out_dim} neurons",
+                         f"keep components 0..{out_dim - 1}", t.line)
+    elif isinstance(t, Merge):
+        merge_blocks(spec, index, t, out_dim, None)
+
+
+def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized) -> list[list[int]]:
+    """The blocks of a merge: its explicit groups, or the materialised k-means labels (one per neuron)."""
+    key = f"{spec.explanation_key}[{index}].merge.groups"
+    if isinstance(t.groups, int):
+        if t.groups > width:
+            raise spec.error(key, f"{t.groups} groups for layer {t.layer}'s {width} neurons", f"use at most {width} groups", t.line)
+        if materialized is None:
+            return []
+        labels = _materialized(materialized, index, "labels", (width,))
+        if set(labels) != set(range(t.groups)):
+            raise ValueError(f"labels must use each of 0..{t.groups - 1} (the spec's group count)")
+        return [[j for j, c in enumerate(labels) if c == b] for b in range(t.groups)]
+    flat = sorted(j for b in t.groups for j in b)
+    if flat != list(range(width)):
+        missing, extra = sorted(set(range(width)) - set(flat)), sorted(set(flat) - set(range(width)))
+        raise spec.error(key, f"not a partition of layer {t.layer}'s {width} neurons (missing {missing}, unknown {extra})",
+                         f"put each neuron 0..{width - 1} in exactly one group", t.line)
+    return [list(b) for b in t.groups]
 
 
 def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
@@ -62,29 +91,53 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
     g = exact_layers(f)
     for i, t in enumerate(spec.explanation):
         if isinstance(t, SecondModel):
-            other = read_model(t.model.path, t.model.sha256, f"explanation[{i}].model.sha256")
+            other = read_model(t.model.path, t.model.sha256, f"{spec.explanation_key}[{i}].model.sha256")
             if other.widths != f.widths or (other.input_scale, other.input_shift) != (f.input_scale, f.input_shift):
-                raise spec.error(f"explanation[{i}].model", f"architecture {other.widths} differs from the model's {f.widths}",
+                raise spec.error(f"{spec.explanation_key}[{i}].model", f"architecture {other.widths} differs from the model's {f.widths}",
                                  "g must have f's layer widths and input normalisation", t.line)
             g = exact_layers(other)
             continue
         check_transform(spec, i, t, g)
+        (w1, b1), width = g[t.layer - 1], len(g[t.layer - 1][1])
+        w1, b1 = [list(row) for row in w1], list(b1)
+        if t.layer < len(g):
+            w, b = [list(row) for row in g[t.layer][0]], list(g[t.layer][1])  # the dense layer that reads layer t.layer
         if isinstance(t, Prune):
-            w, b = g[t.layer]  # the dense layer that reads the pruned neurons
-            pruned = pruned_indices(spec, t, len(g[t.layer - 1][1]), f"explanation[{i}].prune")
-            fills = fill_values(spec, t, i, len(pruned), materialized)
-            w, b = [list(row) for row in w], list(b)
+            pruned = pruned_indices(spec, t, width, f"{spec.explanation_key}[{i}].{t.kind}")
             for r, row in enumerate(w):
-                for j, c in zip(pruned, fills):
+                for j, c in zip(pruned, fill_values(spec, t, i, len(pruned), materialized)):
                     b[r] += row[j] * c
                     row[j] = Fraction(0)
-            g[t.layer] = (w, b)
+        elif isinstance(t, Merge):  # block unit at the block's smallest index: summed in, averaged out
+            for block in merge_blocks(spec, i, t, width, materialized):
+                m, rest = min(block), [j for j in block if j != min(block)]
+                w1[m], b1[m] = [sum(col) for col in zip(*(w1[j] for j in block))], sum(b1[j] for j in block)
+                for row in w:
+                    row[m] = sum(row[j] for j in block) / len(block)
+                for j in rest:
+                    w1[j], b1[j] = [Fraction(0)] * len(w1[j]), Fraction(0)
+                    for row in w:
+                        row[j] = Fraction(0)
+        elif isinstance(t, PCA):  # the next layer reads mu + P P^T (h - mu): W' = W P P^T, b' = b + W (mu - P P^T mu)
+            p = _materialized(materialized, i, "P", (width, len(t.keep)))
+            mu = _materialized(materialized, i, "mean", (width,))
+            ptmu = [sum(p[j][c] * mu[j] for j in range(width)) for c in range(len(t.keep))]
+            shift = [mu[j] - sum(p[j][c] * ptmu[c] for c in range(len(t.keep))) for j in range(width)]
+            for r, row in enumerate(w):
+                wp = [sum(row[j] * p[j][c] for j in range(width)) for c in range(len(t.keep))]
+                b[r] += sum(x * y for x, y in zip(row, shift))
+                w[r] = [sum(wp[c] * p[j][c] for c in range(len(t.keep))) for j in range(width)]
+        elif isinstance(t, Quantize):  # s = max|W| / (2^(bits-1) - 1); W' = s * round_half_even(W / s)
+            top = max(abs(x) for row in w1 for x in row)
+            s = top / (2 ** (t.bits - 1) - 1)
+            w1 = [[s * round(x / s) for x in row] for row in w1] if top else w1
         else:
-            out_dim, in_dim = len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0])
-            u = _materialized(materialized, i, "U", (out_dim, t.rank))
-            v = _materialized(materialized, i, "V", (t.rank, in_dim))
-            w = [[sum((u[r][k] * v[k][c] for k in range(t.rank)), Fraction(0)) for c in range(in_dim)] for r in range(out_dim)]
-            g[t.layer - 1] = (w, g[t.layer - 1][1])
+            u = _materialized(materialized, i, "U", (width, t.rank))
+            v = _materialized(materialized, i, "V", (t.rank, len(w1[0])))
+            w1 = [[sum((u[r][k] * v[k][c] for k in range(t.rank)), Fraction(0)) for c in range(len(w1[0]))] for r in range(width)]
+        g[t.layer - 1] = (w1, b1)
+        if t.layer < len(g):
+            g[t.layer] = (w, b)
     return g
 
 

@@ -7,9 +7,11 @@ types and impossible values are `BadInput` with `file:line: key.path: what; fix`
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -18,6 +20,7 @@ from .numbers import parse_spec_number
 
 METHODS = ("auto", "interval", "crown", "alpha", "bab")
 DEVIATIONS = ("linf",)
+SEMANTICS = ("real", "float32")
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,55 @@ class Prune:
     samples: int = 1000
     seed: int = 0
     line: int | None = field(default=None, compare=False)
+    kind: str = field(default="prune", compare=False)  # "prune" or its alias "ablate"
 
 
 @dataclass(frozen=True)
 class LowRank:
-    """Weight of dense layer `layer` replaced by its rank-`rank` truncated SVD (materialised)."""
+    """Weight of dense layer `layer` replaced by its rank-`rank` truncated SVD (materialised);
+    `keep` (singular directions by decreasing singular value) when given instead of a rank."""
 
+    kind: ClassVar[str] = "low_rank"
     layer: int
     rank: int
+    line: int | None = field(default=None, compare=False)
+    keep: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """RG block step on hidden layer `layer`: each block becomes one unit at its smallest index, with
+    the block's summed incoming weights and biases and its averaged outgoing columns; the other
+    members' rows and columns are zeroed. `groups`: a partition, or a count (k-means labels, materialised)."""
+
+    kind: ClassVar[str] = "merge"
+    layer: int
+    groups: tuple[tuple[int, ...], ...] | int
+    seed: int = 0
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PCA:
+    """Hidden layer `layer`'s activations h read as mu + P P^T (h - mu) by the next layer; P holds the
+    principal components `keep` (by decreasing variance over `samples` points); P, mu materialised."""
+
+    kind: ClassVar[str] = "pca"
+    layer: int
+    keep: tuple[int, ...]
+    components: int | None = None  # how the spec said it: `components: r` (keep = 0..r-1)
+    samples: int = 1000
+    seed: int = 0
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """Weight of dense layer `layer` rounded (half to even) to the grid s*Z, s = max|W| / (2^(bits-1) - 1)."""
+
+    kind: ClassVar[str] = "quantize"
+    layer: int
+    bits: int
     line: int | None = field(default=None, compare=False)
 
 
@@ -68,6 +112,7 @@ class LowRank:
 class SecondModel:
     """g is this model (same architecture), before any later transform."""
 
+    kind: ClassVar[str] = "model"
     model: ModelRef
     line: int | None = field(default=None, compare=False)
 
@@ -78,6 +123,7 @@ class Property:
     tolerance: Fraction
     outputs: tuple[int, ...] | None = None
     line: int | None = field(default=None, compare=False)
+    semantics: str = "real"  # "real": exact arithmetic on the weights; "float32": plus float32 rounding
 
 
 @dataclass(frozen=True)
@@ -93,18 +139,39 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Level:
+    """One named coarse-graining of a hierarchy (`levels:`, listed from fine to coarse)."""
+
+    name: str
+    explanation: tuple[object, ...]
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path
     sha256: str
     model: ModelRef
     input: InputSpec
-    explanation: tuple[object, ...]
+    explanation: tuple[object, ...]  # empty for a spec with levels until a level is chosen
     property: Property
     options: Options
+    levels: tuple[Level, ...] = ()
+    level: str | None = None  # the chosen level's name
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.path.stem if self.level is None else f"{self.path.stem}.{self.level}"
+
+    @property
+    def explanation_key(self) -> str:
+        names = [lv.name for lv in self.levels]
+        return "explanation" if self.level is None else f"levels[{names.index(self.level)}].explanation"
+
+    def at_level(self, name: str) -> "Spec":
+        """This spec with the explanation of its level `name` (KeyError if there is none)."""
+        level = {lv.name: lv for lv in self.levels}[name]
+        return replace(self, explanation=level.explanation, level=name)
 
     def error(self, key: str, what: str, fix: str, line: int | None = None) -> BadInput:
         return BadInput(str(self.path), key, what, fix, line)
@@ -226,26 +293,76 @@ class _Reader:
         return InputSpec("linf_ball", center=self.vector(b["center"], "input.linf_ball.center"),
                          radius=radius, clip=clip, line=line)
 
+    def indices(self, node, key, what="index"):
+        out = tuple(self.integer(n, f"{key}[{i}]") for i, n in enumerate(self.seq(node, key)))
+        if len(set(out)) != len(out):
+            raise self.bad(node, key, f"lists a {what} twice", f"list each {what} once")
+        return out
+
+    def count_or_keep(self, t, node, key, count, minimum):
+        """`count: r` (keep 0..r-1) or `keep: [..]`: exactly one. Returns (keep, r or None)."""
+        if (count in t) == ("keep" in t):
+            raise self.bad(node, key, f"give exactly one of {count} or keep", f"write `{count}: 4` or `keep: [0, 1, 2, 3]`")
+        if count in t:
+            r = self.integer(t[count], f"{key}.{count}", minimum)
+            return tuple(range(r)), r
+        keep = self.indices(t["keep"], f"{key}.keep")
+        if len(keep) < minimum:
+            raise self.bad(t["keep"], f"{key}.keep", "empty list", "keep at least one component")
+        return keep, None
+
+    def samples_seed(self, t, key):
+        samples = self.integer(t["samples"], f"{key}.samples", 1) if "samples" in t else 1000
+        if samples > 1_000_000:
+            raise self.bad(t["samples"], f"{key}.samples", "more than 1,000,000 samples", "use at most 1000000")
+        return samples, self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
+
     def transform(self, node, key):
-        m = self.mapping(node, key, (), ("prune", "low_rank", "model"))
+        kinds = ("prune", "ablate", "low_rank", "merge", "pca", "quantize", "model")
+        m = self.mapping(node, key, (), kinds)
         if len(m) != 1:
-            raise self.bad(node, key, "each entry is one transform", "write `- prune: {...}`, `- low_rank: {...}` or `- model: {...}`")
+            raise self.bad(node, key, "each entry is one transform", f"write `- prune: {{...}}` (or one of {', '.join(kinds[1:])})")
         (kind, body), = m.items()
         key, line = f"{key}.{kind}", node.start_mark.line + 1
         if kind == "model":
             return SecondModel(self.model_ref(body, key), line)
         if kind == "low_rank":
-            t = self.mapping(body, key, ("layer", "rank"))
-            return LowRank(self.integer(t["layer"], f"{key}.layer", 1), self.integer(t["rank"], f"{key}.rank", 0), line)
+            t = self.mapping(body, key, ("layer",), ("rank", "keep"))
+            keep, rank = self.count_or_keep(t, body, key, "rank", 0)
+            return LowRank(self.integer(t["layer"], f"{key}.layer", 1), len(keep), line, None if rank is not None else keep)
+        if kind == "quantize":
+            t = self.mapping(body, key, ("layer", "bits"))
+            bits = self.integer(t["bits"], f"{key}.bits", 2)
+            if bits > 32:
+                raise self.bad(t["bits"], f"{key}.bits", f"{bits} bits", "use 2..32 bits")
+            return Quantize(self.integer(t["layer"], f"{key}.layer", 1), bits, line)
+        if kind == "pca":
+            t = self.mapping(body, key, ("layer",), ("components", "keep", "samples", "seed"))
+            keep, r = self.count_or_keep(t, body, key, "components", 1)
+            return PCA(self.integer(t["layer"], f"{key}.layer", 1), keep, r, *self.samples_seed(t, key), line)
+        if kind == "merge":
+            t = self.mapping(body, key, ("layer", "groups"), ("seed",))
+            layer, groups = self.integer(t["layer"], f"{key}.layer", 1), t["groups"]
+            if not isinstance(groups, yaml.SequenceNode):
+                seed = self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
+                return Merge(layer, self.integer(groups, f"{key}.groups", 1), seed, line)
+            if "seed" in t:
+                raise self.bad(t["seed"], f"{key}.seed", "a seed only applies to `groups: N` (clustering)", "remove `seed:`")
+            blocks = tuple(self.indices(n, f"{key}.groups[{i}]", "neuron") for i, n in enumerate(self.seq(groups, f"{key}.groups")))
+            if not blocks or not all(blocks):
+                raise self.bad(groups, f"{key}.groups", "empty group (or no groups)", "every group lists at least one neuron")
+            flat = [j for b in blocks for j in b]
+            twice = sorted({j for j in flat if flat.count(j) > 1})
+            if twice:
+                raise self.bad(groups, f"{key}.groups", f"neurons {twice} are in more than one group", "put every neuron in exactly one group")
+            return Merge(layer, blocks, line=line)
         t = self.mapping(body, key, ("layer", "keep"), ("fill",))
-        keep = tuple(self.integer(n, f"{key}.keep[{i}]") for i, n in enumerate(self.seq(t["keep"], f"{key}.keep")))
-        if len(set(keep)) != len(keep):
-            raise self.bad(t["keep"], f"{key}.keep", "lists a neuron twice", "list each kept neuron once")
+        keep = self.indices(t["keep"], f"{key}.keep", "neuron")
         layer = self.integer(t["layer"], f"{key}.layer", 1)
         fill = t.get("fill")
         if fill is None or isinstance(fill, yaml.ScalarNode):
             name = "zero" if fill is None else self.string(fill, f"{key}.fill", ("zero", "mean"))
-            return Prune(layer, keep, name, line=line)
+            return Prune(layer, keep, name, line=line, kind=kind)
         f = self.mapping(fill, f"{key}.fill", (), ("constant", "mean"))
         if len(f) != 1:
             raise self.bad(fill, f"{key}.fill", "give one fill", "write zero, mean, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
@@ -253,16 +370,33 @@ class _Reader:
             value = self.vector(f["constant"], f"{key}.fill.constant")
             if isinstance(value, Path):
                 raise self.bad(f["constant"], f"{key}.fill.constant", "a file is not accepted here", "write a number or a list of numbers")
-            return Prune(layer, keep, "constant", constant=value, line=line)
+            return Prune(layer, keep, "constant", constant=value, line=line, kind=kind)
         mm = self.mapping(f["mean"], f"{key}.fill.mean", (), ("samples", "seed"))
-        samples = self.integer(mm["samples"], f"{key}.fill.mean.samples", 1) if "samples" in mm else 1000
-        if samples > 1_000_000:
-            raise self.bad(mm["samples"], f"{key}.fill.mean.samples", "more than 1,000,000 samples", "use at most 1000000")
-        seed = self.integer(mm["seed"], f"{key}.fill.mean.seed") if "seed" in mm else 0
-        return Prune(layer, keep, "mean", samples=samples, seed=seed, line=line)
+        samples, seed = self.samples_seed(mm, f"{key}.fill.mean")
+        return Prune(layer, keep, "mean", samples=samples, seed=seed, line=line, kind=kind)
+
+    def explanation(self, node, key):
+        items = self.seq(node, key)
+        if not items:
+            raise self.bad(node, key, "empty explanation", "list at least one transform")
+        return tuple(self.transform(n, f"{key}[{i}]") for i, n in enumerate(items))
+
+    def levels(self, node):
+        out = []
+        for i, n in enumerate(self.seq(node, "levels")):
+            m = self.mapping(n, f"levels[{i}]", ("name", "explanation"))
+            name = self.string(m["name"], f"levels[{i}].name")
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+                raise self.bad(m["name"], f"levels[{i}].name", f"{name[:40]!r} is not a level name", "use 1-40 letters, digits, _ or -")
+            if name in [lv.name for lv in out]:
+                raise self.bad(m["name"], f"levels[{i}].name", f"level {name!r} is named twice", "give every level its own name")
+            out.append(Level(name, self.explanation(m["explanation"], f"levels[{i}].explanation"), n.start_mark.line + 1))
+        if not out:
+            raise self.bad(node, "levels", "no levels", "list at least one `- {name: ..., explanation: [...]}`")
+        return tuple(out)
 
     def property(self, node):
-        m = self.mapping(node, "property", ("deviation", "tolerance"), ("outputs",))
+        m = self.mapping(node, "property", ("deviation", "tolerance"), ("outputs", "semantics"))
         outputs = None
         if "outputs" in m:
             items = self.seq(m["outputs"], "property.outputs")
@@ -272,7 +406,9 @@ class _Reader:
         tol = self.number(m["tolerance"], "property.tolerance")
         if tol < 0:
             raise self.bad(m["tolerance"], "property.tolerance", "negative tolerance", "write a tolerance >= 0")
-        return Property(self.string(m["deviation"], "property.deviation", DEVIATIONS), tol, outputs, node.start_mark.line + 1)
+        semantics = self.string(m["semantics"], "property.semantics", SEMANTICS) if "semantics" in m else "real"
+        return Property(self.string(m["deviation"], "property.deviation", DEVIATIONS), tol, outputs, node.start_mark.line + 1,
+                        semantics)
 
     def options(self, node):
         if node is None:
@@ -311,13 +447,14 @@ def read_spec(path: str | Path) -> Spec:
         raise BadInput(str(path), "", "not a spec: nested too deeply", "start from an example in specs/") from None
     if root is None:
         raise BadInput(str(path), "", "empty spec", "start from an example in specs/")
-    top = r.mapping(root, "", ("version", "model", "input", "explanation", "property"), ("options",))
+    top = r.mapping(root, "", ("version", "model", "input", "property"), ("explanation", "levels", "options"))
     if r.integer(top["version"], "version") != 1:
         raise r.bad(top["version"], "version", "unsupported spec version", "write `version: 1`")
-    expl = r.seq(top["explanation"], "explanation")
-    if not expl:
-        raise r.bad(top["explanation"], "explanation", "empty explanation", "list at least one transform")
-    transforms = tuple(r.transform(n, f"explanation[{i}]") for i, n in enumerate(expl))
+    if "explanation" in top and "levels" in top:
+        raise r.bad(top["levels"], "levels", "give explanation or levels, not both", "move the explanation into a level")
+    if "explanation" not in top and "levels" not in top:
+        raise r.bad(root, "explanation", "missing", "add `explanation:` (a list of transforms) or `levels:` (named explanations)")
+    transforms = r.explanation(top["explanation"], "explanation") if "explanation" in top else ()
     return Spec(path=path, sha256=hashlib.sha256(raw).hexdigest(), model=r.model_ref(top["model"], "model"),
                 input=r.input(top["input"]), explanation=transforms, property=r.property(top["property"]),
-                options=r.options(top.get("options")))
+                options=r.options(top.get("options")), levels=r.levels(top["levels"]) if "levels" in top else ())

@@ -1,13 +1,15 @@
 """Coarse-graining transforms that need float numerics, materialised as arrays.
 
-The checker rebuilds exact transforms itself (prune with zero or given constants, a second model).
-A truncated SVD or a mean activation needs floating point, so the engine computes it once here and
-the certificate is about f against g built from exactly these arrays (hashed, beside the certificate).
+The checker rebuilds exact transforms itself (prune with zero or given constants, merge with given
+groups, quantize, a second model). A truncated SVD, a mean activation, a k-means clustering or a
+principal-component projection needs floating point, so the engine computes it once here and the
+certificate is about f against g built from exactly these arrays (hashed, beside the certificate).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -15,18 +17,63 @@ from ..bounds.network import from_exact
 from ..checker.model import Model
 from ..checker.network import build_g, check_transform, input_box, pruned_indices
 from ..checker.exact import qmat, qvec
-from ..checker.spec import LowRank, Prune, Spec
+from ..checker.spec import PCA, LowRank, Merge, Prune, Spec
 
 
 def _float_layers(layers):
     return from_exact([(qmat(w), qvec(b)) for w, b in layers])
 
 
+def needs_arrays(t) -> bool:
+    return (isinstance(t, (LowRank, PCA)) or (isinstance(t, Prune) and t.fill == "mean")
+            or (isinstance(t, Merge) and isinstance(t.groups, int)))
+
+
+def sample_domain(spec: Spec, f: Model, samples: int, seed: int) -> np.ndarray:
+    """`samples` uniform points of the spec's input box, mapped by f's input normalisation."""
+    lo, up = input_box(spec, f)
+    rng = np.random.default_rng(seed)
+    lo_f, up_f = np.array([float(v) for v in lo]), np.array([float(v) for v in up])
+    x = lo_f + (up_f - lo_f) * rng.random((samples, len(lo_f)))
+    if f.input_scale is not None:
+        x = x * np.array(f.input_scale) + np.array(f.input_shift)
+    return x
+
+
+def hidden_activations(layers, layer: int, x: np.ndarray) -> np.ndarray:
+    """Post-ReLU activations of hidden layer `layer` (1-based) of exact `layers` at network inputs x."""
+    net = _float_layers(layers[:layer])
+    return np.maximum(np.asarray(net(x)), 0.0)
+
+
+def principal_components(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, eigenvalues descending, eigenvectors as columns) of the activations' covariance."""
+    mu = acts.mean(axis=0)
+    cov = np.cov(acts, rowvar=False, bias=True).reshape(acts.shape[1], acts.shape[1])
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    return mu, np.maximum(vals[order], 0.0), vecs[:, order]
+
+
+def kmeans_labels(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means labels, renumbered in order of first appearance (so the same partition gives the same labels)."""
+    from sklearn.cluster import KMeans
+
+    distinct = len(np.unique(points, axis=0))
+    if k > distinct:
+        raise ValueError(f"only {distinct} distinct neurons")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points).labels_
+    order = {c: i for i, c in enumerate(dict.fromkeys(raw.tolist()))}
+    return np.array([order[c] for c in raw.tolist()], dtype=np.float64)
+
+
 def materialize(spec: Spec, f: Model) -> dict[str, np.ndarray]:
     """Arrays named `explanation.<i>.<name>` that the spec's float transforms need (may be empty)."""
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(spec.explanation):
-        if not (isinstance(t, LowRank) or (isinstance(t, Prune) and t.fill == "mean")):
+        if not needs_arrays(t):
             continue
         partial = dataclasses.replace(spec, explanation=spec.explanation[:i])
         loaded = {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()}
@@ -35,17 +82,24 @@ def materialize(spec: Spec, f: Model) -> dict[str, np.ndarray]:
         if isinstance(t, LowRank):
             w = np.array([[float(x) for x in row] for row in g[t.layer - 1][0]])
             u, s, vt = np.linalg.svd(w, full_matrices=False)
-            arrays[f"explanation.{i}.U"] = np.ascontiguousarray(u[:, :t.rank] * s[:t.rank])
-            arrays[f"explanation.{i}.V"] = np.ascontiguousarray(vt[:t.rank])
+            keep = list(t.keep if t.keep is not None else range(t.rank))
+            arrays[f"explanation.{i}.U"] = np.ascontiguousarray(u[:, keep] * s[keep])
+            arrays[f"explanation.{i}.V"] = np.ascontiguousarray(vt[keep])
+        elif isinstance(t, Merge):  # cluster neurons on their incoming weights and bias
+            w, b = g[t.layer - 1]
+            points = np.array([[float(x) for x in row] + [float(c)] for row, c in zip(w, b)])
+            try:
+                arrays[f"explanation.{i}.labels"] = kmeans_labels(points, t.groups, t.seed)
+            except ValueError as exc:
+                raise spec.error(f"{spec.explanation_key}[{i}].merge.groups", f"cannot form {t.groups} groups: {exc}",
+                                 "use fewer groups", t.line) from None
         else:
-            pruned = pruned_indices(spec, t, len(g[t.layer - 1][1]), f"explanation[{i}].prune")
-            net = _float_layers(g[:t.layer])
-            lo, up = input_box(spec, f)
-            rng = np.random.default_rng(t.seed)
-            lo_f, up_f = np.array([float(v) for v in lo]), np.array([float(v) for v in up])
-            x = lo_f + (up_f - lo_f) * rng.random((t.samples, len(lo_f)))
-            if f.input_scale is not None:
-                x = x * np.array(f.input_scale) + np.array(f.input_shift)
-            acts = np.maximum(np.asarray(net(x)), 0.0)
-            arrays[f"explanation.{i}.fill"] = acts[:, pruned].mean(axis=0)
+            acts = hidden_activations(g, t.layer, sample_domain(spec, f, t.samples, t.seed))
+            if isinstance(t, Prune):
+                pruned = pruned_indices(spec, t, len(g[t.layer - 1][1]), f"explanation[{i}].prune")
+                arrays[f"explanation.{i}.fill"] = acts[:, pruned].mean(axis=0)
+            else:
+                mu, _, vecs = principal_components(acts)
+                arrays[f"explanation.{i}.P"] = np.ascontiguousarray(vecs[:, list(t.keep)])
+                arrays[f"explanation.{i}.mean"] = mu
     return arrays

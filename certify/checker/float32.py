@@ -1,0 +1,56 @@
+"""float32 semantics: a proven bound on how far a float32 forward pass of f and g can stray from
+the real-arithmetic one, per output, over the whole input box.
+
+Model: weights and biases rounded to float32 (round to nearest), inputs float32 values of the
+domain, each dense layer computed in float32 in ANY summation order (with or without FMA), ReLU
+exact. For a dot product of length n plus a bias (Higham, Accuracy and Stability, 3.1 and 3.5):
+|fl(w.h + b) - (w.h + b)| <= gamma_{n+1} (|w|.|h| + |b|) + (n+1) eta, gamma_k = k u / (1 - k u),
+u = 2^-24 (unit roundoff) and eta = 2^-150 (half the smallest subnormal, for underflow). With
+rounded weights w^ = w + dw, |dw| <= u|w| + eta, and a perturbed input h^ = h + e, the
+pre-activation error of a layer is at most
+    gamma (|w^| |h^| + |b^|) + (u|w| + eta) |h^| + |w| E + u|b| + eta + (n+1) eta,
+where |h^| <= H + E, H bounds |h| (exact interval arithmetic over the box) and E is the previous
+layer's error bound; ReLU is 1-Lipschitz, so it does not increase the error.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .exact import interval_dense, qmat, qvec
+
+U = Fraction(1, 2**24)
+ETA = Fraction(1, 2**150)
+
+
+def _gamma(k: int) -> Fraction:
+    return k * U / (1 - k * U)
+
+
+def output_errors(layers, box) -> list[Fraction]:
+    """Per output, a bound on |float32 forward pass - real forward pass| over the box."""
+    lo, up = box
+    h = [max(abs(a), abs(b)) for a, b in zip(lo, up)]  # |input|; inputs are float32 values: no error
+    err = [Fraction(0)] * len(h)
+    for k, (w, b) in enumerate(layers):
+        g = _gamma(len(h) + 1)
+        hat = [x + e for x, e in zip(h, err)]
+        new_err = []
+        for row, bias in zip(w, b):
+            wh = sum(abs(x) * y for x, y in zip(row, hat))
+            new_err.append(g * ((1 + U) * wh + sum(hat) * ETA + (1 + U) * abs(bias) + ETA)
+                           + U * wh + ETA * sum(hat) + sum(abs(x) * e for x, e in zip(row, err))
+                           + U * abs(bias) + (len(h) + 2) * ETA)
+        err = new_err
+        if k < len(layers) - 1:
+            lo, up = interval_dense((qmat(w), qvec(b)), lo, up)
+            lo, up = [max(v, Fraction(0)) for v in lo], [max(v, Fraction(0)) for v in up]
+            h = up  # post-ReLU values lie in [0, up]
+    return err
+
+
+def float32_margins(f_layers, g_layers, box, outputs) -> list[Fraction]:
+    """Per selected output i: a bound on the float32 rounding error of f_i - g_i."""
+    ef, eg = output_errors(f_layers, box), output_errors(g_layers, box)
+    rows = range(len(ef)) if outputs is None else outputs
+    return [ef[i] + eg[i] for i in rows]
