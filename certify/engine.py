@@ -6,7 +6,9 @@ verdict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -132,12 +134,28 @@ def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
     return witness, max(abs(v) for v in exact.forward(p.joint, xn))
 
 
+@contextlib.contextmanager
+def _progress(total: int):
+    """A rich progress bar for branch and bound on an interactive terminal; silent otherwise (CI logs)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("branch and bound"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), transient=True, console=None) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda leaves, bound: bar.update(task, completed=leaves,
+                                               description="" if bound is None else f"bound {float(bound):.6g}")
+
+
 def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fraction | None = None):
     """(bound, certificate body, engine notes) for one method."""
     if method == "bab":
-        r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
-                             time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below,
-                             margins=p.margins)
+        with _progress(p.spec.options.max_leaves) as report:
+            r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
+                                 time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below,
+                                 margins=p.margins, progress=report)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
     proposal = propose(p.net, p.joint, p.box, method, margins=p.margins)
     return proposal.bound, {"steps": proposal.steps}, {}

@@ -115,8 +115,9 @@ class BabResult:
 
 def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
-                     margins: tuple = ()) -> BabResult:
-    """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent."""
+                     margins: tuple = (), progress=None) -> BabResult:
+    """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent.
+    `progress(leaves, bound)` is called after every split."""
     start = time.perf_counter()
     root = Node(box, {})
     root.proposal = propose(net, exact_joint, box, method, margins=margins)
@@ -137,6 +138,8 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
             child.proposal = propose(net, exact_joint, child.box, method, child.assume, margins)
         leaves = [n for n in leaves if n is not worst] + worst.children
         splits += 1
+        if progress is not None:
+            progress(len(leaves), max((n.bound for n in leaves if n.bound is not None), default=None))
     bounds = [n.bound for n in leaves if n.bound is not None]
     claim = max(bounds) if bounds else Fraction(0)
     return BabResult(root.to_json(claim), claim, len(leaves), splits, time.perf_counter() - start)
