@@ -40,19 +40,22 @@ HEADER = """\
 ; Each uses only facts that earlier obligations established (verified bounds and relaxation lines):
 ;  relu_relaxation  the checker's z3 query, verbatim: no z in a neuron's verified [l, u] lies
 ;                   below the lower line or above the upper line of relu.
-;  interval         no input in the box (layer 1), or no h with max(l,0) <= h <= max(u,0) from
-;                   the verified bounds [l, u] of layer k-1, gives W_k h + b_k outside the claim.
-;                   This is exactly the checker's interval arithmetic.
-;  linear           (CROWN, alpha-CROWN, beta-CROWN) no point of the LP relaxation of layers
-;                   1..k-1 (x in the box, z_j = W_j h_(j-1) + b_j, z_j in its verified bounds, h_j
-;                   between the verified lines and above this step's alpha lines) gives z_k outside
-;                   the claim. Back-substitution bounds every point of that LP, so an accepted
-;                   step makes it unsat; the other solver proves it with its own arithmetic. The
-;                   checker's back-substitution arithmetic itself (its coefficients and their
-;                   concretisation) is NOT replayed: the LP obligation is implied by it, and is
-;                   enough for soundness, but may stay unsat for a claim the checker would refuse.
-;  alpha            no z in [l, u] lies below an alpha line of a linear step (the checker checks
-;                   these slopes exactly, at both ends of the interval, without z3).
+;  interval         per claimed bound: no input in the box (layer 1), or no h with
+;                   max(l,0) <= h <= max(u,0) from the verified bounds [l, u] of layer k-1, puts
+;                   W_k h + b_k beyond the claim (exactly the checker's interval arithmetic).
+;  linear           (CROWN, alpha-CROWN, beta-CROWN) per claimed bound, the checker's
+;                   back-substitution written out as a chain of one-layer links. With lam_k =
+;                   +-e_i on z_k: link j -> j-1 says lam_j.(W_j h + b_j) + c_j >= lam_(j-1).z + c_(j-1)
+;                   for every z in the verified bounds of layer j-1 and h between its verified
+;                   lines (and above this row's alpha line; beta multipliers are in lam_(j-1) and
+;                   need the split's sign, which the bounds carry); the last link says
+;                   lam_1.(W_1 x + b_1) + c_1 >= the claim for every x in the box. Chained, they
+;                   give +-z_k,i >= +-claim. The forms lam_j, c_j are hints this exporter
+;                   recomputes with the checker's algorithm; the other solver re-checks every
+;                   link with its own arithmetic, so nothing of the step is taken on trust.
+;  alpha            no z in a neuron's verified [l, u] has relu(z) below an alpha line
+;                   a*z of a linear step (the checker checks these slopes exactly at both ends
+;                   of the interval, without z3).
 ;  goal             the checker's z3 query, verbatim: no output difference d within the verified
 ;                   output bounds has |d_i| > bound (one per region the checker proved).
 ;  empty            a region closed because its verified bounds contradict its split: l > u.
@@ -60,8 +63,9 @@ HEADER = """\
 ;  reading and hashing the spec, models, data and materialised arrays; building g, J and the input
 ;  box (the weights and boxes written here are the checker's, taken as given); that a split's
 ;  children cover their parent; folding the split signs and repeated steps into the bounds
-;  (intersection); regions closed as empty at a split without a step; the witness replay; and the
-;  final comparison bound <= tolerance.
+;  (intersection); regions closed as empty at a split without a step; under float32 semantics, the
+;  rounding-error margins (computed exactly by the checker, they appear in the goal as constants);
+;  the witness replay; and the final comparison bound <= tolerance.
 """
 
 
