@@ -175,7 +175,8 @@ def alpha_for_unknown_layer(c):
 # which step kinds (and features) each mutation attacks: a new step kind without one fails a test
 ATTACKS = {"interval": ["tighten_intermediate_past_derived", "drop_first_layer", "truncate_vector"],
            "linear": ["tighten_output_lower_one_ulp", "drop_output_steps", "alpha_slope_above_one",
-                      "alpha_slope_negative", "alpha_row_dropped", "alpha_for_unknown_layer"],
+                      "alpha_slope_negative", "alpha_row_dropped", "alpha_for_unknown_layer", "beta_negative",
+                      "beta_for_unsplit_neuron", "beta_on_wrong_layer"],
            "relu_relaxation": ["flip_upper_slope_sign", "flip_lower_slope_sign", "lower_upper_intercept",
                                "drop_relaxation_step", "change_layer_index"]}
 
@@ -318,10 +319,45 @@ def test_tampered_split_trees_are_rejected(bab_certificates, name, mutate):
     assert check_certificate(spec, out).verdict is Verdict.REJECTED, f"{mutate.__name__} accepted on {name}"
 
 
+def _beta_step(c):
+    stack = [c["tree"]]
+    while stack:
+        node = stack.pop()
+        for step in node.get("steps", []):
+            if step.get("beta"):
+                return step
+        stack += node.get("children", [])
+    raise AssertionError("no beta multipliers in this tree")
+
+
+def beta_negative(c):
+    _beta_step(c)["beta"][0]["values"][0] = "-1"
+
+
+def beta_for_unsplit_neuron(c):
+    t = _beta_step(c)["beta"][0]
+    t["neuron"] = (t["neuron"] + 1) % 32  # a neuron this region never split
+
+
+def beta_on_wrong_layer(c):  # a multiplier moved to a layer the split is not on
+    t = _beta_step(c)["beta"][0]
+    t["layer"] = 1 if t["layer"] != 1 else 2
+
+
+@pytest.mark.parametrize("mutate", [beta_negative, beta_for_unsplit_neuron, beta_on_wrong_layer], ids=lambda m: m.__name__)
+def test_tampered_beta_multipliers_are_rejected(bab_certificates, mutate):
+    spec, path, cert = bab_certificates["digits_low_rank"]  # ReLU splits: its leaves carry beta
+    tampered = copy.deepcopy(cert)
+    mutate(tampered)
+    out = path.parent / f"tampered-{mutate.__name__}.cert.json"
+    out.write_text(json.dumps(tampered))
+    assert check_certificate(spec, out).verdict is Verdict.REJECTED, mutate.__name__
+
+
 def test_every_step_kind_has_tamper_tests():
     from certify.checker import STEP_CHECKERS
 
-    names = {m.__name__ for m in MUTATIONS}
+    names = {m.__name__ for m in MUTATIONS} | {"beta_negative", "beta_for_unsplit_neuron", "beta_on_wrong_layer"}
     assert set(STEP_CHECKERS) == set(ATTACKS), "a step kind without tamper tests: add mutations to ATTACKS"
     for kind, attacks in ATTACKS.items():
         assert attacks and set(attacks) <= names, kind
