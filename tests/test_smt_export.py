@@ -1,0 +1,171 @@
+"""`certify export-smt`: every exported obligation is unsat under an independent solver (cvc5), and
+tampering is not confirmed."""
+
+import json
+import re
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from certify import smt
+from certify.cli import main
+from certify.model import save_model
+
+from .conftest import ROOT, SPECS
+
+cvc5 = pytest.importorskip("cvc5")  # the `test` extra installs it; skip cleanly where it is absent
+
+
+def blocks(path):
+    """{title: block text} of an exported file, in order."""
+    text = path.read_text()
+    parts = text.split("\n; obligation ")[1:]
+    return {"obligation " + p.splitlines()[0]: "; obligation " + p for p in parts}  # keys as run_cvc5 names them
+
+
+def confirmed(path, expect_count=None):
+    start = time.perf_counter()
+    answers = smt.run_cvc5(path)
+    seconds = time.perf_counter() - start
+    assert answers, "no obligation exported"
+    if expect_count is not None:
+        assert len(answers) == expect_count
+    bad = [(t, a) for t, a, _ in answers if a != "unsat"]
+    assert not bad, f"cvc5 did not confirm {len(bad)} of {len(answers)}: {bad[:3]}"
+    print(f"cvc5: {len(answers)} obligations unsat in {seconds:.2f} s")
+    return answers
+
+
+def kinds(path):
+    return {m.group(1) for m in re.finditer(r"^; obligation \d+ of \d+ \[(\w+)\]", path.read_text(), re.M)}
+
+
+def check_syntax(path):
+    text = path.read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.startswith((";", "(set-info")))
+    assert "(set-logic QF_LRA)" in body and body.count("(push 1)") == body.count("(pop 1)") == body.count("(check-sat)")
+    assert not re.search(r"[\s(]-\d", body), "a negative literal (negatives must be written (- ...))"
+    assert not re.search(r"\d\.\d", body), "a decimal literal (rationals must be exact (/ p q))"
+    n = int(re.search(r"^; (\d+) obligations", text, re.M).group(1))
+    assert n == body.count("(check-sat)")
+    return n
+
+
+def test_shipped_certificate_is_confirmed_by_cvc5(tmp_path, capsys):
+    out = tmp_path / "tiny.smt2"
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(ROOT / "proofs" / "tiny_prune.cert.json"), "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    n = check_syntax(out)
+    assert kinds(out) == {"interval", "linear", "relu_relaxation", "goal"}
+    confirmed(out, n)
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(ROOT / "proofs" / "tiny_prune.cert.json"),
+                 "-o", str(out), "--cvc5"]) == 0
+    assert "CONFIRMED  cvc5 answered unsat to all" in capsys.readouterr().out
+
+
+def _tighter_goal(path, bound: Fraction) -> str:
+    """The goal obligation with |d_i| > B replaced by |d_i| > B - 1/q (q: B's denominator)."""
+    title, block = next((t, b) for t, b in blocks(path).items() if "[goal]" in t)
+    lit, tighter = smt.num(bound), smt.num(bound - Fraction(1, bound.denominator))
+    # z3 keeps `B < d_i` and `B < -d_i` as written by the checker's `d_i > B`, `-d_i > B`
+    changed = re.sub(r"\(< " + re.escape(lit) + r" (d\d+|\(- d\d+\))\)", lambda m: f"(< {tighter} {m.group(1)})", block)
+    assert changed != block
+    return path.read_text().replace(block, changed)
+
+
+def test_tampered_obligations_are_not_confirmed(tmp_path):
+    cert = ROOT / "proofs" / "tiny_prune.cert.json"
+    out = tmp_path / "tiny.smt2"
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(cert), "-o", str(out)]) == 0
+    bound = Fraction(json.loads(cert.read_text())["claim"]["bound"])
+
+    goal = tmp_path / "goal.smt2"  # the bound one denominator-step tighter: the output box reaches B exactly
+    goal.write_text(_tighter_goal(out, bound))
+    answers = dict((t, a) for t, a, _ in smt.run_cvc5(goal))
+    assert [a for t, a in answers.items() if "[goal]" in t] == ["sat"]
+
+    # the output layer's linear bounds are exact: raising the lower bound of z3_0 by 1/q is refuted
+    title, block = next((t, b) for t, b in blocks(out).items() if "lower bound of z3_0, over the box" in t)
+    claim = Fraction(json.loads(cert.read_text())["steps"][-1]["lower"][0])
+    assert block.count(smt.num(claim)) == 1
+    lin = tmp_path / "linear.smt2"
+    lin.write_text(out.read_text().replace(block, block.replace(smt.num(claim), smt.num(claim + Fraction(1, claim.denominator)))))
+    answers = dict((t, a) for t, a, _ in smt.run_cvc5(lin))
+    assert answers[title] == "sat" and sum(a != "unsat" for a in answers.values()) == 1
+
+    # a relaxation line moved below relu (upper intercept of a layer-1 neuron lowered) is refuted
+    title, block = next((t, b) for t, b in blocks(out).items() if "[relu_relaxation]" in t)
+    step = json.loads(cert.read_text())["steps"][1]
+    i = next(i for i, s in enumerate(step["upper_slope"]) if Fraction(s) not in (0, 1))
+    d = Fraction(step["upper_intercept"][i])
+    assert block.count(smt.num(d)) == 1
+    relu = tmp_path / "relu.smt2"
+    relu.write_text(out.read_text().replace(block, block.replace(smt.num(d), smt.num(d - Fraction(1, 10**6)))))
+    answers = dict((t, a) for t, a, _ in smt.run_cvc5(relu))
+    assert answers[title] == "sat"
+
+
+def test_rejected_certificate_is_not_exported(tmp_path, capsys):
+    cert = json.loads((ROOT / "proofs" / "tiny_prune.cert.json").read_text())
+    cert["claim"]["bound"] = "1"  # below the verified output box: the checker rejects
+    bad = tmp_path / "bad.cert.json"
+    bad.write_text(json.dumps(cert))
+    out = tmp_path / "bad.smt2"
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(bad), "-o", str(out)]) == 3
+    assert "REJECTED" in capsys.readouterr().out
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+    cert = json.loads((ROOT / "proofs" / "tiny_prune.cert.json").read_text())
+    cert["steps"][0]["lower"][0] = "0"  # a layer-1 bound tighter than interval arithmetic allows
+    bad.write_text(json.dumps(cert))
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(bad), "-o", str(out)]) == 3
+    assert not out.exists()
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(tmp_path / "missing.cert.json")]) == 2
+    assert main(["export-smt", str(tmp_path / "missing.yaml"), str(ROOT / "proofs" / "tiny_prune.cert.json"),
+                 "-o", str(tmp_path / "x.smt2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 2 and "Traceback" not in err
+    assert not (tmp_path / "x.smt2").exists()
+
+
+def _tight_spec(tmp_path, tol: str):
+    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    spec = tmp_path / "tight.yaml"
+    spec.write_text(text.replace("tolerance: 3", f'tolerance: "{tol}"'))
+    return spec
+
+
+def test_branch_and_bound_certificate_is_confirmed_by_cvc5(tmp_path, capsys):
+    """Input splits (tiny_prune at tolerance 21/20: plain CROWN gives 2.47, the exact maximum is about 1.01)."""
+    spec, cert, out = _tight_spec(tmp_path, "21/20"), tmp_path / "bab.cert.json", tmp_path / "bab.smt2"
+    assert main(["check", str(spec), "--method", "bab", "--out", str(cert)]) == 0
+    assert "tree" in json.loads(cert.read_text())
+    assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0
+    n = check_syntax(out)
+    assert {"interval", "linear", "relu_relaxation", "alpha", "goal"} <= kinds(out)
+    assert sum("[goal]" in t for t in blocks(out)) >= 2  # one per proved leaf
+    confirmed(out, n)
+
+
+def test_relu_split_certificate_with_beta_is_confirmed_by_cvc5(tmp_path):
+    """ReLU splits (24 inputs: certify branches on ReLUs, not on the box) and beta multipliers."""
+    rng = np.random.default_rng(0)
+    widths = [24, 8, 8, 2]
+    ws = [rng.normal(0, 1 / np.sqrt(a), (b, a)) for a, b in zip(widths[:-1], widths[1:])]
+    bs = [rng.normal(0, 0.3, b) for b in widths[1:]]
+    sha = save_model(tmp_path / "m.npz", ws, bs)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput:\n  box: {{lower: 0, upper: "1/4"}}\n'
+                    "explanation:\n  - prune: {layer: 1, keep: [0, 1, 2, 3, 4, 5], fill: zero}\n"
+                    'property: {deviation: linf, tolerance: "68/100"}\n')  # alpha alone: 0.731; attained: 0.428
+    cert, out = tmp_path / "a.cert.json", tmp_path / "a.smt2"
+    assert main(["check", str(spec), "--method", "bab", "--out", str(cert)]) == 0
+    text = cert.read_text()
+    assert '"split": "relu"' in text and '"beta"' in text
+    assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0
+    confirmed(out, check_syntax(out))
