@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_verify)
     from .smt import register as register_smt; register_smt(sub)  # noqa: E702 - `certify export-smt`
     from .report import register as register_report; register_report(sub)  # noqa: E702 - `certify report`
+    from .flow import register as register_flow; register_flow(sub)  # noqa: E702 - `certify flow`, `scales`, `components`
     return p
 
 

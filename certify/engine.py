@@ -194,8 +194,15 @@ def worst_verdict(verdicts) -> Verdict:
 
 
 def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> list[Outcome]:
-    """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse."""
+    """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse. Every level
+    is validated (and its float transforms materialised in memory) before any certificate is written."""
     spec = read_spec(spec_path)
+    f = read_model(spec.model.path, spec.model.sha256)
+    for lv in spec.levels:
+        level = spec.at_level(lv.name)
+        input_box(level, f)
+        arrays = materialize(level, f)
+        build_g(level, f, {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()})
     return [run_check(spec_path, None if out is None else level_certificate_path(out, lv.name), method, lv.name)
             for lv in spec.levels]
 

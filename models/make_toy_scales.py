@@ -1,0 +1,167 @@
+"""Train the toy models with planted scales (for `certify flow`, `certify scales`, `certify components`).
+
+Two synthetic problems whose multi-scale structure is known by construction:
+
+* **features** (models/toy_features_<variant>.npz): the target on the box [-1, 1]^6 is a teacher
+  sum of 4 *strong* ReLU ridge features (output weights of size 1) and 12 *weak* ones (output
+  weights of size 3e-3): two scales with a gap of about 300x. A student MLP 6 -> W -> 1 (W = 16,
+  or 32 for the `w32` variant) is trained from a random initialisation (seed 0, or 1 for `s1`)
+  with full-batch Adam on the mean squared error plus a small weight decay, which balances each
+  unit's incoming and outgoing weights. Planted: the student's hidden activations have 4 strong
+  principal directions; `pca` levels keeping >= 4 components stay close to f, keeping 3 does not.
+* **clusters** (models/toy_clusters.npz): a base MLP 4 -> 4 -> 2 is trained on a smooth synthetic
+  target; each of its 4 hidden units is then split into a tight cluster of 6 (incoming weights
+  and bias times (1 + 1e-3 noise) plus 1e-3 noise; the outgoing weight shared out by random
+  Dirichlet fractions), the units are shuffled, and the 24-unit network is fine-tuned briefly at a
+  small learning rate. Planted: 4 clusters of hidden units (the cluster of every unit is written
+  to models/toy_clusters.planted.json); `merge` with >= 4 k-means groups stays close to f, with 3
+  groups it must merge two different clusters. The domain is an L-inf ball (radius 1/4) around
+  a point where every cluster is active or inactive throughout: merge changes the merged layer
+  itself, so f and g share no ReLU there and CROWN relaxes their units independently; on a wide
+  box that relaxation error, not the explanation, would dominate the bound (see README).
+
+Plain numpy, full batch, BLAS pinned to one thread (deterministic bits for a given machine kind).
+Writes the .npz models and models/toy_planted.json (what was planted), and prints each file's
+sha256 (paste into specs/toy_*.yaml). Takes about a minute on one core.
+
+Rerun from the repository root:
+    .venv/bin/python models/make_toy_scales.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from certify.model import save_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+STRONG, WEAK_SIZE = 4, 3e-4
+CLUSTERS, PER_CLUSTER, CLUSTER_NOISE = 4, 6, 1e-3
+
+
+def forward(params, x):
+    w1, b1, w2, b2 = params
+    z = x @ w1.T + b1
+    h = np.maximum(z, 0.0)
+    return z, h, h @ w2.T + b2
+
+
+def train(params, x, y, *, steps, lr, decay, seed=0):
+    """Full-batch Adam on mean squared error + decay * |W|^2 (weights only)."""
+    params = [p.copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    n = len(x)
+    for t in range(1, steps + 1):
+        w1, b1, w2, b2 = params
+        z, h, out = forward(params, x)
+        g_out = 2.0 * (out - y) / n / y.shape[1]
+        g_w2 = g_out.T @ h + 2 * decay * w2
+        g_b2 = g_out.sum(0)
+        g_z = (g_out @ w2) * (z > 0)
+        g_w1 = g_z.T @ x + 2 * decay * w1
+        g_b1 = g_z.sum(0)
+        rate = lr * (0.5 * (1 + np.cos(np.pi * t / steps)) * 0.99 + 0.01)  # cosine decay
+        for i, g in enumerate((g_w1, g_b1, g_w2, g_b2)):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            params[i] -= rate * (m[i] / (1 - 0.9 ** t)) / (np.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-12)
+    return params
+
+
+def mse(params, x, y):
+    return float(np.mean((forward(params, x)[2] - y) ** 2))
+
+
+def features_teacher(weak: int):
+    """4 strong + `weak` weak ReLU features on [-1, 1]^6, each unit balanced (|incoming| = |outgoing|):
+    strong units have weights of size 1, weak ones sqrt(WEAK_SIZE) in and out (output effect WEAK_SIZE).
+    The strong features are the same for every variant; the weak ones depend only on their number."""
+    units = []
+    for count, size, seed in ((STRONG, 1.0, 1000), (weak, np.sqrt(WEAK_SIZE), 1001)):
+        rng = np.random.default_rng(seed)
+        u = rng.normal(size=(count, 6))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        units.append((u * size, rng.uniform(-0.3, 0.3, count) * size, rng.choice([-1.0, 1.0], count) * size))
+    (us, bs, cs), (uw, bw, cw) = units
+    return [np.r_[us, uw], np.r_[bs, bw], np.r_[cs, cw][None, :], np.zeros(1)]
+
+
+def make_features(width: int, seed: int):
+    """A student trained on the teacher's data from the teacher's weights plus 5% noise (a warm
+    start keeps unit identities: from scratch, gradient descent spreads each strong feature over
+    several units and the unit-level scales blur); units shuffled. Returns params, planted strong units."""
+    teacher = features_teacher(width - STRONG)
+    x = np.random.default_rng(2000).uniform(-1, 1, (4096, 6))
+    y = forward(teacher, x)[2]
+    rng = np.random.default_rng(seed)
+    init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teacher]
+    perm = rng.permutation(width)
+    init = [init[0][perm], init[1][perm], init[2][:, perm], init[3]]
+    params = train(init, x, y, steps=2000, lr=1e-3, decay=1e-5)
+    strong = sorted(int(i) for i in np.flatnonzero(perm < STRONG))
+    return params, strong, mse(params, x, y), float(np.mean(y ** 2))
+
+
+def make_clusters():
+    rng = np.random.default_rng(3000)
+    x = rng.uniform(-1, 1, (4096, 4))
+    y = np.stack([np.sin(1.5 * x[:, 0] + x[:, 1]) + 0.5 * x[:, 2], np.abs(x[:, 3] - 0.3 * x[:, 0])], axis=1)
+    base = [rng.normal(0, 0.5, (CLUSTERS, 4)), np.zeros(CLUSTERS), rng.normal(0, 0.5, (2, CLUSTERS)), np.zeros(2)]
+    base = train(base, x, y, steps=4000, lr=1e-2, decay=0.0)
+    w1, b1, w2, b2 = base
+    n = CLUSTERS * PER_CLUSTER
+    scale = 1 + CLUSTER_NOISE * rng.normal(size=(n, 1))
+    big_w1 = np.repeat(w1, PER_CLUSTER, axis=0) * scale + CLUSTER_NOISE * rng.normal(size=(n, 4))
+    big_b1 = np.repeat(b1, PER_CLUSTER) * scale[:, 0] + CLUSTER_NOISE * rng.normal(size=n)
+    share = rng.dirichlet(np.ones(PER_CLUSTER), size=CLUSTERS).ravel()
+    big_w2 = np.repeat(w2, PER_CLUSTER, axis=1) * share
+    perm = rng.permutation(n)
+    labels = np.repeat(np.arange(CLUSTERS), PER_CLUSTER)[perm]
+    params = [big_w1[perm], big_b1[perm], big_w2[:, perm], b2.copy()]
+    params = train(params, x, y, steps=200, lr=1e-5, decay=0.0)
+    # the centre of the domain: the training point farthest (in units of the L1 weight norm,
+    # i.e. in L-inf input distance) from every unit's kink
+    z = x @ params[0].T + params[1]
+    margin = np.min(np.abs(z) / np.abs(params[0]).sum(axis=1), axis=1)
+    x0 = x[int(np.argmax(margin))]
+    return params, base, labels, x0, float(margin.max()), mse(params, x, y), float(np.mean(y ** 2))
+
+
+def main():
+    planted = {}
+    with threadpool_limits(1):
+        planted["features"] = {"strong_units": STRONG, "weak_output_effect": WEAK_SIZE, "domain": "box [-1, 1]^6"}
+        for name, width, seed in (("s0", 16, 0), ("s1", 16, 1), ("w32", 32, 0)):
+            params, strong, err, power = make_features(width, seed)
+            path = HERE / f"toy_features_{name}.npz"
+            sha = save_model(path, [params[0], params[2]], [params[1], params[3]])
+            print(f"{path.name}: width {width}, seed {seed}, strong units {strong}, mse {err:.2e} "
+                  f"(target power {power:.3f})  sha256 {sha}")
+            planted["features"][name] = {"width": width, "seed": seed, "strong": strong}
+        params, base, labels, x0, margin, err, power = make_clusters()
+        path = HERE / "toy_clusters.npz"
+        sha = save_model(path, [params[0], params[2]], [params[1], params[3]])
+        np.save(HERE / "toy_clusters_x0.npy", x0)
+        print(f"{path.name}: 24 units in 4 clusters, mse {err:.2e} (base 4-unit {mse(base, *_cluster_data()):.2e}, "
+              f"target power {power:.3f}); x0 margin {margin:.3f}  sha256 {sha}")
+        planted["clusters"] = {"clusters": CLUSTERS, "per_cluster": PER_CLUSTER, "noise": CLUSTER_NOISE,
+                               "cluster_of_unit": labels.tolist(), "x0_margin": round(margin, 4)}
+    (HERE / "toy_planted.json").write_text(json.dumps(planted, indent=1) + "\n")
+
+
+def _cluster_data():
+    rng = np.random.default_rng(3000)
+    x = rng.uniform(-1, 1, (4096, 4))
+    y = np.stack([np.sin(1.5 * x[:, 0] + x[:, 1]) + 0.5 * x[:, 2], np.abs(x[:, 3] - 0.3 * x[:, 0])], axis=1)
+    return x, y
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""Scale-aware explanations: exact semantics of merge / pca / quantize, level certificates bound to
+their level, and `certify flow` / `components` / `scales` finding the scales planted in the toy models.
+
+The flow tests re-verify the shipped certificates (no engine, fast); one runs the engine afresh.
+"""
+
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from certify.checker import Verdict, check_certificate
+from certify.checker.exact import forward, qmat, qvec
+from certify.checker.model import read_model
+from certify.checker.network import build_g, exact_layers
+from certify.checker.spec import read_spec
+from certify.cli import main
+from certify.flow import analyse_scales, level_dof, levels_yaml, run_components, run_flow, universality
+from certify.model import save_model
+
+from .conftest import ROOT, SPECS
+from .test_mutation import change_spec_hash, drop_relaxation_step, tighten_bound_one_ulp
+
+PLANTED = json.loads((ROOT / "models" / "toy_planted.json").read_text())
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# ----------------------------------------------------------------------------- exact semantics
+
+def write_net(tmp: Path, w1, b1, w2, b2, explanation: str, name="m") -> Path:
+    sha = save_model(tmp / f"{name}.npz", [np.asarray(w1, float), np.asarray(w2, float)],
+                     [np.asarray(b1, float), np.asarray(b2, float)])
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(f'version: 1\nmodel: {{path: {name}.npz, sha256: "{sha}"}}\ninput:\n  box: {{lower: -1, upper: 1}}\n'
+                    f"explanation:\n  - {explanation}\nproperty: {{deviation: linf, tolerance: 1}}\n")
+    return spec
+
+
+def g_of(spec_path, materialized=None):
+    spec = read_spec(spec_path)
+    f = read_model(spec.model.path, spec.model.sha256)
+    return exact_layers(f), build_g(spec, f, materialized)
+
+
+def run(layers, x):
+    return forward([(qmat(w), qvec(b)) for w, b in layers], [Fraction(v) for v in x])
+
+
+floats = st.floats(-2, 2, allow_nan=False, width=32)
+
+
+@FAST
+@given(st.data())
+def test_merge_of_identical_neurons_is_exact(tmp_path, data):
+    """A block of identical neurons becomes one unit: relu(|B| z) * mean(c) = sum_j c_j relu(z)."""
+    n_in, blocks = data.draw(st.integers(1, 3)), data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    rows, bias, groups = [], [], []
+    for size in blocks:
+        row, b = data.draw(st.lists(floats, min_size=n_in, max_size=n_in)), data.draw(floats)
+        groups.append(list(range(len(rows), len(rows) + size)))
+        rows += [row] * size
+        bias += [b] * size
+    w2 = data.draw(st.lists(st.lists(floats, min_size=len(rows), max_size=len(rows)), min_size=1, max_size=2))
+    perm = data.draw(st.permutations(range(len(rows))))
+    inv = {old: new for new, old in enumerate(perm)}
+    w1, b1 = [rows[i] for i in perm], [bias[i] for i in perm]
+    w2 = [[r[i] for i in perm] for r in w2]
+    groups = [sorted(inv[j] for j in g) for g in groups]
+    spec = write_net(tmp_path, w1, b1, w2, [0.0] * len(w2), f"merge: {{layer: 1, groups: {groups}}}")
+    f, g = g_of(spec)
+    for x in data.draw(st.lists(st.lists(floats, min_size=n_in, max_size=n_in), min_size=1, max_size=4)):
+        assert run(f, x) == run(g, x)
+    for block in groups:  # the block unit sits at the block's smallest index; the others are zeroed
+        for j in block[1:]:
+            assert all(v == 0 for v in g[0][0][j]) and g[0][1][j] == 0 and all(row[j] == 0 for row in g[1][0])
+
+
+def test_merge_semantics_summed_in_averaged_out(tmp_path):
+    w1, b1 = [[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], [0.25, -0.5, 1.0]
+    w2 = [[1.0, 3.0, -2.0]]
+    spec = write_net(tmp_path, w1, b1, w2, [0.0], "merge: {layer: 1, groups: [[2, 0], [1]]}")
+    _, g = g_of(spec)
+    assert g[0][0][0] == [Fraction(3, 2), Fraction(5, 2)] and g[0][1][0] == Fraction(5, 4)
+    assert g[0][0][2] == [0, 0] and g[0][1][2] == 0
+    assert g[1][0][0] == [Fraction(-1, 2), 3, 0]
+
+
+@FAST
+@given(st.lists(st.lists(st.floats(-5, 5, allow_nan=False, allow_subnormal=False), min_size=1, max_size=4), min_size=1, max_size=4),
+       st.integers(2, 8))
+def test_quantize_is_the_exact_symmetric_grid(tmp_path, rows, bits):
+    width = len(rows[0])
+    rows = [r[:width] + [0.0] * (width - len(r)) for r in rows]
+    spec = write_net(tmp_path, rows, [0.0] * len(rows), [[1.0] * len(rows)], [0.0], f"quantize: {{layer: 1, bits: {bits}}}")
+    f, g = g_of(spec)
+    top = max(abs(v) for r in f[0][0] for v in r)
+    if top == 0:
+        assert g[0] == f[0]
+        return
+    s = top / (2 ** (bits - 1) - 1)
+    for rf, rg in zip(f[0][0], g[0][0]):
+        for a, b in zip(rf, rg):
+            k = b / s
+            assert k.denominator == 1 and abs(k) <= 2 ** (bits - 1) - 1  # on the grid, within range
+            assert abs(a - b) <= s / 2  # nearest grid point
+            if abs(a - b) == s / 2:
+                assert k.numerator % 2 == 0  # ties to even
+    assert max(abs(v) for r in g[0][0] for v in r) == top
+    assert g[1] == f[1]  # only the quantised layer changes
+
+
+def test_quantize_ties_round_to_even(tmp_path):
+    # bits 3: s = 3/3 = 1; 0.5 -> 0, 1.5 -> 2, -2.5 -> -2, 3 -> 3
+    spec = write_net(tmp_path, [[0.5, 1.5, -2.5, 3.0]], [0.0], [[1.0]], [0.0], "quantize: {layer: 1, bits: 3}")
+    _, g = g_of(spec)
+    assert g[0][0][0] == [0, 2, -2, 3]
+
+
+def test_pca_with_axis_components_is_prune_with_the_mean(tmp_path):
+    """P = unit vectors of the kept neurons: W P P^T zeroes the other columns, b + W (mu - P P^T mu) fills them with mu."""
+    rng = np.random.default_rng(0)
+    w1, b1, w2 = rng.normal(size=(4, 2)), rng.normal(size=4), rng.normal(size=(2, 4))
+    pca = write_net(tmp_path, w1, b1, w2, [0.0, 0.0], "pca: {layer: 1, keep: [0, 1]}", "p")
+    mu = [0.25, -0.5, 0.125, 2.0]
+    p = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # width x r, row major: columns e_0, e_1
+    _, g_pca = g_of(pca, {"explanation.0.P": ((4, 2), p), "explanation.0.mean": ((4,), mu)})
+    prune = write_net(tmp_path, w1, b1, w2, [0.0, 0.0], "prune: {layer: 1, keep: [0, 1], fill: {constant: [0.125, 2]}}", "q")
+    _, g_prune = g_of(prune)
+    assert g_pca == g_prune
+    # all components kept, P = I: g is f exactly
+    full = write_net(tmp_path, w1, b1, w2, [0.0, 0.0], "pca: {layer: 1, components: 4}", "r")
+    eye = [float(r == c) for r in range(4) for c in range(4)]
+    f, g = g_of(full, {"explanation.0.P": ((4, 4), eye), "explanation.0.mean": ((4,), mu)})
+    assert g == f
+
+
+def test_kmeans_labels_are_materialised_and_rebuilt(tmp_path):
+    from certify.engine import prepare
+
+    p = prepare(SPECS / "toy_clusters.yaml", tmp_path / "c.cert.json", "merge4")
+    arrays = np.load(tmp_path / "c.g.npz")
+    labels = arrays["explanation.0.labels"]
+    assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
+    planted = PLANTED["clusters"]["cluster_of_unit"]
+    found = {tuple(np.flatnonzero(labels == c)) for c in range(4)}
+    assert found == {tuple(j for j, c in enumerate(planted) if c == k) for k in range(4)}  # k-means finds the clusters
+    assert p.materialized["sha256"]
+
+
+def test_dof_per_transform():
+    spec = read_spec(SPECS / "toy_features_prune.yaml")
+    f = read_model(spec.model.path, spec.model.sha256)
+    assert [level_dof(lv.explanation, f) for lv in spec.levels] == [(8, 16), (6, 16), (5, 16), (4, 16), (3, 16), (2, 16)]
+    spec = read_spec(SPECS / "toy_clusters.yaml")
+    f = read_model(spec.model.path, spec.model.sha256)
+    assert level_dof(spec.levels[3].explanation, f) == (4, 24)
+
+
+# ----------------------------------------------------------------------------- level certificates
+
+@pytest.fixture(scope="module")
+def level_certs(tmp_path_factory):
+    """Fresh certificates for two levels of the toy clusters spec (merge: k-means labels materialised)."""
+    from certify.engine import run_check
+
+    d = tmp_path_factory.mktemp("levels")
+    out = {}
+    for level in ("merge4", "merge3"):
+        o = run_check(SPECS / "toy_clusters.yaml", d / f"toy_clusters.{level}.cert.json", "crown", level)
+        assert o.verdict is not Verdict.REJECTED, o.check.reason
+        assert o.check.level == level
+        out[level] = d / f"toy_clusters.{level}.cert.json"
+    return out
+
+
+def _tampered(path: Path, mutate, name: str) -> Path:
+    cert = json.loads(path.read_text())
+    mutate(cert)
+    out = path.parent / name
+    out.write_text(json.dumps(cert))
+    return out
+
+
+@pytest.mark.parametrize("mutate", [
+    pytest.param(lambda c: c.update(level="merge3"), id="presented-as-another-level"),
+    pytest.param(lambda c: c.pop("level"), id="level-removed"),
+    pytest.param(lambda c: c.update(level="merge5"), id="unknown-level"),
+    pytest.param(lambda c: c.update(level=["merge4"]), id="level-not-a-string"),
+    pytest.param(tighten_bound_one_ulp, id="bound-tightened"),
+    pytest.param(change_spec_hash, id="spec-hash"),
+    pytest.param(drop_relaxation_step, id="relaxation-dropped"),
+    pytest.param(lambda c: c.update(materialized=None), id="materialised-labels-removed"),  # g must not fall back to f
+])
+def test_level_certificate_tampering_is_rejected(level_certs, mutate):
+    tampered = _tampered(level_certs["merge4"], mutate, "tampered.cert.json")
+    result = check_certificate(SPECS / "toy_clusters.yaml", tampered)
+    assert result.verdict is Verdict.REJECTED, result
+    assert main(["verify", str(SPECS / "toy_clusters.yaml"), str(tampered)]) == 3
+
+
+def test_coarse_level_certificate_presented_as_fine_is_rejected(level_certs):
+    """merge3's certificate claims a bound merge4 also satisfies, but its steps are about merge3's g."""
+    tampered = _tampered(level_certs["merge3"], lambda c: c.update(level="merge4"), "as-fine.cert.json")
+    assert check_certificate(SPECS / "toy_clusters.yaml", tampered).verdict is Verdict.REJECTED
+
+
+def test_level_certificate_against_a_spec_without_levels_is_rejected(level_certs, tmp_path):
+    """Even re-targeted at a spec that has the level's explanation but no levels (hash updated), a
+    certificate that names a level is refused: `level` must name one of the spec's levels, or be absent."""
+    text = (SPECS / "toy_clusters.yaml").read_text()
+    head, _, tail = text.partition("levels:\n")
+    plain = tmp_path / "toy_clusters.yaml"
+    plain.write_text((head + "explanation: [{merge: {layer: 1, groups: 4}}]\n" + tail[tail.index("property:"):])
+                     .replace("../models/", str(ROOT / "models") + "/"))
+    shutil.copy(level_certs["merge4"].with_name("toy_clusters.merge4.g.npz"), tmp_path)
+    cert = json.loads(level_certs["merge4"].read_text())
+    cert["spec_sha256"] = read_spec(plain).sha256
+    (tmp_path / "c.cert.json").write_text(json.dumps(cert))
+    result = check_certificate(plain, tmp_path / "c.cert.json")
+    assert result.verdict is Verdict.REJECTED and result.reason.startswith("level")
+    del cert["level"]  # the same certificate without its level is a valid certificate for the plain spec
+    (tmp_path / "c.cert.json").write_text(json.dumps(cert))
+    assert check_certificate(plain, tmp_path / "c.cert.json").verdict is Verdict.CERTIFIED
+
+
+def test_tampered_merge_labels_are_rejected(level_certs, tmp_path):
+    cert = level_certs["merge4"]
+    gfile = cert.with_name("toy_clusters.merge4.g.npz")
+    arrays = dict(np.load(gfile))
+    labels = arrays["explanation.0.labels"].copy()
+    labels[0] = (labels[0] + 1) % 4  # move one neuron to another block
+    arrays["explanation.0.labels"] = labels
+    (tmp_path / "copy").mkdir()
+    np.savez(tmp_path / "copy" / gfile.name, **arrays)
+    shutil.copy(cert, tmp_path / "copy" / cert.name)
+    result = check_certificate(SPECS / "toy_clusters.yaml", tmp_path / "copy" / cert.name)
+    assert result.verdict is Verdict.REJECTED and "materialized" in result.reason
+    # even with the hash updated, the certificate's steps are about the old g
+    c = json.loads(cert.read_text())
+    from certify.checker.model import sha256_file
+    c["materialized"]["sha256"] = sha256_file(tmp_path / "copy" / gfile.name)
+    (tmp_path / "copy" / cert.name).write_text(json.dumps(c))
+    assert check_certificate(SPECS / "toy_clusters.yaml", tmp_path / "copy" / cert.name).verdict is Verdict.REJECTED
+
+
+def test_materialised_pca_arrays_are_hashed(tmp_path):
+    cert = ROOT / "proofs" / "toy_features_s0.pca4.cert.json"
+    gfile = ROOT / "proofs" / "toy_features_s0.pca4.g.npz"
+    arrays = dict(np.load(gfile))
+    arrays["explanation.0.mean"] = arrays["explanation.0.mean"] * (1 + 1e-12)
+    np.savez(tmp_path / gfile.name, **arrays)
+    shutil.copy(cert, tmp_path)
+    assert check_certificate(SPECS / "toy_features_s0.yaml", tmp_path / cert.name).verdict is Verdict.REJECTED
+
+
+# ----------------------------------------------------------------------------- flow
+
+TOYS = {"toy_features_s0": "pca3", "toy_features_prune": "keep3", "toy_clusters": "merge3"}
+
+
+@pytest.fixture(scope="module")
+def shipped_flows():
+    return {name: run_flow(SPECS / f"{name}.yaml", out_dir=ROOT / "proofs", log=None) for name in TOYS}
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_flow_finds_the_planted_scale(shipped_flows, name):
+    """The bound jumps by >= 10x exactly at the planted level, and by < 10x everywhere else."""
+    fl = shipped_flows[name]
+    assert all(lv.reused for lv in fl.levels), "the shipped certificates should re-verify"
+    steps = fl.steps()
+    flagged = [s["coarse"] for s in steps if s["boundary"]]
+    assert flagged == [TOYS[name]], steps
+    for s in steps:
+        assert (s["ratio"] >= 10) == (s["coarse"] == TOYS[name])
+    planted = next(s for s in steps if s["coarse"] == TOYS[name])
+    assert planted["proven_boundary"], "the coarse level's attained deviation exceeds 10x the fine level's certified bound"
+    uppers = [lv.upper for lv in fl.levels]
+    assert all(lv.lower <= lv.upper for lv in fl.levels) and None not in uppers
+
+
+def test_flow_cli_writes_json_and_plots(tmp_path, capsys):
+    code = main(["flow", str(SPECS / "toy_clusters.yaml"), "--json", str(tmp_path / "f.json"), "--plot", str(tmp_path / "flow")])
+    assert code == 1  # the worst level is VIOLATED
+    out = capsys.readouterr().out
+    assert "SCALE BOUNDARY" in out and "between merge4 and merge3" in out
+    data = json.loads((tmp_path / "f.json").read_text())
+    (flow,) = data["flows"]
+    assert [lv["name"] for lv in flow["levels"]] == ["merge12", "merge8", "merge6", "merge4", "merge3", "merge2"]
+    assert [s["coarse"] for s in flow["scale_boundaries"]] == ["merge3"]
+    assert all(Fraction(lv["attained_lower"]) <= Fraction(lv["certified_upper"]) for lv in flow["levels"])
+    for suffix in (".png", ".svg"):
+        assert (tmp_path / f"flow{suffix}").stat().st_size > 5000
+    assert (tmp_path / "flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flow_afresh_matches_and_certificates_verify(tmp_path):
+    fl = run_flow(SPECS / "toy_features_prune.yaml", out_dir=tmp_path, fresh=True, log=None)
+    assert not any(lv.reused for lv in fl.levels)
+    assert [s["coarse"] for s in fl.steps() if s["boundary"]] == ["keep3"]
+    for lv in fl.levels:
+        assert main(["verify", str(SPECS / "toy_features_prune.yaml"), str(lv.certificate)]) == (0 if lv.verdict is Verdict.CERTIFIED else 1)
+    again = run_flow(SPECS / "toy_features_prune.yaml", out_dir=tmp_path, log=None)
+    assert all(lv.reused for lv in again.levels)
+    assert [lv.upper for lv in again.levels] == [lv.upper for lv in fl.levels]
+
+
+def test_flow_does_not_reuse_a_certificate_of_another_level(tmp_path, monkeypatch):
+    import certify.engine
+
+    spec = SPECS / "toy_features_prune.yaml"
+    shutil.copy(ROOT / "proofs" / "toy_features_prune.keep4.cert.json", tmp_path / "toy_features_prune.keep3.cert.json")
+    shutil.copy(ROOT / "proofs" / "toy_features_prune.keep4.g.npz", tmp_path)
+    calls, real = [], certify.engine.run_check
+    monkeypatch.setattr(certify.engine, "run_check", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    fl = run_flow(spec, out_dir=tmp_path, log=None)
+    assert "keep3" in calls  # re-bounded: the file named keep3 held keep4's certificate
+    keep3 = next(lv for lv in fl.levels if lv.name == "keep3")
+    assert keep3.upper > 1 and json.loads(keep3.certificate.read_text())["level"] == "keep3"
+
+
+def test_universality_is_labelled_empirical_and_collapses(tmp_path, capsys):
+    specs = [str(SPECS / f"toy_features_{v}.yaml") for v in ("s0", "s1", "w32")]
+    assert main(["flow", *specs, "--json", str(tmp_path / "u.json"), "--plot", str(tmp_path / "u")]) == 1
+    out = capsys.readouterr().out
+    assert "EMPIRICAL comparison" in out
+    u = json.loads((tmp_path / "u.json").read_text())["universality"]
+    assert u["label"].startswith("EMPIRICAL") and u["matched_by"] == "name"
+    assert u["same_boundaries"] and u["boundaries"] == [["pca3"]] * 3
+    coarse = [row for row in u["levels"] if row["level"] in ("pca3", "pca2")]
+    assert all(row["spread_decades"] < 0.1 for row in coarse)  # the flows collapse past the planted scale
+    assert (tmp_path / "u.png").is_file() and (tmp_path / "u.svg").is_file()
+
+
+# ----------------------------------------------------------------------------- components
+
+def _relevant(results):
+    return {r.label for r in results if r.relevance == "relevant"}
+
+
+def test_relevant_neurons_are_the_planted_strong_units(tmp_path):
+    spec, results = run_components(SPECS / "toy_features_prune.yaml", "keep2", out_dir=tmp_path, log=None)
+    strong = PLANTED["features"]["s0"]["strong"]
+    kept = set(spec.explanation[0].keep)
+    assert _relevant(results) == {f"layer 1 neuron {j}" for j in strong if j not in kept}
+    assert {r.relevance for r in results if r.label not in _relevant(results)} == {"irrelevant"}
+    for r in results:  # each is a certificate the checker accepted, for a spec of its own
+        assert r.verdict is not Verdict.REJECTED and r.lower <= r.upper
+        assert check_certificate(r.spec_path, r.certificate).bound == r.upper
+
+
+def test_relevant_principal_components_are_the_planted_directions(tmp_path):
+    _, results = run_components(SPECS / "toy_features_s0.yaml", "pca2", out_dir=tmp_path, log=None)
+    assert _relevant(results) == {"layer 1 principal component 2", "layer 1 principal component 3"}
+    assert len(results) == 14 and sum(r.relevance == "irrelevant" for r in results) == 12
+
+
+def test_relevant_merge_blocks_are_those_mixing_planted_clusters(tmp_path, capsys):
+    planted = PLANTED["clusters"]["cluster_of_unit"]
+    spec, results = run_components(SPECS / "toy_clusters.yaml", "merge3", out_dir=tmp_path, threshold=Fraction(1, 20), log=None)
+    for r in results:
+        block = r.entry["merge"]["groups"][0]
+        mixed = len({planted[j] for j in block}) > 1
+        assert r.relevance == ("relevant" if mixed else "irrelevant"), r.label
+    assert sum(r.relevance == "relevant" for r in results) == 1
+    _, results = run_components(SPECS / "toy_clusters.yaml", "merge4", out_dir=tmp_path, threshold=Fraction(1, 20), log=None)
+    assert {r.relevance for r in results} == {"irrelevant"} and len(results) == 4
+    assert main(["components", str(SPECS / "toy_clusters.yaml"), "--level", "merge3", "--out-dir", str(tmp_path),
+                 "--threshold", "1/20", "--json", str(tmp_path / "c.json")]) == 0
+    assert "1 relevant, 0 undecided, 2 irrelevant" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- scales
+
+def test_scales_suggests_the_planted_cuts_as_a_ready_levels_block(tmp_path, capsys):
+    a = analyse_scales(SPECS / "toy_clusters.yaml", samples=500)
+    merge = next(s for s in a["suggestions"] if s["transform"] == "merge")
+    assert merge["cuts"][0] == 4 and [lv["name"] for lv in merge["levels"]][:2] == ["merge4", "merge3"]
+    a = analyse_scales(SPECS / "toy_features_s0.yaml", samples=500)
+    pca = next(s for s in a["suggestions"] if s["transform"] == "pca")
+    assert pca["cuts"][0] == 4 and "pca3" in [lv["name"] for lv in pca["levels"]]
+    # the printed block is a valid `levels:` section
+    text = (SPECS / "toy_features_s0.yaml").read_text()
+    head, _, tail = text.partition("levels:\n")
+    spec = tmp_path / "suggested.yaml"
+    spec.write_text((head + levels_yaml(pca) + "\n" + tail[tail.index("property:"):]).replace("../models/", str(ROOT / "models") + "/"))
+    assert [lv.name for lv in read_spec(spec).levels] == [lv["name"] for lv in pca["levels"]]
+    assert main(["scales", str(SPECS / "toy_clusters.yaml"), "--samples", "300"]) == 0
+    assert "suggested hierarchy" in capsys.readouterr().out
+
+
+def test_flow_needs_levels(capsys):
+    assert main(["flow", str(SPECS / "tiny_prune.yaml")]) == 2
+    assert "levels" in capsys.readouterr().err
