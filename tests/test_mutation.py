@@ -1,6 +1,7 @@
 """Checker mutation tests: every tampered copy of a genuine certificate is REJECTED (exit 3)."""
 
 import copy
+import hashlib
 import json
 import math
 from fractions import Fraction
@@ -361,3 +362,32 @@ def test_every_step_kind_has_tamper_tests():
     assert set(STEP_CHECKERS) == set(ATTACKS), "a step kind without tamper tests: add mutations to ATTACKS"
     for kind, attacks in ATTACKS.items():
         assert attacks and set(attacks) <= names, kind
+
+
+def test_clustered_merge_without_its_labels_is_rejected(tmp_path):
+    """A merge by group count is defined by materialised labels. A certificate that omits them must
+    not be read as g = f: here the steps of a genuine g = f certificate (bound 0) are replayed."""
+    base = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(SPECS.parent / "models") + "/")
+    same = tmp_path / "same.yaml"  # keep every neuron: g = f
+    same.write_text(base.replace("keep: [0, 2, 4, 6]", "keep: [0, 1, 2, 3, 4, 5, 6, 7]"))
+    assert run_check(same, tmp_path / "same.cert.json", "crown").verdict is Verdict.CERTIFIED
+    merge = tmp_path / "merge.yaml"
+    merge.write_text(base.replace("  - prune: {layer: 1, keep: [0, 2, 4, 6], fill: zero}", "  - merge: {layer: 1, groups: 2}"))
+    cert = json.loads((tmp_path / "same.cert.json").read_text())
+    cert["spec_sha256"] = hashlib.sha256(merge.read_bytes()).hexdigest()
+    cert["materialized"] = None
+    cert["witness"] = None
+    forged = tmp_path / "forged.cert.json"
+    forged.write_text(json.dumps(cert))
+    assert check_certificate(merge, forged).verdict is Verdict.REJECTED
+
+
+def test_malformed_step_kinds_are_rejected_not_crashes(genuine, tmp_path):
+    path, cert = genuine["tiny_prune"]
+    for mutate in (lambda c: c["steps"][0].__setitem__("kind", ["interval"]),
+                   lambda c: c["steps"][0].__setitem__("kind", {"x": 1})):
+        tampered = copy.deepcopy(cert)
+        mutate(tampered)
+        out = tmp_path / "weird.cert.json"
+        out.write_text(json.dumps(tampered))
+        assert check_certificate(SPECS / "tiny_prune.yaml", out).verdict is Verdict.REJECTED

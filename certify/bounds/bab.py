@@ -20,7 +20,7 @@ from ..checker.numbers import rational_str
 from .linear import backsubstitute
 from .network import FloatNet, box_floats
 
-INPUT_SPLIT_MAX_DIM = 12  # inputs this small are split on the box; larger ones on ReLUs
+INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 
 
 @dataclass
@@ -64,7 +64,7 @@ def choose_split(net: FloatNet, node: Node) -> dict | None:
     """Input split on the widest weighted dimension (small inputs), else the unstable ReLU with the
     largest relaxation gap times its coefficient in the worst output row (a BaBSR-like score)."""
     lo, up = node.box
-    if len(lo) <= INPUT_SPLIT_MAX_DIM:
+    if sum(l < u for l, u in zip(lo, up)) <= INPUT_SPLIT_MAX_DIM:  # few free inputs (fixed ones do not count)
         mass = np.abs(np.asarray(net.weights[0])).sum(axis=0)
         width = np.array([float(u - l) for l, u in zip(lo, up)])
         d = int(np.argmax(width * mass))

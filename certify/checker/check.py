@@ -162,7 +162,7 @@ def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[di
     for t in raw:
         _keys(t, {"layer", "neuron", "values"}, where)
         j, i = t["layer"], t["neuron"]
-        if (j, i) not in state.assume or not isinstance(j, int) or not 1 <= j < k:
+        if type(j) is not int or type(i) is not int or (j, i) not in state.assume or not 1 <= j < k:
             raise Rejected(where, f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
         values = _vector(t, "values", 2 * width, where)
         if any(v < 0 for v in values):
@@ -269,7 +269,7 @@ def _run_steps(steps: object, state: _State, where: str) -> int:
     for i, step in enumerate(steps):
         at = f"{where}[{i}]"
         kind = step.get("kind") if isinstance(step, dict) else None
-        if kind not in STEP_CHECKERS:
+        if not isinstance(kind, str) or kind not in STEP_CHECKERS:
             raise Rejected(at, f"unknown step kind {kind!r}")
         STEP_CHECKERS[kind](step, state, f"{at} ({kind}, layer {step.get('layer')})")
     return len(steps)

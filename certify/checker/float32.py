@@ -40,7 +40,7 @@ def output_errors(layers, box) -> list[Fraction]:
             wh = sum(abs(x) * y for x, y in zip(row, hat))
             new_err.append(g * ((1 + U) * wh + sum(hat) * ETA + (1 + U) * abs(bias) + ETA)
                            + U * wh + ETA * sum(hat) + sum(abs(x) * e for x, e in zip(row, err))
-                           + U * abs(bias) + (len(h) + 2) * ETA)
+                           + U * abs(bias) + (len(h) + 2) * ETA * (1 + g))
         err = new_err
         if k < len(layers) - 1:
             lo, up = interval_dense((qmat(w), qvec(b)), lo, up)

@@ -62,16 +62,17 @@ def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
                          f"{'components' if t.components is None else t.components} exceed layer {t.layer}'s {out_dim} neurons",
                          f"keep components 0..{out_dim - 1}", t.line)
     elif isinstance(t, Merge):
-        merge_blocks(spec, index, t, out_dim, None)
+        merge_blocks(spec, index, t, out_dim, None, validate_only=True)
 
 
-def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized) -> list[list[int]]:
-    """The blocks of a merge: its explicit groups, or the materialised k-means labels (one per neuron)."""
+def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, validate_only: bool = False) -> list[list[int]]:
+    """The blocks of a merge: its explicit groups, or the materialised k-means labels (one per neuron).
+    Without the labels a clustered merge cannot be rebuilt: KeyError (a certificate is rejected)."""
     key = f"{spec.explanation_key}[{index}].merge.groups"
     if isinstance(t.groups, int):
         if t.groups > width:
             raise spec.error(key, f"{t.groups} groups for layer {t.layer}'s {width} neurons", f"use at most {width} groups", t.line)
-        if materialized is None:
+        if validate_only:
             return []
         labels = _materialized(materialized, index, "labels", (width,))
         if set(labels) != set(range(t.groups)):
