@@ -4,7 +4,7 @@
 
 Each case builds a random small ReLU MLP (random depth and width, with dead and always-active
 neurons), a random explanation (prune with zero/constant/mean fill, low_rank, a perturbed second
-model), a random box (unit, zero-straddling, degenerate with fixed coordinates, a single point)
+model, merge by explicit groups or by k-means, pca, quantize), a random box (unit, zero-straddling, degenerate with fixed coordinates, a single point)
 and a tolerance near the true maximum, runs one method end to end (spec file, certificate,
 trusted checker), and compares with the exact oracle: MILP (HiGHS) whose maximiser is replayed in
 exact arithmetic (the replayed value is a true deviation, so a certified bound below it is unsound).
@@ -52,13 +52,30 @@ def random_case(rng: np.random.Generator, tmp: Path, i: int, method: str) -> Pat
             bias[-1] = 10.0  # always active
         ws.append(w), bs.append(bias)
     sha = save_model(tmp / f"m{i}.npz", ws, bs)
-    kind = rng.choice(["prune_zero", "prune_constant", "prune_mean", "low_rank", "second_model"])
+    kind = rng.choice(["prune_zero", "prune_constant", "prune_mean", "low_rank", "second_model",
+                       "merge_groups", "merge_kmeans", "pca", "quantize"])
     if kind.startswith("prune"):
         layer = int(rng.integers(1, len(hidden) + 1))
         keep = sorted(int(j) for j in rng.choice(hidden[layer - 1], size=int(rng.integers(0, hidden[layer - 1])), replace=False))
         fill = {"prune_zero": "zero", "prune_constant": f"{{constant: {rng.choice(['0.5', '-1/3', '2'])}}}",
                 "prune_mean": "{mean: {samples: 64, seed: 1}}"}[kind]
         expl = f"  - prune: {{layer: {layer}, keep: {keep}, fill: {fill}}}"
+    elif kind.startswith("merge"):
+        layer = int(rng.integers(1, len(hidden) + 1))
+        width = hidden[layer - 1]
+        k = int(rng.integers(1, width + 1))
+        if kind == "merge_kmeans":
+            expl = f"  - merge: {{layer: {layer}, groups: {k}}}"
+        else:
+            labels = np.concatenate([np.arange(k), rng.integers(0, k, width - k)])
+            rng.shuffle(labels)
+            groups = [[int(j) for j in np.flatnonzero(labels == b)] for b in range(k)]
+            expl = f"  - merge: {{layer: {layer}, groups: {groups}}}"
+    elif kind == "pca":
+        layer = int(rng.integers(1, len(hidden) + 1))
+        expl = f"  - pca: {{layer: {layer}, components: {int(rng.integers(1, hidden[layer - 1] + 1))}, samples: 64, seed: 2}}"
+    elif kind == "quantize":
+        expl = f"  - quantize: {{layer: {int(rng.integers(1, len(ws) + 1))}, bits: {int(rng.integers(2, 9))}}}"
     elif kind == "low_rank":
         layer = int(rng.integers(1, len(ws) + 1))
         expl = f"  - low_rank: {{layer: {layer}, rank: {int(rng.integers(0, min(ws[layer - 1].shape) + 1))}}}"
