@@ -123,6 +123,16 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
     return Problem(spec, f, cert_path, meta, joint, shared, domain, box, from_exact(joint), margins)
 
 
+def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
+    """A float32 value in [lo, up] next to v (v itself if no float32 lies in the interval)."""
+    x = np.float32(float(v))
+    if Fraction(float(x)) < lo:
+        x = np.nextafter(x, np.float32(np.inf))
+    elif Fraction(float(x)) > up:
+        x = np.nextafter(x, np.float32(-np.inf))
+    return Fraction(float(x)) if lo <= Fraction(float(x)) <= up else v
+
+
 def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
     """The falsifier's best input, projected exactly into the domain, and its exact deviation."""
     f, opts = p.model, p.spec.options
@@ -130,6 +140,8 @@ def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
                               input_shift=None if f.input_shift is None else np.array(f.input_shift))
     x, _ = falsify(net, *box_floats(*p.domain), starts=opts.starts, steps=opts.steps, seed=opts.seed)
     witness = exact_witness(x, p.domain)
+    if p.margins:  # float32 semantics: the witness must be an input a float32 run can take
+        witness = [float32_inside(v, lo, up) for v, lo, up in zip(witness, *p.domain)]
     xn = witness if f.input_scale is None else [v * Fraction(a) + Fraction(c) for v, a, c in zip(witness, f.input_scale, f.input_shift)]
     return witness, max(abs(v) for v in exact.forward(p.joint, xn))
 
@@ -231,6 +243,8 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     t3 = time.perf_counter()
     result = write_and_check(p, chosen, bound, body, witness, lower, {**notes, "seconds": round(t3 - t0, 3)})
     t4 = time.perf_counter()
+    if p.margins:  # float32: what every float32 run provably attains at the witness (the checker's number)
+        lower = result.witness_deviation
     return Outcome(p.spec, p.certificate, result, lower, witness, chosen, tried,
                    {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0},
                    notes=tuple(getattr(p.model, "notes", ())))

@@ -90,3 +90,19 @@ def test_float32_certificate_covers_the_real_bound_plus_rounding(float32_spec, t
     cert["claim"]["bound"] = real["certified_upper"]
     (tmp_path / "tampered.cert.json").write_text(json.dumps(cert))
     assert check_certificate(float32_spec, tmp_path / "tampered.cert.json").verdict is Verdict.REJECTED
+
+
+def test_float32_violation_needs_a_float32_witness(tmp_path, capsys):
+    from certify.checker.float32 import is_float32
+
+    text = (SPECS / "digits_prune_tight.yaml").read_text().replace('  tolerance: "1/2"\n', '  tolerance: "1/2"\n  semantics: float32\n')
+    spec = tmp_path / "tight_f32.yaml"
+    spec.write_text(text.replace("../models/", str(ROOT / "models") + "/"))
+    cert_path = tmp_path / "t.cert.json"
+    assert main(["check", str(spec), "--out", str(cert_path), "--method", "crown", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "VIOLATED"
+    cert = json.loads(cert_path.read_text())
+    assert all(is_float32(Fraction(v)) for v in cert["witness"]["x"])
+    # the attained lower bound under float32 semantics is the real deviation minus the rounding margin
+    assert Fraction(out["attained_lower"]) < Fraction(cert["witness"]["deviation"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import z3
 
 from .errors import BadInput, Rejected
-from .float32 import float32_margins
+from .float32 import float32_margins, is_float32
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box
@@ -426,8 +426,8 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
             raise Rejected("witness", f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
         if witness_dev > bound:
             raise Rejected("witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
-        if margins is not None:  # a float32 run deviates at least this much, whatever its summation order
-            witness_dev = max(v - m for v, m in zip(diffs, margins))
+        if margins is not None:  # a float32 run at a float32 input deviates at least this much, in any order
+            witness_dev = max(v - m for v, m in zip(diffs, margins)) if all(map(is_float32, x)) else None
     return bound, witness_dev, steps, level
 
 

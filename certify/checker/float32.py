@@ -15,12 +15,21 @@ layer's error bound; ReLU is 1-Lipschitz, so it does not increase the error.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 
 from .exact import interval_dense, qmat, qvec
 
 U = Fraction(1, 2**24)
 ETA = Fraction(1, 2**150)
+
+
+def is_float32(q: Fraction) -> bool:
+    """Is q exactly a (finite) float32 value? Round-trip through the IEEE single format."""
+    try:
+        return Fraction(struct.unpack("<f", struct.pack("<f", float(q)))[0]) == q
+    except (OverflowError, struct.error):
+        return False
 
 
 def _gamma(k: int) -> Fraction:
