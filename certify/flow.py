@@ -27,7 +27,7 @@ from pathlib import Path
 from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
-from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, SecondModel, Spec, read_spec
+from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Spec, read_spec
 
 EXIT = {Verdict.CERTIFIED: 0, Verdict.VIOLATED: 1, Verdict.UNKNOWN: 1, Verdict.REJECTED: 3}
 EMPIRICAL = ("EMPIRICAL comparison: each model's bounds are certified separately; the output-scale normalisation "
@@ -213,8 +213,13 @@ def _times(r: float | None) -> str:
     return "-" if r is None else ("inf" if math.isinf(r) else f"x{r:.3g}")
 
 
+def _finite(step: dict) -> dict:
+    """JSON has no infinity: an infinite ratio (the finer level's bound is 0) is written "inf"."""
+    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in step.items()}
+
+
 def flow_json(fl: Flow) -> dict:
-    steps = fl.steps()
+    steps = [_finite(s) for s in fl.steps()]
     return {
         "spec": str(fl.spec.path), "tolerance": rational_str(fl.tolerance), "factor": fl.factor,
         "output_scale": fl.output_scale,

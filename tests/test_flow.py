@@ -20,7 +20,7 @@ from certify.checker.model import read_model
 from certify.checker.network import build_g, exact_layers
 from certify.checker.spec import read_spec
 from certify.cli import main
-from certify.flow import analyse_scales, level_dof, levels_yaml, run_components, run_flow, universality
+from certify.flow import analyse_scales, level_dof, levels_yaml, run_components, run_flow
 from certify.model import save_model
 
 from .conftest import ROOT, SPECS
