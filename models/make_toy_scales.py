@@ -43,6 +43,7 @@ from certify.model import save_model  # noqa: E402
 HERE = Path(__file__).resolve().parent
 STRONG, WEAK_SIZE = 4, 3e-4
 CLUSTERS, PER_CLUSTER, CLUSTER_NOISE = 4, 6, 1e-3
+TIERS = [(2, 1.0, 1100), (4, 1e-2, 1101), (10, 3e-5, 1102)]  # three scales: strong, medium, weak features
 
 
 def forward(params, x):
@@ -79,34 +80,44 @@ def mse(params, x, y):
     return float(np.mean((forward(params, x)[2] - y) ** 2))
 
 
-def features_teacher(weak: int):
-    """4 strong + `weak` weak ReLU features on [-1, 1]^6, each unit balanced (|incoming| = |outgoing|):
-    strong units have weights of size 1, weak ones sqrt(WEAK_SIZE) in and out (output effect WEAK_SIZE).
-    The strong features are the same for every variant; the weak ones depend only on their number."""
+def teacher(tiers):
+    """ReLU features on [-1, 1]^6 in tiers (count, output effect, seed), each unit balanced (|incoming|
+    = |outgoing| = sqrt(effect)); a tier's features depend only on its count and seed."""
     units = []
-    for count, size, seed in ((STRONG, 1.0, 1000), (weak, np.sqrt(WEAK_SIZE), 1001)):
+    for count, effect, seed in tiers:
         rng = np.random.default_rng(seed)
         u = rng.normal(size=(count, 6))
         u /= np.linalg.norm(u, axis=1, keepdims=True)
+        size = np.sqrt(effect)
         units.append((u * size, rng.uniform(-0.3, 0.3, count) * size, rng.choice([-1.0, 1.0], count) * size))
-    (us, bs, cs), (uw, bw, cw) = units
-    return [np.r_[us, uw], np.r_[bs, bw], np.r_[cs, cw][None, :], np.zeros(1)]
+    return [np.concatenate([u[0] for u in units]), np.concatenate([u[1] for u in units]),
+            np.concatenate([u[2] for u in units])[None, :], np.zeros(1)]
 
 
-def make_features(width: int, seed: int):
+def features_teacher(weak: int):
+    """4 strong features (effect 1) and `weak` weak ones (effect WEAK_SIZE); the strong ones are the
+    same for every variant."""
+    return teacher([(STRONG, 1.0, 1000), (weak, WEAK_SIZE, 1001)])
+
+
+def student(teach, seed: int):
     """A student trained on the teacher's data from the teacher's weights plus 5% noise (a warm
     start keeps unit identities: from scratch, gradient descent spreads each strong feature over
-    several units and the unit-level scales blur); units shuffled. Returns params, planted strong units."""
-    teacher = features_teacher(width - STRONG)
+    several units and the unit-level scales blur); units shuffled. Returns params and the permutation."""
+    width = teach[0].shape[0]
     x = np.random.default_rng(2000).uniform(-1, 1, (4096, 6))
-    y = forward(teacher, x)[2]
+    y = forward(teach, x)[2]
     rng = np.random.default_rng(seed)
-    init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teacher]
+    init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teach]
     perm = rng.permutation(width)
     init = [init[0][perm], init[1][perm], init[2][:, perm], init[3]]
     params = train(init, x, y, steps=2000, lr=1e-3, decay=1e-5)
-    strong = sorted(int(i) for i in np.flatnonzero(perm < STRONG))
-    return params, strong, mse(params, x, y), float(np.mean(y ** 2))
+    return params, perm, mse(params, x, y), float(np.mean(y ** 2))
+
+
+def make_features(width: int, seed: int):
+    params, perm, err, power = student(features_teacher(width - STRONG), seed)
+    return params, sorted(int(i) for i in np.flatnonzero(perm < STRONG)), err, power
 
 
 def make_clusters():
@@ -145,6 +156,15 @@ def main():
             print(f"{path.name}: width {width}, seed {seed}, strong units {strong}, mse {err:.2e} "
                   f"(target power {power:.3f})  sha256 {sha}")
             planted["features"][name] = {"width": width, "seed": seed, "strong": strong}
+        tiers = TIERS
+        params, perm, err, power = student(teacher(tiers), 0)
+        path = HERE / "toy_tiers.npz"
+        sha = save_model(path, [params[0], params[2]], [params[1], params[3]])
+        bounds = np.cumsum([0] + [count for count, _, _ in tiers])
+        tier_of = [int(np.searchsorted(bounds, p, side="right") - 1) for p in perm]
+        print(f"{path.name}: tiers {[(c, e) for c, e, _ in tiers]}, mse {err:.2e}  sha256 {sha}")
+        planted["tiers"] = {"tiers": [{"count": c, "output_effect": e} for c, e, _ in tiers], "tier_of_unit": tier_of,
+                            "domain": "box [-1, 1]^6"}
         params, base, labels, x0, margin, err, power = make_clusters()
         path = HERE / "toy_clusters.npz"
         sha = save_model(path, [params[0], params[2]], [params[1], params[3]])

@@ -260,7 +260,8 @@ def test_materialised_pca_arrays_are_hashed(tmp_path):
 
 # ----------------------------------------------------------------------------- flow
 
-TOYS = {"toy_features_s0": "pca3", "toy_features_prune": "keep3", "toy_clusters": "merge3"}
+TOYS = {"toy_features_s0": ["pca3"], "toy_features_prune": ["keep3"], "toy_clusters": ["merge3"],
+        "toy_tiers": ["keep5", "keep1"]}  # the coarse side of each planted scale boundary
 
 
 @pytest.fixture(scope="module")
@@ -275,11 +276,11 @@ def test_flow_finds_the_planted_scale(shipped_flows, name):
     assert all(lv.reused for lv in fl.levels), "the shipped certificates should re-verify"
     steps = fl.steps()
     flagged = [s["coarse"] for s in steps if s["boundary"]]
-    assert flagged == [TOYS[name]], steps
+    assert flagged == TOYS[name], steps
     for s in steps:
-        assert (s["ratio"] >= 10) == (s["coarse"] == TOYS[name])
-    planted = next(s for s in steps if s["coarse"] == TOYS[name])
-    assert planted["proven_boundary"], "the coarse level's attained deviation exceeds 10x the fine level's certified bound"
+        assert (s["ratio"] >= 10) == (s["coarse"] in TOYS[name])
+        if s["coarse"] in TOYS[name]:  # the coarse level's attained deviation exceeds 10x the fine level's certified bound
+            assert s["proven_boundary"], s
     uppers = [lv.upper for lv in fl.levels]
     assert all(lv.lower <= lv.upper for lv in fl.levels) and None not in uppers
 
@@ -397,3 +398,28 @@ def test_scales_suggests_the_planted_cuts_as_a_ready_levels_block(tmp_path, caps
 def test_flow_needs_levels(capsys):
     assert main(["flow", str(SPECS / "tiny_prune.yaml")]) == 2
     assert "levels" in capsys.readouterr().err
+
+
+def test_flow_components_explains_the_boundary(tmp_path, capsys):
+    """`flow --components` certifies the components of the level past each boundary: at keep3 the one
+    strong unit it prunes (9) is relevant, the 12 weak units are not."""
+    for f in (ROOT / "proofs").glob("toy_features_prune.*"):
+        shutil.copy(f, tmp_path)
+    assert main(["flow", str(SPECS / "toy_features_prune.yaml"), "--out-dir", str(tmp_path), "--components",
+                 "--json", str(tmp_path / "f.json")]) == 1
+    comps = json.loads((tmp_path / "f.json").read_text())["flows"][0]["components"]
+    assert list(comps) == ["keep3"]
+    assert {c["component"] for c in comps["keep3"] if c["relevance"] == "relevant"} == {"layer 1 neuron 9"}
+    assert sum(c["relevance"] == "irrelevant" for c in comps["keep3"]) == 12
+    assert "1 relevant, 0 undecided, 12 irrelevant" in capsys.readouterr().out
+
+
+def test_three_tiers_relevance_follows_the_threshold(tmp_path):
+    """At keep2 the 4 medium units (effect 1e-2) are relevant at threshold 1/1000 and the weak ones not;
+    at keep1 only the pruned strong unit is relevant at the default threshold."""
+    tier = PLANTED["tiers"]["tier_of_unit"]
+    _, results = run_components(SPECS / "toy_tiers.yaml", "keep2", out_dir=tmp_path, threshold=Fraction(1, 1000), log=None)
+    assert _relevant(results) == {f"layer 1 neuron {j}" for j, t in enumerate(tier) if t == 1}
+    assert all(r.relevance == "irrelevant" for r in results if tier[int(r.label.split()[-1])] == 2)
+    _, results = run_components(SPECS / "toy_tiers.yaml", "keep1", out_dir=tmp_path, log=None)
+    assert _relevant(results) == {f"layer 1 neuron {j}" for j, t in enumerate(tier) if t == 0 and j != 9}
