@@ -1,28 +1,34 @@
 """Train the toy models with planted scales (for `certify flow`, `certify scales`, `certify components`).
 
-Two synthetic problems whose multi-scale structure is known by construction:
+Synthetic problems whose multi-scale structure is known by construction:
 
 * **features** (models/toy_features_<variant>.npz): the target on the box [-1, 1]^6 is a teacher
-  sum of 4 *strong* ReLU ridge features (output weights of size 1) and 12 *weak* ones (output
-  weights of size 3e-3): two scales with a gap of about 300x. A student MLP 6 -> W -> 1 (W = 16,
-  or 32 for the `w32` variant) is trained from a random initialisation (seed 0, or 1 for `s1`)
-  with full-batch Adam on the mean squared error plus a small weight decay, which balances each
-  unit's incoming and outgoing weights. Planted: the student's hidden activations have 4 strong
-  principal directions; `pca` levels keeping >= 4 components stay close to f, keeping 3 does not.
+  sum of 4 *strong* ReLU ridge features (output effect 1) and W - 4 *weak* ones (output effect
+  3e-4), each unit balanced (incoming and outgoing weights of the same size). A student MLP
+  6 -> W -> 1 (W = 16, or 32 for `w32`) is trained on the teacher's data with full-batch Adam
+  (mean squared error, weight decay 1e-5), starting from the teacher's weights plus 5% noise
+  (seed 0, or 1 for `s1`), units shuffled: a warm start keeps unit identities, whereas from scratch
+  gradient descent spreads each strong feature over several units and blurs the unit-level scales.
+  Planted: 4 strong units (listed in models/toy_planted.json) and 4 strong principal directions of
+  the hidden activations; keeping them stays close to f, dropping one does not.
+* **tiers** (models/toy_tiers.npz): the same construction with three tiers of features, 2 strong
+  (output effect 1), 4 medium (1e-2) and 10 weak (3e-5), student 6 -> 16 -> 1 (seed 0): two planted
+  scale boundaries. The tier of every unit is written to models/toy_planted.json.
 * **clusters** (models/toy_clusters.npz): a base MLP 4 -> 4 -> 2 is trained on a smooth synthetic
   target; each of its 4 hidden units is then split into a tight cluster of 6 (incoming weights
   and bias times (1 + 1e-3 noise) plus 1e-3 noise; the outgoing weight shared out by random
   Dirichlet fractions), the units are shuffled, and the 24-unit network is fine-tuned briefly at a
   small learning rate. Planted: 4 clusters of hidden units (the cluster of every unit is written
-  to models/toy_clusters.planted.json); `merge` with >= 4 k-means groups stays close to f, with 3
-  groups it must merge two different clusters. The domain is an L-inf ball (radius 1/4) around
-  a point where every cluster is active or inactive throughout: merge changes the merged layer
-  itself, so f and g share no ReLU there and CROWN relaxes their units independently; on a wide
-  box that relaxation error, not the explanation, would dominate the bound (see README).
+  to models/toy_planted.json); `merge` with >= 4 k-means groups stays close to f, with 3 groups it
+  must merge two different clusters. Also written: models/toy_clusters_x0.npy, the training point
+  farthest (in L-inf input distance) from every unit's kink; specs/toy_clusters.yaml uses the
+  ball of radius 1 around it: merge changes the merged layer itself, so f and g share no ReLU
+  there and CROWN relaxes their units independently; on the whole box that relaxation error, not
+  the explanation, dominates the bound (see README).
 
 Plain numpy, full batch, BLAS pinned to one thread (deterministic bits for a given machine kind).
 Writes the .npz models and models/toy_planted.json (what was planted), and prints each file's
-sha256 (paste into specs/toy_*.yaml). Takes about a minute on one core.
+sha256 (paste into specs/toy_*.yaml). Takes about 15 seconds on one core.
 
 Rerun from the repository root:
     .venv/bin/python models/make_toy_scales.py
