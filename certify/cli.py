@@ -87,7 +87,9 @@ def _junit_case(r) -> dict:
     message = f"{c.verdict.value}: certified upper {_num(c.bound)}, attained lower {_num(r.lower)}, tolerance {rational_str(c.tolerance)}"
     if c.reason:
         message += f" ({c.reason})"
-    return {"name": str(r.spec.path), "verdict": c.verdict.value, "message": message,
+    level = getattr(r.spec, "level", None)
+    name = str(r.spec.path) if level is None else f"{r.spec.path} [level {level}]"
+    return {"name": name, "verdict": c.verdict.value, "message": message,
             "seconds": r.seconds["total"], "detail": json.dumps(outcome_json(r), indent=1)}
 
 
@@ -149,11 +151,13 @@ def cmd_verify(args) -> int:
     if args.json:
         print(json.dumps({"verdict": r.verdict.value, "exit_code": EXIT[r.verdict], "certified_upper": _exact(r.bound),
                           "witness_deviation": _exact(r.witness_deviation), "tolerance": _exact(r.tolerance),
-                          "steps": r.steps, "seconds": round(r.seconds, 3), "reason": r.reason or None}, indent=1))
+                          "steps": r.steps, "seconds": round(r.seconds, 3), "reason": r.reason or None,
+                          "level": r.level}, indent=1))
     elif r.verdict is Verdict.REJECTED:
         print(f"REJECTED  {args.certificate}: {r.reason}")
     else:
-        print(f"{r.verdict.value}  {args.certificate}: certified upper bound {_num(r.bound)} "
+        at = "" if r.level is None else f" (level {r.level})"
+        print(f"{r.verdict.value}  {args.certificate}{at}: certified upper bound {_num(r.bound)} "
               f"(tolerance {rational_str(r.tolerance)}), {r.steps} steps accepted in {r.seconds:.2f} s")
     return EXIT[r.verdict]
 
