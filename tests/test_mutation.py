@@ -391,3 +391,14 @@ def test_malformed_step_kinds_are_rejected_not_crashes(genuine, tmp_path):
         out = tmp_path / "weird.cert.json"
         out.write_text(json.dumps(tampered))
         assert check_certificate(SPECS / "tiny_prune.yaml", out).verdict is Verdict.REJECTED
+
+
+def test_unknown_keys_in_a_proved_tree_node_are_rejected(bab_certificates, tmp_path):
+    spec, path, cert = bab_certificates["tiny_prune"]
+    junk_split = {"split": "relu", "layer": 1, "neuron": 0, "children": [{}, {}], "junk": 1}
+    for extra in ({"trusted": True}, {"split": ["input"]}, junk_split):
+        tampered = copy.deepcopy(cert)
+        _leaf(tampered["tree"]).update(extra)  # a leaf: proved by its own steps
+        out = tmp_path / "extra.cert.json"
+        out.write_text(json.dumps(tampered))
+        assert check_certificate(spec, out).verdict is Verdict.REJECTED, extra

@@ -33,6 +33,7 @@ TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "
             "witness", "engine", "level"}
 REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "claim"}
 MAX_TREE_NODES = 200_000
+SPLIT_KEYS = {"input": {"split", "dim", "at", "children"}, "relu": {"split", "layer", "neuron", "children"}}
 CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
 BOUND_KEYS = {"kind", "layer", "lower", "upper"}
 LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta"}
@@ -306,21 +307,20 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
         count += 1
         if count > MAX_TREE_NODES or not isinstance(node, dict):
             raise Rejected(where, "not a tree node (or more than 200,000 nodes)")
+        optional = {"steps"} if "steps" in node else set()
+        split = node.get("split")
+        _keys(node, optional | (SPLIT_KEYS.get(split, set()) if isinstance(split, str) else set()), where)  # every node
         if "steps" in node:
-            if "split" not in node:
-                _keys(node, {"steps"}, where)
             steps += _run_steps(node["steps"], state, f"{where}.steps")
         if state.empty or goal_holds(bound, state, f"{where} (goal)", margins):
             continue
-        if "split" not in node:
+        if split is None:
             raise Rejected(where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
-        optional = {"steps"} if "steps" in node else set()
         kids = node.get("children")
         if not isinstance(kids, list) or len(kids) != 2:
             raise Rejected(where, "a split needs exactly two children")
         (lo, up), assume = state.box, state.assume
-        if node.get("split") == "input":
-            _keys(node, {"split", "dim", "at", "children"} | optional, where)
+        if split == "input":
             d, at = node["dim"], parse_rational(node["at"])
             if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(lo) or at is None or not lo[d] <= at <= up[d]:
                 raise Rejected(where, "input split needs a dimension and a point inside the parent box")
@@ -328,16 +328,13 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
             left_up[d], right_lo[d] = at, at
             stack += [(kids[0], _child(state, (lo, left_up), assume, None), f"{where}.0"),
                       (kids[1], _child(state, (right_lo, up), assume, None), f"{where}.1")]
-        elif node.get("split") == "relu":
-            _keys(node, {"split", "layer", "neuron", "children"} | optional, where)
+        elif split == "relu":
             j, i = node["layer"], node["neuron"]
             if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(joint)
                     or not 0 <= i < len(joint[j - 1][1][0]) or (j, i) in assume):
                 raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
             for kid, phase, tag in ((kids[0], "inactive", ".0"), (kids[1], "active", ".1")):
                 stack.append((kid, _child(state, state.box, {**assume, (j, i): phase}, ((j, i), phase)), where + tag))
-        else:
-            raise Rejected(where, f"unknown split {node.get('split')!r}")
     return steps
 
 
