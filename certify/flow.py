@@ -147,6 +147,17 @@ def run_flow(spec_path, *, out_dir="proofs", method=None, fresh=False, factor=10
     return Flow(spec, results, factor)
 
 
+def flow_png(spec_path, level_entries=None) -> bytes:
+    """The scale-flow plot of a spec with levels as PNG bytes, for `certify report` (re-verifies the
+    level certificates in proofs/, certifying a level only where its certificate is missing)."""
+    import tempfile
+
+    fl = run_flow(spec_path, log=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = plot_flows([fl], Path(tmp) / "flow")
+        return next(p for p in paths if p.suffix == ".png").read_bytes()
+
+
 # --------------------------------------------------------------------------- universality
 
 def output_scale(spec: Spec, samples: int = 2000, seed: int = 0) -> float:

@@ -230,3 +230,11 @@ def test_the_html_renders_in_a_headless_browser(shipped, tmp_path):
     assert pixels[..., :3].std() > 0.05  # not a blank page
     header = pixels[:60, :, :3].mean(axis=(0, 1))  # the dark-blue title bar rendered with its style sheet
     assert header[2] > header[0] + 0.1
+
+
+def test_a_levels_spec_reports_every_level_and_its_scale_flow_plot(tmp_path):
+    out = tmp_path / "levels.html"
+    assert main(["report", str(ROOT / "specs" / "toy_tiers.yaml"), "--html", str(out)]) == 1  # keep1 is VIOLATED
+    html = out.read_text()
+    assert all(f"keep{k}" in html for k in range(1, 7))
+    assert 'alt="scale-flow plot"' in html
