@@ -27,7 +27,7 @@ from pathlib import Path
 from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
-from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Spec, read_spec
+from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Replace, Spec, read_spec
 
 EXIT = {Verdict.CERTIFIED: 0, Verdict.VIOLATED: 1, Verdict.UNKNOWN: 1, Verdict.REJECTED: 3}
 EMPIRICAL = ("EMPIRICAL comparison: each model's bounds are certified separately; the output-scale normalisation "
@@ -41,8 +41,14 @@ def transform_dof(t, f) -> tuple[int, int]:
 
     prune/ablate: kept neurons of the layer; merge: blocks; pca: principal components; low_rank:
     rank (of min(out, in)); quantize: grid levels 2^bits - 1 per weight (of 2^53 for float64);
-    model: hidden units of the second model (of f's)."""
+    model: hidden units of the second model (of f's); replace of layers k..m: hidden units of the
+    sub-model (of f's hidden units inside the range, widths k..m-1: 0 when k = m)."""
     widths = f.widths
+    if isinstance(t, Replace):
+        from .checker.model import read_model
+
+        k, m = t.layers
+        return sum(read_model(t.model.path, t.model.sha256).widths[1:-1]), sum(widths[k:m])
     if isinstance(t, Prune):
         return len(t.keep), widths[t.layer]
     if isinstance(t, Merge):
@@ -432,7 +438,7 @@ def discarded_components(spec: Spec, f) -> list[tuple[str, dict]]:
                 if c not in kept:
                     out.append((f"layer {t.layer} singular direction {c}",
                                 {"low_rank": {"layer": t.layer, "keep": [k for k in range(limit) if k != c]}}))
-        # quantize and a second model have no discrete components
+        # quantize, a second model and replace have no discrete components
     return out
 
 
@@ -569,7 +575,7 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
 def print_components(spec: Spec, results: list[ComponentResult], top: int = 10) -> None:
     if not results:
         print(f"certify components {spec.path} level {spec.level}: this level discards no discrete components "
-              "(quantize and a second model have none)")
+              "(quantize, a second model and replace have none)")
         return
     thr = results[0].threshold
     counts = {k: sum(r.relevance == k for r in results) for k in ("relevant", "undecided", "irrelevant")}

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import BadInput
 from .exact import IntMat, IntVec, qmat, qvec
 from .model import Model, read_model, read_npy
-from .spec import PCA, LowRank, Merge, Prune, Quantize, SecondModel, Spec
+from .spec import PCA, LowRank, Merge, Prune, Quantize, Replace, SecondModel, Spec
 from .vnnlib import read_vnnlib
 
 Layer = tuple[list[list[Fraction]], list[Fraction]]
@@ -98,6 +98,9 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
                                  "g must have f's layer widths and input normalisation", t.line)
             g = exact_layers(other)
             continue
+        if isinstance(t, Replace):  # always the last transform (the reader checks)
+            g = replaced(spec, i, t, g)
+            continue
         check_transform(spec, i, t, g)
         (w1, b1), width = g[t.layer - 1], len(g[t.layer - 1][1])
         w1, b1 = [list(row) for row in w1], list(b1)
@@ -142,6 +145,20 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
     return g
 
 
+def replaced(spec: Spec, index: int, t: Replace, g: list[Layer]) -> list[Layer]:
+    """g with its dense layers k..m (1-based) replaced by the sub-model's layers."""
+    (k, m), key = t.layers, f"{spec.explanation_key}[{index}].replace"
+    if m > len(g):
+        raise spec.error(f"{key}.layers", f"layer {m} does not exist", f"use layers in 1..{len(g)}", t.line)
+    sub = read_model(t.model.path, t.model.sha256, f"{key}.model.sha256")
+    need = (len(g[k - 1][0][0]), len(g[m - 1][1]))
+    if sub.input_scale is not None or (sub.in_dim, sub.out_dim) != need:
+        raise spec.error(f"{key}.model", f"the sub-model maps {sub.in_dim} -> {sub.out_dim}"
+                         + (" after an input affine layer" if sub.input_scale is not None else ""),
+                         f"layers {k}..{m} map {need[0]} -> {need[1]}: give a dense/relu/.../dense model of those widths", t.line)
+    return g[:k - 1] + exact_layers(sub) + g[m:]
+
+
 def fill_values(spec: Spec, t: Prune, index: int, count: int, materialized) -> list[Fraction]:
     if t.fill == "zero":
         return [Fraction(0)] * count
@@ -170,8 +187,10 @@ def _materialized(materialized, index: int, name: str, shape: tuple[int, ...]):
 
 
 def joint_network(f: list[Layer], g: list[Layer], outputs: tuple[int, ...] | None) -> tuple[list[tuple[IntMat, IntVec]], int]:
-    """The joint network computing f_i - g_i (i in outputs), and how many dense layers it shares."""
-    n = len(f)
+    """The joint network computing f_i - g_i (i in outputs), and how many dense layers it shares.
+    The shallower branch is padded to the other's depth by identity layers before its final layer."""
+    n = max(len(f), len(g))
+    f, g = padded(f, n), padded(g, n)
     shared = next((i for i in range(n) if f[i] != g[i]), n - 1)
     shared = min(shared, n - 1)
     layers: list[Layer] = []
@@ -193,6 +212,24 @@ def joint_network(f: list[Layer], g: list[Layer], outputs: tuple[int, ...] | Non
             rows = range(len(b)) if outputs is None else outputs
             layers.append(([w[r] for r in rows], [b[r] for r in rows]))
     return [(qmat(w), qvec(b)) for w, b in layers], shared
+
+
+def padded(layers: list[Layer], depth: int) -> list[Layer]:
+    """`layers` made `depth` deep, same function: identity layers before the final dense layer are exact
+    under ReLU, as they read post-ReLU activations (>= 0). Without hidden layers the input may be
+    negative, so the first pad is [I; -I] and the final layer reads [W, -W] (x = relu(x) - relu(-x))."""
+    *body, (w, b) = layers
+    extra, d = depth - len(layers), len(w[0])
+    if extra == 0:
+        return layers
+    eye = [[Fraction(int(r == c)) for c in range(d)] for r in range(d)]
+    pads = [(eye, [Fraction(0)] * d)] * extra
+    if not body:
+        pads[0] = (eye + [[-v for v in row] for row in eye], [Fraction(0)] * (2 * d))
+        eye2 = [[Fraction(int(r == c)) for c in range(2 * d)] for r in range(2 * d)]
+        pads[1:] = [(eye2, [Fraction(0)] * (2 * d))] * (extra - 1)
+        w = [list(row) + [-v for v in row] for row in w]
+    return body + pads + [(w, b)]
 
 
 def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]:

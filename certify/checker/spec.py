@@ -118,6 +118,17 @@ class SecondModel:
 
 
 @dataclass(frozen=True)
+class Replace:
+    """g's dense layers k..m (1-based) replaced by the sub-model `model` (dense/relu/.../dense, no input
+    affine layer); g then continues with f's ReLU (if m < n) and layers m+1..n. Only the last transform."""
+
+    kind: ClassVar[str] = "replace"
+    layers: tuple[int, int]
+    model: ModelRef
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Property:
     deviation: str
     tolerance: Fraction
@@ -318,7 +329,7 @@ class _Reader:
         return samples, self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
 
     def transform(self, node, key):
-        kinds = ("prune", "ablate", "low_rank", "merge", "pca", "quantize", "model")
+        kinds = ("prune", "ablate", "low_rank", "merge", "pca", "quantize", "model", "replace")
         m = self.mapping(node, key, (), kinds)
         if len(m) != 1:
             raise self.bad(node, key, "each entry is one transform", f"write `- prune: {{...}}` (or one of {', '.join(kinds[1:])})")
@@ -326,6 +337,15 @@ class _Reader:
         key, line = f"{key}.{kind}", node.start_mark.line + 1
         if kind == "model":
             return SecondModel(self.model_ref(body, key), line)
+        if kind == "replace":
+            t = self.mapping(body, key, ("layers", "model"))
+            items = self.seq(t["layers"], f"{key}.layers")
+            if len(items) != 2:
+                raise self.bad(t["layers"], f"{key}.layers", "expected [k, m]", "write `layers: [2, 3]` (first and last replaced layer)")
+            k, m = (self.integer(n, f"{key}.layers[{j}]", 1) for j, n in enumerate(items))
+            if k > m:
+                raise self.bad(t["layers"], f"{key}.layers", f"first layer {k} > last layer {m}", "write the first replaced layer first")
+            return Replace((k, m), self.model_ref(t["model"], f"{key}.model"), line)
         if kind == "low_rank":
             t = self.mapping(body, key, ("layer",), ("rank", "keep"))
             keep, rank = self.count_or_keep(t, body, key, "rank", 0)
@@ -379,7 +399,12 @@ class _Reader:
         items = self.seq(node, key)
         if not items:
             raise self.bad(node, key, "empty explanation", "list at least one transform")
-        return tuple(self.transform(n, f"{key}[{i}]") for i, n in enumerate(items))
+        out = tuple(self.transform(n, f"{key}[{i}]") for i, n in enumerate(items))
+        if any(isinstance(t, Replace) for t in out[:-1]):
+            i = next(i for i, t in enumerate(out) if isinstance(t, Replace))
+            raise self.bad(items[i], f"{key}[{i}].replace", "replace changes g's layers, so it must be the last transform",
+                           "move `replace` to the end of the explanation")
+        return out
 
     def levels(self, node):
         out = []
