@@ -3,10 +3,10 @@ UNKNOWN fail, REJECTED, bad input and internal errors are errors."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from .files import atomic_open
 
 
 def junit_xml(cases: list[dict], suite: str = "certify") -> str:
@@ -31,14 +31,5 @@ def junit_xml(cases: list[dict], suite: str = "certify") -> str:
 
 def write_junit(path: str | Path, cases: list[dict]) -> None:
     """Atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(junit_xml(cases))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        fh.write(junit_xml(cases))

@@ -13,10 +13,8 @@ states the obligations again for another solver (cvc5: `--cvc5`, or `python -m c
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from .checker import check as checker
 from .checker.errors import BadInput
 from .checker.exact import fracs
 from .checker.numbers import parse_rational, rational_str
+from .files import atomic_open
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_CONFIRMED = 0, 2, 3
 
@@ -360,17 +359,9 @@ def obligations(records: list) -> list[Obligation]:
 
 
 def _write_atomic(path: Path, chunks) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 def default_out(cert: Path) -> Path:

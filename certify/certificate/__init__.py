@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +25,7 @@ from ..bounds.network import FloatNet, box_floats
 from ..checker import exact
 from ..checker.check import FORMAT, VERSION, data_hashes
 from ..checker.numbers import rational_str
+from ..files import atomic_open
 
 PAD = 1e-8
 
@@ -216,15 +215,6 @@ def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, wi
 
 def write_json_atomic(path: str | Path, obj: dict) -> None:
     """Write JSON to a temporary file beside `path`, then rename: never a half-written certificate."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")

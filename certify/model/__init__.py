@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..checker.model import Dense as Dense, Model as Model, read_model as read_model, sha256_file as sha256_file
+from ..files import atomic_open
 
 
 def save_model(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray], *,
@@ -37,17 +36,8 @@ def save_model(path: str | Path, weights: list[np.ndarray], biases: list[np.ndar
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez, atomically (no half-written file is ever left at `path`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def to_numpy(model: Model) -> tuple[list[np.ndarray], list[np.ndarray]]:
