@@ -108,11 +108,18 @@ def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction],
     if k in state.bounds:  # a second step for the same layer intersects
         o_lo, o_up = state.bounds[k]
         c_lo, c_up = [max(a, b) for a, b in zip(c_lo, o_lo)], [min(a, b) for a, b in zip(c_up, o_up)]
-    for (layer, i), phase in state.assume.items():  # a split leaf only covers inputs in its phase
+    _set_bounds(state, k, c_lo, c_up)
+
+
+def _set_bounds(state: _State, k: int, lo: list[Fraction], up: list[Fraction]) -> None:
+    """Record verified bounds of layer k, clamped by the region's ReLU splits on that layer (a split
+    region only holds inputs in its phase); contradictory bounds mark the region empty."""
+    lo, up = list(lo), list(up)
+    for (layer, i), phase in state.assume.items():
         if layer == k:
-            c_lo[i], c_up[i] = (c_lo[i], min(c_up[i], Fraction(0))) if phase == "inactive" else (max(c_lo[i], Fraction(0)), c_up[i])
-    state.empty = state.empty or any(l > u for l, u in zip(c_lo, c_up))
-    state.bounds[k] = (c_lo, c_up)
+            lo[i], up[i] = (lo[i], min(up[i], Fraction(0))) if phase == "inactive" else (max(lo[i], Fraction(0)), up[i])
+    state.empty = state.empty or any(l > u for l, u in zip(lo, up))
+    state.bounds[k] = (lo, up)
 
 
 def check_interval(step: dict, state: _State, where: str) -> None:
@@ -276,16 +283,12 @@ def _run_steps(steps: object, state: _State, where: str) -> int:
     return len(steps)
 
 
-def _child(parent: _State, box: tuple, assume: dict, split: tuple | None) -> _State:
+def _child(parent: _State, box: tuple, assume: dict, split_layer: int | None = None) -> _State:
     """A child region inherits everything verified for its parent (the parent's region contains
     it); a new ReLU split clamps the inherited bounds of its neuron at once."""
     state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty)
-    if split is not None and split[0] in state.bounds:
-        (j, i), phase = split
-        lo, up = (list(v) for v in state.bounds[j])
-        lo[i], up[i] = (lo[i], min(up[i], Fraction(0))) if phase == "inactive" else (max(lo[i], Fraction(0)), up[i])
-        state.bounds[j] = (lo, up)
-        state.empty = state.empty or lo[i] > up[i]
+    if split_layer in state.bounds:
+        _set_bounds(state, split_layer, *state.bounds[split_layer])
     return state
 
 
@@ -326,15 +329,15 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
                 raise Rejected(where, "input split needs a dimension and a point inside the parent box")
             left_up, right_lo = list(up), list(lo)
             left_up[d], right_lo[d] = at, at
-            stack += [(kids[0], _child(state, (lo, left_up), assume, None), f"{where}.0"),
-                      (kids[1], _child(state, (right_lo, up), assume, None), f"{where}.1")]
+            stack += [(kids[0], _child(state, (lo, left_up), assume), f"{where}.0"),
+                      (kids[1], _child(state, (right_lo, up), assume), f"{where}.1")]
         elif split == "relu":
             j, i = node["layer"], node["neuron"]
             if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(joint)
                     or not 0 <= i < len(joint[j - 1][1][0]) or (j, i) in assume):
                 raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
             for kid, phase, tag in ((kids[0], "inactive", ".0"), (kids[1], "active", ".1")):
-                stack.append((kid, _child(state, state.box, {**assume, (j, i): phase}, ((j, i), phase)), where + tag))
+                stack.append((kid, _child(state, state.box, {**assume, (j, i): phase}, j), where + tag))
     return steps
 
 
