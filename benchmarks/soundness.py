@@ -1,6 +1,6 @@
 """Soundness campaign: random networks, explanations, boxes and methods against an exact oracle.
 
-    python benchmarks/soundness.py --cases N [--seed S] [--json PATH] [--methods interval,crown,alpha,bab]
+    python benchmarks/soundness.py --cases N [--seed S] [--workers W] [--json PATH] [--methods interval,crown,alpha,bab]
 
 Each case builds a random small ReLU MLP (random depth and width, with dead and always-active
 neurons), a random explanation (prune with zero/constant/mean fill, low_rank, a perturbed second
@@ -18,11 +18,13 @@ engine's certificate: each is a bug), and `ratio_median` (method -> median bound
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import json
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
 from pathlib import Path
 
@@ -132,14 +134,32 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
-def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False) -> tuple[dict, list[dict]]:
-    rng = np.random.default_rng(seed)
-    records = []
+def _chunk(seed: int, start: int, stop: int, methods) -> list[dict]:
+    """Cases start..stop-1; case i draws from its own generator (seed, i), so a run's cases do not
+    depend on how they are split between workers."""
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(cases):
-            records.append(run_case(rng, Path(tmp), i, methods[i % len(methods)]))
-            if progress and (i + 1) % 50 == 0:
-                print(f"{i + 1} cases: {summarise(records)}", flush=True)
+        return [run_case(np.random.default_rng([seed, i]), Path(tmp), i, methods[i % len(methods)])
+                for i in range(start, stop)]
+
+
+def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False, workers: int = 1,
+        chunk: int = 50) -> tuple[dict, list[dict]]:
+    spans = [(a, min(a + chunk, cases)) for a in range(0, cases, chunk)]
+    records: list[dict] = []
+
+    def done(part):
+        records.extend(part)
+        if progress:
+            print(f"{len(records)} cases: {summarise(records)}", flush=True)
+
+    if workers <= 1:
+        for a, b in spans:
+            done(_chunk(seed, a, b, methods))
+    else:  # spawn, not fork: JAX's runtime is not fork-safe
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_chunk, seed, a, b, methods) for a, b in spans]):
+                done(fut.result())
+    records.sort(key=lambda r: r["case"])
     return summarise(records), records
 
 
@@ -148,10 +168,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    summary, records = run(args.cases, args.seed, tuple(args.methods.split(",")), progress=True)
+    summary, records = run(args.cases, args.seed, tuple(args.methods.split(",")), progress=True, workers=args.workers)
+    summary["workers"] = args.workers
     summary["seconds"] = round(time.perf_counter() - t, 1)
     print(json.dumps(summary, indent=1))
     bad = [r for r in records if r["verdict"] is Verdict.REJECTED or (r["bound"] is not None and r["bound"] < r["exact"])]

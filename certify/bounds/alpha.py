@@ -57,6 +57,18 @@ def _optimise(params, weights, biases, k, iters, *args):
     return best_params, jnp.maximum(best, final)
 
 
+def _bucket(n: int) -> int:
+    """Padded size of a dimension: shapes within a bucket share one XLA compile (a compile costs
+    0.1-2 s, far more than the optimisation itself on small and medium networks)."""
+    return max(2, 1 << (n - 1).bit_length()) if n <= 128 else -(-n // 128) * 128
+
+
+def _pad(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape)
+    out[tuple(slice(0, s) for s in a.shape)] = a
+    return out
+
+
 def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[tuple[np.ndarray, np.ndarray]],
                    lower_in, upper_in, *, assume: dict | None = None, iters: int = 60):
     """Per-row parameters for the bounds of layer k. Returns (alphas, betas, lower, upper).
@@ -64,22 +76,34 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
     alphas[j-1] has shape (2*width_k, width_j): rows < width_k bound the neurons from below, the
     others from above. betas is a list of (layer, neuron, values of shape (2*width_k,)) for the
     region's splits below layer k. `bounds[j-1]` are the (claimed) pre-activation bounds of layer j.
+
+    Every dimension is zero-padded to a bucket size: a padded neuron has zero weights and bias, so
+    its pre-activation is 0, it is stable, and it adds nothing to any row; padded rows are dropped.
     """
-    width = net.weights[k - 1].shape[0]
-    lam = jnp.concatenate([jnp.eye(width), -jnp.eye(width)])
-    unstable = [jnp.asarray((np.asarray(lo) < 0) & (np.asarray(up) > 0)) for lo, up in bounds[: k - 1]]
-    base = [jnp.asarray(r.lower_slope) for r in relax[: k - 1]]
-    rel = [tuple(jnp.asarray(v) for v in (r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax[: k - 1]]
+    widths = net.widths[: k + 1]
+    pw = [_bucket(n) for n in widths]
+    width, pk = widths[k], pw[k]
+    ws = tuple(_pad(net.weights[j], (pw[j + 1], pw[j])) for j in range(k))
+    bs = tuple(_pad(net.biases[j], (pw[j + 1],)) for j in range(k))
+    eye = np.eye(pk)
+    lam = np.concatenate([eye, -eye])
+    unstable = [_pad((np.asarray(lo) < 0) & (np.asarray(up) > 0), (pw[j + 1],)).astype(bool)
+                for j, (lo, up) in enumerate(bounds[: k - 1])]
+    base = [_pad(np.asarray(r.lower_slope), (pw[j + 1],)) for j, r in enumerate(relax[: k - 1])]
+    rel = [tuple(_pad(np.asarray(v), (pw[j + 1],)) for v in (r.lower_intercept, r.upper_slope, r.upper_intercept))
+           for j, r in enumerate(relax[: k - 1])]
     splits = [(j, i, 1.0 if phase == "inactive" else -1.0) for (j, i), phase in sorted((assume or {}).items()) if j < k]
     slots = max(_PAD, -(-len(splits) // _PAD) * _PAD)
-    maps = [np.zeros((slots, net.weights[j - 1].shape[0])) for j in range(1, k)]
+    maps = [np.zeros((slots, pw[j])) for j in range(1, k)]
     for s, (j, i, sign) in enumerate(splits):
         maps[j - 1][s, i] = sign
-    params = ([jnp.broadcast_to(b, (2 * width, b.shape[0])) for b in base], jnp.zeros((2 * width, slots)))
-    best_params, best = _optimise(params, tuple(net.weights[:k]), tuple(net.biases[:k]), k, iters, lam, unstable, base,
-                                  rel, jnp.asarray(lower_in), jnp.asarray(upper_in), [jnp.asarray(m) for m in maps])
-    alphas = [np.asarray(jnp.where(u, jnp.clip(p, 0.0, 1.0), b)) for p, u, b in zip(best_params[0], unstable, base)]
-    beta = np.maximum(np.asarray(best_params[1]), 0.0)
+    params = ([np.broadcast_to(b, (2 * pk, b.shape[0])).copy() for b in base], np.zeros((2 * pk, slots)))
+    best_params, best = _optimise(params, ws, bs, k, iters, lam, unstable, base, rel,
+                                  _pad(np.asarray(lower_in), (pw[0],)), _pad(np.asarray(upper_in), (pw[0],)), maps)
+    rows = np.r_[0:width, pk:pk + width]
+    alphas = [np.where(u, np.clip(np.asarray(p), 0.0, 1.0), b)[rows][:, : widths[j + 1]]
+              for j, (p, u, b) in enumerate(zip(best_params[0], unstable, base))]
+    beta = np.maximum(np.asarray(best_params[1]), 0.0)[rows]
     betas = [(j, i, beta[:, s]) for s, (j, i, _) in enumerate(splits)]
-    best = np.asarray(best)
+    best = np.asarray(best)[rows]
     return alphas, betas, best[:width], -best[width:]
