@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .checker.errors import BadInput
 from .checker.model import read_arrays, read_model
-from .checker.network import build_g, exact_layers, input_box, normalise_box
+from .checker.network import build_g, exact_layers, input_box, normalise_box, with_free
 from .checker.spec import read_spec
 
 METHODS = {"interval": "IBP", "crown": "CROWN", "alpha": "alpha-CROWN"}  # certify's name -> auto_LiRPA's
@@ -57,8 +57,8 @@ def diff_module(f_layers, g_layers, outputs=None):
             super().__init__()
             self.f, self.g = seq(f_layers), seq(g_layers)
 
-        def forward(self, x):
-            return self.f(x) - self.g(x)
+        def forward(self, x):  # g may read extra inputs (free values, `fill: free`) after f's
+            return self.f(x[..., :len(f_layers[0][0][0])]) - self.g(x)
 
     return Diff()
 
@@ -112,7 +112,7 @@ def for_certificate(spec_path: str | Path, cert_path: str | Path) -> dict:
     f = read_model(spec.model.path, spec.model.sha256)
     m = cert.get("materialized")
     g = build_g(spec, f, read_arrays(Path(cert_path).parent / m["path"]) if m else None)
-    box = normalise_box(f, *input_box(spec, f))
+    box = normalise_box(f, *with_free(g, *input_box(spec, f)))
     result = bounds(exact_layers(f), g, box, spec.property.outputs)
     import auto_LiRPA
 

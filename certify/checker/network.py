@@ -1,7 +1,7 @@
 """The exact objects a certificate speaks about: g built from f, the joint network, the input box.
 
-g is f after the spec's transforms, in order. Exact transforms (prune with zero or a given
-constant, merge with given groups, quantize, a second model) are rebuilt here; float ones
+g is f after the spec's transforms, in order. Exact transforms (prune with zero, a given
+constant or free values read as extra inputs, merge with given groups, quantize, a second model) are rebuilt here; float ones
 (low_rank's SVD, a mean fill, merge's k-means labels, pca's components and mean) are read from the
 materialised arrays whose sha256 the certificate carries, and applied exactly. The joint network shares f's
 and g's common prefix, runs the two tails side by side (block-diagonal weights) and ends in one
@@ -14,12 +14,19 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import BadInput
-from .exact import IntMat, IntVec, qmat, qvec
+from .exact import IntMat, IntVec, interval_dense, qmat, qvec
 from .model import Model, read_model, read_npy
 from .spec import PCA, LowRank, Merge, Prune, Quantize, Replace, SecondModel, Spec
 from .vnnlib import read_vnnlib
 
 Layer = tuple[list[list[Fraction]], list[Fraction]]
+
+
+class Explained(list):
+    """g's layers. `free` = (L, lower, upper) for a `fill: free` prune of layer L (always the last
+    transform): g reads extra inputs v in R = [lower, upper] after x, carried by identity rows through
+    layers 1..L (exact under ReLU: v >= 0), and layer L+1 reads v where it read the pruned neurons."""
+    free: tuple[int, list[Fraction], list[Fraction]] | None = None
 
 
 def exact_layers(model: Model) -> list[Layer]:
@@ -108,6 +115,7 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
             w, b = [list(row) for row in g[t.layer][0]], list(g[t.layer][1])  # the dense layer that reads layer t.layer
         if isinstance(t, Prune):
             pruned = pruned_indices(spec, t, width, f"{spec.explanation_key}[{i}].{t.kind}")
+            cols = [[row[j] for j in pruned] for row in w]  # read from v instead under `fill: free`
             for r, row in enumerate(w):
                 for j, c in zip(pruned, fill_values(spec, t, i, len(pruned), materialized)):
                     b[r] += row[j] * c
@@ -142,7 +150,34 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
         g[t.layer - 1] = (w1, b1)
         if t.layer < len(g):
             g[t.layer] = (w, b)
-    return g
+        if isinstance(t, Prune) and t.fill == "free":  # the last transform (the reader checks)
+            return free_inputs(spec, f, g, t.layer, pruned, cols)
+    return Explained(g)
+
+
+def free_inputs(spec: Spec, f: Model, g: list[Layer], layer: int, pruned: list[int], cols) -> Explained:
+    """g reading the pruned neurons' values v from extra inputs. R_j = [relu(l_j), relu(u_j)] from exact
+    interval propagation of g's layers 1..layer over the box contains neuron j's reachable range."""
+    lo, up = normalise_box(f, *input_box(spec, f))
+    for w, b in g[:layer]:
+        lo, up = ([max(v, Fraction(0)) for v in z] for z in interval_dense((qmat(w), qvec(b)), lo, up))
+    out = Explained(carried(g, len(pruned), layer, cols))
+    out.free = (layer, [lo[j] for j in pruned], [up[j] for j in pruned])
+    return out
+
+
+def carried(layers: list[Layer], m: int, depth: int, cols) -> list[Layer]:
+    """`layers` with m extra inputs carried by identity rows through layers 1..depth; layer depth+1
+    reads them through `cols` (one row of m weights per neuron)."""
+    out = []
+    for k, (w, b) in enumerate(layers):
+        if k < depth:
+            eye = [[Fraction(0)] * len(w[0]) + [Fraction(int(r == c)) for c in range(m)] for r in range(m)]
+            w, b = [list(row) + [Fraction(0)] * m for row in w] + eye, list(b) + [Fraction(0)] * m
+        elif k == depth:
+            w = [list(row) + list(c) for row, c in zip(w, cols)]
+        out.append((w, b))
+    return out
 
 
 def replaced(spec: Spec, index: int, t: Replace, g: list[Layer]) -> list[Layer]:
@@ -160,7 +195,7 @@ def replaced(spec: Spec, index: int, t: Replace, g: list[Layer]) -> list[Layer]:
 
 
 def fill_values(spec: Spec, t: Prune, index: int, count: int, materialized) -> list[Fraction]:
-    if t.fill == "zero":
+    if t.fill in ("zero", "free"):  # free: the neurons' own outgoing weights are zero
         return [Fraction(0)] * count
     if t.fill == "mean":
         return _materialized(materialized, index, "fill", (count,))
@@ -188,7 +223,12 @@ def _materialized(materialized, index: int, name: str, shape: tuple[int, ...]):
 
 def joint_network(f: list[Layer], g: list[Layer], outputs: tuple[int, ...] | None) -> tuple[list[tuple[IntMat, IntVec]], int]:
     """The joint network computing f_i - g_i (i in outputs), and how many dense layers it shares.
-    The shallower branch is padded to the other's depth by identity layers before its final layer."""
+    The shallower branch is padded to the other's depth by identity layers before its final layer.
+    g's free inputs (`Explained.free`) are carried through f's layers too (which ignores them), so
+    that the two branches still share their common prefix."""
+    if getattr(g, "free", None):
+        depth, m = g.free[0], len(g.free[1])
+        f = carried(f, m, depth, [[Fraction(0)] * m for _ in f[depth][1]])
     n = max(len(f), len(g))
     f, g = padded(f, n), padded(g, n)
     shared = next((i for i in range(n) if f[i] != g[i]), n - 1)
@@ -265,11 +305,19 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
     return lo, up
 
 
+def with_free(g: list[Layer], lo: list[Fraction], up: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:
+    """The domain box, times R (the free values' ranges) when g has free inputs."""
+    free = getattr(g, "free", None)
+    return (lo, up) if free is None else (list(lo) + free[1], list(up) + free[2])
+
+
 def normalise_box(model: Model, lo: list[Fraction], up: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:
-    """The image of the box under the model's leading elementwise affine map (itself a box)."""
+    """The image of the box under the model's leading elementwise affine map (itself a box). It maps
+    the model's inputs x only: coordinates past them (free values v) are kept as they are."""
     if model.input_scale is None:
         return lo, up
     s = [Fraction(v) for v in model.input_scale]
     t = [Fraction(v) for v in model.input_shift]
-    return ([min(l * a, u * a) + c for l, u, a, c in zip(lo, up, s, t)],
-            [max(l * a, u * a) + c for l, u, a, c in zip(lo, up, s, t)])
+    n = len(s)
+    return ([min(l * a, u * a) + c for l, u, a, c in zip(lo, up, s, t)] + list(lo[n:]),
+            [max(l * a, u * a) + c for l, u, a, c in zip(lo, up, s, t)] + list(up[n:]))

@@ -18,7 +18,7 @@ import yaml
 from .errors import BadInput
 from .numbers import parse_spec_number
 
-METHODS = ("auto", "interval", "crown", "alpha", "bab")
+METHODS = ("auto", "interval", "crown", "alpha", "lp", "bab")
 DEVIATIONS = ("linf",)
 SEMANTICS = ("real", "float32")
 
@@ -51,7 +51,7 @@ class Prune:
 
     layer: int
     keep: tuple[int, ...]
-    fill: str  # "zero" | "constant" | "mean"
+    fill: str  # "zero" | "constant" | "mean" | "free" (each v_j free in a range containing neuron j's: network.free_inputs)
     constant: tuple[Fraction, ...] | Fraction | None = None
     samples: int = 1000
     seed: int = 0
@@ -381,11 +381,11 @@ class _Reader:
         layer = self.integer(t["layer"], f"{key}.layer", 1)
         fill = t.get("fill")
         if fill is None or isinstance(fill, yaml.ScalarNode):
-            name = "zero" if fill is None else self.string(fill, f"{key}.fill", ("zero", "mean"))
+            name = "zero" if fill is None else self.string(fill, f"{key}.fill", ("zero", "mean", "free"))
             return Prune(layer, keep, name, line=line, kind=kind)
         f = self.mapping(fill, f"{key}.fill", (), ("constant", "mean"))
         if len(f) != 1:
-            raise self.bad(fill, f"{key}.fill", "give one fill", "write zero, mean, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
+            raise self.bad(fill, f"{key}.fill", "give one fill", "write zero, mean, free, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
         if "constant" in f:
             value = self.vector(f["constant"], f"{key}.fill.constant")
             if isinstance(value, Path):
@@ -404,6 +404,11 @@ class _Reader:
             i = next(i for i, t in enumerate(out) if isinstance(t, Replace))
             raise self.bad(items[i], f"{key}[{i}].replace", "replace changes g's layers, so it must be the last transform",
                            "move `replace` to the end of the explanation")
+        free = [i for i, t in enumerate(out) if isinstance(t, Prune) and t.fill == "free"]
+        if free and free != [len(out) - 1]:
+            i = free[0]
+            raise self.bad(items[i], f"{key}[{i}].{out[i].kind}.fill", "`fill: free` must be the last transform (one per explanation)",
+                           "move it to the end (without replace), or use another fill for the others")
         return out
 
     def levels(self, node):
@@ -480,6 +485,11 @@ def read_spec(path: str | Path) -> Spec:
     if "explanation" not in top and "levels" not in top:
         raise r.bad(root, "explanation", "missing", "add `explanation:` (a list of transforms) or `levels:` (named explanations)")
     transforms = r.explanation(top["explanation"], "explanation") if "explanation" in top else ()
-    return Spec(path=path, sha256=hashlib.sha256(raw).hexdigest(), model=r.model_ref(top["model"], "model"),
+    spec = Spec(path=path, sha256=hashlib.sha256(raw).hexdigest(), model=r.model_ref(top["model"], "model"),
                 input=r.input(top["input"]), explanation=transforms, property=r.property(top["property"]),
                 options=r.options(top.get("options")), levels=r.levels(top["levels"]) if "levels" in top else ())
+    if spec.property.semantics == "float32" and any(getattr(t, "fill", "") == "free" for e in
+                                                    [transforms, *(lv.explanation for lv in spec.levels)] for t in e):
+        raise r.bad(top["property"], "property.semantics", "float32 semantics is not supported with `fill: free`",
+                    "use `semantics: real` (or another fill)")
+    return spec

@@ -19,7 +19,7 @@ from ..checker.check import CheckResult, Verdict, check_certificate, data_hashes
 from ..checker.errors import BadInput
 from ..checker.exact import forward, qmat, qvec
 from ..checker.model import read_arrays, read_model, sha256_file
-from ..checker.network import build_g, exact_layers, input_box, joint_network
+from ..checker.network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from ..checker.numbers import parse_rational
 from ..checker.spec import Spec, read_spec
 
@@ -177,7 +177,7 @@ def describe_transform(t, widths: tuple) -> str:
     if kind in ("prune", "ablate"):
         width = widths[layer] if layer is not None and layer < len(widths) else None
         dropped = "the others" if width is None else f"the other {width - len(t.keep)}"
-        fill = {"zero": "0", "mean": f"their mean activation over {t.samples} uniform samples of the domain (seed {t.seed}; materialised)"}.get(t.fill)
+        fill = {"zero": "0", "free": "free values v_j, each ranging over an interval R_j (computed by the checker) that contains the neuron's range over the domain", "mean": f"their mean activation over {t.samples} uniform samples of the domain (seed {t.seed}; materialised)"}.get(t.fill)
         if fill is None:
             c = t.constant
             fill = f"the constant {_num(c)}" if isinstance(c, Fraction) else f"the constants [{', '.join(_num(v) for v in c)}]"
@@ -323,6 +323,7 @@ def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
         materialized = read_arrays(entry.cert_path.parent / str(cert["materialized"]["path"]))
     fl = exact_layers(f)
     g = build_g(spec, f, materialized)
+    entry.domain = with_free(g, *entry.domain)  # fill: free: the witness is (x, v), v in R
     outs = list(range(f.out_dim)) if spec.property.outputs is None else list(spec.property.outputs)
     joint, shared = joint_network(fl, g, spec.property.outputs)
     entry.shared = shared
@@ -337,10 +338,9 @@ def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
     if isinstance(w, dict) and entry.check.witness_deviation is not None:
         x = [parse_rational(v) for v in w["x"]]
         entry.witness = x
-        if f.input_scale is not None:
-            x = [v * Fraction(a) + Fraction(c) for v, a, c in zip(x, f.input_scale, f.input_shift)]
+        x = normalise_box(f, x, x)[0]  # a `fill: free` witness: x, then the free values v
         diff = forward(joint, x)  # f_i - g_i, exactly, as the checker replays it
-        fo = forward([(qmat(d.weight), qvec(d.bias)) for d in f.dense], x)  # f exactly (floats are exact rationals)
+        fo = forward([(qmat(d.weight), qvec(d.bias)) for d in f.dense], x[:f.in_dim])  # f exactly (floats are exact rationals)
         for row, d in zip(entry.outputs, diff):
             row.f, row.g, row.diff = fo[row.index], fo[row.index] - d, d
     if "tree" in cert:
