@@ -1,6 +1,6 @@
 """Soundness campaign: random networks, explanations, boxes and methods against an exact oracle.
 
-    python benchmarks/soundness.py --cases N [--seed S] [--workers W] [--json PATH] [--methods interval,crown,alpha,bab]
+    python benchmarks/soundness.py --cases N [--seed S] [--workers W] [--json PATH] [--methods interval,crown,alpha,lp,bab]
 
 Each case builds a random small ReLU MLP (random depth and width, with dead and always-active
 neurons), a random explanation (prune with zero/constant/mean fill, low_rank, a perturbed second
@@ -38,7 +38,7 @@ from certify.checker import Verdict, exact  # noqa: E402
 from certify.engine import bound_with, exact_witness, prepare, write_and_check  # noqa: E402
 from certify.model import save_model  # noqa: E402
 
-METHODS = ("interval", "crown", "alpha", "bab")
+METHODS = ("interval", "crown", "alpha", "lp", "bab")
 
 
 def random_case(rng: np.random.Generator, tmp: Path, i: int, method: str) -> Path:

@@ -10,9 +10,10 @@ unstable under interval bounds, and the box [-1, 1]^d for the smallest models.
 
 Per instance, in one run: the exact maximum of |f - g|_inf (MILP with HiGHS; null when it does not
 finish in its budget), the attained lower bound (falsifier, replayed exactly), certify's bound and
-time per method (interval, CROWN, alpha-CROWN, branch and bound), each from a certificate the
-checker accepted, and auto_LiRPA's IBP, CROWN and alpha-CROWN bounds and times on one torch module
-computing f(x) - g(x) (optional: `make bench-deps`; skipped with a note when it is absent).
+time per method (interval, CROWN, alpha-CROWN, the triangle LP through its dual (`lp`), branch and
+bound), each from a certificate the checker accepted, and auto_LiRPA's IBP, CROWN and alpha-CROWN
+bounds and times on one torch module computing f(x) - g(x) (optional: `make bench-deps`; skipped
+with a note when it is absent).
 Prints a table of ratios to exact (or to the attained lower bound) and writes JSON.
 """
 
@@ -39,7 +40,7 @@ from certify.crosscheck import METHODS as LIRPA_METHODS, lirpa_bounds  # noqa: E
 from certify.engine import attained_lower, bound_with, prepare, write_and_check  # noqa: E402
 from certify.model import save_model  # noqa: E402
 
-METHODS = ("interval", "crown", "alpha", "bab")
+METHODS = ("interval", "crown", "alpha", "lp", "bab")
 
 
 def random_mlp(seed: int, widths: list[int]):
