@@ -19,19 +19,20 @@ import numpy as np
 from . import __version__
 from .bounds.bab import branch_and_bound
 from .bounds.falsify import falsify
-from .bounds.network import box_floats, from_exact
+from .bounds.lp import LP_MAX_VARIABLES, lp_fits, lp_variables
+from .bounds.network import box_floats, from_exact, joint_pairs
 from .certificate import certificate_json, propose, write_json_atomic
 from .checker import exact
 from .checker.check import CheckResult, Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.float32 import float32_margins
 from .checker.model import read_arrays, read_model, sha256_file
-from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box
+from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box, with_free
 from .checker.spec import Spec, read_spec
 from .explain import materialize
 from .model import save_arrays
 
-PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "bab": ("bab",),
+PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "lp": ("lp",), "bab": ("bab",),
          "auto": ("interval", "crown", "alpha", "bab")}
 BAB_LEAF_METHOD = "alpha"
 
@@ -80,7 +81,7 @@ class Problem:
     materialized: dict | None  # {"path", "sha256"} of the materialised arrays, or None
     joint: list
     shared: int
-    domain: tuple  # exact box in the spec's input space
+    domain: tuple  # exact box in the spec's input space (then the free values' ranges R, under `fill: free`)
     box: tuple  # exact box in the network's input space
     net: object  # FloatNet of the joint network
     margins: tuple = ()  # float32 semantics: per-output rounding error bounds (else empty)
@@ -113,14 +114,17 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
         meta = {"path": gpath.name, "sha256": sha256_file(gpath)}
     g = build_g(spec, f, materialized)
     joint, shared = joint_network(exact_layers(f), g, spec.property.outputs)
+    domain = with_free(g, *domain)  # fill: free: the domain is box x R, the witness (x, v)
     box = normalise_box(f, *domain)
     margins = ()
     if spec.property.semantics == "float32":
         if f.input_scale is not None:
             raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
                            "affine layer", "fold the normalisation into the first dense layer")
-        margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs))
-    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, from_exact(joint), margins)
+        margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path)))
+    net = from_exact(joint)
+    net = dataclasses.replace(net, pairs=joint_pairs(net.widths, f.widths, shared))
+    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins)
 
 
 def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
@@ -136,14 +140,21 @@ def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
 def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
     """The falsifier's best input, projected exactly into the domain, and its exact deviation."""
     f, opts = p.model, p.spec.options
-    net = dataclasses.replace(p.net, input_scale=None if f.input_scale is None else np.array(f.input_scale),
-                              input_shift=None if f.input_shift is None else np.array(f.input_shift))
+    net = dataclasses.replace(p.net, **float_affine(f, len(p.domain[0])))
     x, _ = falsify(net, *box_floats(*p.domain), starts=opts.starts, steps=opts.steps, seed=opts.seed)
     witness = exact_witness(x, p.domain)
     if p.margins:  # float32 semantics: the witness must be an input a float32 run can take
         witness = [float32_inside(v, lo, up) for v, lo, up in zip(witness, *p.domain)]
-    xn = witness if f.input_scale is None else [v * Fraction(a) + Fraction(c) for v, a, c in zip(witness, f.input_scale, f.input_shift)]
-    return witness, max(abs(v) for v in exact.forward(p.joint, xn))
+    return witness, max(abs(v) for v in exact.forward(p.joint, normalise_box(f, witness, witness)[0]))
+
+
+def float_affine(f, dim: int) -> dict:
+    """f's input normalisation as float arrays over all `dim` domain coordinates (free values v: identity)."""
+    if f.input_scale is None:
+        return {"input_scale": None, "input_shift": None}
+    extra = dim - len(f.input_scale)
+    return {"input_scale": np.concatenate([np.array(f.input_scale, float), np.ones(extra)]),
+            "input_shift": np.concatenate([np.array(f.input_shift, float), np.zeros(extra)])}
 
 
 @contextlib.contextmanager
@@ -170,7 +181,15 @@ def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fract
                                  margins=p.margins, progress=report)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
     proposal = propose(p.net, p.joint, p.box, method, margins=p.margins)
-    return proposal.bound, {"steps": proposal.steps}, {}
+    if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all: keep the better
+        used = any(s["kind"] == "difference" and s["pairs"] for s in proposal.steps)
+        plain = propose(p.net, p.joint, p.box, method, margins=p.margins, differential=False) if used else proposal
+        if plain.bound < proposal.bound:
+            proposal, used = plain, False
+        return proposal.bound, {"steps": proposal.steps}, {"differential": used}
+    notes = {"lp": f"{lp_variables(p.net)} LP variables exceed {LP_MAX_VARIABLES}: output layer bounded with alpha-CROWN"
+             } if method == "lp" and not lp_fits(p.net) else {}
+    return proposal.bound, {"steps": proposal.steps}, notes
 
 
 def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witness, lower, notes: dict,

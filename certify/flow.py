@@ -390,8 +390,8 @@ class ComponentResult:
 
 
 def _fill_entry(t: Prune, position: int):
-    if t.fill == "zero":
-        return "zero"
+    if t.fill in ("zero", "free"):
+        return t.fill
     if t.fill == "mean":
         return {"mean": {"samples": t.samples, "seed": t.seed}}
     c = t.constant[position] if isinstance(t.constant, tuple) else t.constant
@@ -492,15 +492,15 @@ def quick_lower(p, samples: int = 512, steps: int = 40, seed: int = 0):
     import numpy as np
 
     from .checker import exact
-    from .engine import exact_witness
+    from .checker.network import normalise_box
+    from .engine import exact_witness, float_affine
 
     ws = [np.asarray(w) for w in p.net.weights]
     bs = [np.asarray(b) for b in p.net.biases]
     lo = np.array([float(v) for v in p.domain[0]])
     up = np.array([float(v) for v in p.domain[1]])
     f = p.model
-    scale = None if f.input_scale is None else np.array(f.input_scale)
-    shift = None if f.input_shift is None else np.array(f.input_shift)
+    scale, shift = float_affine(f, len(lo)).values()
     rng = np.random.default_rng(seed)
     x = np.concatenate([lo + (up - lo) * rng.random((samples, len(lo))),
                         np.where(rng.random((samples // 4, len(lo))) < 0.5, lo, up), ((lo + up) / 2)[None]])
@@ -531,8 +531,7 @@ def quick_lower(p, samples: int = 512, steps: int = 40, seed: int = 0):
     d, _ = run(x)
     best = x[int(np.argmax(np.max(np.abs(d), axis=1)))]
     witness = exact_witness(best, p.domain)
-    xn = witness if f.input_scale is None else [v * Fraction(a) + Fraction(c) for v, a, c in zip(witness, f.input_scale, f.input_shift)]
-    return witness, max(abs(v) for v in exact.forward(p.joint, xn))
+    return witness, max(abs(v) for v in exact.forward(p.joint, normalise_box(f, witness, witness)[0]))
 
 
 def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold: Fraction | None = None,

@@ -355,10 +355,83 @@ def test_tampered_beta_multipliers_are_rejected(bab_certificates, mutate):
     assert check_certificate(spec, out).verdict is Verdict.REJECTED, mutate.__name__
 
 
+def _diff_step(c):
+    return c["steps"][_first(c["steps"], "difference")]
+
+
+def _shift(step, key, i, by):
+    step[key][i] = rational_str(Fraction(step[key][i]) + by)
+
+
+def diff_lower_raised_to_upper(c):  # a narrower range of z_a - z_b than derived
+    s = _diff_step(c)
+    i = max(range(len(s["pairs"])), key=lambda p: Fraction(s["upper"][p]) - Fraction(s["lower"][p]))
+    s["lower"][i] = s["upper"][i]
+
+
+def diff_upper_lowered(c):
+    s = _diff_step(c)
+    i = max(range(len(s["pairs"])), key=lambda p: Fraction(s["upper"][p]) - Fraction(s["lower"][p]))
+    s["upper"][i] = s["lower"][i]
+
+
+def diff_lower_line_raised(c):
+    _shift(_diff_step(c), "lower_intercept", 0, 1)
+
+
+def diff_upper_line_lowered(c):
+    _shift(_diff_step(c), "upper_intercept", 0, -1)
+
+
+def diff_lower_slope_steeper(c):  # a line valid at one end only
+    s = _diff_step(c)
+    i = max(range(len(s["pairs"])), key=lambda p: Fraction(s["upper"][p]) - Fraction(s["lower"][p]))
+    _shift(s, "lower_slope", i, Fraction(1, 2))
+
+
+def diff_neuron_in_two_pairs(c):
+    s = _diff_step(c)
+    s["pairs"][1] = [s["pairs"][0][0], s["pairs"][1][1]]
+
+
+def diff_pair_out_of_range(c):
+    _diff_step(c)["pairs"][0] = [0, 10**6]
+
+
+def diff_on_output_layer(c):
+    _diff_step(c)["layer"] = max(s["layer"] for s in c["steps"])
+
+
+def diff_step_dropped(c):  # the later steps' claims were derived with its lines
+    c["steps"].pop(_first(c["steps"], "difference"))
+
+
+def diff_vector_truncated(c):
+    _diff_step(c)["upper_slope"].pop()
+
+
+DIFF_MUTATIONS = [diff_lower_raised_to_upper, diff_upper_lowered, diff_lower_line_raised, diff_upper_line_lowered,
+                  diff_lower_slope_steeper, diff_neuron_in_two_pairs, diff_pair_out_of_range, diff_on_output_layer,
+                  diff_step_dropped, diff_vector_truncated]
+ATTACKS["difference"] = [m.__name__ for m in DIFF_MUTATIONS]
+
+
+@pytest.mark.parametrize("mutate", DIFF_MUTATIONS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("name", ["tiny_second_model", "digits_low_rank"])  # certificates with difference steps
+def test_tampered_difference_steps_are_rejected(genuine, name, mutate, tmp_path):
+    path, cert = genuine[name]
+    tampered = copy.deepcopy(cert)
+    mutate(tampered)
+    out = path.parent / f"tampered-{mutate.__name__}.cert.json"
+    out.write_text(json.dumps(tampered))
+    result = check_certificate(SPECS / f"{name}.yaml", out)
+    assert result.verdict is Verdict.REJECTED, f"{mutate.__name__} was accepted on {name}"
+
+
 def test_every_step_kind_has_tamper_tests():
     from certify.checker import STEP_CHECKERS
 
-    names = {m.__name__ for m in MUTATIONS} | {"beta_negative", "beta_for_unsplit_neuron", "beta_on_wrong_layer"}
+    names = {m.__name__ for m in MUTATIONS + DIFF_MUTATIONS} | {"beta_negative", "beta_for_unsplit_neuron", "beta_on_wrong_layer"}
     assert set(STEP_CHECKERS) == set(ATTACKS), "a step kind without tamper tests: add mutations to ATTACKS"
     for kind, attacks in ATTACKS.items():
         assert attacks and set(attacks) <= names, kind

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .linear import Relaxation, backsubstitute
+from .linear import Difference, Relaxation, backsubstitute
 from .network import FloatNet
 
 LEARNING_RATE = 0.2
@@ -24,13 +24,14 @@ _OPT = optax.adam(LEARNING_RATE)
 _PAD = 8  # split counts are padded to a multiple of this, so leaves of similar depth share one compile
 
 
-def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, upper_in, split_maps):
+def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, upper_in, split_maps, diffs):
     alphas, beta = params
     net = FloatNet(weights, biases)
     rs = [Relaxation(jnp.where(u, jnp.clip(p, 0.0, 1.0), b), r[0], r[1], r[2])
           for p, u, b, r in zip(alphas, unstable, base, relax)]
     terms = {j: jnp.maximum(beta, 0.0) @ m for j, m in enumerate(split_maps, start=1)}
-    return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms)
+    diff = {j: Difference(d[0], d[1], Relaxation(*d[2:])) for j, d in enumerate(diffs, start=1) if d is not None}
+    return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff)
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -70,7 +71,7 @@ def _pad(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[tuple[np.ndarray, np.ndarray]],
-                   lower_in, upper_in, *, assume: dict | None = None, iters: int = 60):
+                   lower_in, upper_in, *, assume: dict | None = None, iters: int = 60, diff: dict | None = None):
     """Per-row parameters for the bounds of layer k. Returns (alphas, betas, lower, upper).
 
     alphas[j-1] has shape (2*width_k, width_j): rows < width_k bound the neurons from below, the
@@ -98,8 +99,18 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
     for s, (j, i, sign) in enumerate(splits):
         maps[j - 1][s, i] = sign
     params = ([np.broadcast_to(b, (2 * pk, b.shape[0])).copy() for b in base], np.zeros((2 * pk, slots)))
+    diffs = []  # per layer below k: the pairs (padded with no-op pairs (0, 0)) and their lines, or None
+    for j in range(1, k):
+        d = (diff or {}).get(j)
+        if d is None:
+            diffs.append(None)
+            continue
+        m = _bucket(len(d.a))
+        lines = d.lines
+        diffs.append((_pad(d.a, (m,)).astype(np.int32), _pad(d.b, (m,)).astype(np.int32),
+                      *(_pad(np.asarray(v), (m,)) for v in (lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept))))
     best_params, best = _optimise(params, ws, bs, k, iters, lam, unstable, base, rel,
-                                  _pad(np.asarray(lower_in), (pw[0],)), _pad(np.asarray(upper_in), (pw[0],)), maps)
+                                  _pad(np.asarray(lower_in), (pw[0],)), _pad(np.asarray(upper_in), (pw[0],)), maps, diffs)
     rows = np.r_[0:width, pk:pk + width]
     alphas = [np.where(u, np.clip(np.asarray(p), 0.0, 1.0), b)[rows][:, : widths[j + 1]]
               for j, (p, u, b) in enumerate(zip(best_params[0], unstable, base))]

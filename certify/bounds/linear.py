@@ -66,11 +66,46 @@ def relax_relu(lower, upper, alpha=None) -> Relaxation:
     return Relaxation(lo_slope, np.zeros_like(lo_slope), up_slope, up_int)
 
 
-def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in, trace=None, split_terms=None):
+@dataclass(frozen=True)
+class Difference:
+    """Differential lines of one layer: for pair p = (a[p], b[p]), lower_slope*delta + lower_intercept
+    <= relu(z_a) - relu(z_b) <= upper_slope*delta + upper_intercept, delta = z_a - z_b (the checker's
+    `difference` step)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    lines: Relaxation
+
+
+def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
+    """Rows h (coefficients on relu(z)) already relaxed neuron by neuron into (lam, const): where h_a,
+    h_b have opposite signs, redo the pair as c*relu(z_ref) + d*D (see exact.backsubstitute)."""
+    xa, xb = h[:, d.a], h[:, d.b]
+    opp = xa * xb < 0
+    ref_a = xp.abs(xa) >= xp.abs(xb)
+    c, dd = xa + xb, xp.where(ref_a, -xb, xa)
+    take = lambda v, i: v[..., i]  # slopes are per neuron, or per row and neuron (alpha)
+    pick = lambda v: xp.where(ref_a, take(v, d.a), take(v, d.b))
+    c_slope = xp.where(c >= 0, c * pick(r.lower_slope), c * pick(r.upper_slope))
+    c_int = xp.where(c >= 0, c * pick(r.lower_intercept), c * pick(r.upper_intercept))
+    ds = xp.where(dd >= 0, dd * d.lines.lower_slope, dd * d.lines.upper_slope)
+    dt = xp.where(dd >= 0, dd * d.lines.lower_intercept, dd * d.lines.upper_intercept)
+    std_int = sum(xp.where(x >= 0, x * take(r.lower_intercept, i), x * take(r.upper_intercept, i)) for x, i in ((xa, d.a), (xb, d.b)))
+    cols = xp.arange(h.shape[1])
+    ea, eb = (d.a[:, None] == cols[None, :]) * 1.0, (d.b[:, None] == cols[None, :]) * 1.0
+    new_a = xp.where(ref_a, c_slope, 0.0) + ds
+    new_b = xp.where(ref_a, 0.0, c_slope) - ds
+    lam = lam + xp.where(opp, new_a - lam[:, d.a], 0.0) @ ea + xp.where(opp, new_b - lam[:, d.b], 0.0) @ eb
+    return lam, const + xp.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
+
+
+def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in, trace=None, split_terms=None,
+                   diff: dict | None = None):
     """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box.
 
     If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j.
     `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN).
+    `diff[j]` (a Difference), if given, relaxes pairs of layer j jointly (differential bounds).
     """
     xp = _xp(lam, *(r.lower_slope for r in relax), *(split_terms or {}).values())
     const = xp.zeros(lam.shape[0])
@@ -81,18 +116,20 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
         if j > 1:
             if trace is not None:
                 trace[j - 1] = lam
-            r = relax[j - 2]
+            r, h = relax[j - 2], lam
             pos = lam >= 0
             const = const + xp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
             lam = xp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
+            if diff and (j - 1) in diff:
+                lam, const = _apply_difference(xp, h, lam, const, r, diff[j - 1])
             if split_terms is not None and (j - 1) in split_terms:
                 lam = lam + split_terms[j - 1]
     return const + xp.maximum(lam, 0.0) @ lower_in + xp.minimum(lam, 0.0) @ upper_in
 
 
-def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in):
-    """(lower, upper) of every neuron of layer k by back-substitution."""
-    n = net.weights[k - 1].shape[0]
-    eye = np.eye(n)
-    both = backsubstitute(net, k, np.concatenate([eye, -eye]), relax, np.asarray(lower_in), np.asarray(upper_in))
+def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in, diff: dict | None = None, rows=None):
+    """(lower, upper) of every neuron of layer k (or of `rows` @ z_k) by back-substitution."""
+    rows = np.eye(net.weights[k - 1].shape[0]) if rows is None else rows
+    both = backsubstitute(net, k, np.concatenate([rows, -rows]), relax, np.asarray(lower_in), np.asarray(upper_in), diff=diff)
+    n = rows.shape[0]
     return both[:n], -both[n:]

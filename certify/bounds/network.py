@@ -22,6 +22,7 @@ class FloatNet:
     biases: tuple[np.ndarray, ...]
     input_scale: np.ndarray | None = None
     input_shift: np.ndarray | None = None
+    pairs: dict | None = None  # hidden layer -> (a, b) index arrays: f's neuron a and g's copy b (differential bounds)
 
     def __post_init__(self):
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -53,6 +54,17 @@ def from_exact(layers, input_scale=None, input_shift=None) -> FloatNet:
     scale = None if input_scale is None else np.array(input_scale, dtype=np.float64)
     shift = None if input_shift is None else np.array(input_shift, dtype=np.float64)
     return FloatNet(tuple(ws), tuple(bs), scale, shift)
+
+
+def joint_pairs(joint_widths, f_widths, shared: int) -> dict:
+    """Pairs (f's neuron i, g's neuron i) of the joint network's hidden layers after the shared
+    prefix, where f and g have the same width there (every transform but replace)."""
+    pairs = {}
+    for j in range(shared + 1, len(joint_widths) - 1):
+        w = f_widths[j] if j < len(f_widths) - 1 else None
+        if w is not None and joint_widths[j] == 2 * w:
+            pairs[j] = (np.arange(w), w + np.arange(w))
+    return pairs
 
 
 def box_floats(lo: list[Fraction], up: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:

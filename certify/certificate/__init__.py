@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bounds.alpha import optimise_alpha
-from ..bounds.linear import Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
+from ..bounds.linear import Difference, Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
+from ..bounds.lp import lp_alphas, lp_fits
 from ..bounds.network import FloatNet, box_floats
 from ..checker import exact
 from ..checker.check import FORMAT, VERSION, data_hashes
@@ -131,30 +132,78 @@ def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
     return low, up
 
 
+def _round_down(q: Fraction) -> float:
+    x = float(q)
+    return math.nextafter(x, -math.inf) if Fraction(x) > q else x
+
+
+def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
+    """Lines below and above D = relu(z_a) - relu(z_b) in delta = z_a - z_b on [dlo, dup]: the chords
+    of its lower envelope (concave) and upper envelope (convex), intercepts rounded so that each
+    line is exactly valid at both ends (what the checker's `difference` step tests)."""
+    out = [[], [], [], []]
+    for dl, du, i, j in zip(dlo, dup, a, b):
+        L, U = Fraction(dl), Fraction(du)
+        low = lambda x: x if lo[j] >= 0 else Fraction(0) if up[j] <= 0 else min(x, Fraction(0))  # noqa: E731
+        high = lambda x: x if lo[i] >= 0 else Fraction(0) if up[i] <= 0 else max(x, Fraction(0))  # noqa: E731
+        sl = float((low(U) - low(L)) / (U - L)) if U > L else 0.0
+        su = float((high(U) - high(L)) / (U - L)) if U > L else 0.0
+        out[0].append(sl)
+        out[1].append(_round_down(min(low(x) - Fraction(sl) * x for x in (L, U))))
+        out[2].append(su)
+        out[3].append(_round_up(max(high(x) - Fraction(su) * x for x in (L, U))))
+    return Relaxation(*(np.array(v) for v in out))
+
+
+def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in):
+    """The `difference` step of layer k's pairs and its float Difference (lower > upper for some
+    pair: the region is empty, as the checker concludes from the step). A pair is kept where the range of z_a - z_b
+    is no wider than the narrower of the two neurons' ranges: there the joint lines are tighter than
+    two separate relaxations (measured: keeping every pair loosens pruned MLPs by up to 65 %)."""
+    a, b = net.pairs[k]
+    rows = np.zeros((len(a), net.weights[k - 1].shape[0]))
+    rows[np.arange(len(a)), a], rows[np.arange(len(a)), b] = 1.0, -1.0
+    dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, rows)
+    lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in (lo, up) for i in (a, b))
+    dlo, dup = np.maximum(dlo, lo_a - up_b), np.minimum(dup, up_a - lo_b)
+    keep = np.flatnonzero(dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b))
+    dlo, dup = pad_outward(dlo[keep], dup[keep])
+    a, b = a[keep], b[keep]
+    lines = difference_lines(dlo, dup, lo, up, a, b)
+    step = {"kind": "difference", "layer": k, "pairs": [[int(i), int(j)] for i, j in zip(a, b)], "lower": _q(dlo),
+            "upper": _q(dup), "lower_slope": _q(lines.lower_slope), "lower_intercept": _q(lines.lower_intercept),
+            "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
+    return step, Difference(a, b, lines)
+
+
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
-            assume: dict | None = None, margins: tuple = ()) -> Proposal:
-    """Steps for `method` ("interval", "crown" or "alpha") on the joint network (network input space).
+            assume: dict | None = None, margins: tuple = (), differential: bool = True) -> Proposal:
+    """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
     ReLU relaxation built on their intersection, clamped by the region's ReLU splits `assume`
-    ({(layer, neuron): "inactive" | "active"}). The output layer n: computed exactly here.
+    ({(layer, neuron): "inactive" | "active"}), then (crown, alpha, `differential`) a difference step
+    for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here.
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
     steps: list[dict] = []
     relax: list[Relaxation] = []
     claims: list[tuple[np.ndarray, np.ndarray]] = []
+    diff: dict = {}  # layer -> Difference (floats); qdiff: the same lines as the checker's exact IntVecs
+    qdiff: dict = {}
+    pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
     for k in range(1, n):
         prev = (lo_in, up_in) if k == 1 else interval_relu(*claims[-1])
         lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
-        if method in ("crown", "alpha") and k > 1:
+        if method in ("crown", "alpha", "lp") and k > 1:
             width = net.weights[k - 1].shape[0]
-            if method == "alpha" and 2 * width * sum(net.widths[1:k]) <= ALPHA_MAX_ENTRIES:
-                alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume)
+            if method in ("alpha", "lp") and 2 * width * sum(net.widths[1:k]) <= ALPHA_MAX_ENTRIES:
+                alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume, diff=diff)
                 extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
             else:
-                (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in), {}
+                (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in, diff), {}
             clo, cup = pad_outward(clo, cup)
             steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
@@ -169,6 +218,15 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
                       "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
                       "upper_intercept": _q(r.upper_intercept)})
+        if k in pairs:
+            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in)
+            steps.append(step)  # even with no pairs: a split region must not inherit its parent's pairs here
+            if any(x > y for x, y in zip(step["lower"], step["upper"])):  # contradictory: the region is empty
+                return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
+            if len(diff_k.a):
+                diff[k] = diff_k
+            qdiff[k] = (list(zip(diff_k.a.tolist(), diff_k.b.tolist())), tuple(exact.qvec(map(float, v)) for v in (
+                diff_k.lines.lower_slope, diff_k.lines.lower_intercept, diff_k.lines.upper_slope, diff_k.lines.upper_intercept)))
     # output layer: exact
     if n == 1:
         out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
@@ -176,19 +234,20 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         prev = [[max(Fraction(float(v)), Fraction(0)) for v in b] for b in claims[-1]]
         out_lo, out_up = exact.interval_dense(exact_joint[-1], *prev)
     steps.append({"kind": "interval", "layer": n, "lower": _q(out_lo), "upper": _q(out_up)})
-    if method in ("crown", "alpha") and n > 1:
+    if method in ("crown", "alpha", "lp") and n > 1:
         width = len(exact_joint[-1][1][0])
         extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
-        if method == "alpha":
-            alphas, betas, _, _ = optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume)
+        if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
+            alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
+                             else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff)[:2])
             extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
             alpha_low, alpha_up = _exact_alpha(alphas, width)
             beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
         eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
         qrelax = [tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax]
-        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low, beta_low)
-        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up)]
+        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low, beta_low, qdiff)
+        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
     return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins))

@@ -12,7 +12,7 @@ import enum
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from .errors import BadInput, Rejected
 from .float32 import float32_margins, is_float32
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec
 from .model import read_arrays, read_model, sha256_file
-from .network import build_g, exact_layers, input_box, joint_network, normalise_box
+from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_rational, rational_str
 from .spec import Spec, read_spec
 
@@ -38,6 +38,7 @@ CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
 BOUND_KEYS = {"kind", "layer", "lower", "upper"}
 LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta"}
 RELAX_KEYS = {"kind", "layer", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept"}
+DIFF_KEYS = RELAX_KEYS | {"pairs", "lower", "upper"}
 
 
 class Verdict(enum.Enum):
@@ -67,6 +68,7 @@ class _State:
     relax: dict  # layer -> four IntVecs (lower slope, lower intercept, upper slope, upper intercept)
     assume: dict  # (layer, neuron) -> "inactive" (z <= 0) | "active" (z >= 0): this leaf's ReLU splits
     empty: bool = False  # the verified bounds and the splits contradict: the leaf's region is empty
+    diff: dict = field(default_factory=dict)  # layer -> (pairs, four IntVecs): verified difference lines
 
 
 def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
@@ -201,9 +203,45 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     neg = [[-x for x in row] for row in eye]
     box = (qvec(state.box[0]), qvec(state.box[1]))
     relax = [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low, beta_low)
-    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up, beta_up)]
+    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low, beta_low, state.diff)
+    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up, beta_up, state.diff)]
     _accept_bounds(step, state, where, lower, upper)
+
+
+def check_difference(step: dict, state: _State, where: str) -> None:
+    """Differential bounds (NeuroDiff, VeryDiff) for neuron pairs (a, b) of hidden layer k, typically
+    f's neuron and g's copy of it: bounds on delta = z_a - z_b (back-substitution of the rows
+    e_a - e_b, or the verified intervals), and lines s*delta + t below and above D = relu(z_a) -
+    relu(z_b) on them, which later back-substitutions use (see exact.backsubstitute).
+
+    D lies between L and U: relu is monotone and 1-Lipschitz, so min(delta, 0) <= D <= max(delta, 0);
+    z_b >= 0 gives D >= delta, z_b <= 0 gives D >= 0, z_a >= 0 gives D <= delta, z_a <= 0 gives D <= 0.
+    L is concave and U convex in delta, so a line is below L (above U) on [lower, upper] iff it is
+    at both ends."""
+    _keys(step, DIFF_KEYS, where)
+    k = _layer(step, state, where)
+    if k == len(state.joint) or k not in state.bounds or any(j not in state.relax for j in range(1, k)):
+        raise Rejected(where, f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
+    lo, up = state.bounds[k]
+    pairs = step["pairs"]
+    if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
+            type(i) is not int or not 0 <= i < len(lo) for i in p) for p in pairs) or len({i for p in pairs for i in p}) != 2 * len(pairs)):
+        raise Rejected(where, "pairs must be [a, b] neuron pairs of the layer, each neuron in at most one pair")
+    rows = [[int(c == a) - int(c == b) for c in range(len(lo))] for a, b in pairs]
+    box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
+    d_lo = backsubstitute((rows, 1), state.joint[:k], relax, box, diff=state.diff) if pairs else []
+    d_up = [-v for v in backsubstitute(([[-x for x in r] for r in rows], 1), state.joint[:k], relax, box, diff=state.diff)] if pairs else []
+    c_lo, c_up, *lines = (_vector(step, name, len(pairs), where) for name in ("lower", "upper", *sorted(RELAX_KEYS - BOUND_KEYS)))
+    for p, ((a, b), cl, cu, dl, du, tl, sl, tu, su) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
+        if cl > max(dl, lo[a] - up[b]) or cu < min(du, up[a] - lo[b]):
+            raise Rejected(where, f"pair {p}: claimed bounds [{cl}, {cu}] of z_{a} - z_{b} are not implied")
+        state.empty = state.empty or cl > cu
+        for x in (cl, cu):
+            low = x if lo[b] >= 0 else Fraction(0) if up[b] <= 0 else min(x, Fraction(0))
+            high = x if lo[a] >= 0 else Fraction(0) if up[a] <= 0 else max(x, Fraction(0))
+            if sl * x + tl > low or su * x + tu < high:
+                raise Rejected(where, f"pair {p}: a line is not below/above relu(z_{a}) - relu(z_{b}) at delta = {x}")
+    state.diff[k] = ([tuple(p) for p in pairs], tuple(qvec(lines[i]) for i in (1, 0, 3, 2)))
 
 
 def _relu(z):
@@ -255,6 +293,7 @@ STEP_CHECKERS = {
     "interval": check_interval,
     "linear": check_linear,
     "relu_relaxation": check_relu_relaxation,
+    "difference": check_difference,
 }
 
 
@@ -286,7 +325,7 @@ def _run_steps(steps: object, state: _State, where: str) -> int:
 def _child(parent: _State, box: tuple, assume: dict, split_layer: int | None = None) -> _State:
     """A child region inherits everything verified for its parent (the parent's region contains
     it); a new ReLU split clamps the inherited bounds of its neuron at once."""
-    state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty)
+    state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty, dict(parent.diff))
     if split_layer in state.bounds:
         _set_bounds(state, split_layer, *state.bounds[split_layer])
     return state
@@ -388,7 +427,7 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     except (KeyError, ValueError) as exc:
         raise Rejected("materialized", f"g cannot be rebuilt: {exc}") from None
     joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
-    domain = input_box(spec, f)
+    domain = with_free(g, *input_box(spec, f))  # x, then any free values v (fill: free)
     box = normalise_box(f, *domain)
 
     claim = _keys(cert["claim"], CLAIM_KEYS | {"semantics"}, "claim", CLAIM_KEYS)
@@ -409,17 +448,16 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
         if f.input_scale is not None:
             raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
                            "affine layer", "fold the normalisation into the first dense layer")
-        margins = float32_margins(exact_layers(f), g, box, spec.property.outputs)
+        margins = float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path))
     steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins)
 
     witness_dev = None
     if cert.get("witness") is not None:
         w = _keys(cert["witness"], {"x", "deviation"}, "witness")
-        x = _vector(w, "x", f.in_dim, "witness")
+        x = _vector(w, "x", len(domain[0]), "witness")
         if any(not l <= v <= u for v, l, u in zip(x, *domain)):
             raise Rejected("witness", "the input lies outside the spec's domain")
-        if f.input_scale is not None:
-            x = [v * Fraction(a) + Fraction(c) for v, a, c in zip(x, f.input_scale, f.input_shift)]
+        x = normalise_box(f, x, x)[0]
         diffs = [abs(v) for v in forward(joint, x)]
         witness_dev = max(diffs)
         if parse_rational(w["deviation"]) != witness_dev:

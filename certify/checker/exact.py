@@ -44,7 +44,8 @@ def transpose(m: IntMat) -> IntMat:
 
 
 def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
-                   alpha: dict[int, IntMat] | None = None, beta: dict[int, IntMat] | None = None) -> list[Fraction]:
+                   alpha: dict[int, IntMat] | None = None, beta: dict[int, IntMat] | None = None,
+                   diff: dict | None = None) -> list[Fraction]:
     """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
@@ -54,6 +55,12 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     `alpha[j]` (optional) gives row r its own lower line alpha[j][r]*z (intercept 0) for the ReLU
     of layer j (alpha-CROWN). At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
     products run in FLINT (fmpz_mat), everything else on Python integers.
+
+    `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
+    delta = z_a - z_b, one per pair (a, b) of layer j). Where a row's coefficients x_a, x_b on a pair
+    have opposite signs, x_a*h_a + x_b*h_b is rewritten exactly as c*h_ref + d*D (c = x_a + x_b; ref = a,
+    d = -x_b if |x_a| >= |x_b|, else ref = b, d = x_a) and each term takes its own verified line:
+    when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
     """
     rows, den = lam
     consts = [Fraction(0)] * len(rows)
@@ -65,21 +72,33 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
         rows = [[int(x) for x in row] for row in (m * fmpz_mat(w)).table()]
         den *= wden
         if j > 0:
-            (los, losd), (loi, loid), (ups, upsd), (upi, upid) = relax[j - 1]
             rows_alpha, ad = (alpha or {}).get(j, (None, 1))
-            lcm_s, lcm_i = math.lcm(losd, upsd, ad), math.lcm(loid, upid)  # all lines on one denominator
-            los = [a * (lcm_s // losd) for a in los]
-            ups = [a * (lcm_s // upsd) for a in ups]
-            loi = [a * (lcm_i // loid) for a in loi]
-            upi = [a * (lcm_i // upid) for a in upi]
+            pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
+            lines = list(relax[j - 1]) + list(dlines)  # relu lines, then difference lines
+            lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
+            los, loi, ups, upi, dls, dli, dus, dui = ([a * (m // d) for a in v] for (v, d), m in zip(lines, [lcm_s, lcm_i] * 4))
             new_rows = []
             for r, row in enumerate(rows):
                 if rows_alpha is not None:
                     lo_r, loi_r = [a * (lcm_s // ad) for a in rows_alpha[r]], [0] * len(row)
                 else:
                     lo_r, loi_r = los, loi
-                new_rows.append([x * (a if x >= 0 else aa) for x, a, aa in zip(row, lo_r, ups)])
+                new = [x * (a if x >= 0 else aa) for x, a, aa in zip(row, lo_r, ups)]
                 icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi_r, upi))
+                for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui):
+                    xa, xb = row[a], row[b]
+                    if xa * xb >= 0:
+                        continue
+                    ref, d = (a, -xb) if abs(xa) >= abs(xb) else (b, xa)
+                    c = xa + xb
+                    icpt -= sum(x * (loi_r[i] if x >= 0 else upi[i]) for x, i in ((xa, a), (xb, b)))
+                    new[a] = new[b] = 0
+                    new[ref] = c * (lo_r[ref] if c >= 0 else ups[ref])
+                    s, t = (sl, tl) if d >= 0 else (su, tu)
+                    new[a] += d * s
+                    new[b] -= d * s
+                    icpt += c * (loi_r[ref] if c >= 0 else upi[ref]) + d * t
+                new_rows.append(new)
                 consts[r] += Fraction(icpt, den * lcm_i)
             rows, den = _reduce(new_rows, den * lcm_s)
             if j in (beta or {}):  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
