@@ -106,3 +106,18 @@ def test_float32_violation_needs_a_float32_witness(tmp_path, capsys):
     assert all(is_float32(Fraction(v)) for v in cert["witness"]["x"])
     # the attained lower bound under float32 semantics is the real deviation minus the rounding margin
     assert Fraction(out["attained_lower"]) < Fraction(cert["witness"]["deviation"])
+
+
+def test_float32_overflow_is_refused_as_bad_input(tmp_path, capsys):
+    """Values that may reach float32's largest finite number void the error analysis: exit 2, one line."""
+    from certify.model import save_model
+
+    sha = save_model(tmp_path / "huge.npz", [np.full((3, 2), 1e20), np.full((1, 3), 1e20)], [np.zeros(3), np.zeros(1)])
+    (tmp_path / "huge.yaml").write_text(
+        f'version: 1\nmodel: {{path: huge.npz, sha256: "{sha}"}}\ninput:\n  box: {{lower: "-1", upper: "1"}}\n'
+        "explanation:\n  - prune: {layer: 1, keep: [0]}\n"
+        'property: {deviation: linf, tolerance: "1", semantics: float32}\n')
+    assert main(["check", str(tmp_path / "huge.yaml"), "--out", str(tmp_path / "h.cert.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "overflow" in err[0] and "property.semantics" in err[0], err
+    assert not (tmp_path / "h.cert.json").exists()

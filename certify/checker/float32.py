@@ -11,6 +11,9 @@ pre-activation error of a layer is at most
     gamma (|w^| |h^| + |b^|) + (u|w| + eta) |h^| + |w| E + u|b| + eta + (n+1) eta,
 where |h^| <= H + E, H bounds |h| (exact interval arithmetic over the box) and E is the previous
 layer's error bound; ReLU is 1-Lipschitz, so it does not increase the error.
+The model assumes no overflow: every partial sum of a layer is at most (1 + gamma) times the sum
+of its terms' magnitudes, so the analysis is refused (bad input) unless that bound stays below
+2^128 - 2^103, where rounding to nearest would first give infinity.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import struct
 from fractions import Fraction
 
+from .errors import BadInput
 from .exact import interval_dense, qmat, qvec
 
 U = Fraction(1, 2**24)
 ETA = Fraction(1, 2**150)
+OVERFLOW = Fraction(2**128 - 2**103)
 
 
 def is_float32(q: Fraction) -> bool:
@@ -47,6 +52,8 @@ def output_errors(layers, box) -> list[Fraction]:
         new_err = []
         for row, bias in zip(w, b):
             wh = sum(abs(x) * y for x, y in zip(row, hat))
+            if (1 + g) * ((1 + U) * (wh + abs(bias) + max(map(abs, row), default=0)) + ETA * (sum(hat) + 1)) >= OVERFLOW:
+                raise OverflowError(f"dense layer {k + 1}")
             new_err.append(g * ((1 + U) * wh + sum(hat) * ETA + (1 + U) * abs(bias) + ETA)
                            + U * wh + ETA * sum(hat) + sum(abs(x) * e for x, e in zip(row, err))
                            + U * abs(bias) + (len(h) + 2) * ETA * (1 + g))
@@ -58,8 +65,12 @@ def output_errors(layers, box) -> list[Fraction]:
     return err
 
 
-def float32_margins(f_layers, g_layers, box, outputs) -> list[Fraction]:
+def float32_margins(f_layers, g_layers, box, outputs, spec_path="spec") -> list[Fraction]:
     """Per selected output i: a bound on the float32 rounding error of f_i - g_i."""
-    ef, eg = output_errors(f_layers, box), output_errors(g_layers, box)
+    try:
+        ef, eg = output_errors(f_layers, box), output_errors(g_layers, box)
+    except OverflowError as exc:
+        raise BadInput(spec_path, "property.semantics", f"a float32 forward pass may overflow ({exc}: values near "
+                       "3.4e38 are reachable on this domain)", "use semantics: real, a smaller domain or smaller weights") from None
     rows = range(len(ef)) if outputs is None else outputs
     return [ef[i] + eg[i] for i in rows]
