@@ -25,17 +25,35 @@ Synthetic problems whose multi-scale structure is known by construction:
   ball of radius 1 around it: merge changes the merged layer itself, so f and g share no ReLU
   there and CROWN relaxes their units independently; on the whole box that relaxation error, not
   the explanation, dominates the bound (see README).
+* **tree** (models/toy_tree.npz): a hierarchical generative process on a binary tree of depth 3 over
+  d = 8 leaves (the inputs): the root is uniform on [-s_0, s_0], each child is its parent plus an
+  independent uniform innovation on [-s_l, s_l], s_l = (0.75, 0.1875, 0.046875, 0.01171875) shrinking
+  4x per depth (the innovations' variance 16x); sum s_l < 1, so every sample lies in [-1, 1]^8. The
+  target reads the coarse tree structure strongly and the finer nodes weakly: a teacher of 2 *coarse*
+  ReLU units (output effect 1), unit k on the mean of the 4 leaves under depth-1 node k, 6 units
+  (effect 2e-3) on random directions of the depth-2 details (the differences of the two depth-2 nodes
+  under a depth-1 node) and 8 units (effect 1e-3) on the leaf details (differences of sibling leaves),
+  the fine units' kinks within the process's spread at their depth. A student 8 -> 16 -> 1 is trained
+  as for the features toy (warm start, seed 0, units shuffled) on 4096 samples of the tree process.
+  Planted: the 2 coarse units and the 2 principal directions of the hidden activations they span
+  (models/toy_planted.json, key "tree"); `pca` keeping 2 components stays close to f, keeping 1 does
+  not. (The fine directions barely vary in the training data, so training turns 3 fine units into
+  small copies of a coarse unit, effect ~3e-3; being collinear with it, they add no principal
+  direction.) `--only tree` trains only this toy and adds its entry to toy_planted.json (the other
+  models are not rewritten).
 
 Plain numpy, full batch, BLAS pinned to one thread (deterministic bits for a given machine kind).
 Writes the .npz models and models/toy_planted.json (what was planted), and prints each file's
 sha256 (paste into specs/toy_*.yaml). Takes about 15 seconds on one core.
 
 Rerun from the repository root:
-    .venv/bin/python models/make_toy_scales.py
+    .venv/bin/python models/make_toy_scales.py              # every toy
+    .venv/bin/python models/make_toy_scales.py --only tree  # only models/toy_tree.npz
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -50,6 +68,9 @@ HERE = Path(__file__).resolve().parent
 STRONG, WEAK_SIZE = 4, 3e-4
 CLUSTERS, PER_CLUSTER, CLUSTER_NOISE = 4, 6, 1e-3
 TIERS = [(2, 1.0, 1100), (4, 1e-2, 1101), (10, 3e-5, 1102)]  # three scales: strong, medium, weak features
+TREE_DEPTH, TREE_SHRINK = 3, 4.0  # binary tree over 2^3 = 8 leaves; innovation scale / 4 per depth
+TREE_SCALES = [0.75 / TREE_SHRINK ** depth for depth in range(TREE_DEPTH + 1)]  # root, depth 1, 2, 3 (leaves)
+TREE_TIERS = [(2, 1.0, 1, 1200), (6, 2e-3, 2, 1201), (8, 1e-3, 3, 1202)]  # (count, output effect, tree depth, seed)
 
 
 def forward(params, x):
@@ -151,7 +172,93 @@ def make_clusters():
     return params, base, labels, x0, float(margin.max()), mse(params, x, y), float(np.mean(y ** 2))
 
 
-def main():
+def haar(depth: int) -> np.ndarray:
+    """The orthonormal Haar directions of tree depth `depth` over the 2^TREE_DEPTH leaves: depth 0 the
+    all-leaves mean, depth l >= 1 the difference of the two children of each depth-(l-1) node."""
+    d = 2 ** TREE_DEPTH
+    if depth == 0:
+        return np.ones((1, d)) / np.sqrt(d)
+    block = d // 2 ** (depth - 1)  # leaves under a depth-(l-1) node
+    rows = []
+    for start in range(0, d, block):
+        v = np.zeros(d)
+        v[start:start + block // 2], v[start + block // 2:start + block] = 1.0, -1.0
+        rows.append(v / np.sqrt(block))
+    return np.array(rows)
+
+
+def tree_samples(n: int, seed: int) -> np.ndarray:
+    """n samples of the tree process: each node is its parent plus a uniform innovation on
+    [-s_l, s_l] (the root: on [-s_0, s_0]); the leaves are the inputs."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1))
+    for depth, s in enumerate(TREE_SCALES):
+        if depth:
+            x = np.repeat(x, 2, axis=1)  # node i's children are 2i and 2i + 1
+        x = x + rng.uniform(-s, s, x.shape)
+    return x
+
+
+def tree_teacher():
+    """Balanced ReLU units (|incoming| = |outgoing| = sqrt(effect)). The coarse tier (depth 1): unit k
+    reads the mean of the leaves under depth-1 node k; a finer tier (depth l >= 2) reads random unit
+    directions in the span of depth l's Haar directions (differences of sibling nodes)."""
+    units = []
+    for count, effect, depth, seed in TREE_TIERS:
+        rng = np.random.default_rng(seed)
+        if depth == 1:
+            u = np.kron(np.eye(2), np.ones(2 ** (TREE_DEPTH - 1)))[:count]  # the two depth-1 node means
+        else:
+            u = rng.normal(size=(count, 2 ** (depth - 1))) @ haar(depth)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        size = np.sqrt(effect)
+        kink = 0.3 if depth == 1 else TREE_SCALES[depth] / 2  # kinks where the process puts samples
+        units.append((u * size, rng.uniform(-kink, kink, count) * size, rng.choice([-1.0, 1.0], count) * size))
+    return [np.concatenate([u[0] for u in units]), np.concatenate([u[1] for u in units]),
+            np.concatenate([u[2] for u in units])[None, :], np.zeros(1)]
+
+
+def make_tree(seed: int = 0):
+    """The student of the tree teacher, trained on samples of the tree process (as `student`)."""
+    teach = tree_teacher()
+    width = teach[0].shape[0]
+    x = tree_samples(4096, 2100)
+    y = forward(teach, x)[2]
+    rng = np.random.default_rng(seed)
+    init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teach]
+    perm = rng.permutation(width)
+    init = [init[0][perm], init[1][perm], init[2][:, perm], init[3]]
+    params = train(init, x, y, steps=2000, lr=1e-3, decay=1e-5)
+    bounds = np.cumsum([0] + [count for count, _, _, _ in TREE_TIERS])
+    tier_of = [int(np.searchsorted(bounds, p, side="right") - 1) for p in perm]
+    return params, tier_of, mse(params, x, y), float(np.mean(y ** 2))
+
+
+def write_tree(planted: dict) -> None:
+    params, tier_of, err, power = make_tree()
+    path = HERE / "toy_tree.npz"
+    sha = save_model(path, [params[0], params[2]], [params[1], params[3]])
+    coarse = [j for j, t in enumerate(tier_of) if t == 0]
+    print(f"{path.name}: tree depth {TREE_DEPTH}, scales {TREE_SCALES}, coarse units {coarse}, mse {err:.2e} "
+          f"(target power {power:.3f})  sha256 {sha}")
+    planted["tree"] = {"depth": TREE_DEPTH, "leaves": 2 ** TREE_DEPTH, "innovation_scales": TREE_SCALES,
+                       "tiers": [{"count": c, "output_effect": e, "tree_depth": d}
+                                 for c, e, d, _ in TREE_TIERS],
+                       "tier_of_unit": tier_of, "coarse_units": coarse, "planted_components": len(coarse),
+                       "planted_level": f"pca{len(coarse)}",  # specs/toy_tree.yaml: the boundary is pca2 -> pca1
+                       "domain": "box [-1, 1]^8 (holds every sample of the process)"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["tree"], help="train only this toy; update its entry of toy_planted.json")
+    args = parser.parse_args(argv)
+    if args.only == "tree":
+        planted = json.loads((HERE / "toy_planted.json").read_text())
+        with threadpool_limits(1):
+            write_tree(planted)
+        (HERE / "toy_planted.json").write_text(json.dumps(planted, indent=1) + "\n")
+        return
     planted = {}
     with threadpool_limits(1):
         planted["features"] = {"strong_units": STRONG, "weak_output_effect": WEAK_SIZE, "domain": "box [-1, 1]^6"}
@@ -179,6 +286,7 @@ def main():
               f"target power {power:.3f}); x0 margin {margin:.3f}  sha256 {sha}")
         planted["clusters"] = {"clusters": CLUSTERS, "per_cluster": PER_CLUSTER, "noise": CLUSTER_NOISE,
                                "cluster_of_unit": labels.tolist(), "x0_margin": round(margin, 4)}
+        write_tree(planted)
     (HERE / "toy_planted.json").write_text(json.dumps(planted, indent=1) + "\n")
 
 

@@ -261,7 +261,7 @@ def test_materialised_pca_arrays_are_hashed(tmp_path):
 # ----------------------------------------------------------------------------- flow
 
 TOYS = {"toy_features_s0": ["pca3"], "toy_features_prune": ["keep3"], "toy_clusters": ["merge3"],
-        "toy_tiers": ["keep5", "keep1"]}  # the coarse side of each planted scale boundary
+        "toy_tiers": ["keep5", "keep1"], "toy_tree": ["pca1"]}  # the coarse side of each planted scale boundary
 
 
 @pytest.fixture(scope="module")
@@ -374,6 +374,30 @@ def test_relevant_merge_blocks_are_those_mixing_planted_clusters(tmp_path, capsy
     assert main(["components", str(SPECS / "toy_clusters.yaml"), "--level", "merge3", "--out-dir", str(tmp_path),
                  "--threshold", "1/20", "--json", str(tmp_path / "c.json")]) == 0
     assert "1 relevant, 0 undecided, 2 irrelevant" in capsys.readouterr().out
+
+
+def test_tree_relevant_components_are_the_coarse_node_directions(tmp_path):
+    """Hierarchical (tree) process: the planted level keeps the 2 principal directions of the coarse units
+    (one per depth-1 node); past the boundary, the one dropped coarse direction is the only relevant
+    component, and the 14 directions of the finer nodes are irrelevant."""
+    tree = PLANTED["tree"]
+    assert tree["planted_level"] == "pca2" and TOYS["toy_tree"] == ["pca1"]
+    coarse = tree["coarse_units"]
+    assert len(coarse) == 2 and [tree["tier_of_unit"][j] for j in coarse] == [0, 0]
+    spec = read_spec(SPECS / "toy_tree.yaml")
+    w1 = np.array(read_model(spec.model.path, spec.model.sha256).dense[0].weight, dtype=float)
+    node_means = np.kron(np.eye(2), np.ones(4)) / 2  # orthonormal: the leaf means under the two depth-1 nodes
+    for j in coarse:  # each coarse unit reads the depth-1 node means (>= 99.9% of its incoming weight)
+        assert np.linalg.norm(node_means @ w1[j]) >= 0.999 * np.linalg.norm(w1[j])
+    p = np.load(ROOT / "proofs" / "toy_tree.pca2.g.npz")["explanation.0.P"]
+    assert p.shape == (16, 2) and all((p[coarse] ** 2).sum(axis=0) >= 0.99)  # the kept directions are the coarse units'
+    _, results = run_components(SPECS / "toy_tree.yaml", "pca1", out_dir=tmp_path, log=None)
+    assert _relevant(results) == {"layer 1 principal component 1"}
+    assert len(results) == 15 and sum(r.relevance == "irrelevant" for r in results) == 14
+    for r in results:
+        assert r.verdict is not Verdict.REJECTED and r.lower <= r.upper
+    a = analyse_scales(SPECS / "toy_tree.yaml", samples=500)  # the activation spectrum cuts at the planted level
+    assert next(s for s in a["suggestions"] if s["transform"] == "pca")["cuts"][0] == 2
 
 
 # ----------------------------------------------------------------------------- scales
