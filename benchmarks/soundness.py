@@ -134,9 +134,15 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
-def _chunk(seed: int, start: int, stop: int, methods) -> list[dict]:
+def _chunk(seed: int, start: int, stop: int, methods, jax_cache: str | None = None) -> list[dict]:
     """Cases start..stop-1; case i draws from its own generator (seed, i), so a run's cases do not
-    depend on how they are split between workers."""
+    depend on how they are split between workers. `jax_cache`: a persistent XLA compilation cache
+    shared by the workers (compiling alpha-CROWN for each new shape is most of a small case's time)."""
+    if jax_cache is not None:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", jax_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         return [run_case(np.random.default_rng([seed, i]), Path(tmp), i, methods[i % len(methods)])
                 for i in range(start, stop)]
@@ -152,13 +158,14 @@ def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False, work
         if progress:
             print(f"{len(records)} cases: {summarise(records)}", flush=True)
 
-    if workers <= 1:
-        for a, b in spans:
-            done(_chunk(seed, a, b, methods))
-    else:  # spawn, not fork: JAX's runtime is not fork-safe
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_chunk, seed, a, b, methods) for a, b in spans]):
-                done(fut.result())
+    with tempfile.TemporaryDirectory() as cache:
+        if workers <= 1:
+            for a, b in spans:
+                done(_chunk(seed, a, b, methods, cache))
+        else:  # spawn, not fork: JAX's runtime is not fork-safe
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for fut in as_completed([pool.submit(_chunk, seed, a, b, methods, cache) for a, b in spans]):
+                    done(fut.result())
     records.sort(key=lambda r: r["case"])
     return summarise(records), records
 

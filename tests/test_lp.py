@@ -24,6 +24,7 @@ from certify.engine import bound_with, prepare, write_and_check
 from certify.model import save_model
 
 from .conftest import SPECS
+from .test_mutation import _ulp_below
 
 CASES = [(1, [3, 8, 8, 2], "prune"), (2, [4, 6, 6, 3], "low_rank"), (3, [2, 10, 6, 2], "model"),
          (4, [3, 6, 6, 6, 2], "prune")]
@@ -79,13 +80,6 @@ def test_lp_certificate_accepted_tight_and_sound(tmp_path, seed, widths, kind):
     exact_max, _ = milp_max_deviation(p.net, lo, up)
     assert exact_max is not None
     assert float(lp) >= exact_max - 1e-9 * (1 + abs(exact_max)), (float(lp), exact_max)
-
-
-def _ulp_below(q: Fraction) -> Fraction:
-    x = float(q)
-    while Fraction(x) >= q:
-        x = math.nextafter(x, -math.inf)
-    return Fraction(x)
 
 
 def test_tampered_lp_certificate_is_rejected(tmp_path):
