@@ -158,14 +158,14 @@ def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False, work
         if progress:
             print(f"{len(records)} cases: {summarise(records)}", flush=True)
 
-    with tempfile.TemporaryDirectory() as cache:
-        if workers <= 1:
-            for a, b in spans:
-                done(_chunk(seed, a, b, methods, cache))
-        else:  # spawn, not fork: JAX's runtime is not fork-safe
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for fut in as_completed([pool.submit(_chunk, seed, a, b, methods, cache) for a, b in spans]):
-                    done(fut.result())
+    if workers <= 1:  # one process: JAX's in-memory cache already compiles each shape once
+        for a, b in spans:
+            done(_chunk(seed, a, b, methods))
+    else:  # spawn, not fork: JAX's runtime is not fork-safe
+        with tempfile.TemporaryDirectory() as cache, ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_chunk, seed, a, b, methods, cache) for a, b in spans]):
+                done(fut.result())
     records.sort(key=lambda r: r["case"])
     return summarise(records), records
 
