@@ -20,11 +20,14 @@ Prints a table of ratios to exact (or to the attained lower bound) and writes JS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
 from pathlib import Path
 
@@ -185,21 +188,38 @@ def targets(records: list[dict]) -> list[str]:
     return lines
 
 
+def _timed(inst, quick: bool, lirpa: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        rec = run_instance(Path(tmp), *inst, quick=quick, lirpa=lirpa)
+    rec["notes"]["wall_seconds"] = round(time.perf_counter() - t, 1)
+    return rec
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 model sizes, shorter budgets (under 10 minutes on 2 cores)")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--no-lirpa", action="store_true", help="skip the auto_LiRPA columns")
     ap.add_argument("--only", help="run instances whose name contains this")
+    ap.add_argument("--workers", type=int, help="instances run in this many processes (default: 2 with --quick, else 1)")
     args = ap.parse_args(argv)
     records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for inst in instances(args.quick):
-            if args.only and args.only not in inst[0]:
-                continue
-            rec = run_instance(Path(tmp), *inst, quick=args.quick, lirpa=not args.no_lirpa)
+    todo = [inst for inst in instances(args.quick) if not args.only or args.only in inst[0]]
+    workers = args.workers or (2 if args.quick else 1)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # spawn, not fork (JAX); each process times its own instances
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa) for inst in todo]))
+        else:
+            results = (_timed(inst, args.quick, not args.no_lirpa) for inst in todo)
+        for rec in results:
             records.append(rec)
-            print(f"{rec['instance']}: lower {rec['lower']:.4g} exact {rec['exact']} " +
+            records.sort(key=lambda r: [i[0] for i in todo].index(r["instance"]))
+            if args.json:  # after every instance: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(records, indent=1))
+            print(f"{rec['instance']} ({rec['notes']['wall_seconds']} s; milp {rec['notes']['milp_seconds']} s, checks "
+                  f"{sum(v['check_seconds'] for v in rec['certify'].values()):.1f} s): lower {rec['lower']:.4g} exact {rec['exact']} " +
                   " ".join(f"{m} {v['bound']:.4g} ({v['seconds']:.1f}s)" for m, v in rec["certify"].items()) +
                   (" | lirpa " + " ".join(f"{m} {v['bound']:.4g} ({v['seconds']:.1f}s)" for m, v in rec["auto_lirpa"].items())
                    if rec["auto_lirpa"] else f" | {rec['notes'].get('auto_lirpa', '')}"), flush=True)

@@ -37,7 +37,8 @@ HEADER = """\
 ; z_k = W_k h_(k-1) + b_k, h_k = relu(z_k), h_0 = x, output z_n = f_i - g_i) built by the checker,
 ; for the region (input box, and the ReLU-split signs folded into the bounds) of one tree node.
 ; Each uses only facts that earlier obligations established (verified bounds and relaxation lines):
-;  relu_relaxation  the checker's z3 query, verbatim: no z in a neuron's verified [l, u] lies
+;  relu_relaxation  the checker's z3 query, verbatim (unstable neurons; stable ones are checked
+;                   exactly at both ends of their interval): no z in a neuron's verified [l, u] lies
 ;                   below the lower line or above the upper line of relu.
 ;  interval         per claimed bound: no input in the box (layer 1), or no h with
 ;                   max(l,0) <= h <= max(u,0) from the verified bounds [l, u] of layer k-1, puts

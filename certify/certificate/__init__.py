@@ -274,6 +274,6 @@ def certificate_json(*, spec, model_sha256: str, bound: Fraction, body: dict, wi
 
 def write_json_atomic(path: str | Path, obj: dict) -> None:
     """Write JSON to a temporary file beside `path`, then rename: never a half-written certificate."""
-    with atomic_open(path) as fh:
-        json.dump(obj, fh, indent=1)
+    with atomic_open(path) as fh:  # a split tree unindented: json's C encoder, 10x faster on large trees
+        json.dump(obj, fh, indent=None if "tree" in obj else 1)
         fh.write("\n")

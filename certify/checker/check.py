@@ -271,7 +271,9 @@ def _prove(claim_negation, where: str) -> None:
 
 
 def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
-    """Lines a_lo*z + b_lo <= relu(z) <= a_up*z + b_up for every z in the verified bounds of layer k (z3)."""
+    """Lines a_lo*z + b_lo <= relu(z) <= a_up*z + b_up for every z in the verified bounds of layer k:
+    z3 for the unstable neurons (l < 0 < u); on a stable neuron's interval relu is linear (z or 0),
+    so checking both ends exactly is complete."""
     _keys(step, RELAX_KEYS, where)
     k = _layer(step, state, where)
     if k == len(state.joint):
@@ -282,10 +284,14 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
     lines = [_vector(step, name, len(lo), where) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
     violations = []
     for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
-        z = z3.Real(f"z{i}")
-        violations.append(z3.And(_q(l) <= z, z <= _q(u),
-                                 z3.Or(_q(a) * z + _q(b) > _relu(z), _q(c) * z + _q(d) < _relu(z))))
-    _prove(z3.Or(violations), where)
+        if l < 0 < u:
+            z = z3.Real(f"z{i}")
+            violations.append(z3.And(_q(l) <= z, z <= _q(u),
+                                     z3.Or(_q(a) * z + _q(b) > _relu(z), _q(c) * z + _q(d) < _relu(z))))
+        elif l <= u and any(a * z + b > max(z, 0) or c * z + d < max(z, 0) for z in (l, u)):
+            raise Rejected(where, f"neuron {i}: a line is not below/above relu on the stable interval [{l}, {u}]")
+    if violations:
+        _prove(z3.Or(violations), where)
     state.relax[k] = tuple(qvec(v) for v in lines)
 
 
