@@ -180,13 +180,15 @@ def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fract
                                  time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below,
                                  margins=p.margins, progress=report)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
-    proposal = propose(p.net, p.joint, p.box, method, margins=p.margins)
-    if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all: keep the better
-        used = any(s["kind"] == "difference" and s["pairs"] for s in proposal.steps)
-        plain = propose(p.net, p.joint, p.box, method, margins=p.margins, differential=False) if used else proposal
-        if plain.bound < proposal.bound:
-            proposal, used = plain, False
+    if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all:
+        crown = propose(p.net, p.joint, p.box, "crown", margins=p.margins)  # CROWN (cheap) decides, for alpha too
+        used = any(s["kind"] == "difference" and s["pairs"] for s in crown.steps)
+        plain = propose(p.net, p.joint, p.box, "crown", margins=p.margins, differential=False) if used else crown
+        used = used and crown.bound <= plain.bound
+        proposal = (crown if used else plain) if method == "crown" else \
+            propose(p.net, p.joint, p.box, method, margins=p.margins, differential=used)
         return proposal.bound, {"steps": proposal.steps}, {"differential": used}
+    proposal = propose(p.net, p.joint, p.box, method, margins=p.margins)
     notes = {"lp": f"{lp_variables(p.net)} LP variables exceed {LP_MAX_VARIABLES}: output layer bounded with alpha-CROWN"
              } if method == "lp" and not lp_fits(p.net) else {}
     return proposal.bound, {"steps": proposal.steps}, notes
