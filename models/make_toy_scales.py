@@ -127,12 +127,13 @@ def features_teacher(weak: int):
     return teacher([(STRONG, 1.0, 1000), (weak, WEAK_SIZE, 1001)])
 
 
-def student(teach, seed: int):
-    """A student trained on the teacher's data from the teacher's weights plus 5% noise (a warm
-    start keeps unit identities: from scratch, gradient descent spreads each strong feature over
-    several units and the unit-level scales blur); units shuffled. Returns params and the permutation."""
+def student(teach, seed: int, x=None):
+    """A student trained on the teacher's data (x: uniform on the box unless given) from the
+    teacher's weights plus 5% noise (a warm start keeps unit identities: from scratch, gradient
+    descent spreads each strong feature over several units and the unit-level scales blur); units
+    shuffled. Returns params and the permutation."""
     width = teach[0].shape[0]
-    x = np.random.default_rng(2000).uniform(-1, 1, (4096, 6))
+    x = np.random.default_rng(2000).uniform(-1, 1, (4096, 6)) if x is None else x
     y = forward(teach, x)[2]
     rng = np.random.default_rng(seed)
     init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teach]
@@ -220,18 +221,10 @@ def tree_teacher():
 
 def make_tree(seed: int = 0):
     """The student of the tree teacher, trained on samples of the tree process (as `student`)."""
-    teach = tree_teacher()
-    width = teach[0].shape[0]
-    x = tree_samples(4096, 2100)
-    y = forward(teach, x)[2]
-    rng = np.random.default_rng(seed)
-    init = [p * (1 + 0.05 * rng.normal(size=p.shape)) for p in teach]
-    perm = rng.permutation(width)
-    init = [init[0][perm], init[1][perm], init[2][:, perm], init[3]]
-    params = train(init, x, y, steps=2000, lr=1e-3, decay=1e-5)
+    params, perm, err, scale = student(tree_teacher(), seed, tree_samples(4096, 2100))
     bounds = np.cumsum([0] + [count for count, _, _, _ in TREE_TIERS])
     tier_of = [int(np.searchsorted(bounds, p, side="right") - 1) for p in perm]
-    return params, tier_of, mse(params, x, y), float(np.mean(y ** 2))
+    return params, tier_of, err, scale
 
 
 def write_tree(planted: dict) -> None:
