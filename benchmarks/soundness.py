@@ -3,7 +3,7 @@
     python benchmarks/soundness.py --cases N [--seed S] [--workers W] [--json PATH] [--methods interval,crown,alpha,lp,bab]
 
 Each case builds a random small ReLU MLP (random depth and width, with dead and always-active
-neurons), a random explanation (prune with zero/constant/mean fill, low_rank, a perturbed second
+neurons), a random explanation (prune with zero/constant/mean/free fill, low_rank, a perturbed second
 model, merge by explicit groups or by k-means, pca, quantize), a random box (unit, zero-straddling, degenerate with fixed coordinates, a single point)
 and a tolerance near the true maximum, runs one method end to end (spec file, certificate,
 trusted checker), and compares with the exact oracle: MILP (HiGHS) whose maximiser is replayed in
@@ -54,13 +54,13 @@ def random_case(rng: np.random.Generator, tmp: Path, i: int, method: str) -> Pat
             bias[-1] = 10.0  # always active
         ws.append(w), bs.append(bias)
     sha = save_model(tmp / f"m{i}.npz", ws, bs)
-    kind = rng.choice(["prune_zero", "prune_constant", "prune_mean", "low_rank", "second_model",
+    kind = rng.choice(["prune_zero", "prune_constant", "prune_mean", "prune_free", "low_rank", "second_model",
                        "merge_groups", "merge_kmeans", "pca", "quantize"])
     if kind.startswith("prune"):
         layer = int(rng.integers(1, len(hidden) + 1))
         keep = sorted(int(j) for j in rng.choice(hidden[layer - 1], size=int(rng.integers(0, hidden[layer - 1])), replace=False))
         fill = {"prune_zero": "zero", "prune_constant": f"{{constant: {rng.choice(['0.5', '-1/3', '2'])}}}",
-                "prune_mean": "{mean: {samples: 64, seed: 1}}"}[kind]
+                "prune_mean": "{mean: {samples: 64, seed: 1}}", "prune_free": "free"}[kind]
         expl = f"  - prune: {{layer: {layer}, keep: {keep}, fill: {fill}}}"
     elif kind.startswith("merge"):
         layer = int(rng.integers(1, len(hidden) + 1))

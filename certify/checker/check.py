@@ -142,7 +142,8 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
 
     Row r's line alpha*z (intercept 0) must lie below relu on the verified interval of each neuron:
     relu is linear on each side of 0, so checking the interval's ends suffices (alpha*l <= relu(l),
-    alpha*u <= relu(u); at 0 both sides are 0)."""
+    alpha*u <= relu(u); at 0 both sides are 0). An end below 0 makes that alpha >= 0, an end above
+    0 makes it alpha <= 1: tested on the integer numerators (one positive denominator)."""
     raw = step.get("alpha", {})
     if not isinstance(raw, dict):
         raise Rejected(where, "alpha must map relu layers to slope matrices")
@@ -152,12 +153,12 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
         if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
             raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
         lo, hi = state.bounds[j]
-        mat = [_vector({"r": row}, "r", len(lo), f"{where} alpha[{key}]") for row in rows]
-        for row in mat:
-            for a, l, u in zip(row, lo, hi):
-                if a * l > max(l, 0) or a * u > max(u, 0):
-                    raise Rejected(where, f"alpha[{key}]: slope {a} is not a lower line of relu on [{l}, {u}]")
-        (nums, den) = qmat(mat)
+        (nums, den) = qmat([_vector({"r": row}, "r", len(lo), f"{where} alpha[{key}]") for row in rows])
+        need = [(l < 0 or u < 0, l > 0 or u > 0) for l, u in zip(lo, hi)]  # (alpha >= 0, alpha <= 1)
+        for row in nums:
+            for a, (nonneg, atmost1), l, u in zip(row, need, lo, hi):
+                if (nonneg and a < 0) or (atmost1 and a > den):
+                    raise Rejected(where, f"alpha[{key}]: slope {Fraction(a, den)} is not a lower line of relu on [{l}, {u}]")
         low[j], up[j] = (nums[:width], den), (nums[width:], den)
     return low, up
 
