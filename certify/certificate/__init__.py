@@ -52,6 +52,11 @@ def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
     return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
 
 
+def _qlines(r: Relaxation) -> tuple:
+    """The four lines as the checker's exact IntVecs (lower slope, lower intercept, upper slope, upper intercept)."""
+    return tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept))
+
+
 def _q(values) -> list:
     """Numbers kept as they are (floats, Fractions); `serialize` writes them as exact rationals, once,
     for the steps that end up in the certificate."""
@@ -225,8 +230,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
             if len(diff_k.a):
                 diff[k] = diff_k
-            qdiff[k] = (list(zip(diff_k.a.tolist(), diff_k.b.tolist())), tuple(exact.qvec(map(float, v)) for v in (
-                diff_k.lines.lower_slope, diff_k.lines.lower_intercept, diff_k.lines.upper_slope, diff_k.lines.upper_intercept)))
+            qdiff[k] = (list(zip(diff_k.a.tolist(), diff_k.b.tolist())), _qlines(diff_k.lines))
     # output layer: exact
     if n == 1:
         out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
@@ -245,7 +249,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
         eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
-        qrelax = [tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept)) for r in relax]
+        qrelax = [_qlines(r) for r in relax]
         llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low, beta_low, qdiff)
         lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})

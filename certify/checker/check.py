@@ -201,12 +201,18 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     alpha_low, alpha_up = _alpha(step, state, k, width, where)
     beta_low, beta_up = _beta(step, state, k, width, where)
     eye = [[1 if r == c else 0 for c in range(width)] for r in range(width)]
-    neg = [[-x for x in row] for row in eye]
-    box = (qvec(state.box[0]), qvec(state.box[1]))
-    relax = [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((eye, 1), state.joint[:k], relax, box, alpha_low, beta_low, state.diff)
-    upper = [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha_up, beta_up, state.diff)]
-    _accept_bounds(step, state, where, lower, upper)
+    _accept_bounds(step, state, where, *_bounds_of(eye, state, k, (alpha_low, alpha_up), (beta_low, beta_up)))
+
+
+def _bounds_of(rows: list, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
+    """(lower, upper) bounds of rows @ z_k by back-substitution through the verified relaxations and
+    difference lines of layers 1..k-1 (the upper side back-substitutes the negated rows)."""
+    if not rows:
+        return [], []
+    box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
+    lower = backsubstitute((rows, 1), state.joint[:k], relax, box, alpha[0], beta[0], state.diff)
+    neg = [[-x for x in row] for row in rows]
+    return lower, [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha[1], beta[1], state.diff)]
 
 
 def check_difference(step: dict, state: _State, where: str) -> None:
@@ -229,9 +235,7 @@ def check_difference(step: dict, state: _State, where: str) -> None:
             type(i) is not int or not 0 <= i < len(lo) for i in p) for p in pairs) or len({i for p in pairs for i in p}) != 2 * len(pairs)):
         raise Rejected(where, "pairs must be [a, b] neuron pairs of the layer, each neuron in at most one pair")
     rows = [[int(c == a) - int(c == b) for c in range(len(lo))] for a, b in pairs]
-    box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
-    d_lo = backsubstitute((rows, 1), state.joint[:k], relax, box, diff=state.diff) if pairs else []
-    d_up = [-v for v in backsubstitute(([[-x for x in r] for r in rows], 1), state.joint[:k], relax, box, diff=state.diff)] if pairs else []
+    d_lo, d_up = _bounds_of(rows, state, k)
     c_lo, c_up, *lines = (_vector(step, name, len(pairs), where) for name in ("lower", "upper", *sorted(RELAX_KEYS - BOUND_KEYS)))
     for p, ((a, b), cl, cu, dl, du, tl, sl, tu, su) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
         if cl > max(dl, lo[a] - up[b]) or cu < min(du, up[a] - lo[b]):
