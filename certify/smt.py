@@ -96,10 +96,23 @@ _OPS = {z3.Z3_OP_AND: "and", z3.Z3_OP_OR: "or", z3.Z3_OP_NOT: "not", z3.Z3_OP_LE
 _SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+def _numeral(expr) -> Fraction | None:
+    """The value of a numeral, or of a constant term the checker writes for one ((/ p q), (- ...)); else None."""
+    if z3.is_rational_value(expr):
+        return expr.as_fraction()
+    kind = expr.decl().kind() if z3.is_app(expr) else None
+    if kind in (z3.Z3_OP_DIV, z3.Z3_OP_UMINUS):
+        args = [_numeral(c) for c in expr.children()]
+        if None not in args and (kind == z3.Z3_OP_UMINUS or args[1] != 0):
+            return -args[0] if kind == z3.Z3_OP_UMINUS else args[0] / args[1]
+    return None
+
+
 def z3_smt(expr, names: set[str]) -> str:
     """A z3 QF_LRA term as clean SMT-LIB2 (exact rationals); the Real constants it uses go to `names`."""
-    if z3.is_rational_value(expr):
-        return num(expr.as_fraction())
+    value = _numeral(expr)
+    if value is not None:
+        return num(value)
     if z3.is_true(expr) or z3.is_false(expr):
         return "true" if z3.is_true(expr) else "false"
     kind = expr.decl().kind()

@@ -69,8 +69,8 @@ def _tighter_goal(path, bound: Fraction) -> str:
     """The goal obligation with |d_i| > B replaced by |d_i| > B - 1/q (q: B's denominator)."""
     title, block = next((t, b) for t, b in blocks(path).items() if "[goal]" in t)
     lit, tighter = smt.num(bound), smt.num(bound - Fraction(1, bound.denominator))
-    # z3 keeps `B < d_i` and `B < -d_i` as written by the checker's `d_i > B`, `-d_i > B`
-    changed = re.sub(r"\(< " + re.escape(lit) + r" (d\d+|\(- d\d+\))\)", lambda m: f"(< {tighter} {m.group(1)})", block)
+    # the checker writes `(> d_i B)` and `(> (- d_i) B)`
+    changed = re.sub(r"\(> (d\d+|\(- d\d+\)) " + re.escape(lit) + r"\)", lambda m: f"(> {m.group(1)} {tighter})", block)
     assert changed != block
     return path.read_text().replace(block, changed)
 
@@ -100,7 +100,7 @@ def test_tampered_obligations_are_not_confirmed(tmp_path):
     step = json.loads(cert.read_text())["steps"][1]
     i = next(i for i, s in enumerate(step["upper_slope"]) if Fraction(s) not in (0, 1))
     d = Fraction(step["upper_intercept"][i])
-    assert block.count(smt.num(d)) == 1
+    assert block.count(smt.num(d)) == 2  # the line is written once for each piece of relu: [l, 0] and [0, u]
     relu = tmp_path / "relu.smt2"
     relu.write_text(out.read_text().replace(block, block.replace(smt.num(d), smt.num(d - Fraction(1, 10**6)))))
     answers = dict((t, a) for t, a, _ in smt.run_cvc5(relu))

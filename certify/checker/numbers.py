@@ -31,11 +31,17 @@ def parse_spec_number(text: str) -> Fraction | None:
 
 def parse_rational(text: object) -> Fraction | None:
     """A certificate number: the string `"p"` or `"p/q"` with q > 0; anything else -> None."""
-    if not isinstance(text, str) or not _CERT_RATIONAL.fullmatch(text):
+    ratio = parse_ratio(text)
+    return None if ratio is None else Fraction(*ratio)
+
+
+def parse_ratio(text: object) -> tuple[int, int] | None:
+    """A certificate number as integers (p, q), q > 0, not necessarily in lowest terms; else None."""
+    if type(text) is not str or not _CERT_RATIONAL.fullmatch(text):
         return None
-    if "/" in text and int(text.split("/")[1]) == 0:
-        return None
-    return Fraction(text)
+    num, _, den = text.partition("/")
+    q = int(den) if den else 1
+    return (int(num), q) if q else None
 
 
 def rational_str(value: Fraction | int) -> str:
