@@ -188,7 +188,12 @@ def targets(records: list[dict]) -> list[str]:
     return lines
 
 
-def _timed(inst, quick: bool, lirpa: bool) -> dict:
+def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None) -> dict:
+    if jax_cache is not None:  # workers share one XLA cache, empty at the start of the run (times include compiles)
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", jax_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         rec = run_instance(Path(tmp), *inst, quick=quick, lirpa=lirpa)
@@ -210,7 +215,9 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as stack:
         if workers > 1:  # spawn, not fork (JAX); each process times its own instances
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
-            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa) for inst in todo]))
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="certify-xla-"))
+            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa, cache)
+                                                         for inst in todo]))
         else:
             results = (_timed(inst, args.quick, not args.no_lirpa) for inst in todo)
         for rec in results:

@@ -38,10 +38,13 @@ def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, uppe
 def _optimise(params, weights, biases, k, iters, *args):
     args = (weights, biases, k, *args)
 
-    def body(_, carry):
+    def objective(p):
+        rows = _rows(p, *args)
+        return -jnp.sum(rows), rows
+
+    def body(_, carry):  # one copy of the rows and their gradient in the program: XLA compiles it faster
         params, state, best, best_params = carry
-        current = _rows(params, *args)
-        grads = jax.grad(lambda p: -jnp.sum(_rows(p, *args)))(params)
+        (_, current), grads = jax.value_and_grad(objective, has_aux=True)(params)
         better = current > best
         best_params = jax.tree_util.tree_map(lambda p, bp: jnp.where(better[:, None], p, bp), params, best_params)
         best = jnp.maximum(best, current)
@@ -50,12 +53,10 @@ def _optimise(params, weights, biases, k, iters, *args):
         params = ([jnp.clip(a, 0.0, 1.0) for a in alphas], jnp.maximum(beta, 0.0))
         return params, state, best, best_params
 
-    init = (params, _OPT.init(params), _rows(params, *args), params)
-    params, _, best, best_params = jax.lax.fori_loop(0, iters, body, init)
-    final = _rows(params, *args)
-    better = final > best
-    best_params = jax.tree_util.tree_map(lambda p, bp: jnp.where(better[:, None], p, bp), params, best_params)
-    return best_params, jnp.maximum(best, final)
+    best = jnp.full(args[3].shape[0], -jnp.inf)  # args[3]: lam, one row per bound
+    # iters + 1 evaluations: the starting parameters (CROWN's slopes) and every update but the last
+    _, _, best, best_params = jax.lax.fori_loop(0, iters + 1, body, (params, _OPT.init(params), best, params))
+    return best_params, best
 
 
 def _bucket(n: int) -> int:
