@@ -206,11 +206,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 model sizes, shorter budgets (under 10 minutes on 2 cores)")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--no-lirpa", action="store_true", help="skip the auto_LiRPA columns")
-    ap.add_argument("--only", help="run instances whose name contains this")
+    ap.add_argument("--only", help="run instances whose name contains one of these comma-separated strings (in this order)")
     ap.add_argument("--workers", type=int, help="instances run in this many processes (default: 2 with --quick, else 1)")
     args = ap.parse_args(argv)
     records = []
-    todo = [inst for inst in instances(args.quick) if not args.only or args.only in inst[0]]
+    every = list(instances(args.quick))
+    todo = every if not args.only else [i for part in args.only.split(",") for i in every if part in i[0]]
+    todo = [i for n, i in enumerate(todo) if i[0] not in [j[0] for j in todo[:n]]]  # each instance once
     workers = args.workers or (2 if args.quick else 1)
     with contextlib.ExitStack() as stack:
         if workers > 1:  # spawn, not fork (JAX); each process times its own instances

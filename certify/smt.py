@@ -1,8 +1,8 @@
 """`certify export-smt SPEC CERT [-o OUT.smt2] [--cvc5]`: a certificate's obligations in SMT-LIB2.
 
 The trusted checker is run on the certificate first; a rejected certificate is not exported
-(exit 3). While it runs, the checker's own z3 queries are recorded (`check.RECORD`, a few lines
-in `_holds`) and every `interval`/`linear` step is observed with the verified state the checker
+(exit 3). While it runs, the checker's own z3 queries (the goals) are recorded (`check.RECORD`, a
+few lines in `_holds`) and every `interval`/`linear`/`relu_relaxation` step is observed with the verified state the checker
 used for it (its step functions are wrapped here for the duration of the run; the checker itself
 is unchanged). Each obligation becomes one `(push 1) ... (check-sat) (pop 1)` block in QF_LRA whose
 expected answer is `unsat`; rationals are written exactly as `(/ p q)`, negatives as `(- ...)`.
@@ -37,9 +37,9 @@ HEADER = """\
 ; z_k = W_k h_(k-1) + b_k, h_k = relu(z_k), h_0 = x, output z_n = f_i - g_i) built by the checker,
 ; for the region (input box, and the ReLU-split signs folded into the bounds) of one tree node.
 ; Each uses only facts that earlier obligations established (verified bounds and relaxation lines):
-;  relu_relaxation  the checker's z3 query, verbatim (unstable neurons; stable ones are checked
-;                   exactly at both ends of their interval): no z in a neuron's verified [l, u] lies
-;                   below the lower line or above the upper line of relu.
+;  relu_relaxation  no z in a neuron's verified [l, u] lies above the lower line or below the
+;                   upper line of relu, one disjunct per piece of relu (the checker decides this
+;                   exactly at l, 0 and u, without z3).
 ;  interval         per claimed bound: no input in the box (layer 1), or no h with
 ;                   max(l,0) <= h <= max(u,0) from the verified bounds [l, u] of layer k-1, puts
 ;                   W_k h + b_k beyond the claim (exactly the checker's interval arithmetic).
@@ -170,7 +170,7 @@ def recording():
     """Run the checker with its z3 queries recorded and its bounds steps observed (restored after)."""
     records: list = []
     table = checker.STEP_CHECKERS
-    originals = {k: table[k] for k in ("interval", "linear")}
+    originals = {k: table[k] for k in ("interval", "linear", "relu_relaxation")}
 
     def observe(kind):
         def run(step, state, where):
@@ -338,6 +338,25 @@ def alpha_obligation(seen: _Seen) -> Obligation | None:
     return ob
 
 
+def relu_obligation(seen: _Seen) -> Obligation:
+    """No z in a neuron's verified [l, u] lies above the lower line or below the upper line of relu
+    (one disjunct per piece of relu; the checker decides it exactly at l, 0 and u)."""
+    k = seen.step["layer"]
+    lo, up = seen.bounds[k]
+    lines = [[parse_rational(v) for v in seen.step[name]] for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
+    ob = Obligation("relu_relaxation", seen.where, "the relaxation lines hold on every verified interval")
+    cases = []
+    for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
+        if l <= u:
+            z = f"z{i}"
+            ob.names.append(z)
+            below, above, inside = lin([(a, z)], b), lin([(c, z)], d), f"(<= {num(l)} {z}) (<= {z} {num(u)})"
+            cases += [f"(and {inside} (<= {z} 0) (or (> {below} 0) (< {above} 0)))",
+                      f"(and {inside} (>= {z} 0) (or (> {below} {z}) (< {above} {z})))"]
+    ob.asserts.append(_n_ary("or", cases))
+    return ob
+
+
 def empty_obligation(seen: _Seen) -> Obligation:
     k, i = next((k, i) for k, (lo, up) in sorted(seen.after.items()) for i, (l, u) in enumerate(zip(lo, up)) if l > u)
     l, u = seen.after[k][0][i], seen.after[k][1][i]
@@ -348,10 +367,7 @@ def empty_obligation(seen: _Seen) -> Obligation:
 def _from_z3(where: str, negation) -> Obligation:
     names: set[str] = set()
     body = z3_smt(negation, names)
-    if where.endswith("(goal)"):
-        ob = Obligation("goal", where[: -len(" (goal)")], "no output difference within the verified output bounds exceeds the bound")
-    else:
-        ob = Obligation("relu_relaxation", where, "the relaxation lines hold on every verified interval")
+    ob = Obligation("goal", where[: -len(" (goal)")], "no output difference within the verified output bounds exceeds the bound")
     ob.names, ob.asserts = sorted(names, key=lambda s: (s.rstrip("0123456789"), int(re.sub(r"\D", "", s) or 0))), [body]
     return ob
 
@@ -362,6 +378,8 @@ def obligations(records: list) -> list[Obligation]:
         if isinstance(r, _Seen):
             if r.kind == "interval":
                 out += interval_obligations(r, weights)
+            elif r.kind == "relu_relaxation":
+                out.append(relu_obligation(r))
             else:
                 extra = alpha_obligation(r)
                 out += ([extra] if extra else []) + linear_obligations(r, weights)

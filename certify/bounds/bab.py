@@ -9,8 +9,11 @@ the maximum over the leaves, so stopping early still yields a valid (looser) cer
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
 
 import numpy as np
@@ -36,8 +39,8 @@ class Node:
     split: dict | None = None
     children: list["Node"] = field(default_factory=list)
 
-    @property
-    def bound(self) -> Fraction | None:
+    @cached_property
+    def bound(self) -> Fraction | None:  # read only once the proposal is final
         own = self.proposal.bound
         if own is None or self.inherited is None:
             return own
@@ -127,25 +130,25 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
         plain = propose(net, exact_joint, box, method, margins=margins, differential=False)
         if plain.bound is not None and root.proposal.bound is not None and root.proposal.bound * 2 > plain.bound:
             root.proposal, differential = plain, False
-    leaves, splits = [root], 0
+    order = itertools.count()  # ties between equal bounds go to the older leaf
+    live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
+    splits = 0
     target = tolerance if stop_below is None else min(tolerance, stop_below)
-    while len(leaves) < max_leaves and time.perf_counter() - start < time_budget:
-        live = [n for n in leaves if n.bound is not None]
-        if not live:
-            break
-        worst = max(live, key=lambda n: n.bound)
+    while 1 + splits < max_leaves and time.perf_counter() - start < time_budget and live:
+        worst = live[0][2]
         if worst.bound <= target:
             break
         split = choose_split(net, worst)
         if split is None:
             break
+        heapq.heappop(live)
         worst.split, worst.children = split, _children(worst, split)
         for child in worst.children:
-            child.proposal = propose(net, exact_joint, child.box, method, child.assume, margins, differential)
-        leaves = [n for n in leaves if n is not worst] + worst.children
+            child.proposal = propose(net, exact_joint, child.box, method, child.assume, margins, differential, exact_output=False)
+            if child.bound is not None:  # None: the region is empty
+                heapq.heappush(live, (-child.bound, next(order), child))
         splits += 1
         if progress is not None:
-            progress(len(leaves), max((n.bound for n in leaves if n.bound is not None), default=None))
-    bounds = [n.bound for n in leaves if n.bound is not None]
-    claim = max(bounds) if bounds else Fraction(0)
-    return BabResult(root.to_json(claim), claim, len(leaves), splits, time.perf_counter() - start)
+            progress(1 + splits, -live[0][0] if live else None)
+    claim = -live[0][0] if live else Fraction(0)
+    return BabResult(root.to_json(claim), claim, 1 + splits, splits, time.perf_counter() - start)

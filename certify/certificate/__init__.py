@@ -182,13 +182,15 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
 
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
-            assume: dict | None = None, margins: tuple = (), differential: bool = True) -> Proposal:
+            assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True) -> Proposal:
     """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
     ReLU relaxation built on their intersection, clamped by the region's ReLU splits `assume`
     ({(layer, neuron): "inactive" | "active"}), then (crown, alpha, `differential`) a difference step
-    for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here.
+    for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here, or
+    (`exact_output=False`, branch-and-bound leaves: a third of a leaf's time) in floats padded
+    outward like the hidden layers, which the checker re-derives exactly all the same.
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
@@ -198,7 +200,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     diff: dict = {}  # layer -> Difference (floats); qdiff: the same lines as the checker's exact IntVecs
     qdiff: dict = {}
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
-    for k in range(1, n):
+    for k in range(1, n if exact_output else n + 1):
         prev = (lo_in, up_in) if k == 1 else interval_relu(*claims[-1])
         lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
@@ -212,6 +214,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             clo, cup = pad_outward(clo, cup)
             steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
+        if k == n:  # the output layer in floats (exact_output=False)
+            return Proposal(steps, [Fraction(v) for v in lo], [Fraction(v) for v in up], tuple(relax), tuple(claims),
+                            margins=tuple(margins))
         for (layer, i), phase in (assume or {}).items():
             if layer == k:
                 lo[i], up[i] = (lo[i], min(up[i], 0.0)) if phase == "inactive" else (max(lo[i], 0.0), up[i])

@@ -72,14 +72,24 @@ class _State:
     diff: dict = field(default_factory=dict)  # layer -> (pairs, four IntVecs): verified difference lines
 
 
-def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
-    raw = step.get(key)
+def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, int]]:
+    """A list of `length` certificate rationals as integer pairs (p, q), q > 0."""
     if not isinstance(raw, list) or len(raw) != length:
         raise Rejected(where, f"{key} must be a list of {length} rationals")
-    out = [parse_rational(v) for v in raw]
-    if any(v is None for v in out):
+    out = [parse_ratio(v) for v in raw]
+    if None in out:
         raise Rejected(where, f"{key} holds a value that is not a 'p/q' rational string")
     return out
+
+
+def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
+    return [Fraction(p, q) for p, q in _ratios(step.get(key), length, where, key)]
+
+
+def _intvec(ratios: list[tuple[int, int]]) -> tuple[list[int], int]:
+    """Integer pairs as the exact vector (numerators, common denominator) that `exact` works on."""
+    den = math.lcm(*(q for _, q in ratios))
+    return [p * (den // q) for p, q in ratios], den
 
 
 def _keys(obj: object, allowed: set, where: str, required: set | None = None) -> dict:
@@ -154,9 +164,7 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
         if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
             raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
         lo, hi = state.bounds[j]
-        ratios = [[parse_ratio(v) for v in row] if isinstance(row, list) and len(row) == len(lo) else [None] for row in rows]
-        if any(r is None for row in ratios for r in row):
-            raise Rejected(where, f"alpha[{key}]: every row must be a list of {len(lo)} 'p/q' rational strings")
+        ratios = [_ratios(row, len(lo), where, f"alpha[{key}][{r}]") for r, row in enumerate(rows)]
         den = math.lcm(*(q for row in ratios for _, q in row))
         nums = [[p * (den // q) for p, q in row] for row in ratios]
         need = [(l < 0 or u < 0, l > 0 or u > 0) for l, u in zip(lo, hi)]  # (alpha >= 0, alpha <= 1)
@@ -276,15 +284,10 @@ def _holds(names: list[str], negation: str, where: str) -> bool:
     return answer == z3.unsat
 
 
-def _prove(names: list[str], negation: str, where: str) -> None:
-    if not _holds(names, negation, where):
-        raise Rejected(where, "z3 found a counterexample to the obligation")
-
-
 def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
-    """Lines a_lo*z + b_lo <= relu(z) <= a_up*z + b_up for every z in the verified bounds of layer k:
-    z3 for the unstable neurons (l < 0 < u); on a stable neuron's interval relu is linear (z or 0),
-    so checking both ends exactly is complete."""
+    """Lines a_lo*z + b_lo <= relu(z) <= a_up*z + b_up for every z in the verified bounds [l, u] of
+    layer k. relu and both lines are linear on [l, min(u, 0)] and on [max(l, 0), u], so the lines
+    hold on [l, u] iff they hold at l, u and (l < 0 < u) at 0: an exact check, and a complete one."""
     _keys(step, RELAX_KEYS, where)
     k = _layer(step, state, where)
     if k == len(state.joint):
@@ -292,20 +295,13 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
     if k not in state.bounds:
         raise Rejected(where, f"needs verified bounds of layer {k} first")
     lo, up = state.bounds[k]
-    lines = [_vector(step, name, len(lo), where) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
-    names, violations = [], []
-    for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
-        if l < 0 < u:
-            z = f"z{i}"  # relu is 0 on [l, 0] and z on [0, u]: one disjunct per piece (no ite, faster for z3)
-            names.append(z)
-            below, above = f"(+ (* {_q(a)} {z}) {_q(b)})", f"(+ (* {_q(c)} {z}) {_q(d)})"
-            violations += [f"(and (<= {_q(l)} {z}) (<= {z} 0.0) (or (> {below} 0.0) (< {above} 0.0)))",
-                           f"(and (<= 0.0 {z}) (<= {z} {_q(u)}) (or (> {below} {z}) (< {above} {z})))"]
-        elif l <= u and any(a * z + b > max(z, 0) or c * z + d < max(z, 0) for z in (l, u)):
-            raise Rejected(where, f"neuron {i}: a line is not below/above relu on the stable interval [{l}, {u}]")
-    if violations:
-        _prove(names, f"(or {' '.join(violations)})", where)
-    state.relax[k] = tuple(qvec(v) for v in lines)
+    lines = [_ratios(step.get(name), len(lo), where, name) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
+    for i, (l, u, (a, ad), (b, bd), (c, cd), (d, dd)) in enumerate(zip(lo, up, *lines)):
+        for z in ((l, u, 0) if l < 0 < u else (l, u) if l <= u else ()):
+            zn, zd, r = z.numerator, z.denominator, max(z.numerator, 0)  # a/ad * zn/zd + b/bd > r/zd, times ad*bd*zd > 0:
+            if a * zn * bd + b * ad * zd > r * ad * bd or c * zn * dd + d * cd * zd < r * cd * dd:
+                raise Rejected(where, f"neuron {i}: a line is not below/above relu on the verified interval [{l}, {u}]")
+    state.relax[k] = tuple(_intvec(v) for v in lines)
 
 
 STEP_CHECKERS = {

@@ -39,8 +39,10 @@ def _reduce(rows: list[list[int]], den: int) -> IntMat:
     return ([[x // g for x in row] for row in rows], den // g) if g > 1 else (rows, den)
 
 
-def transpose(m: IntMat) -> IntMat:
-    return [list(col) for col in zip(*m[0])], m[1]
+def _add(vec: IntVec, nums: list[int], den: int) -> IntVec:
+    """vec + nums / den, exactly."""
+    (cs, cden), common = vec, math.lcm(vec[1], den)
+    return [c * (common // cden) + x * (common // den) for c, x in zip(cs, nums)], common
 
 
 def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
@@ -63,12 +65,12 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
     """
     rows, den = lam
-    consts = [Fraction(0)] * len(rows)
+    consts = ([0] * len(rows), 1)  # the rows' constant terms, an exact vector (numerators, denominator)
     for j in range(len(layers) - 1, -1, -1):
         (w, wden), (b, bden) = layers[j]
         m = fmpz_mat(rows)
         cb = m * fmpz_mat([[x] for x in b])
-        consts = [c + Fraction(int(cb[r, 0]), den * bden) for r, c in enumerate(consts)]
+        consts = _add(consts, [int(cb[r, 0]) for r in range(len(rows))], den * bden)
         rows = [[int(x) for x in row] for row in (m * fmpz_mat(w)).table()]
         den *= wden
         if j > 0:
@@ -77,7 +79,7 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
             lines = list(relax[j - 1]) + list(dlines)  # relu lines, then difference lines
             lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
             los, loi, ups, upi, dls, dli, dus, dui = ([a * (m // d) for a in v] for (v, d), m in zip(lines, [lcm_s, lcm_i] * 4))
-            new_rows = []
+            new_rows, icpts = [], []
             for r, row in enumerate(rows):
                 if rows_alpha is not None:
                     lo_r, loi_r = [a * (lcm_s // ad) for a in rows_alpha[r]], [0] * len(row)
@@ -99,7 +101,8 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
                     new[b] -= d * s
                     icpt += c * (loi_r[ref] if c >= 0 else upi[ref]) + d * t
                 new_rows.append(new)
-                consts[r] += Fraction(icpt, den * lcm_i)
+                icpts.append(icpt)
+            consts = _add(consts, icpts, den * lcm_i)
             rows, den = _reduce(new_rows, den * lcm_s)
             if j in (beta or {}):  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
                 (extra, bden) = beta[j]
@@ -110,8 +113,8 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     dd = math.lcm(loden, upden)
     lo = [x * (dd // loden) for x in lo]
     up = [x * (dd // upden) for x in up]
-    return [c + Fraction(sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up)), den * dd)
-            for row, c in zip(rows, consts)]
+    (nums, cden) = _add(consts, [sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up)) for row in rows], den * dd)
+    return [Fraction(c, cden) for c in nums]
 
 
 def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:

@@ -6,7 +6,6 @@ from a weight file is converted with `Fraction(float)`, which is exact.
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 
@@ -48,10 +47,3 @@ def rational_str(value: Fraction | int) -> str:
     """The certificate form of an exact number."""
     value = Fraction(value)
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-
-
-def exact_float(x: float) -> Fraction:
-    """A finite float as the exact rational it denotes (NaN and inf are rejected by readers)."""
-    if not math.isfinite(x):
-        raise ValueError("not a finite number")
-    return Fraction(x)
