@@ -167,11 +167,10 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
         ratios = [_ratios(row, len(lo), where, f"alpha[{key}][{r}]") for r, row in enumerate(rows)]
         den = math.lcm(*(q for row in ratios for _, q in row))
         nums = [[p * (den // q) for p, q in row] for row in ratios]
-        need = [(l < 0 or u < 0, l > 0 or u > 0) for l, u in zip(lo, hi)]  # (alpha >= 0, alpha <= 1)
-        for row in nums:
-            for a, (nonneg, atmost1), l, u in zip(row, need, lo, hi):
-                if (nonneg and a < 0) or (atmost1 and a > den):
-                    raise Rejected(where, f"alpha[{key}]: slope {Fraction(a, den)} is not a lower line of relu on [{l}, {u}]")
+        for col, l, u in zip(zip(*nums), lo, hi):  # a column: one neuron's slopes, one per row
+            if ((l < 0 or u < 0) and min(col) < 0) or ((l > 0 or u > 0) and max(col) > den):  # alpha >= 0, alpha <= 1
+                bad = min(col) if (l < 0 or u < 0) and min(col) < 0 else max(col)
+                raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad, den)} is not a lower line of relu on [{l}, {u}]")
         low[j], up[j] = (nums[:width], den), (nums[width:], den)
     return low, up
 
