@@ -13,7 +13,6 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from fractions import Fraction
 
 import numpy as np
@@ -23,7 +22,8 @@ from ..checker.numbers import rational_str
 from .linear import backsubstitute
 from .network import FloatNet, box_floats
 
-INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
+INPUT_SPLIT_MAX_DIM = 16
+EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 
 
 @dataclass
@@ -38,13 +38,12 @@ class Node:
     proposal: Proposal | None = None
     split: dict | None = None
     children: list["Node"] = field(default_factory=list)
+    bound: Fraction | None = None  # set with the proposal: the best of its own bound and the ancestors'
+    exact_output: bool = True  # the proposal's output bounds are exact (else padded floats)
 
-    @cached_property
-    def bound(self) -> Fraction | None:  # read only once the proposal is final
-        own = self.proposal.bound
-        if own is None or self.inherited is None:
-            return own
-        return min(own, self.inherited)
+    def set_proposal(self, proposal: Proposal, exact_output: bool = True) -> None:
+        self.proposal, self.exact_output, own = proposal, exact_output, proposal.bound
+        self.bound = own if own is None or self.inherited is None else min(own, self.inherited)
 
     def to_json(self, claim: Fraction) -> dict:
         """The steps this region re-derives (layers from `first_layer` on; the output layer only
@@ -123,13 +122,14 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
     `progress(leaves, bound)` is called after every split."""
     start = time.perf_counter()
     root = Node(box, {})
-    root.proposal = propose(net, exact_joint, box, method, margins=margins)
+    root.set_proposal(propose(net, exact_joint, box, method, margins=margins))
     differential = any(s["kind"] == "difference" and s["pairs"] for s in root.proposal.steps)
     if differential:  # splits sharpen separate ReLU relaxations, not difference lines (digits_low_rank at
         # tolerance 0.085: 3 leaves without pairs, 256 leaves and still 0.0863 with): pairs only for a 2x gain
         plain = propose(net, exact_joint, box, method, margins=margins, differential=False)
         if plain.bound is not None and root.proposal.bound is not None and root.proposal.bound * 2 > plain.bound:
-            root.proposal, differential = plain, False
+            differential = False
+            root.set_proposal(plain)
     order = itertools.count()  # ties between equal bounds go to the older leaf
     live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
     splits = 0
@@ -138,13 +138,22 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
         worst = live[0][2]
         if worst.bound <= target:
             break
+        if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
+            # padded float output bounds miss the target by no more than their padding: bound the
+            # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
+            heapq.heappop(live)
+            worst.set_proposal(propose(net, exact_joint, worst.box, method, worst.assume, margins, differential))
+            if worst.bound is not None:
+                heapq.heappush(live, (-worst.bound, next(order), worst))
+            continue
         split = choose_split(net, worst)
         if split is None:
             break
         heapq.heappop(live)
         worst.split, worst.children = split, _children(worst, split)
         for child in worst.children:
-            child.proposal = propose(net, exact_joint, child.box, method, child.assume, margins, differential, exact_output=False)
+            child.set_proposal(propose(net, exact_joint, child.box, method, child.assume, margins, differential,
+                                       exact_output=False), exact_output=False)
             if child.bound is not None:  # None: the region is empty
                 heapq.heappush(live, (-child.bound, next(order), child))
         splits += 1
