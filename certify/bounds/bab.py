@@ -22,8 +22,8 @@ from ..checker.numbers import rational_str
 from .linear import backsubstitute
 from .network import FloatNet, box_floats
 
-INPUT_SPLIT_MAX_DIM = 16
-EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs  # boxes with this few free inputs are split on the box; larger ones on ReLUs
+INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
+EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs
 
 
 @dataclass

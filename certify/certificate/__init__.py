@@ -189,7 +189,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     ReLU relaxation built on their intersection, clamped by the region's ReLU splits `assume`
     ({(layer, neuron): "inactive" | "active"}), then (crown, alpha, `differential`) a difference step
     for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here, or
-    (`exact_output=False`, branch-and-bound leaves: a third of a leaf's time) in floats padded
+    (`exact_output=False`, branch-and-bound leaves: about half of a leaf's time) in floats padded
     outward like the hidden layers, which the checker re-derives exactly all the same.
     """
     lo_in, up_in = box_floats(*box)
