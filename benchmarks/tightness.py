@@ -211,8 +211,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     records = []
     every = list(instances(args.quick))
-    todo = every if not args.only else [i for part in args.only.split(",") for i in every if part in i[0]]
-    todo = [i for n, i in enumerate(todo) if i[0] not in [j[0] for j in todo[:n]]]  # each instance once
+    picked = every if not args.only else [i for part in args.only.split(",") for i in every if part in i[0]]
+    todo = list({i[0]: i for i in picked}.values())  # each instance once, in the order first named
     workers = args.workers or (2 if args.quick else 1)
     with contextlib.ExitStack() as stack:
         if workers > 1:  # spawn, not fork (JAX); each process times its own instances

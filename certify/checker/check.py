@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import z3
 
 from .errors import BadInput, Rejected
 from .float32 import float32_margins, is_float32
-from .exact import backsubstitute, forward, interval_dense, qmat, qvec
+from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_ratio, parse_rational, rational_str
@@ -84,12 +83,6 @@ def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, i
 
 def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
     return [Fraction(p, q) for p, q in _ratios(step.get(key), length, where, key)]
-
-
-def _intvec(ratios: list[tuple[int, int]]) -> tuple[list[int], int]:
-    """Integer pairs as the exact vector (numerators, common denominator) that `exact` works on."""
-    den = math.lcm(*(q for _, q in ratios))
-    return [p * (den // q) for p, q in ratios], den
 
 
 def _keys(obj: object, allowed: set, where: str, required: set | None = None) -> dict:
@@ -164,13 +157,11 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
         if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
             raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
         lo, hi = state.bounds[j]
-        ratios = [_ratios(row, len(lo), where, f"alpha[{key}][{r}]") for r, row in enumerate(rows)]
-        den = math.lcm(*(q for row in ratios for _, q in row))
-        nums = [[p * (den // q) for p, q in row] for row in ratios]
+        nums, den = ratio_mat([_ratios(row, len(lo), where, f"alpha[{key}][{r}]") for r, row in enumerate(rows)])
         for col, l, u in zip(zip(*nums), lo, hi):  # a column: one neuron's slopes, one per row
-            if ((l < 0 or u < 0) and min(col) < 0) or ((l > 0 or u > 0) and max(col) > den):  # alpha >= 0, alpha <= 1
-                bad = min(col) if (l < 0 or u < 0) and min(col) < 0 else max(col)
-                raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad, den)} is not a lower line of relu on [{l}, {u}]")
+            bad = [a for a in (min(col), max(col)) if (a < 0 and (l < 0 or u < 0)) or (a > den and (l > 0 or u > 0))]
+            if bad:  # an end below 0 needs alpha >= 0, an end above 0 needs alpha <= 1
+                raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad[0], den)} is not a lower line of relu on [{l}, {u}]")
         low[j], up[j] = (nums[:width], den), (nums[width:], den)
     return low, up
 
@@ -300,7 +291,7 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
             zn, zd, r = z.numerator, z.denominator, max(z.numerator, 0)  # a/ad * zn/zd + b/bd > r/zd, times ad*bd*zd > 0:
             if a * zn * bd + b * ad * zd > r * ad * bd or c * zn * dd + d * cd * zd < r * cd * dd:
                 raise Rejected(where, f"neuron {i}: a line is not below/above relu on the verified interval [{l}, {u}]")
-    state.relax[k] = tuple(_intvec(v) for v in lines)
+    state.relax[k] = tuple(map(ratio_vec, lines))
 
 
 STEP_CHECKERS = {

@@ -16,17 +16,24 @@ IntVec = tuple[list[int], int]  # (numerators, common denominator)
 IntMat = tuple[list[list[int]], int]
 
 
+def ratio_mat(rows: list[list[tuple[int, int]]]) -> IntMat:
+    """Rows of exact numbers given as integer pairs (p, q), q > 0 -> (numerators, lcm of denominators)."""
+    den = math.lcm(*(q for row in rows for _, q in row))
+    return [[p * (den // q) for p, q in row] for row in rows], den
+
+
+def ratio_vec(pairs: list[tuple[int, int]]) -> IntVec:
+    (nums,), den = ratio_mat([pairs])
+    return nums, den
+
+
 def qvec(values) -> IntVec:
     """Floats / Fractions / ints -> (numerators, lcm of denominators). Exact."""
-    ratios = [v.as_integer_ratio() for v in values]
-    den = math.lcm(*(q for _, q in ratios)) if ratios else 1
-    return [p * (den // q) for p, q in ratios], den
+    return ratio_vec([v.as_integer_ratio() for v in values])
 
 
 def qmat(rows) -> IntMat:
-    ratios = [[v.as_integer_ratio() for v in row] for row in rows]
-    den = math.lcm(*(q for row in ratios for _, q in row)) if ratios else 1
-    return [[p * (den // q) for p, q in row] for row in ratios], den
+    return ratio_mat([[v.as_integer_ratio() for v in row] for row in rows])
 
 
 def fracs(vec: IntVec) -> list[Fraction]:
