@@ -1,3 +1,3 @@
 """certify: certified worst-case deviation bounds between a network and its coarse-grained explanation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -237,9 +237,9 @@ def interval_obligations(seen: _Seen, weights) -> list[Obligation]:
     return out
 
 
-def _alpha_slopes(step: dict) -> dict[int, list[list[Fraction]]]:
-    """alpha[j][row][neuron] of a linear step, as Fractions."""
-    return {int(key): [[parse_rational(v) for v in row] for row in rows] for key, rows in (step.get("alpha") or {}).items()}
+def _alpha_slopes(step: dict) -> dict[int, tuple[list[int], list[list[Fraction]]]]:
+    """alpha[j] = (neurons, slopes[row][t]: the slope of neuron neurons[t]) of a linear step, as Fractions."""
+    return {int(key): (a["neurons"], [[parse_rational(v) for v in row] for row in a["slopes"]]) for key, a in (step.get("alpha") or {}).items()}
 
 
 def _betas(step: dict, assume: dict) -> dict[int, dict[int, dict[int, Fraction]]]:
@@ -279,7 +279,9 @@ def chain(seen: _Seen, weights, row: int, sign: int, alpha: dict, beta: dict) ->
             return links, const + sum(c * (l if c >= 0 else u) for c, l, u in zip(mu, lo, up))
         a, bl, c, d = (fracs(v) for v in seen.relax[j - 1])
         if j - 1 in alpha:
-            a, bl = alpha[j - 1][row], [Fraction(0)] * len(a)
+            neurons, slopes = alpha[j - 1]
+            for m, s in zip(neurons, slopes[row]):
+                a[m], bl[m] = s, Fraction(0)
         lam = [m * (s if m >= 0 else t) for m, s, t in zip(mu, a, c)]
         const += sum(m * (s if m >= 0 else t) for m, s, t in zip(mu, bl, d))
         for i, v in beta.get(j - 1, {}).get(row, {}).items():
@@ -309,8 +311,9 @@ def linear_obligations(seen: _Seen, weights) -> list[Obligation]:
             asserts = _box(z, lo, up)
             for m in range(n):
                 asserts += [f"(>= {h[m]} {lin([(a[m], z[m])], bl[m])})", f"(<= {h[m]} {lin([(cu[m], z[m])], d[m])})"]
-                if j - 1 in alpha:
-                    asserts.append(f"(>= {h[m]} {lin([(alpha[j - 1][row][m], z[m])])})")
+            neurons, slopes = alpha.get(j - 1, ((), ()))
+            for m, s in zip(neurons, slopes[row] if neurons else ()):
+                asserts.append(f"(>= {h[m]} {lin([(s, z[m])])})")
             asserts.append(f"(< {lin(zip(mu, h), c + lb)} {lin(zip(lam_next, z), c_next)})")
             out.append(Obligation("linear", f"{tag}, link {j} -> {j - 1}", f"lam.z{j} + c >= lam'.z{j - 1} + c' for every z{j - 1} "
                                   "in its verified bounds with relu between its verified lines", z + h, asserts))
@@ -327,9 +330,9 @@ def alpha_obligation(seen: _Seen) -> Obligation | None:
         return None
     ob = Obligation("alpha", seen.where, "no alpha line of this step lies above relu on its verified interval")
     cases = []
-    for j, rows in sorted(alpha.items()):
+    for j, (neurons, rows) in sorted(alpha.items()):
         lo, up = seen.bounds[j]
-        for n, slopes in enumerate(set(col) for col in zip(*rows)):
+        for n, slopes in zip(neurons, (set(col) for col in zip(*rows))):
             z = f"a{j}_{n}"
             ob.names.append(z)
             above = _n_ary("or", [f"(> {lin([(s, z)])} {relu(z)})" for s in sorted(slopes)])

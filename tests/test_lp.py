@@ -106,8 +106,12 @@ def test_tampered_lp_certificate_is_rejected(tmp_path):
     prop = propose(p.net, p.joint, p.box, "lp")
     width = p.net.widths[-1]
     rows = np.concatenate([np.eye(width), -np.eye(width)])
-    alphas = [np.array([[float(Fraction(v)) for v in row] for row in genuine["steps"][out_step]["alpha"][str(j)]])
-              for j in range(1, n)]
+    alphas = []  # dense slopes: the certificate's for its (unstable) neurons, the relaxation's elsewhere
+    for j in range(1, n):
+        a = np.tile(np.asarray(prop.relax[j - 1].lower_slope, dtype=float), (rows.shape[0], 1))
+        entry = genuine["steps"][out_step]["alpha"].get(str(j), {"neurons": [], "slopes": [[]] * rows.shape[0]})
+        a[:, entry["neurons"]] = [[float(Fraction(v)) for v in row] for row in entry["slopes"]] if entry["neurons"] else 0.0
+        alphas.append(a)
     base = lp_rows_bound(p.net, list(prop.relax), alphas, lo, up, rows)
     change = None
     for j, a in enumerate(alphas):
@@ -126,14 +130,16 @@ def test_tampered_lp_certificate_is_rejected(tmp_path):
     assert change is not None, "no slope of the LP certificate matters"
     j, r, i, value = change
     c = copy.deepcopy(genuine)
-    c["steps"][out_step]["alpha"][str(j)][r][i] = rational_str(Fraction(value))
+    entry = c["steps"][out_step]["alpha"][str(j)]
+    entry["slopes"][r][entry["neurons"].index(i)] = rational_str(Fraction(value))
     result = verdict(c)
     assert result.verdict is Verdict.REJECTED
     assert f"linear, layer {n}" in result.reason, result.reason
 
     # 3. a slope outside [0, 1] is not a lower line of relu
     c = copy.deepcopy(genuine)
-    c["steps"][out_step]["alpha"][str(j)][r][i] = "3/2"
+    entry = c["steps"][out_step]["alpha"][str(j)]
+    entry["slopes"][r][entry["neurons"].index(i)] = "3/2"
     assert verdict(c).verdict is Verdict.REJECTED
 
 

@@ -152,20 +152,34 @@ def alpha_slope_above_one(c):
     step = _alpha_step(c)
     j = min(step["alpha"])
     bounds = c["steps"][_first(c["steps"], "relu_relaxation", int(j)) - 1]
-    step["alpha"][j][0][_unstable(bounds)] = "2"
+    alpha = step["alpha"][j]
+    alpha["slopes"][0][alpha["neurons"].index(_unstable(bounds))] = "2"
 
 
 def alpha_slope_negative(c):
     step = _alpha_step(c)
     j = min(step["alpha"])
     bounds = c["steps"][_first(c["steps"], "relu_relaxation", int(j)) - 1]
-    i = _unstable(bounds)
-    step["alpha"][j][-1][i] = "-1/4"
+    alpha = step["alpha"][j]
+    alpha["slopes"][-1][alpha["neurons"].index(_unstable(bounds))] = "-1/4"
 
 
 def alpha_row_dropped(c):
     step = _alpha_step(c)
-    step["alpha"][min(step["alpha"])].pop()
+    step["alpha"][min(step["alpha"])]["slopes"].pop()
+
+
+def alpha_neuron_out_of_range(c):
+    alpha = _alpha_step(c)["alpha"]
+    alpha[min(alpha)]["neurons"][-1] = 10**6
+
+
+def alpha_neuron_repeated(c):
+    entry = _alpha_step(c)["alpha"]
+    entry = entry[min(entry)]
+    entry["neurons"].append(entry["neurons"][0])
+    for row in entry["slopes"]:
+        row.append(row[0])
 
 
 def alpha_for_unknown_layer(c):
@@ -176,12 +190,14 @@ def alpha_for_unknown_layer(c):
 # which step kinds (and features) each mutation attacks: a new step kind without one fails a test
 ATTACKS = {"interval": ["tighten_intermediate_past_derived", "drop_first_layer", "truncate_vector"],
            "linear": ["tighten_output_lower_one_ulp", "drop_output_steps", "alpha_slope_above_one",
-                      "alpha_slope_negative", "alpha_row_dropped", "alpha_for_unknown_layer", "beta_negative",
+                      "alpha_slope_negative", "alpha_row_dropped", "alpha_for_unknown_layer", "alpha_neuron_out_of_range",
+                      "alpha_neuron_repeated", "beta_negative",
                       "beta_for_unsplit_neuron", "beta_on_wrong_layer"],
            "relu_relaxation": ["flip_upper_slope_sign", "flip_lower_slope_sign", "lower_upper_intercept",
                                "drop_relaxation_step", "change_layer_index"]}
 
-MUTATIONS = [alpha_slope_above_one, alpha_slope_negative, alpha_row_dropped, alpha_for_unknown_layer, tighten_bound_one_ulp, tighten_output_lower_one_ulp, tighten_intermediate_past_derived,
+MUTATIONS = [alpha_slope_above_one, alpha_slope_negative, alpha_row_dropped, alpha_for_unknown_layer, alpha_neuron_out_of_range,
+             alpha_neuron_repeated, tighten_bound_one_ulp, tighten_output_lower_one_ulp, tighten_intermediate_past_derived,
              flip_upper_slope_sign, flip_lower_slope_sign, lower_upper_intercept, drop_relaxation_step,
              drop_output_steps, drop_first_layer, change_spec_hash, change_model_hash, add_unknown_step,
              change_tolerance, change_witness_deviation, move_witness_outside, change_layer_index,

@@ -20,6 +20,7 @@ from .linear import Difference, Relaxation, backsubstitute
 from .network import FloatNet
 
 LEARNING_RATE = 0.2
+GRID = 2.0 ** 20  # slopes are kept on this grid: short exact rationals in certificates, small integers in checking
 _OPT = optax.adam(LEARNING_RATE)
 _PAD = 8  # split counts are padded to a multiple of this, so leaves of similar depth share one compile
 
@@ -50,7 +51,7 @@ def _optimise(params, weights, biases, k, iters, *args):
         best = jnp.maximum(best, current)
         updates, state = _OPT.update(grads, state, params)
         alphas, beta = optax.apply_updates(params, updates)
-        params = ([jnp.clip(a, 0.0, 1.0) for a in alphas], jnp.maximum(beta, 0.0))
+        params = ([jnp.round(jnp.clip(a, 0.0, 1.0) * GRID) / GRID for a in alphas], jnp.maximum(beta, 0.0))
         return params, state, best, best_params
 
     best = jnp.full(args[3].shape[0], -jnp.inf)  # args[3]: lam, one row per bound

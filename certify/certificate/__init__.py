@@ -103,18 +103,26 @@ class Proposal:
         return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
 
 
-ALPHA_MAX_ENTRIES = 60_000  # per-row slopes cost certificate size: intermediate layers above this use CROWN
+ALPHA_MAX_ENTRIES = 60_000  # per-row slopes of unstable neurons cost certificate size: intermediate layers above this use CROWN
 
 
-def _alpha_json(alphas) -> dict:
-    return {str(j): np.asarray(a, dtype=np.float64) for j, a in enumerate(alphas, start=1)}
+def _unstable(claims) -> list[np.ndarray]:
+    """Per hidden layer, the neurons whose claimed interval straddles 0: the only ones whose alpha
+    slope is written (a stable neuron's relaxation line is already exact)."""
+    return [np.flatnonzero((np.asarray(lo) < 0) & (np.asarray(up) > 0)) for lo, up in claims]
 
 
-def _exact_alpha(alphas, width: int):
+def _alpha_json(alphas, claims) -> dict:
+    return {str(j): {"neurons": m.tolist(), "slopes": np.asarray(a, dtype=np.float64)[:, m]}
+            for j, (a, m) in enumerate(zip(alphas, _unstable(claims)), start=1) if m.size}
+
+
+def _exact_alpha(alphas, claims, width: int):
     low, up = {}, {}
-    for j, a in enumerate(alphas, start=1):
-        nums, den = exact.qmat([[float(v) for v in row] for row in a])
-        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    for j, (a, m) in enumerate(zip(alphas, _unstable(claims)), start=1):
+        if m.size:
+            nums, den = exact.qmat([[float(v) for v in row] for row in np.asarray(a)[:, m]])
+            low[j], up[j] = (m.tolist(), (nums[:width], den)), (m.tolist(), (nums[width:], den))
     return low, up
 
 
@@ -206,9 +214,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
         if method in ("crown", "alpha", "lp") and k > 1:
             width = net.weights[k - 1].shape[0]
-            if method in ("alpha", "lp") and 2 * width * sum(net.widths[1:k]) <= ALPHA_MAX_ENTRIES:
+            if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= ALPHA_MAX_ENTRIES:
                 alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume, diff=diff)
-                extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
+                extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
             else:
                 (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in, diff), {}
             clo, cup = pad_outward(clo, cup)
@@ -249,8 +257,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
             alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
                              else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff)[:2])
-            extra = {"alpha": _alpha_json(alphas), **_beta_json(betas)}
-            alpha_low, alpha_up = _exact_alpha(alphas, width)
+            extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
+            alpha_low, alpha_up = _exact_alpha(alphas, claims, width)
             beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
         eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))

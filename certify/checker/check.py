@@ -20,13 +20,13 @@ import z3
 
 from .errors import BadInput, Rejected
 from .float32 import float32_margins, is_float32
-from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec
+from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_ratio, parse_rational, rational_str
 from .spec import Spec, read_spec
 
-FORMAT, VERSION = "certify.certificate", 1
+FORMAT, VERSION = "certify.certificate", 2
 Z3_TIMEOUT_MS = 60_000
 RECORD: list | None = None  # a list: every z3 query is appended as (where, negation, unsat?) (certify export-smt)
 TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "materialized", "claim", "steps", "tree",
@@ -69,6 +69,7 @@ class _State:
     assume: dict  # (layer, neuron) -> "inactive" (z <= 0) | "active" (z >= 0): this leaf's ReLU splits
     empty: bool = False  # the verified bounds and the splits contradict: the leaf's region is empty
     diff: dict = field(default_factory=dict)  # layer -> (pairs, four IntVecs): verified difference lines
+    mats: list = field(default_factory=list)  # the joint layers' weights as FLINT matrices (exact.weight_mats)
 
 
 def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, int]]:
@@ -142,27 +143,32 @@ def check_interval(step: dict, state: _State, where: str) -> None:
 
 
 def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
-    """Per-row lower slopes {relu layer j: 2*width rows} (rows < width: lower bounds, then upper).
+    """Per-row lower slopes {relu layer j: (neurons, 2*width rows)} (rows < width: lower bounds, then
+    upper): alpha[j] = {"neurons": [m, ...] (increasing), "slopes": one row of len(neurons) per bound}.
 
-    Row r's line alpha*z (intercept 0) must lie below relu on the verified interval of each neuron:
-    relu is linear on each side of 0, so checking the interval's ends suffices (alpha*l <= relu(l),
-    alpha*u <= relu(u); at 0 both sides are 0). An end below 0 makes that alpha >= 0, an end above
-    0 makes it alpha <= 1: tested on the integer numerators (one positive denominator)."""
+    Row r's line alpha*z (intercept 0) must lie below relu on the verified interval of each listed
+    neuron: relu is linear on each side of 0, so checking the interval's ends suffices (alpha*l <=
+    relu(l), alpha*u <= relu(u); at 0 both sides are 0). An end below 0 makes that alpha >= 0, an end
+    above 0 makes it alpha <= 1: tested on the integer numerators (one positive denominator)."""
     raw = step.get("alpha", {})
     if not isinstance(raw, dict):
         raise Rejected(where, "alpha must map relu layers to slope matrices")
     low, up = {}, {}
-    for key, rows in raw.items():
+    for key, entry in raw.items():
         j = int(key) if isinstance(key, str) and re.fullmatch("[0-9]{1,6}", key) else 0
+        rows, ns = (entry.get("slopes"), entry.get("neurons")) if isinstance(entry, dict) and len(entry) == 2 else (None, None)
         if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
-            raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with {2 * width} rows")
+            raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with neurons and {2 * width} rows of slopes")
         lo, hi = state.bounds[j]
-        nums, den = ratio_mat([_ratios(row, len(lo), where, f"alpha[{key}][{r}]") for r, row in enumerate(rows)])
-        for col, l, u in zip(zip(*nums), lo, hi):  # a column: one neuron's slopes, one per row
+        if not isinstance(ns, list) or any(type(m) is not int for m in ns) or ns != sorted(set(ns)) or ns and not 0 <= ns[0] <= ns[-1] < len(lo):
+            raise Rejected(where, f"alpha[{key}].neurons must be increasing neuron indices of layer {j}")
+        nums, den = ratio_mat([_ratios(row, len(ns), where, f"alpha[{key}].slopes[{r}]") for r, row in enumerate(rows)])
+        for col, m in zip(zip(*nums), ns):  # a column: one neuron's slopes, one per row
+            l, u = lo[m], hi[m]
             bad = [a for a in (min(col), max(col)) if (a < 0 and (l < 0 or u < 0)) or (a > den and (l > 0 or u > 0))]
             if bad:  # an end below 0 needs alpha >= 0, an end above 0 needs alpha <= 1
-                raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad[0], den)} is not a lower line of relu on [{l}, {u}]")
-        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+                raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad[0], den)} is not a lower line of relu on [{l}, {u}] (neuron {m})")
+        low[j], up[j] = (ns, (nums[:width], den)), (ns, (nums[width:], den))
     return low, up
 
 
@@ -213,9 +219,9 @@ def _bounds_of(rows: list, state: _State, k: int, alpha=(None, None), beta=(None
     if not rows:
         return [], []
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((rows, 1), state.joint[:k], relax, box, alpha[0], beta[0], state.diff)
+    lower = backsubstitute((rows, 1), state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
     neg = [[-x for x in row] for row in rows]
-    return lower, [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha[1], beta[1], state.diff)]
+    return lower, [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
 
 
 def check_difference(step: dict, state: _State, where: str) -> None:
@@ -330,7 +336,7 @@ def _run_steps(steps: object, state: _State, where: str) -> int:
 def _child(parent: _State, box: tuple, assume: dict, split_layer: int | None = None) -> _State:
     """A child region inherits everything verified for its parent (the parent's region contains
     it); a new ReLU split clamps the inherited bounds of its neuron at once."""
-    state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty, dict(parent.diff))
+    state = _State(parent.joint, box, dict(parent.bounds), dict(parent.relax), assume, parent.empty, dict(parent.diff), parent.mats)
     if split_layer in state.bounds:
         _set_bounds(state, split_layer, *state.bounds[split_layer])
     return state
@@ -347,7 +353,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     so their steps need only re-derive what the split changes. A node whose verified bounds
     contradict its splits has an empty region. A node neither proved nor split rejects.
     """
-    stack = [(root, _State(joint, box, {}, {}, {}), "tree")]
+    stack = [(root, _State(joint, box, {}, {}, {}, mats=weight_mats(joint)), "tree")]
     count = steps = 0
     while stack:
         node, state, where = stack.pop()

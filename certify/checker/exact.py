@@ -10,7 +10,7 @@ import math
 from fractions import Fraction
 from operator import mul
 
-from flint import fmpz_mat
+from flint import fmpz, fmpz_mat
 
 IntVec = tuple[list[int], int]  # (numerators, common denominator)
 IntMat = tuple[list[list[int]], int]
@@ -41,28 +41,28 @@ def fracs(vec: IntVec) -> list[Fraction]:
     return [Fraction(n, den) for n in nums]
 
 
-def _reduce(rows: list[list[int]], den: int) -> IntMat:
-    g = math.gcd(den, *(x for row in rows for x in row))
-    return ([[x // g for x in row] for row in rows], den // g) if g > 1 else (rows, den)
-
-
 def _add(vec: IntVec, nums: list[int], den: int) -> IntVec:
     """vec + nums / den, exactly."""
     (cs, cden), common = vec, math.lcm(vec[1], den)
     return [c * (common // cden) + x * (common // den) for c, x in zip(cs, nums)], common
 
 
+def weight_mats(layers: list[tuple[IntMat, IntVec]]) -> list[tuple[fmpz_mat, fmpz_mat]]:
+    """Each layer's weight numerators and bias numerators (a column) as FLINT matrices, built once."""
+    return [(fmpz_mat(w), fmpz_mat([[x] for x in b])) for (w, _), (b, _) in layers]
+
+
 def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
-                   alpha: dict[int, IntMat] | None = None, beta: dict[int, IntMat] | None = None,
-                   diff: dict | None = None) -> list[Fraction]:
+                   alpha: dict[int, tuple[list[int], IntMat]] | None = None, beta: dict[int, IntMat] | None = None,
+                   diff: dict | None = None, mats: list | None = None) -> list[Fraction]:
     """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
     slope, upper intercept), for j < k-1. For a row coefficient c on relu(z): c >= 0 uses the lower
     line, c < 0 the upper line, so c*relu(z) >= c*(slope*z + intercept) on the verified interval.
-    `alpha[j]` (optional) gives row r its own lower line alpha[j][r]*z (intercept 0) for the ReLU
-    of layer j (alpha-CROWN). At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
+    `alpha[j]` (optional) = (neurons, slopes): row r gets its own lower line slopes[r][t]*z (intercept 0)
+    for the ReLU of neuron neurons[t] of layer j (alpha-CROWN); the other neurons keep `relax`'s line. At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
     products run in FLINT (fmpz_mat), everything else on Python integers.
 
     `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
@@ -72,28 +72,34 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
     """
     rows, den = lam
+    mats = mats or weight_mats(layers)
     consts = ([0] * len(rows), 1)  # the rows' constant terms, an exact vector (numerators, denominator)
-    for j in range(len(layers) - 1, -1, -1):
-        (w, wden), (b, bden) = layers[j]
-        m = fmpz_mat(rows)
-        cb = m * fmpz_mat([[x] for x in b])
-        consts = _add(consts, [int(cb[r, 0]) for r in range(len(rows))], den * bden)
-        rows = [[int(x) for x in row] for row in (m * fmpz_mat(w)).table()]
+    mat = fmpz_mat(rows)
+    for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
+        (_, wden), (_, bden) = layers[j]
+        weight, bias = mats[j]
+        consts = _add(consts, [int(v) for v in (mat * bias).entries()], den * bden)
+        rows = (mat * weight).table()
         den *= wden
         if j > 0:
-            rows_alpha, ad = (alpha or {}).get(j, (None, 1))
+            neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
             lines = list(relax[j - 1]) + list(dlines)  # relu lines, then difference lines
             lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
-            los, loi, ups, upi, dls, dli, dus, dui = ([a * (m // d) for a in v] for (v, d), m in zip(lines, [lcm_s, lcm_i] * 4))
-            new_rows, icpts = [], []
+            los, loi, ups, upi, dls, dli, dus, dui = ([fmpz(a * (c // d)) for a in v] for (v, d), c in zip(lines, [lcm_s, lcm_i] * 4))
+            new_rows, icpts, loi_r = [], [], list(loi)
+            for n in neurons:  # an alpha line has intercept 0
+                loi_r[n] = 0
+            nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
             for r, row in enumerate(rows):
                 if rows_alpha is not None:
-                    lo_r, loi_r = [a * (lcm_s // ad) for a in rows_alpha[r]], [0] * len(row)
+                    lo_r, scale = list(los), lcm_s // ad
+                    for n, a in zip(neurons, rows_alpha[r]):
+                        lo_r[n] = fmpz(a * scale)
                 else:
-                    lo_r, loi_r = los, loi
+                    lo_r = los
                 new = [x * (a if x >= 0 else aa) for x, a, aa in zip(row, lo_r, ups)]
-                icpt = sum(x * (bb if x >= 0 else ib) for x, bb, ib in zip(row, loi_r, upi))
+                icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= 0) + sum(row[i] * upi[i] for i in nz_up if row[i] < 0)
                 for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui):
                     xa, xb = row[a], row[b]
                     if xa * xb >= 0:
@@ -108,19 +114,20 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
                     new[b] -= d * s
                     icpt += c * (loi_r[ref] if c >= 0 else upi[ref]) + d * t
                 new_rows.append(new)
-                icpts.append(icpt)
+                icpts.append(int(icpt))
             consts = _add(consts, icpts, den * lcm_i)
-            rows, den = _reduce(new_rows, den * lcm_s)
+            rows, den = new_rows, den * lcm_s
             if j in (beta or {}):  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
                 (extra, bden) = beta[j]
                 common = math.lcm(den, bden)
                 rows = [[x * (common // den) + e * (common // bden) for x, e in zip(row, er)] for row, er in zip(rows, extra)]
                 den = common
+            mat = fmpz_mat(rows)
     (lo, loden), (up, upden) = box
     dd = math.lcm(loden, upden)
-    lo = [x * (dd // loden) for x in lo]
-    up = [x * (dd // upden) for x in up]
-    (nums, cden) = _add(consts, [sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up)) for row in rows], den * dd)
+    lo = [fmpz(x * (dd // loden)) for x in lo]
+    up = [fmpz(x * (dd // upden)) for x in up]
+    (nums, cden) = _add(consts, [int(sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))) for row in rows], den * dd)
     return [Fraction(c, cden) for c in nums]
 
 
