@@ -30,7 +30,7 @@ def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, uppe
     net = FloatNet(weights, biases)
     rs = [Relaxation(jnp.where(u, jnp.clip(p, 0.0, 1.0), b), r[0], r[1], r[2])
           for p, u, b, r in zip(alphas, unstable, base, relax)]
-    terms = {j: jnp.maximum(beta, 0.0) @ m for j, m in enumerate(split_maps, start=1)}
+    terms = {j: jnp.maximum(beta, 0.0) @ m for j, m in enumerate(split_maps, start=1) if m.shape[0]}
     diff = {j: Difference(d[0], d[1], Relaxation(*d[2:])) for j, d in enumerate(diffs, start=1) if d is not None}
     return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff)
 
@@ -96,7 +96,7 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
     rel = [tuple(_pad(np.asarray(v), (pw[j + 1],)) for v in (r.lower_intercept, r.upper_slope, r.upper_intercept))
            for j, r in enumerate(relax[: k - 1])]
     splits = [(j, i, 1.0 if phase == "inactive" else -1.0) for (j, i), phase in sorted((assume or {}).items()) if j < k]
-    slots = max(_PAD, -(-len(splits) // _PAD) * _PAD)
+    slots = -(-len(splits) // _PAD) * _PAD  # 0 without splits: no beta in the compiled program
     maps = [np.zeros((slots, pw[j])) for j in range(1, k)]
     for s, (j, i, sign) in enumerate(splits):
         maps[j - 1][s, i] = sign

@@ -1,7 +1,8 @@
 """Exact linear algebra on integers: a rational matrix is (integer rows, one positive denominator).
 
 Every float is a dyadic rational, so weights and dyadic hints share a power-of-two denominator
-and the products below run on Python integers instead of millions of Fraction objects.
+and the products below run on integers (Python's, and FLINT's fmpz for back-substitution) instead
+of millions of Fraction objects.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
     slope, upper intercept), for j < k-1. For a row coefficient c on relu(z): c >= 0 uses the lower
     line, c < 0 the upper line, so c*relu(z) >= c*(slope*z + intercept) on the verified interval.
-    `alpha[j]` (optional) = (neurons, slopes): row r gets its own lower line slopes[r][t]*z (intercept 0)
-    for the ReLU of neuron neurons[t] of layer j (alpha-CROWN); the other neurons keep `relax`'s line. At the input, each coefficient takes the box corner that minimises it. Exact: integer matrix
-    products run in FLINT (fmpz_mat), everything else on Python integers.
+    `alpha[j]` (optional) = (neurons, slopes): row r gets its own lower line slopes[r][t]*z (intercept
+    0) for the ReLU of neuron neurons[t] of layer j (alpha-CROWN); the other neurons keep `relax`'s
+    line. At the input, each coefficient takes the box corner that minimises it. Exact: the rows are
+    FLINT integers (fmpz) over one denominator, and their products with the weights (`mats`, the
+    layers' `weight_mats`) are fmpz_mat products.
 
     `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
     delta = z_a - z_b, one per pair (a, b) of layer j). Where a row's coefficients x_a, x_b on a pair
