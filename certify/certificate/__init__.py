@@ -103,7 +103,7 @@ class Proposal:
         return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
 
 
-ALPHA_MAX_ENTRIES = 60_000  # per-row slopes of unstable neurons cost certificate size: intermediate layers above this use CROWN
+ALPHA_MAX_ENTRIES = 150_000  # per-row slopes of unstable neurons cost certificate size: intermediate layers above this use CROWN
 
 
 def _unstable(claims) -> list[np.ndarray]:

@@ -37,6 +37,13 @@ def qmat(rows) -> IntMat:
     return ratio_mat([[v.as_integer_ratio() for v in row] for row in rows])
 
 
+def product(a: list, b: list, n: int) -> list[list[Fraction]]:
+    """The exact matrix product a @ b (a: m x k, b: k x n; floats / Fractions), on integer numerators in FLINT."""
+    (an, ad), (bn, bd), m, k = qmat(a), qmat(b), len(a), len(b)
+    p = fmpz_mat(m, k, [x for row in an for x in row]) * fmpz_mat(k, n, [x for row in bn for x in row])
+    return [[Fraction(int(x), ad * bd) for x in row] for row in p.table()] if n else [[] for _ in range(m)]
+
+
 def fracs(vec: IntVec) -> list[Fraction]:
     nums, den = vec
     return [Fraction(n, den) for n in nums]

@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import BadInput
-from .exact import IntMat, IntVec, interval_dense, qmat, qvec
+from .exact import IntMat, IntVec, interval_dense, product, qmat, qvec
 from .model import Model, read_model, read_npy
 from .spec import PCA, LowRank, Merge, Prune, Quantize, Replace, SecondModel, Spec
 from .vnnlib import read_vnnlib
@@ -133,12 +133,10 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
         elif isinstance(t, PCA):  # the next layer reads mu + P P^T (h - mu): W' = W P P^T, b' = b + W (mu - P P^T mu)
             p = _materialized(materialized, i, "P", (width, len(t.keep)))
             mu = _materialized(materialized, i, "mean", (width,))
-            ptmu = [sum(p[j][c] * mu[j] for j in range(width)) for c in range(len(t.keep))]
-            shift = [mu[j] - sum(p[j][c] * ptmu[c] for c in range(len(t.keep))) for j in range(width)]
-            for r, row in enumerate(w):
-                wp = [sum(row[j] * p[j][c] for j in range(width)) for c in range(len(t.keep))]
-                b[r] += sum(x * y for x, y in zip(row, shift))
-                w[r] = [sum(wp[c] * p[j][c] for c in range(len(t.keep))) for j in range(width)]
+            pt = [list(col) for col in zip(*p)]
+            shift = [m - x for m, (x,) in zip(mu, product(p, product(pt, [[m] for m in mu], 1), 1))]
+            b = [v + x for v, (x,) in zip(b, product(w, [[x] for x in shift], 1))]
+            w = product(product(w, p, len(t.keep)), pt, width)
         elif isinstance(t, Quantize):  # s = max|W| / (2^(bits-1) - 1); W' = s * round_half_even(W / s)
             top = max(abs(x) for row in w1 for x in row)
             s = top / (2 ** (t.bits - 1) - 1)
@@ -146,7 +144,7 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
         else:
             u = _materialized(materialized, i, "U", (width, t.rank))
             v = _materialized(materialized, i, "V", (t.rank, len(w1[0])))
-            w1 = [[sum((u[r][k] * v[k][c] for k in range(t.rank)), Fraction(0)) for c in range(len(w1[0]))] for r in range(width)]
+            w1 = product(u, v, len(w1[0]))
         g[t.layer - 1] = (w1, b1)
         if t.layer < len(g):
             g[t.layer] = (w, b)
