@@ -103,7 +103,9 @@ class Proposal:
         return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
 
 
-ALPHA_MAX_ENTRIES = 150_000  # per-row slopes of unstable neurons cost certificate size: intermediate layers above this use CROWN
+# per-row slopes of unstable neurons cost certificate size: intermediate layers above this many use CROWN
+ALPHA_MAX_ENTRIES = 300_000  # a region bounded on its own (about 4 MB of slopes)
+ALPHA_MAX_ENTRIES_LEAF = 60_000  # a branch-and-bound split leaf (a tree holds hundreds)
 
 
 def _unstable(claims) -> list[np.ndarray]:
@@ -214,7 +216,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
         if method in ("crown", "alpha", "lp") and k > 1:
             width = net.weights[k - 1].shape[0]
-            if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= ALPHA_MAX_ENTRIES:
+            cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
+            if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= cap:
                 alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume, diff=diff)
                 extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
             else:
