@@ -209,6 +209,10 @@ def run() -> int:
     skip XLA compiles of 0.3-2 s per network shape). It is set through JAX's environment variables,
     so `certify verify` still imports no JAX; CERTIFY_XLA_CACHE="" turns it off."""
     cache = os.environ.get("CERTIFY_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "certify", "xla"))
+    try:
+        os.makedirs(cache or ".", exist_ok=True)
+    except OSError:  # an unwritable place: run without the cache
+        cache = ""
     if cache:
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -485,6 +485,7 @@ def command(kind: str) -> list[str]:
 def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CERTIFY_DEBUG"}
     env["JAX_PLATFORMS"] = "cpu"
+    env["CERTIFY_XLA_CACHE"] = ""  # the console script writes no compilation cache under $HOME from the tests
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

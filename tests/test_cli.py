@@ -123,3 +123,21 @@ print('ok', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'numpy')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "ok []"
+
+
+def test_console_script_keeps_an_xla_cache_and_runs_without_one(tmp_path):
+    """`certify` (the console script, `cli.run`) stores XLA compilations in CERTIFY_XLA_CACHE; where
+    that place cannot be made it runs without a cache, with no warning."""
+    import os
+
+    code = "import sys; from certify.cli import run; sys.argv = ['certify'] + sys.argv[1:]; sys.exit(run())"
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a directory")
+    for cache, filled in ((tmp_path / "xla", True), (blocked / "xla", False)):
+        env = {**os.environ, "CERTIFY_XLA_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        out = subprocess.run([sys.executable, "-c", code, "check", str(SPECS / "tiny_prune.yaml"), "--no-cache",
+                              "--out", str(tmp_path / "t.cert.json")], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert out.returncode == EXPECTED[documented(SPECS / "tiny_prune.yaml")], out.stderr
+        assert "Warning" not in out.stderr, out.stderr
+        assert (cache.is_dir() and any(cache.iterdir())) is filled
