@@ -263,11 +263,10 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
             alpha_low, alpha_up = _exact_alpha(alphas, claims, width)
             beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
-        eye = [[int(r == c) for c in range(width)] for r in range(width)]
         qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
         qrelax = [_qlines(r) for r in relax]
-        llo = exact.backsubstitute((eye, 1), exact_joint, qrelax, qbox, alpha_low, beta_low, qdiff)
-        lup = [-v for v in exact.backsubstitute(([[-x for x in row] for row in eye], 1), exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
+        llo = exact.backsubstitute(1, exact_joint, qrelax, qbox, alpha_low, beta_low, qdiff)  # 1, -1: the identity rows, negated
+        lup = [-v for v in exact.backsubstitute(-1, exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
     return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins))

@@ -139,7 +139,7 @@ def check_interval(step: dict, state: _State, where: str) -> None:
         if k - 1 not in state.bounds:
             raise Rejected(where, f"needs verified bounds of layer {k - 1} first")
         lo, up = ([max(v, Fraction(0)) for v in b] for b in state.bounds[k - 1])
-    _accept_bounds(step, state, where, *interval_dense(state.joint[k - 1], lo, up))
+    _accept_bounds(step, state, where, *interval_dense(state.joint[k - 1], lo, up, state.mats[k - 1]))
 
 
 def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
@@ -209,19 +209,18 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     width = len(state.joint[k - 1][1][0])
     alpha_low, alpha_up = _alpha(step, state, k, width, where)
     beta_low, beta_up = _beta(step, state, k, width, where)
-    eye = [[1 if r == c else 0 for c in range(width)] for r in range(width)]
-    _accept_bounds(step, state, where, *_bounds_of(eye, state, k, (alpha_low, alpha_up), (beta_low, beta_up)))
+    _accept_bounds(step, state, where, *_bounds_of(None, state, k, (alpha_low, alpha_up), (beta_low, beta_up)))
 
 
-def _bounds_of(rows: list, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
-    """(lower, upper) bounds of rows @ z_k by back-substitution through the verified relaxations and
-    difference lines of layers 1..k-1 (the upper side back-substitutes the negated rows)."""
-    if not rows:
+def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
+    """(lower, upper) bounds of rows @ z_k (rows None: z_k itself) by back-substitution through the
+    verified relaxations and difference lines of layers 1..k-1 (the upper side negates the rows)."""
+    if rows == []:
         return [], []
+    low, up = (1, -1) if rows is None else ((rows, 1), ([[-x for x in row] for row in rows], 1))
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute((rows, 1), state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
-    neg = [[-x for x in row] for row in rows]
-    return lower, [-v for v in backsubstitute((neg, 1), state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
+    lower = backsubstitute(low, state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
+    return lower, [-v for v in backsubstitute(up, state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
 
 
 def check_difference(step: dict, state: _State, where: str) -> None:

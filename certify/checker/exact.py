@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import cached_property
 from operator import mul
 
 from flint import fmpz, fmpz_mat
 
 IntVec = tuple[list[int], int]  # (numerators, common denominator)
+ZERO = fmpz(0)  # fmpz compares faster with an fmpz
 IntMat = tuple[list[list[int]], int]
 
 
@@ -55,15 +57,34 @@ def _add(vec: IntVec, nums: list[int], den: int) -> IntVec:
     return [c * (common // cden) + x * (common // den) for c, x in zip(cs, nums)], common
 
 
-def weight_mats(layers: list[tuple[IntMat, IntVec]]) -> list[tuple[fmpz_mat, fmpz_mat]]:
-    """Each layer's weight numerators and bias numerators (a column) as FLINT matrices, built once."""
-    return [(fmpz_mat(w), fmpz_mat([[x] for x in b])) for (w, _), (b, _) in layers]
+class LayerMats:
+    """One layer's weight numerators as FLINT matrices: `weight`, `bias` (a column), `magnitude`
+    (|weight|), and `rows(s)`: the rows of s * weight as fmpz lists, made once when first used."""
+
+    def __init__(self, w: list[list[int]], b: list[int]):
+        self.w, self.weight, self.bias = w, fmpz_mat(w), fmpz_mat([[x] for x in b])
+        self._rows: dict[int, list] = {}
+
+    @cached_property
+    def magnitude(self) -> fmpz_mat:
+        return fmpz_mat([[abs(x) for x in row] for row in self.w])
+
+    def rows(self, sign: int) -> list[list[fmpz]]:
+        if sign not in self._rows:
+            self._rows[sign] = (self.weight * sign).table()
+        return self._rows[sign]
 
 
-def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
+def weight_mats(layers: list[tuple[IntMat, IntVec]]) -> list[LayerMats]:
+    """Each layer's FLINT matrices, built once per check."""
+    return [LayerMats(w, b) for (w, _), (b, _) in layers]
+
+
+def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
                    alpha: dict[int, tuple[list[int], IntMat]] | None = None, beta: dict[int, IntMat] | None = None,
                    diff: dict | None = None, mats: list | None = None) -> list[Fraction]:
-    """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`.
+    """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`
+    (`lam` an integer s = 1 or -1: the rows s*e_i, one per neuron of that layer, read off its weights).
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
@@ -81,16 +102,19 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     d = -x_b if |x_a| >= |x_b|, else ref = b, d = x_a) and each term takes its own verified line:
     when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
     """
-    rows, den = lam
     mats = mats or weight_mats(layers)
-    consts = ([0] * len(rows), 1)  # the rows' constant terms, an exact vector (numerators, denominator)
-    mat = fmpz_mat(rows)
+    if isinstance(lam, int):  # s * identity: s times the last layer's weights and biases
+        (_, den), (b, bden) = layers[-1]
+        consts, rows, mat = ([lam * x for x in b], bden), mats[-1].rows(lam), None
+    else:
+        (rows, den), consts = lam, ([0] * len(lam[0]), 1)  # consts: the rows' constant terms (numerators, denominator)
+        mat = fmpz_mat(rows)
     for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
         (_, wden), (_, bden) = layers[j]
-        weight, bias = mats[j]
-        consts = _add(consts, [int(v) for v in (mat * bias).entries()], den * bden)
-        rows = (mat * weight).table()
-        den *= wden
+        if mat is not None:
+            consts = _add(consts, [int(v) for v in (mat * mats[j].bias).entries()], den * bden)
+            rows = (mat * mats[j].weight).table()
+            den *= wden
         if j > 0:
             neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
@@ -108,8 +132,8 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
                         lo_r[n] = fmpz(a * scale)
                 else:
                     lo_r = los
-                new = [x * (a if x >= 0 else aa) for x, a, aa in zip(row, lo_r, ups)]
-                icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= 0) + sum(row[i] * upi[i] for i in nz_up if row[i] < 0)
+                new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(row, lo_r, ups)]
+                icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= ZERO) + sum(row[i] * upi[i] for i in nz_up if row[i] < ZERO)
                 for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui):
                     xa, xb = row[a], row[b]
                     if xa * xb >= 0:
@@ -141,21 +165,21 @@ def backsubstitute(lam: IntMat, layers: list[tuple[IntMat, IntVec]], relax: list
     return [Fraction(c, cden) for c in nums]
 
 
-def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction]) -> tuple[list[Fraction], list[Fraction]]:
-    """Exact bounds of w @ a + b for a in the box [lower, upper]."""
-    (w, wden), (b, bden) = layer
+def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction],
+                   mats: "LayerMats | None" = None) -> tuple[list[Fraction], list[Fraction]]:
+    """Exact bounds of w @ a + b for a in the box [lower, upper]: w @ (l + u)/2 -/+ |w| @ (u - l)/2,
+    which is sum_i w_i * (l_i if w_i >= 0 else u_i) (and the other end), on FLINT integers.
+    `mats`: the layer's `LayerMats`, when the caller has it."""
+    (_, wden), (b, bden) = layer
+    m = mats or weight_mats([layer])[0]
     (lo, lden), (up, uden) = qvec(lower), qvec(upper)
     dd = math.lcm(lden, uden)
-    lo = [x * (dd // lden) for x in lo]
-    up = [x * (dd // uden) for x in up]
-    out_lo, out_up = [], []
-    for row, bias in zip(w, b):
-        s_lo = sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))
-        s_up = sum(x * (u if x >= 0 else l) for x, l, u in zip(row, lo, up))
-        base = Fraction(bias, bden)
-        out_lo.append(base + Fraction(s_lo, wden * dd))
-        out_up.append(base + Fraction(s_up, wden * dd))
-    return out_lo, out_up
+    lo, up = [x * (dd // lden) for x in lo], [x * (dd // uden) for x in up]
+    mid = (m.weight * fmpz_mat([[l + u] for l, u in zip(lo, up)])).entries()
+    rad = (m.magnitude * fmpz_mat([[u - l] for l, u in zip(lo, up)])).entries()
+    base, den = [Fraction(x, bden) for x in b], 2 * wden * dd
+    return ([c + Fraction(int(m - r), den) for c, m, r in zip(base, mid, rad)],
+            [c + Fraction(int(m + r), den) for c, m, r in zip(base, mid, rad)])
 
 
 def forward(layers: list[tuple[IntMat, IntVec]], x: list[Fraction]) -> list[Fraction]:
