@@ -336,6 +336,27 @@ def test_tampered_split_trees_are_rejected(bab_certificates, name, mutate):
     assert check_certificate(spec, out).verdict is Verdict.REJECTED, f"{mutate.__name__} accepted on {name}"
 
 
+@pytest.mark.parametrize("name", ["tiny_prune", "digits_low_rank"])
+def test_split_nodes_carry_only_the_steps_their_children_inherit(bab_certificates, name):
+    """An input split's children re-derive every layer on their own boxes, so the split node carries
+    no steps; a ReLU split on layer j carries only layers below j (its children re-derive layers
+    >= j). Proved nodes carry their goal (the output layer)."""
+    tree, n_out = bab_certificates[name][2]["tree"], None
+    stack, splits = [(tree, 1)], 0
+    while stack:
+        node, first = stack.pop()
+        layers = [s["layer"] for s in node.get("steps", [])]
+        assert all(layer >= first for layer in layers)
+        if "children" not in node:
+            n_out = max(layers + [n_out or 0])
+            continue
+        splits += 1
+        below = node["layer"] if node["split"] == "relu" else 1
+        assert all(layer < below for layer in layers), (node["split"], layers)
+        stack += [(kid, below) for kid in node["children"]]
+    assert splits and n_out
+
+
 def _beta_step(c):
     stack = [c["tree"]]
     while stack:

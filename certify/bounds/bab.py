@@ -46,13 +46,15 @@ class Node:
         self.bound = own if own is None or self.inherited is None else min(own, self.inherited)
 
     def to_json(self, claim: Fraction) -> dict:
-        """The steps this region re-derives (layers from `first_layer` on; the output layer only
-        where it proves the claim), then the split, unless the region is already proved."""
-        own, n = self.proposal.bound, max(s["layer"] for s in self.proposal.steps)
-        done = own is None or own <= claim or not self.children
-        steps = [s for s in self.proposal.steps if s["layer"] >= self.first_layer and (done or s["layer"] < n)]
-        if done:
-            return {"steps": steps}
+        """A proved region: the steps it re-derives (layers from `first_layer` on). A split region:
+        only the steps its children inherit, layers `first_layer` .. j-1 for a ReLU split on layer
+        j, none for an input split (its children re-derive every layer on their own boxes, so the
+        checker would verify the parent's steps for nothing), then the split and the children."""
+        own = self.proposal.bound
+        if own is None or own <= claim or not self.children:
+            return {"steps": [s for s in self.proposal.steps if s["layer"] >= self.first_layer]}
+        below = self.split["layer"] if self.split["split"] == "relu" else 1
+        steps = [s for s in self.proposal.steps if self.first_layer <= s["layer"] < below]
         return {**self.split, "steps": steps, "children": [c.to_json(claim) for c in self.children]}
 
 
