@@ -171,12 +171,12 @@ def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: l
     which is sum_i w_i * (l_i if w_i >= 0 else u_i) (and the other end), on FLINT integers.
     `mats`: the layer's `LayerMats`, when the caller has it."""
     (_, wden), (b, bden) = layer
-    m = mats or weight_mats([layer])[0]
+    lm = mats or weight_mats([layer])[0]
     (lo, lden), (up, uden) = qvec(lower), qvec(upper)
     dd = math.lcm(lden, uden)
     lo, up = [x * (dd // lden) for x in lo], [x * (dd // uden) for x in up]
-    mid = (m.weight * fmpz_mat([[l + u] for l, u in zip(lo, up)])).entries()
-    rad = (m.magnitude * fmpz_mat([[u - l] for l, u in zip(lo, up)])).entries()
+    mid = (lm.weight * fmpz_mat([[l + u] for l, u in zip(lo, up)])).entries()
+    rad = (lm.magnitude * fmpz_mat([[u - l] for l, u in zip(lo, up)])).entries()
     base, den = [Fraction(x, bden) for x in b], 2 * wden * dd
     return ([c + Fraction(int(m - r), den) for c, m, r in zip(base, mid, rad)],
             [c + Fraction(int(m + r), den) for c, m, r in zip(base, mid, rad)])
