@@ -17,7 +17,7 @@ from certify.checker.numbers import rational_str
 from certify.checker.spec import read_spec
 from certify.cli import main
 from certify.report import fmt
-from certify.report.collect import output_bounds, ranges
+from certify.report.collect import layer_rows, output_bounds, ranges, region_bounds
 
 from .conftest import ROOT, SPECS
 
@@ -243,3 +243,20 @@ def test_a_levels_spec_reports_every_level_and_its_scale_flow_plot(tmp_path):
     html = out.read_text()
     assert all(f"keep{k}" in html for k in range(1, 7))
     assert 'alt="scale-flow plot"' in html
+
+
+def test_tree_layer_bounds_are_the_envelope_over_the_regions():
+    """An input split's node carries no steps (its children bound every layer themselves), so the
+    report's per-layer phases come from the regions: a neuron is active or inactive on the domain
+    only if it is so in every region, and a layer some region leaves unbounded is left out."""
+    def step(k, lo, up):
+        return {"kind": "interval", "layer": k, "lower": lo, "upper": up}
+
+    tree = {"split": "input", "dim": 0, "at": "0", "steps": [], "children": [
+        {"steps": [step(1, ["1", "-2"], ["2", "-1"]), step(3, ["0"], ["1"])]},
+        {"steps": [step(1, ["1/2", "-1"], ["3", "1"]), step(2, ["0"], ["1"]), step(3, ["-1"], ["0"])]},
+    ]}
+    bounds = region_bounds({"tree": tree}, 3, Fraction(1))
+    assert bounds[1] == ([Fraction(1, 2), -2], [3, 1]) and bounds[3] == ([-1], [1]) and 2 not in bounds
+    rows = layer_rows([2, 1, 1], 0, bounds)
+    assert (rows[0].active, rows[0].inactive, rows[0].unstable) == (1, 0, 1) and rows[1].unstable is None

@@ -219,23 +219,28 @@ def step_bounds(steps: list) -> dict:
     return bounds
 
 
-def output_bounds(cert: dict, n: int, bound: Fraction | None = None) -> tuple[list, list] | None:
-    """The verified bounds of f - g over the whole domain, from an accepted certificate.
+def region_bounds(cert: dict, n: int, bound: Fraction | None = None) -> dict:
+    """layer -> (lower, upper): verified bounds of every layer over the whole domain, from an
+    accepted certificate (layer n: the output, f - g).
 
-    Flat certificates: the output layer's step(s), intersected. Trees: along each path from the root,
-    the output-layer steps are intersected; a region is done where its bounds prove the claimed bound
-    (the checker stops there) or where it is not split; the envelope over those regions is returned.
-    Regions with no output bounds are empty ones (the checker accepted them as such) and add nothing.
+    Flat certificates: each layer's steps, intersected. Trees: along each path from the root, a
+    layer's steps are intersected (a child inherits its parent's bounds); a region is done where
+    its output bounds prove the claimed bound (the checker stops there) or where it is not split;
+    each layer's envelope over those regions is returned (a layer that some region leaves
+    unbounded is left out). Regions with no output bounds are empty ones (the checker accepted
+    them as such) and add nothing. A split node need not bound any layer itself (an input split's
+    children bound every layer on their own boxes), so the root's steps alone do not describe the
+    domain.
     """
     if "tree" not in cert:
-        return step_bounds(cert.get("steps")).get(n)
-    lo_env = up_env = None
+        return step_bounds(cert.get("steps"))
+    env: dict | None = None  # layer -> envelope so far, or None where some region has no bounds
     stack = [(cert["tree"], {})]
     while stack:
         node, inherited = stack.pop()
         bounds = dict(inherited)
         for s in node.get("steps", []):
-            if isinstance(s, dict) and s.get("kind") in ("interval", "linear") and s.get("layer") == n:
+            if isinstance(s, dict) and s.get("kind") in ("interval", "linear"):
                 _intersect(bounds, s)
         here = bounds.get(n)
         proved = here is not None and bound is not None and all(max(u, -l) <= bound for l, u in zip(*here))
@@ -244,9 +249,21 @@ def output_bounds(cert: dict, n: int, bound: Fraction | None = None) -> tuple[li
             continue
         if here is None:
             continue
-        lo_env = list(here[0]) if lo_env is None else [min(a, b) for a, b in zip(lo_env, here[0])]
-        up_env = list(here[1]) if up_env is None else [max(a, b) for a, b in zip(up_env, here[1])]
-    return None if lo_env is None else (lo_env, up_env)
+        if env is None:
+            env = dict(bounds)
+            continue
+        for k in set(env) | set(bounds):
+            if k not in bounds or k not in env or env[k] is None:
+                env[k] = None
+            else:
+                (lo, up), (l2, u2) = env[k], bounds[k]
+                env[k] = ([min(a, c) for a, c in zip(lo, l2)], [max(a, c) for a, c in zip(up, u2)])
+    return {k: v for k, v in (env or {}).items() if v is not None}
+
+
+def output_bounds(cert: dict, n: int, bound: Fraction | None = None) -> tuple[list, list] | None:
+    """The verified bounds of f - g over the whole domain (see `region_bounds`)."""
+    return region_bounds(cert, n, bound).get(n)
 
 
 def tree_summary(tree: dict) -> dict:
@@ -329,9 +346,9 @@ def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
     entry.shared = shared
     n = len(joint)
     widths = [len(b[0]) for _, b in joint]
-    root_steps = cert["tree"].get("steps", []) if "tree" in cert else cert.get("steps", [])
-    entry.layers = layer_rows(widths, shared, step_bounds(root_steps))
-    env = output_bounds(cert, n, entry.check.bound)
+    bounds = region_bounds(cert, n, entry.check.bound)
+    entry.layers = layer_rows(widths, shared, bounds)
+    env = bounds.get(n)
     if env is not None:
         entry.outputs = [OutputRow(i, l, u) for i, l, u in zip(outs, *env)]
     w = cert.get("witness")

@@ -222,7 +222,7 @@ def sources_section(e) -> str:
     if e.layers:
         out.append("<p>Per layer of the joint network (f and g side by side after their shared prefix, ending in one layer "
                    "computing f − g): widths, and ReLU phases from the verified pre-activation bounds"
-                   + (" of the root region (the whole domain)" if e.tree else "")
+                   + (" over the whole domain (for a split tree: the envelope over its proved regions)" if e.tree else "")
                    + ". Unstable ReLUs (sign unknown on D) are where relaxation loses precision.</p>")
         rows = []
         for r in e.layers:
