@@ -341,20 +341,20 @@ def test_split_nodes_carry_only_the_steps_their_children_inherit(bab_certificate
     """An input split's children re-derive every layer on their own boxes, so the split node carries
     no steps; a ReLU split on layer j carries only layers below j (its children re-derive layers
     >= j). Proved nodes carry their goal (the output layer)."""
-    tree, n_out = bab_certificates[name][2]["tree"], None
+    tree, top = bab_certificates[name][2]["tree"], 0  # top: the highest layer any proved node bounds
     stack, splits = [(tree, 1)], 0
     while stack:
         node, first = stack.pop()
         layers = [s["layer"] for s in node.get("steps", [])]
         assert all(layer >= first for layer in layers)
         if "children" not in node:
-            n_out = max(layers + [n_out or 0])
+            top = max([top, *layers])
             continue
         splits += 1
         below = node["layer"] if node["split"] == "relu" else 1
         assert all(layer < below for layer in layers), (node["split"], layers)
         stack += [(kid, below) for kid in node["children"]]
-    assert splits and n_out
+    assert splits and top
 
 
 def _beta_step(c):

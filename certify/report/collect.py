@@ -234,7 +234,7 @@ def region_bounds(cert: dict, n: int, bound: Fraction | None = None) -> dict:
     """
     if "tree" not in cert:
         return step_bounds(cert.get("steps"))
-    env: dict | None = None  # layer -> envelope so far, or None where some region has no bounds
+    env: dict | None = None  # layer -> envelope so far, for the layers every region so far bounds
     stack = [(cert["tree"], {})]
     while stack:
         node, inherited = stack.pop()
@@ -252,13 +252,13 @@ def region_bounds(cert: dict, n: int, bound: Fraction | None = None) -> dict:
         if env is None:
             env = dict(bounds)
             continue
-        for k in set(env) | set(bounds):
-            if k not in bounds or k not in env or env[k] is None:
-                env[k] = None
+        for k in list(env):
+            if k not in bounds:
+                del env[k]
             else:
                 (lo, up), (l2, u2) = env[k], bounds[k]
                 env[k] = ([min(a, c) for a, c in zip(lo, l2)], [max(a, c) for a, c in zip(up, u2)])
-    return {k: v for k, v in (env or {}).items() if v is not None}
+    return env or {}
 
 
 def output_bounds(cert: dict, n: int, bound: Fraction | None = None) -> tuple[list, list] | None:
