@@ -29,6 +29,7 @@ from .checker.float32 import float32_margins
 from .checker.model import read_arrays, read_model, sha256_file
 from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box, with_free
 from .checker.spec import Spec, read_spec
+from .options import Options, read_options
 from .explain import materialize
 from .model import save_arrays
 
@@ -85,6 +86,7 @@ class Problem:
     box: tuple  # exact box in the network's input space
     net: object  # FloatNet of the joint network
     margins: tuple = ()  # float32 semantics: per-output rounding error bounds (else empty)
+    options: Options = Options()  # how to search (the spec's `options:`)
 
 
 def select_level(spec: Spec, level: str | None) -> Spec:
@@ -101,6 +103,7 @@ def select_level(spec: Spec, level: str | None) -> Spec:
 def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None) -> Problem:
     """Read and validate everything, materialise float transforms, build the joint network."""
     spec = select_level(read_spec(spec_path), level)
+    options = read_options(spec)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
     domain = input_box(spec, f)  # validate the whole spec against the model before writing anything
@@ -124,7 +127,7 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
         margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path)))
     net = from_exact(joint)
     net = dataclasses.replace(net, pairs=joint_pairs(net.widths, f.widths, shared))
-    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins)
+    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins, options)
 
 
 def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
@@ -139,7 +142,7 @@ def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
 
 def attained_lower(p: Problem) -> tuple[list[Fraction], Fraction]:
     """The falsifier's best input, projected exactly into the domain, and its exact deviation."""
-    f, opts = p.model, p.spec.options
+    f, opts = p.model, p.options
     net = dataclasses.replace(p.net, **float_affine(f, len(p.domain[0])))
     x, _ = falsify(net, *box_floats(*p.domain), starts=opts.starts, steps=opts.steps, seed=opts.seed)
     witness = exact_witness(x, p.domain)
@@ -175,9 +178,9 @@ def _progress(total: int):
 def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fraction | None = None):
     """(bound, certificate body, engine notes) for one method."""
     if method == "bab":
-        with _progress(p.spec.options.max_leaves) as report:
+        with _progress(p.options.max_leaves) as report:
             r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
-                                 time_budget=time_budget, max_leaves=p.spec.options.max_leaves, stop_below=stop_below,
+                                 time_budget=time_budget, max_leaves=p.options.max_leaves, stop_below=stop_below,
                                  margins=p.margins, progress=report)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
     if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all:
@@ -248,7 +251,7 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     witness, lower = attained_lower(p)
     t2 = time.perf_counter()
 
-    opts, tol = p.spec.options, p.spec.property.tolerance
+    opts, tol = p.options, p.spec.property.tolerance
     plan = PLANS[method or opts.method]
     best, tried = None, {}
     for m in plan:

@@ -561,7 +561,7 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
         sp.write_text(component_spec_text(spec, entry, directory.resolve(), method))
         cert = sp.with_suffix(".cert.json")
         p = prepare(sp, cert)
-        bound, body, notes = bound_with(p, method, time_budget=float(spec.options.timeout_s))
+        bound, body, notes = bound_with(p, method, time_budget=float(p.options.timeout_s))
         witness, lower = quick_lower(p)
         r = write_and_check(p, method, bound, body, witness, lower, notes)
         results.append(ComponentResult(label, entry, sp, cert, r.verdict, r.bound, r.witness_deviation, threshold,

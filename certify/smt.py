@@ -26,7 +26,7 @@ import z3
 from . import __version__
 from .checker import check as checker
 from .checker.errors import BadInput
-from .checker.exact import fracs
+from .checker.exact import IntVec
 from .checker.numbers import parse_rational, rational_str
 from .files import atomic_open
 
@@ -68,6 +68,12 @@ HEADER = """\
 ;  the witness replay; and the final comparison bound <= tolerance.
 """
 
+
+
+def fracs(vec: IntVec) -> list[Fraction]:
+    """An integer vector over one denominator as Fractions."""
+    nums, den = vec
+    return [Fraction(n, den) for n in nums]
 
 def num(q: Fraction) -> str:
     """An exact rational in SMT-LIB2: `p`, `(/ p q)`, negatives as `(- ...)`; literals are non-negative."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import z3
 
-from .errors import BadInput, Rejected
+from .errors import BadInput, Rejected, require
 from .float32 import float32_margins, is_float32
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
@@ -74,11 +74,9 @@ class _State:
 
 def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, int]]:
     """A list of `length` certificate rationals as integer pairs (p, q), q > 0."""
-    if not isinstance(raw, list) or len(raw) != length:
-        raise Rejected(where, f"{key} must be a list of {length} rationals")
+    require(isinstance(raw, list) and len(raw) == length, where, f"{key} must be a list of {length} rationals")
     out = [parse_ratio(v) for v in raw]
-    if None in out:
-        raise Rejected(where, f"{key} holds a value that is not a 'p/q' rational string")
+    require(None not in out, where, f"{key} holds a value that is not a 'p/q' rational string")
     return out
 
 
@@ -87,18 +85,15 @@ def _vector(step: dict, key: str, length: int, where: str) -> list[Fraction]:
 
 
 def _keys(obj: object, allowed: set, where: str, required: set | None = None) -> dict:
-    if not isinstance(obj, dict):
-        raise Rejected(where, "expected a JSON object")
+    require(isinstance(obj, dict), where, "expected a JSON object")
     extra, missing = set(obj) - allowed, (required if required is not None else allowed) - set(obj)
-    if extra or missing:
-        raise Rejected(where, f"unexpected keys {sorted(extra)}" if extra else f"missing keys {sorted(missing)}")
+    require(not extra and not missing, where, f"unexpected keys {sorted(extra)}" if extra else f"missing keys {sorted(missing)}")
     return obj
 
 
 def _layer(step: dict, state: _State, where: str) -> int:
     k = step.get("layer")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(state.joint):
-        raise Rejected(where, f"layer must be an integer in 1..{len(state.joint)}")
+    require(type(k) is int and 1 <= k <= len(state.joint), where, f"layer must be an integer in 1..{len(state.joint)}")
     return k
 
 
@@ -136,8 +131,7 @@ def check_interval(step: dict, state: _State, where: str) -> None:
     if k == 1:
         lo, up = state.box
     else:
-        if k - 1 not in state.bounds:
-            raise Rejected(where, f"needs verified bounds of layer {k - 1} first")
+        require(k - 1 in state.bounds, where, f"needs verified bounds of layer {k - 1} first")
         lo, up = ([max(v, Fraction(0)) for v in b] for b in state.bounds[k - 1])
     _accept_bounds(step, state, where, *interval_dense(state.joint[k - 1], lo, up, state.mats[k - 1]))
 
@@ -151,17 +145,16 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
     relu(l), alpha*u <= relu(u); at 0 both sides are 0). An end below 0 makes that alpha >= 0, an end
     above 0 makes it alpha <= 1: tested on the integer numerators (one positive denominator)."""
     raw = step.get("alpha", {})
-    if not isinstance(raw, dict):
-        raise Rejected(where, "alpha must map relu layers to slope matrices")
+    require(isinstance(raw, dict), where, "alpha must map relu layers to slope matrices")
     low, up = {}, {}
     for key, entry in raw.items():
         j = int(key) if isinstance(key, str) and re.fullmatch("[0-9]{1,6}", key) else 0
         rows, ns = (entry.get("slopes"), entry.get("neurons")) if isinstance(entry, dict) and len(entry) == 2 else (None, None)
-        if not 1 <= j < k or j not in state.bounds or not isinstance(rows, list) or len(rows) != 2 * width:
-            raise Rejected(where, f"alpha[{key!r}] must be a verified relu layer below {k} with neurons and {2 * width} rows of slopes")
+        require(1 <= j < k and j in state.bounds and isinstance(rows, list) and len(rows) == 2 * width, where,
+                f"alpha[{key!r}] must be a verified relu layer below {k} with neurons and {2 * width} rows of slopes")
         lo, hi = state.bounds[j]
-        if not isinstance(ns, list) or any(type(m) is not int for m in ns) or ns != sorted(set(ns)) or ns and not 0 <= ns[0] <= ns[-1] < len(lo):
-            raise Rejected(where, f"alpha[{key}].neurons must be increasing neuron indices of layer {j}")
+        require(isinstance(ns, list) and all(type(m) is int for m in ns) and ns == sorted(set(ns)) and (not ns or 0 <= ns[0] <= ns[-1] < len(lo)),
+                where, f"alpha[{key}].neurons must be increasing neuron indices of layer {j}")
         nums, den = ratio_mat([_ratios(row, len(ns), where, f"alpha[{key}].slopes[{r}]") for r, row in enumerate(rows)])
         for col, m in zip(zip(*nums), ns):  # a column: one neuron's slopes, one per row
             l, u = lo[m], hi[m]
@@ -176,17 +169,15 @@ def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[di
     """Split multipliers [{"layer": j, "neuron": i, "values": 2*width rationals >= 0}] for this
     region's own ReLU splits (j < k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0)."""
     raw = step.get("beta", [])
-    if not isinstance(raw, list):
-        raise Rejected(where, "beta must be a list")
+    require(isinstance(raw, list), where, "beta must be a list")
     mats: dict = {}
     for t in raw:
         _keys(t, {"layer", "neuron", "values"}, where)
         j, i = t["layer"], t["neuron"]
-        if type(j) is not int or type(i) is not int or (j, i) not in state.assume or not 1 <= j < k:
-            raise Rejected(where, f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
+        require(type(j) is int and type(i) is int and (j, i) in state.assume and 1 <= j < k, where,
+                f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
         values = _vector(t, "values", 2 * width, where)
-        if any(v < 0 for v in values):
-            raise Rejected(where, f"beta for ({j}, {i}) must be >= 0")
+        require(all(v >= 0 for v in values), where, f"beta for ({j}, {i}) must be >= 0")
         sign = 1 if state.assume[(j, i)] == "inactive" else -1
         n_j = len(state.joint[j - 1][1][0])
         m = mats.setdefault(j, [[Fraction(0)] * n_j for _ in range(2 * width)])
@@ -204,8 +195,7 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     _keys(step, LINEAR_KEYS, where, BOUND_KEYS)
     k = _layer(step, state, where)
     missing = [j for j in range(1, k) if j not in state.relax]
-    if missing:
-        raise Rejected(where, f"needs verified ReLU relaxations of layers {missing} first")
+    require(not missing, where, f"needs verified ReLU relaxations of layers {missing} first")
     width = len(state.joint[k - 1][1][0])
     alpha_low, alpha_up = _alpha(step, state, k, width, where)
     beta_low, beta_up = _beta(step, state, k, width, where)
@@ -235,8 +225,8 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     at both ends."""
     _keys(step, DIFF_KEYS, where)
     k = _layer(step, state, where)
-    if k == len(state.joint) or k not in state.bounds or any(j not in state.relax for j in range(1, k)):
-        raise Rejected(where, f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
+    require(k < len(state.joint) and k in state.bounds and all(j in state.relax for j in range(1, k)), where,
+            f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
     lo, up = state.bounds[k]
     pairs = step["pairs"]
     if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
@@ -285,10 +275,8 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
     hold on [l, u] iff they hold at l, u and (l < 0 < u) at 0: an exact check, and a complete one."""
     _keys(step, RELAX_KEYS, where)
     k = _layer(step, state, where)
-    if k == len(state.joint):
-        raise Rejected(where, "the output layer has no ReLU")
-    if k not in state.bounds:
-        raise Rejected(where, f"needs verified bounds of layer {k} first")
+    require(k < len(state.joint), where, "the output layer has no ReLU")
+    require(k in state.bounds, where, f"needs verified bounds of layer {k} first")
     lo, up = state.bounds[k]
     lines = [_ratios(step.get(name), len(lo), where, name) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
     for i, (l, u, (a, ad), (b, bd), (c, cd), (d, dd)) in enumerate(zip(lo, up, *lines)):
@@ -321,13 +309,11 @@ def goal_holds(bound: Fraction, state: _State, where: str, margins: list[Fractio
 
 
 def _run_steps(steps: object, state: _State, where: str) -> int:
-    if not isinstance(steps, list):
-        raise Rejected(where, "steps must be a list")
+    require(isinstance(steps, list), where, "steps must be a list")
     for i, step in enumerate(steps):
         at = f"{where}[{i}]"
         kind = step.get("kind") if isinstance(step, dict) else None
-        if not isinstance(kind, str) or kind not in STEP_CHECKERS:
-            raise Rejected(at, f"unknown step kind {kind!r}")
+        require(isinstance(kind, str) and kind in STEP_CHECKERS, at, f"unknown step kind {kind!r}")
         STEP_CHECKERS[kind](step, state, f"{at} ({kind}, layer {step.get('layer')})")
     return len(steps)
 
@@ -357,8 +343,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     while stack:
         node, state, where = stack.pop()
         count += 1
-        if count > MAX_TREE_NODES or not isinstance(node, dict):
-            raise Rejected(where, "not a tree node (or more than 200,000 nodes)")
+        require(count <= MAX_TREE_NODES and isinstance(node, dict), where, "not a tree node (or more than 200,000 nodes)")
         optional = {"steps"} if "steps" in node else set()
         split = node.get("split")
         _keys(node, optional | (SPLIT_KEYS.get(split, set()) if isinstance(split, str) else set()), where)  # every node
@@ -366,16 +351,14 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
             steps += _run_steps(node["steps"], state, f"{where}.steps")
         if state.empty or goal_holds(bound, state, f"{where} (goal)", margins):
             continue
-        if split is None:
-            raise Rejected(where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
+        require(split is not None, where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
         kids = node.get("children")
-        if not isinstance(kids, list) or len(kids) != 2:
-            raise Rejected(where, "a split needs exactly two children")
+        require(isinstance(kids, list) and len(kids) == 2, where, "a split needs exactly two children")
         (lo, up), assume = state.box, state.assume
         if split == "input":
             d, at = node["dim"], parse_rational(node["at"])
-            if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(lo) or at is None or not lo[d] <= at <= up[d]:
-                raise Rejected(where, "input split needs a dimension and a point inside the parent box")
+            require(type(d) is int and 0 <= d < len(lo) and at is not None and lo[d] <= at <= up[d], where,
+                    "input split needs a dimension and a point inside the parent box")
             left_up, right_lo = list(up), list(lo)
             left_up[d], right_lo[d] = at, at
             stack += [(kids[0], _child(state, (lo, left_up), assume), f"{where}.0"),
@@ -409,25 +392,21 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Rejected("certificate", f"not readable JSON ({str(exc)[:200]})") from None
     cert = _keys(cert, TOP_KEYS, "certificate", REQUIRED_TOP)
-    if cert["format"] != FORMAT or type(cert["version"]) is not int or cert["version"] != VERSION:
-        raise Rejected("certificate", f"not a {FORMAT} version {VERSION} file")
-    if cert["data_sha256"] != data_hashes(spec):
-        raise Rejected("data_sha256", "the input data files differ from those the certificate was made for")
-    if cert["spec_sha256"] != spec.sha256:
-        raise Rejected("spec_sha256", "the certificate was made for another spec (hash mismatch)")
+    require(cert["format"] == FORMAT and type(cert["version"]) is int and cert["version"] == VERSION, "certificate",
+            f"not a {FORMAT} version {VERSION} file")
+    require(cert["data_sha256"] == data_hashes(spec), "data_sha256", "the input data files differ from those the certificate was made for")
+    require(cert["spec_sha256"] == spec.sha256, "spec_sha256", "the certificate was made for another spec (hash mismatch)")
     level = cert.get("level")  # a spec with levels: g is the named level's explanation
-    if level not in ([lv.name for lv in spec.levels] or [None]):
-        raise Rejected("level", f"{level!r} is not one of the spec's levels" if spec.levels else "the spec has no levels")
+    require(level in ([lv.name for lv in spec.levels] or [None]), "level",
+            f"{level!r} is not one of the spec's levels" if spec.levels else "the spec has no levels")
     spec = spec.at_level(level) if spec.levels else spec
     f = read_model(spec.model.path, spec.model.sha256)
-    if cert["model_sha256"] != f.sha256:
-        raise Rejected("model_sha256", "the certificate was made for another model (hash mismatch)")
+    require(cert["model_sha256"] == f.sha256, "model_sha256", "the certificate was made for another model (hash mismatch)")
     materialized = None
     if cert.get("materialized") is not None:
         m = _keys(cert["materialized"], {"path", "sha256"}, "materialized")
         mpath = Path(cert_path).parent / str(m["path"])
-        if not mpath.is_file() or sha256_file(mpath) != m["sha256"]:
-            raise Rejected("materialized", f"{mpath} is missing or does not match its sha256")
+        require(mpath.is_file() and sha256_file(mpath) == m["sha256"], "materialized", f"{mpath} is missing or does not match its sha256")
         try:
             materialized = read_arrays(mpath)
         except BadInput as exc:
@@ -444,15 +423,11 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     if claim["deviation"] != spec.property.deviation or claim["outputs"] != (
             None if spec.property.outputs is None else list(spec.property.outputs)):
         raise Rejected("claim", "the claimed property differs from the spec's")
-    if claim.get("semantics", "real") != spec.property.semantics:
-        raise Rejected("claim.semantics", "differs from the spec's semantics")
-    if parse_rational(claim["tolerance"]) != spec.property.tolerance:
-        raise Rejected("claim.tolerance", "differs from the spec's tolerance")
+    require(claim.get("semantics", "real") == spec.property.semantics, "claim.semantics", "differs from the spec's semantics")
+    require(parse_rational(claim["tolerance"]) == spec.property.tolerance, "claim.tolerance", "differs from the spec's tolerance")
     bound = parse_rational(claim["bound"])
-    if bound is None:
-        raise Rejected("claim.bound", "must be a 'p/q' rational string")
-    if ("steps" in cert) == ("tree" in cert):
-        raise Rejected("certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
+    require(bound is not None, "claim.bound", "must be a 'p/q' rational string")
+    require(("steps" in cert) != ("tree" in cert), "certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
     margins = None
     if spec.property.semantics == "float32":
         if f.input_scale is not None:
@@ -465,15 +440,13 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     if cert.get("witness") is not None:
         w = _keys(cert["witness"], {"x", "deviation"}, "witness")
         x = _vector(w, "x", len(domain[0]), "witness")
-        if any(not l <= v <= u for v, l, u in zip(x, *domain)):
-            raise Rejected("witness", "the input lies outside the spec's domain")
+        require(all(l <= v <= u for v, l, u in zip(x, *domain)), "witness", "the input lies outside the spec's domain")
         x = normalise_box(f, x, x)[0]
         diffs = [abs(v) for v in forward(joint, x)]
         witness_dev = max(diffs)
-        if parse_rational(w["deviation"]) != witness_dev:
-            raise Rejected("witness", f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
-        if witness_dev > bound:
-            raise Rejected("witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
+        require(parse_rational(w["deviation"]) == witness_dev, "witness",
+                f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
+        require(witness_dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
         if margins is not None:  # a float32 run at a float32 input deviates at least this much, in any order
             witness_dev = max(v - m for v, m in zip(diffs, margins)) if all(map(is_float32, x)) else None
     return bound, witness_dev, steps, level

@@ -17,9 +17,21 @@ class BadInput(Exception):
         super().__init__(f"{where}: {key}: {what}; {fix}" if key else f"{where}: {what}; {fix}")
 
 
+def need(ok: object, file: str, key: str, what: str, fix: str, line: int | None = None) -> None:
+    """A precondition of an input: unless `ok`, the one-line error `BadInput(file, key, what, fix, line)`."""
+    if not ok:
+        raise BadInput(file, key, what, fix, line)
+
+
 class Rejected(Exception):
     """A certificate the checker refuses: `step: reason`."""
 
     def __init__(self, step: str, reason: str):
         self.step, self.reason = step, reason
         super().__init__(f"{step}: {reason}")
+
+
+def require(ok: object, step: str, reason: str) -> None:
+    """A condition on a certificate: unless `ok`, it is rejected at `step`."""
+    if not ok:
+        raise Rejected(step, reason)

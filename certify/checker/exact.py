@@ -46,11 +46,6 @@ def product(a: list, b: list, n: int) -> list[list[Fraction]]:
     return [[Fraction(int(x), ad * bd) for x in row] for row in p.table()] if n else [[] for _ in range(m)]
 
 
-def fracs(vec: IntVec) -> list[Fraction]:
-    nums, den = vec
-    return [Fraction(n, den) for n in nums]
-
-
 def _add(vec: IntVec, nums: list[int], den: int) -> IntVec:
     """vec + nums / den, exactly."""
     (cs, cden), common = vec, math.lcm(vec[1], den)

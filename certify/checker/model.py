@@ -13,13 +13,15 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
+import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, need
 
 _DTYPES = {"<f8": ("d", 8), "<f4": ("f", 4)}
 FIX_LAYERS = "write it with certify.model.save_model (see models/train_digits.py)"
@@ -71,42 +73,32 @@ def sha256_file(path: str | Path) -> str:
 
 def _parse_npy(data: bytes, file: str, name: str):
     """One .npy payload -> (shape, flat values). Floats stay Python floats (exact)."""
-    bad = lambda what: BadInput(file, name, what, "save arrays with numpy.savez (float64 or float32, C order)")
-    if data[:6] != b"\x93NUMPY" or len(data) < 10:
-        raise bad("not a .npy array")
-    major = data[6]
-    if major == 1:
-        (hlen,), start = struct.unpack("<H", data[8:10]), 10
-    elif major in (2, 3):
-        (hlen,), start = struct.unpack("<I", data[8:12]), 12
-    else:
-        raise bad(f"unsupported .npy version {major}")
+    fix = "save arrays with numpy.savez (float64 or float32, C order)"
+    need(data[:6] == b"\x93NUMPY" and len(data) >= 12, file, name, "not a .npy array", fix)
+    need(data[6] in (1, 2, 3), file, name, f"unsupported .npy version {data[6]}", fix)
+    start = 10 if data[6] == 1 else 12
+    (hlen,) = struct.unpack("<H" if start == 10 else "<I", data[8:start])
     try:
         header = ast.literal_eval(data[start:start + hlen].decode("latin1"))
         descr, fortran, shape = header["descr"], header["fortran_order"], tuple(header["shape"])
     except (ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError):
-        raise bad("unreadable .npy header") from None
-    if fortran:
-        raise bad("Fortran-order array")
-    body = data[start + hlen:]
-    count = 1
-    for n in shape:
-        count *= n
-    if isinstance(descr, str) and descr.startswith("<U") and shape == ():
-        width = int(descr[2:])
-        if len(body) != 4 * width:
-            raise bad("truncated text entry")
-        return shape, body.decode("utf-32-le").rstrip("\x00")
-    if descr not in _DTYPES:
-        raise bad(f"unsupported dtype {descr!r}")
+        raise BadInput(file, name, "unreadable .npy header", fix) from None
+    need(all(type(n) is int and n >= 0 for n in shape), file, name, "unreadable .npy header", fix)
+    need(not fortran, file, name, "Fortran-order array", fix)
+    body, count = data[start + hlen:], math.prod(shape)
+    if isinstance(descr, str) and re.fullmatch("<U[0-9]{1,9}", descr) and shape == ():
+        need(len(body) == 4 * int(descr[2:]), file, name, "truncated text entry", fix)
+        try:
+            return shape, body.decode("utf-32-le").rstrip("\x00")
+        except UnicodeDecodeError:
+            raise BadInput(file, name, "text entry is not UTF-32", fix) from None
+    need(isinstance(descr, str) and descr in _DTYPES, file, name, f"unsupported dtype {descr!r}", fix)
     code, size = _DTYPES[descr]
-    if len(body) != count * size:
-        raise bad(f"truncated: expected {count * size} bytes of data, found {len(body)}")
+    need(len(body) == count * size, file, name, f"truncated: expected {count * size} bytes of data, found {len(body)}", fix)
     values = struct.unpack(f"<{count}{code}", body)
-    for i, v in enumerate(values):
-        if v != v or v in (float("inf"), float("-inf")):
-            raise BadInput(file, name, f"contains a non-finite value ({v}) at flat index {i}",
-                           "every weight must be a finite number: fix or retrain the model")
+    i = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    need(i is None, file, name, f"contains a non-finite value ({values[i] if i is not None else ''}) at flat index {i}",
+         "every weight must be a finite number: fix or retrain the model")
     return shape, values
 
 
@@ -134,35 +126,29 @@ def _rows(shape, flat):
 def read_model(path: str | Path, sha256: str | None = None, key: str = "model.sha256") -> Model:
     """Read and validate a model file; if `sha256` is given, the file must hash to it."""
     file = str(path)
-    if not Path(path).is_file():
-        raise BadInput(file, "", "model file not found", "check model.path (relative to the spec file)")
+    need(Path(path).is_file(), file, "", "model file not found", "check model.path (relative to the spec file)")
     digest = sha256_file(path)
-    if sha256 is not None and digest != sha256:
-        raise BadInput(file, key, f"sha256 mismatch: the file hashes to {digest}",
-                       "if this model is the one you mean to certify, write that hash in the spec")
+    need(sha256 is None or digest == sha256, file, key, f"sha256 mismatch: the file hashes to {digest}",
+         "if this model is the one you mean to certify, write that hash in the spec")
     if Path(path).suffix.lower() == ".onnx":
         from .onnx import read_onnx
         return read_onnx(path, digest)
     arrays = read_arrays(path)
-    if "__layers__" not in arrays or not isinstance(arrays["__layers__"][1], str):
-        raise BadInput(file, "__layers__", "missing layer list", FIX_LAYERS)
+    need("__layers__" in arrays and isinstance(arrays["__layers__"][1], str), file, "__layers__", "missing layer list", FIX_LAYERS)
     try:
         layers = json.loads(arrays["__layers__"][1])
         assert isinstance(layers, list) and all(isinstance(l, dict) for l in layers)
     except (ValueError, AssertionError):
         raise BadInput(file, "__layers__", "not a JSON list of layer objects", FIX_LAYERS) from None
     unsupported = [f"#{i} {l.get('op')!r}" for i, l in enumerate(layers) if l.get("op") not in ("affine", "dense", "relu")]
-    if unsupported:
-        raise BadInput(file, "__layers__", "unsupported layers " + ", ".join(unsupported),
-                       "certify supports affine (leading), dense and relu")
+    need(not unsupported, file, "__layers__", "unsupported layers " + ", ".join(unsupported),
+         "certify supports affine (leading), dense and relu")
 
     def array(layer_index, key, ndim):
         name = layers[layer_index].get(key)
-        if not isinstance(name, str) or name not in arrays:
-            raise BadInput(file, f"__layers__[{layer_index}].{key}", f"names no array ({name!r})", FIX_LAYERS)
+        need(isinstance(name, str) and name in arrays, file, f"__layers__[{layer_index}].{key}", f"names no array ({name!r})", FIX_LAYERS)
         shape, flat = arrays[name]
-        if len(shape) != ndim or 0 in shape:
-            raise BadInput(file, name, f"shape {shape} is not a non-empty {ndim}-d array", FIX_LAYERS)
+        need(len(shape) == ndim and 0 not in shape, file, name, f"shape {shape} is not a non-empty {ndim}-d array", FIX_LAYERS)
         return name, shape, flat
 
     scale = shift = None
@@ -170,30 +156,25 @@ def read_model(path: str | Path, sha256: str | None = None, key: str = "model.sh
     expect, width = "affine|dense", None
     for i, layer in enumerate(layers):
         op = layer["op"]
-        if op not in expect.split("|"):
-            raise BadInput(file, f"__layers__[{i}]", f"{op} cannot follow the layers before it",
-                           "layers must be [affine] dense relu dense ... dense")
+        need(op in expect.split("|"), file, f"__layers__[{i}]", f"{op} cannot follow the layers before it",
+             "layers must be [affine] dense relu dense ... dense")
         if op == "affine":
             _, s_shape, s = array(i, "scale", 1)
             _, t_shape, t = array(i, "shift", 1)
-            if s_shape != t_shape:
-                raise BadInput(file, f"__layers__[{i}]", f"scale {s_shape} and shift {t_shape} differ in shape", FIX_LAYERS)
+            need(s_shape == t_shape, file, f"__layers__[{i}]", f"scale {s_shape} and shift {t_shape} differ in shape", FIX_LAYERS)
             scale, shift, width, expect = tuple(s), tuple(t), s_shape[0], "dense"
         elif op == "dense":
             wname, w_shape, w = array(i, "weight", 2)
             bname, b_shape, b = array(i, "bias", 1)
-            if width is not None and w_shape[1] != width:
-                raise BadInput(file, wname, f"shape {w_shape} takes {w_shape[1]} inputs but the layer before gives {width}",
-                               "weights are (out, in); fix the shapes")
-            if b_shape != (w_shape[0],):
-                raise BadInput(file, bname, f"shape {b_shape} does not match weight {wname} {w_shape}",
-                               "the bias has one entry per output")
+            need(width is None or w_shape[1] == width, file, wname, f"shape {w_shape} takes {w_shape[1]} inputs but the layer "
+                 f"before gives {width}", "weights are (out, in); fix the shapes")
+            need(b_shape == (w_shape[0],), file, bname, f"shape {b_shape} does not match weight {wname} {w_shape}",
+                 "the bias has one entry per output")
             dense.append(Dense(_rows(w_shape, w), tuple(b)))
             width, expect = w_shape[0], "relu"
         else:
             expect = "dense"
-    if not dense or layers[-1]["op"] != "dense":
-        raise BadInput(file, "__layers__", "the layer list must end with a dense layer", FIX_LAYERS)
+    need(dense and layers[-1]["op"] == "dense", file, "__layers__", "the layer list must end with a dense layer", FIX_LAYERS)
     return Model(file, digest, tuple(dense), scale, shift)
 
 
@@ -205,6 +186,5 @@ def read_npy(path: str | Path, key: str) -> tuple[float, ...]:
     except OSError:
         raise BadInput(file, key, "file not found or unreadable", "check the path (relative to the spec file)") from None
     shape, flat = _parse_npy(data, file, key)
-    if isinstance(flat, str):
-        raise BadInput(file, key, "holds text, not numbers", "save a float array with numpy.save")
+    need(not isinstance(flat, str), file, key, "holds text, not numbers", "save a float array with numpy.save")
     return tuple(flat)

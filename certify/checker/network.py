@@ -35,18 +35,15 @@ def exact_layers(model: Model) -> list[Layer]:
 
 def pruned_indices(spec: Spec, t: Prune, width: int, key: str) -> list[int]:
     bad = [k for k in t.keep if k >= width]
-    if bad:
-        raise spec.error(f"{key}.keep", f"neurons {bad} do not exist (layer {t.layer} has {width})",
-                         f"keep indices 0..{width - 1}", t.line)
+    spec.need(not bad, f"{key}.keep", f"neurons {bad} do not exist (layer {t.layer} has {width})", f"keep indices 0..{width - 1}", t.line)
     kept = set(t.keep)
     return [j for j in range(width) if j not in kept]
 
 
 def check_outputs(spec: Spec, f: Model) -> None:
     bad = [i for i in spec.property.outputs or () if i >= f.out_dim]
-    if bad:
-        raise spec.error("property.outputs", f"outputs {bad} do not exist (the model has {f.out_dim})",
-                         f"list output indices in 0..{f.out_dim - 1}", spec.property.line)
+    spec.need(not bad, "property.outputs", f"outputs {bad} do not exist (the model has {f.out_dim})",
+              f"list output indices in 0..{f.out_dim - 1}", spec.property.line)
 
 
 def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
@@ -54,20 +51,20 @@ def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
     key, n = f"{spec.explanation_key}[{index}].{t.kind}", len(g)
     hidden = isinstance(t, (Prune, Merge, PCA))
     last = n - 1 if hidden else n
-    if not 1 <= t.layer <= last:
-        raise spec.error(f"{key}.layer", f"layer {t.layer} does not exist", f"use a layer in 1..{last}"
-                         + (" (a hidden layer)" if hidden else ""), t.line)
+    spec.need(1 <= t.layer <= last, f"{key}.layer", f"layer {t.layer} does not exist",
+              f"use a layer in 1..{last}" + (" (a hidden layer)" if hidden else ""), t.line)
     out_dim, in_dim = len(g[t.layer - 1][0]), len(g[t.layer - 1][0][0])
+    limit = min(out_dim, in_dim)
     if isinstance(t, Prune):
         pruned_indices(spec, t, out_dim, key)
-    elif isinstance(t, LowRank) and (t.rank > min(out_dim, in_dim) or max(t.keep or [0]) >= min(out_dim, in_dim)):
-        limit = min(out_dim, in_dim)
-        raise spec.error(f"{key}.{'rank' if t.keep is None else 'keep'}", f"rank {t.rank} exceeds min(out, in) = {limit}"
-                         if t.keep is None else f"singular directions beyond {limit - 1}", f"use a rank <= {limit}", t.line)
-    elif isinstance(t, PCA) and max(t.keep) >= out_dim:
-        raise spec.error(f"{key}.{'keep' if t.components is None else 'components'}",
-                         f"{'components' if t.components is None else t.components} exceed layer {t.layer}'s {out_dim} neurons",
-                         f"keep components 0..{out_dim - 1}", t.line)
+    elif isinstance(t, LowRank):
+        spec.need(t.rank <= limit and max(t.keep or [0]) < limit, f"{key}.{'rank' if t.keep is None else 'keep'}",
+                  f"rank {t.rank} exceeds min(out, in) = {limit}" if t.keep is None else f"singular directions beyond {limit - 1}",
+                  f"use a rank <= {limit}", t.line)
+    elif isinstance(t, PCA):
+        spec.need(max(t.keep) < out_dim, f"{key}.{'keep' if t.components is None else 'components'}",
+                  f"{'components' if t.components is None else t.components} exceed layer {t.layer}'s {out_dim} neurons",
+                  f"keep components 0..{out_dim - 1}", t.line)
     elif isinstance(t, Merge):
         merge_blocks(spec, index, t, out_dim, None, validate_only=True)
 
@@ -77,8 +74,7 @@ def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, val
     Without the labels a clustered merge cannot be rebuilt: KeyError (a certificate is rejected)."""
     key = f"{spec.explanation_key}[{index}].merge.groups"
     if isinstance(t.groups, int):
-        if t.groups > width:
-            raise spec.error(key, f"{t.groups} groups for layer {t.layer}'s {width} neurons", f"use at most {width} groups", t.line)
+        spec.need(t.groups <= width, key, f"{t.groups} groups for layer {t.layer}'s {width} neurons", f"use at most {width} groups", t.line)
         if validate_only:
             return []
         labels = _materialized(materialized, index, "labels", (width,))
@@ -86,10 +82,9 @@ def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, val
             raise ValueError(f"labels must use each of 0..{t.groups - 1} (the spec's group count)")
         return [[j for j, c in enumerate(labels) if c == b] for b in range(t.groups)]
     flat = sorted(j for b in t.groups for j in b)
-    if flat != list(range(width)):
-        missing, extra = sorted(set(range(width)) - set(flat)), sorted(set(flat) - set(range(width)))
-        raise spec.error(key, f"not a partition of layer {t.layer}'s {width} neurons (missing {missing}, unknown {extra})",
-                         f"put each neuron 0..{width - 1} in exactly one group", t.line)
+    missing, extra = sorted(set(range(width)) - set(flat)), sorted(set(flat) - set(range(width)))
+    spec.need(flat == list(range(width)), key, f"not a partition of layer {t.layer}'s {width} neurons (missing {missing}, "
+              f"unknown {extra})", f"put each neuron 0..{width - 1} in exactly one group", t.line)
     return [list(b) for b in t.groups]
 
 
@@ -181,14 +176,12 @@ def carried(layers: list[Layer], m: int, depth: int, cols) -> list[Layer]:
 def replaced(spec: Spec, index: int, t: Replace, g: list[Layer]) -> list[Layer]:
     """g with its dense layers k..m (1-based) replaced by the sub-model's layers."""
     (k, m), key = t.layers, f"{spec.explanation_key}[{index}].replace"
-    if m > len(g):
-        raise spec.error(f"{key}.layers", f"layer {m} does not exist", f"use layers in 1..{len(g)}", t.line)
+    spec.need(m <= len(g), f"{key}.layers", f"layer {m} does not exist", f"use layers in 1..{len(g)}", t.line)
     sub = read_model(t.model.path, t.model.sha256, f"{key}.model.sha256")
-    need = (len(g[k - 1][0][0]), len(g[m - 1][1]))
-    if sub.input_scale is not None or (sub.in_dim, sub.out_dim) != need:
-        raise spec.error(f"{key}.model", f"the sub-model maps {sub.in_dim} -> {sub.out_dim}"
-                         + (" after an input affine layer" if sub.input_scale is not None else ""),
-                         f"layers {k}..{m} map {need[0]} -> {need[1]}: give a dense/relu/.../dense model of those widths", t.line)
+    dims = (len(g[k - 1][0][0]), len(g[m - 1][1]))
+    spec.need(sub.input_scale is None and (sub.in_dim, sub.out_dim) == dims, f"{key}.model", f"the sub-model maps {sub.in_dim} -> "
+              f"{sub.out_dim}" + (" after an input affine layer" if sub.input_scale is not None else ""),
+              f"layers {k}..{m} map {dims[0]} -> {dims[1]}: give a dense/relu/.../dense model of those widths", t.line)
     return g[:k - 1] + exact_layers(sub) + g[m:]
 
 
@@ -198,10 +191,8 @@ def fill_values(spec: Spec, t: Prune, index: int, count: int, materialized) -> l
     if t.fill == "mean":
         return _materialized(materialized, index, "fill", (count,))
     if isinstance(t.constant, tuple):
-        if len(t.constant) != count:
-            raise spec.error(f"explanation[{index}].prune.fill.constant",
-                             f"{len(t.constant)} values for {count} pruned neurons",
-                             "give one value per pruned neuron (in increasing index order) or a single number", t.line)
+        spec.need(len(t.constant) == count, f"{spec.explanation_key}[{index}].{t.kind}.fill.constant", f"{len(t.constant)} values "
+                  f"for {count} pruned neurons", "give one value per pruned neuron (in increasing index order) or a single number", t.line)
         return list(t.constant)
     return [t.constant] * count
 
@@ -279,16 +270,14 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
             value = tuple(Fraction(v) for v in read_npy(value, key))
         if isinstance(value, Fraction):
             return [value] * dim
-        if len(value) != dim:
-            raise spec.error(key, f"has {len(value)} entries but the model takes {dim} inputs",
-                             f"give {dim} numbers (or one, for every input)", inp.line)
+        spec.need(len(value) == dim, key, f"has {len(value)} entries but the model takes {dim} inputs",
+                  f"give {dim} numbers (or one, for every input)", inp.line)
         return list(value)
 
     if inp.kind == "vnnlib":
         lo, up = read_vnnlib(inp.vnnlib, "input.vnnlib")
-        if len(lo) != dim:
-            raise spec.error("input.vnnlib", f"{inp.vnnlib.name} declares {len(lo)} inputs but the model takes {dim}",
-                             "use the VNN-LIB file written for this model", inp.line)
+        spec.need(len(lo) == dim, "input.vnnlib", f"{inp.vnnlib.name} declares {len(lo)} inputs but the model takes {dim}",
+                  "use the VNN-LIB file written for this model", inp.line)
     elif inp.kind == "box":
         lo, up = vec(inp.lower, "input.box.lower"), vec(inp.upper, "input.box.upper")
     else:
@@ -298,8 +287,7 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
         lo = [max(x, inp.clip[0]) for x in lo]
         up = [min(x, inp.clip[1]) for x in up]
     empty = [i for i, (l, u) in enumerate(zip(lo, up)) if l > u]
-    if empty:
-        raise spec.error("input", f"the domain is empty at inputs {empty[:5]}", "make lower <= upper (after clip)", inp.line)
+    spec.need(not empty, "input", f"the domain is empty at inputs {empty[:5]}", "make lower <= upper (after clip)", inp.line)
     return lo, up
 
 

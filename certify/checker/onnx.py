@@ -18,7 +18,7 @@ from fractions import Fraction
 from functools import reduce
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, need
 from .model import Dense, Model
 
 ATTRS = {"Gemm": {"alpha", "beta", "transA", "transB"}, "MatMul": set(), "Add": set(), "Sub": set(), "Mul": set(),
@@ -73,15 +73,15 @@ _show = lambda s: s if s.isprintable() else ascii(s)  # names in messages stay o
 def _tensor(buf: bytes, file: str) -> tuple[str, tuple[int, ...], list]:
     t = _msg(buf)
     name, dims, dtype = _str(t, 8), tuple(_ints(t.get(1, []))), t.get(2, [0])[-1]
-    if dtype not in TYPES or t.get(14, [0])[-1] != 0:
-        raise BadInput(file, _show(name), f"tensor of data type {dtype} or with external data", "store weights as float, double or int64 inside the file")
+    need(dtype in TYPES and t.get(14, [0])[-1] == 0, file, _show(name), f"tensor of data type {dtype} or with external data",
+         "store weights as float, double or int64 inside the file")
     code, size, field = TYPES[dtype]
     raw = t[9][-1] if 9 in t else b"".join(t.get(field, [])) if code != "q" else None
     values = _ints(t.get(7, [])) if raw is None else list(struct.unpack(f"<{len(raw) // size}{code}", raw[:len(raw) // size * size]))
-    if len(values) != math.prod(dims) or raw is not None and len(raw) % size:
-        raise BadInput(file, _show(name), f"holds {len(values)} values for shape {list(dims)}", "re-export the model")
-    if not all(map(math.isfinite, values)):
-        raise BadInput(file, _show(name), "contains a non-finite value", "every weight must be a finite number: fix or retrain the model")
+    need(len(values) == math.prod(dims) and (raw is None or len(raw) % size == 0), file, _show(name),
+         f"holds {len(values)} values for shape {list(dims)}", "re-export the model")
+    need(all(map(math.isfinite, values)), file, _show(name), "contains a non-finite value",
+         "every weight must be a finite number: fix or retrain the model")
     return name, dims, values
 
 
@@ -137,8 +137,7 @@ def _dense(acc, n: int) -> Dense:
 def read_onnx(path, digest: str) -> Model:
     """The ONNX model at `path`, whose bytes hash to `digest` (checked again here), as a `Model`."""
     file, data = str(path), Path(path).read_bytes()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise BadInput(file, "", "the file changed while it was read", "keep the model file unchanged during a run")
+    need(hashlib.sha256(data).hexdigest() == digest, file, "", "the file changed while it was read", "keep the model file unchanged during a run")
     try:
         graph = _msg(_msg(data)[7][-1])
         consts = {n: (d, v) for n, d, v in (_tensor(b, file) for b in graph.get(5, []))}
@@ -157,13 +156,11 @@ def read_onnx(path, digest: str) -> Model:
         extra = sorted(k for k, v in a.items() if k not in ATTRS.get(op, ()) or v is None or k == "transA" and v)
         if dom not in ("", "ai.onnx") or op not in ATTRS or op == "Softmax" and i < len(ops) - 1 or extra:
             bad.append(f"{nm} ({_show(dom + '.' if dom else '')}{_show(op)}{' with ' + _show(', '.join(extra)) if extra else ''})")
-    if bad:
-        raise BadInput(file, "graph", f"unsupported nodes: {', '.join(bad)}", FIX)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise BadInput(file, "graph", f"{len(inputs)} inputs and {len(outputs)} outputs", "export a model with one input and one output")
+    need(not bad, file, "graph", f"unsupported nodes: {', '.join(bad)}", FIX)
+    need(len(inputs) == 1 and len(outputs) == 1, file, "graph", f"{len(inputs)} inputs and {len(outputs)} outputs",
+         "export a model with one input and one output")
     cur, n, acc, layers, notes = _str(inputs[0], 1), math.prod(shape), None, [], []
-    if n > 1 << 24:
-        raise BadInput(file, "graph", f"the input has {n} entries", "certify reads models with at most 2^24 inputs")
+    need(n <= 1 << 24, file, "graph", f"the input has {n} entries", "certify reads models with at most 2^24 inputs")
     try:
         for node, (op, _, a, nm) in zip(nodes, ops):
             ins, (out,) = [s.decode() for s in node.get(1, []) if s], [s.decode() for s in node.get(2, [])]

@@ -18,7 +18,6 @@ import yaml
 from .errors import BadInput
 from .numbers import parse_spec_number
 
-METHODS = ("auto", "interval", "crown", "alpha", "lp", "bab")
 DEVIATIONS = ("linf",)
 SEMANTICS = ("real", "float32")
 
@@ -138,18 +137,6 @@ class Property:
 
 
 @dataclass(frozen=True)
-class Options:
-    """How to search. Never changes what a certificate means."""
-
-    method: str = "auto"
-    timeout_s: Fraction = Fraction(600)
-    max_leaves: int = 256
-    starts: int = 64
-    steps: int = 100
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class Level:
     """One named coarse-graining of a hierarchy (`levels:`, listed from fine to coarse)."""
 
@@ -166,7 +153,6 @@ class Spec:
     input: InputSpec
     explanation: tuple[object, ...]  # empty for a spec with levels until a level is chosen
     property: Property
-    options: Options
     levels: tuple[Level, ...] = ()
     level: str | None = None  # the chosen level's name
 
@@ -187,6 +173,11 @@ class Spec:
     def error(self, key: str, what: str, fix: str, line: int | None = None) -> BadInput:
         return BadInput(str(self.path), key, what, fix, line)
 
+    def need(self, ok: object, key: str, what: str, fix: str, line: int | None = None) -> None:
+        """A precondition of this spec (with its model): unless `ok`, the error at `key`."""
+        if not ok:
+            raise self.error(key, what, fix, line)
+
 
 class _Reader:
     def __init__(self, path: Path):
@@ -196,6 +187,11 @@ class _Reader:
         line = node.start_mark.line + 1 if node is not None else None
         return BadInput(str(self.path), key, what, fix, line)
 
+    def need(self, ok, node, key, what, fix):
+        """A precondition of the spec: unless `ok`, the one-line error `file:line: key: what; fix`."""
+        if not ok:
+            raise self.bad(node, key, what, fix)
+
     def mapping(self, node, key, required=(), optional=()):
         if not isinstance(node, yaml.MappingNode):
             where = f"write `{key}:` with" if key else "the spec is a mapping of"
@@ -204,62 +200,53 @@ class _Reader:
         for knode, vnode in node.value:
             name = knode.value if isinstance(knode, yaml.ScalarNode) else None
             sub = f"{key}.{name}" if key else str(name)
-            if name not in required + optional:
-                raise self.bad(knode, sub, "unknown key", f"allowed keys here: {', '.join(required + optional)}")
-            if name in out:
-                raise self.bad(knode, sub, "duplicate key", "write each key once")
+            self.need(name in required + optional, knode, sub, "unknown key", f"allowed keys here: {', '.join(required + optional)}")
+            self.need(name not in out, knode, sub, "duplicate key", "write each key once")
             out[name] = vnode
         for name in required:
-            if name not in out:
-                raise self.bad(node, f"{key}.{name}" if key else name, "missing", f"add `{name}:`")
+            self.need(name in out, node, f"{key}.{name}" if key else name, "missing", f"add `{name}:`")
         return out
 
     def scalar(self, node, key, what):
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.bad(node, key, f"expected {what}", f"write {what}")
+        self.need(isinstance(node, yaml.ScalarNode), node, key, f"expected {what}", f"write {what}")
         return node.value
 
     def number(self, node, key, positive=False):
         text = self.scalar(node, key, "a number")
         value = None if node.tag.endswith(("bool", "null")) else parse_spec_number(text)
-        if value is None:
-            raise self.bad(node, key, f"{text[:40]!r} is not an exact number of magnitude <= 1e300",
-                           'write a decimal like 0.05 or a ratio like "2/255"')
-        if positive and value <= 0:
-            raise self.bad(node, key, f"{text} is not positive", "write a number > 0")
+        self.need(value is not None, node, key, f"{text[:40]!r} is not an exact number of magnitude <= 1e300",
+                  'write a decimal like 0.05 or a ratio like "2/255"')
+        self.need(not positive or value > 0, node, key, f"{text} is not positive", "write a number > 0")
         return value
 
     def integer(self, node, key, minimum=0):
         text = self.scalar(node, key, "an integer")
-        if not node.tag.endswith(":int") or not text.lstrip("-").isdigit() or len(text) > 18:
-            raise self.bad(node, key, f"{text[:40]!r} is not an integer (at most 18 digits)", "write a whole number like 3")
-        if int(text) < minimum:
-            raise self.bad(node, key, f"{text} is below {minimum}", f"write an integer >= {minimum}")
+        ok = node.tag.endswith(":int") and text.lstrip("-").isdigit() and len(text) <= 18
+        self.need(ok, node, key, f"{text[:40]!r} is not an integer (at most 18 digits)", "write a whole number like 3")
+        self.need(int(text) >= minimum, node, key, f"{text} is below {minimum}", f"write an integer >= {minimum}")
         return int(text)
 
     def string(self, node, key, choices=None):
         text = self.scalar(node, key, "a string")
-        if choices and text not in choices:
-            raise self.bad(node, key, f"{text!r} is not one of {', '.join(choices)}", f"write one of {', '.join(choices)}")
+        self.need(not choices or text in choices, node, key, f"{text!r} is not one of {', '.join(choices or ())}",
+                  f"write one of {', '.join(choices or ())}")
         return text
 
     def seq(self, node, key):
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.bad(node, key, "expected a list", f"write `{key}: [...]`")
+        self.need(isinstance(node, yaml.SequenceNode), node, key, "expected a list", f"write `{key}: [...]`")
         return node.value
 
     def sha(self, node, key):
         text = self.string(node, key)
-        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-            raise self.bad(node, key, "not a sha256 (64 lowercase hex digits)", "run `sha256sum FILE` and paste the hash")
+        self.need(re.fullmatch("[0-9a-f]{64}", text), node, key, "not a sha256 (64 lowercase hex digits)",
+                  "run `sha256sum FILE` and paste the hash")
         return text
 
     def file(self, node, key):
         rel = self.string(node, key)
         path = (self.base / rel).resolve()
-        if not path.is_file():
-            raise self.bad(node, key, f"file {rel!r} not found (looked in {path.parent})",
-                           "paths are relative to the spec file; check the name")
+        self.need(path.is_file(), node, key, f"file {rel!r} not found (looked in {path.parent})",
+                  "paths are relative to the spec file; check the name")
         return path
 
     def model_ref(self, node, key):
@@ -270,8 +257,7 @@ class _Reader:
         """A number, a list of numbers, or a .npy path."""
         if isinstance(node, yaml.SequenceNode):
             items = self.seq(node, key)
-            if not items:
-                raise self.bad(node, key, "empty list", "give one number per input or a single number")
+            self.need(items, node, key, "empty list", "give one number per input or a single number")
             return tuple(self.number(n, f"{key}[{i}]") for i, n in enumerate(items))
         if isinstance(node, yaml.ScalarNode) and node.value.endswith(".npy"):
             return self.file(node, key)
@@ -279,17 +265,14 @@ class _Reader:
 
     def input(self, node):
         m = self.mapping(node, "input", (), ("box", "linf_ball", "vnnlib", "clip"))
-        if ("box" in m) + ("linf_ball" in m) + ("vnnlib" in m) != 1:
-            raise self.bad(node, "input", "give exactly one of box, linf_ball or vnnlib",
-                           "write `box: {lower: .., upper: ..}`, `linf_ball: {center: .., radius: ..}` or `vnnlib: FILE.vnnlib`")
+        self.need(("box" in m) + ("linf_ball" in m) + ("vnnlib" in m) == 1, node, "input", "give exactly one of box, linf_ball or vnnlib",
+                  "write `box: {lower: .., upper: ..}`, `linf_ball: {center: .., radius: ..}` or `vnnlib: FILE.vnnlib`")
         clip = None
         if "clip" in m:
             items = self.seq(m["clip"], "input.clip")
-            if len(items) != 2:
-                raise self.bad(m["clip"], "input.clip", "expected [low, high]", "write `clip: [0, 1]`")
+            self.need(len(items) == 2, m["clip"], "input.clip", "expected [low, high]", "write `clip: [0, 1]`")
             clip = (self.number(items[0], "input.clip[0]"), self.number(items[1], "input.clip[1]"))
-            if clip[0] > clip[1]:
-                raise self.bad(m["clip"], "input.clip", "low > high", "write the smaller number first")
+            self.need(clip[0] <= clip[1], m["clip"], "input.clip", "low > high", "write the smaller number first")
         line = node.start_mark.line + 1
         if "vnnlib" in m:
             return InputSpec("vnnlib", vnnlib=self.file(m["vnnlib"], "input.vnnlib"), clip=clip, line=line)
@@ -299,40 +282,35 @@ class _Reader:
                              upper=self.vector(b["upper"], "input.box.upper"), clip=clip, line=line)
         b = self.mapping(m["linf_ball"], "input.linf_ball", ("center", "radius"))
         radius = self.number(b["radius"], "input.linf_ball.radius")
-        if radius < 0:
-            raise self.bad(b["radius"], "input.linf_ball.radius", "negative radius", "write a radius >= 0")
+        self.need(radius >= 0, b["radius"], "input.linf_ball.radius", "negative radius", "write a radius >= 0")
         return InputSpec("linf_ball", center=self.vector(b["center"], "input.linf_ball.center"),
                          radius=radius, clip=clip, line=line)
 
     def indices(self, node, key, what="index"):
         out = tuple(self.integer(n, f"{key}[{i}]") for i, n in enumerate(self.seq(node, key)))
-        if len(set(out)) != len(out):
-            raise self.bad(node, key, f"lists a {what} twice", f"list each {what} once")
+        self.need(len(set(out)) == len(out), node, key, f"lists a {what} twice", f"list each {what} once")
         return out
 
     def count_or_keep(self, t, node, key, count, minimum):
         """`count: r` (keep 0..r-1) or `keep: [..]`: exactly one. Returns (keep, r or None)."""
-        if (count in t) == ("keep" in t):
-            raise self.bad(node, key, f"give exactly one of {count} or keep", f"write `{count}: 4` or `keep: [0, 1, 2, 3]`")
+        self.need((count in t) != ("keep" in t), node, key, f"give exactly one of {count} or keep",
+                  f"write `{count}: 4` or `keep: [0, 1, 2, 3]`")
         if count in t:
             r = self.integer(t[count], f"{key}.{count}", minimum)
             return tuple(range(r)), r
         keep = self.indices(t["keep"], f"{key}.keep")
-        if len(keep) < minimum:
-            raise self.bad(t["keep"], f"{key}.keep", "empty list", "keep at least one component")
+        self.need(len(keep) >= minimum, t["keep"], f"{key}.keep", "empty list", "keep at least one component")
         return keep, None
 
     def samples_seed(self, t, key):
         samples = self.integer(t["samples"], f"{key}.samples", 1) if "samples" in t else 1000
-        if samples > 1_000_000:
-            raise self.bad(t["samples"], f"{key}.samples", "more than 1,000,000 samples", "use at most 1000000")
+        self.need(samples <= 1_000_000, t.get("samples"), f"{key}.samples", "more than 1,000,000 samples", "use at most 1000000")
         return samples, self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
 
     def transform(self, node, key):
         kinds = ("prune", "ablate", "low_rank", "merge", "pca", "quantize", "model", "replace")
         m = self.mapping(node, key, (), kinds)
-        if len(m) != 1:
-            raise self.bad(node, key, "each entry is one transform", f"write `- prune: {{...}}` (or one of {', '.join(kinds[1:])})")
+        self.need(len(m) == 1, node, key, "each entry is one transform", f"write `- prune: {{...}}` (or one of {', '.join(kinds[1:])})")
         (kind, body), = m.items()
         key, line = f"{key}.{kind}", node.start_mark.line + 1
         if kind == "model":
@@ -340,11 +318,9 @@ class _Reader:
         if kind == "replace":
             t = self.mapping(body, key, ("layers", "model"))
             items = self.seq(t["layers"], f"{key}.layers")
-            if len(items) != 2:
-                raise self.bad(t["layers"], f"{key}.layers", "expected [k, m]", "write `layers: [2, 3]` (first and last replaced layer)")
+            self.need(len(items) == 2, t["layers"], f"{key}.layers", "expected [k, m]", "write `layers: [2, 3]` (first and last replaced layer)")
             k, m = (self.integer(n, f"{key}.layers[{j}]", 1) for j, n in enumerate(items))
-            if k > m:
-                raise self.bad(t["layers"], f"{key}.layers", f"first layer {k} > last layer {m}", "write the first replaced layer first")
+            self.need(k <= m, t["layers"], f"{key}.layers", f"first layer {k} > last layer {m}", "write the first replaced layer first")
             return Replace((k, m), self.model_ref(t["model"], f"{key}.model"), line)
         if kind == "low_rank":
             t = self.mapping(body, key, ("layer",), ("rank", "keep"))
@@ -353,8 +329,7 @@ class _Reader:
         if kind == "quantize":
             t = self.mapping(body, key, ("layer", "bits"))
             bits = self.integer(t["bits"], f"{key}.bits", 2)
-            if bits > 32:
-                raise self.bad(t["bits"], f"{key}.bits", f"{bits} bits", "use 2..32 bits")
+            self.need(bits <= 32, t["bits"], f"{key}.bits", f"{bits} bits", "use 2..32 bits")
             return Quantize(self.integer(t["layer"], f"{key}.layer", 1), bits, line)
         if kind == "pca":
             t = self.mapping(body, key, ("layer",), ("components", "keep", "samples", "seed"))
@@ -366,15 +341,12 @@ class _Reader:
             if not isinstance(groups, yaml.SequenceNode):
                 seed = self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
                 return Merge(layer, self.integer(groups, f"{key}.groups", 1), seed, line)
-            if "seed" in t:
-                raise self.bad(t["seed"], f"{key}.seed", "a seed only applies to `groups: N` (clustering)", "remove `seed:`")
+            self.need("seed" not in t, t.get("seed"), f"{key}.seed", "a seed only applies to `groups: N` (clustering)", "remove `seed:`")
             blocks = tuple(self.indices(n, f"{key}.groups[{i}]", "neuron") for i, n in enumerate(self.seq(groups, f"{key}.groups")))
-            if not blocks or not all(blocks):
-                raise self.bad(groups, f"{key}.groups", "empty group (or no groups)", "every group lists at least one neuron")
+            self.need(blocks and all(blocks), groups, f"{key}.groups", "empty group (or no groups)", "every group lists at least one neuron")
             flat = [j for b in blocks for j in b]
             twice = sorted({j for j in flat if flat.count(j) > 1})
-            if twice:
-                raise self.bad(groups, f"{key}.groups", f"neurons {twice} are in more than one group", "put every neuron in exactly one group")
+            self.need(not twice, groups, f"{key}.groups", f"neurons {twice} are in more than one group", "put every neuron in exactly one group")
             return Merge(layer, blocks, line=line)
         t = self.mapping(body, key, ("layer", "keep"), ("fill",))
         keep = self.indices(t["keep"], f"{key}.keep", "neuron")
@@ -384,12 +356,12 @@ class _Reader:
             name = "zero" if fill is None else self.string(fill, f"{key}.fill", ("zero", "mean", "free"))
             return Prune(layer, keep, name, line=line, kind=kind)
         f = self.mapping(fill, f"{key}.fill", (), ("constant", "mean"))
-        if len(f) != 1:
-            raise self.bad(fill, f"{key}.fill", "give one fill", "write zero, mean, free, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
+        self.need(len(f) == 1, fill, f"{key}.fill", "give one fill",
+                  "write zero, mean, free, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
         if "constant" in f:
             value = self.vector(f["constant"], f"{key}.fill.constant")
-            if isinstance(value, Path):
-                raise self.bad(f["constant"], f"{key}.fill.constant", "a file is not accepted here", "write a number or a list of numbers")
+            self.need(not isinstance(value, Path), f["constant"], f"{key}.fill.constant", "a file is not accepted here",
+                      "write a number or a list of numbers")
             return Prune(layer, keep, "constant", constant=value, line=line, kind=kind)
         mm = self.mapping(f["mean"], f"{key}.fill.mean", (), ("samples", "seed"))
         samples, seed = self.samples_seed(mm, f"{key}.fill.mean")
@@ -397,8 +369,7 @@ class _Reader:
 
     def explanation(self, node, key):
         items = self.seq(node, key)
-        if not items:
-            raise self.bad(node, key, "empty explanation", "list at least one transform")
+        self.need(items, node, key, "empty explanation", "list at least one transform")
         out = tuple(self.transform(n, f"{key}[{i}]") for i, n in enumerate(items))
         if any(isinstance(t, Replace) for t in out[:-1]):
             i = next(i for i, t in enumerate(out) if isinstance(t, Replace))
@@ -416,13 +387,12 @@ class _Reader:
         for i, n in enumerate(self.seq(node, "levels")):
             m = self.mapping(n, f"levels[{i}]", ("name", "explanation"))
             name = self.string(m["name"], f"levels[{i}].name")
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
-                raise self.bad(m["name"], f"levels[{i}].name", f"{name[:40]!r} is not a level name", "use 1-40 letters, digits, _ or -")
-            if name in [lv.name for lv in out]:
-                raise self.bad(m["name"], f"levels[{i}].name", f"level {name!r} is named twice", "give every level its own name")
+            self.need(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name), m["name"], f"levels[{i}].name", f"{name[:40]!r} is not a level name",
+                      "use 1-40 letters, digits, _ or -")
+            self.need(name not in [lv.name for lv in out], m["name"], f"levels[{i}].name", f"level {name!r} is named twice",
+                      "give every level its own name")
             out.append(Level(name, self.explanation(m["explanation"], f"levels[{i}].explanation"), n.start_mark.line + 1))
-        if not out:
-            raise self.bad(node, "levels", "no levels", "list at least one `- {name: ..., explanation: [...]}`")
+        self.need(out, node, "levels", "no levels", "list at least one `- {name: ..., explanation: [...]}`")
         return tuple(out)
 
     def property(self, node):
@@ -431,43 +401,22 @@ class _Reader:
         if "outputs" in m:
             items = self.seq(m["outputs"], "property.outputs")
             outputs = tuple(self.integer(n, f"property.outputs[{i}]") for i, n in enumerate(items))
-            if not outputs or len(set(outputs)) != len(outputs):
-                raise self.bad(m["outputs"], "property.outputs", "empty or repeated output index", "list each output index once")
+            self.need(outputs and len(set(outputs)) == len(outputs), m["outputs"], "property.outputs", "empty or repeated output index",
+                      "list each output index once")
         tol = self.number(m["tolerance"], "property.tolerance")
-        if tol < 0:
-            raise self.bad(m["tolerance"], "property.tolerance", "negative tolerance", "write a tolerance >= 0")
+        self.need(tol >= 0, m["tolerance"], "property.tolerance", "negative tolerance", "write a tolerance >= 0")
         semantics = self.string(m["semantics"], "property.semantics", SEMANTICS) if "semantics" in m else "real"
         return Property(self.string(m["deviation"], "property.deviation", DEVIATIONS), tol, outputs, node.start_mark.line + 1,
                         semantics)
 
-    def options(self, node):
-        if node is None:
-            return Options()
-        m = self.mapping(node, "options", (), ("method", "timeout_s", "max_leaves", "falsifier"))
-        kw = {}
-        if "method" in m:
-            kw["method"] = self.string(m["method"], "options.method", METHODS)
-        if "timeout_s" in m:
-            kw["timeout_s"] = self.number(m["timeout_s"], "options.timeout_s", positive=True)
-        if "max_leaves" in m:
-            kw["max_leaves"] = self.integer(m["max_leaves"], "options.max_leaves", 1)
-        if "falsifier" in m:
-            f = self.mapping(m["falsifier"], "options.falsifier", (), ("starts", "steps", "seed"))
-            for name in f:
-                kw[name] = self.integer(f[name], f"options.falsifier.{name}", 0 if name != "starts" else 1)
-        return Options(**kw)
-
-
-def read_spec(path: str | Path) -> Spec:
-    """Parse and validate a spec file. Model-dependent checks happen when the model is read."""
-    path = Path(path)
+def compose(path: Path) -> tuple[bytes, object]:
+    """The spec file's bytes and its YAML node tree (None for an empty file)."""
     try:
         raw = path.read_bytes()
     except OSError:
         raise BadInput(str(path), "", "spec file not found or unreadable", "check the path") from None
-    r = _Reader(path.resolve())
     try:
-        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
+        return raw, yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -475,21 +424,27 @@ def read_spec(path: str | Path) -> Spec:
                        None if line is None else line + 1) from None
     except RecursionError:
         raise BadInput(str(path), "", "not a spec: nested too deeply", "start from an example in specs/") from None
+
+
+def read_spec(path: str | Path) -> Spec:
+    """Parse and validate a spec file. Model-dependent checks happen when the model is read. The
+    `options:` section (how to search) is the engine's (certify/options.py): it never changes what a
+    certificate means, so the trusted reader does not interpret it."""
+    path = Path(path)
+    (raw, root), r = compose(path), _Reader(path.resolve())
     if root is None:
         raise BadInput(str(path), "", "empty spec", "start from an example in specs/")
     top = r.mapping(root, "", ("version", "model", "input", "property"), ("explanation", "levels", "options"))
-    if r.integer(top["version"], "version") != 1:
-        raise r.bad(top["version"], "version", "unsupported spec version", "write `version: 1`")
-    if "explanation" in top and "levels" in top:
-        raise r.bad(top["levels"], "levels", "give explanation or levels, not both", "move the explanation into a level")
-    if "explanation" not in top and "levels" not in top:
-        raise r.bad(root, "explanation", "missing", "add `explanation:` (a list of transforms) or `levels:` (named explanations)")
+    r.need(r.integer(top["version"], "version") == 1, top["version"], "version", "unsupported spec version", "write `version: 1`")
+    r.need(not ("explanation" in top and "levels" in top), top.get("levels"), "levels", "give explanation or levels, not both",
+           "move the explanation into a level")
+    r.need("explanation" in top or "levels" in top, root, "explanation", "missing",
+           "add `explanation:` (a list of transforms) or `levels:` (named explanations)")
     transforms = r.explanation(top["explanation"], "explanation") if "explanation" in top else ()
     spec = Spec(path=path, sha256=hashlib.sha256(raw).hexdigest(), model=r.model_ref(top["model"], "model"),
                 input=r.input(top["input"]), explanation=transforms, property=r.property(top["property"]),
-                options=r.options(top.get("options")), levels=r.levels(top["levels"]) if "levels" in top else ())
-    if spec.property.semantics == "float32" and any(getattr(t, "fill", "") == "free" for e in
-                                                    [transforms, *(lv.explanation for lv in spec.levels)] for t in e):
-        raise r.bad(top["property"], "property.semantics", "float32 semantics is not supported with `fill: free`",
-                    "use `semantics: real` (or another fill)")
+                levels=r.levels(top["levels"]) if "levels" in top else ())
+    free = any(getattr(t, "fill", "") == "free" for e in [transforms, *(lv.explanation for lv in spec.levels)] for t in e)
+    r.need(spec.property.semantics == "real" or not free, top["property"], "property.semantics",
+           "float32 semantics is not supported with `fill: free`", "use `semantics: real` (or another fill)")
     return spec

@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, need
 from .numbers import parse_spec_number
 
 FIX = "certify reads box constraints on inputs only: (assert (<= X_i number)) and (assert (>= X_i number))"
@@ -70,9 +70,8 @@ def read_vnnlib(path: str | Path, key: str) -> tuple[list[Fraction], list[Fracti
                 i = int(x[2:])
                 bounds[upper][i] = c if i not in bounds[upper] else (min if upper else max)(bounds[upper][i], c)
     xs = sorted(int(n[2:]) for n in names if _X.fullmatch(n))
-    if not xs or xs != list(range(len(xs))):
-        raise BadInput(file, key, "the inputs are not declared as X_0 .. X_n-1", "declare every input as (declare-const X_i Real)")
+    need(xs and xs == list(range(len(xs))), file, key, "the inputs are not declared as X_0 .. X_n-1",
+         "declare every input as (declare-const X_i Real)")
     missing = [f"X_{i}" for i in xs if i not in bounds[0] or i not in bounds[1]]
-    if missing:
-        raise BadInput(file, key, f"inputs without both a lower and an upper bound: {', '.join(missing[:5])}", FIX)
+    need(not missing, file, key, f"inputs without both a lower and an upper bound: {', '.join(missing[:5])}", FIX)
     return [bounds[0][i] for i in xs], [bounds[1][i] for i in xs]
