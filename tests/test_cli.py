@@ -125,6 +125,20 @@ print('ok', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'numpy')
     assert out.stdout.strip().splitlines()[-1] == "ok []"
 
 
+def test_readme_states_the_checker_size():
+    """The README's size of the trusted checker is what benchmarks/checker_size.py measures now."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checker_size", ROOT / "benchmarks" / "checker_size.py")
+    size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(size)
+    m = size.measure()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for claim in (f"the checker is {m['total']['physical']:,} lines", f"{m['total']['code']:,} without blank, comment and docstring",
+                  f"**proof kernel** is {m['kernel']['code']:,} of those", f"**input readers** are the other {m['readers']['code']:,}"):
+        assert claim in readme, f"README.md should say {claim!r} (python benchmarks/checker_size.py)"
+
+
 def test_console_script_keeps_an_xla_cache_and_runs_without_one(tmp_path):
     """`certify` (the console script, `cli.run`) stores XLA compilations in CERTIFY_XLA_CACHE; where
     that place cannot be made it runs without a cache, with no warning."""
