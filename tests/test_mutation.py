@@ -512,3 +512,36 @@ def test_unknown_keys_in_a_proved_tree_node_are_rejected(bab_certificates, tmp_p
         out = tmp_path / "extra.cert.json"
         out.write_text(json.dumps(tampered))
         assert check_certificate(spec, out).verdict is Verdict.REJECTED, extra
+
+
+# ----------------------------------------------------------------------------- z3 is the authority on goals
+
+
+def _shipped(name: str):
+    root = SPECS.parent
+    return root / "specs" / f"{name}.yaml", root / "proofs" / f"{name}.cert.json"
+
+
+@pytest.mark.parametrize("answer", ["unknown", "sat"])
+def test_z3_decides_every_goal_unknown_or_sat_rejects(monkeypatch, answer):
+    """A genuine certificate is REJECTED when z3 answers unknown (or times out: also unknown) to a
+    goal, and when it answers sat: only z3's unsat proves a region."""
+    import z3
+
+    spec, cert = _shipped("tiny_prune")
+    assert check_certificate(spec, cert).verdict is Verdict.CERTIFIED
+    monkeypatch.setattr(z3.Solver, "check", lambda self, *a: getattr(z3, answer))
+    result = check_certificate(spec, cert)
+    assert result.verdict is Verdict.REJECTED
+    assert ("z3 could not decide" if answer == "unknown" else "missing goal") in result.reason, result.reason
+
+
+def test_goal_queries_sharing_a_solver_do_not_see_each_other():
+    """The checker's z3 solver is shared by the goals of one certificate: each query is asserted in
+    its own scope, so an unsatisfiable query cannot make the next one unsat too."""
+    from certify.checker.check import _holds, _solver
+
+    solver = _solver()
+    assert _holds(["x"], "(and (> x 1) (< x 0))", "first", solver)  # unsat: the claim holds
+    assert not _holds(["x"], "(> x 1)", "second", solver)  # sat: it must stay sat
+    assert not _holds(["x"], "(< x 0)", "third", solver)

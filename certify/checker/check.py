@@ -253,17 +253,28 @@ def _q(v: Fraction) -> str:
     return term if v >= 0 else f"(- {term})"
 
 
-def _holds(names: list[str], negation: str, where: str) -> bool:
-    """True iff z3 answers unsat for the negation of an obligation, an SMT-LIB2 (QF_LRA) formula over
-    the Real constants `names`; unknown or a timeout rejects. (Parsed from text: one C call instead
-    of thousands of Python-built terms.)"""
-    claim_negation, = z3.parse_smt2_string("".join(f"(declare-const {n} Real)" for n in names) + f"(assert {negation})")
+def _solver() -> z3.Solver:
     solver = z3.Solver()
     solver.set("timeout", Z3_TIMEOUT_MS)
-    solver.add(claim_negation)
-    answer = solver.check()
+    return solver
+
+
+def _holds(names: list[str], negation: str, where: str, solver: z3.Solver | None = None) -> bool:
+    """True iff z3 answers unsat for the negation of an obligation, an SMT-LIB2 (QF_LRA) formula over
+    the Real constants `names`; unknown or a timeout rejects. (Parsed from text: one C call instead
+    of thousands of Python-built terms.) A `solver` shared by the queries of one certificate gets
+    each negation in its own scope (push, check, pop), so no query sees another's assertions."""
+    claim_negation, = z3.parse_smt2_string("".join(f"(declare-const {n} Real)" for n in names) + f"(assert {negation})")
+    solver = solver or _solver()
+    solver.push()
+    try:
+        solver.add(claim_negation)
+        answer = solver.check()
+        reason = solver.reason_unknown() if answer not in (z3.sat, z3.unsat) else ""
+    finally:
+        solver.pop()
     if answer not in (z3.sat, z3.unsat):
-        raise Rejected(where, f"z3 could not decide the obligation ({solver.reason_unknown()})")
+        raise Rejected(where, f"z3 could not decide the obligation ({reason})")
     if RECORD is not None:
         RECORD.append((where, claim_negation, answer == z3.unsat))
     return answer == z3.unsat
@@ -295,17 +306,22 @@ STEP_CHECKERS = {
 }
 
 
-def goal_holds(bound: Fraction, state: _State, where: str, margins: list[Fraction] | None = None) -> bool:
+def goal_holds(bound: Fraction, state: _State, where: str, margins: list[Fraction] | None = None,
+               solver: z3.Solver | None = None) -> bool:
     """z3: does every output difference d with verified bounds satisfy |d_i| <= bound - margin_i?
-    (margins: float32 rounding errors under float32 semantics, else zero.)"""
+    (margins: float32 rounding errors under float32 semantics, else zero.) Where an end of the
+    verified box already exceeds its limit (a region about to be split), that end is a d z3 would
+    find: z3 is not asked. Only z3's unsat proves a goal; the shortcut can only withhold a proof."""
     n = len(state.joint)
     if n not in state.bounds:
         return False
     lo, up = state.bounds[n]
     limits = [bound - m for m in (margins or [Fraction(0)] * len(lo))]
+    if any(u > t or -l > t for l, u, t in zip(lo, up, limits)):
+        return False
     d = [f"d{i}" for i in range(len(lo))]
     return _holds(d, f"(and {' '.join(f'(<= {_q(l)} {x}) (<= {x} {_q(u)})' for x, l, u in zip(d, lo, up))} "
-                     f"(or {' '.join(f'(> {x} {_q(t)}) (> (- {x}) {_q(t)})' for x, t in zip(d, limits))}))", where)
+                     f"(or {' '.join(f'(> {x} {_q(t)}) (> (- {x}) {_q(t)})' for x, t in zip(d, limits))}))", where, solver)
 
 
 def _run_steps(steps: object, state: _State, where: str) -> int:
@@ -338,7 +354,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     so their steps need only re-derive what the split changes. A node whose verified bounds
     contradict its splits has an empty region. A node neither proved nor split rejects.
     """
-    stack = [(root, _State(joint, box, {}, {}, {}, mats=weight_mats(joint)), "tree")]
+    stack, solver = [(root, _State(joint, box, {}, {}, {}, mats=weight_mats(joint)), "tree")], _solver()
     count = steps = 0
     while stack:
         node, state, where = stack.pop()
@@ -349,7 +365,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
         _keys(node, optional | (SPLIT_KEYS.get(split, set()) if isinstance(split, str) else set()), where)  # every node
         if "steps" in node:
             steps += _run_steps(node["steps"], state, f"{where}.steps")
-        if state.empty or goal_holds(bound, state, f"{where} (goal)", margins):
+        if state.empty or goal_holds(bound, state, f"{where} (goal)", margins, solver):
             continue
         require(split is not None, where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
         kids = node.get("children")
