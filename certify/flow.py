@@ -28,6 +28,7 @@ from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
 from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Replace, Spec, read_spec
+from .options import read_options
 
 EXIT = {Verdict.CERTIFIED: 0, Verdict.VIOLATED: 1, Verdict.UNKNOWN: 1, Verdict.REJECTED: 3}
 EMPIRICAL = ("EMPIRICAL comparison: each model's bounds are certified separately; the output-scale normalisation "
@@ -548,6 +549,7 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
     if spec.levels and level is None:
         level = spec.levels[-1].name  # the coarsest level by default
     spec = select_level(spec, level)
+    budget = float(read_options(spec).timeout_s)  # the spec's own budget, per component
     f = read_model(spec.model.path, spec.model.sha256)
     directory = Path(out_dir) / f"{spec.name}.components"
     directory.mkdir(parents=True, exist_ok=True)
@@ -561,7 +563,7 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
         sp.write_text(component_spec_text(spec, entry, directory.resolve(), method))
         cert = sp.with_suffix(".cert.json")
         p = prepare(sp, cert)
-        bound, body, notes = bound_with(p, method, time_budget=float(p.options.timeout_s))
+        bound, body, notes = bound_with(p, method, time_budget=budget)
         witness, lower = quick_lower(p)
         r = write_and_check(p, method, bound, body, witness, lower, notes)
         results.append(ComponentResult(label, entry, sp, cert, r.verdict, r.bound, r.witness_deviation, threshold,

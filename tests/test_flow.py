@@ -447,3 +447,22 @@ def test_three_tiers_relevance_follows_the_threshold(tmp_path):
     assert all(r.relevance == "irrelevant" for r in results if tier[int(r.label.split()[-1])] == 2)
     _, results = run_components(SPECS / "toy_tiers.yaml", "keep1", out_dir=tmp_path, log=None)
     assert _relevant(results) == {f"layer 1 neuron {j}" for j, t in enumerate(tier) if t == 0 and j != 9}
+
+
+def test_components_are_bounded_with_the_specs_own_time_budget(tmp_path, monkeypatch):
+    """Each component spec is bounded with the budget of the spec it comes from (`options.timeout_s`),
+    not the default of the component spec that `flow --components` writes."""
+    import certify.engine
+
+    text = (SPECS / "toy_tiers.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    spec = tmp_path / "tiers.yaml"
+    spec.write_text(text.replace("options: {", "options: {timeout_s: 7, ") if "options: {" in text else text + "options: {timeout_s: 7}\n")
+    budgets, real = [], certify.engine.bound_with
+
+    def recorded(p, method, *, time_budget, **kw):
+        budgets.append(time_budget)
+        return real(p, method, time_budget=time_budget, **kw)
+
+    monkeypatch.setattr(certify.engine, "bound_with", recorded)
+    _, results = run_components(spec, "keep1", out_dir=tmp_path, log=None)
+    assert results and budgets == [7.0] * len(results)
