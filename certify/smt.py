@@ -69,11 +69,11 @@ HEADER = """\
 """
 
 
-
 def fracs(vec: IntVec) -> list[Fraction]:
     """An integer vector over one denominator as Fractions."""
     nums, den = vec
     return [Fraction(n, den) for n in nums]
+
 
 def num(q: Fraction) -> str:
     """An exact rational in SMT-LIB2: `p`, `(/ p q)`, negatives as `(- ...)`; literals are non-negative."""

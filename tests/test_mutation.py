@@ -13,7 +13,7 @@ from certify.checker.numbers import rational_str
 from certify.cli import main
 from certify.engine import run_check
 
-from .conftest import SPECS
+from .conftest import ROOT, SPECS
 
 EXAMPLES = ["tiny_prune", "digits_low_rank", "digits_prune_tight", "tiny_second_model"]
 
@@ -518,8 +518,7 @@ def test_unknown_keys_in_a_proved_tree_node_are_rejected(bab_certificates, tmp_p
 
 
 def _shipped(name: str):
-    root = SPECS.parent
-    return root / "specs" / f"{name}.yaml", root / "proofs" / f"{name}.cert.json"
+    return SPECS / f"{name}.yaml", ROOT / "proofs" / f"{name}.cert.json"
 
 
 @pytest.mark.parametrize("answer", ["unknown", "sat"])

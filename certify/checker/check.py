@@ -73,10 +73,13 @@ class _State:
 
 
 def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, int]]:
-    """A list of `length` certificate rationals as integer pairs (p, q), q > 0."""
-    require(isinstance(raw, list) and len(raw) == length, where, f"{key} must be a list of {length} rationals")
+    """A list of `length` certificate rationals as integer pairs (p, q), q > 0. (Called once per row
+    of slopes: the messages are built only on failure.)"""
+    if not isinstance(raw, list) or len(raw) != length:
+        raise Rejected(where, f"{key} must be a list of {length} rationals")
     out = [parse_ratio(v) for v in raw]
-    require(None not in out, where, f"{key} holds a value that is not a 'p/q' rational string")
+    if None in out:
+        raise Rejected(where, f"{key} holds a value that is not a 'p/q' rational string")
     return out
 
 
