@@ -23,6 +23,7 @@ from .checker.errors import BadInput
 from .checker.model import read_model
 from .checker.numbers import parse_rational
 from .checker.spec import read_spec
+from .status import Status
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Failed:
     spec: str
     message: str
     exit_code: int
+
+    @property
+    def status(self) -> Status:
+        return Status.INTERNAL_ERROR if self.exit_code == Status.INTERNAL_ERROR.exit_code else Status.BAD_INPUT
 
 
 def cached_outcome(spec_path, out=None, method=None):

@@ -29,8 +29,8 @@ from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
 from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Replace, Spec, read_spec
 from .options import read_options
+from .status import Status, worst
 
-EXIT = {Verdict.CERTIFIED: 0, Verdict.VIOLATED: 1, Verdict.UNKNOWN: 1, Verdict.REJECTED: 3}
 EMPIRICAL = ("EMPIRICAL comparison: each model's bounds are certified separately; the output-scale normalisation "
              "(RMS of f's outputs over uniform samples of the domain) and the comparison across models are not certified")
 
@@ -98,6 +98,17 @@ class Flow:
     def tolerance(self) -> Fraction:
         return self.spec.property.tolerance
 
+    def plot(self, path: str | Path | None = None):
+        """The scale-flow plot as a matplotlib Figure (a notebook shows it); with `path` (a stem), also
+        written as PATH.png and PATH.svg."""
+        if path is not None:
+            plot_flows([self], path)
+        return flow_figure([self])
+
+    def to_json(self) -> dict:
+        """Levels, bounds and the separation-of-scales steps (the shape of `certify flow --json`)."""
+        return flow_json(self)
+
     def steps(self) -> list[dict]:
         """The separation-of-scales diagnostic between adjacent levels (fine -> coarse)."""
         out = []
@@ -154,15 +165,17 @@ def run_flow(spec_path, *, out_dir="proofs", method=None, fresh=False, factor=10
     return Flow(spec, results, factor)
 
 
-def flow_png(spec_path, level_entries=None) -> bytes:
-    """The scale-flow plot of a spec with levels as PNG bytes, for `certify report` (re-verifies the
-    level certificates in proofs/, certifying a level only where its certificate is missing)."""
-    import tempfile
+def flow_of_checked(spec: Spec, checked, factor: float = 10.0) -> Flow:
+    """The flow of a spec with levels from certificates the checker has already decided, as
+    (level name, CheckResult, certificate path) triples (`certify report`: no second check, no bounding).
+    Levels without an accepted certificate are left out."""
+    from .checker.model import read_model
 
-    fl = run_flow(spec_path, log=None)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = plot_flows([fl], Path(tmp) / "flow")
-        return next(p for p in paths if p.suffix == ".png").read_bytes()
+    f = read_model(spec.model.path, spec.model.sha256)
+    explanations = {lv.name: lv.explanation for lv in spec.levels}
+    levels = [LevelResult(name, *level_dof(explanations[name], f), r.verdict, r.bound, r.witness_deviation, Path(cert), True, 0.0)
+              for name, r, cert in checked if r is not None and r.verdict is not Verdict.REJECTED]
+    return Flow(spec, levels, factor)
 
 
 # --------------------------------------------------------------------------- universality
@@ -293,16 +306,25 @@ def print_universality(u: dict) -> None:
 
 
 def plot_flows(flows: list[Flow], stem: str | Path, normalise: bool = False) -> list[Path]:
-    """Upper and lower bounds against kept dof (log-log), tolerance line, boundaries shaded. PNG and SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The flow figure (`flow_figure`) written as STEM.png and STEM.svg."""
     stem = Path(stem)
     if stem.suffix.lower() in (".png", ".svg"):
         stem = stem.with_suffix("")
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig = flow_figure(flows, normalise)
+    out = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for p in out:
+        fig.savefig(p, dpi=130)
+    return out
+
+
+def flow_figure(flows: list[Flow], normalise: bool = False):
+    """Upper and lower bounds against kept dof (log-log), tolerance line, boundaries shaded: a matplotlib
+    Figure made without pyplot (no backend is switched, so a notebook's stays as it is)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.6))
+    ax = fig.subplots()
     floor = None
     for i, fl in enumerate(flows):
         scale = fl.output_scale if normalise and fl.output_scale else 1.0
@@ -351,12 +373,7 @@ def plot_flows(flows: list[Flow], stem: str | Path, normalise: bool = False) -> 
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right" if len(flows) == 1 else "best")
     fig.tight_layout()
-    out = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for p in out:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return out
+    return fig
 
 
 # --------------------------------------------------------------------------- components
@@ -737,8 +754,7 @@ def cmd_flow(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
         print(f"json: {args.json}")
-    verdicts = [lv.verdict for fl in flows for lv in fl.levels]
-    return EXIT[max(verdicts, key=[Verdict.CERTIFIED, Verdict.UNKNOWN, Verdict.VIOLATED, Verdict.REJECTED].index)]
+    return worst(Status.of(lv.verdict) for fl in flows for lv in fl.levels).exit_code
 
 
 def cmd_components(args) -> int:

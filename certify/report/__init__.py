@@ -16,10 +16,10 @@ from pathlib import Path
 from ..checker.errors import BadInput
 from ..checker.spec import read_spec
 from . import content, fmt
+from ..status import Status, worst
 from .collect import Entry, collect, show_path
 
 DEFAULT_HTML = "certify-report.html"
-ORDER = ["CERTIFIED", "UNKNOWN", "VIOLATED", "BAD INPUT", "MISSING", "REJECTED"]
 
 
 def register(subparsers) -> None:
@@ -63,8 +63,8 @@ def build(specs: list[str], cert: str | None = None, run: bool = False) -> list[
     return entries
 
 
-def overall(entries: list[Entry]) -> str:
-    return max((e.status for e in entries), key=ORDER.index)
+def overall(entries: list[Entry]) -> Status:
+    return worst(e.status for e in entries)
 
 
 def write(entries: list[Entry], html_path: str | None, md_path: str | None, argv: list[str] | None) -> list[Path]:
@@ -115,4 +115,4 @@ def cmd_report(args) -> int:
         print(line)
     for path in written:
         print(f"report written: {show_path(path)}")
-    return max(e.exit_code for e in entries)
+    return overall(entries).exit_code

@@ -22,8 +22,8 @@ from ..checker.model import read_arrays, read_model, sha256_file
 from ..checker.network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from ..checker.numbers import parse_rational
 from ..checker.spec import Spec, read_spec
+from ..status import Status
 
-EXIT = {"CERTIFIED": 0, "VIOLATED": 1, "UNKNOWN": 1, "BAD INPUT": 2, "REJECTED": 3, "MISSING": 3}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class LayerRow:
 class Entry:
     spec_path: str
     name: str
-    status: str  # CERTIFIED | VIOLATED | UNKNOWN | REJECTED | MISSING | BAD INPUT
+    status: Status  # CERTIFIED | VIOLATED | UNKNOWN | REJECTED | MISSING | BAD INPUT
     message: str = ""  # why REJECTED / MISSING / BAD INPUT
     spec: Spec | None = None
     level: str | None = None
@@ -86,11 +86,11 @@ class Entry:
 
     @property
     def exit_code(self) -> int:
-        return EXIT[self.status]
+        return Status(self.status).exit_code
 
     @property
     def accepted(self) -> bool:
-        return self.status in ("CERTIFIED", "VIOLATED", "UNKNOWN")
+        return Status(self.status).accepted
 
     @property
     def bound(self) -> Fraction | None:
@@ -367,7 +367,7 @@ def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
 def collect(spec_path: str | Path, cert_path: Path, *, level: str | None = None, run: bool = False) -> Entry:
     """One report entry: the certificate re-checked, and everything shown about it."""
     name = Path(spec_path).stem if level is None else f"{Path(spec_path).stem}.{level}"
-    entry = Entry(str(spec_path), name, "BAD INPUT", cert_path=Path(cert_path), level=level)
+    entry = Entry(str(spec_path), name, Status.BAD_INPUT, cert_path=Path(cert_path), level=level)
     try:
         spec = read_spec(spec_path)
         if level is not None:
@@ -378,7 +378,7 @@ def collect(spec_path: str | Path, cert_path: Path, *, level: str | None = None,
             run_check(spec_path, entry.cert_path, None, level) if level is not None else run_check(spec_path, entry.cert_path)
             entry.ran_check = True
         if not entry.cert_path.is_file():
-            entry.status = "MISSING"
+            entry.status = Status.MISSING
             entry.message = (f"no certificate at {show_path(entry.cert_path)}: nothing about this spec is certified. "
                              f"Run `certify check {show_path(spec_path)} --out {show_path(entry.cert_path)}` (or `certify report --run`).")
             _claim(entry, spec)
@@ -394,7 +394,7 @@ def collect(spec_path: str | Path, cert_path: Path, *, level: str | None = None,
             names = [lv.name for lv in spec.levels]
             if cert["level"] in names:  # only to describe the claim; the checker's verdict stands
                 spec = entry.spec = spec.at_level(cert["level"])
-        entry.status = result.verdict.value
+        entry.status = Status.of(result.verdict)
         entry.message = result.reason
         f = _claim(entry, spec)
         entry.cert_hashes = {k: cert.get(k) for k in ("spec_sha256", "model_sha256", "data_sha256", "materialized")}
@@ -403,5 +403,5 @@ def collect(spec_path: str | Path, cert_path: Path, *, level: str | None = None,
         if entry.accepted:
             _evidence(entry, spec, f, cert)
     except BadInput as exc:
-        entry.status, entry.message = "BAD INPUT", str(exc)
+        entry.status, entry.message = Status.BAD_INPUT, str(exc)
     return entry

@@ -45,7 +45,3 @@ def ratio(x: float | None) -> str:
     if math.isinf(x):
         return "infinite (attained lower bound 0)"
     return f"{x:.4g}x"
-
-
-def short_hash(h: str | None) -> str:
-    return "-" if not h else f"{h[:12]}…{h[-4:]}"

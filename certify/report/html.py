@@ -338,3 +338,37 @@ def render(entries, summary_png, prov, overall: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>certify audit report</title><style>{CSS}</style></head><body>{head}<main>{''.join(body)}</main></body></html>\n")
+
+
+CARD_COLOURS = {"CERTIFIED": ("#f0fff4", "#2f855a"), "VIOLATED": ("#fff5f5", "#c53030"), "UNKNOWN": ("#fffaf0", "#b7791f")}
+
+
+def card(result: dict) -> str:
+    """The summary card of one result (the JSON shape of `status.result_json`): verdict, certified
+    upper and attained lower bound (decimals rounded in the safe direction), tolerance, gap, method,
+    time and certificate. Inline styles only, so that it renders inside a notebook; every value is escaped."""
+    from fractions import Fraction
+
+    q = lambda key: None if result.get(key) is None else Fraction(result[key])  # noqa: E731
+    status = result["status"]
+    back, edge = CARD_COLOURS.get(status, ("#fed7d7", "#742a2a"))
+    checker = result.get("checker") or {}
+    seconds = result.get("seconds") or {}
+    rows = [("certified upper", f"{esc(fmt.decimal(q('certified_upper'), 6, 'up'))} <span style='color:#4a5568'>(rounded up)</span>"),
+            ("attained lower", f"{esc(fmt.decimal(q('attained_lower'), 6, 'down'))} <span style='color:#4a5568'>(rounded down; "
+                               "an input replayed exactly)</span>"),
+            ("tolerance", esc(fmt.exact(q("tolerance")))), ("gap (upper / lower)", esc(fmt.ratio(result.get("gap_ratio")))),
+            ("method", esc(result.get("method") or "-")),
+            ("time", esc(f"{seconds['total']:.2f} s" if "total" in seconds else "-")),
+            ("certificate", f"<code>{esc(result.get('certificate'))}</code> (checker: "
+                            f"{esc('accepted' if status in CARD_COLOURS else status)}, {esc(checker.get('steps', 0))} steps)")]
+    if checker.get("reason"):
+        rows.append(("checker says", esc(checker["reason"])))
+    body = "".join(f"<tr><th style='text-align:left;padding:3px 12px 3px 0;color:#4a5568;font-weight:600'>{k}</th>"
+                   f"<td style='padding:3px 0'>{v}</td></tr>" for k, v in rows)
+    level = f" (level {esc(result['level'])})" if result.get("level") else ""
+    return (f"<div class='certify-card' style='font-family:sans-serif;border-left:8px solid {edge};background:{back};"
+            f"padding:10px 16px;border-radius:6px;max-width:720px'>"
+            f"<div style='font-size:20px;font-weight:700;color:{edge}'>{esc(status)}</div>"
+            f"<div style='color:#4a5568;font-size:13px'>{esc(result.get('spec'))}{level}</div>"
+            f"<table style='border-collapse:collapse;font-size:13.5px;margin-top:6px'>{body}</table></div>")

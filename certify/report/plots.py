@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+from matplotlib.figure import Figure  # renders without pyplot: no backend is chosen or switched (notebooks keep theirs)
 
-matplotlib.use("Agg")  # headless; harmless if a backend was already chosen elsewhere
-
-from matplotlib.figure import Figure  # noqa: E402
+from ..checker.spec import read_spec
 
 BLUE, ORANGE, RED, GREY = "#2b6cb0", "#dd6b20", "#c53030", "#718096"
 GREEN, AMBER = "#2f855a", "#b7791f"
@@ -138,20 +136,15 @@ def summary_chart(entries) -> bytes | None:
 
 
 def flow_chart(spec_path, level_entries) -> bytes | None:
-    """The scale-flow plot of a spec with levels, drawn by certify.flow when that module offers one."""
-    try:
-        from .. import flow  # noqa: F401 - another part of certify; optional here
-    except ImportError:
+    """The scale-flow plot of a spec with levels, from the level certificates the report has already
+    checked (none re-checked, nothing bounded); None when no level was accepted."""
+    from ..flow import flow_figure, flow_of_checked
+
+    checked = [(e.level, e.check, e.cert_path) for e in level_entries if e.accepted and e.level is not None]
+    spec = next((e.spec for e in level_entries if e.spec is not None), None)
+    if not checked or spec is None:
         return None
-    for name in ("flow_png", "plot_flow_png", "flow_plot_png"):
-        fn = getattr(flow, name, None)
-        if callable(fn):
-            try:
-                data = fn(spec_path, level_entries)
-            except Exception:  # noqa: BLE001 - the flow plot is optional in a report; never fatal
-                return None
-            return data if isinstance(data, bytes) else None
-    return None
+    return _png(flow_figure([flow_of_checked(read_spec(spec_path), checked)]))  # read_spec: all the levels
 
 
 def attach(entries) -> dict:

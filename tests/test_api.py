@@ -1,0 +1,157 @@
+"""The Python API: in-memory models to a checked verdict, the one JSON shape (validated against
+docs/result.schema.json), the Status table, and the bytes `certify verify` re-reads."""
+
+import json
+from fractions import Fraction
+from types import SimpleNamespace
+
+import jsonschema
+import numpy as np
+import pytest
+
+import certify
+from certify.api import dense_layers, spec_path, write_spec
+from certify.checker.model import read_model
+from certify.cli import main
+from certify.status import Status, worst
+
+from .conftest import ROOT, SPECS
+
+SCHEMA = json.loads((ROOT / "docs" / "result.schema.json").read_text())
+
+
+def mlp(seed=0, widths=(4, 12, 3)):
+    """A small ReLU MLP as (W (out, in), b) pairs, float32 like a trained JAX model's."""
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(o, i)).astype(np.float32) / np.sqrt(i), rng.normal(size=o).astype(np.float32) / 10)
+            for i, o in zip(widths, widths[1:])]
+
+
+def spec_of(model, tolerance=2, keep=range(8)):
+    return {"model": model, "input": {"box": {"lower": -1, "upper": 1}},
+            "explanation": [{"prune": {"layer": 1, "keep": list(keep), "fill": "zero"}}],
+            "property": {"deviation": "linf", "tolerance": tolerance}}
+
+
+def forward(layers, x):
+    for i, (w, b) in enumerate(layers):
+        x = np.asarray(w, np.float64) @ x + np.asarray(b, np.float64)
+        x = np.maximum(x, 0) if i < len(layers) - 1 else x
+    return x
+
+
+def test_five_lines_from_an_in_memory_jax_mlp_to_a_checked_verdict(tmp_path, monkeypatch, capsys):
+    """The notebook path of docs/api.md: a JAX MLP in memory, pruned, checked; then `certify verify`
+    re-reads the saved bytes and agrees; tampering with them is caught."""
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.chdir(tmp_path)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    params = [(jax.random.normal(k1, (12, 4)) / 2, jnp.zeros(12)), (jax.random.normal(k2, (3, 12)) / 4, jnp.zeros(3))]
+    outcome = certify.check(spec_of(params, tolerance=3))
+    assert outcome.status is Status.CERTIFIED and outcome.verdict is certify.Verdict.CERTIFIED
+    assert outcome.lower <= outcome.bound <= 3 and outcome.bound == outcome.check.bound
+    assert outcome.witness_float == [float(v) for v in outcome.witness] and len(outcome.witness) == 4
+    # the witness's deviation, recomputed in float64 from the in-memory weights, is the exact one
+    pruned = [(np.asarray(params[0][0]), np.asarray(params[0][1])), (np.asarray(params[1][0]).copy(), params[1][1])]
+    pruned[1][0][:, 8:] = 0
+    x = np.array(outcome.witness_float)
+    assert abs(np.max(np.abs(forward(params, x) - forward(pruned, x))) - float(outcome.lower)) < 1e-5
+    jsonschema.validate(outcome.to_json(), SCHEMA)
+    assert "CERTIFIED" in outcome._repr_html_() and "<script" not in outcome._repr_html_()
+
+    # the spec names the saved model by its sha256; the checker alone re-reads those bytes
+    spec = certify.read_spec(outcome.spec.path)
+    assert spec.model.path.parent == outcome.certificate.resolve().parent
+    assert read_model(spec.model.path, spec.model.sha256).widths == (4, 12, 3)
+    assert main(["verify", str(outcome.spec.path), str(outcome.certificate), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    jsonschema.validate(verified, SCHEMA)
+    assert set(verified) == set(outcome.to_json())  # one shape for check and verify
+    assert (verified["certified_upper"], verified["attained_lower"]) == (outcome.to_json()["certified_upper"],
+                                                                         outcome.to_json()["attained_lower"])
+    assert certify.verify(outcome).verdict is certify.Verdict.CERTIFIED
+    data = bytearray(spec.model.path.read_bytes())
+    data[-30] ^= 1
+    spec.model.path.write_bytes(bytes(data))
+    with pytest.raises(certify.BadInput, match="sha256"):
+        certify.verify(outcome)
+
+
+def test_every_in_memory_form_saves_the_same_weights(tmp_path):
+    """(W, b) pairs, {weights, biases}, a Flax params pytree (kernels (in, out)), an Equinox-style module
+    and an ONNX ModelProto all name one network; the saved file holds exactly its float32 weights."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    layers = mlp(1)
+    flax = {"params": {f"Dense_{i}": {"kernel": w.T, "bias": b} for i, (w, b) in reversed(list(enumerate(layers)))}}
+    eqx = SimpleNamespace(layers=[SimpleNamespace(weight=w, bias=b) for w, b in layers])
+    nodes, inits, prev = [], [], "x"
+    for i, (w, b) in enumerate(layers):
+        inits += [numpy_helper.from_array(w.T.copy(), f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"]))
+        prev = f"z{i}"
+        if i < len(layers) - 1:
+            nodes.append(helper.make_node("Relu", [prev], [f"a{i}"]))
+            prev = f"a{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 3])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    forms = {"pairs": layers, "dict": {"weights": [w for w, _ in layers], "biases": [b for _, b in layers]},
+             "flax": flax, "equinox": eqx, "onnx": proto}
+    for name, model in forms.items():
+        path = write_spec(spec_of(model), tmp_path / name, name="s")
+        spec = certify.read_spec(path)
+        f = read_model(spec.model.path, spec.model.sha256)
+        got = [(np.array(d.weight, np.float64), np.array(d.bias, np.float64)) for d in f.dense]
+        assert len(got) == 2, name
+        for (w, b), (gw, gb) in zip(layers, got):
+            assert np.array_equal(gw, w.astype(np.float64)) and np.array_equal(gb, b.astype(np.float64)), name
+
+
+def test_text_dict_and_spec_forms_and_levels(tmp_path, monkeypatch):
+    """YAML text and dicts are written as spec files (relative paths: the folder can move); a Spec keeps its level."""
+    monkeypatch.chdir(tmp_path)
+    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    path, level = spec_path(text)
+    assert level is None and certify.read_spec(path).model.sha256 == certify.read_spec(SPECS / "tiny_prune.yaml").model.sha256
+    assert spec_path(SPECS / "tiny_prune.yaml") == (SPECS / "tiny_prune.yaml", None)
+    spec = certify.read_spec(SPECS / "toy_clusters.yaml")
+    assert spec_path(spec.at_level("merge4")) == (spec.path, "merge4")
+    moved = write_spec(spec_of(mlp(2)), tmp_path / "a", name="m")
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert certify.read_spec(tmp_path / "b" / "m.yaml").model.path.parent == (tmp_path / "b").resolve()
+    with pytest.raises(certify.BadInput, match="not a spec"):
+        spec_path(["not", "a", "spec"])
+
+
+def test_bad_in_memory_models_are_one_line_bad_input(tmp_path):
+    w, b = mlp(3)[0]
+    with pytest.raises(certify.BadInput, match=r"layer 1: weight \(12, 4\) and bias \(3,\) do not fit"):
+        dense_layers([(w, b[:3])])
+    with pytest.raises(certify.BadInput, match="layer 2: takes 5 inputs but layer 1 gives 12"):
+        dense_layers([(w, b), (np.ones((3, 5)), np.ones(3))])
+    assert dense_layers({"path": "m.npz", "sha256": "0" * 64}) is None  # a reference, not a model
+
+
+def test_status_carries_the_exit_code_table():
+    assert [(s.value, s.exit_code, s.junit) for s in Status] == [
+        ("CERTIFIED", 0, "pass"), ("UNKNOWN", 1, "failure"), ("VIOLATED", 1, "failure"), ("BAD INPUT", 2, "error"),
+        ("INTERNAL ERROR", 4, "error"), ("MISSING", 3, "error"), ("REJECTED", 3, "error")]
+    assert all(Status.of(v).value == v.value for v in certify.Verdict)
+    assert worst([]) is Status.CERTIFIED and worst(["UNKNOWN", "VIOLATED"]) is Status.VIOLATED
+    assert worst([Status.INTERNAL_ERROR, Status.REJECTED, Status.BAD_INPUT]).exit_code == 3
+    assert Status.BAD_INPUT == "BAD INPUT" and f"{Status.MISSING}" == "MISSING"
+
+
+def test_cli_json_of_a_shipped_spec_matches_the_schema(tmp_path, capsys):
+    """`certify verify --json` of a shipped certificate, and a bad input, in the documented shape."""
+    assert main(["verify", str(SPECS / "tiny_prune.yaml"), str(ROOT / "proofs" / "tiny_prune.cert.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    jsonschema.validate(out, SCHEMA)
+    assert out["status"] == "CERTIFIED" and out["exit_code"] == 0 and Fraction(out["certified_upper"]) <= 3
+    from certify.status import failed_json
+
+    jsonschema.validate(failed_json("x.yaml", "x.yaml: bad", Status.BAD_INPUT), SCHEMA)
