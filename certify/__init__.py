@@ -15,6 +15,9 @@ or Equinox parameter pytree, an ONNX ModelProto) or a `Spec`. See docs/api.md.
 
 __version__ = "0.2.0"
 
+# The submodules certify.flow and certify.report are loaded first, so that the functions below, not the
+# modules, are what `certify.flow` and `certify.report` name (Python binds a submodule on its first import).
+from . import flow as _flow_module, report as _report_module  # noqa: F401
 from .api import check as check, flow as flow, report as report, verify as verify, write_spec as write_spec
 from .checker.check import CheckResult as CheckResult, Verdict as Verdict
 from .checker.errors import BadInput as BadInput
