@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test clean bench-deps bench
+.PHONY: demo test clean bench-deps bench proofs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Regenerate every shipped certificate in proofs/ (after a change to the certificate format, the
+# checker or a spec). Each spec writes proofs/<spec>[.<level>].cert.json.
+proofs: $(STAMP)
+	rm -f proofs/*.cert.json proofs/*.g.npz proofs/*.npz
+	for s in specs/*.yaml; do $(VENV)/bin/certify check $$s --no-cache > /dev/null; \
+	  rc=$$?; if [ $$rc -gt 1 ]; then echo "$$s: exit $$rc"; exit 1; fi; done
+	$(VENV)/bin/certify verify specs/digits_prune.yaml proofs/digits_prune.cert.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,9 +15,9 @@ from fractions import Fraction
 from .checker.check import Verdict
 from .checker.errors import BadInput
 from .checker.numbers import rational_str
+from .status import Status, result_json, worst
 
-EXIT = {Verdict.CERTIFIED: 0, Verdict.VIOLATED: 1, Verdict.UNKNOWN: 1, Verdict.REJECTED: 3}
-EXIT_BAD_INPUT, EXIT_INTERNAL = 2, 4
+EXIT_BAD_INPUT, EXIT_INTERNAL = Status.BAD_INPUT.exit_code, Status.INTERNAL_ERROR.exit_code
 
 
 def _num(q: Fraction | None) -> str:
@@ -29,15 +29,21 @@ def _exact(q: Fraction | None) -> str | None:
 
 
 def outcome_json(o) -> dict:
-    c = o.check
-    return {
-        "spec": str(o.spec.path), "level": o.spec.level, "verdict": c.verdict.value, "exit_code": EXIT[c.verdict],
-        "certified_upper": _exact(c.bound), "attained_lower": _exact(o.lower), "tolerance": _exact(c.tolerance),
-        "gap_ratio": o.gap, "witness": None if o.witness is None else [rational_str(v) for v in o.witness],
-        "method": o.method, "tried": o.tried, "seconds": {k: round(v, 3) for k, v in o.seconds.items()},
-        "certificate": str(o.certificate), "checker": {"steps": c.steps, "reason": c.reason or None},
-        "cached": o.cached, "notes": list(o.notes),
-    }
+    """The one JSON shape (docs/result.schema.json; certify/status.py)."""
+    return o.to_json()
+
+
+def unpinned_lines(c, spec_path, pins=()) -> list[str]:
+    """What to tell a reader when g's float arrays come from the certificate, not the spec."""
+    if not c.unpinned:
+        return []
+    sha = f"sha256 {c.arrays_sha256[:16]}..." if c.arrays_sha256 else "none given"
+    lines = [f"NOT PINNED: {', '.join(c.unpinned)}: g's float arrays are the certificate's ({sha}), not fixed by the spec"]
+    spec_dir = os.path.dirname(os.path.abspath(spec_path))
+    for p in pins:
+        lines.append(f"to pin, add to {p.key}:  {p.entry(spec_dir)}")
+    lines.append(f"or run `certify pin {spec_path}`; `--strict` refuses unpinned arrays")
+    return lines
 
 
 def print_outcome(o) -> None:
@@ -67,29 +73,27 @@ def print_outcome(o) -> None:
     print(f"  certificate      {o.certificate}  (checker: {'accepted' if c.verdict is not Verdict.REJECTED else 'REJECTED'}, {c.steps} steps{cached})")
     for note in o.notes:
         print(f"  note             {note}")
+    for i, line in enumerate(unpinned_lines(c, o.spec.path, o.pins)):
+        print(f"  {'g arrays' if i == 0 else '':<16} {line}")
 
 
 def _exit_code(results) -> int:
     """Worst first: a rejected certificate (3), an internal error (4), bad input (2), then 1, then 0."""
-    from .batch import Failed
-
-    codes = {r.exit_code if isinstance(r, Failed) else EXIT[r.verdict] for r in results}
-    return next((c for c in (3, 4, 2, 1) if c in codes), 0)
+    return worst(r.status for r in results).exit_code
 
 
 def _junit_case(r) -> dict:
     from .batch import Failed
 
     if isinstance(r, Failed):
-        kind = "BAD_INPUT" if r.exit_code == 2 else "INTERNAL_ERROR"
-        return {"name": r.spec, "verdict": kind, "message": r.message, "seconds": 0.0, "detail": r.message}
+        return {"name": r.spec, "status": r.status, "message": r.message, "seconds": 0.0, "detail": r.message}
     c = r.check
     message = f"{c.verdict.value}: certified upper {_num(c.bound)}, attained lower {_num(r.lower)}, tolerance {rational_str(c.tolerance)}"
     if c.reason:
         message += f" ({c.reason})"
     level = getattr(r.spec, "level", None)
     name = str(r.spec.path) if level is None else f"{r.spec.path} [level {level}]"
-    return {"name": name, "verdict": c.verdict.value, "message": message,
+    return {"name": name, "status": r.status, "message": message,
             "seconds": r.seconds["total"], "detail": json.dumps(outcome_json(r), indent=1)}
 
 
@@ -114,14 +118,16 @@ def cmd_check(args) -> int:
     if args.out and len(args.spec) > 1:
         raise BadInput("--out", "", "names one certificate but several specs were given",
                        "drop --out (each spec writes proofs/<spec-name>.cert.json)")
-    levels = {p: _level_results(p, args.out, args.method) for p in args.spec}  # None: no levels
-    plain = [p for p in args.spec if levels[p] is None]
+    refused = _strict_refusals(args.spec) if args.strict else {}
+    specs = [p for p in args.spec if p not in refused]
+    levels = {p: _level_results(p, args.out, args.method) for p in specs}  # None: no levels
+    plain = [p for p in specs if levels[p] is None]
     if len(plain) == 1:
         results = [run_one(plain[0], args.out, args.method, not args.no_cache)]
     else:
         results = run_many(plain, method=args.method, use_cache=not args.no_cache, workers=args.workers,
                            address=args.address) if plain else []
-    results += [r for p in args.spec if levels[p] is not None for r in levels[p]]
+    results += [r for p in specs if levels[p] is not None for r in levels[p]] + list(refused.values())
     for r in results:
         if isinstance(r, Failed):
             print(f"error: {r.message}", file=sys.stderr)
@@ -142,24 +148,44 @@ def cmd_check(args) -> int:
     return _exit_code(results)
 
 
+def _strict_refusals(spec_paths) -> dict:
+    """`--strict`: spec path -> Failed (exit 2) for each spec whose g has float arrays it does not pin."""
+    from .batch import Failed
+    from .checker.spec import read_spec
+    from .pin import refuse_unpinned
+
+    out = {}
+    for p in spec_paths:
+        try:
+            refuse_unpinned(read_spec(p))
+        except BadInput as exc:
+            out[p] = Failed(str(p), str(exc), 2)
+    return out
+
+
 def cmd_verify(args) -> int:
     from .checker import check_certificate
 
     if not os.path.isfile(args.certificate):
         raise BadInput(args.certificate, "", "certificate file not found", "give the path of a .cert.json file")
+    if args.strict:
+        from .checker.spec import read_spec
+        from .pin import refuse_unpinned
+
+        refuse_unpinned(read_spec(args.spec))
     r = check_certificate(args.spec, args.certificate)
     if args.json:
-        print(json.dumps({"verdict": r.verdict.value, "exit_code": EXIT[r.verdict], "certified_upper": _exact(r.bound),
-                          "witness_deviation": _exact(r.witness_deviation), "tolerance": _exact(r.tolerance),
-                          "steps": r.steps, "seconds": round(r.seconds, 3), "reason": r.reason or None,
-                          "level": r.level}, indent=1))
+        print(json.dumps(result_json(r, spec=args.spec, certificate=args.certificate, lower=r.witness_deviation),
+                         indent=1))
     elif r.verdict is Verdict.REJECTED:
         print(f"REJECTED  {args.certificate}: {r.reason}")
     else:
         at = "" if r.level is None else f" (level {r.level})"
         print(f"{r.verdict.value}  {args.certificate}{at}: certified upper bound {_num(r.bound)} "
               f"(tolerance {rational_str(r.tolerance)}), {r.steps} steps accepted in {r.seconds:.2f} s")
-    return EXIT[r.verdict]
+        for line in unpinned_lines(r, args.spec):
+            print(f"  {line}")
+    return Status.of(r.verdict).exit_code
 
 
 def parser() -> argparse.ArgumentParser:
@@ -175,15 +201,19 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=1, help="run several specs in parallel on Ray (default 1: serial)")
     c.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
     c.add_argument("--engine", choices=("auto_lirpa",), help="also print auto_LiRPA's bounds as a second opinion (not certified)")
+    c.add_argument("--strict", action="store_true", help="refuse (exit 2) a spec that does not pin g's float arrays (see certify pin)")
     c.set_defaults(func=cmd_check)
     v = sub.add_parser("verify", help="re-check a certificate with the trusted checker only")
     v.add_argument("spec")
     v.add_argument("certificate")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--strict", action="store_true", help="refuse (exit 2) a spec that does not pin g's float arrays")
     v.set_defaults(func=cmd_verify)
+    from .pin import register as register_pin; register_pin(sub)  # noqa: E702 - `certify pin`
     from .smt import register as register_smt; register_smt(sub)  # noqa: E702 - `certify export-smt`
     from .report import register as register_report; register_report(sub)  # noqa: E702 - `certify report`
     from .flow import register as register_flow; register_flow(sub)  # noqa: E702 - `certify flow`, `scales`, `components`
+    from .vnncomp import register as register_vnncomp; register_vnncomp(sub)  # noqa: E702 - `certify vnncomp`
     return p
 
 

@@ -32,6 +32,8 @@ from .checker.spec import Spec, read_spec
 from .options import Options, read_options
 from .explain import materialize
 from .model import save_arrays
+from .status import OutcomeViews
+from .pin import by_transform, refuse_unpinned, write_arrays
 
 PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "lp": ("lp",), "bab": ("bab",),
          "auto": ("interval", "crown", "alpha", "bab")}
@@ -39,7 +41,11 @@ BAB_LEAF_METHOD = "alpha"
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Outcome(OutcomeViews):
+    """What `certify check` (and `certify.check`) found for one spec or level; the verdict is the
+    checker's (`.check`). `OutcomeViews` adds .status, .bound, .witness_float, .to_json() and the
+    notebook card."""
+
     spec: Spec
     certificate: Path
     check: CheckResult
@@ -50,6 +56,7 @@ class Outcome:
     seconds: dict[str, float]
     cached: bool = False  # an up-to-date certificate was re-verified instead of re-bounded
     notes: tuple[str, ...] = ()  # what reading the model changed (e.g. an ONNX Softmax dropped)
+    pins: tuple = ()  # unpinned float transforms: pin-ready array files written beside the certificate
 
     @property
     def verdict(self):
@@ -87,6 +94,7 @@ class Problem:
     net: object  # FloatNet of the joint network
     margins: tuple = ()  # float32 semantics: per-output rounding error bounds (else empty)
     options: Options = Options()  # how to search (the spec's `options:`)
+    pins: tuple = ()  # unpinned float transforms: their arrays written as pin-ready files (certify.pin.Pinned)
 
 
 def select_level(spec: Spec, level: str | None) -> Spec:
@@ -100,9 +108,12 @@ def select_level(spec: Spec, level: str | None) -> Spec:
     return spec.at_level(level)
 
 
-def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None) -> Problem:
-    """Read and validate everything, materialise float transforms, build the joint network."""
+def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None, strict: bool = False) -> Problem:
+    """Read and validate everything, materialise unpinned float transforms, build the joint network.
+    `strict`: unpinned float arrays are bad input."""
     spec = select_level(read_spec(spec_path), level)
+    if strict:
+        refuse_unpinned(spec)
     options = read_options(spec)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
@@ -110,11 +121,13 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
     check_outputs(spec, f)
     arrays = materialize(spec, f)
     materialized = meta = None
+    pins = ()
     if arrays:
         gpath = cert_path.with_name(cert_path.name.replace(".cert.json", "") + ".g.npz")
         save_arrays(gpath, arrays)
         materialized = read_arrays(gpath)
         meta = {"path": gpath.name, "sha256": sha256_file(gpath)}
+        pins = tuple(write_arrays(spec, by_transform(spec, arrays), cert_path.parent))  # ready to pin
     g = build_g(spec, f, materialized)
     joint, shared = joint_network(exact_layers(f), g, spec.property.outputs)
     domain = with_free(g, *domain)  # fill: free: the domain is box x R, the witness (x, v)
@@ -127,7 +140,7 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
         margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path)))
     net = from_exact(joint)
     net = dataclasses.replace(net, pairs=joint_pairs(net.widths, f.widths, shared))
-    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins, options)
+    return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins, options, pins)
 
 
 def float32_inside(v: Fraction, lo: Fraction, up: Fraction) -> Fraction:
@@ -221,32 +234,30 @@ def level_certificate_path(out: str | Path, level: str) -> Path:
     return out.with_name(f"{stem}.{level}.cert.json")
 
 
-SEVERITY = [Verdict.CERTIFIED, Verdict.UNKNOWN, Verdict.VIOLATED, Verdict.REJECTED]
-
-
-def worst_verdict(verdicts) -> Verdict:
-    """The least favourable verdict (CERTIFIED < UNKNOWN < VIOLATED < REJECTED)."""
-    return max(verdicts, key=SEVERITY.index)
-
-
-def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None) -> list[Outcome]:
+def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
+               strict: bool = False) -> list[Outcome]:
     """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse. Every level
     is validated (and its float transforms materialised in memory) before any certificate is written."""
     spec = read_spec(spec_path)
+    if strict:
+        refuse_unpinned(spec)
     f = read_model(spec.model.path, spec.model.sha256)
     for lv in spec.levels:
         level = spec.at_level(lv.name)
         input_box(level, f)
         arrays = materialize(level, f)
         build_g(level, f, {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()})
-    return [run_check(spec_path, None if out is None else level_certificate_path(out, lv.name), method, lv.name)
+    return [run_check(spec_path, None if out is None else level_certificate_path(out, lv.name), method, lv.name, strict)
             for lv in spec.levels]
 
 
 def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
-              level: str | None = None) -> Outcome:
+              level: str | None = None, strict: bool = False, *, timeout: float | None = None) -> Outcome:
+    """`timeout` (seconds) overrides the spec's options.timeout_s (how long to search; not part of the claim)."""
     t0 = time.perf_counter()
-    p = prepare(spec_path, out, level)
+    p = prepare(spec_path, out, level, strict)
+    if timeout is not None:
+        p = dataclasses.replace(p, options=dataclasses.replace(p.options, timeout_s=Fraction(timeout)))
     t1 = time.perf_counter()
     witness, lower = attained_lower(p)
     t2 = time.perf_counter()
@@ -271,4 +282,4 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
         lower = result.witness_deviation
     return Outcome(p.spec, p.certificate, result, lower, witness, chosen, tried,
                    {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0},
-                   notes=tuple(getattr(p.model, "notes", ())))
+                   notes=tuple(getattr(p.model, "notes", ())), pins=p.pins)

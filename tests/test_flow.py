@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certify.checker import Verdict, check_certificate
+from certify.checker.errors import BadInput
 from certify.checker.exact import forward, qmat, qvec
 from certify.checker.model import read_model
 from certify.checker.network import build_g, exact_layers
@@ -139,17 +140,18 @@ def test_pca_with_axis_components_is_prune_with_the_mean(tmp_path):
     assert g == f
 
 
-def test_kmeans_labels_are_materialised_and_rebuilt(tmp_path):
+def test_kmeans_labels_are_pinned_and_rebuilt(tmp_path):
+    """The shipped clusters spec pins its k-means labels (certify pin): they find the planted clusters,
+    and a certificate of a level carries no materialised arrays."""
     from certify.engine import prepare
 
     p = prepare(SPECS / "toy_clusters.yaml", tmp_path / "c.cert.json", "merge4")
-    arrays = np.load(tmp_path / "c.g.npz")
-    labels = arrays["explanation.0.labels"]
+    labels = np.load(SPECS / "pinned" / "toy_clusters.merge4.0.merge.npz")["labels"]
     assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
     planted = PLANTED["clusters"]["cluster_of_unit"]
     found = {tuple(np.flatnonzero(labels == c)) for c in range(4)}
     assert found == {tuple(j for j, c in enumerate(planted) if c == k) for k in range(4)}  # k-means finds the clusters
-    assert p.materialized["sha256"]
+    assert p.materialized is None and p.pins == ()
 
 
 def test_dof_per_transform():
@@ -165,7 +167,7 @@ def test_dof_per_transform():
 
 @pytest.fixture(scope="module")
 def level_certs(tmp_path_factory):
-    """Fresh certificates for two levels of the toy clusters spec (merge: k-means labels materialised)."""
+    """Fresh certificates for two levels of the toy clusters spec (merge: k-means labels pinned)."""
     from certify.engine import run_check
 
     d = tmp_path_factory.mktemp("levels")
@@ -194,7 +196,8 @@ def _tampered(path: Path, mutate, name: str) -> Path:
     pytest.param(tighten_bound_one_ulp, id="bound-tightened"),
     pytest.param(change_spec_hash, id="spec-hash"),
     pytest.param(drop_relaxation_step, id="relaxation-dropped"),
-    pytest.param(lambda c: c.update(materialized=None), id="materialised-labels-removed"),  # g must not fall back to f
+    pytest.param(lambda c: c.update(materialized={"path": "labels.g.npz", "sha256": "0" * 64}),  # the labels are pinned:
+                 id="materialised-labels-added"),  # arrays in the certificate cannot define g
 ])
 def test_level_certificate_tampering_is_rejected(level_certs, mutate):
     tampered = _tampered(level_certs["merge4"], mutate, "tampered.cert.json")
@@ -215,9 +218,10 @@ def test_level_certificate_against_a_spec_without_levels_is_rejected(level_certs
     text = (SPECS / "toy_clusters.yaml").read_text()
     head, _, tail = text.partition("levels:\n")
     plain = tmp_path / "toy_clusters.yaml"
-    plain.write_text((head + "explanation: [{merge: {layer: 1, groups: 4}}]\n" + tail[tail.index("property:"):])
-                     .replace("../models/", str(ROOT / "models") + "/"))
-    shutil.copy(level_certs["merge4"].with_name("toy_clusters.merge4.g.npz"), tmp_path)
+    merge4 = next(line for line in text.splitlines() if "name: merge4" in line)  # its pinned labels too
+    entry = merge4[merge4.index("[{merge:") + 1:merge4.rindex("]")]
+    plain.write_text((head + f"explanation: [{entry}]\n" + tail[tail.index("property:"):])
+                     .replace("../models/", str(ROOT / "models") + "/").replace("path: pinned/", f"path: {SPECS}/pinned/"))
     cert = json.loads(level_certs["merge4"].read_text())
     cert["spec_sha256"] = read_spec(plain).sha256
     (tmp_path / "c.cert.json").write_text(json.dumps(cert))
@@ -229,33 +233,28 @@ def test_level_certificate_against_a_spec_without_levels_is_rejected(level_certs
 
 
 def test_tampered_merge_labels_are_rejected(level_certs, tmp_path):
+    """Labels attached to a certificate of a pinned spec do not redefine g (REJECTED); changed pinned
+    labels are bad input (their sha256 is the spec's)."""
+    from certify.checker.model import sha256_file
+
     cert = level_certs["merge4"]
-    gfile = cert.with_name("toy_clusters.merge4.g.npz")
-    arrays = dict(np.load(gfile))
-    labels = arrays["explanation.0.labels"].copy()
+    labels = np.load(SPECS / "pinned" / "toy_clusters.merge4.0.merge.npz")["labels"].copy()
     labels[0] = (labels[0] + 1) % 4  # move one neuron to another block
-    arrays["explanation.0.labels"] = labels
     (tmp_path / "copy").mkdir()
-    np.savez(tmp_path / "copy" / gfile.name, **arrays)
-    shutil.copy(cert, tmp_path / "copy" / cert.name)
+    gfile = tmp_path / "copy" / "forged.g.npz"
+    np.savez(gfile, **{"explanation.0.labels": labels})
+    c = json.loads(cert.read_text())
+    c["materialized"] = {"path": gfile.name, "sha256": sha256_file(gfile)}
+    (tmp_path / "copy" / cert.name).write_text(json.dumps(c))
     result = check_certificate(SPECS / "toy_clusters.yaml", tmp_path / "copy" / cert.name)
     assert result.verdict is Verdict.REJECTED and "materialized" in result.reason
-    # even with the hash updated, the certificate's steps are about the old g
-    c = json.loads(cert.read_text())
-    from certify.checker.model import sha256_file
-    c["materialized"]["sha256"] = sha256_file(tmp_path / "copy" / gfile.name)
-    (tmp_path / "copy" / cert.name).write_text(json.dumps(c))
-    assert check_certificate(SPECS / "toy_clusters.yaml", tmp_path / "copy" / cert.name).verdict is Verdict.REJECTED
-
-
-def test_materialised_pca_arrays_are_hashed(tmp_path):
-    cert = ROOT / "proofs" / "toy_features_s0.pca4.cert.json"
-    gfile = ROOT / "proofs" / "toy_features_s0.pca4.g.npz"
-    arrays = dict(np.load(gfile))
-    arrays["explanation.0.mean"] = arrays["explanation.0.mean"] * (1 + 1e-12)
-    np.savez(tmp_path / gfile.name, **arrays)
-    shutil.copy(cert, tmp_path)
-    assert check_certificate(SPECS / "toy_features_s0.yaml", tmp_path / cert.name).verdict is Verdict.REJECTED
+    spec_dir = tmp_path / "tree" / "specs"  # the same spec text (same sha256) beside changed pinned labels
+    shutil.copytree(SPECS / "pinned", spec_dir / "pinned")
+    (tmp_path / "tree" / "models").symlink_to(ROOT / "models")
+    shutil.copy(SPECS / "toy_clusters.yaml", spec_dir)
+    np.savez(spec_dir / "pinned" / "toy_clusters.merge4.0.merge.npz", labels=labels)
+    with pytest.raises(BadInput, match=r"levels\[3\]\.explanation\[0\]\.merge\.arrays\.sha256"):
+        check_certificate(spec_dir / "toy_clusters.yaml", cert)
 
 
 # ----------------------------------------------------------------------------- flow
@@ -316,7 +315,6 @@ def test_flow_does_not_reuse_a_certificate_of_another_level(tmp_path, monkeypatc
 
     spec = SPECS / "toy_features_prune.yaml"
     shutil.copy(ROOT / "proofs" / "toy_features_prune.keep4.cert.json", tmp_path / "toy_features_prune.keep3.cert.json")
-    shutil.copy(ROOT / "proofs" / "toy_features_prune.keep4.g.npz", tmp_path)
     calls, real = [], certify.engine.run_check
     monkeypatch.setattr(certify.engine, "run_check", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     fl = run_flow(spec, out_dir=tmp_path, log=None)
@@ -389,7 +387,7 @@ def test_tree_relevant_components_are_the_coarse_node_directions(tmp_path):
     node_means = np.kron(np.eye(2), np.ones(4)) / 2  # orthonormal: the leaf means under the two depth-1 nodes
     for j in coarse:  # each coarse unit reads the depth-1 node means (>= 99.9% of its incoming weight)
         assert np.linalg.norm(node_means @ w1[j]) >= 0.999 * np.linalg.norm(w1[j])
-    p = np.load(ROOT / "proofs" / "toy_tree.pca2.g.npz")["explanation.0.P"]
+    p = np.load(SPECS / "pinned" / "toy_tree.pca2.0.pca.npz")["P"]
     assert p.shape == (16, 2) and all((p[coarse] ** 2).sum(axis=0) >= 0.99)  # the kept directions are the coarse units'
     _, results = run_components(SPECS / "toy_tree.yaml", "pca1", out_dir=tmp_path, log=None)
     assert _relevant(results) == {"layer 1 principal component 1"}

@@ -225,8 +225,15 @@ def test_tampered_certificates_are_rejected(genuine, name, mutate, tmp_path, cap
     assert capsys.readouterr().out.startswith("REJECTED")
 
 
-def test_tampered_materialized_weights_are_rejected(genuine, tmp_path):
-    path, cert = genuine["digits_low_rank"]
+def test_tampered_materialized_weights_are_rejected(tmp_path):
+    """An unpinned spec's g is the certificate's materialised arrays: a byte changed in them, or a hash
+    that does not match, rejects (a pinned spec's arrays are covered by tests/test_pinning.py)."""
+    text = (SPECS / "digits_low_rank.yaml").read_text().replace("../models/", str(SPECS.parent / "models") + "/")
+    spec = tmp_path / "loose.yaml"
+    spec.write_text(text[:text.index(", arrays:")] + "}\n" + text[text.index("property:"):])
+    path = tmp_path / "loose.cert.json"
+    assert run_check(spec, path, "crown").verdict is Verdict.CERTIFIED
+    cert = json.loads(path.read_text())
     gfile = path.parent / cert["materialized"]["path"]
     data = bytearray(gfile.read_bytes())
     copy_dir = tmp_path / "m"
@@ -234,7 +241,10 @@ def test_tampered_materialized_weights_are_rejected(genuine, tmp_path):
     data[len(data) // 2] ^= 1
     (copy_dir / gfile.name).write_bytes(bytes(data))
     (copy_dir / path.name).write_text(json.dumps(cert))
-    assert check_certificate(SPECS / "digits_low_rank.yaml", copy_dir / path.name).verdict is Verdict.REJECTED
+    assert check_certificate(spec, copy_dir / path.name).verdict is Verdict.REJECTED
+    cert["materialized"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # the hash follows the tampered file:
+    (copy_dir / path.name).write_text(json.dumps(cert))  # a different g, whose bound the steps no longer prove
+    assert check_certificate(spec, copy_dir / path.name).verdict is Verdict.REJECTED
 
 
 def test_changed_spec_tolerance_rejects_the_old_certificate(genuine, tmp_path):
@@ -254,7 +264,7 @@ def bab_certificates(tmp_path_factory):
         d = tmp_path_factory.mktemp(f"bab-{name}")
         text = (SPECS / f"{name}.yaml").read_text().replace(old, new)
         spec = d / f"{name}.yaml"
-        spec.write_text(text.replace("../models/", str(SPECS.parent / "models") + "/"))
+        spec.write_text(text.replace("../models/", str(SPECS.parent / "models") + "/").replace("path: pinned/", f"path: {SPECS}/pinned/"))
         path = d / f"{name}.cert.json"
         outcome = run_check(spec, path, "bab")
         assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason

@@ -58,6 +58,8 @@ class CheckResult:
     seconds: float
     reason: str = ""  # why it was rejected: "step: reason"
     level: str | None = None  # the spec level the certificate is about (a spec with `levels:`)
+    unpinned: tuple[str, ...] = ()  # transforms whose float arrays the spec does not pin: g's are the certificate's
+    arrays_sha256: str | None = None  # sha256 of the certificate's materialised arrays (when unpinned)
 
 
 @dataclass
@@ -405,7 +407,7 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int, str | None]:
+def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int, str | None, str | None]:
     try:
         cert = json.loads(Path(cert_path).read_text(), object_pairs_hook=_no_duplicates)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -434,6 +436,10 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
         g = build_g(spec, f, materialized)
     except (KeyError, ValueError) as exc:
         raise Rejected("materialized", f"g cannot be rebuilt: {exc}") from None
+    unused = sorted(set(materialized or {}) - g.used)  # a mean fill is derived, pinned arrays are the spec's: nothing else
+    require(not unused and (materialized is None or g.used), "materialized",
+            f"arrays {unused[:4]} do not define g (a mean fill is computed by the checker, pinned arrays come from the spec)"
+            if unused else "an empty materialised file")
     joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
     domain = with_free(g, *input_box(spec, f))  # x, then any free values v (fill: free)
     box = normalise_box(f, *domain)
@@ -467,8 +473,8 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
                 f"claimed deviation differs from the exact replay {rational_str(witness_dev)}")
         require(witness_dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
         if margins is not None:  # a float32 run at a float32 input deviates at least this much, in any order
-            witness_dev = max(v - m for v, m in zip(diffs, margins)) if all(map(is_float32, x)) else None
-    return bound, witness_dev, steps, level
+            witness_dev = max(Fraction(0), *(v - m for v, m in zip(diffs, margins))) if all(map(is_float32, x)) else None
+    return bound, witness_dev, steps, level, cert.get("materialized") and cert["materialized"]["sha256"]
 
 
 def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResult:
@@ -477,7 +483,7 @@ def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResu
     spec = read_spec(spec_path)
     tol = spec.property.tolerance
     try:
-        bound, wdev, steps, level = _check(spec, Path(cert_path))
+        bound, wdev, steps, level, arrays = _check(spec, Path(cert_path))
     except Rejected as exc:
         return CheckResult(Verdict.REJECTED, None, tol, None, 0, time.perf_counter() - start, str(exc))
     if bound <= tol:
@@ -486,4 +492,6 @@ def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResu
         verdict = Verdict.VIOLATED
     else:
         verdict = Verdict.UNKNOWN
-    return CheckResult(verdict, bound, tol, wdev, steps, time.perf_counter() - start, level=level)
+    unpinned = tuple(key for key, _ in (spec.at_level(level) if level is not None else spec).unpinned())
+    return CheckResult(verdict, bound, tol, wdev, steps, time.perf_counter() - start, level=level,
+                       unpinned=unpinned, arrays_sha256=arrays)

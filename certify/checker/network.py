@@ -1,22 +1,28 @@
 """The exact objects a certificate speaks about: g built from f, the joint network, the input box.
 
-g is f after the spec's transforms, in order. Exact transforms (prune with zero, a given
-constant or free values read as extra inputs, merge with given groups, quantize, a second model) are rebuilt here; float ones
-(low_rank's SVD, a mean fill, merge's k-means labels, pca's components and mean) are read from the
-materialised arrays whose sha256 the certificate carries, and applied exactly. The joint network shares f's
+g is f after the spec's transforms, in order. Exact transforms (prune with zero, a given constant,
+free values read as extra inputs, or the mean over a fixed rational point sequence; merge with given
+groups, quantize, a second model) are rebuilt here. Float ones (low_rank's SVD, merge's k-means labels,
+pca's components and mean) are read from the arrays the spec pins (`arrays: {path, sha256}`) or, for a
+spec that does not pin them, from the certificate's materialised arrays, and applied exactly. The joint network shares f's
 and g's common prefix, runs the two tails side by side (block-diagonal weights) and ends in one
 dense layer whose outputs are f_i - g_i for the selected outputs i: an ordinary dense/relu network.
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
+from flint import fmpz_mat
+
 from .errors import BadInput
 from .exact import IntMat, IntVec, interval_dense, product, qmat, qvec
-from .model import Model, read_model, read_npy
+from .model import Model, read_arrays, read_model, read_npy, sha256_file
 from .spec import PCA, LowRank, Merge, Prune, Quantize, Replace, SecondModel, Spec
+
+FLOAT_ARRAYS = {"low_rank": ("U", "V"), "pca": ("P", "mean"), "merge": ("labels",)}  # a pinned file's arrays
 from .vnnlib import read_vnnlib
 
 Layer = tuple[list[list[Fraction]], list[Fraction]]
@@ -27,6 +33,7 @@ class Explained(list):
     transform): g reads extra inputs v in R = [lower, upper] after x, carried by identity rows through
     layers 1..L (exact under ReLU: v >= 0), and layer L+1 reads v where it read the pruned neurons."""
     free: tuple[int, list[Fraction], list[Fraction]] | None = None
+    used: frozenset = frozenset()  # the keys of the certificate's materialised arrays that g was built from
 
 
 def exact_layers(model: Model) -> list[Layer]:
@@ -69,7 +76,8 @@ def check_transform(spec: Spec, index: int, t, g: list[Layer]) -> None:
         merge_blocks(spec, index, t, out_dim, None, validate_only=True)
 
 
-def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, validate_only: bool = False) -> list[list[int]]:
+def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, validate_only: bool = False,
+                 used: set | None = None) -> list[list[int]]:
     """The blocks of a merge: its explicit groups, or the materialised k-means labels (one per neuron).
     Without the labels a clustered merge cannot be rebuilt: KeyError (a certificate is rejected)."""
     key = f"{spec.explanation_key}[{index}].merge.groups"
@@ -77,7 +85,7 @@ def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, val
         spec.need(t.groups <= width, key, f"{t.groups} groups for layer {t.layer}'s {width} neurons", f"use at most {width} groups", t.line)
         if validate_only:
             return []
-        labels = _materialized(materialized, index, "labels", (width,))
+        labels = _materialized(spec, index, t, materialized, "labels", (width,), set() if used is None else used)
         if set(labels) != set(range(t.groups)):
             raise ValueError(f"labels must use each of 0..{t.groups - 1} (the spec's group count)")
         return [[j for j, c in enumerate(labels) if c == b] for b in range(t.groups)]
@@ -89,9 +97,11 @@ def merge_blocks(spec: Spec, index: int, t: Merge, width: int, materialized, val
 
 
 def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
-    """g's exact layers. `materialized` maps `explanation.<i>.<name>` to (shape, flat floats)."""
+    """g's exact layers. A transform's float arrays come from the spec's pinned `arrays:` file or else from
+    `materialized` (the certificate's arrays: `explanation.<i>.<name>` -> (shape, flat floats)); a mean
+    fill is computed here, exactly (`mean_activations`). `.used` lists the materialised keys read."""
     check_outputs(spec, f)
-    g = exact_layers(f)
+    g, used = exact_layers(f), set()
     for i, t in enumerate(spec.explanation):
         if isinstance(t, SecondModel):
             other = read_model(t.model.path, t.model.sha256, f"{spec.explanation_key}[{i}].model.sha256")
@@ -111,12 +121,14 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
         if isinstance(t, Prune):
             pruned = pruned_indices(spec, t, width, f"{spec.explanation_key}[{i}].{t.kind}")
             cols = [[row[j] for j in pruned] for row in w]  # read from v instead under `fill: free`
+            fill = (mean_activations(f, g[:t.layer], input_box(spec, f), pruned, t.samples, t.seed) if t.fill == "mean"
+                    else fill_values(spec, t, i, len(pruned), materialized))
             for r, row in enumerate(w):
-                for j, c in zip(pruned, fill_values(spec, t, i, len(pruned), materialized)):
+                for j, c in zip(pruned, fill):
                     b[r] += row[j] * c
                     row[j] = Fraction(0)
         elif isinstance(t, Merge):  # block unit at the block's smallest index: summed in, averaged out
-            for block in merge_blocks(spec, i, t, width, materialized):
+            for block in merge_blocks(spec, i, t, width, materialized, used=used):
                 m, rest = min(block), [j for j in block if j != min(block)]
                 w1[m], b1[m] = [sum(col) for col in zip(*(w1[j] for j in block))], sum(b1[j] for j in block)
                 for row in w:
@@ -126,8 +138,8 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
                     for row in w:
                         row[j] = Fraction(0)
         elif isinstance(t, PCA):  # the next layer reads mu + P P^T (h - mu): W' = W P P^T, b' = b + W (mu - P P^T mu)
-            p = _materialized(materialized, i, "P", (width, len(t.keep)))
-            mu = _materialized(materialized, i, "mean", (width,))
+            p = _materialized(spec, i, t, materialized, "P", (width, len(t.keep)), used)
+            mu = _materialized(spec, i, t, materialized, "mean", (width,), used)
             pt = [list(col) for col in zip(*p)]
             shift = [m - x for m, (x,) in zip(mu, product(p, product(pt, [[m] for m in mu], 1), 1))]
             b = [v + x for v, (x,) in zip(b, product(w, [[x] for x in shift], 1))]
@@ -137,15 +149,19 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> list[Layer]:
             s = top / (2 ** (t.bits - 1) - 1)
             w1 = [[s * round(x / s) for x in row] for row in w1] if top else w1
         else:
-            u = _materialized(materialized, i, "U", (width, t.rank))
-            v = _materialized(materialized, i, "V", (t.rank, len(w1[0])))
+            u = _materialized(spec, i, t, materialized, "U", (width, t.rank), used)
+            v = _materialized(spec, i, t, materialized, "V", (t.rank, len(w1[0])), used)
             w1 = product(u, v, len(w1[0]))
         g[t.layer - 1] = (w1, b1)
         if t.layer < len(g):
             g[t.layer] = (w, b)
         if isinstance(t, Prune) and t.fill == "free":  # the last transform (the reader checks)
-            return free_inputs(spec, f, g, t.layer, pruned, cols)
-    return Explained(g)
+            out = free_inputs(spec, f, g, t.layer, pruned, cols)
+            out.used = frozenset(used)
+            return out
+    out = Explained(g)
+    out.used = frozenset(used)
+    return out
 
 
 def free_inputs(spec: Spec, f: Model, g: list[Layer], layer: int, pruned: list[int], cols) -> Explained:
@@ -189,7 +205,7 @@ def fill_values(spec: Spec, t: Prune, index: int, count: int, materialized) -> l
     if t.fill in ("zero", "free"):  # free: the neurons' own outgoing weights are zero
         return [Fraction(0)] * count
     if t.fill == "mean":
-        return _materialized(materialized, index, "fill", (count,))
+        raise AssertionError("a mean fill is derived by build_g (mean_activations)")
     if isinstance(t.constant, tuple):
         spec.need(len(t.constant) == count, f"{spec.explanation_key}[{index}].{t.kind}.fill.constant", f"{len(t.constant)} values "
                   f"for {count} pruned neurons", "give one value per pruned neuron (in increasing index order) or a single number", t.line)
@@ -197,13 +213,66 @@ def fill_values(spec: Spec, t: Prune, index: int, count: int, materialized) -> l
     return [t.constant] * count
 
 
-def _materialized(materialized, index: int, name: str, shape: tuple[int, ...]):
-    key = f"explanation.{index}.{name}"
-    if materialized is None or key not in materialized:
-        raise KeyError(key)
-    got, flat = materialized[key]
-    if tuple(got) != shape:
-        raise ValueError(f"materialised array {key} has shape {tuple(got)}, expected {shape}")
+def _primes(count: int) -> list[int]:
+    out, c = [], 2
+    while len(out) < count:
+        if all(c % p for p in out if p * p <= c):
+            out.append(c)
+        c += 1
+    return out
+
+
+def domain_points(lo: list[Fraction], up: list[Fraction], count: int, seed: int) -> tuple[list[list[int]], int]:
+    """The sample points of a `fill: mean`, exactly: integer numerators (one row per point) over one
+    denominator. Point k = 1..count has index i = seed * count + k and coordinates
+    x_j = lo_j + (up_j - lo_j) * t_ij, t_ij = ((2^31 + i * a_j) mod 2^32) / 2^32, a_j = floor(2^32 sqrt(p_j)),
+    p_j the (j+1)-th prime: a Kronecker (Richtmyer) sequence on the 2^-32 grid, shifted by 1/2."""
+    gens, den = [math.isqrt(p << 64) for p in _primes(len(lo))], math.lcm(*(v.denominator for v in lo + up))
+    base, width = [int(v * den) << 32 for v in lo], [int((u - v) * den) for v, u in zip(lo, up)]
+    first, mod = seed * count + 1, (1 << 32) - 1
+    return [[b + w * (((1 << 31) + i * a) & mod) for b, w, a in zip(base, width, gens)]
+            for i in range(first, first + count)], den << 32
+
+
+def mean_activations(f: Model, layers: list[Layer], box: tuple, neurons: list[int], count: int, seed: int) -> list[Fraction]:
+    """The exact mean, over `domain_points` of the box (then f's input normalisation), of the post-ReLU
+    activations `neurons` of the last of `layers`: FLINT integer products, one layer at a time."""
+    rows, den = domain_points(*box, count, seed)
+    if f.input_scale is not None:  # x -> s x + c, exactly
+        (s, sd), (c, cd) = qvec(f.input_scale), qvec(f.input_shift)
+        rows, den = [[a * x * cd + b * den * sd for x, a, b in zip(row, s, c)] for row in rows], den * sd * cd
+    h = fmpz_mat(rows)
+    for w, b in layers:
+        (wn, wd), (bn, bd) = qmat(w), qvec(b)
+        z = h * fmpz_mat(wn).transpose() * bd + fmpz_mat(count, len(bn), bn * count) * (den * wd)
+        h, den = fmpz_mat(count, len(bn), [max(v, 0) for v in z.entries()]), den * wd * bd
+    cols = h.transpose().table()
+    return [Fraction(int(sum(cols[j])), count * den) for j in neurons]
+
+
+def _materialized(spec: Spec, index: int, t, materialized, name: str, shape: tuple[int, ...], used: set):
+    """A float array of transform `index`: from the spec's pinned file (`arrays:`, hash-checked: a
+    mismatch is bad input) or else from the certificate's materialised arrays (KeyError if missing;
+    the key goes into `used`, so that the checker can refuse arrays nobody reads)."""
+    if t.arrays is not None:
+        key = f"{spec.explanation_key}[{index}].{t.kind}.arrays"
+        digest = sha256_file(t.arrays.path)
+        spec.need(digest == t.arrays.sha256, f"{key}.sha256", f"{t.arrays.path.name}: sha256 mismatch (the file hashes to {digest})",
+                  "if these arrays are the ones you mean, write that hash in the spec (or run `certify pin`)", t.line)
+        arrays = read_arrays(t.arrays.path)
+        spec.need(name in arrays, f"{key}.path", f"{t.arrays.path.name} has no array {name!r}",
+                  f"save the arrays {', '.join(FLOAT_ARRAYS[t.kind])} in it (`certify pin` writes them)", t.line)
+        got, flat = arrays[name]
+        spec.need(tuple(got) == shape, f"{key}.path", f"{t.arrays.path.name}: {name} has shape {tuple(got)}, expected {shape}",
+                  f"pin arrays of this transform's shape (`certify pin` writes them)", t.line)
+    else:
+        key = f"explanation.{index}.{name}"
+        if materialized is None or key not in materialized:
+            raise KeyError(key)
+        used.add(key)
+        got, flat = materialized[key]
+        if tuple(got) != shape:
+            raise ValueError(f"materialised array {key} has shape {tuple(got)}, expected {shape}")
     values = [Fraction(v) for v in flat]
     if len(shape) == 1:
         return values
@@ -275,7 +344,7 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
         return list(value)
 
     if inp.kind == "vnnlib":
-        lo, up = read_vnnlib(inp.vnnlib, "input.vnnlib")
+        lo, up = read_vnnlib(inp.vnnlib, "input.vnnlib", spec, model)  # a 2.0 query is checked against spec and f
         spec.need(len(lo) == dim, "input.vnnlib", f"{inp.vnnlib.name} declares {len(lo)} inputs but the model takes {dim}",
                   "use the VNN-LIB file written for this model", inp.line)
     elif inp.kind == "box":

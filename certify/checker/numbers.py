@@ -28,6 +28,20 @@ def parse_spec_number(text: str) -> Fraction | None:
     return value if abs(value) <= MAX_MAGNITUDE else None
 
 
+def spec_number_problem(text: str) -> tuple[str, str]:
+    """Why `parse_spec_number(text)` refused it: (what is wrong, what to write instead)."""
+    text = text.strip()
+    if len(text) > 400 or not _SPEC_NUMBER.fullmatch(text):
+        return f"{text[:40]!r} is not an exact number", 'write a decimal like 0.05 or a ratio like "2/255"'
+    exponent = text.lower().partition("e")[2]
+    if exponent and int(exponent) < -300:
+        return f"{text[:40]!r} is too small to write exactly (decimal exponents below -300 are refused)", \
+            "write 0, or a number of magnitude at least 1e-300"
+    if "/" in text and int(text.split("/")[1]) == 0:
+        return f"{text[:40]!r} is not an exact number (it divides by zero)", "write a ratio with a non-zero denominator"
+    return f"{text[:40]!r} is not an exact number of magnitude <= 1e300", "write a number of magnitude at most 1e300"
+
+
 def parse_rational(text: object) -> Fraction | None:
     """A certificate number: the string `"p"` or `"p/q"` with q > 0; anything else -> None."""
     ratio = parse_ratio(text)

@@ -16,7 +16,7 @@ from typing import ClassVar
 import yaml
 
 from .errors import BadInput
-from .numbers import parse_spec_number
+from .numbers import parse_spec_number, spec_number_problem
 
 DEVIATIONS = ("linf",)
 SEMANTICS = ("real", "float32")
@@ -68,6 +68,7 @@ class LowRank:
     rank: int
     line: int | None = field(default=None, compare=False)
     keep: tuple[int, ...] | None = None
+    arrays: ModelRef | None = None  # pinned U (out x rank), V (rank x in); else the certificate's materialised arrays
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Merge:
     groups: tuple[tuple[int, ...], ...] | int
     seed: int = 0
     line: int | None = field(default=None, compare=False)
+    arrays: ModelRef | None = None  # pinned k-means `labels` (groups: N); else the certificate's materialised arrays
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class PCA:
     samples: int = 1000
     seed: int = 0
     line: int | None = field(default=None, compare=False)
+    arrays: ModelRef | None = None  # pinned P (width x components), mean (width); else the certificate's materialised arrays
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,16 @@ class Spec:
         level = {lv.name: lv for lv in self.levels}[name]
         return replace(self, explanation=level.explanation, level=name)
 
+    def unpinned(self) -> list[tuple[str, object]]:
+        """(key, transform) of every transform whose float arrays the spec does not pin (low_rank, pca,
+        merge with `groups: N` and no `arrays:`): for those, g is defined by the certificate's
+        materialised arrays. All levels, unless a level is chosen."""
+        if self.levels and self.level is None:
+            chosen = [(f"levels[{i}].explanation", lv.explanation) for i, lv in enumerate(self.levels)]
+        else:
+            chosen = [(self.explanation_key, self.explanation)]
+        return [(f"{key}[{i}].{t.kind}", t) for key, e in chosen for i, t in enumerate(e) if is_float(t) and t.arrays is None]
+
     def error(self, key: str, what: str, fix: str, line: int | None = None) -> BadInput:
         return BadInput(str(self.path), key, what, fix, line)
 
@@ -177,6 +190,11 @@ class Spec:
         """A precondition of this spec (with its model): unless `ok`, the error at `key`."""
         if not ok:
             raise self.error(key, what, fix, line)
+
+
+def is_float(t) -> bool:
+    """Does the transform need float numerics (an SVD, principal components, k-means labels)?"""
+    return isinstance(t, (LowRank, PCA)) or (isinstance(t, Merge) and isinstance(t.groups, int))
 
 
 class _Reader:
@@ -214,8 +232,8 @@ class _Reader:
     def number(self, node, key, positive=False):
         text = self.scalar(node, key, "a number")
         value = None if node.tag.endswith(("bool", "null")) else parse_spec_number(text)
-        self.need(value is not None, node, key, f"{text[:40]!r} is not an exact number of magnitude <= 1e300",
-                  'write a decimal like 0.05 or a ratio like "2/255"')
+        if value is None:
+            raise self.bad(node, key, *spec_number_problem(text))
         self.need(not positive or value > 0, node, key, f"{text} is not positive", "write a number > 0")
         return value
 
@@ -244,14 +262,23 @@ class _Reader:
 
     def file(self, node, key):
         rel = self.string(node, key)
-        path = (self.base / rel).resolve()
-        self.need(path.is_file(), node, key, f"file {rel!r} not found (looked in {path.parent})",
+        try:
+            path = (self.base / rel).resolve()
+            found = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13), a name too long, ...
+            raise self.bad(node, key, f"path {rel[:80]!r} cannot be resolved ({type(exc).__name__}: {str(exc)[:80]})",
+                           "name a regular file (paths are relative to the spec file)") from None
+        self.need(found, node, key, f"file {rel!r} not found (looked in {path.parent})",
                   "paths are relative to the spec file; check the name")
         return path
 
     def model_ref(self, node, key):
         m = self.mapping(node, key, ("path", "sha256"))
         return ModelRef(self.file(m["path"], f"{key}.path"), self.sha(m["sha256"], f"{key}.sha256"), key, node.start_mark.line + 1)
+
+    def arrays(self, t, key):
+        """`arrays: {path: FILE.npz, sha256: ...}`: a transform's float arrays, pinned by the spec."""
+        return self.model_ref(t["arrays"], f"{key}.arrays") if "arrays" in t else None
 
     def vector(self, node, key):
         """A number, a list of numbers, or a .npy path."""
@@ -323,25 +350,28 @@ class _Reader:
             self.need(k <= m, t["layers"], f"{key}.layers", f"first layer {k} > last layer {m}", "write the first replaced layer first")
             return Replace((k, m), self.model_ref(t["model"], f"{key}.model"), line)
         if kind == "low_rank":
-            t = self.mapping(body, key, ("layer",), ("rank", "keep"))
+            t = self.mapping(body, key, ("layer",), ("rank", "keep", "arrays"))
             keep, rank = self.count_or_keep(t, body, key, "rank", 0)
-            return LowRank(self.integer(t["layer"], f"{key}.layer", 1), len(keep), line, None if rank is not None else keep)
+            return LowRank(self.integer(t["layer"], f"{key}.layer", 1), len(keep), line, None if rank is not None else keep,
+                           self.arrays(t, key))
         if kind == "quantize":
             t = self.mapping(body, key, ("layer", "bits"))
             bits = self.integer(t["bits"], f"{key}.bits", 2)
             self.need(bits <= 32, t["bits"], f"{key}.bits", f"{bits} bits", "use 2..32 bits")
             return Quantize(self.integer(t["layer"], f"{key}.layer", 1), bits, line)
         if kind == "pca":
-            t = self.mapping(body, key, ("layer",), ("components", "keep", "samples", "seed"))
+            t = self.mapping(body, key, ("layer",), ("components", "keep", "samples", "seed", "arrays"))
             keep, r = self.count_or_keep(t, body, key, "components", 1)
-            return PCA(self.integer(t["layer"], f"{key}.layer", 1), keep, r, *self.samples_seed(t, key), line)
+            return PCA(self.integer(t["layer"], f"{key}.layer", 1), keep, r, *self.samples_seed(t, key), line, self.arrays(t, key))
         if kind == "merge":
-            t = self.mapping(body, key, ("layer", "groups"), ("seed",))
+            t = self.mapping(body, key, ("layer", "groups"), ("seed", "arrays"))
             layer, groups = self.integer(t["layer"], f"{key}.layer", 1), t["groups"]
             if not isinstance(groups, yaml.SequenceNode):
                 seed = self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
-                return Merge(layer, self.integer(groups, f"{key}.groups", 1), seed, line)
-            self.need("seed" not in t, t.get("seed"), f"{key}.seed", "a seed only applies to `groups: N` (clustering)", "remove `seed:`")
+                return Merge(layer, self.integer(groups, f"{key}.groups", 1), seed, line, self.arrays(t, key))
+            for extra in ("seed", "arrays"):
+                self.need(extra not in t, t.get(extra), f"{key}.{extra}", f"`{extra}` only applies to `groups: N` (clustering)",
+                          f"remove `{extra}:`")
             blocks = tuple(self.indices(n, f"{key}.groups[{i}]", "neuron") for i, n in enumerate(self.seq(groups, f"{key}.groups")))
             self.need(blocks and all(blocks), groups, f"{key}.groups", "empty group (or no groups)", "every group lists at least one neuron")
             flat = [j for b in blocks for j in b]

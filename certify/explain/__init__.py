@@ -1,9 +1,10 @@
 """Coarse-graining transforms that need float numerics, materialised as arrays.
 
-The checker rebuilds exact transforms itself (prune with zero or given constants, merge with given
-groups, quantize, a second model). A truncated SVD, a mean activation, a k-means clustering or a
-principal-component projection needs floating point, so the engine computes it once here and the
-certificate is about f against g built from exactly these arrays (hashed, beside the certificate).
+The checker rebuilds exact transforms itself (prune with zero, given constants or the exact mean fill,
+merge with given groups, quantize, a second model). A truncated SVD, a k-means clustering or a
+principal-component projection needs floating point: the spec pins its arrays by path and sha256
+(`arrays:`, written by `certify pin`), or else the engine computes them here and the certificate is
+about f against g built from exactly these arrays (hashed, beside the certificate; every output says so).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 
 from ..bounds.network import from_exact
 from ..checker.model import Model
-from ..checker.network import build_g, check_transform, input_box, pruned_indices
+from ..checker.network import build_g, check_transform, input_box
 from ..checker.exact import qmat, qvec
-from ..checker.spec import PCA, LowRank, Merge, Prune, Spec
+from ..checker.spec import PCA, LowRank, Merge, Spec, is_float
 
 
 def _float_layers(layers):
@@ -25,8 +26,8 @@ def _float_layers(layers):
 
 
 def needs_arrays(t) -> bool:
-    return (isinstance(t, (LowRank, PCA)) or (isinstance(t, Prune) and t.fill == "mean")
-            or (isinstance(t, Merge) and isinstance(t.groups, int)))
+    """A float transform the spec does not pin: its arrays are computed here and travel with the certificate."""
+    return is_float(t) and t.arrays is None
 
 
 def sample_domain(spec: Spec, f: Model, samples: int, seed: int) -> np.ndarray:
@@ -95,11 +96,7 @@ def materialize(spec: Spec, f: Model) -> dict[str, np.ndarray]:
                                  "use fewer groups", t.line) from None
         else:
             acts = hidden_activations(g, t.layer, sample_domain(spec, f, t.samples, t.seed))
-            if isinstance(t, Prune):
-                pruned = pruned_indices(spec, t, len(g[t.layer - 1][1]), f"explanation[{i}].prune")
-                arrays[f"explanation.{i}.fill"] = acts[:, pruned].mean(axis=0)
-            else:
-                mu, _, vecs = principal_components(acts)
-                arrays[f"explanation.{i}.P"] = np.ascontiguousarray(vecs[:, list(t.keep)])
-                arrays[f"explanation.{i}.mean"] = mu
+            mu, _, vecs = principal_components(acts)
+            arrays[f"explanation.{i}.P"] = np.ascontiguousarray(vecs[:, list(t.keep)])
+            arrays[f"explanation.{i}.mean"] = mu
     return arrays
