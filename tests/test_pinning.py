@@ -251,3 +251,20 @@ def test_tiny_tolerance_says_too_small(tmp_path, capsys):
     assert main(["check", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "too small to write exactly" in err and "property.tolerance" in err and "1e300" not in err
+
+
+def test_report_says_whether_g_arrays_are_pinned(tmp_path):
+    loose = write_spec(tmp_path / "loose.yaml", TRANSFORMS["low_rank"][0])
+    cert = tmp_path / "loose.cert.json"
+    assert run_check(loose, cert, "crown").verdict is Verdict.CERTIFIED
+    assert main(["report", str(loose), "--cert", str(cert), "--md", str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html")]) == 0
+    gsha = json.loads(cert.read_text())["materialized"]["sha256"]
+    for name in ("r.md", "r.html"):
+        text = (tmp_path / name).read_text()
+        assert "NOT PINNED" in text and "not pinned" in text.lower() and gsha in text and "certify pin" in text, name
+    pinned = write_spec(tmp_path / "pinned.yaml", TRANSFORMS["low_rank"][0])
+    (pin,) = pin_spec(pinned)
+    assert run_check(pinned, tmp_path / "p.cert.json", "crown").verdict is Verdict.CERTIFIED
+    assert main(["report", str(pinned), "--cert", str(tmp_path / "p.cert.json"), "--md", str(tmp_path / "p.md")]) == 0
+    text = (tmp_path / "p.md").read_text()
+    assert "NOT PINNED" not in text and pin.sha256 in text and "g arrays (explanation[0].low_rank)" in text

@@ -258,6 +258,22 @@ def method_section(e) -> str:
     return "<h3>Method and engine notes</h3>" + kv(rows)
 
 
+def pinned_arrays(spec) -> list:
+    """(transform key, path, sha256 the spec declares, sha256 of the file now) of the spec's pinned float arrays."""
+    from ..checker.model import sha256_file
+    from ..checker.spec import is_float
+
+    out = []
+    for i, t in enumerate(spec.explanation if spec is not None else ()):
+        if is_float(t) and t.arrays is not None:
+            try:
+                now = sha256_file(t.arrays.path)
+            except OSError:
+                now = None
+            out.append((f"{spec.explanation_key}[{i}].{t.kind}", t.arrays.path, t.arrays.sha256, now))
+    return out
+
+
 def hashes_section(e) -> str:
     if e.spec is None:
         return ""
@@ -279,16 +295,23 @@ def hashes_section(e) -> str:
         rows.append(row(f"data ({k})", fmt_path(path) if path else "", data.get(k) if c else None, v))
     for path, declared, now in e.second_models:
         rows.append(row("model g", fmt_path(path), declared, now, "spec"))
+    for key, path, declared, now in pinned_arrays(e.spec):
+        rows.append(row(f"g arrays ({key})", fmt_path(path), declared, now, "spec"))
     if m is not None:
         rows.append([esc("materialised g arrays"), f'<span class="mono">{esc(m.get("path"))}</span>',
                      f'<span class="hash">{esc(m.get("sha256"))}</span>',
-                     '<span class="ok">the certificate (checked)</span>' if e.accepted else '<span class="muted">-</span>'])
+                     '<span class="warn">the certificate: NOT PINNED by the spec</span>' if e.accepted else '<span class="muted">-</span>'])
+    unpinned = e.check.unpinned if e.check is not None else ()
+    note = ("" if not unpinned else f'<p class="warn">g\'s float arrays for {esc(", ".join(unpinned))} are the certificate\'s '
+            f'materialised arrays (sha256 above), not fixed by the spec: the bound is about that g. Run '
+            f'<span class="mono">certify pin {esc(fmt_path(e.spec_path))}</span> to pin them; <span class="mono">--strict</span> '
+            "refuses unpinned arrays.</p>")
     if e.cert_sha256:
         rows.append([esc("certificate"), f'<span class="mono">{esc(fmt_path(e.cert_path))}</span>',
                      f'<span class="hash">{esc(e.cert_sha256)}</span>', ""])
     return ("<h3>Hashes</h3><p class=\"muted\">sha256 of every file the claim depends on, computed now, against the value the "
             "certificate binds (the checker rejects any mismatch).</p>"
-            + table(["what", "file", "sha256 (now)", "bound by"], rows))
+            + table(["what", "file", "sha256 (now)", "bound by"], rows) + note)
 
 
 def spec_section(e, i: int) -> str:

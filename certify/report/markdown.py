@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import content, fmt
 from .collect import show_path
+from .html import pinned_arrays
 
 ICON = {"CERTIFIED": "✅", "VIOLATED": "❌", "UNKNOWN": "⚠️", "REJECTED": "🛑", "MISSING": "🛑", "BAD INPUT": "⛔"}
 
@@ -138,12 +139,18 @@ def render(entries, summary_png, prov, overall: str, md_path: Path) -> tuple[str
             rows += [[f"data ({k})", code(show_path(getattr(s.input, k, "")) if getattr(s.input, k, "") else ""), code(v),
                       code(data.get(k) or "-")] for k, v in sorted(e.data_sha256_file.items())]
             rows += [["model g", code(show_path(path)), code(now), f"{code(declared)} (the spec)"] for path, declared, now in e.second_models]
+            rows += [[f"g arrays ({key})", code(show_path(path)), code(now or "-"), f"{code(declared)} (the spec)"]
+                     for key, path, declared, now in pinned_arrays(s)]
             m = c.get("materialized")
             if isinstance(m, dict):
-                rows.append(["materialised g", code(m.get("path")), "", code(m.get("sha256"))])
+                rows.append(["materialised g (NOT PINNED by the spec)", code(m.get("path")), "", code(m.get("sha256"))])
             if e.cert_sha256:
                 rows.append(["certificate", code(show_path(e.cert_path)), code(e.cert_sha256), ""])
             out += table(["what", "file", "sha256 (now)", "sha256 (certificate)"], rows)
+            if e.check is not None and e.check.unpinned:
+                out += [f"**g's float arrays are not pinned** for {', '.join(e.check.unpinned)}: they are the certificate's "
+                        f"materialised arrays (sha256 above), not fixed by the spec, and the bound is about that g. "
+                        f"Run `certify pin {show_path(e.spec_path)}` to pin them; `--strict` refuses unpinned arrays.", ""]
             if e.cert_path is not None:
                 out += [f"Re-check independently: `certify verify {show_path(e.spec_path)} {show_path(e.cert_path)}`", ""]
 
