@@ -23,6 +23,7 @@ from .checker.errors import BadInput
 from .checker.model import read_model
 from .checker.numbers import parse_rational
 from .checker.spec import read_spec
+from .files import certificate_path
 from .status import Status
 
 
@@ -41,12 +42,12 @@ class Failed:
 
 def cached_outcome(spec_path, out=None, method=None):
     """The Outcome of re-verifying an up-to-date certificate, or None when it must be re-bounded."""
-    from .engine import Outcome, default_certificate_path
+    from .engine import Outcome
 
     spec = read_spec(spec_path)
-    if getattr(spec, "levels", None):
+    if spec.levels:
         return None
-    cert_path = Path(out) if out is not None else default_certificate_path(spec)
+    cert_path = Path(out) if out is not None else certificate_path(spec)
     try:
         cert = json.loads(cert_path.read_text())
         engine = cert.get("engine") or {}
@@ -103,7 +104,7 @@ def run_many(spec_paths: list[str], *, method=None, use_cache: bool = True, work
 def _default_out(spec_path, cwd: str):
     """Workers may run elsewhere: pin the default certificate path to the caller's proofs/."""
     try:
-        return str(Path(cwd) / "proofs" / f"{read_spec(spec_path).name}.cert.json")
+        return str(certificate_path(read_spec(spec_path), Path(cwd) / "proofs"))
     except BadInput:
         return None
 

@@ -1,4 +1,4 @@
-"""Writing result files atomically: never a half-written certificate, array file or report."""
+"""Where result files go, and writing them atomically: never a half-written certificate, array file or report."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+
+def certificate_path(spec, out_dir: str | Path = "proofs") -> Path:
+    """The one rule for a certificate's default place: OUT_DIR/<spec file stem>.cert.json, and
+    OUT_DIR/<spec file stem>.<level>.cert.json for a spec at one of its levels (`Spec.name`)."""
+    return Path(out_dir) / f"{spec.name}.cert.json"
 
 
 @contextlib.contextmanager

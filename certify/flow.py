@@ -28,6 +28,7 @@ from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
 from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Replace, Spec, read_spec
+from .files import certificate_path
 from .options import read_options
 from .status import Status, worst
 
@@ -130,7 +131,7 @@ def _ratio(a: Fraction | None, b: Fraction | None) -> float | None:
 
 
 def level_certificate(out_dir: Path, spec: Spec, level: str) -> Path:
-    return Path(out_dir) / f"{spec.path.stem}.{level}.cert.json"
+    return certificate_path(spec.at_level(level), out_dir)
 
 
 def run_flow(spec_path, *, out_dir="proofs", method=None, fresh=False, factor=10.0, log=print) -> Flow:

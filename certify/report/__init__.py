@@ -16,6 +16,7 @@ from pathlib import Path
 from ..checker.errors import BadInput
 from ..checker.spec import read_spec
 from . import content, fmt
+from ..files import certificate_path
 from ..status import Status, worst
 from .collect import Entry, collect, show_path
 
@@ -41,10 +42,9 @@ def _certificate_paths(spec_path: str, cert: str | None) -> list[tuple[str | Non
         spec = read_spec(spec_path)
     except BadInput:
         return [(None, Path("proofs") / f"{Path(spec_path).stem}.cert.json")]  # collect() reports the bad input
-    levels = getattr(spec, "levels", ())
-    if levels:
-        return [(lv.name, Path("proofs") / f"{spec.at_level(lv.name).name}.cert.json") for lv in levels]
-    return [(None, Path("proofs") / f"{spec.name}.cert.json")]
+    if spec.levels:
+        return [(lv.name, certificate_path(spec.at_level(lv.name))) for lv in spec.levels]
+    return [(None, certificate_path(spec))]
 
 
 def build(specs: list[str], cert: str | None = None, run: bool = False) -> list[Entry]:
