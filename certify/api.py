@@ -283,10 +283,10 @@ def report(specs, *, html: str | Path | None = None, md: str | Path | None = Non
     """Write the audit report of `certify report` for one spec or several (each re-checked by the
     checker first; `cert` for a single spec's certificate). Returns the files written
     (HTML by default: certify-report.html)."""
-    from . import report as _report
+    from .report import DEFAULT_HTML, build, write  # the module (certify.report names this function)
 
     specs = [specs] if not isinstance(specs, (list, tuple)) else list(specs)
     paths = [str(spec_path(s)[0]) for s in specs]
-    html = html if html is not None or md is not None else _report.DEFAULT_HTML
-    entries = _report.build(paths, None if cert is None else str(cert))
-    return _report.write(entries, None if html is None else str(html), None if md is None else str(md), paths)
+    html = html if html is not None or md is not None else DEFAULT_HTML
+    entries = build(paths, None if cert is None else str(cert))
+    return write(entries, None if html is None else str(html), None if md is None else str(md), paths)

@@ -155,3 +155,14 @@ def test_cli_json_of_a_shipped_spec_matches_the_schema(tmp_path, capsys):
     from certify.status import failed_json
 
     jsonschema.validate(failed_json("x.yaml", "x.yaml: bad", Status.BAD_INPUT), SCHEMA)
+
+
+def test_report_and_verify_take_the_shipped_spec(tmp_path):
+    """certify.report writes the audit report of `certify report`; certify.verify takes a path or a Spec."""
+    spec = certify.read_spec(SPECS / "tiny_prune.yaml")
+    assert certify.verify(spec, ROOT / "proofs" / "tiny_prune.cert.json").verdict is certify.Verdict.CERTIFIED
+    written = certify.report(SPECS / "tiny_prune.yaml", html=tmp_path / "r.html", md=tmp_path / "r.md")
+    assert written == [tmp_path / "r.html", tmp_path / "r.md"]
+    assert "CERTIFIED" in (tmp_path / "r.html").read_text() and "CERTIFIED" in (tmp_path / "r.md").read_text()
+    with pytest.raises(certify.BadInput, match="certificate file not found"):
+        certify.verify(spec, tmp_path / "none.cert.json")
