@@ -23,7 +23,7 @@ from .bounds.lp import LP_MAX_VARIABLES, lp_fits, lp_variables
 from .bounds.network import box_floats, from_exact, joint_pairs
 from .certificate import certificate_json, propose, write_json_atomic
 from .checker import exact
-from .checker.check import CheckResult, Verdict, check_certificate
+from .checker.check import CheckResult, check_certificate
 from .checker.errors import BadInput
 from .checker.float32 import float32_margins
 from .checker.model import read_arrays, read_model, sha256_file
@@ -32,6 +32,7 @@ from .checker.spec import Spec, read_spec
 from .options import Options, read_options
 from .explain import materialize
 from .model import save_arrays
+from .files import certificate_path
 from .status import OutcomeViews
 from .pin import by_transform, refuse_unpinned, write_arrays
 
@@ -71,7 +72,7 @@ class Outcome(OutcomeViews):
 
 
 def default_certificate_path(spec: Spec) -> Path:
-    return Path("proofs") / f"{spec.name}.cert.json"
+    return certificate_path(spec)  # proofs/<spec name>.cert.json: the one rule, certify/files.py
 
 
 def exact_witness(x: np.ndarray, domain) -> list[Fraction]:
