@@ -3,6 +3,9 @@ naming the construct; two-network queries map to f and g; a VeryDiff pair as a 2
 same certificate as its YAML spec with the 1.0 box."""
 
 import json
+import os
+import random
+import re
 from fractions import Fraction
 
 import pytest
@@ -124,3 +127,109 @@ def test_a_verydiff_pair_as_a_2_0_query_gives_the_yaml_specs_certificate(tmp_pat
     spec = read_spec(spec2)
     with pytest.raises(BadInput, match="states the deviation threshold 4, the spec's tolerance is 5"):
         input_box(spec, read_model(spec.model.path, spec.model.sha256))  # the checker and the engine both read it so
+
+
+# --------------------------------------------------------------------------- against the reference parser
+
+def _quiet(fn, *args):
+    """Call the reference parser (VNNLIB-Python, C++ bindings) with its diagnostics on fd 1 and 2 silenced."""
+    null, saved = os.open(os.devnull, os.O_WRONLY), (os.dup(1), os.dup(2))
+    os.dup2(null, 1), os.dup2(null, 2)
+    try:
+        return fn(*args)
+    finally:
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def reference_box(query):
+    """f's input box from the reference AST: comparisons of one input element of the first network with a
+    literal (its exact lexeme), under top-level conjunctions. None where a bound takes another form."""
+    f = query.networks[0]
+    shape = list(f.inputs[0].shape)
+    lower, upper = {}, {}
+    todo = [a.expr for a in query.assertions]
+    while todo:
+        e = todo.pop()
+        kind = type(e).__name__
+        if kind == "And":
+            todo += list(e.args)
+            continue
+        if kind not in ("GreaterEqual", "LessEqual", "Equal"):
+            continue
+        lhs, rhs, flip = e.lhs, e.rhs, False
+        if type(lhs).__name__ != "Var":
+            lhs, rhs, flip = rhs, lhs, True
+        if type(lhs).__name__ != "Var" or lhs.network_name != f.name or str(lhs.kind) != "SymbolKind.Input":
+            continue
+        if type(rhs).__name__ != "Float":
+            if type(rhs).__name__ == "Var":
+                continue  # a tie between f's and g's inputs
+            return None
+        i = 0
+        for idx, dim in zip(lhs.indices, shape):
+            i = i * dim + idx
+        value = Fraction(rhs.lexeme)
+        up = kind == "Equal" or ((kind == "LessEqual") != flip)
+        lo = kind == "Equal" or not up
+        if up:
+            upper[i] = min(upper.get(i, value), value)
+        if lo:
+            lower[i] = max(lower.get(i, value), value)
+    n = 1
+    for d in shape:
+        n *= d
+    return [lower.get(i) for i in range(n)], [upper.get(i) for i in range(n)]
+
+
+def test_the_reference_parser_reads_the_same_networks_and_box():
+    """VNNLIB-Python (the standard's parser) on the queries certify accepts: same networks, shapes,
+    isomorphism and box."""
+    ref = pytest.importorskip("vnnlib")
+    for path in (DATA / "vnnlib2" / "isomorphic_pair.vnnlib", DATA / "verydiff" / "mnist_0_local_15.v2.vnnlib"):
+        ours, theirs = read_query(path, "k"), _quiet(ref.parse_query_file, str(path))
+        assert [n.name for n in ours.networks] == [n.name for n in theirs.networks]
+        for a, b in zip(ours.networks, theirs.networks):
+            assert (list(a.of("input")[0].shape), list(a.of("output")[0].shape)) == (list(b.inputs[0].shape), list(b.outputs[0].shape))
+        assert (ours.networks[1].relation or (None, None))[1] == (theirs.networks[1].isometric_to or None)
+        assert reference_box(theirs) == (ours.lower, ours.upper)
+
+
+def test_random_corruptions_are_never_accepted_where_the_reference_refuses(tmp_path):
+    """400 one-token corruptions of a two-network query: certify's reader returns a query or one
+    BadInput line (nothing else); whatever it accepts, the reference parser and type checker accept too,
+    with the same box."""
+    ref = pytest.importorskip("vnnlib")
+    text = (DATA / "vnnlib2" / "isomorphic_pair.vnnlib").read_text()
+    tokens = re.findall(r"\s+|;[^\n]*|<\d+\.\d+>|[()\[\],]|[^\s()\[\],;]+", text)
+    spots = [i for i, t in enumerate(tokens) if not t.isspace() and not t.startswith(";")]
+    rng, accepted = random.Random(0), 0
+    swaps = ["0", "1.5", "-2.0", "(", ")", "A", "C[0,0]", "X", ">", "<=", "==", "and", "or", "[", "]", ",", "Real",
+             "float16", "isomorphic-to", "equal-to", "2"]
+    for trial in range(400):
+        t, i = list(tokens), rng.choice(spots)
+        kind = rng.randrange(5)
+        if kind == 0:
+            t[i] = ""
+        elif kind == 1:
+            t[i] = f"{t[i]} {t[i]}"
+        elif kind == 2:
+            t[i] = rng.choice(swaps)
+        elif kind == 3:
+            j = rng.choice(spots)
+            t[i], t[j] = t[j], t[i]
+        else:
+            t[i] = t[i].replace("0", "1") if "0" in t[i] else t[i] + "1"
+        corrupt = "".join(t)
+        path = tmp_path / f"c{trial}.vnnlib"
+        path.write_text(corrupt)
+        try:
+            ours = read_query(path, "k")
+        except BadInput as exc:
+            assert "\n" not in str(exc), (trial, str(exc))
+            continue
+        accepted += 1
+        theirs = _quiet(ref.parse_query_string, corrupt)  # raises if the reference refuses
+        assert reference_box(theirs) in (None, (ours.lower, ours.upper)), trial
+    assert accepted >= 5  # the corruptions that stay valid (a changed bound, a swapped number) are read
