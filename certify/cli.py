@@ -15,7 +15,7 @@ from fractions import Fraction
 from .checker.check import Verdict
 from .checker.errors import BadInput
 from .checker.numbers import rational_str
-from .status import Status, result_json, worst
+from .status import Status, failed_json, result_json, worst
 
 EXIT_BAD_INPUT, EXIT_INTERNAL = Status.BAD_INPUT.exit_code, Status.INTERNAL_ERROR.exit_code
 
@@ -133,9 +133,11 @@ def cmd_check(args) -> int:
             print(f"error: {r.message}", file=sys.stderr)
     done = [r for r in results if not isinstance(r, Failed)]
     second = [crosscheck.for_certificate(r.spec.path, r.certificate) if args.engine else None for r in done]
-    if args.json:
-        data = [{**outcome_json(r), **({"auto_lirpa": a} if a else {})} for r, a in zip(done, second)]
-        print(json.dumps(data[0] if len(results) == 1 and data else data, indent=1))
+    if args.json:  # one object per result, in the shape of docs/result.schema.json (bad input too)
+        opinions = dict(zip(map(id, done), second))
+        data = [failed_json(r.spec, r.message, r.status) if isinstance(r, Failed) else
+                {**outcome_json(r), **({"auto_lirpa": opinions[id(r)]} if opinions[id(r)] else {})} for r in results]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=1))
     else:
         for r, a in zip(done, second):
             print_outcome(r)

@@ -166,3 +166,21 @@ def test_report_and_verify_take_the_shipped_spec(tmp_path):
     assert "CERTIFIED" in (tmp_path / "r.html").read_text() and "CERTIFIED" in (tmp_path / "r.md").read_text()
     with pytest.raises(certify.BadInput, match="certificate file not found"):
         certify.verify(spec, tmp_path / "none.cert.json")
+
+
+def test_check_json_lists_bad_input_in_the_same_shape(tmp_path, monkeypatch, capsys):
+    """`certify check A B --json` prints one object per spec, a bad one included (status BAD INPUT, its error line)."""
+    import shutil
+
+    (tmp_path / "specs").mkdir()
+    shutil.copytree(ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("*.py", "toy_*", "digits_*"))
+    shutil.copy(SPECS / "tiny_prune.yaml", tmp_path / "specs")
+    (tmp_path / "specs" / "bad.yaml").write_text("version: 2\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "specs/tiny_prune.yaml", "specs/bad.yaml", "--json", "--method", "crown"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    for r in out:
+        jsonschema.validate(r, SCHEMA)
+    assert [(r["spec"], r["status"], r["exit_code"]) for r in out] == [
+        ("specs/tiny_prune.yaml", "CERTIFIED", 0), ("specs/bad.yaml", "BAD INPUT", 2)]
+    assert out[1]["error"].endswith("bad.yaml:1: model: missing; add `model:`")
