@@ -10,7 +10,9 @@ A VNN-COMP instance is a network pair and a query; the harness reads one word fr
     timeout   neither, and the time limit was spent
 
 The threshold and outputs come from a VNN-LIB 2.0 query's deviation property, or from `--tolerance`
-for a VNN-LIB 1.0 box (whose output assertions are not read). certify's own files are written beside
+for a VNN-LIB 1.0 box (whose output assertions are not read). A network that certify reads only in
+part (a trailing Softmax, which `certify check` drops to bound the logits) is refused: the answer
+would be about another function than the instance's. certify's own files are written beside
 the result: PATH.spec.yaml (the spec it made), PATH.cert.json (the certificate) and any materialised
 arrays, so `certify verify PATH.spec.yaml PATH.cert.json` re-checks the answer.
 
@@ -144,6 +146,11 @@ def run_vnncomp(onnx_f, onnx_g, vnnlib, *, timeout: float, result, tolerance: Fr
         raise BadInput(str(vnnlib), "", f"the query's threshold {stated} differs from --tolerance {tolerance}", "drop --tolerance")
     tol = stated if stated is not None else tolerance
     strict = query.deviation is None or query.deviation.strict
+    f, g = (read_model(p, sha256_file(p)) for p in (onnx_f, onnx_g))
+    for model in (f, g):  # an answer about a changed network (e.g. its logits) is no answer about the given one
+        if model.notes:
+            raise BadInput(model.path, "", f"read only in part ({model.notes[0]}), but a VNN-COMP answer is about the "
+                           "network's own outputs", "export the networks without a trailing Softmax")
     spec = instance_spec(Path(onnx_f), Path(onnx_g), Path(vnnlib), query, tol, result, timeout)
     cert = result.with_name(result.name + ".cert.json")
     outcome = run_check(spec, cert, method, timeout=timeout)
@@ -153,8 +160,6 @@ def run_vnncomp(onnx_f, onnx_g, vnnlib, *, timeout: float, result, tolerance: Fr
         return "unsat", outcome
     if status is Status.VIOLATED:  # the checker replayed the witness exactly: deviation > tolerance
         x = [float(v) for v in outcome.witness]
-        f = read_model(onnx_f, sha256_file(onnx_f))
-        g = read_model(onnx_g, sha256_file(onnx_g))
         write_result(result, "sat", assignment(query, x, _forward(f, x), _forward(g, x)))
         return "sat", outcome
     word = "timeout" if time.monotonic() - t0 >= timeout else "unknown"
