@@ -1,0 +1,203 @@
+"""Exact checks of linear relaxations of scalar curves (TRUSTED): does a claimed line a*x + b lie
+below (or above) phi on [l, u], for phi in `CURVES`; the image of [l, u] under phi; McCormick
+planes of a product x*y on a box.
+
+Every decision is a sign proved with FLINT's arb ball arithmetic (a ball certainly contains the true
+value; `ball >= 0` is True only when proved) or an exact Fraction comparison: no float enters.
+
+Each curve is one row of `CURVES`: phi and phi' on balls, the inflection points (`breaks`) and the
+curvature of each piece between them (+1 convex, -1 concave), its domain, and its interior minima
+(images). One generic rule covers them all (docs/soundness.md, "Nonlinear relaxation obligations"):
+the gap g = s*(phi - line) (s = +1 for a line below, -1 above) must be >= 0 on [l, u]. Split [l, u]
+at the breaks inside it; on each piece g is concave or convex:
+  * g concave: g >= 0 on the piece iff g >= 0 at its two ends (a chord-type check);
+  * g convex: g(x) >= g(m) + g'(m)(x - m) for every x and any m in the piece (tangent below a convex
+    function), and that affine bound is smallest at an end; so g(m) + g'(m)(end - m) >= 0 at both
+    ends proves g >= 0. m bisects towards the minimiser (g'(m) > 0: the minimum lies left of m,
+    since a convex g increases right of m), at most `STEPS` times; not proved by then: reject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+from flint import arb, ctx, fmpq
+
+PREC = 192  # bits of the balls
+STEPS = 160  # bisections of a convex piece before the check gives up (rejects)
+Ball = Callable[[arb], arb]
+
+
+def ball(q: Fraction | int) -> arb:
+    """A ball that contains the exact rational q."""
+    q = Fraction(q)
+    return arb(fmpq(q.numerator, q.denominator))
+
+
+def exact(x: arb) -> Fraction:
+    """The exact value of a ball of radius 0 (an end from `lower()`/`upper()`/`mid()`)."""
+    man, exp = (int(v) for v in x.man_exp())
+    return Fraction(man * 2 ** exp) if exp >= 0 else Fraction(man, 2 ** -exp)
+
+
+def _ncdf(x: arb) -> arb:  # the standard normal CDF Phi
+    return (1 + (x / arb(2).sqrt()).erf()) / 2
+
+
+def _npdf(x: arb) -> arb:  # the standard normal density
+    return (-x * x / 2).exp() / (2 * arb.pi()).sqrt()
+
+
+def _sigmoid(x: arb) -> arb:
+    return 1 / (1 + (-x).exp())
+
+
+def _gelu_minimum() -> tuple[arb, ...]:
+    """gelu' = Phi + x*phi has one zero, in [-0.7517915247, -0.7517915246]: its sign is proved here,
+    at each use (gelu' < 0 then > 0), or the minimum is refused (ValueError)."""
+    lo, hi = ball(Fraction(-7517915247, 10 ** 10)), ball(Fraction(-7517915246, 10 ** 10))
+    if not (CURVES["gelu"].df(lo) < 0 < CURVES["gelu"].df(hi)):
+        raise ValueError("gelu: the bracket of its minimum is not proved")
+    return (lo.union(hi),)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """phi and phi' on balls; `breaks()`: the inflection points, increasing; `shape`: +1 (convex) or
+    -1 (concave) on each piece between them; domain x >= `lowest` (x > `lowest` if `open_`); `minima()`:
+    the interior local minima (phi is monotone between them, so its maximum on [l, u] is at an end)."""
+
+    f: Ball
+    df: Ball
+    shape: tuple[int, ...]
+    breaks: Callable[[], tuple[arb, ...]] = tuple
+    lowest: Fraction | None = None
+    open_: bool = False
+    minima: Callable[[], tuple[arb, ...]] = tuple
+
+    def admits(self, l: Fraction) -> bool:
+        return self.lowest is None or l > self.lowest or (l == self.lowest and not self.open_)
+
+
+_S = (1, -1)  # S-shaped: convex for x <= 0, concave for x >= 0
+CURVES: dict[str, Curve] = {
+    "exp": Curve(lambda x: x.exp(), lambda x: x.exp(), (1,)),
+    "square": Curve(lambda x: x * x, lambda x: 2 * x, (1,), minima=lambda: (arb(0),)),
+    "reciprocal": Curve(lambda x: 1 / x, lambda x: -1 / (x * x), (1,), lowest=Fraction(0), open_=True),
+    "rsqrt": Curve(lambda x: x.rsqrt(), lambda x: -x.rsqrt() / (2 * x), (1,), lowest=Fraction(0), open_=True),
+    "sqrt": Curve(lambda x: x.sqrt(), lambda x: 1 / (2 * x.sqrt()), (-1,), lowest=Fraction(0)),
+    "tanh": Curve(lambda x: x.tanh(), lambda x: 1 - x.tanh() ** 2, _S, lambda: (arb(0),)),
+    "sigmoid": Curve(_sigmoid, lambda x: _sigmoid(x) * (1 - _sigmoid(x)), _S, lambda: (arb(0),)),
+    "erf": Curve(lambda x: x.erf(), lambda x: 2 * (-x * x).exp() / arb.pi().sqrt(), _S, lambda: (arb(0),)),
+    "gelu": Curve(lambda x: x * _ncdf(x), lambda x: _ncdf(x) + x * _npdf(x), (-1, 1, -1),
+                  lambda: (-arb(2).sqrt(), arb(2).sqrt()), minima=_gelu_minimum),
+}
+
+
+def _curve(fn: str) -> Curve:
+    if fn not in CURVES:
+        raise ValueError(f"unknown curve {fn!r}; known: {', '.join(CURVES)}")
+    return CURVES[fn]
+
+
+def _pieces(c: Curve, lo: arb, hi: arb) -> list[tuple[arb, arb, int]] | None:
+    """[lo, hi] split at the breaks inside it: (start, end, curvature) per piece; None where a break's
+    place relative to lo or hi is not proved."""
+    ends, first = [lo], 0
+    for k, p in enumerate(c.breaks()):
+        if p <= lo:
+            first = k + 1
+        elif lo < p < hi:
+            ends.append(p)
+        elif not p >= hi:
+            return None
+    ends.append(hi)
+    return [(p, q, c.shape[first + i]) for i, (p, q) in enumerate(zip(ends, ends[1:]))]
+
+
+def _convex_gap_ok(gap: Ball, dgap: Ball, p: arb, q: arb) -> bool:
+    """g >= 0 on [p, q] for a convex g (module docstring): tangent bounds at bisected points."""
+    for _ in range(STEPS):
+        m = ((p + q) / 2).mid()
+        if not p < m < q:  # a piece too narrow to bisect: one enclosure of g over all of it
+            return gap(p.union(q)) >= 0
+        g, d = gap(m), dgap(m)
+        if g < 0:
+            return False
+        if g + d * (p - m) >= 0 and g + d * (q - m) >= 0:
+            return True
+        if d > 0:
+            q = m
+        elif d < 0:
+            p = m
+        else:
+            return False
+    return False
+
+
+def _line_holds(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction, side: int) -> bool:
+    c = _curve(fn)
+    a, b, l, u = map(Fraction, (a, b, l, u))
+    if not (l <= u and c.admits(l)):
+        return False
+    with ctx.workprec(PREC):
+        la, lb = ball(a), ball(b)
+        gap = lambda x: side * (c.f(x) - la * x - lb)  # noqa: E731  must be >= 0
+        dgap = lambda x: side * (c.df(x) - la)  # noqa: E731
+        pieces = _pieces(c, ball(l), ball(u))
+        if pieces is None:
+            return False
+        for p, q, shape in pieces:
+            if side * shape < 0:  # g concave: its ends decide
+                if not (gap(p) >= 0 and gap(q) >= 0):
+                    return False
+            elif not _convex_gap_ok(gap, dgap, p, q):
+                return False
+    return True
+
+
+def line_below(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction) -> bool:
+    """True only if a*x + b <= fn(x) for every x in [l, u] is proved (False: not proved, or l > u, or
+    [l, u] leaves fn's domain)."""
+    return _line_holds(fn, a, b, l, u, 1)
+
+
+def line_above(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction) -> bool:
+    """True only if a*x + b >= fn(x) for every x in [l, u] is proved."""
+    return _line_holds(fn, a, b, l, u, -1)
+
+
+def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fraction]:
+    """Exact rationals lo <= fn(x) <= hi for every x in [l, u] (outward-rounded ends of balls): the
+    maximum is at an end; the minimum at an end or at an interior minimum (kept unless proved
+    outside [l, u]). ValueError where [l, u] is empty, leaves the domain, or a value is not finite."""
+    c = _curve(fn)
+    l, u = Fraction(l), Fraction(u)
+    if not (l <= u and c.admits(l)):
+        raise ValueError(f"{fn}: [{l}, {u}] is empty or leaves the domain")
+    with ctx.workprec(PREC):
+        lo, hi = ball(l), ball(u)
+        ends = [c.f(lo), c.f(hi)]
+        inner = [c.f(m) for m in c.minima() if not (m < lo or m > hi)]
+        if not all(v.is_finite() for v in ends + inner):
+            raise ValueError(f"{fn}: no finite enclosure on [{l}, {u}]")
+        return min(exact(v.lower()) for v in ends + inner), max(exact(v.upper()) for v in ends)
+
+
+def _plane_holds(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, ...], side: int) -> bool:
+    lx, ux, ly, uy = map(Fraction, box)
+    c1, c2, c0 = map(Fraction, (c1, c2, c0))
+    return lx <= ux and ly <= uy and all(side * (x * y - c1 * x - c2 * y - c0) >= 0 for x in (lx, ux) for y in (ly, uy))
+
+
+def plane_below(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, Fraction, Fraction, Fraction]) -> bool:
+    """c1*x + c2*y + c0 <= x*y on the box (lx, ux, ly, uy). x*y - plane is affine in x for fixed y and
+    in y for fixed x, so its minimum on a box is at a corner: the four exact corner checks decide."""
+    return _plane_holds(c1, c2, c0, box, 1)
+
+
+def plane_above(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, Fraction, Fraction, Fraction]) -> bool:
+    """c1*x + c2*y + c0 >= x*y on the box (the corner argument of `plane_below`)."""
+    return _plane_holds(c1, c2, c0, box, -1)
