@@ -27,7 +27,7 @@ from pathlib import Path
 from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
-from .checker.spec import PCA, LowRank, Merge, Prune, Quantize, Replace, Spec, read_spec
+from .checker.spec import Spec, read_spec
 from .files import certificate_path
 from .options import read_options
 from .status import Status, worst
@@ -39,30 +39,11 @@ EMPIRICAL = ("EMPIRICAL comparison: each model's bounds are certified separately
 # --------------------------------------------------------------------------- degrees of freedom
 
 def transform_dof(t, f) -> tuple[int, int]:
-    """(kept, full) degrees of freedom of one transform on model f.
+    """(kept, full) degrees of freedom of one transform on model f, from its float half
+    (explain/transforms.py: prune kept neurons, merge blocks, pca components, low_rank rank, ...)."""
+    from .explain.transforms import half
 
-    prune/ablate: kept neurons of the layer; merge: blocks; pca: principal components; low_rank:
-    rank (of min(out, in)); quantize: grid levels 2^bits - 1 per weight (of 2^53 for float64);
-    model: hidden units of the second model (of f's); replace of layers k..m: hidden units of the
-    sub-model (of f's hidden units inside the range, widths k..m-1: 0 when k = m)."""
-    widths = f.widths
-    if isinstance(t, Replace):
-        from .checker.model import read_model
-
-        k, m = t.layers
-        return sum(read_model(t.model.path, t.model.sha256).widths[1:-1]), sum(widths[k:m])
-    if isinstance(t, Prune):
-        return len(t.keep), widths[t.layer]
-    if isinstance(t, Merge):
-        return (t.groups if isinstance(t.groups, int) else len(t.groups)), widths[t.layer]
-    if isinstance(t, PCA):
-        return len(t.keep), widths[t.layer]
-    if isinstance(t, LowRank):
-        return t.rank, min(widths[t.layer - 1], widths[t.layer])
-    if isinstance(t, Quantize):
-        return 2 ** t.bits - 1, 2 ** 53
-    hidden = sum(widths[1:-1])
-    return hidden, hidden
+    return half(t).dof(t, f)
 
 
 def level_dof(explanation, f) -> tuple[int, int]:
@@ -408,63 +389,13 @@ class ComponentResult:
                 "explanation": self.entry, "reason": self.reason or None}
 
 
-def _fill_entry(t: Prune, position: int):
-    if t.fill in ("zero", "free"):
-        return t.fill
-    if t.fill == "mean":
-        return {"mean": {"samples": t.samples, "seed": t.seed}}
-    c = t.constant[position] if isinstance(t.constant, tuple) else t.constant
-    return {"constant": rational_str(c)}
-
-
 def discarded_components(spec: Spec, f) -> list[tuple[str, dict]]:
-    """(label, explanation entry neglecting only that component) for the components the chosen level discards.
+    """(label, explanation entry neglecting only that component) for the components the chosen level
+    discards, from each transform's float half. Each is neglected alone, in f (not after the level's
+    other transforms)."""
+    from .explain.transforms import half
 
-    Each is neglected alone, in f (not after the level's other transforms)."""
-    from .checker.network import merge_blocks
-    from .explain import materialize
-
-    out = []
-    widths = f.widths
-    for i, t in enumerate(spec.explanation):
-        if isinstance(t, Prune):
-            pruned = [j for j in range(widths[t.layer]) if j not in set(t.keep)]
-            for pos, j in enumerate(pruned):
-                keep = [k for k in range(widths[t.layer]) if k != j]
-                out.append((f"layer {t.layer} neuron {j}",
-                            {t.kind: {"layer": t.layer, "keep": keep, "fill": _fill_entry(t, pos)}}))
-        elif isinstance(t, Merge):
-            materialized = None
-            if isinstance(t.groups, int):
-                arrays = materialize(_only(spec, t), f)
-                materialized = {k.replace("explanation.0.", f"explanation.{i}."): (v.shape, tuple(v.ravel().tolist()))
-                                for k, v in arrays.items()}
-            for block in merge_blocks(spec, i, t, widths[t.layer], materialized):
-                if len(block) > 1:
-                    groups = [block] + [[j] for j in range(widths[t.layer]) if j not in block]
-                    out.append((f"layer {t.layer} block {block}", {"merge": {"layer": t.layer, "groups": groups}}))
-        elif isinstance(t, PCA):
-            width = widths[t.layer]
-            for c in range(width):
-                if c not in t.keep:
-                    out.append((f"layer {t.layer} principal component {c}",
-                                {"pca": {"layer": t.layer, "keep": [k for k in range(width) if k != c],
-                                         "samples": t.samples, "seed": t.seed}}))
-        elif isinstance(t, LowRank):
-            limit = min(widths[t.layer - 1], widths[t.layer])
-            kept = t.keep if t.keep is not None else range(t.rank)
-            for c in range(limit):
-                if c not in kept:
-                    out.append((f"layer {t.layer} singular direction {c}",
-                                {"low_rank": {"layer": t.layer, "keep": [k for k in range(limit) if k != c]}}))
-        # quantize, a second model and replace have no discrete components
-    return out
-
-
-def _only(spec: Spec, t) -> Spec:
-    from dataclasses import replace
-
-    return replace(spec, explanation=(t,), levels=(), level=None)
+    return [c for i, t in enumerate(spec.explanation) for c in half(t).components(spec, i, t, f)]
 
 
 def _input_json(spec: Spec, base: Path) -> dict:

@@ -11,23 +11,15 @@ import re
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import ClassVar
 
 import yaml
 
 from .errors import BadInput
 from .numbers import parse_spec_number, spec_number_problem
+from .transforms import ALIASES, PCA, UNITS, LowRank, Merge, ModelRef, Prune, Quantize, Replace, SecondModel, is_float  # noqa: F401
 
 DEVIATIONS = ("linf",)
 SEMANTICS = ("real", "float32")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    path: Path
-    sha256: str
-    key: str = field(default="model", compare=False)
-    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -42,92 +34,6 @@ class InputSpec:
     clip: tuple[Fraction, Fraction] | None = None
     line: int | None = field(default=None, compare=False)
     vnnlib: Path | None = None
-
-
-@dataclass(frozen=True)
-class Prune:
-    """Neurons of hidden layer `layer` (1-based dense layer) outside `keep` are replaced by `fill`."""
-
-    layer: int
-    keep: tuple[int, ...]
-    fill: str  # "zero" | "constant" | "mean" | "free" (each v_j free in a range containing neuron j's: network.free_inputs)
-    constant: tuple[Fraction, ...] | Fraction | None = None
-    samples: int = 1000
-    seed: int = 0
-    line: int | None = field(default=None, compare=False)
-    kind: str = field(default="prune", compare=False)  # "prune" or its alias "ablate"
-
-
-@dataclass(frozen=True)
-class LowRank:
-    """Weight of dense layer `layer` replaced by its rank-`rank` truncated SVD (materialised);
-    `keep` (singular directions by decreasing singular value) when given instead of a rank."""
-
-    kind: ClassVar[str] = "low_rank"
-    layer: int
-    rank: int
-    line: int | None = field(default=None, compare=False)
-    keep: tuple[int, ...] | None = None
-    arrays: ModelRef | None = None  # pinned U (out x rank), V (rank x in); else the certificate's materialised arrays
-
-
-@dataclass(frozen=True)
-class Merge:
-    """RG block step on hidden layer `layer`: each block becomes one unit at its smallest index, with
-    the block's summed incoming weights and biases and its averaged outgoing columns; the other
-    members' rows and columns are zeroed. `groups`: a partition, or a count (k-means labels, materialised)."""
-
-    kind: ClassVar[str] = "merge"
-    layer: int
-    groups: tuple[tuple[int, ...], ...] | int
-    seed: int = 0
-    line: int | None = field(default=None, compare=False)
-    arrays: ModelRef | None = None  # pinned k-means `labels` (groups: N); else the certificate's materialised arrays
-
-
-@dataclass(frozen=True)
-class PCA:
-    """Hidden layer `layer`'s activations h read as mu + P P^T (h - mu) by the next layer; P holds the
-    principal components `keep` (by decreasing variance over `samples` points); P, mu materialised."""
-
-    kind: ClassVar[str] = "pca"
-    layer: int
-    keep: tuple[int, ...]
-    components: int | None = None  # how the spec said it: `components: r` (keep = 0..r-1)
-    samples: int = 1000
-    seed: int = 0
-    line: int | None = field(default=None, compare=False)
-    arrays: ModelRef | None = None  # pinned P (width x components), mean (width); else the certificate's materialised arrays
-
-
-@dataclass(frozen=True)
-class Quantize:
-    """Weight of dense layer `layer` rounded (half to even) to the grid s*Z, s = max|W| / (2^(bits-1) - 1)."""
-
-    kind: ClassVar[str] = "quantize"
-    layer: int
-    bits: int
-    line: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class SecondModel:
-    """g is this model (same architecture), before any later transform."""
-
-    kind: ClassVar[str] = "model"
-    model: ModelRef
-    line: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Replace:
-    """g's dense layers k..m (1-based) replaced by the sub-model `model` (dense/relu/.../dense, no input
-    affine layer); g then continues with f's ReLU (if m < n) and layers m+1..n. Only the last transform."""
-
-    kind: ClassVar[str] = "replace"
-    layers: tuple[int, int]
-    model: ModelRef
-    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -190,11 +96,6 @@ class Spec:
         """A precondition of this spec (with its model): unless `ok`, the error at `key`."""
         if not ok:
             raise self.error(key, what, fix, line)
-
-
-def is_float(t) -> bool:
-    """Does the transform need float numerics (an SVD, principal components, k-means labels)?"""
-    return isinstance(t, (LowRank, PCA)) or (isinstance(t, Merge) and isinstance(t.groups, int))
 
 
 class _Reader:
@@ -334,68 +235,19 @@ class _Reader:
         self.need(samples <= 1_000_000, t.get("samples"), f"{key}.samples", "more than 1,000,000 samples", "use at most 1000000")
         return samples, self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
 
+    def is_scalar(self, node) -> bool:
+        return isinstance(node, yaml.ScalarNode)
+
+    def is_seq(self, node) -> bool:
+        return isinstance(node, yaml.SequenceNode)
+
     def transform(self, node, key):
-        kinds = ("prune", "ablate", "low_rank", "merge", "pca", "quantize", "model", "replace")
+        """One `- kind: {...}` entry, read by its registered unit (checker/transforms.py)."""
+        kinds = tuple(k for u in UNITS for k in (u, *(a for a, c in ALIASES.items() if c == u)))
         m = self.mapping(node, key, (), kinds)
         self.need(len(m) == 1, node, key, "each entry is one transform", f"write `- prune: {{...}}` (or one of {', '.join(kinds[1:])})")
         (kind, body), = m.items()
-        key, line = f"{key}.{kind}", node.start_mark.line + 1
-        if kind == "model":
-            return SecondModel(self.model_ref(body, key), line)
-        if kind == "replace":
-            t = self.mapping(body, key, ("layers", "model"))
-            items = self.seq(t["layers"], f"{key}.layers")
-            self.need(len(items) == 2, t["layers"], f"{key}.layers", "expected [k, m]", "write `layers: [2, 3]` (first and last replaced layer)")
-            k, m = (self.integer(n, f"{key}.layers[{j}]", 1) for j, n in enumerate(items))
-            self.need(k <= m, t["layers"], f"{key}.layers", f"first layer {k} > last layer {m}", "write the first replaced layer first")
-            return Replace((k, m), self.model_ref(t["model"], f"{key}.model"), line)
-        if kind == "low_rank":
-            t = self.mapping(body, key, ("layer",), ("rank", "keep", "arrays"))
-            keep, rank = self.count_or_keep(t, body, key, "rank", 0)
-            return LowRank(self.integer(t["layer"], f"{key}.layer", 1), len(keep), line, None if rank is not None else keep,
-                           self.arrays(t, key))
-        if kind == "quantize":
-            t = self.mapping(body, key, ("layer", "bits"))
-            bits = self.integer(t["bits"], f"{key}.bits", 2)
-            self.need(bits <= 32, t["bits"], f"{key}.bits", f"{bits} bits", "use 2..32 bits")
-            return Quantize(self.integer(t["layer"], f"{key}.layer", 1), bits, line)
-        if kind == "pca":
-            t = self.mapping(body, key, ("layer",), ("components", "keep", "samples", "seed", "arrays"))
-            keep, r = self.count_or_keep(t, body, key, "components", 1)
-            return PCA(self.integer(t["layer"], f"{key}.layer", 1), keep, r, *self.samples_seed(t, key), line, self.arrays(t, key))
-        if kind == "merge":
-            t = self.mapping(body, key, ("layer", "groups"), ("seed", "arrays"))
-            layer, groups = self.integer(t["layer"], f"{key}.layer", 1), t["groups"]
-            if not isinstance(groups, yaml.SequenceNode):
-                seed = self.integer(t["seed"], f"{key}.seed") if "seed" in t else 0
-                return Merge(layer, self.integer(groups, f"{key}.groups", 1), seed, line, self.arrays(t, key))
-            for extra in ("seed", "arrays"):
-                self.need(extra not in t, t.get(extra), f"{key}.{extra}", f"`{extra}` only applies to `groups: N` (clustering)",
-                          f"remove `{extra}:`")
-            blocks = tuple(self.indices(n, f"{key}.groups[{i}]", "neuron") for i, n in enumerate(self.seq(groups, f"{key}.groups")))
-            self.need(blocks and all(blocks), groups, f"{key}.groups", "empty group (or no groups)", "every group lists at least one neuron")
-            flat = [j for b in blocks for j in b]
-            twice = sorted({j for j in flat if flat.count(j) > 1})
-            self.need(not twice, groups, f"{key}.groups", f"neurons {twice} are in more than one group", "put every neuron in exactly one group")
-            return Merge(layer, blocks, line=line)
-        t = self.mapping(body, key, ("layer", "keep"), ("fill",))
-        keep = self.indices(t["keep"], f"{key}.keep", "neuron")
-        layer = self.integer(t["layer"], f"{key}.layer", 1)
-        fill = t.get("fill")
-        if fill is None or isinstance(fill, yaml.ScalarNode):
-            name = "zero" if fill is None else self.string(fill, f"{key}.fill", ("zero", "mean", "free"))
-            return Prune(layer, keep, name, line=line, kind=kind)
-        f = self.mapping(fill, f"{key}.fill", (), ("constant", "mean"))
-        self.need(len(f) == 1, fill, f"{key}.fill", "give one fill",
-                  "write zero, mean, free, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
-        if "constant" in f:
-            value = self.vector(f["constant"], f"{key}.fill.constant")
-            self.need(not isinstance(value, Path), f["constant"], f"{key}.fill.constant", "a file is not accepted here",
-                      "write a number or a list of numbers")
-            return Prune(layer, keep, "constant", constant=value, line=line, kind=kind)
-        mm = self.mapping(f["mean"], f"{key}.fill.mean", (), ("samples", "seed"))
-        samples, seed = self.samples_seed(mm, f"{key}.fill.mean")
-        return Prune(layer, keep, "mean", samples=samples, seed=seed, line=line, kind=kind)
+        return UNITS[ALIASES.get(kind, kind)].read(self, body, f"{key}.{kind}", node.start_mark.line + 1, kind)
 
     def explanation(self, node, key):
         items = self.seq(node, key)

@@ -10,7 +10,7 @@ about f against g built from exactly these arrays (hashed, beside the certificat
 from __future__ import annotations
 
 import dataclasses
-import warnings
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from ..bounds.network import from_exact
 from ..checker.model import Model
 from ..checker.network import build_g, check_transform, input_box
 from ..checker.exact import qmat, qvec
-from ..checker.spec import PCA, LowRank, Merge, Spec, is_float
+from ..checker.spec import Spec
+from ..checker.transforms import is_float, unit
+from .transforms import half, kmeans_labels as kmeans_labels, principal_components as principal_components  # noqa: F401 - re-exported
 
 
 def _float_layers(layers):
@@ -47,31 +49,9 @@ def hidden_activations(layers, layer: int, x: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(net(x)), 0.0)
 
 
-def principal_components(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, eigenvalues descending, eigenvectors as columns) of the activations' covariance."""
-    mu = acts.mean(axis=0)
-    cov = np.cov(acts, rowvar=False, bias=True).reshape(acts.shape[1], acts.shape[1])
-    vals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(vals)[::-1]
-    return mu, np.maximum(vals[order], 0.0), vecs[:, order]
-
-
-def kmeans_labels(points: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means labels, renumbered in order of first appearance (so the same partition gives the same labels)."""
-    from sklearn.cluster import KMeans
-
-    distinct = len(np.unique(points, axis=0))
-    if k > distinct:
-        raise ValueError(f"only {distinct} distinct neurons")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points).labels_
-    order = {c: i for i, c in enumerate(dict.fromkeys(raw.tolist()))}
-    return np.array([order[c] for c in raw.tolist()], dtype=np.float64)
-
-
 def materialize(spec: Spec, f: Model) -> dict[str, np.ndarray]:
-    """Arrays named `explanation.<i>.<name>` that the spec's float transforms need (may be empty)."""
+    """Arrays named `explanation.<i>.<name>` of the spec's float transforms that it does not pin (may be
+    empty), each computed by its kind's float half (explain/transforms.py) on g as built so far."""
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(spec.explanation):
         if not needs_arrays(t):
@@ -80,23 +60,7 @@ def materialize(spec: Spec, f: Model) -> dict[str, np.ndarray]:
         loaded = {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()}
         g = build_g(partial, f, loaded)
         check_transform(spec, i, t, g)
-        if isinstance(t, LowRank):
-            w = np.array([[float(x) for x in row] for row in g[t.layer - 1][0]])
-            u, s, vt = np.linalg.svd(w, full_matrices=False)
-            keep = list(t.keep if t.keep is not None else range(t.rank))
-            arrays[f"explanation.{i}.U"] = np.ascontiguousarray(u[:, keep] * s[keep])
-            arrays[f"explanation.{i}.V"] = np.ascontiguousarray(vt[keep])
-        elif isinstance(t, Merge):  # cluster neurons on their incoming weights and bias
-            w, b = g[t.layer - 1]
-            points = np.array([[float(x) for x in row] + [float(c)] for row, c in zip(w, b)])
-            try:
-                arrays[f"explanation.{i}.labels"] = kmeans_labels(points, t.groups, t.seed)
-            except ValueError as exc:
-                raise spec.error(f"{spec.explanation_key}[{i}].merge.groups", f"cannot form {t.groups} groups: {exc}",
-                                 "use fewer groups", t.line) from None
-        else:
-            acts = hidden_activations(g, t.layer, sample_domain(spec, f, t.samples, t.seed))
-            mu, _, vecs = principal_components(acts)
-            arrays[f"explanation.{i}.P"] = np.ascontiguousarray(vecs[:, list(t.keep)])
-            arrays[f"explanation.{i}.mean"] = mu
+        made = half(t).materialize(SimpleNamespace(spec=spec, f=f), i, t, g)
+        assert sorted(made) == sorted(unit(t).arrays), (t.kind, sorted(made))
+        arrays.update({f"explanation.{i}.{name}": value for name, value in made.items()})
     return arrays

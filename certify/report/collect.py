@@ -170,34 +170,10 @@ def describe_domain(spec: Spec, lo: list, up: list) -> list[str]:
 
 
 def describe_transform(t, widths: tuple) -> str:
-    kind = getattr(t, "kind", type(t).__name__)
-    layer = getattr(t, "layer", None)
-    if kind == "model":
-        return f"g is a second model: {show_path(t.model.path)} (sha256 {t.model.sha256}); transforms listed before it are discarded."
-    if kind in ("prune", "ablate"):
-        width = widths[layer] if layer is not None and layer < len(widths) else None
-        dropped = "the others" if width is None else f"the other {width - len(t.keep)}"
-        fill = {"zero": "0", "free": "free values v_j, each ranging over an interval R_j (computed by the checker) that contains the neuron's range over the domain", "mean": f"their mean activation over {t.samples} uniform samples of the domain (seed {t.seed}; materialised)"}.get(t.fill)
-        if fill is None:
-            c = t.constant
-            fill = f"the constant {_num(c)}" if isinstance(c, Fraction) else f"the constants [{', '.join(_num(v) for v in c)}]"
-        of = "" if width is None else f" of {width}"
-        return f"{kind} hidden layer {layer}: keep {len(t.keep)}{of} neurons ({ranges(sorted(t.keep))}); {dropped} replaced by {fill}."
-    if kind == "low_rank":
-        keep = getattr(t, "keep", None)
-        which = f"rank-{t.rank} truncated SVD" if keep is None else f"singular directions {ranges(keep)} of its SVD"
-        return f"low_rank dense layer {layer}: its weight replaced by its {which} (factors U, V materialised)."
-    if kind == "merge":
-        groups = t.groups
-        if isinstance(groups, int):
-            return f"merge hidden layer {layer} into {groups} blocks found by k-means (seed {t.seed}; labels materialised): each block becomes one unit."
-        return f"merge hidden layer {layer} into {len(groups)} given blocks: each block becomes one unit (summed in, averaged out)."
-    if kind == "pca":
-        return (f"pca hidden layer {layer}: its activations read through principal components {ranges(t.keep)} "
-                f"over {t.samples} samples (seed {t.seed}; components and mean materialised).")
-    if kind == "quantize":
-        return f"quantize dense layer {layer}: weight rounded to a symmetric {t.bits}-bit grid (exact)."
-    return f"{kind}: {t!r}"
+    """The transform's sentence, from its float half (explain/transforms.py; no fallback)."""
+    from ..explain.transforms import half
+
+    return half(t).describe(t, widths)
 
 
 def _intersect(bounds: dict, step: dict) -> None:
