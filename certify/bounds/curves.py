@@ -32,6 +32,7 @@ from scipy.special import erf, erfc, expit
 
 NUDGE = 2.0 ** -40  # intercepts move outward by NUDGE * (the size of the terms that made them)
 BISECTIONS = 44  # the touching point to 2^-44 of the width: the intercept is flat there (error ~ width^2 2^-88)
+SCORE_BISECTIONS = 26  # enough to compare slopes (the intercept's error is ~ width^2 2^-52)
 GOLDEN = 40  # the slope to 0.618^40 = 4e-9 of its range: only tightness depends on it
 SQRT2 = float(np.sqrt(2.0))
 GELU_MIN = -0.7517915246935645  # the zero of gelu' (mpmath, 40 digits: -0.75179152469356445745...)
@@ -87,26 +88,26 @@ def _pieces(c: Curve, l, u):
     return list(zip(cuts, cuts[1:]))
 
 
-def _solve(df, a, p, q):
+def _solve(df, a, p, q, steps: int = 0):
     """x in [p, q] with df(x) = a, df monotone on [p, q]; nan where a is outside df's range there."""
     with np.errstate(all="ignore"):
         dp, dq = df(p) - a, df(q) - a
         found = (dp <= 0) != (dq <= 0)
         lo, hi = p.copy(), q.copy()
-        for _ in range(BISECTIONS):
+        for _ in range(steps or BISECTIONS):
             m = 0.5 * (lo + hi)
             left = (df(m) - a <= 0) == (dp <= 0)  # same sign as at p: the root is right of m
             lo, hi = np.where(left, m, lo), np.where(left, hi, m)
     return np.where(found, 0.5 * (lo + hi), np.nan)
 
 
-def intercept(fn: str, a, l, u, side: int):
+def intercept(fn: str, a, l, u, side: int, steps: int = 0):
     """min (side +1) or max (side -1) over [l, u] of phi(x) - a*x, and the size of the terms it came
     from (for `nudge`). Besides the ends, only a piece where side*phi is convex can hold the extremum
     (there phi(x) - a*x is side-convex, with its side-extremum where phi'(x) = a)."""
     c = CURVES[fn]
     a, l, u = (np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(a, l, u))
-    xs = [l, u] + [_solve(c.df, a, p, q) for (p, q), s in zip(_pieces(c, l, u), c.shape) if s == side]
+    xs = [l, u] + [_solve(c.df, a, p, q, steps) for (p, q), s in zip(_pieces(c, l, u), c.shape) if s == side]
     with np.errstate(all="ignore"):
         vals = np.array([c.f(x) - a * x for x in xs])
         size = np.nanmax([np.abs(c.f(x)) + np.abs(a * x) for x in xs], axis=0)
@@ -119,13 +120,16 @@ def nudge(intercept, size, side: int):
 
 
 def tangent_slope(fn: str, t):
-    return CURVES[fn].df(np.asarray(t, dtype=np.float64))
+    """phi'(t): with `relax`, the tangent at t (t in [l, u]) where that tangent is valid."""
+    with np.errstate(all="ignore"):
+        return CURVES[fn].df(np.asarray(t, dtype=np.float64))
 
 
 def chord_slope(fn: str, l, u):
     c, l, u = CURVES[fn], np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64)
     with np.errstate(all="ignore"):
-        return np.where(u > l, (c.f(u) - c.f(l)) / np.where(u > l, u - l, 1.0), c.df(l))
+        k = np.where(u > l, (c.f(u) - c.f(l)) / np.where(u > l, u - l, 1.0), c.df(l))
+    return np.where(np.isfinite(k), k, 0.0)  # a point where phi' is infinite (sqrt at 0): any slope will do
 
 
 def _bracket(c: Curve, fn: str, l, u, side: int):
@@ -148,7 +152,7 @@ def best_slopes(fn: str, l, u):
     mid, r = 0.5 * (l + u), (np.sqrt(5) - 1) / 2
     out = []
     for side in (1, -1):  # maximise the lower line at mid; minimise the upper line there
-        score = lambda a: side * (intercept(fn, a, l, u, side)[0] + a * mid)  # noqa: E731
+        score = lambda a: side * (intercept(fn, a, l, u, side, SCORE_BISECTIONS)[0] + a * mid)  # noqa: E731
         p, q = _bracket(c, fn, l, u, side)
         x1, x2 = q - r * (q - p), p + r * (q - p)
         f1, f2 = score(x1), score(x2)
@@ -195,14 +199,16 @@ def crown_slopes(fn: str, l, u):
 
 
 def relax(fn: str, l, u, lower_slope=None, upper_slope=None) -> Lines:
-    """Lines below and above phi on [l, u] with the given slopes (default: `best_slopes`), the
-    tightest intercepts for them, nudged outward. phi must be finite on [l, u] (l > 0 for reciprocal
+    """Lines below and above phi on [l, u] with the given slopes (default: `best_slopes`; an infinite
+    one, sqrt's tangent at 0, becomes the chord's), the tightest intercepts for them, nudged outward. phi must be finite on [l, u] (l > 0 for reciprocal
     and rsqrt, l >= 0 for sqrt)."""
     l, u = np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64)
     if lower_slope is None or upper_slope is None:
         best = best_slopes(fn, l, u)
         lower_slope = best[0] if lower_slope is None else lower_slope
         upper_slope = best[1] if upper_slope is None else upper_slope
+    chord = chord_slope(fn, l, u)
+    lower_slope, upper_slope = (np.where(np.isfinite(s), s, chord) for s in (lower_slope, upper_slope))
     lo_b, lo_size = intercept(fn, lower_slope, l, u, 1)
     up_b, up_size = intercept(fn, upper_slope, l, u, -1)
     shape = np.broadcast(l, u).shape

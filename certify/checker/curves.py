@@ -55,9 +55,9 @@ def _sigmoid(x: arb) -> arb:
 
 
 def _gelu_minimum() -> tuple[arb, ...]:
-    """gelu' = Phi + x*phi has one zero, in [-0.7517915247, -0.7517915246]: its sign is proved here,
-    at each use (gelu' < 0 then > 0), or the minimum is refused (ValueError)."""
-    lo, hi = ball(Fraction(-7517915247, 10 ** 10)), ball(Fraction(-7517915246, 10 ** 10))
+    """gelu' = Phi + x*phi has one zero (docs/soundness.md), in the bracket below: its signs at the
+    bracket's ends are proved at each use (gelu' < 0, then > 0), or the minimum is refused (ValueError)."""
+    lo, hi = ball(Fraction("-0.75179152469356445745790494678")), ball(Fraction("-0.75179152469356445745790494677"))
     if not (CURVES["gelu"].df(lo) < 0 < CURVES["gelu"].df(hi)):
         raise ValueError("gelu: the bracket of its minimum is not proved")
     return (lo.union(hi),)
@@ -180,7 +180,8 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
     with ctx.workprec(PREC):
         lo, hi = ball(l), ball(u)
         ends = [c.f(lo), c.f(hi)]
-        inner = [c.f(m) for m in c.minima() if not (m < lo or m > hi)]
+        # at a minimum ball M: phi(mid M) + phi'(M)(M - mid M) (mean value theorem; phi' ~ 0 on M, so tight)
+        inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in c.minima() if not (m < lo or m > hi)]
         if not all(v.is_finite() for v in ends + inner):
             raise ValueError(f"{fn}: no finite enclosure on [{l}, {u}]")
         return min(exact(v.lower()) for v in ends + inner), max(exact(v.upper()) for v in ends)

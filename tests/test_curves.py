@@ -1,0 +1,274 @@
+"""Lines below/above scalar curves: the engine (certify.bounds.curves, float64) proposes, the trusted
+checker (certify.checker.curves, arb balls) decides, and mpmath at 50 digits is the independent
+reference. Wrong lines (a tangent raised by 1e-12, a chord lowered by 1e-12, a tilted slope) must be
+rejected; the engine's lines must be accepted and truly valid."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import mpmath as mp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from certify.bounds import curves as engine
+from certify.checker import curves as checker
+from certify.checker.curves import interval_image, line_above, line_below, plane_above, plane_below
+
+ROOT = Path(__file__).resolve().parent.parent
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DPS = 50
+
+REF = {  # phi and phi' in mpmath
+    "exp": (mp.exp, mp.exp),
+    "square": (lambda x: x * x, lambda x: 2 * x),
+    "reciprocal": (lambda x: 1 / x, lambda x: -1 / (x * x)),
+    "rsqrt": (lambda x: 1 / mp.sqrt(x), lambda x: -1 / (2 * x * mp.sqrt(x))),
+    "sqrt": (mp.sqrt, lambda x: 1 / (2 * mp.sqrt(x))),
+    "tanh": (mp.tanh, lambda x: 1 - mp.tanh(x) ** 2),
+    "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), lambda x: mp.exp(-x) / (1 + mp.exp(-x)) ** 2),
+    "erf": (mp.erf, lambda x: 2 / mp.sqrt(mp.pi) * mp.exp(-x * x)),
+    "gelu": (lambda x: x * mp.ncdf(x), lambda x: mp.ncdf(x) + x * mp.npdf(x)),
+}
+# where each curve is fuzzed: lower end range, widest width (sqrt also starts at 0 exactly)
+DOMAIN = {"exp": (-20.0, 8.0, 10.0), "reciprocal": (2.0 ** -6, 8.0, 8.0), "rsqrt": (2.0 ** -6, 8.0, 8.0),
+          "sqrt": (0.0, 8.0, 8.0)}
+CONVEX_RUNS = {  # intervals inside one curvature piece where phi is convex (tangents valid below)
+    "exp": (-6, 4), "square": (-3, 3), "reciprocal": (0.1, 5), "rsqrt": (0.1, 5), "tanh": (-5, 0),
+    "sigmoid": (-6, 0), "erf": (-3, 0), "gelu": (-1.4, 1.4)}
+
+
+def mpf(q) -> mp.mpf:
+    q = Fraction(q)
+    return mp.mpf(q.numerator) / q.denominator
+
+
+def frac(x: mp.mpf) -> Fraction:
+    return Fraction(*mp.mpf(x).as_integer_ratio())
+
+
+def gap_min(fn, a, b, l, u, side, extra=()):
+    """min over sample points of side*(phi(x) - (a x + b)) at 50 digits: ends, midpoint, the
+    touching points where phi'(x) = a (from the engine's root finder), their neighbours, random points."""
+    f = REF[fn][0]
+    pts = [float(l), float(u), (float(l) + float(u)) / 2, *extra]
+    c = engine.CURVES[fn]
+    for p, q in engine._pieces(c, np.array(float(l)), np.array(float(u))):
+        t = engine._solve(c.df, np.array(float(a)), p, q)
+        if np.isfinite(t):
+            pts += [float(t), float(t) * (1 + 1e-9), float(t) * (1 - 1e-9) + 1e-12]
+    pts += list(np.random.default_rng(len(pts)).uniform(float(l), float(u), 12))
+    with mp.workdps(DPS):
+        xs = [mpf(x) for x in pts if float(l) <= x <= float(u)]
+        return min(side * (f(x) - (mpf(a) * x + mpf(b))) for x in xs)
+
+
+@st.composite
+def intervals(draw, fn, n=6):
+    lo, hi, width = DOMAIN.get(fn, (-8.0, 6.0, 8.0))
+    ls, us = [], []
+    for _ in range(draw(st.integers(1, n))):
+        l = 0.0 if fn == "sqrt" and draw(st.booleans()) else draw(st.floats(lo, hi))
+        w = draw(st.one_of(st.just(0.0), st.floats(1e-9, 1e-3), st.floats(0.0, width)))
+        ls.append(l)
+        us.append(l + w)
+    return np.array(ls), np.array(us)
+
+
+def accepted(fn, lines, l, u):
+    return [(line_below(fn, Fraction(a), Fraction(b), Fraction(x), Fraction(y)),
+             line_above(fn, Fraction(c), Fraction(d), Fraction(x), Fraction(y)))
+            for a, b, c, d, x, y in zip(lines.lower_slope, lines.lower_intercept, lines.upper_slope,
+                                        lines.upper_intercept, l, u)]
+
+
+@pytest.mark.parametrize("fn", sorted(REF))
+@settings(FUZZ, max_examples=12)
+@given(data=st.data())
+def test_engine_lines_are_accepted_and_true_at_50_digits(fn, data):
+    """Least-area, CROWN-style and random-tangent-point lines: the checker accepts all of them, and
+    mpmath finds no point where one crosses phi."""
+    l, u = data.draw(intervals(fn))
+    t = l + (u - l) * data.draw(st.floats(0, 1))
+    for how, lines in (("best", engine.relax(fn, l, u)),
+                       ("crown", engine.relax(fn, l, u, *engine.crown_slopes(fn, l, u))),
+                       ("tangent", engine.relax(fn, l, u, engine.tangent_slope(fn, t), engine.tangent_slope(fn, t)))):
+        for i, (lo_ok, up_ok) in enumerate(accepted(fn, lines, l, u)):
+            where = f"{fn} {how} on [{l[i]!r}, {u[i]!r}]"
+            assert lo_ok and up_ok, f"{where}: the checker rejected the engine's {'lower' if not lo_ok else 'upper'} line"
+            assert gap_min(fn, lines.lower_slope[i], lines.lower_intercept[i], l[i], u[i], 1) >= 0, where
+            assert gap_min(fn, lines.upper_slope[i], lines.upper_intercept[i], l[i], u[i], -1) >= 0, where
+
+
+@pytest.mark.parametrize("fn", sorted(CONVEX_RUNS))
+@FUZZ
+@given(data=st.data())
+def test_tangent_raised_by_1e12_is_rejected_and_lowered_accepted(fn, data):
+    """The true tangent at t (50 digits) on a convex run: raised by 1e-12 (relative) it crosses phi at
+    t and is rejected; lowered by 1e-12 it is valid and accepted (the check resolves 1e-12)."""
+    lo, hi = CONVEX_RUNS[fn]
+    l = Fraction(data.draw(st.floats(lo, hi)))
+    u = l + Fraction(data.draw(st.floats(0, hi - float(l))))
+    t = l + (u - l) * Fraction(data.draw(st.floats(0, 1)))
+    f, df = REF[fn]
+    with mp.workdps(DPS):
+        a = frac(df(mpf(t)))
+        b, scale = frac(f(mpf(t)) - mpf(a) * mpf(t)), 1 + abs(frac(f(mpf(t))))
+    shift = scale / 10 ** 12
+    assert not line_below(fn, a, b + shift, l, u), f"{fn}: tangent at {t} raised by {shift} accepted"
+    assert line_below(fn, a, b - shift, l, u), f"{fn}: tangent at {t} lowered by {shift} rejected"
+    tilt = scale / 10 ** 6
+    for da in (tilt, -tilt):  # tilted about (t, phi(t) - 1e-15): crosses phi near t wherever there is room
+        line = (a + da, b - da * t - scale / 10 ** 15)
+        if gap_min(fn, *line, l, u, 1) < 0:  # (gap_min samples where phi' equals the tilted slope)
+            assert not line_below(fn, *line, l, u), f"{fn}: tilted tangent at {t} accepted"
+
+
+@pytest.mark.parametrize("fn", sorted(REF))
+@FUZZ
+@given(data=st.data())
+def test_chord_lowered_by_1e12_is_rejected(fn, data):
+    """The chord through (l, phi(l)) and (u, phi(u)) lowered by 1e-12 is below phi at both ends:
+    rejected as an upper line. Raised by 1e-12 it is accepted where phi is convex on [l, u]."""
+    (l,), (u,) = data.draw(intervals(fn, n=1))
+    l, u = Fraction(l), Fraction(u)
+    if u - l < Fraction(1, 10 ** 6):
+        u = l + 1
+    f = REF[fn][0]
+    with mp.workdps(DPS):
+        fl, fu = f(mpf(l)), f(mpf(u))
+        a = frac((fu - fl) / (mpf(u) - mpf(l)))
+        b, scale = frac(fl - mpf(a) * mpf(l)), 1 + abs(frac(fl)) + abs(frac(fu))
+    assert not line_above(fn, a, b - scale / 10 ** 12, l, u)
+    convex = all(s == 1 for s in engine.CURVES[fn].shape) or (fn in ("tanh", "sigmoid", "erf") and u <= 0)
+    if convex:
+        assert line_above(fn, a, b + scale / 10 ** 12, l, u)
+
+
+@pytest.mark.parametrize("fn", sorted(REF))
+@FUZZ
+@given(data=st.data())
+def test_random_lines_crossing_phi_are_rejected(fn, data):
+    """Any line that mpmath sees cross phi somewhere in [l, u] is rejected (both sides)."""
+    (l,), (u,) = data.draw(intervals(fn, n=1))
+    a, b = data.draw(st.floats(-3, 3)), data.draw(st.floats(-3, 3))
+    if gap_min(fn, a, b, l, u, 1) < 0:
+        assert not line_below(fn, Fraction(a), Fraction(b), Fraction(l), Fraction(u))
+    if gap_min(fn, a, b, l, u, -1) < 0:
+        assert not line_above(fn, Fraction(a), Fraction(b), Fraction(l), Fraction(u))
+
+
+@pytest.mark.parametrize("fn", sorted(REF))
+@FUZZ
+@given(data=st.data())
+def test_interval_image_encloses_50_digit_values(fn, data):
+    """interval_image's exact ends enclose phi at the ends, interior minima and random points, and are
+    tight (within 1e-40 of the true extremes); the engine's float interval encloses them too."""
+    (l,), (u,) = data.draw(intervals(fn, n=1))
+    lo, hi = interval_image(fn, Fraction(l), Fraction(u))
+    elo, ehi = engine.interval(fn, np.array(l), np.array(u))
+    f = REF[fn][0]
+    with mp.workdps(DPS):
+        minima = [x for x in {"square": [0], "gelu": [mp.findroot(REF["gelu"][1], -0.75)]}.get(fn, []) if l <= x <= u]
+        xs = [mpf(l), mpf(u), *minima, *(mpf(x) for x in np.random.default_rng(0).uniform(l, u, 16))]
+        vals = [f(x) for x in xs]
+        scale = 1 + max(abs(v) for v in vals)
+        ref_error = scale * mpf(10) ** -45  # the 50-digit reference's own error
+        assert all(mpf(lo) <= v + ref_error and v - ref_error <= mpf(hi) for v in vals), f"{fn} on [{l}, {u}]"
+        assert all(elo <= float(v) <= ehi for v in vals), f"{fn} engine interval on [{l}, {u}]"
+        assert mpf(hi) - max(vals[:2]) < scale * mpf(10) ** -40
+        assert min(vals[:2 + len(minima)]) - mpf(lo) < scale * mpf(10) ** -40, f"{fn} on [{l}, {u}]: lo {lo} is loose"
+
+
+def test_domains_unknown_curves_and_empty_intervals_fail_closed():
+    one = Fraction(1)
+    assert not line_below("reciprocal", -one, 2 * one, Fraction(0), one)  # 1/x needs l > 0
+    assert not line_below("rsqrt", -one, -one, Fraction(-1), one)
+    assert not line_above("sqrt", one, one, Fraction(-1), one)  # sqrt needs l >= 0
+    assert line_below("sqrt", Fraction(0), Fraction(0), Fraction(0), one)
+    assert not line_below("exp", Fraction(0), Fraction(0), one, Fraction(0))  # l > u
+    with pytest.raises(ValueError, match="unknown curve 'relu'"):
+        line_below("relu", one, one, one, one)
+    with pytest.raises(ValueError, match="leaves the domain"):
+        interval_image("reciprocal", Fraction(0), one)
+
+
+def test_a_line_too_tight_by_1e40_is_rejected_within_the_budget():
+    """Fail closed: exp's tangent at 1/3 raised by 1e-40 crosses exp by 1e-40; the checker does not
+    prove it (the bisection budget runs out or the negative gap is proved) and rejects."""
+    t = Fraction(1, 3)
+    with mp.workdps(80):
+        a = frac(mp.exp(mpf(t)))
+        b = frac(mp.exp(mpf(t)) - mpf(a) * mpf(t))
+    assert not line_below("exp", a, b + Fraction(1, 10 ** 40), Fraction(-1), Fraction(2))
+    assert line_below("exp", a, b - Fraction(1, 10 ** 40), Fraction(-1), Fraction(2))
+    assert line_below("exp", Fraction(1), Fraction(1), Fraction(-1), Fraction(1))  # tangent at 0: exact touch at x = 0
+
+
+@given(st.lists(st.fractions(-4, 4, max_denominator=64), min_size=4, max_size=4), st.integers(0, 3))
+@settings(max_examples=150, deadline=None)
+def test_mccormick_planes_are_accepted_and_shifted_ones_rejected(ends, which):
+    """The four McCormick planes of x*y are valid on the box (exact, each touches x*y at two corners);
+    shifted by 1e-12 towards x*y they are rejected; an accepted plane holds at sampled interior points."""
+    lx, ux = sorted(ends[:2])
+    ly, uy = sorted(ends[2:])
+    box = (lx, ux, ly, uy)
+    below = [(ly, lx, -lx * ly), (uy, ux, -ux * uy)]
+    above = [(uy, lx, -lx * uy), (ly, ux, -ux * ly)]
+    eps = Fraction(1, 10 ** 12)
+    for c1, c2, c0 in below:
+        assert plane_below(c1, c2, c0, box) and not plane_below(c1, c2, c0 + eps, box)
+    for c1, c2, c0 in above:
+        assert plane_above(c1, c2, c0, box) and not plane_above(c1, c2, c0 - eps, box)
+    c1, c2, c0 = below[which % 2]
+    c2 += Fraction(which - 1, 7)
+    if plane_below(c1, c2, c0, box):
+        for i in range(9):
+            x, y = lx + (ux - lx) * Fraction(i, 8), ly + (uy - ly) * Fraction(8 - i, 8)
+            assert c1 * x + c2 * y + c0 <= x * y
+    assert not plane_below(0, 0, 0, (ux + 1, ux, ly, uy))  # an empty box proves nothing
+
+
+def test_trusted_curves_module_imports_only_stdlib_and_flint_and_holds_no_float():
+    """The kernel's curve checker: imports from an allow-list only; no float literal, no float() call."""
+    tree = ast.parse((ROOT / "certify" / "checker" / "curves.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "dataclasses", "fractions", "typing", "flint"}, imported
+    assert not [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "float"]
+
+
+def test_curve_checker_runs_with_jax_and_numpy_blocked():
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'scipy', 'torch', 'mpmath'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from fractions import Fraction as F
+from certify.checker.curves import line_below, interval_image
+assert line_below('gelu', F(0), F(-17, 100), F(-3), F(3)) and not line_below('gelu', F(0), F(-16, 100), F(-3), F(3))
+print('ok', interval_image('tanh', F(-1), F(1))[0] < 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok True"
+
+
+def test_the_two_curve_tables_agree():
+    """Engine and checker declare the same curves, curvature pieces and inflection points."""
+    assert set(engine.CURVES) == set(checker.CURVES)
+    for fn, c in checker.CURVES.items():
+        e = engine.CURVES[fn]
+        assert e.shape == c.shape, fn
+        with checker.ctx.workprec(checker.PREC):
+            exact_breaks = [float(b.mid()) for b in c.breaks()]
+        assert exact_breaks == pytest.approx(list(e.breaks), abs=1e-15), fn
