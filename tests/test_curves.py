@@ -272,3 +272,22 @@ def test_the_two_curve_tables_agree():
         with checker.ctx.workprec(checker.PREC):
             exact_breaks = [float(b.mid()) for b in c.breaks()]
         assert exact_breaks == pytest.approx(list(e.breaks), abs=1e-15), fn
+
+
+@pytest.mark.parametrize("fn", sorted(REF))
+def test_checker_derivatives_enclose_50_digit_derivatives(fn):
+    """The convex-piece rule trusts each row's phi' (its tangent bounds): at points across the domain,
+    and at the inflection points, the checker's phi and phi' balls contain mpmath's values, and
+    mpmath's numerical derivative of phi agrees with the closed form used by both."""
+    lo, hi, width = DOMAIN.get(fn, (-8.0, 6.0, 8.0))
+    points = [Fraction(x) for x in np.linspace(max(lo, 2.0 ** -6), hi + width, 23)] + [Fraction(0)] * (lo <= -8)
+    c = checker.CURVES[fn]
+    f, df = REF[fn]
+    with checker.ctx.workprec(checker.PREC), mp.workdps(DPS):
+        for x in points:
+            fx, dfx = c.f(checker.ball(x)), c.df(checker.ball(x))
+            for ball_value, ref in ((fx, f(mpf(x))), (dfx, df(mpf(x)))):
+                lo_b, hi_b = checker.exact(ball_value.lower()), checker.exact(ball_value.upper())
+                tol = (1 + abs(ref)) * mpf(10) ** -45
+                assert mpf(lo_b) - tol <= ref <= mpf(hi_b) + tol, f"{fn} at {x}"
+            assert abs(mp.diff(f, mpf(x)) - df(mpf(x))) < mpf(10) ** -30 * (1 + abs(df(mpf(x)))), f"{fn}'s derivative at {x}"
