@@ -1,18 +1,22 @@
 """`certify export-smt SPEC CERT [-o OUT.smt2] [--cvc5]`: a certificate's obligations in SMT-LIB2.
 
 The trusted checker is run on the certificate first; a rejected certificate is not exported
-(exit 3). While it runs, the checker's own z3 queries (the goals) are recorded (`check.RECORD`, a
-few lines in `_holds`) and every `interval`/`linear`/`relu_relaxation` step is observed with the verified state the checker
-used for it (its step functions are wrapped here for the duration of the run; the checker itself
-is unchanged). Each obligation becomes one `(push 1) ... (check-sat) (pop 1)` block in QF_LRA whose
-expected answer is `unsat`; rationals are written exactly as `(/ p q)`, negatives as `(- ...)`.
-`HEADER` below says exactly what is and what is not exported. This module is not trusted: it only
-states the obligations again for another solver (cvc5: `--cvc5`, or `python -m certify.smt FILE`).
+(exit 3). While it runs, the checker records what it verified: its z3 queries (the goals,
+`check.RECORD`, a few lines in `_holds`) and every back-substitution with the intermediate forms
+it derived (`exact.TRACE`, a few lines in `backsubstitute`); every step is observed with the
+verified state it started from (the step functions are wrapped here for the duration of the run).
+The obligations are stated from those records, so there is no second back-substitution here that
+could disagree with the checker's; the other solver re-checks each one with its own arithmetic.
+Each obligation becomes one `(push 1) ... (check-sat) (pop 1)` block in QF_LRA whose expected
+answer is `unsat`; rationals are written exactly as `(/ p q)`, negatives as `(- ...)`. `HEADER`
+below says exactly what is and what is not exported. A step kind without a rule here is refused
+with one line (exit 2), never exported partially. This module is not trusted: it only states the
+obligations again for another solver (cvc5: `--cvc5`, or `python -m certify.smt FILE`).
 """
-
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sys
 import time
@@ -25,40 +29,54 @@ import z3
 
 from . import __version__
 from .checker import check as checker
+from .checker import exact
 from .checker.errors import BadInput
 from .checker.exact import IntVec
 from .checker.numbers import parse_rational, rational_str
 from .files import atomic_open
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_CONFIRMED = 0, 2, 3
+KINDS = ("definitions", "relu_relaxation", "interval", "linear", "alpha", "difference", "goal", "empty")
 
 HEADER = """\
 ; What is exported. Every obligation is a statement about the joint network J (dense layers
 ; z_k = W_k h_(k-1) + b_k, h_k = relu(z_k), h_0 = x, output z_n = f_i - g_i) built by the checker,
 ; for the region (input box, and the ReLU-split signs folded into the bounds) of one tree node.
-; Each uses only facts that earlier obligations established (verified bounds and relaxation lines):
+; J's weights are written once, before the first obligation: pre<k>_<i> is defined as
+; W_k,i . h<k-1> + b_k,i (h0 = x: the inputs the box leaves free; the checker folds inputs the box
+; fixes into layer 1's bias), over Real constants x<m>, h<k>_<m>, z<k>_<m> declared there; each
+; block constrains them afresh inside its own (push 1) ... (pop 1).
+; Each uses only facts that earlier obligations established (verified bounds and lines):
 ;  relu_relaxation  no z in a neuron's verified [l, u] lies above the lower line or below the
 ;                   upper line of relu, one disjunct per piece of relu (the checker decides this
 ;                   exactly at l, 0 and u, without z3).
 ;  interval         per claimed bound: no input in the box (layer 1), or no h with
 ;                   max(l,0) <= h <= max(u,0) from the verified bounds [l, u] of layer k-1, puts
-;                   W_k h + b_k beyond the claim (exactly the checker's interval arithmetic).
-;  linear           (CROWN, alpha-CROWN, beta-CROWN) per claimed bound, the checker's
-;                   back-substitution written out as a chain of one-layer links. With lam_k =
-;                   +-e_i on z_k: link j -> j-1 says lam_j.(W_j h + b_j) + c_j >= lam_(j-1).z + c_(j-1)
-;                   for every z in the verified bounds of layer j-1 and h between its verified
-;                   lines (and above this row's alpha line; beta multipliers are in lam_(j-1) and
-;                   need the split's sign, which the bounds carry); the last link says
-;                   lam_1.(W_1 x + b_1) + c_1 >= the claim for every x in the box. Chained, they
-;                   give +-z_k,i >= +-claim. The forms lam_j, c_j are hints this exporter
-;                   recomputes with the checker's algorithm; the other solver re-checks every
-;                   link with its own arithmetic, so nothing of the step is taken on trust.
+;                   pre<k>_<i> beyond the claim (exactly the checker's interval arithmetic).
+;  linear           (CROWN, alpha-CROWN, beta-CROWN, and the delta bounds of a difference step)
+;                   per claimed bound, the checker's back-substitution as a chain of one-layer
+;                   links. lam_j, c_j are the forms the checker itself derived and recorded (on
+;                   z_k: +-e_i, or the step's rows); link j -> j-1 says lam_j.pre<j> + c_j >=
+;                   lam_(j-1).z<j-1> + c_(j-1) for every z<j-1> in its verified bounds, h<j-1>
+;                   between its verified relu lines (and above this row's alpha lines), and, for
+;                   each verified difference pair (a, b), delta = z_a - z_b in its verified bounds
+;                   and h_a - h_b between its verified difference lines (beta multipliers are in
+;                   lam_(j-1) and need the split's sign, which the bounds carry); the last link
+;                   says lam_1.pre1 + c_1 >= the claim for every x in the box. Chained, they give
+;                   +-row.z_k >= +-claim. The other solver re-checks every link, and every product
+;                   with the weights, with its own arithmetic.
 ;  alpha            no z in a neuron's verified [l, u] has relu(z) below an alpha line
 ;                   a*z of a linear step (the checker checks these slopes exactly at both ends
 ;                   of the interval, without z3).
+;  difference       the lines of a difference step: no z_a, z_b in their verified bounds with
+;                   delta = z_a - z_b in its claimed bounds puts relu(z_a) - relu(z_b) below the
+;                   lower or above the upper line in delta; and a delta bound the checker took
+;                   from the verified bounds of z_a and z_b (not from back-substitution) follows
+;                   from them.
 ;  goal             the checker's z3 query, verbatim: no output difference d within the verified
 ;                   output bounds has |d_i| > bound (one per region the checker proved).
-;  empty            a region closed because its verified bounds contradict its split: l > u.
+;  empty            a region closed because its verified bounds (or a pair's delta bounds)
+;                   contradict its split: l > u.
 ; What is NOT exported (the trusted checker does it in exact arithmetic or by reading files):
 ;  reading and hashing the spec, models, data and materialised arrays; building g, J and the input
 ;  box (the weights and boxes written here are the checker's, taken as given); that a split's
@@ -67,6 +85,14 @@ HEADER = """\
 ;  rounding-error margins (computed exactly by the checker, they appear in the goal as constants);
 ;  the witness replay; and the final comparison bound <= tolerance.
 """
+
+
+class Refused(BadInput):
+    """A step the exporter cannot state soundly as QF_LRA obligations (exit 2, one line)."""
+
+    def __init__(self, where: str, what: str):
+        super().__init__(where, "", f"export-smt cannot state this step as SMT-LIB2 obligations: {what}",
+                         "check the certificate with `certify verify` (it does not need the export)")
 
 
 def fracs(vec: IntVec) -> list[Fraction]:
@@ -82,12 +108,29 @@ def num(q: Fraction) -> str:
     return f"(- {text})" if q < 0 else text
 
 
+def ratio(p, q: int) -> str:
+    """num(p / q) for integers (or FLINT fmpz) p and q > 0, without building a Fraction."""
+    p = int(p)
+    g = math.gcd(p, q)
+    p, q = p // g, q // g
+    text = str(abs(p)) if q == 1 else f"(/ {abs(p)} {q})"
+    return f"(- {text})" if p < 0 else text
+
+
 def lin(terms, const: Fraction = Fraction(0)) -> str:
     """sum c*v + const for (c, v) in terms, zero coefficients left out."""
     parts = [v if c == 1 else f"(* {num(c)} {v})" for c, v in terms if c != 0]
     if const != 0 or not parts:
         parts.append(num(const))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
+
+
+def _int_lin(nums, den: int, names: list[str], const: str | None = None) -> str:
+    """sum (nums[m] / den) * names[m] (+ const): a form over one denominator, zeros left out."""
+    parts = [f"(* {ratio(x, den)} {v})" for x, v in zip(nums, names) if x]
+    if const is not None and (const != "0" or not parts):
+        parts.append(const)
+    return (parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})") if parts else "0"
 
 
 def _n_ary(op: str, args: list[str]) -> str:
@@ -100,6 +143,7 @@ _OPS = {z3.Z3_OP_AND: "and", z3.Z3_OP_OR: "or", z3.Z3_OP_NOT: "not", z3.Z3_OP_LE
         z3.Z3_OP_GE: ">=", z3.Z3_OP_GT: ">", z3.Z3_OP_EQ: "=", z3.Z3_OP_ADD: "+", z3.Z3_OP_SUB: "-",
         z3.Z3_OP_MUL: "*", z3.Z3_OP_UMINUS: "-", z3.Z3_OP_ITE: "ite"}
 _SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_GLOBAL = re.compile(r"(x\d+|[hz]\d+_\d+|pre\d+_\d+|[FB]\d+)")  # names declared once for the whole file
 
 
 def _numeral(expr) -> Fraction | None:
@@ -124,7 +168,7 @@ def z3_smt(expr, names: set[str]) -> str:
     kind = expr.decl().kind()
     if z3.is_const(expr) and kind == z3.Z3_OP_UNINTERPRETED:
         name = expr.decl().name()
-        if not _SYMBOL.fullmatch(name) or not z3.is_real(expr):
+        if not _SYMBOL.fullmatch(name) or _GLOBAL.fullmatch(name) or not z3.is_real(expr):
             raise ValueError(f"cannot export the z3 constant {name!r}")
         names.add(name)
         return name
@@ -141,15 +185,16 @@ def relu(v: str) -> str:
 
 @dataclass
 class Obligation:
-    kind: str  # relu_relaxation | interval | linear | alpha | goal | empty
+    kind: str  # one of KINDS but "definitions"
     where: str  # the checker's name of the step or region
     what: str  # one line: what unsat means
-    names: list[str] = field(default_factory=list)  # Real constants
+    names: list[str] = field(default_factory=list)  # Real constants of this block only (the file's own are global)
     asserts: list[str] = field(default_factory=list)
+    defines: list[str] = field(default_factory=list)  # Bool macros first used here, defined before (push 1)
 
     def smt(self, index: int, total: int) -> str:
         lines = [f"; obligation {index} of {total} [{self.kind}] {self.where}", f"; {self.what}", "; expected: unsat",
-                 "(push 1)"]
+                 *self.defines, "(push 1)"]
         lines += [f"(declare-const {n} Real)" for n in self.names]
         lines += [f"(assert {a})" for a in self.asserts]
         return "\n".join(lines + ["(check-sat)", "(pop 1)", ""])
@@ -157,56 +202,56 @@ class Obligation:
 
 @dataclass
 class _Seen:
-    """An interval or linear step as the checker accepted it, with the verified state it started from."""
+    """A step as the checker accepted it: the verified state it started from, what it added, and the
+    back-substitutions (`exact.TRACE` entries: the forms the checker derived) it ran."""
 
     kind: str
     where: str
     step: dict
     joint: list
     box: tuple
-    bounds: dict  # before the step
-    relax: dict
-    assume: dict  # the region's ReLU split signs
+    bounds: dict  # verified bounds before the step
+    relax: dict  # verified relu lines after the step
+    diff: dict  # verified difference lines after the step
     after: dict  # bounds after the step (intersected, split signs folded in)
     emptied: bool  # the step made the region empty
+    traces: list  # exact.TRACE entries of this step, in call order
 
 
 @contextmanager
 def recording():
-    """Run the checker with its z3 queries recorded and its bounds steps observed (restored after)."""
+    """Run the checker with its z3 queries and back-substitutions recorded (`check.RECORD`,
+    `exact.TRACE`) and every step observed with the verified state it used (restored after).
+    Yields (records, deltas): deltas maps id(verified difference lines) to (lines, claimed delta bounds)."""
     records: list = []
+    deltas: dict = {}
     table = checker.STEP_CHECKERS
-    originals = {k: table[k] for k in ("interval", "linear", "relu_relaxation")}
+    originals = dict(table)
 
     def observe(kind):
         def run(step, state, where):
-            before = (state.box, dict(state.bounds), dict(state.relax), state.empty)
-            originals[kind](step, state, where)  # raises Rejected unless the step is sound
-            records.append(_Seen(kind, where, step, state.joint, before[0], before[1], before[2], dict(state.assume),
-                                 dict(state.bounds), state.empty and not before[3]))
+            box, bounds, empty = state.box, dict(state.bounds), state.empty
+            exact.TRACE = []
+            try:
+                originals[kind](step, state, where)  # raises Rejected unless the step is sound
+                traces = exact.TRACE
+            finally:
+                exact.TRACE = None
+            records.append(_Seen(kind, where, step, state.joint, box, bounds, dict(state.relax), dict(state.diff),
+                                 dict(state.bounds), state.empty and not empty, traces))
+            if kind == "difference":
+                lines = state.diff[step["layer"]]
+                deltas[id(lines)] = (lines, [parse_rational(v) for v in step["lower"]], [parse_rational(v) for v in step["upper"]])
         return run
 
     table.update({k: observe(k) for k in originals})
     checker.RECORD = records
     try:
-        yield records
+        yield records, deltas
     finally:
         table.update(originals)
         checker.RECORD = None
-
-
-class _Weights:
-    """The joint network's layers as Fractions (converted once, shared by every obligation)."""
-
-    def __init__(self):
-        self.cache: dict = {}
-
-    def __call__(self, joint: list, k: int):
-        key = (id(joint), k)
-        if key not in self.cache:
-            (w, wden), (b, bden) = joint[k - 1]
-            self.cache[key] = ([[Fraction(x, wden) for x in row] for row in w], [Fraction(x, bden) for x in b])
-        return self.cache[key]
+        exact.TRACE = None
 
 
 def _claims(step: dict) -> tuple[list[Fraction], list[Fraction]]:
@@ -217,132 +262,147 @@ def _box(names: list[str], lo, up) -> list[str]:
     return [f"(and (<= {num(l)} {v}) (<= {v} {num(u)}))" for v, l, u in zip(names, lo, up)]
 
 
-def _rows(k: int, width: int, lower, upper):
-    """The 2*width bounds of a step as (row, side, sign, claim): row r < width bounds z_r from below,
-    row width + r bounds -z_r from below (the checker's order for alpha and beta rows)."""
-    return [(r, "lower", 1, lower[r]) for r in range(width)] + [(width + r, "upper", -1, -upper[r]) for r in range(width)]
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{m}" for m in range(n)]
 
 
-def interval_obligations(seen: _Seen, weights) -> list[Obligation]:
-    """One obligation per claimed bound: sign*(W_k h + b_k)_i < sign*claim has no h in the box."""
+def definitions(joint: list) -> str:
+    """The file's Real constants and J's layers as pre<k>_<i> = W_k,i . h<k-1> + b_k,i (once)."""
+    lines = ["; definitions: J's layers as the checker built them (every obligation below uses them)"]
+    x = _names("x", len(joint[0][0][0][0]) if joint[0][0][0] else 0)
+    lines += [f"(declare-const {v} Real)" for v in x]
+    for k, ((w, wden), (b, bden)) in enumerate(joint, 1):
+        if k < len(joint):
+            lines += [f"(declare-const {v} Real)" for p in ("h", "z") for v in _names(f"{p}{k}_", len(b))]
+        below = x if k == 1 else _names(f"h{k - 1}_", len(w[0]) if w else 0)
+        lines += [f"(define-fun pre{k}_{i} () Real {_int_lin(row, wden, below, ratio(bias, bden))})" for i, (row, bias) in enumerate(zip(w, b))]
+    return "\n".join(lines) + "\n"
+
+
+def interval_obligations(seen: _Seen, facts: "_Facts") -> list[Obligation]:
+    """One obligation per claimed bound: pre<k>_i below (above) its claim has no h in the box."""
     k = seen.step["layer"]
-    if k == 1:
-        names, (lo, up) = [f"x{m}" for m in range(len(seen.box[0]))], seen.box
-        domain = "the input box"
-    else:
-        names = [f"h{k - 1}_{m}" for m in range(len(seen.bounds[k - 1][0]))]
-        lo, up = ([max(v, Fraction(0)) for v in b] for b in seen.bounds[k - 1])
-        domain = f"[max(l,0), max(u,0)] of the verified bounds of layer {k - 1}"
-    w, b = weights(seen.joint, k)
-    out = []
-    for r, side, sign, claim in _rows(k, len(b), *_claims(seen.step)):
-        i = r % len(b)
-        expr = lin([(sign * c, v) for c, v in zip(w[i], names)], sign * b[i])
-        out.append(Obligation("interval", seen.where, f"no {names[0][0]} in {domain} puts z{k}_{i} {'below' if sign > 0 else 'above'} "
-                              f"its claimed {side} bound", list(names), _box(names, lo, up) + [f"(< {expr} {num(claim)})"]))
+    domain = "x in the input box" if k == 1 else f"h{k - 1} in [max(l,0), max(u,0)] of the verified bounds of layer {k - 1}"
+    lower, upper, out = *_claims(seen.step), []
+    for side, claims, rel in (("lower", lower, "<"), ("upper", upper, ">")):
+        for i, claim in enumerate(claims):
+            ob = Obligation("interval", seen.where, f"no {domain} puts z{k}_{i} {'below' if rel == '<' else 'above'} its claimed {side} bound")
+            ob.asserts = (_box(_names("x", len(seen.box[0])), *seen.box) if k == 1 else [facts.post_box(seen.bounds[k - 1], k - 1, ob)])
+            ob.asserts.append(f"({rel} pre{k}_{i} {num(claim)})")
+            out.append(ob)
     return out
 
 
-def _alpha_slopes(step: dict) -> dict[int, tuple[list[int], list[list[Fraction]]]]:
-    """alpha[j] = (neurons, slopes[row][t]: the slope of neuron neurons[t]) of a linear step, as Fractions."""
-    return {int(key): (a["neurons"], [[parse_rational(v) for v in row] for row in a["slopes"]]) for key, a in (step.get("alpha") or {}).items()}
+class _Facts:
+    """Verified facts as Bool macros, each defined once (before the first block that uses it) and
+    named in every block that uses it: F<n> = what a link j+1 -> j may use about layer j (z<j> in its
+    verified bounds, h<j> between its verified relu lines, each verified difference pair's delta in
+    its bounds and h_a - h_b between its lines); B<n> = h<j> in [max(l,0), max(u,0)] of layer j."""
+
+    def __init__(self, deltas: dict):
+        self.deltas, self.cache = deltas, {}
+
+    def _macro(self, key: tuple, prefix: str, build, ob: "Obligation") -> str:
+        if key not in self.cache:
+            name = f"{prefix}{len(self.cache)}"
+            self.cache[key] = name
+            ob.defines.append(f"(define-fun {name} () Bool {_n_ary('and', build())})")
+        return self.cache[key]
+
+    def post_box(self, bounds: tuple, j: int, ob: "Obligation") -> str:
+        """h<j> in [max(l,0), max(u,0)] for the verified bounds (l, u) of layer j."""
+        def build():
+            lo, up = ([max(v, Fraction(0)) for v in b] for b in bounds)
+            return _box(_names(f"h{j}_", len(lo)), lo, up)
+        return self._macro(("B", id(bounds), j), "B", build, ob)
+
+    def __call__(self, seen: _Seen, trace: dict, j: int, ob: "Obligation") -> str:
+        relax, lines = trace["relax"][j - 1], trace["diff"].get(j)
+        if lines is not None and (id(lines) not in self.deltas or self.deltas[id(lines)][0] is not lines):
+            raise Refused(seen.where, f"difference lines of layer {j} that no observed difference step verified")
+
+        def build():
+            lo, up = seen.bounds[j]
+            z, h = _names(f"z{j}_", len(lo)), _names(f"h{j}_", len(lo))
+            (a, ad), (b, bd), (c, cd), (d, dd) = relax
+            out = _box(z, lo, up)
+            out += [f"(>= {hm} {_int_lin([am], ad, [zm], ratio(bm, bd))})" for hm, zm, am, bm in zip(h, z, a, b)]
+            out += [f"(<= {hm} {_int_lin([cm], cd, [zm], ratio(dm, dd))})" for hm, zm, cm, dm in zip(h, z, c, d)]
+            if lines is not None:
+                (pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud))), cl, cu = lines, *self.deltas[id(lines)][1:]
+                for p, (pa, pb) in enumerate(pairs):
+                    delta, gap = f"(- z{j}_{pa} z{j}_{pb})", f"(- h{j}_{pa} h{j}_{pb})"
+                    out += [f"(<= {num(cl[p])} {delta})", f"(<= {delta} {num(cu[p])})",
+                            f"(>= {gap} (+ (* {ratio(sl[p], sld)} {delta}) {ratio(tl[p], tld)}))",
+                            f"(<= {gap} (+ (* {ratio(su[p], sud)} {delta}) {ratio(tu[p], tud)}))"]
+            return out
+        return self._macro(("F", id(seen.bounds[j]), id(relax), id(lines), j), "F", build, ob)
 
 
-def _betas(step: dict, assume: dict) -> dict[int, dict[int, dict[int, Fraction]]]:
-    """beta[j][row][neuron]: the signed split multipliers added to the coefficients of z_j (as the checker does)."""
-    out: dict = {}
-    for t in step.get("beta") or []:
-        j, i = t["layer"], t["neuron"]
-        sign = 1 if assume[(j, i)] == "inactive" else -1
-        for r, v in enumerate(t["values"]):
-            row = out.setdefault(j, {}).setdefault(r, {})
-            row[i] = row.get(i, Fraction(0)) + sign * parse_rational(v)
+def chain_obligations(seen: _Seen, trace: dict, r: int, claim: Fraction, tag: str, facts: _Facts, kind: str = "linear") -> list[Obligation]:
+    """Row r of one recorded back-substitution (the checker's own forms lam_j, c_j, j = k..1) as a
+    chain of one-layer links and the concretisation over the box: chained, row r . z_k >= claim."""
+    lam, forms = trace["lam"], trace["forms"]
+    k = seen.step["layer"]
+    width = len(seen.joint[k - 1][1][0])
+    if isinstance(lam, int):  # the checker's rows lam * e_r on z_k, constant 0
+        forms = [(k, None, 1, None)] + forms
+    if [f[0] for f in forms] != list(range(k, 0, -1)):
+        raise Refused(seen.where, f"the recorded back-substitution does not run from layer {k} down to 1")
+
+    def form(j: int, rows, den: int, consts, names: list[str]) -> str:
+        if rows is None:
+            return names[r] if lam == 1 else f"(- {names[r]})"
+        return _int_lin(rows[r], den, names, ratio(consts[0][r], consts[1]))
+
+    out = []
+    for (j, rows, den, consts), (_, rows_next, den_next, consts_next) in zip(forms, forms[1:]):
+        lhs = form(j, rows, den, consts, _names(f"pre{j}_", width if rows is None else len(rows[r])))
+        rhs = form(j - 1, rows_next, den_next, consts_next, _names(f"z{j - 1}_", len(rows_next[r])))
+        ob = Obligation(kind, f"{tag}, link {j} -> {j - 1}", f"lam.z{j} + c >= lam'.z{j - 1} + c' for every z{j - 1} in its "
+                        "verified bounds with relu between its verified lines")
+        ob.asserts.append(facts(seen, trace, j - 1, ob))
+        neurons, (slopes, sden) = trace["alpha"].get(j - 1, ((), ((), 1)))
+        ob.asserts += [f"(>= h{j - 1}_{m} (* {ratio(s, sden)} z{j - 1}_{m}))" for m, s in zip(neurons, slopes[r] if neurons else ())]
+        ob.asserts.append(f"(< {lhs} {rhs})")
+        out.append(ob)
+    j, rows, den, consts = forms[-1]
+    lhs = form(1, rows, den, consts, _names("pre1_", width if rows is None else len(rows[r])))
+    x = _names("x", len(seen.box[0]))
+    out.append(Obligation(kind, f"{tag}, over the box", "lam.z1 + c reaches the claim for every x in the box", [],
+                          _box(x, *seen.box) + [f"(< {lhs} {num(claim)})"]))
     return out
 
 
-def _times(lam: list[Fraction], layer) -> tuple[list[Fraction], Fraction]:
-    """(lam W, lam . b): a linear form on z_j written on the layer's input."""
-    w, b = layer
-    nz = [(l, row) for l, row in zip(lam, w) if l]
-    return [sum((l * row[m] for l, row in nz), Fraction(0)) for m in range(len(w[0]))], sum((l * v for l, v in zip(lam, b) if l), Fraction(0))
-
-
-def chain(seen: _Seen, weights, row: int, sign: int, alpha: dict, beta: dict) -> tuple[list, Fraction]:
-    """Back-substitution for one row as the checker computes it, every intermediate form kept:
-    [(j, lam_j, c_j, mu_j, lam_j . b_j)] for j = k..1, where sign*z_k,i >= lam_j . z_j + c_j on the
-    region and mu_j = lam_j W_j, and the value over the box (sign times the derived bound)."""
+def linear_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
+    """Each claimed bound of a linear step as the chain of the checker's own back-substitution."""
     k = seen.step["layer"]
-    width = len(weights(seen.joint, k)[1])
-    lam = [Fraction(0)] * width
-    lam[row % width] = Fraction(sign)
-    const, links = Fraction(0), []
-    for j in range(k, 0, -1):
-        mu, lb = _times(lam, weights(seen.joint, j))
-        links.append((j, lam, const, mu, lb))
-        const += lb
-        if j == 1:
-            lo, up = seen.box
-            return links, const + sum(c * (l if c >= 0 else u) for c, l, u in zip(mu, lo, up))
-        a, bl, c, d = (fracs(v) for v in seen.relax[j - 1])
-        if j - 1 in alpha:
-            neurons, slopes = alpha[j - 1]
-            for m, s in zip(neurons, slopes[row]):
-                a[m], bl[m] = s, Fraction(0)
-        lam = [m * (s if m >= 0 else t) for m, s, t in zip(mu, a, c)]
-        const += sum(m * (s if m >= 0 else t) for m, s, t in zip(mu, bl, d))
-        for i, v in beta.get(j - 1, {}).get(row, {}).items():
-            lam[i] += v
-    raise AssertionError("unreachable")
-
-
-def linear_obligations(seen: _Seen, weights) -> list[Obligation]:
-    """A linear step as a chain of one-layer links per claimed bound (the checker's back-substitution
-    with its intermediate linear forms made explicit): each link is one obligation, and so is the
-    final concretisation over the box; together they give sign*z_k,i >= sign*claim on the region."""
-    k = seen.step["layer"]
-    width = len(weights(seen.joint, k)[1])
-    alpha, beta = _alpha_slopes(seen.step), _betas(seen.step, seen.assume)
-    out = []
-    for row, side, sign, claim in _rows(k, width, *_claims(seen.step)):
-        i = row % width
-        links, value = chain(seen, weights, row, sign, alpha, beta)
-        if value < claim:  # the checker accepted this claim, so the exporter's replay must reach it
-            raise RuntimeError(f"{seen.where}: the exporter's back-substitution gives {float(value)} for row {row}, not the checker's")
-        tag = f"{seen.where} {side} bound of z{k}_{i}"
-        for (j, lam, c, mu, lb), (_, lam_next, c_next, _, _) in zip(links, links[1:]):  # z_j = W_j h_(j-1) + b_j; relu of j-1
-            n = len(mu)
-            h, z = [f"h{j - 1}_{m}" for m in range(n)], [f"z{j - 1}_{m}" for m in range(n)]
-            lo, up = seen.bounds[j - 1]
-            a, bl, cu, d = (fracs(v) for v in seen.relax[j - 1])
-            asserts = _box(z, lo, up)
-            for m in range(n):
-                asserts += [f"(>= {h[m]} {lin([(a[m], z[m])], bl[m])})", f"(<= {h[m]} {lin([(cu[m], z[m])], d[m])})"]
-            neurons, slopes = alpha.get(j - 1, ((), ()))
-            for m, s in zip(neurons, slopes[row] if neurons else ()):
-                asserts.append(f"(>= {h[m]} {lin([(s, z[m])])})")
-            asserts.append(f"(< {lin(zip(mu, h), c + lb)} {lin(zip(lam_next, z), c_next)})")
-            out.append(Obligation("linear", f"{tag}, link {j} -> {j - 1}", f"lam.z{j} + c >= lam'.z{j - 1} + c' for every z{j - 1} "
-                                  "in its verified bounds with relu between its verified lines", z + h, asserts))
-        _, _, c, mu, lb = links[-1]
-        x = [f"x{m}" for m in range(len(mu))]
-        out.append(Obligation("linear", f"{tag}, over the box", "lam.z1 + c reaches the claim for every x in the box", x,
-                              _box(x, *seen.box) + [f"(< {lin(zip(mu, x), c + lb)} {num(claim)})"]))
+    if len(seen.traces) != 2:
+        raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")
+    (lower, upper), out = _claims(seen.step), []
+    for side, trace, claims, sign in (("lower", seen.traces[0], lower, 1), ("upper", seen.traces[1], upper, -1)):
+        for i, claim in enumerate(claims):
+            out += chain_obligations(seen, trace, i, sign * claim, f"{seen.where} {side} bound of z{k}_{i}", facts)
     return out
 
 
 def alpha_obligation(seen: _Seen) -> Obligation | None:
-    alpha = _alpha_slopes(seen.step)
-    if not alpha:
+    """No alpha line of the step (as the checker read it) lies above relu on its verified interval."""
+    slopes: dict = {}
+    for trace in seen.traces:
+        for j, (neurons, (rows, den)) in trace["alpha"].items():
+            for t, n in enumerate(neurons):
+                slopes.setdefault((j, n), set()).update(Fraction(int(row[t]), den) for row in rows)
+    if not slopes:
         return None
     ob = Obligation("alpha", seen.where, "no alpha line of this step lies above relu on its verified interval")
     cases = []
-    for j, (neurons, rows) in sorted(alpha.items()):
+    for (j, n), values in sorted(slopes.items()):
         lo, up = seen.bounds[j]
-        for n, slopes in zip(neurons, (set(col) for col in zip(*rows))):
-            z = f"a{j}_{n}"
-            ob.names.append(z)
-            above = _n_ary("or", [f"(> {lin([(s, z)])} {relu(z)})" for s in sorted(slopes)])
-            cases.append(f"(and (<= {num(lo[n])} {z}) (<= {z} {num(up[n])}) {above})")
+        z = f"a{j}_{n}"
+        ob.names.append(z)
+        above = _n_ary("or", [f"(> {lin([(s, z)])} {relu(z)})" for s in sorted(values)])
+        cases.append(f"(and (<= {num(lo[n])} {z}) (<= {z} {num(up[n])}) {above})")
     ob.asserts.append(_n_ary("or", cases))
     return ob
 
@@ -352,12 +412,12 @@ def relu_obligation(seen: _Seen) -> Obligation:
     (one disjunct per piece of relu; the checker decides it exactly at l, 0 and u)."""
     k = seen.step["layer"]
     lo, up = seen.bounds[k]
-    lines = [[parse_rational(v) for v in seen.step[name]] for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
+    lines = [fracs(v) for v in seen.relax[k]]
     ob = Obligation("relu_relaxation", seen.where, "the relaxation lines hold on every verified interval")
     cases = []
     for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
         if l <= u:
-            z = f"z{i}"
+            z = f"r{i}"
             ob.names.append(z)
             below, above, inside = lin([(a, z)], b), lin([(c, z)], d), f"(<= {num(l)} {z}) (<= {z} {num(u)})"
             cases += [f"(and {inside} (<= {z} 0) (or (> {below} 0) (< {above} 0)))",
@@ -366,11 +426,55 @@ def relu_obligation(seen: _Seen) -> Obligation:
     return ob
 
 
+def difference_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
+    """A difference step: each claimed delta bound (a chain of the checker's back-substitution of
+    e_a - e_b, or the verified bounds of z_a and z_b), then one obligation for all its lines."""
+    k = seen.step["layer"]
+    pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud)) = seen.diff[k]
+    lower, upper = _claims(seen.step)
+    if pairs and len(seen.traces) != 2:
+        raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")
+    lo, up = seen.bounds[k]
+    out = []
+    for p, (a, b) in enumerate(pairs):
+        delta = f"(- z{k}_{a} z{k}_{b})"
+        for side, t, claim, rel, bound in (("lower", 0, lower[p], "<", lower[p]), ("upper", 1, -upper[p], ">", upper[p])):
+            tag = f"{seen.where} {side} bound of z{k}_{a} - z{k}_{b}"
+            if claim <= seen.traces[t]["lower"][p]:
+                out += chain_obligations(seen, seen.traces[t], p, claim, tag, facts)
+            else:  # the checker took it from the verified bounds of z_a and z_b
+                out.append(Obligation("difference", f"{tag}, from the verified bounds", "no z_a, z_b in their verified bounds "
+                                      "reach past the claimed bound of z_a - z_b", [],
+                                      _box([f"z{k}_{a}", f"z{k}_{b}"], [lo[a], lo[b]], [up[a], up[b]]) + [f"({rel} {delta} {num(bound)})"]))
+    ob = Obligation("difference", seen.where, "no z_a, z_b in their verified bounds with z_a - z_b in its claimed bounds puts "
+                    "relu(z_a) - relu(z_b) below the lower or above the upper line")
+    cases = []
+    for p, (a, b) in enumerate(pairs):
+        za, zb = f"s{p}", f"t{p}"
+        ob.names += [za, zb]
+        delta, gap = f"(- {za} {zb})", f"(- {relu(za)} {relu(zb)})"
+        below = f"(+ (* {ratio(sl[p], sld)} {delta}) {ratio(tl[p], tld)})"
+        above = f"(+ (* {ratio(su[p], sud)} {delta}) {ratio(tu[p], tud)})"
+        cases.append(f"(and (<= {num(lo[a])} {za}) (<= {za} {num(up[a])}) (<= {num(lo[b])} {zb}) (<= {zb} {num(up[b])}) "
+                     f"(<= {num(lower[p])} {delta}) (<= {delta} {num(upper[p])}) (or (< {gap} {below}) (> {gap} {above})))")
+    ob.asserts.append(_n_ary("or", cases))
+    return out + ([ob] if pairs else [])
+
+
 def empty_obligation(seen: _Seen) -> Obligation:
-    k, i = next((k, i) for k, (lo, up) in sorted(seen.after.items()) for i, (l, u) in enumerate(zip(lo, up)) if l > u)
-    l, u = seen.after[k][0][i], seen.after[k][1][i]
-    return Obligation("empty", seen.where, f"the region is empty: layer {k} neuron {i} has verified bounds "
-                      f"{rational_str(l)} > {rational_str(u)}", [f"z{k}_{i}"], [f"(<= {num(l)} z{k}_{i})", f"(<= z{k}_{i} {num(u)})"])
+    """The region is empty: a layer's verified bounds (or a pair's claimed delta bounds) cross."""
+    crossed = [(k, i) for k, (lo, up) in sorted(seen.after.items()) for i, (l, u) in enumerate(zip(lo, up)) if l > u]
+    if crossed:
+        k, i = crossed[0]
+        l, u = seen.after[k][0][i], seen.after[k][1][i]
+        what = f"layer {k} neuron {i} has verified bounds"
+    else:  # a difference step with a pair whose claimed bounds cross
+        lower, upper = _claims(seen.step)
+        p = next(p for p, (l, u) in enumerate(zip(lower, upper)) if l > u)
+        l, u = lower[p], upper[p]
+        what = f"layer {seen.step['layer']} pair {p} has verified delta bounds"
+    return Obligation("empty", seen.where, f"the region is empty: {what} {rational_str(l)} > {rational_str(u)}",
+                      ["e"], [f"(<= {num(l)} e)", f"(<= e {num(u)})"])
 
 
 def _from_z3(where: str, negation) -> Obligation:
@@ -381,17 +485,22 @@ def _from_z3(where: str, negation) -> Obligation:
     return ob
 
 
-def obligations(records: list) -> list[Obligation]:
-    weights, out = _Weights(), []
+def obligations(records: list, deltas: dict) -> list[Obligation]:
+    """Every obligation, in the order the checker established its facts."""
+    facts, out = _Facts(deltas), []
     for r in records:
         if isinstance(r, _Seen):
             if r.kind == "interval":
-                out += interval_obligations(r, weights)
+                out += interval_obligations(r, facts)
             elif r.kind == "relu_relaxation":
                 out.append(relu_obligation(r))
-            else:
+            elif r.kind == "linear":
                 extra = alpha_obligation(r)
-                out += ([extra] if extra else []) + linear_obligations(r, weights)
+                out += ([extra] if extra else []) + linear_obligations(r, facts)
+            elif r.kind == "difference":
+                out += difference_obligations(r, facts)
+            else:
+                raise Refused(r.where, f"no SMT-LIB2 rule for the step kind {r.kind!r}")
             if r.emptied:
                 out.append(empty_obligation(r))
         elif r[2]:  # a z3 query the checker answered unsat (a split node's unproved goal is no obligation)
@@ -415,13 +524,17 @@ def export(spec: str | Path, cert: str | Path, out: str | Path | None = None):
     cert = Path(cert)
     if not cert.is_file():
         raise BadInput(cert, "", "certificate file not found", "give the path of a .cert.json file")
-    with recording() as records:
+    with recording() as (records, deltas):
         result = checker.check_certificate(spec, cert)
     if result.verdict is checker.Verdict.REJECTED:
         return result, None, []
-    obs = obligations(records)
+    obs = obligations(records, deltas)
+    joints = {id(r.joint): r.joint for r in records if isinstance(r, _Seen)}
+    if len(joints) != 1:
+        raise Refused(cert, f"the checker's steps ran on {len(joints)} networks, not one")
+    defs = definitions(next(iter(joints.values())))
     out = Path(out) if out is not None else default_out(cert)
-    counts = {k: sum(o.kind == k for o in obs) for k in ("relu_relaxation", "interval", "linear", "alpha", "goal", "empty")}
+    counts = {k: sum(o.kind == k for o in obs) for k in KINDS}
     head = [
         f"; certify {__version__} export-smt: the obligations of {cert.name} for {Path(spec).name}, in SMT-LIB2.",
         f"; certificate sha256 {hashlib.sha256(cert.read_bytes()).hexdigest()}",
@@ -430,10 +543,10 @@ def export(spec: str | Path, cert: str | Path, out: str | Path | None = None):
         f"; {len(obs)} obligations, one (push 1) ... (check-sat) (pop 1) block each; every one must be unsat.",
         "; by kind: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
         ";", HEADER.rstrip("\n"), "",
-        "(set-info :smt-lib-version 2.6)", "(set-logic QF_LRA)", "",
+        "(set-info :smt-lib-version 2.6)", "(set-logic QF_LRA)", "", defs,
     ]
     try:
-        _write_atomic(out, ["\n".join(head) + "\n"] + [o.smt(i, len(obs)) + "\n" for i, o in enumerate(obs, 1)] + ["(exit)\n"])
+        _write_atomic(out, ["\n".join(head) + "\n", *(o.smt(i, len(obs)) + "\n" for i, o in enumerate(obs, 1)), "(exit)\n"])
     except OSError as exc:
         raise BadInput(out, "", f"cannot write the SMT-LIB2 file ({exc.strerror or exc})", "give a writable path with -o") from None
     return result, out, obs
@@ -445,7 +558,7 @@ def run_cvc5(path: str | Path, timeout_ms: int = 60_000) -> list[tuple[str, str,
     cvc5 from PyPI ships no binary, only its Python API; its SMT-LIB2 parser reads the file."""
     import cvc5
 
-    titles = [line[2:] for line in Path(path).read_text().splitlines() if line.startswith("; obligation ")]
+    titles = [line[2:] for line in Path(path).read_text().splitlines() if re.match(r"; obligation \d+ of \d+ ", line)]
     tm = cvc5.TermManager()
     solver, symbols = cvc5.Solver(tm), cvc5.SymbolManager(tm)
     solver.setOption("incremental", "true")

@@ -169,3 +169,91 @@ def test_relu_split_certificate_with_beta_is_confirmed_by_cvc5(tmp_path):
     assert '"split": "relu"' in text and '"beta"' in text
     assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0
     confirmed(out, check_syntax(out))
+
+
+SHIPPED = sorted((ROOT / "proofs").glob("*.cert.json"))
+CVC5_MAX_BYTES = 400_000  # cvc5 runs on the exports below this (the toy and tiny ones: about 1 s each); larger ones are
+# measured by benchmarks/smt_export.py (digits 5 MB, verydiff_acas, verydiff_mnist: tens of seconds to minutes)
+
+
+def _spec_of(cert):
+    return SPECS / (cert.name.split(".")[0] + ".yaml")
+
+
+@pytest.mark.parametrize("spec", sorted({_spec_of(c) for c in SHIPPED}), ids=lambda p: p.stem)
+def test_every_shipped_certificate_exports(spec, tmp_path):
+    """Every shipped certificate of this spec exports (exit 0: no exporter disagreement, no refusal);
+    the first small one per spec, and every small one with difference steps, is confirmed by cvc5."""
+    certs = [c for c in SHIPPED if _spec_of(c) == spec]
+    confirmed_one = False
+    for cert in certs:
+        out = tmp_path / (cert.name + ".smt2")
+        assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0, cert.name
+        n = check_syntax(out)
+        differences = '"difference"' in cert.read_text()
+        assert ("[difference]" in out.read_text() or "bound of z" in out.read_text()) if differences else n > 0
+        if out.stat().st_size < CVC5_MAX_BYTES and (differences or not confirmed_one):
+            confirmed(out, n)
+            confirmed_one = True
+
+
+def _difference_export(tmp_path):
+    cert = ROOT / "proofs" / "tiny_second_model.cert.json"
+    assert '"difference"' in cert.read_text()
+    out = tmp_path / "second.smt2"
+    assert main(["export-smt", str(SPECS / "tiny_second_model.yaml"), str(cert), "-o", str(out)]) == 0
+    return cert, out
+
+
+def _drop(text: str, starts: tuple[str, ...]) -> str:
+    """text without every balanced s-expression that begins with one of `starts` (a space, then "(")."""
+    while (at := min((i for i in (text.find(s) for s in starts) if i >= 0), default=-1)) >= 0:
+        depth, end = 0, at + 1
+        for end in range(at + 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        text = text[:at] + text[end + 1:]
+    return text
+
+
+def test_difference_lines_are_exported_and_needed(tmp_path):
+    """The difference lines the checker used are in the links' facts, and they matter: without them
+    cvc5 refutes a link (the checker's forms are tighter than relu lines alone give), and a
+    difference line moved by 1 is refuted in the lines' own obligation."""
+    cert, out = _difference_export(tmp_path)
+    text = out.read_text()
+    facts = [line for line in text.splitlines() if line.startswith("(define-fun F") and "(- h" in line]
+    assert facts, "no link fact mentions a difference pair h_a - h_b"
+    stripped = text
+    for line in facts:  # drop the two difference-line asserts of every pair (keep the delta bounds)
+        stripped = stripped.replace(line, _drop(line, (" (>= (- h", " (<= (- h")))
+    loose = tmp_path / "no_diff_lines.smt2"
+    loose.write_text(stripped)
+    answers = smt.run_cvc5(loose)
+    assert any(a == "sat" and "link" in t for t, a, _ in answers), "no link needed the difference lines"
+
+    title, block = next((t, b) for t, b in blocks(out).items() if "[difference]" in t and "from the verified bounds" not in t)
+    step = next(s for s in json.loads(cert.read_text())["steps"] if s["kind"] == "difference" and s["pairs"])
+    slope, t = Fraction(step["lower_slope"][0]), Fraction(step["lower_intercept"][0])
+    line = f"(+ (* {smt.num(slope)} (- s0 t0)) {smt.num(t)})"  # pair 0's lower line, raised by 1 below
+    assert block.count(line) == 1 or (block.count(line) == 2 and step["upper_slope"][0] == step["lower_slope"][0])
+    moved = tmp_path / "moved.smt2"
+    moved.write_text(text.replace(block, block.replace(line, f"(+ (* {smt.num(slope)} (- s0 t0)) {smt.num(t + 1)})", 1)))
+    answers = dict((t, a) for t, a, _ in smt.run_cvc5(moved))
+    assert answers[title] == "sat"
+
+
+def test_step_kind_without_a_rule_is_refused(tmp_path, monkeypatch, capsys):
+    """A step kind the checker accepts but the exporter has no rule for: one line, exit 2, no file."""
+    from certify.checker import check as checker
+
+    monkeypatch.setitem(checker.STEP_CHECKERS, "noop", lambda step, state, where: None)
+    cert = json.loads((ROOT / "proofs" / "tiny_prune.cert.json").read_text())
+    cert["steps"].insert(0, {"kind": "noop"})
+    path, out = tmp_path / "noop.cert.json", tmp_path / "noop.smt2"
+    path.write_text(json.dumps(cert))
+    assert main(["export-smt", str(SPECS / "tiny_prune.yaml"), str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no SMT-LIB2 rule for the step kind 'noop'" in err
+    assert not out.exists()

@@ -17,6 +17,7 @@ from flint import fmpz, fmpz_mat
 IntVec = tuple[list[int], int]  # (numerators, common denominator)
 ZERO = fmpz(0)  # fmpz compares faster with an fmpz
 IntMat = tuple[list[list[int]], int]
+TRACE: list | None = None  # a list: each backsubstitute call appends the forms it derived (certify export-smt reads them)
 
 
 def ratio_mat(rows: list[list[tuple[int, int]]]) -> IntMat:
@@ -104,7 +105,10 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
     else:
         (rows, den), consts = lam, ([0] * len(lam[0]), 1)  # consts: the rows' constant terms (numerators, denominator)
         mat = fmpz_mat(rows)
+    forms = [] if TRACE is not None else None  # (layer j, rows, den, consts): rows/den . z_j + consts bounds lam . z_k
     for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
+        if forms is not None and mat is not None:
+            forms.append((j + 1, rows, den, consts))
         (_, wden), (_, bden) = layers[j]
         if mat is not None:
             consts = _add(consts, [int(v) for v in (mat * mats[j].bias).entries()], den * bden)
@@ -157,7 +161,10 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
     lo = [fmpz(x * (dd // loden)) for x in lo]
     up = [fmpz(x * (dd // upden)) for x in up]
     (nums, cden) = _add(consts, [int(sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))) for row in rows], den * dd)
-    return [Fraction(c, cden) for c in nums]
+    lower = [Fraction(c, cden) for c in nums]
+    if forms is not None:  # what this call used and derived, by reference (nothing above changes it)
+        TRACE.append({"lam": lam, "forms": forms, "relax": relax, "box": box, "alpha": alpha or {}, "diff": dict(diff or {}), "lower": lower})
+    return lower
 
 
 def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction],
