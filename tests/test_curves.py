@@ -291,3 +291,21 @@ def test_checker_derivatives_enclose_50_digit_derivatives(fn):
                 tol = (1 + abs(ref)) * mpf(10) ** -45
                 assert mpf(lo_b) - tol <= ref <= mpf(hi_b) + tol, f"{fn} at {x}"
             assert abs(mp.diff(f, mpf(x)) - df(mpf(x))) < mpf(10) ** -30 * (1 + abs(df(mpf(x)))), f"{fn}'s derivative at {x}"
+
+
+EXTREMES = {"exp": [(-800, -700), (-50, 50), (0, 700)], "tanh": [(-1e6, 1e6), (-30, 40), (20, 1e3)],
+            "sigmoid": [(-800, 800), (-1e5, 3)], "erf": [(-1e5, 1e5), (-30, -20)],
+            "gelu": [(-1e4, 1e4), (-40, -30), (-1e-8, 1e-8), (30, 40)], "reciprocal": [(1e-300, 1e300), (1e-8, 1e8)],
+            "rsqrt": [(1e-300, 1e300), (1e-10, 1e10)], "sqrt": [(0, 1e300), (0, 1e-300), (0, 5e-324), (0, 1e-320)],
+            "square": [(-1e150, 1e150), (-1e-200, 1e-200)]}
+
+
+@pytest.mark.parametrize("fn", sorted(EXTREMES))
+def test_engine_lines_are_accepted_on_extreme_intervals(fn):
+    """Tails and huge or tiny ranges: values near 1e-300 (exp), near -1e-197 (gelu's left tail, where
+    1 + erf would cancel in the balls: the checker uses erfc), near +-1 (tanh, erf), 1e300, and sqrt
+    on subnormal intervals (its touching point is only placed to a subnormal spacing)."""
+    l, u = (np.array(v, dtype=np.float64) for v in zip(*EXTREMES[fn]))
+    assert all(all(ok) for ok in accepted(fn, engine.relax(fn, l, u), l, u)), fn
+    lines = engine.relax("exp", np.array([700.0]), np.array([709.5]))
+    assert not (np.isfinite(lines.upper_slope[0]) and np.isfinite(lines.upper_intercept[0]))  # overflow shows, no warning

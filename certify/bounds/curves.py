@@ -110,13 +110,15 @@ def intercept(fn: str, a, l, u, side: int, steps: int = 0):
     xs = [l, u] + [_solve(c.df, a, p, q, steps) for (p, q), s in zip(_pieces(c, l, u), c.shape) if s == side]
     with np.errstate(all="ignore"):
         vals = np.array([c.f(x) - a * x for x in xs])
-        size = np.nanmax([np.abs(c.f(x)) + np.abs(a * x) for x in xs], axis=0)
-    return (np.nanmin(vals, axis=0) if side == 1 else np.nanmax(vals, axis=0)), size
+        size = np.fmax.reduce([np.abs(c.f(x)) + np.abs(a * x) for x in xs], axis=0)
+    return (np.fmin.reduce(vals) if side == 1 else np.fmax.reduce(vals)), size
 
 
-def nudge(intercept, size, side: int):
-    """Move an intercept outward (down for side +1, a lower line; up for -1) past float rounding."""
-    return intercept - side * (NUDGE * size + 2.0 ** -1000)
+def nudge(intercept, size, slope, side: int, margin: float = NUDGE):
+    """Move an intercept outward (down for side +1, a lower line; up for -1) past float rounding:
+    `margin` of the terms' size, plus |slope| * 2^-1060 for a touching point that bisection can only
+    place to a subnormal spacing (sqrt on [0, 5e-324]), plus 2^-1000."""
+    return intercept - side * (margin * size + np.abs(slope) * 2.0 ** -1060 + 2.0 ** -1000)
 
 
 def tangent_slope(fn: str, t):
@@ -198,11 +200,18 @@ def crown_slopes(fn: str, l, u):
     return lower, upper
 
 
-def relax(fn: str, l, u, lower_slope=None, upper_slope=None) -> Lines:
+def relax(fn: str, l, u, lower_slope=None, upper_slope=None, margin: float = NUDGE) -> Lines:
     """Lines below and above phi on [l, u] with the given slopes (default: `best_slopes`; an infinite
-    one, sqrt's tangent at 0, becomes the chord's), the tightest intercepts for them, nudged outward. phi must be finite on [l, u] (l > 0 for reciprocal
-    and rsqrt, l >= 0 for sqrt)."""
-    l, u = np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64)
+    one, sqrt's tangent at 0, becomes the chord's), the tightest intercepts for them, nudged outward.
+    [l, u] must lie in phi's domain (l > 0 for reciprocal and rsqrt, l >= 0 for sqrt); where a float64
+    value overflows (exp above ~709) the lines are not finite, and the caller must refuse or fall
+    back. `margin` (relative outward move of the intercepts): a caller whose line the checker
+    rejects may retry with a larger one."""
+    with np.errstate(all="ignore"):
+        return _relax(fn, np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64), lower_slope, upper_slope, margin)
+
+
+def _relax(fn: str, l, u, lower_slope, upper_slope, margin: float) -> Lines:
     if lower_slope is None or upper_slope is None:
         best = best_slopes(fn, l, u)
         lower_slope = best[0] if lower_slope is None else lower_slope
@@ -212,8 +221,8 @@ def relax(fn: str, l, u, lower_slope=None, upper_slope=None) -> Lines:
     lo_b, lo_size = intercept(fn, lower_slope, l, u, 1)
     up_b, up_size = intercept(fn, upper_slope, l, u, -1)
     shape = np.broadcast(l, u).shape
-    return Lines(np.broadcast_to(np.asarray(lower_slope, dtype=np.float64), shape), nudge(lo_b, lo_size, 1),
-                 np.broadcast_to(np.asarray(upper_slope, dtype=np.float64), shape), nudge(up_b, up_size, -1))
+    return Lines(np.broadcast_to(lower_slope, shape), nudge(lo_b, lo_size, lower_slope, 1, margin),
+                 np.broadcast_to(upper_slope, shape), nudge(up_b, up_size, upper_slope, -1, margin))
 
 
 def interval(fn: str, l, u):

@@ -42,8 +42,8 @@ def exact(x: arb) -> Fraction:
     return Fraction(man * 2 ** exp) if exp >= 0 else Fraction(man, 2 ** -exp)
 
 
-def _ncdf(x: arb) -> arb:  # the standard normal CDF Phi
-    return (1 + (x / arb(2).sqrt()).erf()) / 2
+def _ncdf(x: arb) -> arb:  # the standard normal CDF Phi, as erfc(-x/sqrt 2)/2: no cancellation in the left tail
+    return (-x / arb(2).sqrt()).erfc() / 2
 
 
 def _npdf(x: arb) -> arb:  # the standard normal density
