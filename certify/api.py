@@ -290,3 +290,33 @@ def report(specs, *, html: str | Path | None = None, md: str | Path | None = Non
     html = html if html is not None or md is not None else DEFAULT_HTML
     entries = build(paths, None if cert is None else str(cert))
     return write(entries, None if html is None else str(html), None if md is None else str(md), paths)
+
+
+def from_torch(module, example_input, *, opset: int = 17):
+    """A torch module as an ONNX `ModelProto`, to give a spec as an in-memory model (`certify[torch]`).
+
+    Exported on the CPU with `torch.onnx.export` (its TorchScript exporter, which needs no extra
+    package), the module in eval mode for the export. `example_input` fixes the input shape, e.g.
+    `torch.zeros(1, 784)`. certify reads the result like any ONNX file: Gemm/MatMul/Add/Relu chains.
+
+    Raises:
+        BadInput: torch (or onnx) is not installed.
+    """
+    try:
+        import onnx
+        import torch
+    except ImportError as exc:
+        raise BadInput("<from_torch>", "", f"{exc.name} is not installed", "pip install 'certify[torch]'") from None
+    import warnings
+
+    buf = io.BytesIO()
+    training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module, (example_input,), buf, dynamo=False, opset_version=opset, input_names=["x"],
+                              output_names=["y"])
+    finally:
+        module.train(training)
+    return onnx.load_from_string(buf.getvalue())

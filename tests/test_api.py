@@ -184,3 +184,31 @@ def test_check_json_lists_bad_input_in_the_same_shape(tmp_path, monkeypatch, cap
     assert [(r["spec"], r["status"], r["exit_code"]) for r in out] == [
         ("specs/tiny_prune.yaml", "CERTIFIED", 0), ("specs/bad.yaml", "BAD INPUT", 2)]
     assert out[1]["error"].endswith("bad.yaml:1: model: missing; add `model:`")
+
+
+def test_from_torch_gives_a_model_certify_reads_exactly(tmp_path, monkeypatch):
+    """certify[torch]: a torch MLP exported to ONNX in memory reads as the same float32 weights and is checked."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
+    proto = certify.from_torch(net, torch.zeros(1, 4))
+    assert net.training  # the export does not leave the module in eval mode
+    path = write_spec(spec_of(proto), tmp_path / "t", name="t")
+    spec = certify.read_spec(path)
+    f = read_model(spec.model.path, spec.model.sha256)
+    for d, layer in zip(f.dense, (net[0], net[2])):
+        assert np.array_equal(np.array(d.weight, np.float64), layer.weight.detach().numpy().astype(np.float64))
+        assert np.array_equal(np.array(d.bias, np.float64), layer.bias.detach().numpy().astype(np.float64))
+    assert certify.check(path, method="crown").status in (Status.CERTIFIED, Status.VIOLATED, Status.UNKNOWN)
+
+
+def test_from_torch_without_torch_is_one_line_bad_input(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name=name))
+                        if name == "torch" else real(name, *a, **k))
+    with pytest.raises(certify.BadInput, match=r"torch is not installed; pip install 'certify\[torch\]'"):
+        certify.from_torch(object(), None)
