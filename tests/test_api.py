@@ -212,3 +212,14 @@ def test_from_torch_without_torch_is_one_line_bad_input(monkeypatch):
                         if name == "torch" else real(name, *a, **k))
     with pytest.raises(certify.BadInput, match=r"torch is not installed; pip install 'certify\[torch\]'"):
         certify.from_torch(object(), None)
+
+
+def test_a_rejected_certificate_in_the_json_shape(tmp_path, capsys):
+    cert = json.loads((ROOT / "proofs" / "tiny_prune.cert.json").read_text())
+    cert["claim"]["bound"] = "1/1000"  # far below anything provable
+    (tmp_path / "bad.cert.json").write_text(json.dumps(cert))
+    assert main(["verify", str(SPECS / "tiny_prune.yaml"), str(tmp_path / "bad.cert.json"), "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    jsonschema.validate(out, SCHEMA)
+    assert (out["status"], out["verdict"], out["exit_code"], out["certified_upper"]) == ("REJECTED", "REJECTED", 3, None)
+    assert out["checker"]["reason"]
