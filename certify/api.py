@@ -79,6 +79,11 @@ def dense_layers(model: Any) -> tuple[list, list] | None:
         pairs = [(np.asarray(v["kernel"]).T, v.get("bias", np.zeros(np.shape(v["kernel"])[1])))
                  for _, v in sorted(dense, key=lambda kv: _natural(kv[0]))]
     elif hasattr(model, "layers") and all(hasattr(l, "weight") for l in model.layers):
+        for attr, want in (("activation", "relu"), ("final_activation", "identity")):  # eqx.nn.MLP names them
+            fn = getattr(model, attr, None)
+            if fn is not None and want not in getattr(fn, "__name__", ""):
+                raise BadInput("<in-memory model>", attr, f"is {getattr(fn, '__name__', fn)!r}; certify reads dense layers "
+                               "with ReLU between them and none after the last", f"use {want} (or give the layers as (W, b) pairs)")
         pairs = [(l.weight, l.bias if getattr(l, "bias", None) is not None else np.zeros(np.shape(l.weight)[0]))
                  for l in model.layers]
     elif isinstance(model, (list, tuple)) and model and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in model):
@@ -118,11 +123,12 @@ def save_in_memory_model(model: Any, directory: Path) -> dict | None:
         return None
     from .model import save_model
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ".in-memory.tmp.npz"
-    save_model(tmp, *layers)  # the .npz format of certify.model, then stored under its own hash
-    data = tmp.read_bytes()
-    tmp.unlink()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:  # the .npz format of certify.model, then stored under its own hash
+        tmp = Path(scratch) / "model.npz"
+        save_model(tmp, *layers)
+        data = tmp.read_bytes()
     path, digest = _content_file(directory, data, ".npz")
     return {"path": str(path), "sha256": digest}
 

@@ -135,6 +135,12 @@ def test_bad_in_memory_models_are_one_line_bad_input(tmp_path):
         dense_layers([(w, b), (np.ones((3, 5)), np.ones(3))])
     assert dense_layers({"path": "m.npz", "sha256": "0" * 64}) is None  # a reference, not a model
 
+    def tanh(x):
+        return x
+
+    with pytest.raises(certify.BadInput, match="activation: is 'tanh'; certify reads dense layers with ReLU"):
+        dense_layers(SimpleNamespace(layers=[SimpleNamespace(weight=w, bias=b)], activation=tanh))
+
 
 def test_status_carries_the_exit_code_table():
     assert [(s.value, s.exit_code, s.junit) for s in Status] == [
