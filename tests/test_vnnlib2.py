@@ -87,6 +87,7 @@ def test_box_ties_and_deviation_forms(tmp_path):
     ("(assert (and (<= 0 X[0]) (<= X[0] 1) (<= 0 X[1]) (<= X[1] 1) (== Z[0] X[0])))", "g's inputs Z[1] are not tied to f's"),
     (BOX + "(assert (or (> (- Y[0] W[0]) 1) (< (- Y[0] W[0]) -1) (> (- Y[1] W[1]) 2) (< (- Y[1] W[1]) -2)))", "different thresholds"),
     (BOX + "(assert (or (> (- Y[0] W[0]) 1)))", "one side only"),
+    (BOX + "(assert (or (> (- Y[0] W[0]) 1) (> (- Y[0] W[0]) 5) (< (- Y[0] W[0]) -5)))", "a second time on one side"),
     (BOX + "(assert (or (> (- Y[0] W[1]) 1) (< (- Y[0] W[1]) -1)))", "is not a bound on Y[j] - W[j]"),
     (BOX + "(assert (or (> (* Y[0] W[0]) 1) (< Y[0] -1)))", "a product of two variables is not linear"),
     (BOX + "(assert (< X[0] 1))", "a strict or != bound on an input"),

@@ -539,7 +539,10 @@ def _deviation(disjuncts, fy: str, gy: str, size: int, tensors, file: str, key: 
         a = form[(fy, min(j))]  # a (f_j - g_j) + c (op) 0
         t = -c / a
         greater = (op in (">", ">=")) == (a > 0)
-        sides[(min(j), 1 if greater else -1)] = (t if greater else -t, op in (">", "<"))
+        side = (min(j), 1 if greater else -1)
+        need(side not in sides, file, key, f"{where} bounds {fy}[{side[0]}] - {gy}[{side[0]}] a second time on one side",
+             "give one (> d t) and one (< d (- t)) per output j", line)
+        sides[side] = (t if greater else -t, op in (">", "<"))
     outputs = sorted({j for j, _ in sides})
     values = set(sides.values())
     need(all((j, s) in sides for j in outputs for s in (1, -1)), file, key,
