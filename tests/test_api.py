@@ -229,3 +229,31 @@ def test_a_rejected_certificate_in_the_json_shape(tmp_path, capsys):
     jsonschema.validate(out, SCHEMA)
     assert (out["status"], out["verdict"], out["exit_code"], out["certified_upper"]) == ("REJECTED", "REJECTED", 3, None)
     assert out["checker"]["reason"]
+
+
+def test_report_of_a_levels_spec_with_a_missing_level_bounds_nothing(tmp_path, monkeypatch):
+    """Without --run, a missing level certificate is reported MISSING (exit 3): nothing is bounded or written,
+    and the scale flow is drawn from the levels already checked, each checked once."""
+    import shutil
+
+    import certify.checker.check as checker
+
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "proofs").mkdir()
+    shutil.copytree(ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("*.py"))
+    shutil.copy(SPECS / "toy_tiers.yaml", tmp_path / "specs")
+    for level in ("keep6", "keep5", "keep4", "keep2", "keep1"):  # keep3 missing
+        shutil.copy(ROOT / "proofs" / f"toy_tiers.{level}.cert.json", tmp_path / "proofs")
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real = checker.check_certificate
+    import sys
+
+    collect = sys.modules["certify.report.collect"]  # (certify.report names the function, not the package)
+    monkeypatch.setattr(collect, "check_certificate", lambda *a: calls.append(a) or real(*a))
+    before = sorted(p.name for p in (tmp_path / "proofs").iterdir())
+    written = certify.report("specs/toy_tiers.yaml", html=tmp_path / "r.html")
+    assert sorted(p.name for p in (tmp_path / "proofs").iterdir()) == before
+    assert len(calls) == 5  # each present level checked once
+    page = written[0].read_text()
+    assert 'class="verdict v-MISSING"' in page and 'alt="scale-flow plot"' in page
