@@ -16,7 +16,8 @@ be a model held in memory instead of `{path, sha256}`:
   ReLU between consecutive ones and none after the last (numpy, JAX or nested lists);
 * `{"weights": [W1, W2, ...], "biases": [b1, b2, ...]}`, the same layers;
 * a Flax-style parameter pytree: `{"params": {"Dense_0": {"kernel": K, "bias": b}, ...}}` (or the
-  inner dict), `K` of shape (in, out), layers in the order of their names' trailing numbers;
+  inner dict), `K` of shape (in, out), layers in the order of their names' trailing numbers (Flax
+  numbers modules in creation order; layers whose shapes do not chain are refused);
 * an Equinox-style module: an object with `.layers`, each with `.weight` (out, in) and `.bias`;
 * an ONNX `ModelProto` (its serialised bytes are written as is).
 
@@ -62,6 +63,20 @@ def _natural(key: str) -> tuple:
     return (int(m.group(1)) if m else -1, str(key))
 
 
+def _acts_as(fn, want: str) -> bool:
+    """Whether an activation function computes ReLU (`want` "relu") or the identity on probe points spanning
+    both signs (Equinox's default final activation is an anonymous identity)."""
+    import numpy as np
+
+    probe = np.array([-7.0, -2.5, -1.0, -0.25, 0.0, 0.125, 0.5, 1.0, 3.0, 11.0], dtype=np.float32)
+    try:
+        got = np.asarray(fn(probe), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a function that cannot run on an array is not one certify can read
+        return False
+    expected = np.maximum(probe, 0) if want == "relu" else probe
+    return got.shape == probe.shape and bool(np.array_equal(got, expected.astype(np.float64)))
+
+
 def dense_layers(model: Any) -> tuple[list, list] | None:
     """(weights (out, in), biases) as numpy arrays of an in-memory MLP in one of the forms this module
     documents, or None when `model` is not one (e.g. a `{path, sha256}` reference)."""
@@ -81,7 +96,7 @@ def dense_layers(model: Any) -> tuple[list, list] | None:
     elif hasattr(model, "layers") and all(hasattr(l, "weight") for l in model.layers):
         for attr, want in (("activation", "relu"), ("final_activation", "identity")):  # eqx.nn.MLP names them
             fn = getattr(model, attr, None)
-            if fn is not None and want not in getattr(fn, "__name__", ""):
+            if fn is not None and not _acts_as(fn, want):
                 raise BadInput("<in-memory model>", attr, f"is {getattr(fn, '__name__', fn)!r}; certify reads dense layers "
                                "with ReLU between them and none after the last", f"use {want} (or give the layers as (W, b) pairs)")
         pairs = [(l.weight, l.bias if getattr(l, "bias", None) is not None else np.zeros(np.shape(l.weight)[0]))

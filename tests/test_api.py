@@ -135,11 +135,46 @@ def test_bad_in_memory_models_are_one_line_bad_input(tmp_path):
         dense_layers([(w, b), (np.ones((3, 5)), np.ones(3))])
     assert dense_layers({"path": "m.npz", "sha256": "0" * 64}) is None  # a reference, not a model
 
-    def tanh(x):
-        return x
-
     with pytest.raises(certify.BadInput, match="activation: is 'tanh'; certify reads dense layers with ReLU"):
-        dense_layers(SimpleNamespace(layers=[SimpleNamespace(weight=w, bias=b)], activation=tanh))
+        dense_layers(SimpleNamespace(layers=[SimpleNamespace(weight=w, bias=b)], activation=np.tanh))
+    with pytest.raises(certify.BadInput, match="final_activation: is '_relu'"):
+        dense_layers(SimpleNamespace(layers=[SimpleNamespace(weight=w, bias=b)], final_activation=_relu))
+
+
+def _relu(x):
+    return np.maximum(x, 0)
+
+
+def test_real_flax_and_equinox_models_read_as_their_weights(tmp_path):
+    """certify[flax] and Equinox: a flax.linen MLP's params and an eqx.nn.MLP (its default anonymous identity
+    as final activation) save exactly their weights; an eqx.nn.MLP with tanh is refused."""
+    jax = pytest.importorskip("jax")
+    nn = pytest.importorskip("flax.linen")
+    eqx = pytest.importorskip("equinox")
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Dense(12)(x))
+            return nn.Dense(3)(x)
+
+    class Inside(nn.Module):  # Dense(3) is created first, so it is named Dense_0: the names do not follow the data
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(12)(x)))
+
+    params = MLP().init(jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))
+    with pytest.raises(certify.BadInput, match="layer 2: takes 4 inputs but layer 1 gives 3; check the order"):
+        dense_layers(Inside().init(jax.random.PRNGKey(0), np.zeros((1, 4), np.float32)))  # refused, never misread
+    dense = params["params"]
+    flax_layers = [(np.asarray(dense[k]["kernel"]).T, np.asarray(dense[k]["bias"])) for k in ("Dense_0", "Dense_1")]
+    mlp = eqx.nn.MLP(4, 3, 12, 1, key=jax.random.PRNGKey(1))
+    eqx_layers = [(np.asarray(l.weight), np.asarray(l.bias)) for l in mlp.layers]
+    for model, layers in ((params, flax_layers), (mlp, eqx_layers)):
+        w, b = dense_layers(model)
+        assert all(np.array_equal(x, y) for x, y in zip(w + b, [l[0] for l in layers] + [l[1] for l in layers]))
+    with pytest.raises(certify.BadInput, match="activation: is 'tanh'"):
+        dense_layers(eqx.nn.MLP(4, 3, 12, 1, activation=jax.numpy.tanh, key=jax.random.PRNGKey(1)))
 
 
 def test_status_carries_the_exit_code_table():
