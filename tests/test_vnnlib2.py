@@ -234,3 +234,30 @@ def test_random_corruptions_are_never_accepted_where_the_reference_refuses(tmp_p
         theirs = _quiet(ref.parse_query_string, corrupt)  # raises if the reference refuses
         assert reference_box(theirs) in (None, (ours.lower, ours.upper)), trial
     assert accepted >= 5  # the corruptions that stay valid (a changed bound, a swapped number) are read
+
+
+def test_a_2_0_query_is_checked_against_the_spec_and_f(tmp_path):
+    """The standard's isomorphic float32 pair read as a spec's input: float32 networks need
+    `semantics: float32`; the query's threshold and outputs must be the spec's; f's outputs must match."""
+    import numpy as np
+
+    from certify.api import write_spec
+
+    rng = np.random.default_rng(0)
+    layers = lambda out: [(rng.normal(size=(6, 10)), rng.normal(size=6)), (rng.normal(size=(out, 6)), rng.normal(size=out))]  # noqa: E731
+    query = DATA / "vnnlib2" / "isomorphic_pair.vnnlib"
+
+    def box(tolerance="1/4", semantics="float32", out=2, outputs=None):
+        prop = {"deviation": "linf", "tolerance": tolerance, "semantics": semantics, **({"outputs": outputs} if outputs else {})}
+        spec = read_spec(write_spec({"model": layers(out), "input": {"vnnlib": str(query)},
+                                     "explanation": [{"model": layers(out)}], "property": prop}, tmp_path))
+        return input_box(spec, read_model(spec.model.path, spec.model.sha256))
+
+    lo, up = box()
+    assert lo == [0] * 5 + [Fraction(-1, 2)] * 5 and up == [1] * 5 + [Fraction(1, 2)] * 5
+    for kwargs, message in [({"semantics": "real"}, "declares float32 networks; set `semantics: float32`"),
+                            ({"tolerance": "1/5"}, "states the deviation threshold 1/4, the spec's tolerance is 1/5"),
+                            ({"outputs": [1]}, "bounds outputs all, the spec [1]"),
+                            ({"out": 3}, "network f declares 2 outputs but the model gives 3")]:
+        with pytest.raises(BadInput, match=re.escape(message)):
+            box(**kwargs)
