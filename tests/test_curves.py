@@ -50,7 +50,8 @@ def mpf(q) -> mp.mpf:
 
 
 def frac(x: mp.mpf) -> Fraction:
-    return Fraction(*mp.mpf(x).as_integer_ratio())
+    sign, man, exp, _ = mp.mpf(x)._mpf_  # exact: x = (-1)^sign man 2^exp (mpmath 1.3 has no as_integer_ratio)
+    return (-1) ** sign * Fraction(int(man)) * Fraction(2) ** int(exp)
 
 
 def gap_min(fn, a, b, l, u, side, extra=()):
@@ -309,3 +310,24 @@ def test_engine_lines_are_accepted_on_extreme_intervals(fn):
     assert all(all(ok) for ok in accepted(fn, engine.relax(fn, l, u), l, u)), fn
     lines = engine.relax("exp", np.array([700.0]), np.array([709.5]))
     assert not (np.isfinite(lines.upper_slope[0]) and np.isfinite(lines.upper_intercept[0]))  # overflow shows, no warning
+
+
+def test_intercepts_trace_in_jax_and_differentiate_to_the_touching_point():
+    """alpha-CROWN's path: with JAX arrays the same lines come out (to rounding), and the gradient of
+    an intercept in its slope is -x* (envelope theorem), matching central differences in numpy."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(7)
+    for fn in ("tanh", "gelu", "sqrt"):
+        l = rng.uniform(0.0, 2.0, 5) if fn == "sqrt" else rng.uniform(-4.0, 1.0, 5)
+        u, a = l + rng.uniform(0.1, 3.0, 5), rng.uniform(0.05, 0.9, 5)
+        if fn == "gelu":
+            lines, traced = engine.relax(fn, l, u, a, a), engine.relax(fn, jnp.asarray(l), jnp.asarray(u), jnp.asarray(a), jnp.asarray(a))
+            for name in ("lower_intercept", "upper_intercept"):
+                assert np.allclose(getattr(lines, name), np.asarray(getattr(traced, name)), rtol=1e-13, atol=1e-15), name
+        for side in (1, -1):
+            value, grad = jax.value_and_grad(lambda s: jnp.sum(engine.intercept(fn, s, jnp.asarray(l), jnp.asarray(u), side)[0]))(jnp.asarray(a))
+            assert np.isclose(float(value), np.sum(engine.intercept(fn, a, l, u, side)[0]), rtol=1e-13, atol=1e-15), (fn, side)
+            central = (engine.intercept(fn, a + 1e-6, l, u, side)[0] - engine.intercept(fn, a - 1e-6, l, u, side)[0]) / 2e-6
+            assert np.allclose(np.asarray(grad), central, rtol=1e-5, atol=1e-6), (fn, side, grad, central)
