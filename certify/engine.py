@@ -28,6 +28,7 @@ from .checker.errors import BadInput
 from .checker.float32 import float32_margins
 from .checker.model import read_arrays, read_model, sha256_file
 from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box, with_free
+from .checker.graph import Graph
 from .checker.spec import Spec, read_spec
 from .options import Options, read_options
 from .explain import materialize
@@ -255,6 +256,10 @@ def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str
 def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
               level: str | None = None, strict: bool = False, *, timeout: float | None = None) -> Outcome:
     """`timeout` (seconds) overrides the spec's options.timeout_s (how long to search; not part of the claim)."""
+    spec = read_spec(spec_path)
+    if isinstance(read_model(spec.model.path, spec.model.sha256), Graph):  # named values, typed nodes: engine_graph.py
+        from .engine_graph import run_graph_check
+        return run_graph_check(spec_path, out, method, level, strict, timeout)
     t0 = time.perf_counter()
     p = prepare(spec_path, out, level, strict)
     if timeout is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
+from .checker.graph import Graph
 from .checker.spec import Spec, read_spec
 from .files import certificate_path
 from .options import read_options
@@ -511,10 +512,14 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
         sp = directory / f"{n:03d}-{slug}.yaml"
         sp.write_text(component_spec_text(spec, entry, directory.resolve(), method))
         cert = sp.with_suffix(".cert.json")
-        p = prepare(sp, cert)
-        bound, body, notes = bound_with(p, method, time_budget=budget)
-        witness, lower = quick_lower(p)
-        r = write_and_check(p, method, bound, body, witness, lower, notes)
+        if isinstance(f, Graph):  # a graph model: its own engine (certify/engine_graph.py)
+            from .engine_graph import run_graph_check
+            r = run_graph_check(sp, cert, method).check
+        else:
+            p = prepare(sp, cert)
+            bound, body, notes = bound_with(p, method, time_budget=budget)
+            witness, lower = quick_lower(p)
+            r = write_and_check(p, method, bound, body, witness, lower, notes)
         results.append(ComponentResult(label, entry, sp, cert, r.verdict, r.bound, r.witness_deviation, threshold,
                                        r.reason))
         if log and r.verdict is Verdict.REJECTED:
@@ -525,7 +530,7 @@ def run_components(spec_path, level: str | None, *, out_dir="proofs", threshold:
 def print_components(spec: Spec, results: list[ComponentResult], top: int = 10) -> None:
     if not results:
         print(f"certify components {spec.path} level {spec.level}: this level discards no discrete components "
-              "(quantize, a second model and replace have none)")
+              "(quantize, a second model, replace and sae have none: an SAE feature's influence is relative to the SAE)")
         return
     thr = results[0].threshold
     counts = {k: sum(r.relevance == k for r in results) for k in ("relevant", "undecided", "irrelevant")}

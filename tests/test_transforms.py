@@ -57,7 +57,7 @@ def test_no_module_dispatches_on_transform_types():
 SPEC = """version: 1
 model: {{path: {model}, sha256: "{sha}"}}
 input:
-  box: {{lower: -1, upper: 1}}
+  box: {{lower: 0, upper: 1}}
 explanation:
   - {transform}
 property: {{deviation: linf, tolerance: 3}}
@@ -70,7 +70,9 @@ ENTRIES = {
     "quantize": "quantize: {layer: 1, bits: 4}",
     "model": "model: {{path: {perturbed}, sha256: \"{psha}\"}}",
     "replace": "replace: {{layers: [2, 3], model: {{path: {sub}, sha256: \"{ssha}\"}}}}",
+    "sae": "sae: {{site: block1, path: {sae}, sha256: \"{asha}\", features: [0, 3, 5]}}",
 }
+GRAPH_MODEL = {"sae": "resmlp.npz"}  # kinds for graph models, and the shipped graph model they run on
 
 
 @pytest.mark.parametrize("kind", sorted(UNITS))
@@ -83,15 +85,15 @@ def test_each_half_runs_on_its_kind(kind, tmp_path):
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
     assert set(ENTRIES) == set(UNITS), "add an example entry for the new kind"
-    m, pert = MODELS / "tiny_mlp.npz", MODELS / "tiny_mlp_perturbed.npz"
-    entry = ENTRIES[kind].format(perturbed=pert, psha=sha(pert), sub=MODELS / "tiny_replace_sub.npz",
-                                 ssha=sha(MODELS / "tiny_replace_sub.npz")) if "{" in ENTRIES[kind] and "path" in ENTRIES[kind] else ENTRIES[kind]
+    m, pert = MODELS / GRAPH_MODEL.get(kind, "tiny_mlp.npz"), MODELS / "tiny_mlp_perturbed.npz"
+    entry = ENTRIES[kind].format(perturbed=pert, psha=sha(pert), sub=MODELS / "tiny_replace_sub.npz", ssha=sha(MODELS / "tiny_replace_sub.npz"),
+                                 sae=MODELS / "resmlp_sae.npz", asha=sha(MODELS / "resmlp_sae.npz")) if "path" in ENTRIES[kind] else ENTRIES[kind]
     path = tmp_path / "s.yaml"
     path.write_text(SPEC.format(model=m, sha=sha(m), transform=entry))
     spec = read_spec(path)
     f = read_model(spec.model.path, spec.model.sha256)
     (t,) = spec.explanation
-    assert unit(t) is UNITS[kind]
+    assert unit(t) is UNITS[kind] and UNITS[kind].graph == (kind in GRAPH_MODEL)
     arrays = materialize(spec, f)
     assert sorted(arrays) == sorted(f"explanation.0.{n}" for n in UNITS[kind].arrays) if is_float(t) else arrays == {}
     assert all(np.all(np.isfinite(v)) for v in arrays.values())

@@ -20,6 +20,7 @@ import z3
 
 from .errors import BadInput, Rejected, require
 from .float32 import float32_margins, is_float32
+from .graph import Graph, check_graph
 from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
@@ -436,13 +437,10 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
         g = build_g(spec, f, materialized)
     except (KeyError, ValueError) as exc:
         raise Rejected("materialized", f"g cannot be rebuilt: {exc}") from None
-    unused = sorted(set(materialized or {}) - g.used)  # a mean fill is derived, pinned arrays are the spec's: nothing else
+    unused = sorted(set(materialized or {}) - getattr(g, "used", frozenset()))  # a mean fill is derived, pinned arrays are the spec's
     require(not unused and (materialized is None or g.used), "materialized",
             f"arrays {unused[:4]} do not define g (a mean fill is computed by the checker, pinned arrays come from the spec)"
             if unused else "an empty materialised file")
-    joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
-    domain = with_free(g, *input_box(spec, f))  # x, then any free values v (fill: free)
-    box = normalise_box(f, *domain)
 
     claim = _keys(cert["claim"], CLAIM_KEYS | {"semantics"}, "claim", CLAIM_KEYS)
     if claim["deviation"] != spec.property.deviation or claim["outputs"] != (
@@ -453,6 +451,11 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     bound = parse_rational(claim["bound"])
     require(bound is not None, "claim.bound", "must be a 'p/q' rational string")
     require(("steps" in cert) != ("tree" in cert), "certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
+    if isinstance(f, Graph):  # a graph model: its own steps over the joint graph (checker/graph.py)
+        return (bound, *check_graph(spec, f, g, cert, bound, input_box(spec, f)), level, None)
+    joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
+    domain = with_free(g, *input_box(spec, f))  # x, then any free values v (fill: free)
+    box = normalise_box(f, *domain)
     margins = None
     if spec.property.semantics == "float32":
         if f.input_scale is not None:

@@ -134,6 +134,9 @@ def read_model(path: str | Path, sha256: str | None = None, key: str = "model.sh
         from .onnx import read_onnx
         return read_onnx(path, digest)
     arrays = read_arrays(path)
+    if "__graph__" in arrays:  # a graph model (named values, typed nodes): checker/graph.py
+        from .graph import read_graph
+        return read_graph(path, None, key, arrays)
     need("__layers__" in arrays and isinstance(arrays["__layers__"][1], str), file, "__layers__", "missing layer list", FIX_LAYERS)
     try:
         layers = json.loads(arrays["__layers__"][1])

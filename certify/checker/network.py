@@ -17,6 +17,7 @@ from .model import Model, read_npy
 from .spec import Spec
 from .transforms import (FLOAT_ARRAYS, Build, Explained, Layer, carried, domain_points, exact_layers,  # noqa: F401 - re-exported
                          mean_activations, merge_blocks, pruned_indices, unit)
+from .graph import Graph
 from .vnnlib import read_vnnlib
 
 
@@ -37,11 +38,18 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> Explained:
     (shape, flat floats)) for float transforms the spec does not pin; `.used` lists the keys read."""
     check_outputs(spec, f)
     b = Build(spec, f, materialized, lambda: input_box(spec, f), lambda: normalise_box(f, *input_box(spec, f)))
-    g = exact_layers(f)
+    graph = isinstance(f, Graph)
+    g = f if graph else exact_layers(f)
     for i, t in enumerate(spec.explanation):
         u = unit(t)
+        spec.need(u.graph == graph, f"{spec.explanation_key}[{i}].{t.kind}",
+                  f"{t.kind} works on {'graph models (named values)' if u.graph else 'dense/ReLU MLPs (numbered layers)'}, "
+                  f"and {f.path if graph else 'this model'} is {'a graph' if graph else 'a dense/ReLU MLP'}",
+                  "use a transform for this kind of model (docs/extending.md lists them)", t.line)
         u.validate(spec, i, t, g)
         g = u.apply(b, i, t, g)
+    if graph:
+        return g
     out = g if isinstance(g, Explained) else Explained(g)
     out.used = frozenset(b.used)
     return out

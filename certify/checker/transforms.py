@@ -123,6 +123,19 @@ class Replace:
     line: int | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class Sae:
+    """On a graph model, the value at `site` is replaced by a sparse autoencoder's reconstruction
+    relu((v - b_dec) W_enc + b_enc)[F] W_dec[F] + b_dec, F the kept `features` (None: all). The SAE
+    file is pinned by path and sha256 (SAELens names: W_enc (d, m), b_enc (m), W_dec (m, d), b_dec (d))."""
+
+    kind: ClassVar[str] = "sae"
+    site: str
+    model: ModelRef
+    features: tuple[int, ...] | None = None
+    line: int | None = field(default=None, compare=False)
+
+
 class Explained(list):
     """g's layers. `free` = (L, lower, upper) for a `fill: free` prune of layer L (always the last
     transform): g reads extra inputs v in R = [lower, upper] after x, carried by identity rows through
@@ -408,6 +421,58 @@ def apply_replace(b: Build, index: int, t: Replace, g: list[Layer]) -> list[Laye
     return g[:k - 1] + exact_layers(sub) + g[m:]
 
 
+def pinned_arrays(spec, key: str, ref: ModelRef, line) -> dict:
+    """The arrays of a file the spec pins by sha256 (a mismatch is bad input, like a model's)."""
+    digest = sha256_file(ref.path)
+    spec.need(digest == ref.sha256, f"{key}.sha256", f"{ref.path.name}: sha256 mismatch (the file hashes to {digest})",
+              "if this file is the one you mean, write that hash in the spec", line)
+    return read_arrays(ref.path)
+
+
+def sae_arrays(spec, key: str, t: Sae, width: int) -> dict:
+    """W_enc, b_enc, W_dec, b_dec as exact rows/vectors, shapes checked against the site's width."""
+    arrays, out = pinned_arrays(spec, key, t.model, t.line), {}
+    m = arrays.get("W_enc", ((0, 0), ()))[0][-1] if "W_enc" in arrays and len(arrays["W_enc"][0]) == 2 else None
+    spec.need("threshold" not in arrays, f"{key}.path", "a JumpReLU SAE (it has `threshold`) is not supported yet",
+              "use a ReLU SAE (W_enc, b_enc, W_dec, b_dec)", t.line)
+    for name, shape in (("W_enc", (width, m)), ("b_enc", (m,)), ("W_dec", (m, width)), ("b_dec", (width,))):
+        got = tuple(arrays[name][0]) if name in arrays else None
+        spec.need(m and got == shape, f"{key}.path", f"{t.model.path.name}: {name} has shape {got}, expected {shape} for "
+                  f"site width {width}", "give an SAE of the site's width (SAELens layout: W_enc (d, m), W_dec (m, d))", t.line)
+        flat = [Fraction(v) for v in arrays[name][1]]
+        out[name] = [flat[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])] if len(shape) == 2 else flat
+    bad = [j for j in t.features or () if j >= m]
+    spec.need(not bad, f"{key}.features", f"features {bad[:5]} do not exist (the SAE has {m})", f"list features in 0..{m - 1}", t.line)
+    return out
+
+
+def apply_sae(b: Build, i: int, t: Sae, g):
+    """g's value at the site becomes the SAE's reconstruction; the nodes downstream of the site are
+    copied (named `g<i>.<name>`) to read it, the rest stay shared with f."""
+    from .graph import Node, make_graph
+
+    spec, key = b.spec, _key(b.spec, i, t)
+    names = [n.name for n in g.nodes]
+    spec.need(t.site in names, f"{key}.site", f"no value named {t.site!r} in the model", f"use one of {', '.join(names[:12])}", t.line)
+    a = sae_arrays(spec, key, t, g.dims[t.site])
+    keep = list(t.features) if t.features is not None else list(range(len(a["b_enc"])))
+    w_enc_t = [[a["W_enc"][r][j] for r in range(len(a["b_dec"]))] for j in keep]  # (kept, d)
+    pre_b = [a["b_enc"][j] - sum(w * c for w, c in zip(row, a["b_dec"])) for j, row in zip(keep, w_enc_t)]
+    w_dec_t = [[a["W_dec"][j][r] for j in keep] for r in range(len(a["b_dec"]))]  # (d, kept)
+    pre, act, out = f"g{i}.sae.pre", f"g{i}.sae.act", f"g{i}.sae.out"
+    sae = [Node(pre, "linear", (t.site,), tuple(map(tuple, w_enc_t)), tuple(pre_b)), Node(act, "relu", (pre,)),
+           Node(out, "linear", (act,), tuple(map(tuple, w_dec_t)), tuple(a["b_dec"]))]
+    down, rename = {t.site}, {t.site: out}
+    for n in g.nodes:
+        if n.name != t.site and down.intersection(n.inputs):
+            down.add(n.name)
+            rename[n.name] = f"g{i}.{n.name}"
+    kept = [n for n in g.nodes if n.name not in down or n.name == t.site]
+    copies = [Node(rename[n.name], n.op, tuple(rename.get(s, s) for s in n.inputs), n.weight, n.bias, n.scale, n.shift)
+              for n in g.nodes if n.name in down and n.name != t.site]
+    return make_graph(g.in_dim, kept + sae + copies, rename.get(g.output, g.output), key)
+
+
 # --------------------------------------------------------------------------- reading from the spec
 
 
@@ -480,6 +545,18 @@ def read_replace(r, body, key, line, kind):
     return Replace((k, m), r.model_ref(t["model"], f"{key}.model"), line)
 
 
+def read_sae(r, body, key, line, kind):
+    t = r.mapping(body, key, ("site", "path", "sha256"), ("features",))
+    ref = ModelRef(r.file(t["path"], f"{key}.path"), r.sha(t["sha256"], f"{key}.sha256"), key, line)
+    features = None
+    if "features" in t and r.is_seq(t["features"]):
+        features = r.indices(t["features"], f"{key}.features", "feature")
+        r.need(features, t["features"], f"{key}.features", "no features", "keep at least one feature, or write `features: all`")
+    elif "features" in t:
+        r.string(t["features"], f"{key}.features", ("all",))
+    return Sae(r.string(t["site"], f"{key}.site"), ref, features, line)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -494,6 +571,7 @@ class Unit:
     apply: Callable  # (Build, index, t, g) -> g
     arrays: tuple[str, ...] = ()
     floating: Callable = lambda t: False
+    graph: bool = False  # True: for graph models (named values); False: for dense/ReLU MLPs (numbered layers)
 
 
 UNITS: dict[str, Unit] = {
@@ -504,6 +582,7 @@ UNITS: dict[str, Unit] = {
     "quantize": Unit(Quantize, read_quantize, validate_layer, apply_quantize),
     "model": Unit(SecondModel, read_model_transform, no_validation, apply_model),
     "replace": Unit(Replace, read_replace, no_validation, apply_replace),
+    "sae": Unit(Sae, read_sae, no_validation, apply_sae, graph=True),
 }
 ALIASES = {"ablate": "prune"}  # another name in the spec, the same unit
 FLOAT_ARRAYS = {kind: u.arrays for kind, u in UNITS.items() if u.arrays}  # a pinned file's arrays, per kind

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..checker.numbers import rational_str
-from ..checker.transforms import PCA, LowRank, Merge, Prune, Quantize, Replace, SecondModel, merge_blocks, unit
+from ..checker.transforms import PCA, LowRank, Merge, Prune, Quantize, Replace, Sae, SecondModel, merge_blocks, unit
 
 
 # --------------------------------------------------------------------------- float numerics
@@ -134,6 +134,19 @@ def components_low_rank(spec, i: int, t: LowRank, f) -> list:
             for c in range(limit) if c not in kept]
 
 
+def _sae_width(t: Sae) -> int:
+    from ..checker.model import read_arrays
+
+    return read_arrays(t.model.path)["b_enc"][0][0]
+
+
+def components_sae(spec, i: int, t: Sae, f) -> list:
+    """None yet: a dropped SAE feature's influence is relative to the SAE (g with and without it), and a
+    component spec compares f with g alone, so every feature would carry the SAE's own reconstruction
+    error. Levels over features (`certify flow`) show what dropping features costs."""
+    return []
+
+
 def no_components(spec, i: int, t, f) -> list:
     """Quantize, a second model and replace have no discrete components."""
     return []
@@ -206,6 +219,15 @@ def describe_replace(t: Replace, widths) -> str:
             "g then continues with f's later layers.")
 
 
+def describe_sae(t: Sae, widths) -> str:
+    from ..report.collect import show_path
+
+    m = _sae_width(t)
+    kept = "all" if t.features is None else f"{len(t.features)} ({_ranges(sorted(t.features))})"
+    return (f"sae at {t.site}: the value is replaced by the reconstruction of the sparse autoencoder {show_path(t.model.path)} "
+            f"(sha256 {t.model.sha256}) keeping {kept} of its {m} features.")
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -231,6 +253,7 @@ HALVES: dict[str, Half] = {
     "quantize": Half(None, lambda t, f: (2 ** t.bits - 1, 2 ** 53), no_components, describe_quantize),
     "model": Half(None, dof_model, no_components, describe_model),
     "replace": Half(None, dof_replace, no_components, describe_replace),
+    "sae": Half(None, lambda t, f: (len(t.features) if t.features is not None else _sae_width(t), _sae_width(t)), components_sae, describe_sae),
 }
 _BY_CLASS = {}
 

@@ -311,6 +311,10 @@ def _claim(entry: Entry, spec: Spec) -> None:
 
 def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
     """Per-output and per-layer numbers of an accepted certificate, and the witness replayed exactly."""
+    from ..checker.graph import Graph
+
+    if isinstance(f, Graph):
+        return _graph_evidence(entry, spec, f, cert)
     materialized = None
     if cert.get("materialized") is not None:
         materialized = read_arrays(entry.cert_path.parent / str(cert["materialized"]["path"]))
@@ -338,6 +342,33 @@ def _evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
             row.f, row.g, row.diff = fo[row.index], fo[row.index] - d, d
     if "tree" in cert:
         entry.tree = tree_summary(cert["tree"])
+
+
+def _graph_evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
+    """A graph model's per-output bounds (the verified bounds of the joint graph's output d, intersected
+    over its steps as the checker does) and the witness's values (midpoints of the checker's balls)."""
+    from ..checker import curves
+    from ..checker.graph import evaluate, joint_graph
+
+    joint = joint_graph(f, build_g(spec, f, None), spec.property.outputs)
+    outs = list(range(f.out_dim)) if spec.property.outputs is None else list(spec.property.outputs)
+    lo = up = None
+    for step in cert.get("steps", []):
+        if step.get("kind") == "bounds" and step.get("node") == "d":
+            sl, su = [parse_rational(v) for v in step["lower"]], [parse_rational(v) for v in step["upper"]]
+            lo = sl if lo is None else [max(a, b) for a, b in zip(lo, sl)]
+            up = su if up is None else [min(a, b) for a, b in zip(up, su)]
+    if lo is not None:
+        entry.outputs = [OutputRow(i, a, b) for i, a, b in zip(outs, lo, up)]
+    w = cert.get("witness")
+    if isinstance(w, dict) and entry.check.witness_deviation is not None:
+        x = [parse_rational(v) for v in w["x"]]
+        entry.witness = x
+        values = evaluate(joint, x)
+        fo = [curves.exact(v.mid()) for v in values[f.output]]
+        for row, d in zip(entry.outputs, values["d"]):
+            row.f, row.diff = fo[row.index], curves.exact(d.mid())
+            row.g = row.f - row.diff
 
 
 def collect(spec_path: str | Path, cert_path: Path, *, level: str | None = None, run: bool = False) -> Entry:

@@ -1,0 +1,515 @@
+"""Graph models and their operator table, exact half (TRUSTED).
+
+A graph model is a list of typed nodes over named vector values, in topological order, from the
+input `x` to an output; a dense/ReLU MLP is the special case of linear and relu nodes. Each op is one
+row of `OPS`, with its exact rules:
+
+    shape     the output width from the input widths (bad input when they do not fit)
+    evaluate  the value at a point, as arb balls (transcendental ops have no exact value)
+    interval  exact bounds of the output from verified bounds of the inputs
+    relax     the check of a certificate's relaxation of the op (lines, planes) on verified bounds
+    back      one step of back-substitution: coefficients on the output -> on the inputs + constant
+
+Linear ops (linear, add, sub, affine) need no relaxation; relu is checked exactly at the interval's
+ends and 0; the curves (gelu, exp, erf, tanh, sigmoid, square, rsqrt, reciprocal, sqrt) by
+`curves.line_below/above` (arb, a proved sign only); mul by McCormick-type planes checked at the four
+corners (x*y is bilinear: exact and complete). Adding an op is one row here and one in the engine's
+table (certify/bounds/graph.py); tests/test_graph.py fails on a row missing from either.
+
+Certificate steps over a graph (`check_graph_steps`): `bounds` (a node's claimed bounds, re-derived
+by `interval` or by back-substitution `linear` through the verified relaxations of its ancestors)
+and `relax` (a nonlinear node's lines or planes, checked on its inputs' verified bounds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable
+
+from flint import arb, ctx, fmpq, fmpq_mat, fmpz_mat
+
+from . import curves
+from .errors import BadInput, Rejected, need, require
+from .model import read_arrays, sha256_file
+from .numbers import parse_ratio
+
+CURVE_OPS = ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")
+FIX_GRAPH = "write it with certify.model.graph.save_graph (see models/train_resmlp.py)"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    weight: tuple | None = None  # linear: rows (out x in) of Fractions
+    bias: tuple | None = None  # linear: out Fractions (zero when absent)
+    scale: tuple | None = None  # affine: y = scale * x + shift, elementwise
+    shift: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Nodes in topological order over the input `x` (width `in_dim`); `output` names the result."""
+
+    in_dim: int
+    nodes: tuple[Node, ...]
+    output: str
+    sha256: str = ""
+    path: str = ""
+    dims: dict = field(default_factory=dict, compare=False)
+    notes: tuple = ()
+
+    input_scale = input_shift = None  # no input normalisation: a graph has its own affine nodes
+
+    @property
+    def out_dim(self) -> int:
+        return self.dims[self.output]
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Input and output widths (a graph has no numbered hidden layers)."""
+        return (self.in_dim, self.out_dim)
+
+    @property
+    def by_name(self) -> dict:
+        return {n.name: n for n in self.nodes}
+
+
+def q(v) -> fmpq:
+    v = Fraction(v)
+    return fmpq(v.numerator, v.denominator)
+
+
+def fr(v: fmpq) -> Fraction:
+    return Fraction(int(v.p), int(v.q))
+
+
+# Back-substitution runs on integers: coefficients are (N, den), an fmpz_mat of numerators over one
+# positive denominator; vectors of exact numbers are (integers, den) with den the lcm (every float is
+# dyadic, so denominators stay powers of two and small).
+
+
+def ints(values) -> tuple[list[int], int]:
+    pairs = [Fraction(v).as_integer_ratio() for v in values]
+    den = math.lcm(*(d for _, d in pairs)) if pairs else 1
+    return [p * (den // d) for p, d in pairs], den
+
+
+def diag(vec: list[int]) -> fmpz_mat:
+    n = len(vec)
+    return fmpz_mat(n, n, [vec[r] if r == c else 0 for r in range(n) for c in range(n)])
+
+
+def split(n: fmpz_mat) -> tuple[fmpz_mat, fmpz_mat]:
+    """N = P + M with P >= 0 and M <= 0 entrywise."""
+    e = n.entries()
+    return (fmpz_mat(n.nrows(), n.ncols(), [v if v > 0 else 0 for v in e]),
+            fmpz_mat(n.nrows(), n.ncols(), [v if v < 0 else 0 for v in e]))
+
+
+def consts(m: fmpz_mat, col: list[int], den: int) -> tuple[list[int], int]:
+    """The rows of m @ col, divided by den: (integers, den)."""
+    return [int(v) for v in (m * fmpz_mat([[c] for c in col])).entries()], den
+
+
+def add_vec(a, b):
+    """(ints, den) + (ints, den), exactly."""
+    (va, da), (vb, db) = a, b
+    d = math.lcm(da, db)
+    return [x * (d // da) + y * (d // db) for x, y in zip(va, vb)], d
+
+
+def add_coef(a, b):
+    (na, da), (nb, db) = a, b
+    d = math.lcm(da, db)
+    return na * (d // da) + nb * (d // db), d
+
+
+def _signed(lam, lower: tuple, upper: tuple):
+    """Coefficients on z of lam . phi(z) >= lam . (s z + t): the lower line where lam >= 0, the upper where < 0.
+    lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators."""
+    (n, den), ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lam, lower, upper
+    rows, cols, e = n.nrows(), n.ncols(), n.entries()
+    coef, const = [], []
+    for r in range(rows):
+        row = e[r * cols:(r + 1) * cols]
+        coef.extend(v * (ls[j] if v >= 0 else us[j]) for j, v in enumerate(row))
+        const.append(int(sum(v * (li[j] if v >= 0 else ui[j]) for j, v in enumerate(row) if v)))
+    return (fmpz_mat(rows, cols, coef), den * sd), (const, den * idn)
+
+
+# --------------------------------------------------------------------------- the op rows
+
+
+def _same(node, dims):
+    return dims[0] if len(set(dims)) == 1 else None
+
+
+def _lines(step, n, where):
+    """A unary relaxation: four lists of n rationals (lower slope, lower intercept, upper slope, upper intercept)."""
+    out = []
+    for key in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept"):
+        raw = step.get(key)
+        vals = [parse_ratio(v) for v in raw] if isinstance(raw, list) and len(raw) == n else None
+        require(vals is not None and None not in vals, where, f"{key} must be a list of {n} 'p/q' rationals")
+        out.append([Fraction(*v) for v in vals])
+    return out
+
+
+def _check_lines(fn: Callable, step, boxes, where):
+    """Each element's lines below and above phi on its verified input interval (fn(a, b, l, u, side));
+    the verified lines are kept as fmpq vectors."""
+    (lo, up), = boxes
+    lines = _lines(step, len(lo), where)
+    for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
+        if not (fn(a, b, l, u, 1) and fn(c, d, l, u, -1)):
+            raise Rejected(where, f"element {i}: a line is not proved below/above the curve on [{l}, {u}]")
+    ls, li, us, ui = lines
+    (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
+    n = len(ls)
+    return ((slopes[:n], sd), (icpts[:n], idn)), ((slopes[n:], sd), (icpts[n:], idn))
+
+
+def _relu_side(a, b, l, u, side):
+    """a*z + b below (side 1) / above (-1) relu on [l, u]: both linear on each side of 0, so the ends and 0 decide."""
+    return l <= u and all(side * (max(z, 0) - a * z - b) >= 0 for z in ((l, u, Fraction(0)) if l < 0 < u else (l, u)))
+
+
+def _curve_side(fn):
+    return lambda a, b, l, u, side: (curves.line_below if side == 1 else curves.line_above)(fn, a, b, l, u)
+
+
+def _unary_back(node, lam, relax):
+    """c*phi(z) >= c*(slope*z + intercept) with the lower line for c >= 0, the upper for c < 0."""
+    coef, const = _signed(lam, *relax)
+    return [coef], const
+
+
+def _mul_planes(step, boxes, where):
+    (lx, ux), (ly, uy) = boxes
+    n, out = len(lx), []
+    for key in ("lower", "upper"):
+        raw = step.get(key)
+        ok = isinstance(raw, list) and len(raw) == n and all(isinstance(p, list) and len(p) == 3 for p in raw)
+        vals = [[parse_ratio(v) for v in p] for p in raw] if ok else None
+        require(vals is not None and all(None not in p for p in vals), where, f"{key} must be {n} planes [c_x, c_y, c_0] of 'p/q' rationals")
+        out.append([[Fraction(*v) for v in p] for p in vals])
+    for i, (lo_p, up_p) in enumerate(zip(*out)):
+        box = (lx[i], ux[i], ly[i], uy[i])
+        if not (curves.plane_below(*lo_p, box) and curves.plane_above(*up_p, box)):
+            raise Rejected(where, f"element {i}: a plane is not below/above x*y on the verified box {box}")
+    flat = [v for side in out for p in side for v in p]
+    (cx, cd), (c0, zd) = ints(flat[0::3] + flat[1::3]), ints(flat[2::3])
+    m = len(flat) // 3
+    cxs, cys = cx[:m], cx[m:]
+    half = m // 2  # lower planes first, then upper
+    return [((cxs[:half], cd), (c0[:half], zd)), ((cys[:half], cd), (c0[:half], zd)),
+            ((cxs[half:], cd), (c0[half:], zd)), ((cys[half:], cd), (c0[half:], zd))]
+
+
+def _mul_back(node, lam, planes):
+    """c*x*y >= c*(c_x x + c_y y + c_0): the lower plane where c >= 0, the upper where c < 0."""
+    lx, ly, ux, uy = planes
+    cx, const = _signed(lam, lx, ux)
+    cy, _ = _signed(lam, ly, uy)
+    return [cx, cy], const
+
+
+def _mul_interval(node, boxes):
+    (lx, ux), (ly, uy) = boxes
+    corners = [[a * b for a in (l1, u1) for b in (l2, u2)] for l1, u1, l2, u2 in zip(lx, ux, ly, uy)]
+    return [min(c) for c in corners], [max(c) for c in corners]
+
+
+def _linear_prepare(node):
+    """W (numerators over one denominator), |W| and b as integers, made once per check."""
+    wn, wd = ints([v for row in node.weight for v in row])
+    rows, cols = len(node.weight), len(node.weight[0])
+    return (fmpz_mat(rows, cols, wn), wd), fmpz_mat(rows, cols, [abs(v) for v in wn]), ints(node.bias)
+
+
+def _linear_interval(node, boxes, prepared):
+    """W (l + u)/2 + b -/+ |W| (u - l)/2, exactly, on integers."""
+    ((w, wd), mag, (b, bd)), ((lo, ld), (up, ud)) = prepared, map(ints, boxes[0])
+    d = math.lcm(ld, ud)
+    lo, up = [v * (d // ld) for v in lo], [v * (d // ud) for v in up]
+    mid = (w * fmpz_mat([[x + y] for x, y in zip(lo, up)])).entries()
+    rad = (mag * fmpz_mat([[y - x] for x, y in zip(lo, up)])).entries()
+    den = 2 * d * wd
+    return ([Fraction(c, bd) + Fraction(int(m - r), den) for c, m, r in zip(b, mid, rad)],
+            [Fraction(c, bd) + Fraction(int(m + r), den) for c, m, r in zip(b, mid, rad)])
+
+
+def _linear_back(node, lam, prepared):
+    (n, den), ((wn, wd), _, (b, bd)) = lam, prepared
+    return [(n * wn, den * wd)], consts(n, b, den * bd)
+
+
+def _affine_back(node, lam, prepared):
+    (n, den), ((s, sd), (t, td)) = lam, prepared
+    return [(n * diag(s), den * sd)], consts(n, t, den * td)
+
+
+def _zero_const(lam):
+    return [0] * lam[0].nrows(), 1
+
+
+@dataclass(frozen=True)
+class Op:
+    arity: int
+    shape: Callable  # (node, input widths) -> width, or None when they do not fit
+    evaluate: Callable  # (node, input ball vectors) -> ball vector
+    interval: Callable  # (node, input boxes, prepared) -> (lower, upper) exact
+    back: Callable  # (node, (fmpz_mat, den) coefficients, verified relaxation or prepared) -> ([per input (fmpz_mat, den)], (ints, den))
+    relax: Callable | None = None  # (step, input boxes, where) -> verified relaxation; None: a linear op
+    prepare: Callable = lambda node: None  # the node's parameters in exact matrix form, made once per check
+
+
+def _unary(phi: Callable, interval: Callable, side: Callable) -> Op:
+    return Op(1, lambda n, d: d[0], lambda n, xs: [phi(v) for v in xs[0]], interval, _unary_back,
+              lambda step, boxes, where: _check_lines(side, step, boxes, where))
+
+
+def _curve(fn: str) -> Op:
+    c = curves._curve(fn)
+    return _unary(c.f, lambda n, boxes, p: tuple(map(list, zip(*(curves.interval_image(fn, l, u) for l, u in zip(*boxes[0]))))),
+                  _curve_side(fn))
+
+
+OPS: dict[str, Op] = {
+    "linear": Op(1, lambda n, d: len(n.weight) if all(len(r) == d[0] for r in n.weight) and len(n.bias) == len(n.weight) else None,
+                 lambda n, xs: [sum((arb(q(w)) * v for w, v in zip(row, xs[0])), arb(q(b))) for row, b in zip(n.weight, n.bias)],
+                 _linear_interval, _linear_back, prepare=_linear_prepare),
+    "affine": Op(1, lambda n, d: d[0] if len(n.scale) == len(n.shift) == d[0] else None,
+                 lambda n, xs: [arb(q(a)) * v + arb(q(b)) for a, b, v in zip(n.scale, n.shift, xs[0])],
+                 lambda n, boxes, p: ([min(a * l, a * u) + b for a, b, l, u in zip(n.scale, n.shift, *boxes[0])],
+                                      [max(a * l, a * u) + b for a, b, l, u in zip(n.scale, n.shift, *boxes[0])]), _affine_back,
+                 prepare=lambda n: (ints(n.scale), ints(n.shift))),
+    "add": Op(2, _same, lambda n, xs: [a + b for a, b in zip(*xs)],
+              lambda n, boxes, p: ([a + b for a, b in zip(boxes[0][0], boxes[1][0])], [a + b for a, b in zip(boxes[0][1], boxes[1][1])]),
+              lambda n, lam, r: ([lam, lam], _zero_const(lam))),
+    "sub": Op(2, _same, lambda n, xs: [a - b for a, b in zip(*xs)],
+              lambda n, boxes, p: ([a - b for a, b in zip(boxes[0][0], boxes[1][1])], [a - b for a, b in zip(boxes[0][1], boxes[1][0])]),
+              lambda n, lam, r: ([lam, (-lam[0], lam[1])], _zero_const(lam))),
+    "mul": Op(2, _same, lambda n, xs: [a * b for a, b in zip(*xs)], lambda n, boxes, p: _mul_interval(n, boxes), _mul_back, _mul_planes),
+    "relu": _unary(lambda v: (v + abs(v)) / 2,
+                   lambda n, boxes, p: ([max(v, Fraction(0)) for v in boxes[0][0]], [max(v, Fraction(0)) for v in boxes[0][1]]), _relu_side),
+    **{fn: _curve(fn) for fn in CURVE_OPS},
+}
+
+
+# --------------------------------------------------------------------------- reading a graph model
+
+
+def read_graph(path, sha256: str | None = None, key: str = "model.sha256", arrays: dict | None = None) -> Graph:
+    """A certify graph model (.npz with `__graph__`: JSON {"input": n, "nodes": [...], "output": name}).
+    Node: {"name", "op", "inputs": [...]} and, for linear, "weight" (out, in) and optional "bias" array
+    names; for affine, "scale" and "shift". Every shape must chain; unknown ops are listed at once."""
+    file = str(path)
+    digest = sha256_file(path)
+    need(sha256 is None or digest == sha256, file, key, f"sha256 mismatch: the file hashes to {digest}",
+         "if this model is the one you mean to certify, write that hash in the spec")
+    arrays = read_arrays(path) if arrays is None else arrays
+    try:
+        spec = json.loads(arrays["__graph__"][1])
+        assert isinstance(spec, dict) and type(spec.get("input")) is int and spec["input"] > 0
+        assert isinstance(spec.get("nodes"), list) and spec["nodes"] and isinstance(spec.get("output"), str)
+    except (ValueError, AssertionError, TypeError, KeyError):
+        raise BadInput(file, "__graph__", "not a JSON graph {input, nodes, output}", FIX_GRAPH) from None
+    unknown = [f"#{i} {n.get('op')!r}" for i, n in enumerate(spec["nodes"]) if not isinstance(n, dict) or n.get("op") not in OPS]
+    need(not unknown, file, "__graph__", "unsupported ops " + ", ".join(unknown), f"supported: {', '.join(OPS)}")
+    dims, nodes = {"x": spec["input"]}, []
+    for i, raw in enumerate(spec["nodes"]):
+        where, op = f"__graph__.nodes[{i}]", OPS[raw["op"]]
+        name, inputs = raw.get("name"), raw.get("inputs")
+        need(isinstance(name, str) and name not in dims and isinstance(inputs, list) and len(inputs) == op.arity
+             and all(isinstance(s, str) and s in dims for s in inputs), file, where,
+             f"needs a new name and {op.arity} input(s) defined before it", FIX_GRAPH)
+
+        def vec(key, shape):
+            ref = raw.get(key)
+            need(isinstance(ref, str) and ref in arrays and tuple(arrays[ref][0]) == shape, file, f"{where}.{key}",
+                 f"names no array of shape {shape} ({ref!r})", FIX_GRAPH)
+            flat = [Fraction(v) for v in arrays[ref][1]]
+            return tuple(tuple(flat[r * shape[1]:(r + 1) * shape[1]]) for r in range(shape[0])) if len(shape) == 2 else tuple(flat)
+
+        params = {}
+        if raw["op"] == "linear":
+            ref = raw.get("weight")
+            need(isinstance(ref, str) and ref in arrays and len(arrays[ref][0]) == 2, file, f"{where}.weight", "names no matrix", FIX_GRAPH)
+            out = arrays[ref][0][0]
+            params = {"weight": vec("weight", (out, dims[inputs[0]])),
+                      "bias": vec("bias", (out,)) if raw.get("bias") is not None else (Fraction(0),) * out}
+        elif raw["op"] == "affine":
+            params = {"scale": vec("scale", (dims[inputs[0]],)), "shift": vec("shift", (dims[inputs[0]],))}
+        node = Node(name, raw["op"], tuple(inputs), **params)
+        width = op.shape(node, [dims[s] for s in inputs])
+        need(width is not None, file, where, f"input widths {[dims[s] for s in inputs]} do not fit op {raw['op']!r}", FIX_GRAPH)
+        dims[name] = width
+        nodes.append(node)
+    need(spec["output"] in dims and spec["output"] != "x", file, "__graph__.output", "names no node", FIX_GRAPH)
+    return Graph(spec["input"], tuple(nodes), spec["output"], digest, file, dims)
+
+
+def make_graph(in_dim: int, nodes, output: str, where: str = "graph") -> Graph:
+    """A graph from nodes in topological order; their widths from the op rows (ValueError if they do not fit)."""
+    dims = {"x": in_dim}
+    for node in nodes:
+        if node.name in dims or any(s not in dims for s in node.inputs):
+            raise ValueError(f"{where}: node {node.name!r} is defined twice or reads an undefined value")
+        width = OPS[node.op].shape(node, [dims[s] for s in node.inputs])
+        if width is None:
+            raise ValueError(f"{where}: node {node.name!r}: input widths do not fit op {node.op!r}")
+        dims[node.name] = width
+    return Graph(in_dim, tuple(nodes), output, dims=dims)
+
+
+def joint_graph(f: Graph, g: Graph, outputs: tuple[int, ...] | None) -> Graph:
+    """One graph computing d = f(x) - g(x) (the selected outputs): f's nodes, g's own nodes (g shares f's
+    nodes by name where it keeps them), and `d`. Shared nodes are computed once, so bounding d relaxes
+    what f and g have in common only once."""
+    mine = {n.name: n for n in f.nodes}
+    extra = [n for n in g.nodes if n.name not in mine]
+    if any(mine[n.name] != n for n in g.nodes if n.name in mine):
+        raise ValueError("g redefines a node of f under the same name")
+    nodes = list(f.nodes) + extra + [Node("d.all", "sub", (f.output, g.output))]
+    n = f.dims[f.output]
+    rows = range(n) if outputs is None else outputs
+    nodes.append(Node("d", "linear", ("d.all",), tuple(tuple(Fraction(int(r == c)) for c in range(n)) for r in rows),
+                      (Fraction(0),) * len(rows)))
+    return make_graph(f.in_dim, nodes, "d", "joint graph")
+
+
+# --------------------------------------------------------------------------- checking a graph certificate
+
+
+def ancestors(graph: Graph, target: str) -> list[Node]:
+    """The nodes `target` depends on (itself included), in topological order."""
+    by, need_, out = graph.by_name, {target}, []
+    for node in reversed(graph.nodes):
+        if node.name in need_:
+            out.append(node)
+            need_.update(node.inputs)
+    return out[::-1]
+
+
+def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
+    """Lower bounds of rows @ value(target) over the input box (rows: integers), by back-substitution
+    through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
+    relaxation; `prepared`: node name -> its parameters in exact form)."""
+    coef, const = {target: (rows, 1)}, ([0] * rows.nrows(), 1)
+    for node in reversed(ancestors(graph, target)):
+        lam = coef.pop(node.name, None)
+        if lam is None:
+            continue
+        op = OPS[node.op]
+        if op.relax is not None:
+            require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
+        parts, c = op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name])
+        const = add_vec(const, c)
+        for name, part in zip(node.inputs, parts):
+            coef[name] = add_coef(coef[name], part) if name in coef else part
+    lam = coef.pop("x", None)
+    if lam is not None:
+        (lo, ld), (up, ud) = ints(box[0]), ints(box[1])
+        pos, neg = split(lam[0])
+        const = add_vec(const, add_vec(consts(pos, lo, lam[1] * ld), consts(neg, up, lam[1] * ud)))
+    return [Fraction(v, const[1]) for v in const[0]]
+
+
+def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
+    """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper)."""
+    bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
+    prepared = {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
+    require(isinstance(steps, list), where, "steps must be a list")
+    for k, step in enumerate(steps):
+        at = f"{where}[{k}]"
+        require(isinstance(step, dict) and step.get("node") in graph.by_name, at, "a step names a node of the joint graph")
+        node = graph.by_name[step["node"]]
+        op, n = OPS[node.op], graph.dims[node.name]
+        at = f"{at} ({step.get('kind')}, node {node.name})"
+        missing = [s for s in node.inputs if s not in bounds]
+        if step.get("kind") == "relax":
+            require(set(step) <= {"kind", "node", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept", "lower", "upper"},
+                    at, "unexpected keys")
+            require(op.relax is not None and not missing, at, "a relaxation of a nonlinear node whose inputs have verified bounds")
+            relax[node.name] = op.relax(step, [bounds[s] for s in node.inputs], at)
+        elif step.get("kind") == "bounds":
+            require(set(step) == {"kind", "node", "via", "lower", "upper"}, at, "bounds steps have keys kind, node, via, lower, upper")
+            if step["via"] == "interval":
+                require(not missing, at, f"interval needs verified bounds of {missing}")
+                try:
+                    lo, up = op.interval(node, [bounds[s] for s in node.inputs], prepared[node.name])
+                except ValueError as exc:  # a curve's input bounds leave its domain (rsqrt of a non-positive value)
+                    raise Rejected(at, str(exc)) from None
+            elif step["via"] == "linear":
+                rows = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
+                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared)  # e_i, then -e_i
+                lo, up = both[:n], [-v for v in both[n:]]
+            else:
+                raise Rejected(at, "via must be interval or linear")
+            claimed = []
+            for key in ("lower", "upper"):
+                vals = [parse_ratio(v) for v in step[key]] if isinstance(step[key], list) and len(step[key]) == n else None
+                require(vals is not None and None not in vals, at, f"{key} must be {n} 'p/q' rationals")
+                claimed.append([Fraction(*v) for v in vals])
+            for i, (cl, dl, cu, du) in enumerate(zip(claimed[0], lo, claimed[1], up)):
+                require(cl <= dl and cu >= du, at, f"element {i}: claimed [{cl}, {cu}] is not implied by the derived [{dl}, {du}]")
+            if node.name in bounds:
+                olo, oup = bounds[node.name]
+                claimed = [[max(a, b) for a, b in zip(claimed[0], olo)], [min(a, b) for a, b in zip(claimed[1], oup)]]
+            bounds[node.name] = (claimed[0], claimed[1])
+        else:
+            raise Rejected(at, f"unknown step kind {step.get('kind')!r}")
+    return bounds
+
+
+def evaluate(graph: Graph, x: list[Fraction], prec: int = 256) -> dict:
+    """Every node's value at the point x as arb balls (exact ops give exact-width-zero balls)."""
+    with ctx.workprec(prec):
+        values = {"x": [arb(q(v)) for v in x]}
+        for node in graph.nodes:
+            values[node.name] = OPS[node.op].evaluate(node, [values[s] for s in node.inputs])
+        return values
+
+
+def deviation_at(joint: Graph, x: list[Fraction]) -> Fraction:
+    """A proven lower bound on max_i |d_i(x)|: the lower end of the arb enclosure (exact where the
+    graph's ops are all rational)."""
+    with ctx.workprec(256):
+        return max(curves.exact(abs(v).lower()) for v in evaluate(joint, x)["d"])
+
+
+def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> tuple[Fraction | None, int]:
+    """A graph certificate: its steps verify bounds of the joint graph's output d = f - g with
+    |d_i| <= bound on the box; the witness, if any, is replayed (a proven lower bound, <= bound)."""
+    need(spec.property.semantics == "real", str(spec.path), "property.semantics",
+         f"float32 semantics has no rounding-error analysis for graph ops yet ({', '.join(sorted({n.op for n in f.nodes}))})",
+         "use semantics: real")
+    require("steps" in cert and "tree" not in cert, "certificate", "a graph model's certificate has steps (no split tree for graphs yet)")
+    try:
+        joint = joint_graph(f, g, spec.property.outputs)
+    except ValueError as exc:
+        raise Rejected("joint graph", str(exc)) from None
+    bounds = check_graph_steps(joint, box, cert["steps"], "steps")
+    require("d" in bounds, "goal", "missing goal: no verified bounds of the output difference d")
+    lo, up = bounds["d"]
+    require(all(-l <= bound and u <= bound for l, u in zip(lo, up)), "goal", "the verified bounds of d do not prove |d_i| <= bound")
+    witness = cert.get("witness")
+    if witness is None:
+        return None, len(cert["steps"])
+    require(isinstance(witness, dict) and set(witness) == {"x", "deviation"} and isinstance(witness["x"], list)
+            and len(witness["x"]) == f.in_dim, "witness", f"a witness is {{x: {f.in_dim} rationals, deviation}}")
+    x = [parse_ratio(v) for v in witness["x"]]
+    require(None not in x, "witness", "x holds a value that is not a 'p/q' rational")
+    x = [Fraction(*v) for v in x]
+    require(all(l <= v <= u for v, l, u in zip(x, *box)), "witness", "the input lies outside the spec's domain")
+    dev = deviation_at(joint, x)
+    claimed = parse_ratio(witness["deviation"])
+    require(claimed is not None and Fraction(*claimed) == dev, "witness", f"claimed deviation differs from the replay's proven {dev}")
+    require(dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
+    return dev, len(cert["steps"])
