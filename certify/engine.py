@@ -110,17 +110,23 @@ def select_level(spec: Spec, level: str | None) -> Spec:
     return spec.at_level(level)
 
 
-def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None, strict: bool = False) -> Problem:
-    """Read and validate everything, materialise unpinned float transforms, build the joint network.
-    `strict`: unpinned float arrays are bad input."""
+def load(spec_path: str | Path, out: str | Path | None, level: str | None, strict: bool):
+    """(spec at the level, options, certificate path, f, input box), everything validated against the
+    model before anything is written. `strict`: unpinned float arrays are bad input."""
     spec = select_level(read_spec(spec_path), level)
     if strict:
         refuse_unpinned(spec)
     options = read_options(spec)
     cert_path = Path(out) if out is not None else default_certificate_path(spec)
     f = read_model(spec.model.path, spec.model.sha256)
-    domain = input_box(spec, f)  # validate the whole spec against the model before writing anything
+    domain = input_box(spec, f)
     check_outputs(spec, f)
+    return spec, options, cert_path, f, domain
+
+
+def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | None = None, strict: bool = False) -> Problem:
+    """Read and validate everything, materialise unpinned float transforms, build the joint network."""
+    spec, options, cert_path, f, domain = load(spec_path, out, level, strict)
     arrays = materialize(spec, f)
     materialized = meta = None
     pins = ()
@@ -197,7 +203,8 @@ def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fract
             r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
                                  time_budget=time_budget, max_leaves=p.options.max_leaves, stop_below=stop_below,
                                  margins=p.margins, progress=report)
-        return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3)}}
+        return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3),
+                                                   "leaf_method": r.leaf_method}}
     if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all:
         crown = propose(p.net, p.joint, p.box, "crown", margins=p.margins)  # CROWN (cheap) decides, for alpha too
         used = any(s["kind"] == "difference" and s["pairs"] for s in crown.steps)
@@ -274,7 +281,9 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     for m in plan:
         if m == "bab" and len(plan) > 1 and (lower > tol or best[1] <= tol):
             break  # settled: auto only branches when the tolerance lies between lower and upper
-        bound, body, notes = bound_with(p, m, time_budget=max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0)))
+        bound, body, notes = bound_with(p, m, time_budget=max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0)),
+                                        stop_below=lower * Fraction(101, 100) if lower > tol else None)  # violated:
+        # branch and bound's budget is time, not leaves; it stops within 1 % of the attained deviation
         tried[m] = float(bound)
         if best is None or bound < best[1]:
             best = (m, bound, body, notes)

@@ -9,6 +9,7 @@ the maximum over the leaves, so stopping early still yields a valid (looser) cer
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import time
@@ -18,12 +19,14 @@ from fractions import Fraction
 import numpy as np
 
 from ..certificate import Proposal, propose
+from ..checker import exact
 from ..checker.numbers import rational_str
 from .linear import backsubstitute
-from .network import FloatNet, box_floats
+from .network import FloatNet, box_floats, from_exact
 
 INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs
+ALPHA_PAYS = 0.9  # alpha-CROWN bounds the leaves only where its root bound is below this times CROWN's
 
 
 @dataclass
@@ -40,22 +43,23 @@ class Node:
     children: list["Node"] = field(default_factory=list)
     bound: Fraction | None = None  # set with the proposal: the best of its own bound and the ancestors'
     exact_output: bool = True  # the proposal's output bounds are exact (else padded floats)
+    keep: tuple = (1, 1)  # a split region: the layers [lo, hi) of its own steps that its children inherit
 
     def set_proposal(self, proposal: Proposal, exact_output: bool = True) -> None:
         self.proposal, self.exact_output, own = proposal, exact_output, proposal.bound
         self.bound = own if own is None or self.inherited is None else min(own, self.inherited)
 
-    def to_json(self, claim: Fraction) -> dict:
-        """A proved region: the steps it re-derives (layers from `first_layer` on). A split region:
-        only the steps its children inherit, layers `first_layer` .. j-1 for a ReLU split on layer
-        j, none for an input split (its children re-derive every layer on their own boxes, so the
-        checker would verify the parent's steps for nothing), then the split and the children."""
+    def to_json(self, claim: Fraction, dims: list[int] | None = None) -> dict:
+        """A proved region: the steps it derives (layers from `first_layer` on). A split region:
+        only the steps its children inherit (`keep`): layers `first_layer` .. j-1 for a ReLU split
+        on layer j; none for an input split (its children derive every layer on their own boxes, so
+        the checker would verify the parent's steps for nothing); then the split and the children."""
         own = self.proposal.bound
         if own is None or own <= claim or not self.children:
             return {"steps": [s for s in self.proposal.steps if s["layer"] >= self.first_layer]}
-        below = self.split["layer"] if self.split["split"] == "relu" else 1
-        steps = [s for s in self.proposal.steps if self.first_layer <= s["layer"] < below]
-        return {**self.split, "steps": steps, "children": [c.to_json(claim) for c in self.children]}
+        steps = [s for s in self.proposal.steps if self.keep[0] <= s["layer"] < self.keep[1]]
+        split = self.split if dims is None or self.split["split"] != "input" else {**self.split, "dim": dims[self.split["dim"]]}
+        return {**split, "steps": steps, "children": [c.to_json(claim, dims) for c in self.children]}
 
 
 def _worst_row(p: Proposal) -> tuple[int, float]:
@@ -108,6 +112,18 @@ def _children(node: Node, split: dict) -> list[Node]:
     return [Node(node.box, {**node.assume, key: phase}, node.bound, j) for phase in ("inactive", "active")]
 
 
+def fold_inputs(net: FloatNet, exact_joint, box):
+    """The problem on the box's free inputs only: fixed inputs (lower = upper) folded into the first
+    layer's bias exactly (the checker's `exact.fold_fixed`, which it applies itself), its float copy
+    rounded from the exact one. Returns (net, exact joint, box, free indices, or None if none is fixed)."""
+    first, free, lo, up = exact.fold_fixed(exact_joint[0], *box)
+    if len(free) == len(box[0]):
+        return net, exact_joint, box, None
+    layer = from_exact([first])
+    net = dataclasses.replace(net, weights=(layer.weights[0], *net.weights[1:]), biases=(layer.biases[0], *net.biases[1:]))
+    return net, [first, *exact_joint[1:]], (lo, up), free
+
+
 @dataclass(frozen=True)
 class BabResult:
     tree: dict
@@ -115,6 +131,7 @@ class BabResult:
     leaves: int
     splits: int
     seconds: float
+    leaf_method: str = ""
 
 
 def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
@@ -123,15 +140,25 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
     """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent.
     `progress(leaves, bound)` is called after every split."""
     start = time.perf_counter()
+    net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
     root.set_proposal(propose(net, exact_joint, box, method, margins=margins))
     differential = any(s["kind"] == "difference" and s["pairs"] for s in root.proposal.steps)
-    if differential:  # splits sharpen separate ReLU relaxations, not difference lines (digits_low_rank at
-        # tolerance 0.085: 3 leaves without pairs, 256 leaves and still 0.0863 with): pairs only for a 2x gain
+    input_splits = sum(l < u for l, u in zip(*box)) <= INPUT_SPLIT_MAX_DIM
+    if differential and not input_splits:  # ReLU splits sharpen separate
+        # ReLU relaxations, not difference lines (digits_low_rank at tolerance 0.085: 3 leaves without pairs, 256
+        # leaves and still 0.0863 with): pairs only for a 2x gain. Input splits narrow the differences' ranges too.
         plain = propose(net, exact_joint, box, method, margins=margins, differential=False)
         if plain.bound is not None and root.proposal.bound is not None and root.proposal.bound * 2 > plain.bound:
             differential = False
             root.set_proposal(plain)
+    leaf_method = method
+    if method == "alpha" and input_splits:  # alpha costs ~10x CROWN a leaf: only where it pays at the root
+        # (w16x2-prune50-box: 3.13 vs 4.04 x exact; the VeryDiff MNIST pair: 1.606 vs 1.629, where 10x more CROWN
+        # leaves win). ReLU splits keep alpha: their multipliers (beta) are optimised with the slopes
+        crown = propose(net, exact_joint, box, "crown", margins=margins, differential=differential, exact_output=False)
+        if crown.bound is not None and root.bound is not None and not root.bound < ALPHA_PAYS * crown.bound:
+            leaf_method = "crown"
     order = itertools.count()  # ties between equal bounds go to the older leaf
     live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
     splits = 0
@@ -144,7 +171,7 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
             # padded float output bounds miss the target by no more than their padding: bound the
             # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
             heapq.heappop(live)
-            worst.set_proposal(propose(net, exact_joint, worst.box, method, worst.assume, margins, differential))
+            worst.set_proposal(propose(net, exact_joint, worst.box, leaf_method, worst.assume, margins, differential))
             if worst.bound is not None:
                 heapq.heappush(live, (-worst.bound, next(order), worst))
             continue
@@ -153,8 +180,10 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
             break
         heapq.heappop(live)
         worst.split, worst.children = split, _children(worst, split)
+        if split["split"] == "relu":
+            worst.keep = (worst.first_layer, split["layer"])
         for child in worst.children:
-            child.set_proposal(propose(net, exact_joint, child.box, method, child.assume, margins, differential,
+            child.set_proposal(propose(net, exact_joint, child.box, leaf_method, child.assume, margins, differential,
                                        exact_output=False), exact_output=False)
             if child.bound is not None:  # None: the region is empty
                 heapq.heappush(live, (-child.bound, next(order), child))
@@ -162,4 +191,4 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
         if progress is not None:
             progress(1 + splits, -live[0][0] if live else None)
     claim = -live[0][0] if live else Fraction(0)
-    return BabResult(root.to_json(claim), claim, 1 + splits, splits, time.perf_counter() - start)
+    return BabResult(root.to_json(claim, dims), claim, 1 + splits, splits, time.perf_counter() - start, leaf_method)

@@ -91,10 +91,14 @@ def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
     ds = xp.where(dd >= 0, dd * d.lines.lower_slope, dd * d.lines.upper_slope)
     dt = xp.where(dd >= 0, dd * d.lines.lower_intercept, dd * d.lines.upper_intercept)
     std_int = sum(xp.where(x >= 0, x * take(r.lower_intercept, i), x * take(r.upper_intercept, i)) for x, i in ((xa, d.a), (xb, d.b)))
-    cols = xp.arange(h.shape[1])
-    ea, eb = (d.a[:, None] == cols[None, :]) * 1.0, (d.b[:, None] == cols[None, :]) * 1.0
     new_a = xp.where(ref_a, c_slope, 0.0) + ds
     new_b = xp.where(ref_a, 0.0, c_slope) - ds
+    if xp is np:  # a neuron is in at most one pair: set its columns in place
+        lam = lam.copy()
+        lam[:, d.a], lam[:, d.b] = xp.where(opp, new_a, lam[:, d.a]), xp.where(opp, new_b, lam[:, d.b])
+        return lam, const + xp.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
+    cols = xp.arange(h.shape[1])
+    ea, eb = (d.a[:, None] == cols[None, :]) * 1.0, (d.b[:, None] == cols[None, :]) * 1.0
     lam = lam + xp.where(opp, new_a - lam[:, d.a], 0.0) @ ea + xp.where(opp, new_b - lam[:, d.b], 0.0) @ eb
     return lam, const + xp.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
 

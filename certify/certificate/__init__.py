@@ -1,4 +1,4 @@
-"""Certificate writer: turns float bound computations into exact, checkable steps (format v1).
+"""Certificate writer: turns float bound computations into exact, checkable steps (certificate format version 2, the checker's VERSION).
 
 The engine's float bounds are padded outward (relative 1e-8) before they are claimed, so the exact
 re-derivation in the checker lands inside them; ReLU relaxation lines are built from the claimed
@@ -50,6 +50,26 @@ def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
             S, L, U = Fraction(float(s)), Fraction(l), Fraction(u)
             up_int[i] = _round_up(max(-S * L, U - S * U))
     return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
+
+
+ULPS = 2.0 ** -50  # a bound on the relative rounding error of an intercept computed in float64 (a few operations)
+
+
+def _down(v, err):
+    """v - err rounded down: below the exact value whose float evaluation v is off by at most err."""
+    return np.nextafter(v - err, -np.inf)
+
+
+def exact_relaxation_fast(lower, upper) -> Relaxation:
+    """`exact_relaxation` vectorised: each upper intercept is max(-s*l, u - s*u) evaluated in float64
+    and raised by a bound on its rounding error, so each line is still exactly valid (2^-50 relative
+    looser than the correctly rounded intercept). For branch-and-bound leaves (thousands of them)."""
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    r = relax_relu(lower, upper)
+    s, unstable = r.upper_slope, (lower < 0) & (upper > 0)
+    v = np.maximum(-s * lower, upper - s * upper)
+    err = ULPS * (np.abs(s * lower) + np.abs(upper) + np.abs(s * upper))
+    return Relaxation(r.lower_slope, r.lower_intercept, s, np.where(unstable, -_down(-v, err), r.upper_intercept))
 
 
 def _qlines(r: Relaxation) -> tuple:
@@ -170,7 +190,26 @@ def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
     return Relaxation(*(np.array(v) for v in out))
 
 
-def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in):
+def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
+    """`difference_lines` vectorised: slopes are the same chords in float64, intercepts are the float
+    minimum (maximum) at the two ends moved outward by a bound on their rounding error, so each line
+    is still exactly valid at both ends (2^-50 relative looser). For branch-and-bound leaves."""
+    L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
+    lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
+    la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
+    low = lambda x: np.where(lb >= 0, x, np.where(ub <= 0, 0.0, np.minimum(x, 0.0)))  # noqa: E731
+    high = lambda x: np.where(la >= 0, x, np.where(ua <= 0, 0.0, np.maximum(x, 0.0)))  # noqa: E731
+    wide = U > L
+    span = np.where(wide, U - L, 1.0)
+    sl, su = (np.where(wide, (f(U) - f(L)) / span, 0.0) for f in (low, high))
+    tl = np.minimum(low(L) - sl * L, low(U) - sl * U)
+    tu = np.maximum(high(L) - su * L, high(U) - su * U)
+    el, eu = (ULPS * (np.maximum(np.abs(f(L)) + np.abs(t * L), np.abs(f(U)) + np.abs(t * U)) + np.abs(v))
+              for f, t, v in ((low, sl, tl), (high, su, tu)))
+    return Relaxation(sl, _down(tl, el), su, -_down(-tu, eu))
+
+
+def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in, fast: bool = False):
     """The `difference` step of layer k's pairs and its float Difference (lower > upper for some
     pair: the region is empty, as the checker concludes from the step). A pair is kept where the range of z_a - z_b
     is no wider than the narrower of the two neurons' ranges: there the joint lines are tighter than
@@ -181,10 +220,12 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, rows)
     lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in (lo, up) for i in (a, b))
     dlo, dup = np.maximum(dlo, lo_a - up_b), np.minimum(dup, up_a - lo_b)
-    keep = np.flatnonzero(dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b))
+    same = ((lo_a >= 0) & (lo_b >= 0)) | ((up_a <= 0) & (up_b <= 0))  # both active or both inactive: the pair's
+    # lines would be D = delta or D = 0, which rewrite its two terms into the same value: kept for nothing
+    keep = np.flatnonzero((dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) & ~same)
     dlo, dup = pad_outward(dlo[keep], dup[keep])
     a, b = a[keep], b[keep]
-    lines = difference_lines(dlo, dup, lo, up, a, b)
+    lines = (difference_lines_fast if fast else difference_lines)(dlo, dup, lo, up, a, b)
     step = {"kind": "difference", "layer": k, "pairs": [[int(i), int(j)] for i, j in zip(a, b)], "lower": _q(dlo),
             "upper": _q(dup), "lower_slope": _q(lines.lower_slope), "lower_intercept": _q(lines.lower_intercept),
             "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
@@ -234,13 +275,13 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         if any(a > b for a, b in zip(lo, up)):  # the checker sees the same contradiction
             return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
         claims.append((np.array(lo), np.array(up)))
-        r = exact_relaxation(lo, up)
+        r = exact_relaxation(lo, up) if exact_output else exact_relaxation_fast(lo, up)
         relax.append(r)
         steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
                       "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
                       "upper_intercept": _q(r.upper_intercept)})
         if k in pairs:
-            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in)
+            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output)
             steps.append(step)  # even with no pairs: a split region must not inherit its parent's pairs here
             if any(x > y for x, y in zip(step["lower"], step["upper"])):  # contradictory: the region is empty
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)

@@ -21,7 +21,7 @@ import z3
 from .errors import BadInput, Rejected, require
 from .float32 import float32_margins, is_float32
 from .graph import Graph, check_graph
-from .exact import backsubstitute, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
+from .exact import backsubstitute, fold_fixed, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_ratio, parse_rational, rational_str
@@ -359,8 +359,16 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     Children cover their parent by construction and inherit its verified bounds and relaxations,
     so their steps need only re-derive what the split changes. A node whose verified bounds
     contradict its splits has an empty region. A node neither proved nor split rejects.
+
+    Inputs the box fixes (lower = upper) are folded into the first layer's bias (exact.fold_fixed):
+    every bound is the same exact number, computed on the free inputs only. Boxes below hold the
+    free coordinates; an input split names a coordinate of the whole box, and one on a fixed input
+    (`at` its value) leaves both children the parent's box.
     """
-    stack, solver = [(root, _State(joint, box, {}, {}, {}, mats=weight_mats(joint)), "tree")], _solver()
+    dims = len(box[0])
+    first, free, *folded = fold_fixed(joint[0], *box)
+    joint, position = [first, *joint[1:]], {d: i for i, d in enumerate(free)}
+    stack, solver = [(root, _State(joint, tuple(folded), {}, {}, {}, mats=weight_mats(joint)), "tree")], _solver()
     count = steps = 0
     while stack:
         node, state, where = stack.pop()
@@ -379,8 +387,15 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
         (lo, up), assume = state.box, state.assume
         if split == "input":
             d, at = node["dim"], parse_rational(node["at"])
-            require(type(d) is int and 0 <= d < len(lo) and at is not None and lo[d] <= at <= up[d], where,
+            require(type(d) is int and 0 <= d < dims and at is not None, where,
                     "input split needs a dimension and a point inside the parent box")
+            if d not in position:  # a fixed input: `at` must be its value, and both children are the parent
+                require(at == box[0][d], where, "input split needs a point inside the parent box")
+                stack += [(kids[0], _child(state, (lo, up), assume), f"{where}.0"),
+                          (kids[1], _child(state, (lo, up), assume), f"{where}.1")]
+                continue
+            d = position[d]
+            require(lo[d] <= at <= up[d], where, "input split needs a point inside the parent box")
             left_up, right_lo = list(up), list(lo)
             left_up[d], right_lo[d] = at, at
             stack += [(kids[0], _child(state, (lo, left_up), assume), f"{where}.0"),

@@ -124,6 +124,8 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
             for n in neurons:  # an alpha line has intercept 0
                 loi_r[n] = 0
             nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
+            pair_lines = list(zip(pairs, dls, dli, dus, dui))
+            seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
             for r, row in enumerate(rows):
                 if rows_alpha is not None:
                     lo_r, scale = list(los), lcm_s // ad
@@ -133,19 +135,21 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
                     lo_r = los
                 new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(row, lo_r, ups)]
                 icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= ZERO) + sum(row[i] * upi[i] for i in nz_up if row[i] < ZERO)
-                for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui):
+                for (a, b), sl, tl, su, tu in (pair_lines if any(row[b] for b in seconds) else ()):
                     xa, xb = row[a], row[b]
-                    if xa * xb >= 0:
+                    if xa > ZERO:  # only opposite signs are rewritten: undo the two terms' own lines
+                        if xb >= ZERO:
+                            continue
+                        icpt -= xa * loi_r[a] + xb * upi[b]
+                    elif xa < ZERO and xb > ZERO:
+                        icpt -= xa * upi[a] + xb * loi_r[b]
+                    else:
                         continue
                     ref, d = (a, -xb) if abs(xa) >= abs(xb) else (b, xa)
                     c = xa + xb
-                    icpt -= sum(x * (loi_r[i] if x >= 0 else upi[i]) for x, i in ((xa, a), (xb, b)))
-                    new[a] = new[b] = 0
-                    new[ref] = c * (lo_r[ref] if c >= 0 else ups[ref])
-                    s, t = (sl, tl) if d >= 0 else (su, tu)
-                    new[a] += d * s
-                    new[b] -= d * s
-                    icpt += c * (loi_r[ref] if c >= 0 else upi[ref]) + d * t
+                    term, icpt = (c * lo_r[ref], icpt + c * loi_r[ref]) if c >= ZERO else (c * ups[ref], icpt + c * upi[ref])
+                    s, icpt = (d * sl, icpt + d * tl) if d >= ZERO else (d * su, icpt + d * tu)
+                    new[a], new[b] = (term + s, -s) if ref == a else (s, term - s)
                 new_rows.append(new)
                 icpts.append(int(icpt))
             consts = _add(consts, icpts, den * lcm_i)
@@ -192,3 +196,21 @@ def forward(layers: list[tuple[IntMat, IntVec]], x: list[Fraction]) -> list[Frac
         if j < len(layers) - 1:
             x = [max(v, Fraction(0)) for v in x]
     return x
+
+
+def fold_fixed(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: list[Fraction]):
+    """The first dense layer restricted to the box's free inputs (lower < upper): each fixed input
+    x_d = c_d (lower = upper) moves into the bias, w x + b = w_free x_free + (b + w_fixed c), an
+    identity on the box, so every bound computed on the folded layer over the free coordinates is
+    the same exact number as on the whole layer over the whole box (an MNIST region with 15 of 784
+    pixels free: products 52x narrower). Returns (layer, free indices, free lower, free upper)."""
+    free = [d for d, (l, u) in enumerate(zip(lower, upper)) if l != u]
+    if len(free) in (0, len(lower)):  # nothing to fold, or a single point (kept whole)
+        return layer, list(range(len(lower))), list(lower), list(upper)
+    (w, wden), (b, bden) = layer
+    fixed = [d for d in range(len(lower)) if lower[d] == upper[d]]
+    cn, cden = qvec([lower[d] for d in fixed])
+    shift = (fmpz_mat([[row[d] for d in fixed] for row in w]) * fmpz_mat([[c] for c in cn])).entries()
+    bias = [x * wden * cden + int(s) * bden for x, s in zip(b, shift)]
+    return (([[row[d] for d in free] for row in w], wden), (bias, bden * wden * cden)), free, \
+        [lower[d] for d in free], [upper[d] for d in free]

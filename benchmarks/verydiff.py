@@ -1,0 +1,153 @@
+"""certify on the VeryDiff network pairs: certified bound against the attained deviation, and time.
+
+    python benchmarks/verydiff.py [--quick] [--json PATH] [--only NAME,...] [--budget S,...]
+
+Instances (`../shared/benchmarks/verydiff/`, else `tests/data/verydiff/`): the MNIST MLP
+`mnist_relu_3_100` against its pruned copy `pruned5` over `mnist_0_local_15` and
+`mnist_7_local_15` (15 of 784 pixels free in [0, 1]), and the 16-40-40-5 pair `2_80-1` against
+`2_80-1-0.1` over `sigma_0.1`, on logits (certify drops the final Softmax). g is the second model.
+
+Per instance, in one run: the attained lower bound (falsifier, replayed exactly), then per method
+the certified bound (from a certificate the trusted checker accepted), the bounding seconds, the
+checking seconds, the leaves of a branch-and-bound tree and the worker processes. Methods:
+`alpha` (one region), and `bab-<S>s`: branch and bound with a budget of S seconds, stopping early
+once within 1 % of the attained lower bound. The targets of issue 19 are checked in the same run:
+MNIST-0 within 1.05x and MNIST-7 within 1.10x of the attained lower bound with bounding plus checking
+in at most 60 s, and checking no slower than bounding on every tree. The machine's load average is
+recorded with each instance: timings on a shared machine are noisy, compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from certify.checker import Verdict  # noqa: E402
+from certify.checker.model import sha256_file  # noqa: E402
+from certify.engine import attained_lower, bound_with, prepare, write_and_check  # noqa: E402
+
+MNIST, PRUNED = "mnist_relu_3_100.onnx", "mnist_relu_3_100_pruned5.onnx"
+INSTANCES = {  # name -> (f, g, VNN-LIB region, target ratio to the attained lower bound or None)
+    "mnist0": (MNIST, PRUNED, "mnist_0_local_15.vnnlib", 1.05),
+    "mnist7": (MNIST, PRUNED, "mnist_7_local_15.vnnlib", 1.10),
+    "2_80": ("2_80-1.onnx", "2_80-1-0.1.onnx", "sigma_0.1.vnnlib", None),
+}
+TOTAL_SECONDS = 60.0  # the targets' budget for bounding plus checking
+
+
+def data_file(name: str) -> Path:
+    for folder in (ROOT.parent / "shared" / "benchmarks" / "verydiff", ROOT / "tests" / "data" / "verydiff"):
+        if (folder / name).is_file():
+            return folder / name
+    raise SystemExit(f"{name}: not in ../shared/benchmarks/verydiff/ nor tests/data/verydiff/")
+
+
+def write_spec(tmp: Path, name: str) -> Path:
+    f, g, region, _ = INSTANCES[name]
+    f, g, region = data_file(f), data_file(g), data_file(region)
+    spec = tmp / f"{name}.yaml"
+    spec.write_text("\n".join([
+        "version: 1", f'model: {{path: "{f}", sha256: "{sha256_file(f)}"}}', "input:", f'  vnnlib: "{region}"',
+        "explanation:", f'  - model: {{path: "{g}", sha256: "{sha256_file(g)}"}}',
+        "property: {deviation: linf, tolerance: 0}", ""]))
+    return spec
+
+
+def run_instance(tmp: Path, name: str, budgets: list[float]) -> dict:
+    spec = write_spec(tmp, name)
+    load = os.getloadavg()[0]
+    t = time.perf_counter()
+    p = prepare(spec, tmp / f"{name}.cert.json")
+    witness, lower = attained_lower(p)
+    rec = {"instance": name, "lower": float(lower), "target": INSTANCES[name][3], "certify": {},
+           "notes": {"falsify_seconds": round(time.perf_counter() - t, 3), "load_start": load}}
+    stop = lower * Fraction(101, 100)  # within 1 % of what an input attains: done
+    for method, budget in [("alpha", None)] + [(f"bab-{b:g}s", b) for b in budgets]:
+        t = time.perf_counter()
+        bound, body, notes = bound_with(p, "bab" if budget else method, time_budget=budget or 60.0, stop_below=stop)
+        seconds = time.perf_counter() - t
+        path = tmp / f"{name}.{method}.cert.json"
+        result = write_and_check(p, method, bound, body, witness, lower, notes, path)
+        assert result.verdict is not Verdict.REJECTED, f"{name} {method}: the checker rejected: {result.reason}"
+        bab = notes.get("bab", {})
+        rec["certify"][method] = {"bound": float(result.bound), "ratio": float(result.bound / lower), "seconds": round(seconds, 3),
+                                  "check_seconds": round(result.seconds, 3), "leaves": bab.get("leaves", 1), "workers": 1,
+                                  **({"leaf_method": bab["leaf_method"]} if "leaf_method" in bab else {}),
+                                  "certificate_bytes": path.stat().st_size}
+        print(f"  {name} {method}: {float(result.bound):.4f} ({float(result.bound / lower):.3f}x) bound {seconds:.1f}s "
+              f"check {result.seconds:.1f}s leaves {bab.get('leaves', 1)}", flush=True)
+    rec["notes"]["load_end"] = os.getloadavg()[0]
+    return rec
+
+
+def targets(records: list[dict]) -> list[str]:
+    """Issue 19's targets, from this run's numbers."""
+    out = []
+    for r in records:
+        runs = r["certify"]
+        for m, v in runs.items():
+            if v["leaves"] > 1 and v["check_seconds"] > v["seconds"]:
+                out.append(f"missed: {r['instance']} {m}: checking {v['check_seconds']:.1f}s > bounding {v['seconds']:.1f}s")
+        if r["target"] is None:
+            continue
+        within = [(m, v) for m, v in runs.items() if v["seconds"] + v["check_seconds"] <= TOTAL_SECONDS]
+        best = min(within, key=lambda mv: mv[1]["bound"], default=None)
+        if best is None:
+            out.append(f"missed: {r['instance']}: no method bounded and checked within {TOTAL_SECONDS:g} s")
+        else:
+            m, v = best
+            verdict = "met" if v["ratio"] <= r["target"] else "missed"
+            out.append(f"{verdict}: {r['instance']}: best within {TOTAL_SECONDS:g} s is {m}, {v['ratio']:.3f}x the attained "
+                       f"lower bound (target {r['target']}x), {v['seconds']:.1f}s + {v['check_seconds']:.1f}s")
+    return out
+
+
+def print_table(records: list[dict]) -> None:
+    print(f"\n{'instance':8} {'lower':>8} {'method':>9} {'bound':>8} {'x lower':>8} {'bound s':>8} {'check s':>8} "
+          f"{'check/bound':>11} {'leaves':>7} {'workers':>7}")
+    for r in records:
+        for m, v in r["certify"].items():
+            print(f"{r['instance']:8} {r['lower']:8.4f} {m:>9} {v['bound']:8.4f} {v['ratio']:8.3f} {v['seconds']:8.1f} "
+                  f"{v['check_seconds']:8.1f} {v['check_seconds'] / max(v['seconds'], 1e-9):11.2f} {v['leaves']:7d} {v['workers']:7d}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="branch-and-bound budget 20 s instead of 25 s and 60 s")
+    ap.add_argument("--json", type=Path, help="write the records here")
+    ap.add_argument("--only", help="comma-separated instance names (" + ", ".join(INSTANCES) + ")")
+    ap.add_argument("--budget", help="comma-separated branch-and-bound budgets in seconds (overrides --quick)")
+    args = ap.parse_args(argv)
+    names = args.only.split(",") if args.only else list(INSTANCES)
+    unknown = [n for n in names if n not in INSTANCES]
+    if unknown:
+        ap.error(f"unknown instance {unknown[0]!r}: choose from {', '.join(INSTANCES)}")
+    budgets = [float(b) for b in args.budget.split(",")] if args.budget else ([20.0] if args.quick else [25.0, 60.0])
+    records = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            records.append(run_instance(Path(tmp), name, budgets))
+            if args.json:  # after every instance: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(records, indent=1))
+    print_table(records)
+    print(f"\nwall time {time.perf_counter() - start:.0f} s; load average (1 min) per instance: " +
+          ", ".join(f"{r['instance']} {r['notes']['load_start']:.1f}-{r['notes']['load_end']:.1f}" for r in records))
+    for line in targets(records):
+        print("  " + line)
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Branch and bound on boxes with fixed inputs (issue 19): the checker folds them into the first
+layer's bias, the engine does the same, and the vectorised relaxation lines of the leaves are
+exactly valid."""
+
+from __future__ import annotations
+
+import copy
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from certify.certificate import difference_lines_fast, exact_relaxation_fast
+from certify.checker import exact
+from certify.checker.check import Verdict, check_certificate
+from certify.engine import run_check
+
+from .conftest import ROOT, SPECS
+
+
+def _layers(rng, widths):
+    return [(exact.qmat(rng.normal(0, 1, (b, a)).tolist()), exact.qvec(rng.normal(0, 0.1, b).tolist()))
+            for a, b in zip(widths[:-1], widths[1:])]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_folding_fixed_inputs_gives_the_same_exact_bounds(seed):
+    """Interval and back-substitution bounds on the folded first layer over the free inputs are the
+    same rationals as on the whole layer over the whole box."""
+    rng = np.random.default_rng(seed)
+    layers = _layers(rng, [7, 6, 5])
+    lo = [Fraction(float(v)) for v in rng.uniform(-1, 0, 7)]
+    up = [Fraction(float(v)) for v in rng.uniform(0, 1, 7)]
+    for d in (1, 4, 5):
+        up[d] = lo[d] = Fraction(int(rng.integers(-9, 9)), 7)  # not dyadic: the folded bias gets a new denominator
+    first, free, flo, fup = exact.fold_fixed(layers[0], lo, up)
+    assert free == [0, 2, 3, 6] and flo == [lo[d] for d in free] and fup == [up[d] for d in free]
+    assert exact.interval_dense(first, flo, fup) == exact.interval_dense(layers[0], lo, up)
+    l1, u1 = exact.interval_dense(layers[0], lo, up)
+    lines = tuple(exact.qvec(map(float, v)) for v in _crown_lines(l1, u1))
+    whole = exact.backsubstitute(1, layers, [lines], (exact.qvec(lo), exact.qvec(up)))
+    folded = exact.backsubstitute(1, [first, layers[1]], [lines], (exact.qvec(flo), exact.qvec(fup)))
+    assert whole == folded
+
+
+def _crown_lines(lo, up):
+    from certify.certificate import exact_relaxation
+
+    r = exact_relaxation([float(v) - 1e-9 for v in lo], [float(v) + 1e-9 for v in up])
+    return r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept
+
+
+def test_fold_keeps_a_box_without_fixed_inputs_or_a_single_point():
+    rng = np.random.default_rng(0)
+    layer = _layers(rng, [3, 2])[0]
+    for lo, up in (([0, 0, 0], [1, 1, 1]), ([1, 2, 3], [1, 2, 3])):
+        lo, up = list(map(Fraction, lo)), list(map(Fraction, up))
+        assert exact.fold_fixed(layer, lo, up) == (layer, [0, 1, 2], lo, up)
+
+
+def test_vectorised_lines_are_exactly_valid():
+    """The checker's conditions, in Fractions: relu lines at l, 0, u; difference lines at both ends of
+    the delta range, against the envelopes the neurons' bounds allow."""
+    rng = np.random.default_rng(1)
+    for t in range(60):
+        n, scale = 40, 10.0 ** rng.integers(-9, 4)
+        lo = rng.normal(0, 1, n) * scale
+        up = lo + np.abs(rng.normal(0, 1, n)) * 10.0 ** rng.integers(-12, 3)
+        r = exact_relaxation_fast(lo, up)
+        for i in range(n):
+            a, b, c, d, L, U = (Fraction(float(v[i])) for v in (r.lower_slope, r.lower_intercept, r.upper_slope,
+                                                               r.upper_intercept, lo, up))
+            for z in (L, U, Fraction(0)) if L < 0 < U else (L, U):
+                assert a * z + b <= max(z, 0) <= c * z + d, (t, i)
+        m = n // 2
+        ia, ib = np.arange(m), m + np.arange(m)
+        dlo = rng.normal(0, 1, m) * scale
+        dup = dlo + np.abs(rng.normal(0, 1, m)) * 10.0 ** rng.integers(-12, 3)
+        dup[::5] = dlo[::5]
+        lines = difference_lines_fast(dlo, dup, lo, up, ia, ib)
+        for p, (i, j) in enumerate(zip(ia, ib)):
+            sl, tl, su, tu = (Fraction(float(v[p])) for v in (lines.lower_slope, lines.lower_intercept, lines.upper_slope,
+                                                             lines.upper_intercept))
+            for x in (Fraction(float(dlo[p])), Fraction(float(dup[p]))):
+                low = x if lo[j] >= 0 else Fraction(0) if up[j] <= 0 else min(x, Fraction(0))
+                high = x if lo[i] >= 0 else Fraction(0) if up[i] <= 0 else max(x, Fraction(0))
+                assert sl * x + tl <= low and su * x + tu >= high, (t, p)
+
+
+VNNLIB = "".join(f"(declare-const X_{i} Real)\n" for i in range(4)) + "(declare-const Y_0 Real)\n" + \
+    "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0.5))\n(assert (<= X_1 0.5))\n" + \
+    "(assert (>= X_2 -1))\n(assert (<= X_2 1))\n(assert (>= X_3 -0.25))\n(assert (<= X_3 -0.25))\n"
+
+
+@pytest.fixture(scope="module")
+def fixed_input_tree(tmp_path_factory):
+    """tiny_prune over a region with inputs 1 and 3 fixed, at a tolerance only splits reach."""
+    d = tmp_path_factory.mktemp("bab-fixed")
+    (d / "r.vnnlib").write_text(VNNLIB)
+    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    spec = d / "spec.yaml"
+    spec.write_text(text.replace("box: {lower: -1, upper: 1}", "vnnlib: r.vnnlib").replace("tolerance: 3", 'tolerance: "3/5"'))
+    path = d / "t.cert.json"
+    outcome = run_check(spec, path, "bab")
+    assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason
+    cert = json.loads(path.read_text())
+    assert "children" in cert["tree"], "branch and bound made no split"
+    return spec, path, cert
+
+
+def _input_splits(node):
+    stack, out = [node], []
+    while stack:
+        n = stack.pop()
+        if n.get("split") == "input":
+            out.append(n)
+        stack += n.get("children", [])
+    return out
+
+
+def test_split_tree_on_fixed_inputs_names_free_inputs_and_is_accepted(fixed_input_tree):
+    spec, path, cert = fixed_input_tree
+    splits = _input_splits(cert["tree"])
+    assert splits and {n["dim"] for n in splits} <= {0, 2}  # dimensions of the whole box, free ones only
+    assert check_certificate(spec, path).verdict is not Verdict.REJECTED
+
+
+@pytest.mark.parametrize("at, accepted", [("1/2", True), ("3/4", False), ("0", False)])
+def test_split_on_a_fixed_input_must_name_its_value(fixed_input_tree, tmp_path, at, accepted):
+    """A split on a fixed input (dimension 1 = 1/2) leaves both children the parent's box: accepted
+    only at the input's value, rejected anywhere else."""
+    spec, _, cert = fixed_input_tree
+    bad = copy.deepcopy(cert)
+    bad["tree"] = {"split": "input", "dim": 1, "at": at, "steps": [], "children": [cert["tree"], copy.deepcopy(cert["tree"])]}
+    path = tmp_path / "m.cert.json"
+    path.write_text(json.dumps(bad))
+    result = check_certificate(spec, path)
+    assert (result.verdict is not Verdict.REJECTED) is accepted, result.reason
+    if not accepted:
+        assert "input split needs a point inside the parent box" in result.reason
+
+
+def test_split_moved_between_free_inputs_is_rejected(fixed_input_tree, tmp_path):
+    """Each split's point must lie in its own dimension's range: moving a split's point outside the
+    parent box (in the whole box's coordinates) rejects."""
+    spec, _, cert = fixed_input_tree
+    bad = copy.deepcopy(cert)
+    _input_splits(bad["tree"])[0]["at"] = "2"
+    path = tmp_path / "m.cert.json"
+    path.write_text(json.dumps(bad))
+    assert check_certificate(spec, path).verdict is Verdict.REJECTED
