@@ -10,34 +10,21 @@ from __future__ import annotations
 
 import time
 from fractions import Fraction
-from pathlib import Path
 
 from . import __version__
 from .bounds import graph as gb
 from .certificate import certificate_json, write_json_atomic
 from .checker.check import check_certificate
 from .checker.graph import deviation_at, joint_graph
-from .checker.model import read_model
-from .checker.network import build_g, check_outputs, input_box
-from .checker.spec import read_spec
-from .files import certificate_path
-from .options import read_options
+from .checker.network import build_g
 
 
 def run_graph_check(spec_path, out=None, method: str | None = None, level: str | None = None, strict: bool = False,
                     timeout: float | None = None):
-    from .engine import Outcome, exact_witness, select_level
-    from .pin import refuse_unpinned
+    from .engine import Outcome, exact_witness, load
 
     t0 = time.perf_counter()
-    spec = select_level(read_spec(spec_path), level)
-    if strict:
-        refuse_unpinned(spec)
-    opts = read_options(spec)
-    cert_path = Path(out) if out is not None else certificate_path(spec)
-    f = read_model(spec.model.path, spec.model.sha256)
-    box = input_box(spec, f)
-    check_outputs(spec, f)
+    spec, opts, cert_path, f, box = load(spec_path, out, level, strict)
     g = build_g(spec, f, None)
     joint = joint_graph(f, g, spec.property.outputs)
     if spec.property.semantics != "real":  # the checker refuses it in the same words
