@@ -22,7 +22,7 @@ from certify.checker import curves as checker
 from certify.checker.curves import interval_image, line_above, line_below, plane_above, plane_below
 
 ROOT = Path(__file__).resolve().parent.parent
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DPS = 50
 
 REF = {  # phi and phi' in mpmath
@@ -90,7 +90,7 @@ def accepted(fn, lines, l, u):
 
 
 @pytest.mark.parametrize("fn", sorted(REF))
-@settings(FUZZ, max_examples=12)
+@settings(FUZZ, max_examples=10)
 @given(data=st.data())
 def test_engine_lines_are_accepted_and_true_at_50_digits(fn, data):
     """Least-area, CROWN-style and random-tangent-point lines: the checker accepts all of them, and
@@ -319,8 +319,8 @@ def test_intercepts_trace_in_jax_and_differentiate_to_the_touching_point():
     import jax.numpy as jnp
 
     rng = np.random.default_rng(7)
-    for fn in ("tanh", "gelu", "sqrt"):
-        l = rng.uniform(0.0, 2.0, 5) if fn == "sqrt" else rng.uniform(-4.0, 1.0, 5)
+    for fn in ("tanh", "gelu"):
+        l = rng.uniform(-4.0, 1.0, 5)
         u, a = l + rng.uniform(0.1, 3.0, 5), rng.uniform(0.05, 0.9, 5)
         if fn == "gelu":
             lines, traced = engine.relax(fn, l, u, a, a), engine.relax(fn, jnp.asarray(l), jnp.asarray(u), jnp.asarray(a), jnp.asarray(a))

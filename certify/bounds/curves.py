@@ -1,6 +1,8 @@
 """Linear relaxations of scalar curves in float64 (UNTRUSTED): lines lower <= phi <= upper on [l, u]
 for the curves of `certify.checker.curves` (exp, square, reciprocal, rsqrt, sqrt, tanh, sigmoid, erf,
-gelu), vectorised over numpy arrays of intervals. They only propose: `certify.checker.curves` decides.
+gelu), vectorised over arrays of intervals. They only propose: `certify.checker.curves` decides.
+`intercept`, `tangent_slope`, `chord_slope` and `relax` with given slopes also take JAX arrays and
+trace (alpha-CROWN differentiates an intercept in its slope); the slope searches are numpy.
 
 Every line is built from a slope. For a slope a, the tightest lines with that slope are
 
