@@ -130,6 +130,7 @@ MUTATIONS = {
     "witness_outside": lambda c: c["witness"]["x"].__setitem__(0, "1"),
     "goal_dropped": lambda c: c.__setitem__("steps", [s for s in c["steps"] if s["node"] != "d"]),
     "via_unknown": lambda c: _step(c, "bounds", "d", "linear").__setitem__("via", "guess"),
+    "relax_extra_key": lambda c: _step(c, "relax", "op").__setitem__("lower", []),
 }
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..checker.graph import OPS, Graph
+from ..checker.graph import Graph
 from ..checker.numbers import rational_str
 from . import curves
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-from flint import arb, ctx, fmpq, fmpq_mat, fmpz_mat
+from flint import arb, ctx, fmpq, fmpz_mat
 
 from . import curves
 from .errors import BadInput, Rejected, need, require
@@ -82,10 +82,6 @@ class Graph:
 def q(v) -> fmpq:
     v = Fraction(v)
     return fmpq(v.numerator, v.denominator)
-
-
-def fr(v: fmpq) -> Fraction:
-    return Fraction(int(v.p), int(v.q))
 
 
 # Back-substitution runs on integers: coefficients are (N, den), an fmpz_mat of numerators over one
@@ -267,6 +263,7 @@ class Op:
     back: Callable  # (node, (fmpz_mat, den) coefficients, verified relaxation or prepared) -> ([per input (fmpz_mat, den)], (ints, den))
     relax: Callable | None = None  # (step, input boxes, where) -> verified relaxation; None: a linear op
     prepare: Callable = lambda node: None  # the node's parameters in exact matrix form, made once per check
+    relax_keys: tuple = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")  # a relax step's own keys
 
 
 def _unary(phi: Callable, interval: Callable, side: Callable) -> Op:
@@ -295,7 +292,8 @@ OPS: dict[str, Op] = {
     "sub": Op(2, _same, lambda n, xs: [a - b for a, b in zip(*xs)],
               lambda n, boxes, p: ([a - b for a, b in zip(boxes[0][0], boxes[1][1])], [a - b for a, b in zip(boxes[0][1], boxes[1][0])]),
               lambda n, lam, r: ([lam, (-lam[0], lam[1])], _zero_const(lam))),
-    "mul": Op(2, _same, lambda n, xs: [a * b for a, b in zip(*xs)], lambda n, boxes, p: _mul_interval(n, boxes), _mul_back, _mul_planes),
+    "mul": Op(2, _same, lambda n, xs: [a * b for a, b in zip(*xs)], lambda n, boxes, p: _mul_interval(n, boxes), _mul_back, _mul_planes,
+              relax_keys=("lower", "upper")),
     "relu": _unary(lambda v: (v + abs(v)) / 2,
                    lambda n, boxes, p: ([max(v, Fraction(0)) for v in boxes[0][0]], [max(v, Fraction(0)) for v in boxes[0][1]]), _relu_side),
     **{fn: _curve(fn) for fn in CURVE_OPS},
@@ -389,7 +387,7 @@ def joint_graph(f: Graph, g: Graph, outputs: tuple[int, ...] | None) -> Graph:
 
 def ancestors(graph: Graph, target: str) -> list[Node]:
     """The nodes `target` depends on (itself included), in topological order."""
-    by, need_, out = graph.by_name, {target}, []
+    need_, out = {target}, []
     for node in reversed(graph.nodes):
         if node.name in need_:
             out.append(node)
@@ -434,8 +432,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
         at = f"{at} ({step.get('kind')}, node {node.name})"
         missing = [s for s in node.inputs if s not in bounds]
         if step.get("kind") == "relax":
-            require(set(step) <= {"kind", "node", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept", "lower", "upper"},
-                    at, "unexpected keys")
+            require(set(step) == {"kind", "node", *op.relax_keys}, at, f"a relax step of {node.op} has keys kind, node, {', '.join(op.relax_keys)}")
             require(op.relax is not None and not missing, at, "a relaxation of a nonlinear node whose inputs have verified bounds")
             relax[node.name] = op.relax(step, [bounds[s] for s in node.inputs], at)
         elif step.get("kind") == "bounds":
