@@ -246,10 +246,7 @@ def float_array(spec, index: int, t, materialized, name: str, shape: tuple[int, 
     the key goes into `used`, so that the checker can refuse arrays nobody reads)."""
     if t.arrays is not None:
         key = f"{_key(spec, index, t)}.arrays"
-        digest = sha256_file(t.arrays.path)
-        spec.need(digest == t.arrays.sha256, f"{key}.sha256", f"{t.arrays.path.name}: sha256 mismatch (the file hashes to {digest})",
-                  "if these arrays are the ones you mean, write that hash in the spec (or run `certify pin`)", t.line)
-        arrays = read_arrays(t.arrays.path)
+        arrays = pinned_arrays(spec, key, t.arrays, t.line, " (or run `certify pin`)")
         spec.need(name in arrays, f"{key}.path", f"{t.arrays.path.name} has no array {name!r}",
                   f"save the arrays {', '.join(UNITS[t.kind].arrays)} in it (`certify pin` writes them)", t.line)
         got, flat = arrays[name]
@@ -421,11 +418,11 @@ def apply_replace(b: Build, index: int, t: Replace, g: list[Layer]) -> list[Laye
     return g[:k - 1] + exact_layers(sub) + g[m:]
 
 
-def pinned_arrays(spec, key: str, ref: ModelRef, line) -> dict:
+def pinned_arrays(spec, key: str, ref: ModelRef, line, also: str = "") -> dict:
     """The arrays of a file the spec pins by sha256 (a mismatch is bad input, like a model's)."""
     digest = sha256_file(ref.path)
     spec.need(digest == ref.sha256, f"{key}.sha256", f"{ref.path.name}: sha256 mismatch (the file hashes to {digest})",
-              "if this file is the one you mean, write that hash in the spec", line)
+              f"if this file is the one you mean, write that hash in the spec{also}", line)
     return read_arrays(ref.path)
 
 
