@@ -419,9 +419,13 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, 
     return [Fraction(v, const[1]) for v in const[0]]
 
 
+RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
+
+
 def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
     """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper)."""
     bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
+    before = dict(bounds)
     prepared = {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
     require(isinstance(steps, list), where, "steps must be a list")
     for k, step in enumerate(steps):
@@ -462,6 +466,10 @@ def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
             bounds[node.name] = (claimed[0], claimed[1])
         else:
             raise Rejected(at, f"unknown step kind {step.get('kind')!r}")
+        if RECORD is not None:
+            after = dict(bounds)
+            RECORD.append({"graph": graph, "box": box, "where": at, "step": step, "bounds": before, "after": after})
+            before = after
     return bounds
 
 
