@@ -41,7 +41,7 @@ def test_every_op_has_a_checker_row_and_an_engine_row():
         row = ENGINE[name]
         assert all(callable(x) for x in (row.eval, row.jeval, row.interval, row.back)), name
         assert (op.relax is None) == (row.relax is None), f"{name}: linear on one side, nonlinear on the other"
-    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu"} == set(OPS), "a new op needs a generator below"
+    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu", "jumprelu"} == set(OPS), "a new op needs a generator below"
 
 
 def random_graph(tmp_path, seed: int, op: str):
@@ -58,6 +58,8 @@ def random_graph(tmp_path, seed: int, op: str):
         y = b.binary("op", op, n, b.linear("other", h, rng.normal(size=(d, d)) * 0.5))
     elif op == "affine":
         y = b.affine("op", n, rng.normal(size=d), rng.normal(size=d))
+    elif op == "jumprelu":
+        y = b.jumprelu("op", n, np.abs(rng.normal(size=d)) * 0.5 - 0.1)
     else:
         y = b.unary("op", op, n) if op == "relu" else b.linear("op", n, rng.normal(size=(d, d)))
     r = b.add("res", h, b.linear("down", y, rng.normal(size=(d, d)) * 0.5))

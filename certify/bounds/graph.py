@@ -46,12 +46,13 @@ class FloatNode:
     bias: np.ndarray | None = None
     scale: np.ndarray | None = None
     shift: np.ndarray | None = None
+    threshold: np.ndarray | None = None
 
 
 def floats(graph: Graph) -> list[FloatNode]:
     def arr(v):
         return None if v is None else np.array([[float(x) for x in r] for r in v] if v and isinstance(v[0], tuple) else [float(x) for x in v])
-    return [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift)) for n in graph.nodes]
+    return [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold)) for n in graph.nodes]
 
 
 def pad(lo, up):
@@ -73,6 +74,32 @@ def _relu_lines(l, u):
         up_b[i] = _up(max(-a * lo, hi - a * hi))
     lo_s = np.where(unstable, (u > -l).astype(float), (l >= 0).astype(float))
     return curves.Lines(lo_s, np.zeros_like(l), up_s, up_b)
+
+
+def _jump_lines(n, l, u):
+    """Lines below/above z*[z > t] on [l, u]: slope 1 above the jump, 0 below it; across it, the upper
+    slope of the chord (l, 0)-(u, u) and the lower slope 0 or 1 (the larger area under the line). The
+    intercepts are the tightest for those slopes over the ends of the two pieces (the checker's points),
+    computed exactly and rounded outward."""
+    out = np.zeros((4, len(l)))
+    for i, (a, b, t) in enumerate(zip(l, u, n.threshold)):
+        lo, hi, t = Fraction(float(a)), Fraction(float(b)), Fraction(float(t))
+        pts = [(z, Fraction(0)) for z in (lo, min(t, hi)) if lo <= t] + [(z, z) for z in (max(t, lo), hi) if hi > t]
+        across = lo <= t < hi
+        up_s = float(on_grid(float(hi / (hi - lo)))) if across else float(lo > t)
+        cand = [Fraction(s) for s in ((0, 1) if across else (float(lo > t),))]
+        low = max(((s, min(y - s * z for z, y in pts)) for s in cand), key=lambda p: p[0] * (lo + hi) / 2 + p[1])
+        out[:, i] = float(low[0]), _down(low[1]), up_s, _up(max(y - Fraction(up_s) * z for z, y in pts))
+    return curves.Lines(*out)
+
+
+def _jump_exact(n, bs):
+    """The checker's interval rule of jumprelu on the float bounds (exact for them)."""
+    from ..checker.graph import _jump_interval
+
+    (lo, up), = bs
+    exact = FloatNode(n.name, n.op, n.inputs, threshold=[Fraction(float(t)) for t in n.threshold])
+    return _jump_interval(exact, [([Fraction(float(v)) for v in lo], [Fraction(float(v)) for v in up])])
 
 
 def _down(q: Fraction) -> float:
@@ -184,6 +211,10 @@ ENGINE: dict[str, Row] = {
     "relu": Row(lambda n, xs: np.maximum(xs[0], 0), lambda n, xs: __import__("jax").numpy.maximum(xs[0], 0),
                 lambda n, bs: (np.maximum(bs[0][0], 0), np.maximum(bs[0][1], 0)), lambda n, bs: _relu_lines(*bs[0]), _unary_back),
 }
+ENGINE["jumprelu"] = Row(lambda n, xs: np.where(xs[0] > n.threshold, xs[0], 0.0),
+                         lambda n, xs: __import__("jax").numpy.where(xs[0] > n.threshold, xs[0], 0.0),
+                         lambda n, bs: pad(*(np.array([float(v) for v in b]) for b in _jump_exact(n, bs))),
+                         lambda n, bs: _jump_lines(n, *bs[0]), _unary_back)
 ENGINE.update({fn: _curve_row(fn) for fn in ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")})
 
 

@@ -11,7 +11,8 @@ row of `OPS`, with its exact rules:
     back      one step of back-substitution: coefficients on the output -> on the inputs + constant
 
 Linear ops (linear, add, sub, affine) need no relaxation; relu is checked exactly at the interval's
-ends and 0; the curves (gelu, exp, erf, tanh, sigmoid, square, rsqrt, reciprocal, sqrt) by
+ends and 0, jumprelu (z where z > t, else 0: a JumpReLU SAE's features) at the ends of its two
+pieces; the curves (gelu, exp, erf, tanh, sigmoid, square, rsqrt, reciprocal, sqrt) by
 `curves.line_below/above` (arb, a proved sign only); mul by McCormick-type planes checked at the four
 corners (x*y is bilinear: exact and complete). Adding an op is one row here and one in the engine's
 table (certify/bounds/graph.py); tests/test_graph.py fails on a row missing from either.
@@ -49,6 +50,7 @@ class Node:
     bias: tuple | None = None  # linear: out Fractions (zero when absent)
     scale: tuple | None = None  # affine: y = scale * x + shift, elementwise
     shift: tuple | None = None
+    threshold: tuple | None = None  # jumprelu: y = z where z > threshold, else 0, elementwise
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def _check_lines(fn: Callable, step, boxes, where):
     (lo, up), = boxes
     lines = _lines(step, len(lo), where)
     for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
-        if not (fn(a, b, l, u, 1) and fn(c, d, l, u, -1)):
+        side = fn[i] if isinstance(fn, list) else fn  # a list: one check per element (jumprelu: its threshold)
+        if not (side(a, b, l, u, 1) and side(c, d, l, u, -1)):
             raise Rejected(where, f"element {i}: a line is not proved below/above the curve on [{l}, {u}]")
     ls, li, us, ui = lines
     (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
@@ -175,6 +178,26 @@ def _relu_side(a, b, l, u, side):
     return l <= u and all(side * (max(z, 0) - a * z - b) >= 0 for z in ((l, u, Fraction(0)) if l < 0 < u else (l, u)))
 
 
+def _jump_side(t):
+    """a*z + b below (side 1) / above (-1) z*[z > t] on [l, u]: 0 on [l, t] and z on (t, u], each linear, so the ends
+    of each piece decide (t on both: a line valid on (t, u] is valid on its closure)."""
+    return lambda a, b, l, u, side: l <= u and all(side * (y - a * z - b) >= 0 for z, y in
+                                                   [(z, 0) for z in (l, min(t, u)) if l <= t] + [(z, z) for z in (max(t, l), u) if u > t])
+
+
+def _jump_interval(node, boxes):
+    """z*[z > t] over [l, u]: [l, u] above the jump, {0} below it, {0} and (t, u] across it."""
+    (lo, up), z = boxes[0], Fraction(0)
+    return ([l if l > t else min(z, t) if u > t else z for l, u, t in zip(lo, up, node.threshold)],
+            [u if l > t else max(z, u) if u > t else z for l, u, t in zip(lo, up, node.threshold)])
+
+
+def _jump_ball(v: arb, t) -> arb:
+    """A ball containing z*[z > t] for every z in the ball v."""
+    t = arb(q(t))
+    return v if v > t else arb(0) if v <= t else v.union(0)
+
+
 def _curve_side(fn):
     return lambda a, b, l, u, side: (curves.line_below if side == 1 else curves.line_above)(fn, a, b, l, u)
 
@@ -185,7 +208,7 @@ def _unary_back(node, lam, relax):
     return [coef], const
 
 
-def _mul_planes(step, boxes, where):
+def _mul_planes(step, boxes, where, node=None):
     (lx, ux), (ly, uy) = boxes
     n, out = len(lx), []
     for key in ("lower", "upper"):
@@ -261,14 +284,14 @@ class Op:
     evaluate: Callable  # (node, input ball vectors) -> ball vector
     interval: Callable  # (node, input boxes, prepared) -> (lower, upper) exact
     back: Callable  # (node, (fmpz_mat, den) coefficients, verified relaxation or prepared) -> ([per input (fmpz_mat, den)], (ints, den))
-    relax: Callable | None = None  # (step, input boxes, where) -> verified relaxation; None: a linear op
+    relax: Callable | None = None  # (step, input boxes, where, node) -> verified relaxation; None: a linear op
     prepare: Callable = lambda node: None  # the node's parameters in exact matrix form, made once per check
     relax_keys: tuple = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")  # a relax step's own keys
 
 
 def _unary(phi: Callable, interval: Callable, side: Callable) -> Op:
     return Op(1, lambda n, d: d[0], lambda n, xs: [phi(v) for v in xs[0]], interval, _unary_back,
-              lambda step, boxes, where: _check_lines(side, step, boxes, where))
+              lambda step, boxes, where, node: _check_lines(side, step, boxes, where))
 
 
 def _curve(fn: str) -> Op:
@@ -296,6 +319,9 @@ OPS: dict[str, Op] = {
               relax_keys=("lower", "upper")),
     "relu": _unary(lambda v: (v + abs(v)) / 2,
                    lambda n, boxes, p: ([max(v, Fraction(0)) for v in boxes[0][0]], [max(v, Fraction(0)) for v in boxes[0][1]]), _relu_side),
+    "jumprelu": Op(1, lambda n, d: d[0] if len(n.threshold) == d[0] else None, lambda n, xs: [_jump_ball(v, t) for v, t in zip(xs[0], n.threshold)],
+                   lambda n, boxes, p: _jump_interval(n, boxes), _unary_back,
+                   lambda step, boxes, where, node: _check_lines([_jump_side(t) for t in node.threshold], step, boxes, where)),
     **{fn: _curve(fn) for fn in CURVE_OPS},
 }
 
@@ -344,6 +370,8 @@ def read_graph(path, sha256: str | None = None, key: str = "model.sha256", array
                       "bias": vec("bias", (out,)) if raw.get("bias") is not None else (Fraction(0),) * out}
         elif raw["op"] == "affine":
             params = {"scale": vec("scale", (dims[inputs[0]],)), "shift": vec("shift", (dims[inputs[0]],))}
+        elif raw["op"] == "jumprelu":
+            params = {"threshold": vec("threshold", (dims[inputs[0]],))}
         node = Node(name, raw["op"], tuple(inputs), **params)
         width = op.shape(node, [dims[s] for s in inputs])
         need(width is not None, file, where, f"input widths {[dims[s] for s in inputs]} do not fit op {raw['op']!r}", FIX_GRAPH)
@@ -438,7 +466,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
         if step.get("kind") == "relax":
             require(set(step) == {"kind", "node", *op.relax_keys}, at, f"a relax step of {node.op} has keys kind, node, {', '.join(op.relax_keys)}")
             require(op.relax is not None and not missing, at, "a relaxation of a nonlinear node whose inputs have verified bounds")
-            relax[node.name] = op.relax(step, [bounds[s] for s in node.inputs], at)
+            relax[node.name] = op.relax(step, [bounds[s] for s in node.inputs], at, node)
         elif step.get("kind") == "bounds":
             require(set(step) == {"kind", "node", "via", "lower", "upper"}, at, "bounds steps have keys kind, node, via, lower, upper")
             if step["via"] == "interval":

@@ -49,6 +49,10 @@ class GraphBuilder:
     def unary(self, name: str, op: str, x: str) -> str:
         return self._node(name, op, [x], self.dims[x])
 
+    def jumprelu(self, name: str, x: str, threshold) -> str:
+        """y = z where z > threshold, else 0 (elementwise; a JumpReLU SAE's features)."""
+        return self._node(name, "jumprelu", [x], self.dims[x], threshold=np.broadcast_to(threshold, self.dims[x]))
+
     def binary(self, name: str, op: str, a: str, b: str) -> str:
         if self.dims[a] != self.dims[b]:
             raise ValueError(f"{name}: widths {self.dims[a]} and {self.dims[b]} differ")
