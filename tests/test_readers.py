@@ -156,7 +156,7 @@ def test_corrupted_onnx_is_read_or_refused_and_read_means_what_onnxruntime_compu
     path = tmp_path / "m.onnx"
     path.write_bytes(mutate(ACAS.read_bytes(), data.draw))
     model = read_or_refused(lambda: read_model(path), str(path))
-    if model is None:
+    if model is None or not hasattr(model, "dense"):  # a mutation that makes a residual graph: tests/test_onnx_graph.py
         return
     weights = [abs(float(v)) for d in model.dense for row in d.weight for v in (*row, *d.bias)]
     ort = pytest.importorskip("onnxruntime")

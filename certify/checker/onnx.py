@@ -6,7 +6,9 @@ by constants, Relu, Flatten, Reshape, Identity, Constant, and optionally a last 
 the model is its logits, said in `Model.notes`). Each op keeps the activation's flat order, so the
 chain is affine maps and ReLUs on one vector; the affine maps between two ReLUs are composed exactly
 (a value stays a float unless that is inexact; a ReLU at either end or twice in a row gets an
-identity layer). A symbolic (batch) dimension is 1.
+identity layer). A symbolic (batch) dimension is 1. Any other graph (a node reading two values, as a
+residual Add does, or an op outside that list: LayerNormalization, Gelu, ReduceMean, ...) is read into
+the graph IR by `onnx_graph.read_onnx_graph`, from the same parsed pieces.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from functools import reduce
 from pathlib import Path
 
 from .errors import BadInput, need
+from .graph import Graph
 from .model import Dense, Model
 
 ATTRS = {"Gemm": {"alpha", "beta", "transA", "transB"}, "MatMul": set(), "Add": set(), "Sub": set(), "Mul": set(),
@@ -86,12 +89,12 @@ def _tensor(buf: bytes, file: str) -> tuple[str, tuple[int, ...], list]:
 
 
 def _attrs(node: dict, file: str) -> dict:
-    """Attributes by name: float (type 1), int (2), tensor (4) as (name, dims, values), ints (7), else None."""
+    """Attributes by name: float (type 1), int (2), string (3), tensor (4) as (name, dims, values), ints (7), else None."""
     out = {}
     for a in map(_msg, node.get(5, [])):
         kind = a.get(20, [0])[-1]
         out[_str(a, 1)] = (struct.unpack("<f", a.get(2, [bytes(4)])[-1])[0] if kind == 1 else _ints(a.get(3, [0]))[-1] if kind == 2
-                           else _tensor(a[5][-1], file) if kind == 4 else _ints(a.get(8, [])) if kind == 7 else None)
+                           else _str(a, 4) if kind == 3 else _tensor(a[5][-1], file) if kind == 4 else _ints(a.get(8, [])) if kind == 7 else None)
     return out
 
 
@@ -134,8 +137,8 @@ def _dense(acc, n: int) -> Dense:
     return Dense(tuple(tuple(map(tidy, row)) for row in w), tuple(map(tidy, b)))
 
 
-def read_onnx(path, digest: str) -> Model:
-    """The ONNX model at `path`, whose bytes hash to `digest` (checked again here), as a `Model`."""
+def read_onnx(path, digest: str) -> Model | Graph:
+    """The ONNX model at `path`, whose bytes hash to `digest` (checked again here), as a `Model` (a chain) or a `Graph`."""
     file, data = str(path), Path(path).read_bytes()
     need(hashlib.sha256(data).hexdigest() == digest, file, "", "the file changed while it was read", "keep the model file unchanged during a run")
     try:
@@ -149,8 +152,13 @@ def read_onnx(path, digest: str) -> Model:
         for f in (2, 1, 2):  # ValueInfoProto.type -> TypeProto.tensor_type -> .shape
             shape = _msg(shape.get(f, [b""])[-1])
         shape = tuple(max(1, _msg(d).get(1, [1])[-1]) for d in shape.get(1, []))
+        fixed = set(consts) | {s.decode() for n, o in zip(nodes, ops) if o[0] == "Constant" for s in n.get(2, [])}
+        chain = all(o[0] in ATTRS and sum(s.decode() not in fixed for s in n.get(1, []) if s) <= 1 for n, o in zip(nodes, ops))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as exc:
         raise BadInput(file, "", f"not a readable ONNX model ({exc or type(exc).__name__})", "export the model with onnx / torch.onnx") from None
+    if not chain:  # a residual graph (a node reading two values, LayerNorm, GELU, ...): the graph IR
+        from .onnx_graph import read_onnx_graph
+        return read_onnx_graph(file, digest, consts, nodes, ops, inputs, outputs, shape)
     bad = []
     for i, (op, dom, a, nm) in enumerate(ops):
         extra = sorted(k for k, v in a.items() if k not in ATTRS.get(op, ()) or v is None or k == "transA" and v)
