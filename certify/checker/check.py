@@ -31,7 +31,7 @@ FORMAT, VERSION = "certify.certificate", 2
 Z3_TIMEOUT_MS = 60_000
 RECORD: list | None = None  # a list: every z3 query is appended as (where, negation, unsat?) (certify export-smt)
 TOP_KEYS = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "materialized", "claim", "steps", "tree",
-            "witness", "engine", "level"}
+            "token_tree", "witness", "engine", "level"}
 REQUIRED_TOP = {"format", "version", "spec_sha256", "model_sha256", "data_sha256", "claim"}
 MAX_TREE_NODES = 200_000
 SPLIT_KEYS = {"input": {"split", "dim", "at", "children"}, "relu": {"split", "layer", "neuron", "children"}}
@@ -465,7 +465,8 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     require(parse_rational(claim["tolerance"]) == spec.property.tolerance, "claim.tolerance", "differs from the spec's tolerance")
     bound = parse_rational(claim["bound"])
     require(bound is not None, "claim.bound", "must be a 'p/q' rational string")
-    require(("steps" in cert) != ("tree" in cert), "certificate", "needs exactly one of steps (one region) or tree (branch and bound)")
+    require(("steps" in cert) + ("tree" in cert) + ("token_tree" in cert) == 1, "certificate",
+            "needs exactly one of steps (one region), tree or token_tree (branch and bound)")
     if isinstance(f, Graph):  # a graph model: its own steps over the joint graph (checker/graph.py)
         return (bound, *check_graph(spec, f, g, cert, bound, input_box(spec, f)), level, None)
     joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)

@@ -413,6 +413,31 @@ def joint_graph(f: Graph, g: Graph, outputs: tuple[int, ...] | None) -> Graph:
 # --------------------------------------------------------------------------- checking a graph certificate
 
 
+class TokenBox(tuple):
+    """A token-sequence domain: x is `length` concatenated one-hot vectors of width `vocab`, position p's
+    one-hot ranging over its allowed tokens. As a tuple it is the box (lower, upper) of x (0; 1 where
+    allowed), which contains the domain, so interval rules stay sound; back-substitution concretises
+    exactly instead: a linear function is minimised over a product of simplices at a vertex, i.e. per
+    position at the allowed token with the least coefficient (`lowest`)."""
+
+    def __new__(cls, vocab: int, allowed: tuple):
+        up = [Fraction(int(t in set(ok))) for ok in allowed for t in range(vocab)]
+        box = super().__new__(cls, ([Fraction(0)] * len(up), up))
+        box.vocab, box.allowed = vocab, tuple(tuple(ok) for ok in allowed)
+        return box
+
+    def lowest(self, n: fmpz_mat, den: int) -> tuple[list[int], int]:
+        """Per row of the coefficients n/den on x, the minimum over the domain: sum_p min_{t allowed at p} n[p*V + t]."""
+        e, cols = n.entries(), n.ncols()
+        return [int(sum(min(e[r * cols + p * self.vocab + t] for t in ok) for p, ok in enumerate(self.allowed)))
+                for r in range(n.nrows())], den
+
+    def contains(self, x: list) -> bool:
+        """x is a token sequence of the domain: every block one-hot on an allowed token."""
+        blocks = [x[p * self.vocab:(p + 1) * self.vocab] for p in range(len(self.allowed))]
+        return all(sorted(b) == [0] * (self.vocab - 1) + [1] and b.index(1) in ok for b, ok in zip(blocks, self.allowed))
+
+
 def ancestors(graph: Graph, target: str) -> list[Node]:
     """The nodes `target` depends on (itself included), in topological order."""
     need_, out = {target}, []
@@ -440,7 +465,9 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, 
         for name, part in zip(node.inputs, parts):
             coef[name] = add_coef(coef[name], part) if name in coef else part
     lam = coef.pop("x", None)
-    if lam is not None:
+    if lam is not None and isinstance(box, TokenBox):
+        const = add_vec(const, box.lowest(*lam))
+    elif lam is not None:
         (lo, ld), (up, ud) = ints(box[0]), ints(box[1])
         pos, neg = split(lam[0])
         const = add_vec(const, add_vec(consts(pos, lo, lam[1] * ld), consts(neg, up, lam[1] * ud)))
@@ -517,32 +544,93 @@ def deviation_at(joint: Graph, x: list[Fraction]) -> Fraction:
         return max(curves.exact(abs(v).lower()) for v in evaluate(joint, x)["d"])
 
 
+def goal_reached(bounds: dict, bound: Fraction, where: str) -> None:
+    require("d" in bounds, where, "missing goal: no verified bounds of the output difference d")
+    lo, up = bounds["d"]
+    require(all(-l <= bound and u <= bound for l, u in zip(lo, up)), where, "the verified bounds of d do not prove |d_i| <= bound")
+
+
+def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: str) -> int:
+    """Branch and bound over tokens: a node {"position": p, "parts": [[ids], ...], "children": [...]}
+    partitions position p's allowed tokens among its children (each part non-empty, together exactly
+    the parent's set); a leaf {"steps": [...]} proves |d_i| <= bound on its sub-domain. So the leaves
+    cover the domain. Returns the number of steps checked."""
+    stack, count = [(tree, box, where)], 0
+    while stack:
+        node, sub, at = stack.pop()
+        require(isinstance(node, dict) and (set(node) == {"steps"} or set(node) == {"position", "parts", "children"}), at,
+                "a token tree node is {steps} or {position, parts, children}")
+        if "steps" in node:
+            require(isinstance(node["steps"], list), at, "steps must be a list")
+            goal_reached(check_graph_steps(joint, sub, node["steps"], f"{at}.steps"), bound, at)
+            count += len(node["steps"])
+            continue
+        p, parts, kids = node["position"], node["parts"], node["children"]
+        require(type(p) is int and 0 <= p < len(sub.allowed) and isinstance(parts, list) and isinstance(kids, list)
+                and len(parts) == len(kids) >= 2 and all(isinstance(q, list) and q and all(type(t) is int for t in q) for q in parts), at,
+                "a split names a position and as many non-empty lists of token ids as children")
+        require(sorted(t for q in parts for t in q) == sorted(sub.allowed[p]), at, f"the parts do not partition position {p}'s tokens")
+        for i, (part, kid) in enumerate(zip(parts, kids)):
+            stack.append((kid, TokenBox(sub.vocab, sub.allowed[:p] + (tuple(sorted(part)),) + sub.allowed[p + 1:]), f"{at}.children[{i}]"))
+    return count
+
+
+def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str) -> int:
+    """Branch and bound over the input box, with the dense tree's input splits (check.check_tree): a node
+    {"split": "input", "dim": d, "at": c, "children": [a, b]}, c inside the parent's box, gives a the box
+    with x_d <= c and b the box with x_d >= c, so the children cover their parent and the leaves the root
+    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box. Returns the number of steps checked."""
+    from .check import MAX_TREE_NODES, SPLIT_KEYS
+
+    require(not isinstance(box, TokenBox), where, "a token domain is split by a token_tree")
+    stack, count, seen = [(tree, (list(box[0]), list(box[1])), where)], 0, 0
+    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}
+    while stack:
+        node, (lo, up), at = stack.pop()
+        seen += 1
+        require(seen <= MAX_TREE_NODES and isinstance(node, dict) and set(node) in ({"steps"}, SPLIT_KEYS["input"]), at,
+                "a tree node is {steps} or an input split {split, dim, at, children} (at most 200,000 nodes)")
+        if "steps" in node:
+            goal_reached(check_graph_steps(joint, (lo, up), node["steps"], f"{at}.steps", prepared), bound, at)
+            count += len(node["steps"])
+            continue
+        d, c, kids = node["dim"], parse_rational(node["at"]), node["children"]
+        require(node["split"] == "input" and type(d) is int and 0 <= d < len(lo) and c is not None and lo[d] <= c <= up[d]
+                and isinstance(kids, list) and len(kids) == 2, at, "an input split needs a dimension, a point inside the parent box and two children")
+        stack += [(kids[0], (lo, up[:d] + [c] + up[d + 1:]), f"{at}.0"), (kids[1], (lo[:d] + [c] + lo[d + 1:], up), f"{at}.1")]
+    return count
+
+
 def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> tuple[Fraction | None, int]:
     """A graph certificate: its steps verify bounds of the joint graph's output d = f - g with
     |d_i| <= bound on the box; the witness, if any, is replayed (a proven lower bound, <= bound)."""
     need(spec.property.semantics == "real", str(spec.path), "property.semantics",
          f"float32 semantics has no rounding-error analysis for graph ops yet ({', '.join(sorted({n.op for n in f.nodes}))})",
          "use semantics: real")
-    require("steps" in cert and "tree" not in cert, "certificate", "a graph model's certificate has steps (no split tree for graphs yet)")
+    require(("steps" in cert) != ("token_tree" in cert) and "tree" not in cert, "certificate",
+            "a graph model's certificate has steps, or a token_tree over a token domain")
     try:
         joint = joint_graph(f, g, spec.property.outputs)
     except ValueError as exc:
         raise Rejected("joint graph", str(exc)) from None
-    bounds = check_graph_steps(joint, box, cert["steps"], "steps")
-    require("d" in bounds, "goal", "missing goal: no verified bounds of the output difference d")
-    lo, up = bounds["d"]
-    require(all(-l <= bound and u <= bound for l, u in zip(lo, up)), "goal", "the verified bounds of d do not prove |d_i| <= bound")
+    if "token_tree" in cert:
+        require(isinstance(box, TokenBox), "token_tree", "a token split tree needs a token domain (input: tokens)")
+        count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree")
+    else:
+        count = len(cert["steps"])
+        goal_reached(check_graph_steps(joint, box, cert["steps"], "steps"), bound, "goal")
     witness = cert.get("witness")
     if witness is None:
-        return None, len(cert["steps"])
+        return None, count
     require(isinstance(witness, dict) and set(witness) == {"x", "deviation"} and isinstance(witness["x"], list)
             and len(witness["x"]) == f.in_dim, "witness", f"a witness is {{x: {f.in_dim} rationals, deviation}}")
     x = [parse_ratio(v) for v in witness["x"]]
     require(None not in x, "witness", "x holds a value that is not a 'p/q' rational")
     x = [Fraction(*v) for v in x]
-    require(all(l <= v <= u for v, l, u in zip(x, *box)), "witness", "the input lies outside the spec's domain")
+    require(all(l <= v <= u for v, l, u in zip(x, *box)) and (not isinstance(box, TokenBox) or box.contains(x)), "witness",
+            "the input lies outside the spec's domain")
     dev = deviation_at(joint, x)
     claimed = parse_ratio(witness["deviation"])
     require(claimed is not None and Fraction(*claimed) == dev, "witness", f"claimed deviation differs from the replay's proven {dev}")
     require(dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
-    return dev, len(cert["steps"])
+    return dev, count

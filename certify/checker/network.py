@@ -17,7 +17,7 @@ from .model import Model, read_npy
 from .spec import Spec
 from .transforms import (FLOAT_ARRAYS, Build, Explained, Layer, carried, domain_points, exact_layers,  # noqa: F401 - re-exported
                          mean_activations, merge_blocks, pruned_indices, unit)
-from .graph import Graph
+from .graph import Graph, TokenBox
 from .vnnlib import read_vnnlib
 
 
@@ -119,6 +119,12 @@ def input_box(spec: Spec, model: Model) -> tuple[list[Fraction], list[Fraction]]
                   f"give {dim} numbers (or one, for every input)", inp.line)
         return list(value)
 
+    if inp.kind == "tokens":
+        vocab, length, allowed = inp.tokens
+        spec.need(isinstance(model, Graph) and dim == vocab * length, "input.tokens",
+                  f"the model is not a graph model reading {length} one-hot vectors of {vocab} tokens ({dim} inputs)",
+                  "use a transformer graph (certify.model.transformer) of that vocabulary and length", inp.line)
+        return TokenBox(vocab, allowed)
     if inp.kind == "vnnlib":
         lo, up = read_vnnlib(inp.vnnlib, "input.vnnlib", spec, model)  # a 2.0 query is checked against spec and f
         spec.need(len(lo) == dim, "input.vnnlib", f"{inp.vnnlib.name} declares {len(lo)} inputs but the model takes {dim}",

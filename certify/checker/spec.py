@@ -24,9 +24,10 @@ SEMANTICS = ("real", "float32")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A box (lower, upper), an L-inf ball (center, radius) or a VNN-LIB file's input box, then an optional clip."""
+    """A box (lower, upper), an L-inf ball (center, radius) or a VNN-LIB file's input box, then an optional clip;
+    or every token sequence (`tokens`: vocab, length, allowed token ids per position) for a graph model."""
 
-    kind: str  # "box" | "linf_ball" | "vnnlib"
+    kind: str  # "box" | "linf_ball" | "vnnlib" | "tokens"
     lower: object = None  # Fraction | tuple[Fraction] | Path(.npy)
     upper: object = None
     center: object = None
@@ -34,6 +35,7 @@ class InputSpec:
     clip: tuple[Fraction, Fraction] | None = None
     line: int | None = field(default=None, compare=False)
     vnnlib: Path | None = None
+    tokens: tuple | None = None  # (vocab, length, per position a sorted tuple of allowed token ids)
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,13 @@ class _Reader:
         return self.number(node, key)
 
     def input(self, node):
-        m = self.mapping(node, "input", (), ("box", "linf_ball", "vnnlib", "clip"))
-        self.need(("box" in m) + ("linf_ball" in m) + ("vnnlib" in m) == 1, node, "input", "give exactly one of box, linf_ball or vnnlib",
-                  "write `box: {lower: .., upper: ..}`, `linf_ball: {center: .., radius: ..}` or `vnnlib: FILE.vnnlib`")
+        m = self.mapping(node, "input", (), ("box", "linf_ball", "vnnlib", "tokens", "clip"))
+        self.need(sum(k in m for k in ("box", "linf_ball", "vnnlib", "tokens")) == 1, node, "input",
+                  "give exactly one of box, linf_ball, vnnlib or tokens", "write `box: {lower: .., upper: ..}`, "
+                  "`linf_ball: {center: .., radius: ..}`, `vnnlib: FILE.vnnlib` or `tokens: {vocab: V, length: n}`")
+        if "tokens" in m:
+            self.need("clip" not in m, m.get("clip"), "input.clip", "a token domain has no clip", "remove `clip:`")
+            return self.tokens(m["tokens"], node.start_mark.line + 1)
         clip = None
         if "clip" in m:
             items = self.seq(m["clip"], "input.clip")
@@ -213,6 +219,28 @@ class _Reader:
         self.need(radius >= 0, b["radius"], "input.linf_ball.radius", "negative radius", "write a radius >= 0")
         return InputSpec("linf_ball", center=self.vector(b["center"], "input.linf_ball.center"),
                          radius=radius, clip=clip, line=line)
+
+    def tokens(self, node, line):
+        """`tokens: {vocab: V, length: n, allowed: [all | [ids], ...]}`: sequences of n tokens in 0..V-1."""
+        t = self.mapping(node, "input.tokens", ("vocab", "length"), ("allowed",))
+        vocab, length = self.integer(t["vocab"], "input.tokens.vocab", 1), self.integer(t["length"], "input.tokens.length", 1)
+        self.need(vocab * length <= 1 << 20, node, "input.tokens", f"vocab * length = {vocab * length} inputs", "use at most 2^20")
+        allowed = [tuple(range(vocab))] * length
+        items = self.seq(t["allowed"], "input.tokens.allowed") if "allowed" in t else [None] * length
+        self.need(len(items) == length, t.get("allowed"), "input.tokens.allowed", f"lists {len(items)} positions, length is {length}",
+                  "give one entry per position: `all` or a list of token ids")
+        for p, item in enumerate(items):
+            key = f"input.tokens.allowed[{p}]"
+            if item is not None and self.is_scalar(item):
+                self.string(item, key, ("all",))
+            if item is None or self.is_scalar(item):
+                continue
+            ids = self.indices(item, key, "token")
+            bad = [i for i in ids if i >= vocab]
+            self.need(ids and not bad, item, key, f"tokens {bad[:5]} are not in the vocabulary 0..{vocab - 1}" if bad else "no tokens",
+                      f"list token ids in 0..{vocab - 1} (at least one), or write `all`")
+            allowed[p] = tuple(sorted(ids))
+        return InputSpec("tokens", tokens=(vocab, length, tuple(allowed)), line=line)
 
     def indices(self, node, key, what="index"):
         out = tuple(self.integer(n, f"{key}[{i}]") for i, n in enumerate(self.seq(node, key)))

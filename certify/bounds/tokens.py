@@ -1,0 +1,197 @@
+"""Token-sequence domains in the engine (UNTRUSTED): concretisation, falsifier, exhaustive oracle,
+and branch and bound over tokens.
+
+x is n concatenated one-hot vectors (width n*V); position p's one-hot ranges over its allowed tokens
+(`certify.checker.graph.TokenBox`, whose back-substitution this mirrors in float64). The checker
+re-derives every bound; this module only proposes.
+
+- `FloatTokens`: the box of x plus `lowest(c)`, the exact minimum of c @ x over the domain, per row.
+- `falsify_tokens`: random sequences, then greedy coordinate ascent (one position at a time, every
+  allowed token), in JAX batches; the best sequence found (a lower bound, replayed exactly).
+- `exhaustive`: max over all sequences of max_i |d_i| (the oracle for tests and benchmarks).
+- `token_bab`: splits a position's allowed set in two until each leaf's CROWN bound is at most the
+  target or the budget is spent; leaves are certificate subtrees the checker re-verifies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from fractions import Fraction
+
+import numpy as np
+
+
+class FloatTokens(tuple):
+    """(lower, upper) float arrays of x, plus the token structure."""
+
+    def __new__(cls, vocab: int, allowed):
+        allowed = tuple(tuple(int(t) for t in ok) for ok in allowed)
+        up = np.zeros(vocab * len(allowed))
+        for p, ok in enumerate(allowed):
+            up[[p * vocab + t for t in ok]] = 1.0
+        box = super().__new__(cls, (np.zeros_like(up), up))
+        box.vocab, box.allowed = vocab, allowed
+        box.index = [np.array([p * vocab + t for t in ok]) for p, ok in enumerate(allowed)]
+        return box
+
+    def lowest(self, c: np.ndarray) -> np.ndarray:
+        return sum(c[:, idx].min(axis=1) for idx in self.index)
+
+    def size(self) -> int:
+        return int(np.prod([len(ok) for ok in self.allowed], dtype=object))
+
+
+def as_float(box):
+    """The engine's float box for a checker box: FloatTokens for a TokenBox, else None."""
+    allowed = getattr(box, "allowed", None)
+    return None if allowed is None else FloatTokens(box.vocab, allowed)
+
+
+def one_hot(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    out = np.zeros((tokens.shape[0], tokens.shape[1] * vocab))
+    out[np.arange(tokens.shape[0])[:, None], np.arange(tokens.shape[1]) * vocab + tokens] = 1.0
+    return out
+
+
+def _objective(graph):
+    """A jitted batch function: token ids (batch, n) -> max_i |d_i| (float64 where JAX allows)."""
+    import jax
+    import jax.numpy as jnp
+
+    from .graph import ENGINE, floats
+
+    nodes = floats(graph)
+    out, vocab = graph.output, None
+
+    def fn(x):
+        values = {"x": x}
+        for n in nodes:
+            values[n.name] = ENGINE[n.op].jeval(n, [values[s] for s in n.inputs])
+        return jnp.max(jnp.abs(values[out]), axis=-1)
+
+    def batch(tokens, vocab_):
+        x = jax.nn.one_hot(tokens, vocab_, dtype=jnp.float32).reshape(tokens.shape[0], -1)
+        return fn(x)
+
+    del vocab
+    return jax.jit(batch, static_argnums=1)
+
+
+def exhaustive(graph, box, batch: int = 1 << 16) -> tuple[float, np.ndarray, float]:
+    """(max over every sequence of the domain of max_i |d_i|, its tokens, seconds): JAX, float32."""
+    t0 = time.perf_counter()
+    fn = _objective(graph)
+    allowed = [np.array(ok) for ok in box.allowed]
+    sizes = [len(ok) for ok in allowed]
+    total = int(np.prod(sizes))
+    best, arg = -np.inf, None
+    for start in range(0, total, batch):
+        idx = np.arange(start, min(start + batch, total))
+        digits, rest = [], idx
+        for s in reversed(sizes):
+            digits.append(rest % s)
+            rest = rest // s
+        tokens = np.stack([ok[d] for ok, d in zip(allowed, reversed(digits))], axis=1).astype(np.int32)
+        values = np.asarray(fn(tokens, box.vocab))
+        k = int(values.argmax())
+        if values[k] > best:
+            best, arg = float(values[k]), tokens[k]
+    return best, arg, time.perf_counter() - t0
+
+
+def falsify_tokens(graph, box, *, starts: int = 256, rounds: int = 4, seed: int = 0) -> np.ndarray:
+    """The best token sequence found by random starts and greedy coordinate ascent (per position, try
+    every allowed token, keep the best); returned as token ids."""
+    fn = _objective(graph)
+    rng = np.random.default_rng(seed)
+    allowed = [np.array(ok) for ok in box.allowed]
+    n = len(allowed)
+    tokens = np.stack([rng.choice(ok, size=starts) for ok in allowed], axis=1).astype(np.int32)
+    values = np.asarray(fn(tokens, box.vocab))
+    keep = np.argsort(-values)[:max(4, starts // 16)]
+    tokens, values = tokens[keep], values[keep]
+    for _ in range(rounds):
+        changed = False
+        for p in range(n):
+            cand = np.repeat(tokens, len(allowed[p]), axis=0)
+            cand[:, p] = np.tile(allowed[p], len(tokens))
+            v = np.asarray(fn(cand, box.vocab)).reshape(len(tokens), len(allowed[p]))
+            best = v.argmax(1)
+            better = v[np.arange(len(tokens)), best] > values
+            changed |= bool(better.any())
+            tokens[better, p] = allowed[p][best[better]]
+            values = np.maximum(values, v[np.arange(len(tokens)), best])
+        if not changed:
+            break
+    return tokens[int(values.argmax())]
+
+
+def split_allowed(box, position: int):
+    """Two children of a token box: position's allowed set halved (in the order given)."""
+    ok = box.allowed[position]
+    half = len(ok) // 2
+    return [FloatTokens(box.vocab, box.allowed[:position] + (part,) + box.allowed[position + 1:]) for part in (ok[:half], ok[half:])]
+
+
+def token_bab(bound_fn, box, target: float, *, max_leaves: int = 4096, seconds: float = 60.0, choose=None):
+    """Branch and bound over token sets. bound_fn(FloatTokens) -> (bound, steps). Splits the leaf
+    with the largest bound at the position `choose(box)` (default: the position with the most
+    allowed tokens, the later on ties) until every leaf is <= target, or the budget is spent. Returns (bound, tree):
+    tree nodes are {"position", "parts", "children"} or leaves {"steps"}."""
+    choose = choose or (lambda b: max(range(len(b.allowed)), key=lambda p: (len(b.allowed[p]), p)))  # ties: the later position
+    t0 = time.perf_counter()
+    root = {"box": box}
+    root["bound"], root["steps"] = bound_fn(box)
+    leaves = [root]
+    counter = itertools.count()
+    while len(leaves) < max_leaves and time.perf_counter() - t0 < seconds:
+        leaves.sort(key=lambda leaf: -leaf["bound"])
+        worst = leaves[0]
+        if worst["bound"] <= target or max(len(ok) for ok in worst["box"].allowed) == 1:
+            break
+        p = choose(worst["box"])
+        kids = []
+        for child in split_allowed(worst["box"], p):
+            b, steps = bound_fn(child)
+            kids.append({"box": child, "bound": b, "steps": steps, "id": next(counter)})
+        worst.update(position=p, parts=[list(k["box"].allowed[p]) for k in kids], children=kids)
+        bound = worst.pop("bound")
+        del worst["steps"], bound
+        leaves = leaves[1:] + kids
+
+    def emit(node):
+        if "children" in node:
+            return {"position": node["position"], "parts": node["parts"], "children": [emit(k) for k in node["children"]]}
+        return {"steps": node["steps"]}
+
+    return max(leaf["bound"] for leaf in leaves), emit(root), len(leaves)
+
+
+def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, max_leaves: int):
+    """One method on a token domain, as engine_graph.bound_graph: (bound, certificate body, notes).
+    interval, crown, alpha: one pass (alpha-CROWN's free slopes are not optimised over token domains
+    yet: CROWN); bab: branch and bound over tokens until every leaf is within the tolerance (or within
+    1% of the attained deviation when that exceeds it) or the budget is spent. An exp overflowing
+    on a wide score range gives an infinite bound (nothing to write): bab splits such a set."""
+    import math
+
+    from .graph import crown_state
+
+    def bound_of(b, m="crown"):
+        try:
+            st = crown_state(joint, b, m)
+            return st.bound, st.steps
+        except OverflowError:
+            return math.inf, None
+
+    if method != "bab":
+        b, steps = bound_of(box, "interval" if method == "interval" else "crown")
+        return (math.inf, None, {}) if not math.isfinite(b) else (Fraction(b), {"steps": steps}, {})
+    target = float(tolerance) if lower <= tolerance else float(lower) * 1.01
+    start = time.perf_counter()
+    b, tree, leaves = token_bab(bound_of, FloatTokens(box.vocab, box.allowed), target, max_leaves=max_leaves, seconds=time_budget)
+    if not math.isfinite(b):
+        raise RuntimeError("no finite bound on the token domain within the budget (an exp overflows): raise options.timeout_s")
+    return Fraction(b), {"token_tree": tree}, {"bab": {"leaves": leaves, "seconds": round(time.perf_counter() - start, 3), "over": "tokens"}}

@@ -1,0 +1,237 @@
+"""Transformers as graph models: every step an op of the existing table (checker/graph.py).
+
+A sequence of n positions is one flattened vector per value, position-major (entry p*w + k is
+feature k of position p). The model input `x` is the n one-hot token vectors concatenated (width
+n*V), so a token-sequence domain (`input: {tokens: ...}`) is a product of simplices over x.
+
+    b = TransformerBuilder(vocab=64, length=4)
+    h = b.embed("embed", W_E, W_pos)                       # (n*d): W_E[tok_p] + W_pos[p]
+    h = b.attention("blocks.0.attn", h, W_Q, W_K, W_V, W_O, queries=[3])   # residual added
+    logits = b.unembed("unembed", h, W_U)                  # (len(queries)*V)
+    b.save("model.npz", output=logits)
+
+Attention for one head, query positions Q, causal pairs (i, j), j <= i:
+
+    q, k      per-position `linear` (block-diagonal W_Q, W_K), gathered into pairs by the same linear;
+    scores    s_ij = sum_c q_ic k_jc / sqrt(d_head): `mul` of the gathered q and k, then a `linear` sum;
+    softmax   "difference" (default): a_ij = 1 / sum_l exp(s_il - s_ij), a `linear` of differences,
+              `exp`, a `linear` sum and `reciprocal`: no product, so the only relaxations are the
+              exp and reciprocal curves (this is tighter than the product form);
+              "product": e = exp(s - shift), a_ij = e_ij * (1 / sum_l e_il), a `mul` (McCormick);
+    values    the OV circuit W_V W_O as one per-position `linear` (width d), then
+              out_i = sum_j a_ij vo_j: a `mul` of the broadcast pattern and the gathered vo, a `linear` sum;
+    residual  the attention output added to the query positions' residual stream.
+
+After an attention layer that keeps only some query positions, the residual stream has one block
+per kept query position (`TransformerBuilder.positions` says which). The MLP and LayerNorm act per
+position (block-diagonal). Weights follow TransformerLens: W_E (V, d), W_pos (n_ctx, d), W_Q, W_K,
+W_V (d, d_head) per head, W_O (d_head, d), W_U (d, V), mlp W_in (d, m), W_out (m, d).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .graph import GraphBuilder
+
+
+def block_diag(w: np.ndarray, copies: int) -> np.ndarray:
+    """copies of the (out, in) matrix w on the diagonal."""
+    out, inp = w.shape
+    m = np.zeros((copies * out, copies * inp))
+    for p in range(copies):
+        m[p * out:(p + 1) * out, p * inp:(p + 1) * inp] = w
+    return m
+
+
+def select(rows: list[tuple[int, int]], width: int) -> np.ndarray:
+    """A 0/1 matrix whose row r picks entry rows[r] = (block, k) of a blocked vector of block width `width`."""
+    m = np.zeros((len(rows), max(b for b, _ in rows) * width + width if rows else 0))
+    for r, (b, k) in enumerate(rows):
+        m[r, b * width + k] = 1.0
+    return m
+
+
+class TransformerBuilder(GraphBuilder):
+    """A GraphBuilder with transformer layers. `positions`: the positions of the residual stream's blocks."""
+
+    def __init__(self, vocab: int, length: int):
+        super().__init__(vocab * length)
+        self.vocab, self.length, self.positions = vocab, length, list(range(length))
+
+    def _pad(self, matrix: np.ndarray, width: int) -> np.ndarray:
+        """Widen a selection matrix to read a value of `width` columns."""
+        out = np.zeros((matrix.shape[0], width))
+        out[:, :matrix.shape[1]] = matrix
+        return out
+
+    def embed(self, name: str, W_E, W_pos) -> str:
+        """resid_p = W_E[token_p] + W_pos[p]: `name.tok` (W_E over the one-hot input) + `name.pos` (the
+        positional embeddings, a constant: a linear node of x with zero weights), so that an explanation
+        can name either."""
+        W_E, W_pos = np.asarray(W_E, dtype=np.float64), np.asarray(W_pos, dtype=np.float64)
+        if W_E.shape[0] != self.vocab or W_pos.shape[0] < self.length or W_pos.shape[1] != W_E.shape[1]:
+            raise ValueError(f"{name}: W_E {W_E.shape} and W_pos {W_pos.shape} do not fit vocab {self.vocab}, length {self.length}")
+        self.d_model = W_E.shape[1]
+        tok = self.linear(f"{name}.tok", "x", block_diag(W_E.T, self.length))
+        pos = self.linear(f"{name}.pos", "x", np.zeros((self.length * self.d_model, self.in_dim)), W_pos[:self.length].reshape(-1))
+        return self.add(name, tok, pos)
+
+    def per_position(self, name: str, h: str, w, bias=None) -> str:
+        """y_p = w h_p + bias for every block p of h (w: (out, in))."""
+        w = np.asarray(w, dtype=np.float64)
+        blocks = len(self.positions)
+        b = None if bias is None else np.tile(np.asarray(bias, dtype=np.float64), blocks)
+        return self.linear(name, h, block_diag(w, blocks), b)
+
+    def attention(self, name: str, h: str, W_Q, W_K, W_V, W_O, *, queries=None, causal: bool = True,
+                  softmax: str = "difference", b_Q=None, b_K=None, b_V=None, b_O=None, residual: bool = True) -> str:
+        """One attention head over the residual stream h (all of self.positions); returns the new
+        residual stream at the query positions (`queries`, default all), or only the head's output
+        if residual is False."""
+        W_Q, W_K, W_V, W_O = (np.asarray(w, dtype=np.float64) for w in (W_Q, W_K, W_V, W_O))
+        d, dh = W_Q.shape
+        pos, n = self.positions, len(self.positions)
+        queries = list(pos if queries is None else queries)
+        qi = [pos.index(p) for p in queries]  # block indices of the query positions
+        pairs = [(a, b) for a in qi for b in range(n) if not causal or pos[b] <= pos[a]]
+        zero = np.zeros(dh)
+        q = self.per_position(f"{name}.q", h, W_Q.T, zero if b_Q is None else b_Q)
+        k = self.per_position(f"{name}.k", h, W_K.T, zero if b_K is None else b_K)
+        qs = self.linear(f"{name}.q_pairs", q, self._pad(select([(a, c) for a, _ in pairs for c in range(dh)], dh), n * dh))
+        ks = self.linear(f"{name}.k_pairs", k, self._pad(select([(b, c) for _, b in pairs for c in range(dh)], dh), n * dh))
+        prod = self.binary(f"{name}.qk", "mul", qs, ks)
+        scores = self.linear(f"{name}.scores", prod, block_diag(np.full((1, dh), 1.0 / np.sqrt(dh)), len(pairs)))
+        rows = [[r for r, (a, _) in enumerate(pairs) if a == i] for i in qi]  # the pairs of each query row
+        pattern = self._softmax(name, scores, rows, len(pairs), softmax)
+        # OV circuit: vo_j = (W_V W_O)^T h_j + (W_O^T b_V + b_O)
+        ov_b = (np.zeros(d) if b_V is None else np.asarray(b_V) @ W_O) + (0 if b_O is None else np.asarray(b_O))
+        vo = self.per_position(f"{name}.ov", h, (W_V @ W_O).T, None if b_V is None and b_O is None else ov_b)
+        vsel = self.linear(f"{name}.v_pairs", vo, self._pad(select([(b, c) for _, b in pairs for c in range(d)], d), n * d))
+        bcast = self.linear(f"{name}.pattern_b", pattern, select([(r, 0) for r in range(len(pairs)) for _ in range(d)], 1))
+        weighted = self.binary(f"{name}.weighted", "mul", bcast, vsel)
+        total = np.zeros((len(qi) * d, len(pairs) * d))
+        for r, (a, _) in enumerate(pairs):
+            i = qi.index(a)
+            total[i * d:(i + 1) * d, r * d:(r + 1) * d] = np.eye(d)
+        out = self.linear(f"{name}.out", weighted, total)
+        self.positions = queries
+        if not residual:
+            return out
+        keep = self.linear(f"{name}.resid_in", h, self._pad(select([(a, c) for a in qi for c in range(d)], d), n * d))
+        return self.add(name, keep, out)
+
+    def _softmax(self, name: str, scores: str, rows: list[list[int]], width: int, form: str) -> str:
+        if form == "difference":  # a_r = 1 / sum_{l in row(r)} exp(s_l - s_r)
+            diffs = [(r, l) for row in rows for r in row for l in row]
+            w = np.zeros((len(diffs), width))
+            for t, (r, l) in enumerate(diffs):
+                w[t, l] += 1.0
+                w[t, r] -= 1.0
+            e = self.unary(f"{name}.exp", "exp", self.linear(f"{name}.diffs", scores, w))
+            sums = np.zeros((width, len(diffs)))
+            for t, (r, _) in enumerate(diffs):
+                sums[r, t] = 1.0
+            return self.unary(f"{name}.pattern", "reciprocal", self.linear(f"{name}.denominator", e, sums))
+        if form == "product":  # e = exp(s), a_r = e_r * (1 / sum_{l in row(r)} e_l)
+            e = self.unary(f"{name}.exp", "exp", scores)
+            sums = np.zeros((len(rows), width))
+            for i, row in enumerate(rows):
+                sums[i, row] = 1.0
+            inv = self.unary(f"{name}.inv", "reciprocal", self.linear(f"{name}.denominator", e, sums))
+            which = [next(i for i, row in enumerate(rows) if r in row) for r in range(width)]
+            return self.binary(f"{name}.pattern", "mul", e, self.linear(f"{name}.inv_b", inv, select([(i, 0) for i in which], 1)))
+        raise ValueError(f"softmax form {form!r}: use difference or product")
+
+    def mlp(self, name: str, h: str, W_in, b_in, W_out, b_out, act: str = "gelu") -> str:
+        """h + W_out act(W_in h + b_in) + b_out per position."""
+        mid = self.unary(f"{name}.act", act, self.per_position(f"{name}.in", h, np.asarray(W_in).T, b_in))
+        return self.add(name, h, self.per_position(f"{name}.out", mid, np.asarray(W_out).T, b_out))
+
+    def layernorm_positions(self, name: str, h: str, w, b, eps: float = 1e-5) -> str:
+        """LayerNorm of each position's block (the composition of GraphBuilder.layernorm, block-diagonal)."""
+        d, blocks = self.d_model, len(self.positions)
+        mean = block_diag(np.full((d, d), 1.0 / d), blocks)
+        centred = self.linear(f"{name}.centre", h, np.eye(d * blocks) - mean)
+        var = self.linear(f"{name}.var", self.unary(f"{name}.sq", "square", centred), mean)
+        inv = self.unary(f"{name}.rsqrt", "rsqrt", self.affine(f"{name}.eps", var, 1.0, eps))
+        return self.affine(name, self.binary(f"{name}.norm", "mul", centred, inv), np.tile(w, blocks), np.tile(b, blocks))
+
+    def unembed(self, name: str, h: str, W_U, b_U=None) -> str:
+        """logits per position block: W_U^T h_p + b_U (width len(positions) * V)."""
+        W_U = np.asarray(W_U, dtype=np.float64)
+        return self.per_position(name, h, W_U.T, b_U)
+
+
+def attn_only(params: dict, *, vocab: int, length: int, queries=None, softmax: str = "difference") -> TransformerBuilder:
+    """An attention-only transformer (TransformerLens names: W_E, W_pos, blocks.{l}.attn.W_Q/W_K/W_V/W_O
+    of shape (n_heads, ...) and optional b_*, W_U, b_U) as a graph; the last layer's heads read only
+    `queries` (default all positions). Returns the builder; its output node is `unembed`."""
+    b = TransformerBuilder(vocab, length)
+    h = b.embed("embed", params["W_E"], params["W_pos"])
+    layers = sorted({int(k.split(".")[1]) for k in params if k.startswith("blocks.")})
+    for layer in layers:
+        pre = f"blocks.{layer}.attn"
+        heads = np.asarray(params[f"{pre}.W_Q"]).shape[0]
+        last = layer == layers[-1]
+        outs = []
+        start = h
+        saved = list(b.positions)
+        for head in range(heads):
+            b.positions = list(saved)
+            bias = {f"b_{c}": (np.asarray(params[f"{pre}.b_{c}"])[head] if f"{pre}.b_{c}" in params else None) for c in "QKV"}
+            outs.append(b.attention(f"{pre}.h{head}", start, *(np.asarray(params[f"{pre}.W_{c}"])[head] for c in "QKVO"),
+                                    queries=queries if last else None, softmax=softmax, residual=False, **bias))
+        qi = [saved.index(p) for p in b.positions]
+        d = b.d_model
+        keep = b.linear(f"{pre}.resid_in", start, b._pad(select([(a, c) for a in qi for c in range(d)], d), len(saved) * d))
+        total = keep
+        for head, o in enumerate(outs):
+            total = b.add(f"{pre}.sum{head}", total, o)
+        if f"{pre}.b_O" in params:
+            total = b.affine(f"{pre}", total, 1.0, np.tile(np.asarray(params[f"{pre}.b_O"]), len(b.positions)))
+        h = total
+    b.unembed("unembed", h, params["W_U"], params.get("b_U"))
+    return b
+
+
+def read_tl(path: str | Path) -> dict:
+    """The arrays of a TransformerLens-style .npz (W_E, W_pos, blocks.{l}.attn.W_Q, ... , W_U), as float64."""
+    with np.load(path) as z:
+        return {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
+
+
+def forward(params: dict, tokens: np.ndarray) -> np.ndarray:
+    """Direct numpy forward of an attention-only transformer (TransformerLens conventions, causal):
+    tokens (batch, n) -> logits (batch, n, V). The reference the graph is tested against."""
+    tokens = np.asarray(tokens)
+    n = tokens.shape[1]
+    h = params["W_E"][tokens] + params["W_pos"][:n]
+    layers = sorted({int(k.split(".")[1]) for k in params if k.startswith("blocks.")})
+    mask = np.tril(np.ones((n, n), dtype=bool))
+    for layer in layers:
+        pre = f"blocks.{layer}.attn"
+        out = np.zeros_like(h)
+        for head in range(params[f"{pre}.W_Q"].shape[0]):
+            def proj(c):
+                b = params.get(f"{pre}.b_{c}")
+                return h @ params[f"{pre}.W_{c}"][head] + (0 if b is None else b[head])
+            q, k, v = proj("Q"), proj("K"), proj("V")
+            s = np.einsum("bic,bjc->bij", q, k) / np.sqrt(q.shape[-1])
+            s = np.where(mask, s, -np.inf)
+            a = np.exp(s - s.max(-1, keepdims=True))
+            a = a / a.sum(-1, keepdims=True)
+            out = out + np.einsum("bij,bjc->bic", a, v) @ params[f"{pre}.W_O"][head]
+        h = h + out + params.get(f"{pre}.b_O", 0)
+    return h @ params["W_U"] + params.get("b_U", 0)
+
+
+def one_hot(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """(batch, n) token ids -> (batch, n*V) concatenated one-hot vectors (the graph's input x)."""
+    tokens = np.asarray(tokens)
+    out = np.zeros((tokens.shape[0], tokens.shape[1] * vocab))
+    rows = np.arange(tokens.shape[0])[:, None]
+    out[rows, np.arange(tokens.shape[1]) * vocab + tokens] = 1.0
+    return out
