@@ -40,7 +40,7 @@ class Failed:
         return Status.INTERNAL_ERROR if self.exit_code == Status.INTERNAL_ERROR.exit_code else Status.BAD_INPUT
 
 
-def cached_outcome(spec_path, out=None, method=None):
+def cached_outcome(spec_path, out=None, method=None, jobs=None):
     """The Outcome of re-verifying an up-to-date certificate, or None when it must be re-bounded."""
     from .engine import Outcome
 
@@ -58,7 +58,7 @@ def cached_outcome(spec_path, out=None, method=None):
     except (OSError, ValueError, AttributeError):
         return None
     t = time.perf_counter()
-    result = check_certificate(spec.path, cert_path)
+    result = check_certificate(spec.path, cert_path, jobs)
     if result.verdict is Verdict.REJECTED:
         return None
     witness = cert.get("witness") or {}
@@ -68,16 +68,18 @@ def cached_outcome(spec_path, out=None, method=None):
                    {"build": 0.0, "falsify": 0.0, "bound": 0.0, "check": seconds, "total": seconds}, cached=True)
 
 
-def run_one(spec_path, out=None, method=None, use_cache: bool = True):
-    """Outcome for one spec, or Failed. Never raises for bad input."""
+def run_one(spec_path, out=None, method=None, use_cache: bool = True, *, workers: int = 0, address: str | None = None,
+            jobs: int | None = None):
+    """Outcome for one spec, or Failed. Never raises for bad input. `workers`, `address`: branch and
+    bound on Ray; `jobs`: processes that check a split tree (engine.run_check)."""
     from .engine import run_check
 
     try:
         if use_cache:
-            hit = cached_outcome(spec_path, out, method)
+            hit = cached_outcome(spec_path, out, method, jobs)
             if hit is not None:
                 return hit
-        return run_check(spec_path, out, method)
+        return run_check(spec_path, out, method, workers=workers, address=address, jobs=jobs)
     except BadInput as exc:
         return Failed(str(spec_path), str(exc), 2)
 

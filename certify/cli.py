@@ -122,8 +122,9 @@ def cmd_check(args) -> int:
     specs = [p for p in args.spec if p not in refused]
     levels = {p: _level_results(p, args.out, args.method) for p in specs}  # None: no levels
     plain = [p for p in specs if levels[p] is None]
-    if len(plain) == 1:
-        results = [run_one(plain[0], args.out, args.method, not args.no_cache)]
+    if len(plain) == 1:  # one spec: --workers and --address distribute its branch and bound over Ray
+        results = [run_one(plain[0], args.out, args.method, not args.no_cache, jobs=args.jobs, address=args.address,
+                           workers=args.workers if args.workers > 1 or args.address else 0)]
     else:
         results = run_many(plain, method=args.method, use_cache=not args.no_cache, workers=args.workers,
                            address=args.address) if plain else []
@@ -175,7 +176,7 @@ def cmd_verify(args) -> int:
         from .pin import refuse_unpinned
 
         refuse_unpinned(read_spec(args.spec))
-    r = check_certificate(args.spec, args.certificate)
+    r = check_certificate(args.spec, args.certificate, args.jobs)
     if args.json:
         print(json.dumps(result_json(r, spec=args.spec, certificate=args.certificate, lower=r.witness_deviation),
                          indent=1))
@@ -200,8 +201,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the result as JSON (a list for several specs)")
     c.add_argument("--junit", metavar="PATH", help="also write a JUnit XML file (one test case per spec)")
     c.add_argument("--no-cache", action="store_true", help="re-bound even if an up-to-date certificate exists")
-    c.add_argument("--workers", type=int, default=1, help="run several specs in parallel on Ray (default 1: serial)")
+    c.add_argument("--workers", type=int, default=1, help="run several specs in parallel on Ray (default 1: serial); "
+                   "with one spec, bound its branch-and-bound leaves on that many Ray workers")
     c.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    c.add_argument("--jobs", type=int, help="processes that check a split tree's leaves (default: the CPU count)")
     c.add_argument("--engine", choices=("auto_lirpa",), help="also print auto_LiRPA's bounds as a second opinion (not certified)")
     c.add_argument("--strict", action="store_true", help="refuse (exit 2) a spec that does not pin g's float arrays (see certify pin)")
     c.set_defaults(func=cmd_check)
@@ -210,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("certificate")
     v.add_argument("--json", action="store_true")
     v.add_argument("--strict", action="store_true", help="refuse (exit 2) a spec that does not pin g's float arrays")
+    v.add_argument("--jobs", type=int, help="processes that check a split tree's leaves (default: the CPU count)")
     v.set_defaults(func=cmd_verify)
     from .pin import register as register_pin; register_pin(sub)  # noqa: E702 - `certify pin`
     from .smt import register as register_smt; register_smt(sub)  # noqa: E702 - `certify export-smt`

@@ -196,15 +196,17 @@ def _progress(total: int):
                                                description="" if bound is None else f"bound {float(bound):.6g}")
 
 
-def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fraction | None = None):
-    """(bound, certificate body, engine notes) for one method."""
+def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fraction | None = None,
+               workers: int = 0, address: str | None = None):
+    """(bound, certificate body, engine notes) for one method. `workers` > 0: branch and bound's
+    leaves are bounded by that many Ray workers (local, or the cluster at `address`)."""
     if method == "bab":
         with _progress(p.options.max_leaves) as report:
             r = branch_and_bound(p.net, p.joint, p.box, BAB_LEAF_METHOD, p.spec.property.tolerance,
                                  time_budget=time_budget, max_leaves=p.options.max_leaves, stop_below=stop_below,
-                                 margins=p.margins, progress=report)
+                                 margins=p.margins, progress=report, workers=workers, address=address)
         return r.bound, {"tree": r.tree}, {"bab": {"leaves": r.leaves, "splits": r.splits, "seconds": round(r.seconds, 3),
-                                                   "leaf_method": r.leaf_method}}
+                                                   "leaf_method": r.leaf_method, "workers": max(workers, 1)}}
     if p.net.pairs and method in ("crown", "alpha"):  # differential bounds help most explanations, not all:
         crown = propose(p.net, p.joint, p.box, "crown", margins=p.margins)  # CROWN (cheap) decides, for alpha too
         used = any(s["kind"] == "difference" and s["pairs"] for s in crown.steps)
@@ -220,7 +222,7 @@ def bound_with(p: Problem, method: str, *, time_budget: float, stop_below: Fract
 
 
 def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witness, lower, notes: dict,
-                    path: Path | None = None) -> CheckResult:
+                    path: Path | None = None, jobs: int | None = None) -> CheckResult:
     """Write the certificate atomically, then let the trusted checker decide."""
     path = path or p.certificate
     engine = {"certify": __version__, "method": method, "shared_layers": p.shared,
@@ -231,7 +233,7 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     if p.spec.level is not None:  # which of the spec's levels g is
         cert = {**cert, "level": p.spec.level}
     write_json_atomic(path, cert)
-    return check_certificate(p.spec.path, path)
+    return check_certificate(p.spec.path, path, jobs)
 
 
 def level_certificate_path(out: str | Path, level: str) -> Path:
@@ -261,8 +263,10 @@ def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str
 
 
 def run_check(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
-              level: str | None = None, strict: bool = False, *, timeout: float | None = None) -> Outcome:
-    """`timeout` (seconds) overrides the spec's options.timeout_s (how long to search; not part of the claim)."""
+              level: str | None = None, strict: bool = False, *, timeout: float | None = None,
+              workers: int = 0, address: str | None = None, jobs: int | None = None) -> Outcome:
+    """`timeout` (seconds) overrides the spec's options.timeout_s (how long to search; not part of the claim).
+    `workers`, `address`: branch and bound on Ray (bound_with); `jobs`: processes that check a split tree."""
     spec = read_spec(spec_path)
     if isinstance(read_model(spec.model.path, spec.model.sha256), Graph):  # named values, typed nodes: engine_graph.py
         from .engine_graph import run_graph_check
@@ -282,7 +286,8 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
         if m == "bab" and len(plan) > 1 and (lower > tol or best[1] <= tol):
             break  # settled: auto only branches when the tolerance lies between lower and upper
         bound, body, notes = bound_with(p, m, time_budget=max(1.0, float(opts.timeout_s) - (time.perf_counter() - t0)),
-                                        stop_below=lower * Fraction(101, 100) if lower > tol else None)  # violated:
+                                        stop_below=lower * Fraction(101, 100) if lower > tol else None,  # violated:
+                                        workers=workers, address=address)
         # branch and bound's budget is time, not leaves; it stops within 1 % of the attained deviation
         tried[m] = float(bound)
         if best is None or bound < best[1]:
@@ -291,7 +296,7 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
             break
     chosen, bound, body, notes = best
     t3 = time.perf_counter()
-    result = write_and_check(p, chosen, bound, body, witness, lower, {**notes, "seconds": round(t3 - t0, 3)})
+    result = write_and_check(p, chosen, bound, body, witness, lower, {**notes, "seconds": round(t3 - t0, 3)}, jobs=jobs)
     t4 = time.perf_counter()
     if p.margins:  # float32: what every float32 run provably attains at the witness (the checker's number)
         lower = result.witness_deviation

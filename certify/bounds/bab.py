@@ -131,6 +131,53 @@ def sampled_lower(net: FloatNet, box, samples: int = 256, seed: int = 0) -> floa
     return float(np.max(np.abs(net(np.vstack([(lo + up) / 2, x])))))
 
 
+class _Bounder:
+    """Bounds regions with the leaf method of one run (in this process, or as a Ray actor)."""
+
+    def __init__(self, net: FloatNet, exact_joint, method: str, margins: tuple, differential: bool):
+        self.args = (net, exact_joint)
+        self.method, self.margins, self.differential = method, margins, differential
+
+    def bound(self, regions: list) -> list[Proposal]:
+        """Proposals for [(box, assume, exact output)]: leaves are bounded with float outputs, a leaf
+        near the target again with exact outputs."""
+        return [propose(*self.args, box, self.method, assume, self.margins, self.differential, exact_output=exact)
+                for box, assume, exact in regions]
+
+    def close(self) -> None:
+        pass
+
+
+class _RayBounders:
+    """`workers` Ray actors, each a `_Bounder`; a batch of regions is dealt out round robin. Ray is
+    started here (locally, or joined at `address`) unless it already runs, and shut down after."""
+
+    def __init__(self, workers: int, address: str | None, args: tuple, root: Node):
+        import ray
+
+        self.ray, self.started = ray, not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        actor = ray.remote(num_cpus=1)(_Bounder)
+        self.actors = [actor.remote(*args) for _ in range(workers)]
+        ray.get([a.bound.remote([(root.box, root.assume, False)]) for a in self.actors])  # compile JAX in every worker
+
+    def bound(self, regions: list) -> list[Proposal]:
+        n = len(self.actors)
+        parts = self.ray.get([a.bound.remote(regions[i::n]) for i, a in enumerate(self.actors)])
+        out: list = [None] * len(regions)
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        if self.started:
+            self.ray.shutdown()
+
+
 @dataclass(frozen=True)
 class BabResult:
     tree: dict
@@ -143,9 +190,15 @@ class BabResult:
 
 def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
-                     margins: tuple = (), progress=None) -> BabResult:
+                     margins: tuple = (), progress=None, workers: int = 0, address: str | None = None) -> BabResult:
     """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent.
-    `progress(leaves, bound)` is called after every split."""
+    `progress(leaves, bound)` is called after every split (every round, on Ray).
+
+    `workers` > 0: the leaves are bounded by that many Ray actors (`_RayBounders`: a local Ray
+    instance, or the cluster at `address`), 4 leaves per worker split per round, the worst first.
+    Every leaf is bounded as in a serial run; a run that reaches its target splits exactly the
+    regions whose bound misses it, so its tree is the serial tree (leaves bounded in another order).
+    A run stopped by its budget holds the regions split so far, which may differ from a serial run's."""
     start = time.perf_counter()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
@@ -179,34 +232,43 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
             leaf_method = "crown"
     order = itertools.count()  # ties between equal bounds go to the older leaf
     live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
-    splits = 0
+    splits, stop = 0, False
     target = tolerance if stop_below is None else min(tolerance, stop_below)
-    while 1 + splits < max_leaves and time.perf_counter() - start < time_budget and live:
-        worst = live[0][2]
-        if worst.bound <= target:
-            break
-        if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
-            # padded float output bounds miss the target by no more than their padding: bound the
-            # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
-            heapq.heappop(live)
-            worst.set_proposal(propose(net, exact_joint, worst.box, leaf_method, worst.assume, margins, differential))
-            if worst.bound is not None:
-                heapq.heappush(live, (-worst.bound, next(order), worst))
-            continue
-        split = choose_split(net, worst)
-        if split is None:
-            break
-        heapq.heappop(live)
-        worst.split, worst.children = split, _children(worst, split)
-        if split["split"] == "relu":
-            worst.keep = (worst.first_layer, split["layer"])
-        for child in worst.children:
-            child.set_proposal(propose(net, exact_joint, child.box, leaf_method, child.assume, margins, differential,
-                                       exact_output=False), exact_output=False)
-            if child.bound is not None:  # None: the region is empty
-                heapq.heappush(live, (-child.bound, next(order), child))
-        splits += 1
-        if progress is not None:
-            progress(1 + splits, -live[0][0] if live else None)
+    args = (net, exact_joint, leaf_method, margins, differential)
+    bounder = _RayBounders(workers, address, args, root) if workers else _Bounder(*args)
+    per_round = 4 * workers if workers else 1  # leaves split per round: the worst first, their children bounded together
+    try:
+        while 1 + splits < max_leaves and time.perf_counter() - start < time_budget and live and not stop:
+            regions, owners, taken = [], [], 0  # (box, assume, exact output) to bound, the node each is for
+            while live and taken < per_round and live[0][2].bound > target and 1 + splits < max_leaves:
+                _, _, worst = heapq.heappop(live)
+                taken += 1
+                if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
+                    # padded float output bounds miss the target by no more than their padding: bound the
+                    # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
+                    regions.append((worst.box, worst.assume, True))
+                    owners.append(worst)
+                    continue
+                split = choose_split(net, worst)
+                if split is None:  # nothing left to split: the search ends here
+                    heapq.heappush(live, (-worst.bound, next(order), worst))
+                    stop = True
+                    break
+                worst.split, worst.children = split, _children(worst, split)
+                if split["split"] == "relu":
+                    worst.keep = (worst.first_layer, split["layer"])
+                regions += [(child.box, child.assume, False) for child in worst.children]
+                owners += worst.children
+                splits += 1
+            if not owners:
+                break
+            for node, (proposal, exact_output) in zip(owners, zip(bounder.bound(regions), [r[2] for r in regions])):
+                node.set_proposal(proposal, exact_output)
+                if node.bound is not None:  # None: the region is empty
+                    heapq.heappush(live, (-node.bound, next(order), node))
+            if progress is not None:
+                progress(1 + splits, -live[0][0] if live else None)
+    finally:
+        bounder.close()
     claim = -live[0][0] if live else Fraction(0)
     return BabResult(root.to_json(claim, dims), claim, 1 + splits, splits, time.perf_counter() - start, leaf_method)

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import enum
 import json
+import multiprocessing
+import os
 import re
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +25,7 @@ import z3
 
 from .errors import BadInput, Rejected, require
 from .float32 import float32_margins, is_float32
+from . import exact
 from .graph import Graph, check_graph
 from .exact import backsubstitute, fold_fixed, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
@@ -349,7 +355,125 @@ def _child(parent: _State, box: tuple, assume: dict, split_layer: int | None = N
     return state
 
 
-def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: list[Fraction] | None = None) -> int:
+@dataclass(frozen=True)
+class _Tree:
+    """What every node of one tree is checked against: the whole box's dimension and fixed values,
+    the free inputs' positions, the claimed bound, float32 margins, and a z3 solver."""
+
+    box: tuple  # the whole box (fixed inputs included)
+    position: dict  # whole-box input -> position among the free inputs
+    bound: Fraction
+    margins: list | None
+    solver: object = field(default_factory=lambda: _solver(), compare=False)
+
+
+def _visit(node: object, state: _State, where: str, tree: _Tree) -> tuple[int, list]:
+    """Check one node: run its steps; if its region is empty or proves the goal, it is done; else
+    it must be split, and its children (node, state, where) are returned. (Steps run, children.)"""
+    require(isinstance(node, dict), where, "not a tree node")
+    optional = {"steps"} if "steps" in node else set()
+    split = node.get("split")
+    _keys(node, optional | (SPLIT_KEYS.get(split, set()) if isinstance(split, str) else set()), where)  # every node
+    steps = _run_steps(node["steps"], state, f"{where}.steps") if "steps" in node else 0
+    if state.empty or goal_holds(tree.bound, state, f"{where} (goal)", tree.margins, tree.solver):
+        return steps, []
+    require(split is not None, where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
+    kids = node.get("children")
+    require(isinstance(kids, list) and len(kids) == 2, where, "a split needs exactly two children")
+    (lo, up), assume = state.box, state.assume
+    if split == "input":
+        d, at = node["dim"], parse_rational(node["at"])
+        require(type(d) is int and 0 <= d < len(tree.box[0]) and at is not None, where,
+                "input split needs a dimension and a point inside the parent box")
+        if d not in tree.position:  # a fixed input: `at` must be its value, and both children are the parent
+            require(at == tree.box[0][d], where, "input split needs a point inside the parent box")
+            return steps, [(kids[0], _child(state, (lo, up), assume), f"{where}.0"),
+                           (kids[1], _child(state, (lo, up), assume), f"{where}.1")]
+        d = tree.position[d]
+        require(lo[d] <= at <= up[d], where, "input split needs a point inside the parent box")
+        left_up, right_lo = list(up), list(lo)
+        left_up[d], right_lo[d] = at, at
+        return steps, [(kids[0], _child(state, (lo, left_up), assume), f"{where}.0"),
+                       (kids[1], _child(state, (right_lo, up), assume), f"{where}.1")]
+    j, i = node["layer"], node["neuron"]
+    if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(state.joint)
+            or not 0 <= i < len(state.joint[j - 1][1][0]) or (j, i) in assume):
+        raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
+    return steps, [(kids[0], _child(state, state.box, {**assume, (j, i): "inactive"}, j), f"{where}.0"),
+                   (kids[1], _child(state, state.box, {**assume, (j, i): "active"}, j), f"{where}.1")]
+
+
+def _walk(pending: list, tree: _Tree, limit: int) -> tuple[int, int]:
+    """Check the subtrees (node, state, where) in `pending`, depth first: (nodes, steps)."""
+    count = steps = 0
+    while pending:
+        node, state, where = pending.pop()
+        count += 1
+        require(count <= limit, where, f"more than {MAX_TREE_NODES:,} tree nodes")
+        done, kids = _visit(node, state, where, tree)
+        steps += done
+        pending += kids
+    return count, steps
+
+
+PARALLEL_MIN_NODES = 64  # a smaller tree is checked in this process (a worker takes ~1 s to start)
+PARALLEL_PARTS = 8  # open subtrees per worker before the workers start (they take them 2 at a time)
+_WORKER: dict = {}  # in a worker process: the (folded) joint network and its FLINT matrices
+
+
+def _start_worker(joint: list) -> None:
+    _WORKER.update(joint=joint, mats=weight_mats(joint))
+
+
+def _check_part(part: list, box: tuple, position: dict, bound: Fraction, margins, limit: int) -> tuple:
+    """In a worker: check subtrees (node, (box, bounds, relax, assume, empty, diff), where) against the
+    worker's joint network. ("ok", nodes, steps), or ("rejected", step, reason)."""
+    tree = _Tree(box, position, bound, margins)
+    pending = [(node, _State(_WORKER["joint"], *fields, _WORKER["mats"]), where) for node, fields, where in part]
+    try:
+        return ("ok", *_walk(pending, tree, limit))
+    except Rejected as exc:  # (Rejected itself does not pickle)
+        return ("rejected", exc.step, exc.reason)
+
+
+def _tree_size(node: object, limit: int) -> int:
+    """Nodes of a JSON tree, counted up to `limit` (cheap: no checking)."""
+    count, stack = 0, [node]
+    while stack and count < limit:
+        n = stack.pop()
+        count += 1
+        if isinstance(n, dict) and isinstance(n.get("children"), list):
+            stack += n["children"]
+    return count
+
+
+def _parallel(pending: list, tree: _Tree, jobs: int, limit: int) -> tuple[int, int]:
+    """Check the subtrees in `pending` in `jobs` worker processes (independent: each starts from its
+    parent's verified state, and nothing flows between them). Every part must come back "ok": a
+    rejection in any part rejects, and a worker that dies rejects the certificate."""
+    joint = pending[0][1].joint
+    chunks = [pending[i::4 * jobs] for i in range(min(len(pending), 4 * jobs))]  # round robin: sizes even out
+    count = steps = 0
+    context = multiprocessing.get_context("spawn")  # not fork: the caller may run threads (JAX, z3)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(joint,)) as pool:
+            futures = [pool.submit(_check_part, [(n, (s.box, s.bounds, s.relax, s.assume, s.empty, s.diff), w) for n, s, w in chunk],
+                                   tree.box, tree.position, tree.bound, tree.margins, limit) for chunk in chunks]
+            for fut in futures:
+                result = fut.result()
+                if result[0] != "ok":
+                    for other in futures:
+                        other.cancel()
+                    raise Rejected(*result[1:])
+                count, steps = count + result[1], steps + result[2]
+    except BrokenProcessPool as exc:
+        raise Rejected("tree", f"a checking process died ({exc}): nothing it checked is believed") from None
+    require(count <= limit, "tree", f"more than {MAX_TREE_NODES:,} tree nodes")
+    return count, steps
+
+
+def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: list[Fraction] | None = None,
+               jobs: int | None = None) -> int:
     """Every region is proved by what is verified for it, or by both children of its split.
 
     A node may carry {"steps": [...]} and/or a split with two children. An input split
@@ -364,50 +488,28 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     every bound is the same exact number, computed on the free inputs only. Boxes below hold the
     free coordinates; an input split names a coordinate of the whole box, and one on a fixed input
     (`at` its value) leaves both children the parent's box.
+
+    `jobs` (default: the machine's CPUs) > 1: once the top of the tree is checked here, breadth
+    first, its open subtrees are checked in that many worker processes (`_parallel`). A subtree
+    depends only on its parent's verified state, which it receives, so the verdict is the serial one.
     """
-    dims = len(box[0])
     first, free, *folded = fold_fixed(joint[0], *box)
-    joint, position = [first, *joint[1:]], {d: i for i, d in enumerate(free)}
-    stack, solver = [(root, _State(joint, tuple(folded), {}, {}, {}, mats=weight_mats(joint)), "tree")], _solver()
+    joint = [first, *joint[1:]]
+    tree = _Tree(box, {d: i for i, d in enumerate(free)}, bound, margins)
+    pending = deque([(root, _State(joint, tuple(folded), {}, {}, {}, mats=weight_mats(joint)), "tree")])
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    serial = jobs <= 1 or RECORD is not None or exact.TRACE is not None or _tree_size(root, PARALLEL_MIN_NODES) < PARALLEL_MIN_NODES
     count = steps = 0
-    while stack:
-        node, state, where = stack.pop()
+    while pending and not serial and len(pending) < PARALLEL_PARTS * jobs:  # the top of the tree, breadth first
+        node, state, where = pending.popleft()
         count += 1
-        require(count <= MAX_TREE_NODES and isinstance(node, dict), where, "not a tree node (or more than 200,000 nodes)")
-        optional = {"steps"} if "steps" in node else set()
-        split = node.get("split")
-        _keys(node, optional | (SPLIT_KEYS.get(split, set()) if isinstance(split, str) else set()), where)  # every node
-        if "steps" in node:
-            steps += _run_steps(node["steps"], state, f"{where}.steps")
-        if state.empty or goal_holds(bound, state, f"{where} (goal)", margins, solver):
-            continue
-        require(split is not None, where, "missing goal: the region's bounds do not prove the claimed bound, and it is not split")
-        kids = node.get("children")
-        require(isinstance(kids, list) and len(kids) == 2, where, "a split needs exactly two children")
-        (lo, up), assume = state.box, state.assume
-        if split == "input":
-            d, at = node["dim"], parse_rational(node["at"])
-            require(type(d) is int and 0 <= d < dims and at is not None, where,
-                    "input split needs a dimension and a point inside the parent box")
-            if d not in position:  # a fixed input: `at` must be its value, and both children are the parent
-                require(at == box[0][d], where, "input split needs a point inside the parent box")
-                stack += [(kids[0], _child(state, (lo, up), assume), f"{where}.0"),
-                          (kids[1], _child(state, (lo, up), assume), f"{where}.1")]
-                continue
-            d = position[d]
-            require(lo[d] <= at <= up[d], where, "input split needs a point inside the parent box")
-            left_up, right_lo = list(up), list(lo)
-            left_up[d], right_lo[d] = at, at
-            stack += [(kids[0], _child(state, (lo, left_up), assume), f"{where}.0"),
-                      (kids[1], _child(state, (right_lo, up), assume), f"{where}.1")]
-        elif split == "relu":
-            j, i = node["layer"], node["neuron"]
-            if (not isinstance(j, int) or not isinstance(i, int) or not 1 <= j < len(joint)
-                    or not 0 <= i < len(joint[j - 1][1][0]) or (j, i) in assume):
-                raise Rejected(where, "relu split needs a new (hidden layer, neuron)")
-            for kid, phase, tag in ((kids[0], "inactive", ".0"), (kids[1], "active", ".1")):
-                stack.append((kid, _child(state, state.box, {**assume, (j, i): phase}, j), where + tag))
-    return steps
+        require(count <= MAX_TREE_NODES, where, f"more than {MAX_TREE_NODES:,} tree nodes")
+        done, kids = _visit(node, state, where, tree)
+        steps += done
+        pending += kids
+    if serial or len(pending) < 2:
+        return steps + _walk(list(pending), tree, MAX_TREE_NODES - count)[1]
+    return steps + _parallel(list(pending), tree, jobs, MAX_TREE_NODES - count)[1]
 
 
 def data_hashes(spec: Spec) -> dict[str, str]:
@@ -423,7 +525,7 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int, str | None, str | None]:
+def _check(spec: Spec, cert_path: Path, jobs: int | None = None) -> tuple[Fraction, Fraction | None, int, str | None, str | None]:
     try:
         cert = json.loads(Path(cert_path).read_text(), object_pairs_hook=_no_duplicates)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -478,7 +580,7 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
             raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
                            "affine layer", "fold the normalisation into the first dense layer")
         margins = float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path))
-    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins)
+    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins, jobs)
 
     witness_dev = None
     if cert.get("witness") is not None:
@@ -496,13 +598,14 @@ def _check(spec: Spec, cert_path: Path) -> tuple[Fraction, Fraction | None, int,
     return bound, witness_dev, steps, level, cert.get("materialized") and cert["materialized"]["sha256"]
 
 
-def check_certificate(spec_path: str | Path, cert_path: str | Path) -> CheckResult:
-    """Re-check a certificate against its spec. Bad spec/model input raises BadInput (exit 2)."""
+def check_certificate(spec_path: str | Path, cert_path: str | Path, jobs: int | None = None) -> CheckResult:
+    """Re-check a certificate against its spec. Bad spec/model input raises BadInput (exit 2).
+    `jobs`: processes that check a split tree's leaves (default: the machine's CPUs; 1: this one)."""
     start = time.perf_counter()
     spec = read_spec(spec_path)
     tol = spec.property.tolerance
     try:
-        bound, wdev, steps, level, arrays = _check(spec, Path(cert_path))
+        bound, wdev, steps, level, arrays = _check(spec, Path(cert_path), jobs)
     except Rejected as exc:
         return CheckResult(Verdict.REJECTED, None, tol, None, 0, time.perf_counter() - start, str(exc))
     if bound <= tol:
