@@ -13,11 +13,21 @@ The maximiser is also the certificate's witness, so VIOLATED verdicts are exerci
 Counts: `cases`, `unsound` (bound below the exact replayed maximum; must be 0), `wrong_certified`
 (CERTIFIED while an input exceeds the tolerance; must be 0), `rejected` (the checker refused the
 engine's certificate: each is a bug), and `ratio_median` (method -> median bound / exact).
+
+`--family residual` (graph models, issue 16): random residual graphs built from the operator table
+(`GENERATORS`: one per op of certify.checker.graph.OPS, and LayerNorm as its composition), explained
+by a random SAE spliced in at a residual value (a ReLU SAE, some features kept), a random box and
+a tolerance near the attained deviation; methods interval, crown, alpha, bab on the joint graph.
+There is no MILP oracle for exp or erf: `exact` is an attained lower bound instead, the best of random
+samples and finite-difference gradient ascent (numpy), replayed at the exact witness with mpmath at 50
+digits (`MP_OPS`, independent of the checker's arb evaluation). The same keys; `milp` holds the float
+value the ascent found.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import json
 import statistics
@@ -149,8 +159,9 @@ def _chunk(seed: int, start: int, stop: int, methods, jax_cache: str | None = No
 
 
 def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False, workers: int = 1,
-        chunk: int = 50) -> tuple[dict, list[dict]]:
-    spans = [(a, min(a + chunk, cases)) for a in range(0, cases, chunk)]
+        chunk: int = 50, family: str = "dense", first: int = 0) -> tuple[dict, list[dict]]:
+    spans = [(a, min(a + chunk, first + cases)) for a in range(first, first + cases, chunk)]
+    work = _chunk if family == "dense" else _graph_chunk
     records: list[dict] = []
 
     def done(part):
@@ -160,26 +171,218 @@ def run(cases: int, seed: int = 0, methods=METHODS, progress: bool = False, work
 
     if workers <= 1:  # one process: JAX's in-memory cache already compiles each shape once
         for a, b in spans:
-            done(_chunk(seed, a, b, methods))
+            done(work(seed, a, b, methods))
     else:  # spawn, not fork: JAX's runtime is not fork-safe
         with tempfile.TemporaryDirectory() as cache, ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_chunk, seed, a, b, methods, cache) for a, b in spans]):
+            for fut in as_completed([pool.submit(work, seed, a, b, methods, cache) for a, b in spans]):
                 done(fut.result())
     records.sort(key=lambda r: r["case"])
     return summarise(records), records
+
+
+# --------------------------------------------------------------------------- the residual (graph) family
+
+RESIDUAL_METHODS = ("interval", "crown", "alpha", "bab")
+
+
+def _mat(rng, out, inp, scale=1.0):
+    return rng.normal(0, scale / np.sqrt(inp), (out, inp))
+
+
+def _positive(b, rng, name, h, d):
+    """A value > 0 on every input: c + square(h), c in {0.05, 0.5, 1}."""
+    return b.affine(f"{name}.pos", b.unary(f"{name}.sq", "square", h), 1.0, float(rng.choice([0.05, 0.5, 1.0])))
+
+
+GENERATORS = {  # op -> (builder, rng, name, value h of width d, d) -> a new value of width d that uses the op
+    "linear": lambda b, rng, n, h, d: b.linear(n, h, _mat(rng, d, d), rng.normal(0, 0.3, d)),
+    "affine": lambda b, rng, n, h, d: b.affine(n, h, rng.normal(0, 1, d), rng.normal(0, 0.3, d)),
+    "add": lambda b, rng, n, h, d: b.add(n, h, b.linear(f"{n}.o", h, _mat(rng, d, d))),
+    "sub": lambda b, rng, n, h, d: b.binary(n, "sub", h, b.linear(f"{n}.o", h, _mat(rng, d, d))),
+    "mul": lambda b, rng, n, h, d: b.binary(n, "mul", h, b.linear(f"{n}.o", h, _mat(rng, d, d))),
+    "relu": lambda b, rng, n, h, d: b.unary(n, "relu", h),
+    "jumprelu": lambda b, rng, n, h, d: b.jumprelu(n, h, rng.uniform(-0.2, 0.5, d)),
+    "gelu": lambda b, rng, n, h, d: b.unary(n, "gelu", b.linear(f"{n}.in", h, _mat(rng, d, d, 2.0))),
+    "exp": lambda b, rng, n, h, d: b.unary(n, "exp", b.affine(f"{n}.in", h, 0.5, 0.0)),
+    "erf": lambda b, rng, n, h, d: b.unary(n, "erf", h),
+    "tanh": lambda b, rng, n, h, d: b.unary(n, "tanh", b.affine(f"{n}.in", h, 2.0, 0.1)),
+    "sigmoid": lambda b, rng, n, h, d: b.unary(n, "sigmoid", h),
+    "square": lambda b, rng, n, h, d: b.unary(n, "square", h),
+    "rsqrt": lambda b, rng, n, h, d: b.unary(n, "rsqrt", _positive(b, rng, n, h, d)),
+    "reciprocal": lambda b, rng, n, h, d: b.unary(n, "reciprocal", _positive(b, rng, n, h, d)),
+    "sqrt": lambda b, rng, n, h, d: b.unary(n, "sqrt", _positive(b, rng, n, h, d)),
+    "layernorm": lambda b, rng, n, h, d: b.layernorm(n, h, 1 + 0.3 * rng.normal(size=d), 0.2 * rng.normal(size=d),
+                                                     eps=float(rng.choice([1e-5, 1e-2]))),
+}
+
+
+def _mp():
+    import mpmath
+
+    mpmath.mp.dps = 50
+    return mpmath
+
+
+def _mpq(v):
+    v = Fraction(v)
+    return _mp().mpf(v.numerator) / v.denominator
+
+
+MP_OPS = {  # op -> (node, input value lists) -> value list, at mpmath's 50 digits (an evaluator independent of the checker's)
+    "linear": lambda n, xs: [sum((_mpq(w) * v for w, v in zip(row, xs[0])), _mpq(b)) for row, b in zip(n.weight, n.bias)],
+    "affine": lambda n, xs: [_mpq(a) * v + _mpq(c) for a, c, v in zip(n.scale, n.shift, xs[0])],
+    "add": lambda n, xs: [a + b for a, b in zip(*xs)],
+    "sub": lambda n, xs: [a - b for a, b in zip(*xs)],
+    "mul": lambda n, xs: [a * b for a, b in zip(*xs)],
+    "relu": lambda n, xs: [max(v, 0) for v in xs[0]],
+    "jumprelu": lambda n, xs: [v if v > _mpq(t) else _mp().mpf(0) for v, t in zip(xs[0], n.threshold)],
+    "gelu": lambda n, xs: [v * (1 + _mp().erf(v / _mp().sqrt(2))) / 2 for v in xs[0]],
+    "exp": lambda n, xs: [_mp().exp(v) for v in xs[0]],
+    "erf": lambda n, xs: [_mp().erf(v) for v in xs[0]],
+    "tanh": lambda n, xs: [_mp().tanh(v) for v in xs[0]],
+    "sigmoid": lambda n, xs: [1 / (1 + _mp().exp(-v)) for v in xs[0]],
+    "square": lambda n, xs: [v * v for v in xs[0]],
+    "rsqrt": lambda n, xs: [1 / _mp().sqrt(v) for v in xs[0]],
+    "reciprocal": lambda n, xs: [1 / v for v in xs[0]],
+    "sqrt": lambda n, xs: [_mp().sqrt(v) for v in xs[0]],
+}
+
+
+def mp_deviation(joint, x) -> float:
+    """max_i |d_i(x)| at the exact point x, by mpmath at 50 digits (returned as the nearest float)."""
+    values = {"x": [_mpq(v) for v in x]}
+    for n in joint.nodes:
+        values[n.name] = MP_OPS[n.op](n, [values[s] for s in n.inputs])
+    return float(max(abs(v) for v in values["d"]))
+
+
+def _batch(nodes, X, out="d"):
+    """The float graph on a batch of rows X (linear ops through their row-major JAX rule, run on numpy)."""
+    from certify.bounds.graph import ENGINE
+
+    values = {"x": X}
+    with np.errstate(all="ignore"):
+        for n in nodes:
+            row = ENGINE[n.op]
+            values[n.name] = np.asarray(row.jeval(n, [values[s] for s in n.inputs]) if row.relax is None else
+                                        row.eval(n, [values[s] for s in n.inputs]))
+    return np.max(np.abs(values[out]), axis=1)
+
+
+def attained(joint, lo, up, rng, samples: int = 512, starts: int = 16, steps: int = 40) -> np.ndarray:
+    """The best input found: random samples, corners, then finite-difference gradient ascent from the best."""
+    from certify.bounds.graph import floats
+
+    nodes = floats(joint)
+    width = up - lo
+    X = np.vstack([(lo + up) / 2, lo, up, lo + width * rng.uniform(size=(samples, lo.size))])
+    v = _batch(nodes, X)
+    x = X[np.argsort(-np.nan_to_num(v, nan=-1))[:starts]]
+    best_x, best_v = x.copy(), _batch(nodes, x)
+    h = np.maximum(width * 1e-6, 1e-12)
+    for i in range(steps):
+        grads = np.stack([(_batch(nodes, np.clip(x + h[k] * np.eye(lo.size)[k], lo, up)) -
+                           _batch(nodes, np.clip(x - h[k] * np.eye(lo.size)[k], lo, up))) for k in range(lo.size)], axis=1)
+        x = np.clip(x + width * (0.2 * (1 - i / steps) + 1e-3) * np.sign(grads), lo, up)
+        val = _batch(nodes, x)
+        better = val > best_v
+        best_x[better], best_v[better] = x[better], val[better]
+    return best_x[int(np.argmax(best_v))]
+
+
+def random_graph_case(rng: np.random.Generator, tmp: Path, i: int, method: str) -> Path:
+    """A random residual graph around the focus op GENERATORS[i mod #], a random SAE at a residual value."""
+    from certify.model.graph import GraphBuilder
+
+    from certify.checker.graph import OPS
+
+    names = sorted(op for op in GENERATORS if op in OPS or op == "layernorm")  # ops this checker has
+    d_in, d, n_out = int(rng.integers(1, 4)), int(rng.choice([2, 3, 4])), int(rng.integers(1, 3))
+    b = GraphBuilder(d_in)
+    h = b.linear("embed", "x", _mat(rng, d, d_in, 1.5), rng.normal(0, 0.3, d))
+    blocks = [names[(i // len(RESIDUAL_METHODS)) % len(names)]] + [str(o) for o in rng.choice(names, int(rng.integers(0, 3)))]
+    site = None
+    for j, op in enumerate(blocks):
+        y = GENERATORS[op](b, rng, f"b{j}.{op}", h, d)
+        h = b.add(f"b{j}", h, b.linear(f"b{j}.down", y, _mat(rng, d, d, 0.7)))
+        site = site or (h if rng.random() < 0.7 else None)
+    site = site or h
+    out = b.linear("out", h, _mat(rng, n_out, d), rng.normal(0, 0.3, n_out))
+    sha = save_graph(b, tmp / f"m{i}.npz", out)
+    m = int(rng.integers(2, 7))
+    sae = {"W_enc": rng.normal(0, 0.7, (d, m)), "b_enc": rng.normal(0, 0.2, m), "W_dec": rng.normal(0, 0.7, (m, d)),
+           "b_dec": rng.normal(0, 0.1, d)}
+    np.savez(tmp / f"sae{i}.npz", **sae)
+    sae_sha = hashlib.sha256((tmp / f"sae{i}.npz").read_bytes()).hexdigest()
+    keep = sorted(int(j) for j in rng.choice(m, int(rng.integers(1, m + 1)), replace=False))
+    features = "all" if rng.random() < 0.3 else str(keep)
+    box = rng.choice(["unit", "small", "degenerate", "point"])
+    c = rng.uniform(-1, 1, d_in)
+    r = {"unit": np.ones(d_in), "small": rng.uniform(0.01, 0.2, d_in), "degenerate": np.where(rng.random(d_in) < 0.5, 0.0, 0.3),
+         "point": np.zeros(d_in)}[box]
+    lo, up = (c - r, c + r) if box != "unit" else (-r, r)
+    fmt = lambda v: "[" + ", ".join(str(Fraction(float(x)).limit_denominator(1000)) for x in v) + "]"  # noqa: E731
+    spec = tmp / f"case{i}.yaml"
+    spec.write_text("\n".join([
+        "version: 1", f'model: {{path: m{i}.npz, sha256: "{sha}"}}', "input:",
+        f"  box: {{lower: {fmt(lo)}, upper: {fmt(np.maximum(up, lo))}}}", "explanation:",
+        f'  - sae: {{site: {site}, path: sae{i}.npz, sha256: "{sae_sha}", features: {features}}}',
+        "property: {deviation: linf, tolerance: TOL}", ""]))
+    return spec
+
+
+def save_graph(b, path: Path, out: str) -> str:
+    b.save(path, out)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_graph_case(rng, tmp: Path, i: int, method: str) -> dict:
+    from certify.engine import exact_witness
+    from certify.engine_graph import bound_graph, prepare_graph, write_and_check_graph
+
+    spec = random_graph_case(rng, tmp, i, method)
+    text = spec.read_text()
+    spec.write_text(text.replace("TOL", "1"))
+    probe = prepare_graph(spec, tmp / f"case{i}.probe.cert.json")
+    lo, up = (np.array([float(v) for v in b]) for b in probe.box)
+    x = attained(probe.joint, lo, up, rng)
+    witness = exact_witness(x, probe.box)
+    value = mp_deviation(probe.joint, witness)  # mpmath, 50 digits
+    lower = Fraction(value) * (1 - Fraction(1, 10**12))  # a float of it, a hair lower: below the true deviation
+    tol = Fraction(value * float(rng.choice([0.5, 0.9, 1.1, 2.0]))).limit_denominator(10**6)
+    spec.write_text(text.replace("TOL", f'"{tol}"'))
+    p = prepare_graph(spec, tmp / f"case{i}.cert.json")
+    from certify.checker.graph import deviation_at
+
+    replay = deviation_at(p.joint, witness)  # the checker's arb replay: the certificate's witness deviation
+    bound, body, notes = bound_graph(p, method, time_budget=1.0, lower=replay)
+    result = write_and_check_graph(p, method, bound, body, witness, replay, notes)
+    return {"case": i, "method": method, "bound": result.bound, "exact": lower, "milp": value, "tolerance": tol,
+            "verdict": result.verdict, "reason": result.reason}
+
+
+def _graph_chunk(seed: int, start: int, stop: int, methods, jax_cache=None) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [run_graph_case(np.random.default_rng([seed, i]), Path(tmp), i, methods[i % len(methods)])
+                for i in range(start, stop)]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--family", choices=("dense", "residual"), default="dense")
+    ap.add_argument("--methods", default=None, help="default: interval,crown,alpha,lp,bab (dense); interval,crown,alpha,bab (residual)")
+    ap.add_argument("--first", type=int, default=0, help="the first case's index (a later chunk of a campaign)")
     ap.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    summary, records = run(args.cases, args.seed, tuple(args.methods.split(",")), progress=True, workers=args.workers)
+    methods = tuple(args.methods.split(",")) if args.methods else (METHODS if args.family == "dense" else RESIDUAL_METHODS)
+    summary, records = run(args.cases, args.seed, methods, progress=True, workers=args.workers, family=args.family,
+                           chunk=50 if args.family == "dense" else 20, first=args.first)
+    summary["family"] = args.family
     summary["workers"] = args.workers
     summary["seconds"] = round(time.perf_counter() - t, 1)
     print(json.dumps(summary, indent=1))

@@ -1,29 +1,44 @@
 """`certify check` on a graph model (residual networks, LayerNorm, GELU, SAEs): build f and g as
-graphs, falsify, bound d = f - g with CROWN over the joint graph, write the certificate, check it.
+graphs, falsify, bound d = f - g over the joint graph, write the certificate, check it.
 
-Untrusted, like `certify.engine`; the checker's verdict alone decides. Methods: `interval`, and
-`crown` (also used for `auto`, `alpha`, `lp` and `bab`, which have no graph version yet: the output
-says so).
+Untrusted, like `certify.engine`; the checker's verdict alone decides. Methods: `interval`, `crown`,
+`alpha` (alpha-CROWN: free slopes optimised for every back-substitution bound), `bab` (branch and
+bound over input splits, CROWN or alpha-CROWN leaves), `auto` (interval, crown, alpha, then bab where
+the tolerance lies between the attained deviation and the bound). `lp` has no graph version: CROWN is
+used and the output says so.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 from . import __version__
 from .bounds import graph as gb
 from .certificate import certificate_json, write_json_atomic
-from .checker.check import check_certificate
-from .checker.graph import deviation_at, joint_graph
+from .checker.check import CheckResult, check_certificate
+from .checker.graph import Graph, deviation_at, joint_graph
 from .checker.network import build_g
 
+PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "bab": ("bab",), "lp": ("crown",),
+         "auto": ("interval", "crown", "alpha", "bab")}
+ALPHA_PAYS = 0.05  # bab leaves use alpha-CROWN where it removes this share of CROWN's excess over the attained deviation at the root
 
-def run_graph_check(spec_path, out=None, method: str | None = None, level: str | None = None, strict: bool = False,
-                    timeout: float | None = None):
-    from .engine import Outcome, exact_witness, load
 
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class GraphProblem:
+    spec: object
+    options: object
+    certificate: object
+    f: Graph
+    joint: Graph
+    box: tuple
+
+
+def prepare_graph(spec_path, out=None, level: str | None = None, strict: bool = False) -> GraphProblem:
+    from .engine import load
+
     spec, opts, cert_path, f, box = load(spec_path, out, level, strict)
     g = build_g(spec, f, None)
     joint = joint_graph(f, g, spec.property.outputs)
@@ -31,33 +46,79 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
         from .checker.graph import check_graph
 
         check_graph(spec, f, g, {}, Fraction(0), box)
+    return GraphProblem(spec, opts, cert_path, f, joint, box)
+
+
+def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Fraction = Fraction(0)):
+    """(bound, certificate body, engine notes) for one method on the joint graph."""
+    if hasattr(p.box, "lowest"):  # a token domain: CROWN with exact concretisation; bab splits tokens (bounds/tokens.py)
+        from .bounds.tokens import bound_tokens
+
+        return bound_tokens(p.joint, p.box, method, p.spec.property.tolerance, lower, time_budget, p.options.max_leaves)
+    if method in ("interval", "crown", "alpha"):
+        st = gb.crown_state(p.joint, p.box, method)
+        return Fraction(st.bound), {"steps": st.steps}, {}
+    if method != "bab":
+        raise ValueError(f"no graph method {method!r}")
+    tol, low = p.spec.property.tolerance, float(lower)
+    # the target: the tolerance, or (violated) within 1 % of the attained deviation, as the dense engine
+    target = float(tol) if lower <= tol else low * 1.01
+    leaf = "crown"
+    if not hasattr(p.box, "lowest"):
+        crown = gb.crown_state(p.joint, p.box, "crown").bound
+        if crown > target:
+            alpha = gb.crown_state(p.joint, p.box, "alpha").bound
+            leaf = "alpha" if crown - alpha >= ALPHA_PAYS * (crown - low) else "crown"
+    r = gb.branch_and_bound(p.joint, p.box, leaf_method=leaf, target=max(target, low), time_budget=time_budget)
+    return Fraction(r.bound), {"tree": r.tree}, {"bab": {"leaves": r.leaves, "seconds": round(r.seconds, 3), "leaf_method": leaf}}
+
+
+def write_and_check_graph(p: GraphProblem, method: str, bound: Fraction, body: dict, witness, lower: Fraction,
+                          notes: dict) -> CheckResult:
+    engine = {"certify": __version__, "method": method, "graph_nodes": len(p.joint.nodes), **notes}
+    cert = certificate_json(spec=p.spec, model_sha256=p.f.sha256, bound=max(bound, lower), body=body,
+                            witness=None if witness is None else (witness, lower), materialized=None, engine=engine)
+    if p.spec.level is not None:
+        cert = {**cert, "level": p.spec.level}
+    write_json_atomic(p.certificate, cert)
+    return check_certificate(p.spec.path, p.certificate)
+
+
+def run_graph_check(spec_path, out=None, method: str | None = None, level: str | None = None, strict: bool = False,
+                    timeout: float | None = None):
+    from .engine import Outcome, exact_witness
+
+    t0 = time.perf_counter()
+    p = prepare_graph(spec_path, out, level, strict)
+    budget = float(timeout if timeout is not None else p.options.timeout_s)
     t1 = time.perf_counter()
-    x = gb.falsify(joint, box, starts=opts.starts, steps=opts.steps, seed=opts.seed)
-    witness = exact_witness(x, box)
-    lower = deviation_at(joint, witness)
+    if hasattr(p.box, "lowest"):  # a token domain: a discrete search; the witness is a one-hot token sequence
+        from .bounds.tokens import falsify_tokens, one_hot
+
+        witness = [Fraction(int(v)) for v in one_hot(falsify_tokens(p.joint, p.box, seed=p.options.seed)[None], p.box.vocab)[0]]
+    else:
+        x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
+        witness = exact_witness(x, p.box)
+    lower = deviation_at(p.joint, witness)
     t2 = time.perf_counter()
-    asked = method or opts.method
-    plan = ("interval", "crown") if asked == "auto" else (asked if asked == "interval" else "crown",)
+    asked = method or p.options.method
+    tol = p.spec.property.tolerance
     notes, tried, best = [], {}, None
-    if asked not in ("auto", "interval", "crown"):
-        notes.append(f"method {asked} has no graph version yet: CROWN over the joint graph was used")
-    for m in plan:
-        bound, steps = gb.crown(joint, box, m)
-        tried[m] = bound
+    if asked == "lp":
+        notes.append("method lp has no graph version: CROWN over the joint graph was used")
+    for m in PLANS[asked]:
+        if m == "bab" and asked == "auto" and (lower > tol or best[1] <= tol):
+            break  # settled: auto branches only when the tolerance lies between the attained deviation and the bound
+        bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
+        tried[m] = float(bound)
         if best is None or bound < best[1]:
-            best = (m, bound, steps)
-        if Fraction(bound) <= spec.property.tolerance:
+            best = (m, bound, body, extra)
+        if bound <= tol or time.perf_counter() - t0 > budget:
             break
-    chosen, bound, steps = best
+    chosen, bound, body, extra = best
     t3 = time.perf_counter()
-    engine = {"certify": __version__, "method": chosen, "graph_nodes": len(joint.nodes), "seconds": round(t3 - t0, 3)}
-    cert = certificate_json(spec=spec, model_sha256=f.sha256, bound=max(Fraction(bound), lower), body={"steps": steps},
-                            witness=(witness, lower), materialized=None, engine=engine)
-    if spec.level is not None:
-        cert = {**cert, "level": spec.level}
-    write_json_atomic(cert_path, cert)
-    result = check_certificate(spec.path, cert_path)
+    result = write_and_check_graph(p, chosen, bound, body, witness, lower, {**extra, "seconds": round(t3 - t0, 3)})
     t4 = time.perf_counter()
-    return Outcome(spec, cert_path, result, result.witness_deviation, witness, chosen, tried,
+    return Outcome(p.spec, p.certificate, result, result.witness_deviation, witness, chosen, tried,
                    {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0},
                    notes=tuple(notes))

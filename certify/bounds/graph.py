@@ -18,8 +18,11 @@ checker's exact derivation stays inside them.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
@@ -144,15 +147,24 @@ def _curve_relax(fn, l, u):
     return curves.relax(fn, l, u, lower_slope=on_grid(best[0]), upper_slope=on_grid(best[1]))
 
 
+def _xp(*arrays):
+    """jax.numpy where an array is a JAX array or tracer (alpha-CROWN differentiates back-substitution), else numpy."""
+    import jax
+
+    return __import__("jax.numpy").numpy if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
 def _unary_back(node, lam, r):
-    pos = lam >= 0
-    return [np.where(pos, lam * r.lower_slope, lam * r.upper_slope)], np.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(1)
+    """Lines per element (n,) or per row (rows, n): the lower line where the coefficient is >= 0."""
+    xp, pos = _xp(lam, r.lower_slope, r.upper_slope, r.lower_intercept), lam >= 0
+    return ([xp.where(pos, lam * r.lower_slope, lam * r.upper_slope)],
+            xp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(1))
 
 
 def _mul_back(node, lam, planes):
     lower, upper = planes
-    pos = lam >= 0
-    pick = [np.where(pos, lam * lower[:, k], lam * upper[:, k]) for k in range(3)]
+    xp, pos = _xp(lam), lam >= 0
+    pick = [xp.where(pos, lam * lower[:, k], lam * upper[:, k]) for k in range(3)]
     return [pick[0], pick[1]], pick[2].sum(1)
 
 
@@ -168,7 +180,82 @@ def _curve_row(fn):
     npfn = {"gelu": lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), "exp": np.exp, "erf": erf, "tanh": np.tanh, "sigmoid": expit,
             "square": np.square, "rsqrt": lambda x: 1 / np.sqrt(x), "reciprocal": lambda x: 1 / x, "sqrt": np.sqrt}[fn]
     return Row(lambda n, xs: npfn(xs[0]), lambda n, xs: jfn(xs[0]),
-               lambda n, bs: curves.interval(fn, *bs[0]), lambda n, bs: _curve_relax(fn, *bs[0]), _unary_back)
+               lambda n, bs: curves.interval(fn, *bs[0]), lambda n, bs: _curve_relax(fn, *bs[0]), _unary_back,
+               FreeSlopes(lambda n, bs, base: _curve_data(fn, *bs[0], base), lambda t, d: _curve_free_lines(fn, t, d),
+                          lambda t, d: _curve_final(fn, t, d)))
+
+
+# Free slopes (alpha-CROWN). A unary relaxation's slopes are lo + t*span, t in [0, 1] per element (and per
+# row of a back-substitution, or shared by its rows), for the lower line and the upper line: relu's lower
+# slope in [0, 1] on an unstable element (its upper line is the chord: no freedom), a curve's slopes over
+# the range of phi' on [l, u] (every slope has a valid line: bounds/curves.py takes the tightest intercept
+# for it). `data` holds one relaxation's arrays; `lines` gives the lines for parameters t with, per line,
+# the touching point x* (d intercept / d slope = -x*, the envelope theorem) and d slope / d t: what the
+# gradient needs; `final` is the line the certificate gets: slopes on the grid, the tightest intercepts
+# nudged outward.
+
+
+@dataclass(frozen=True)
+class FreeSlopes:
+    data: Callable  # (node, [(lo, up)], base relaxation) -> dict of arrays, with "t0": (lower t, upper t) per element
+    lines: Callable  # ((t_lower, t_upper) of shape (rows or 1, n), data) -> (Lines, (x*_lower, x*_upper), (span_lower, span_upper))
+    final: Callable  # ((t_lower, t_upper) of shape (n,), data) -> Lines on the grid, nudged (what the checker gets)
+
+
+def _relu_data(l, u, base):
+    unstable = (l < 0) & (u > 0)
+    return {"unstable": unstable, "base": np.asarray(base.lower_slope, dtype=float), "up_s": base.upper_slope,
+            "up_b": base.upper_intercept, "t0": (np.asarray(base.lower_slope, dtype=float), np.zeros_like(l))}
+
+
+def _relu_free_lines(t, d):
+    slope = np.where(d["unstable"], np.clip(t[0], 0.0, 1.0), d["base"])
+    zero = np.zeros_like(slope)
+    return (curves.Lines(slope, zero, np.broadcast_to(d["up_s"], slope.shape), np.broadcast_to(d["up_b"], slope.shape)),
+            (zero, zero), (d["unstable"].astype(float), zero))
+
+
+def _relu_final(t, d):
+    slope = np.where(d["unstable"], on_grid(np.clip(t[0], 0.0, 1.0)), d["base"])
+    return curves.Lines(slope, np.zeros_like(slope), np.asarray(d["up_s"], dtype=float), np.asarray(d["up_b"], dtype=float))
+
+
+def _curve_data(fn, l, u, base):
+    """phi' ranges over [lo, lo + span] on [l, u]: its extremes are at the ends or the inflection points
+    (phi' is monotone on each curvature piece); a non-finite one (sqrt' at 0) is replaced by the chord's slope."""
+    c = curves.CURVES[fn]
+    with np.errstate(all="ignore"):
+        d = np.stack([c.df(x, curves.NP) for x in [l, u] + [np.clip(b, l, u) for b in c.breaks]])
+    d = np.where(np.isfinite(d), d, curves.chord_slope(fn, l, u))
+    lo = np.minimum(d.min(0), np.minimum(base.lower_slope, base.upper_slope))
+    hi = np.maximum(d.max(0), np.maximum(base.lower_slope, base.upper_slope))
+    span = np.where(hi > lo, hi - lo, 0.0)
+    safe = np.where(span > 0, span, 1.0)
+    return {"l": l, "u": u, "lo": lo, "span": span, "t0": ((base.lower_slope - lo) / safe, (base.upper_slope - lo) / safe)}
+
+
+def _touch(fn, a, l, u, side):
+    """(the tightest intercept for slope a, the point x* where the line touches): bounds/curves.intercept's
+    candidates (the ends and where phi' = a on each side-convex piece), keeping the argument."""
+    c = curves.CURVES[fn]
+    a, l, u = np.broadcast_arrays(a, l, u)
+    xs = [l, u] + [curves._solve(c.df, a, p, q, curves.SCORE_BISECTIONS) for (p, q), s in zip(curves._pieces(c, l, u), c.shape) if s == side]
+    with np.errstate(all="ignore"):
+        vals = np.stack([c.f(x, curves.NP) - a * x for x in xs])
+    k = np.argmin(side * np.where(np.isnan(vals), side * np.inf, vals), axis=0)
+    pick = lambda arr: np.take_along_axis(arr, k[None], 0)[0]  # noqa: E731
+    return pick(vals), pick(np.stack(xs))
+
+
+def _curve_free_lines(fn, t, d):
+    a, b = (d["lo"] + np.clip(v, 0.0, 1.0) * d["span"] for v in t)
+    (ai, ax), (bi, bx) = _touch(fn, a, d["l"], d["u"], 1), _touch(fn, b, d["l"], d["u"], -1)
+    return curves.Lines(a, ai, b, bi), (ax, bx), (d["span"], d["span"])
+
+
+def _curve_final(fn, t, d):
+    a, b = (on_grid(d["lo"] + np.clip(v, 0.0, 1.0) * d["span"]) for v in t)
+    return curves.relax(fn, d["l"], d["u"], lower_slope=a, upper_slope=b)
 
 
 @dataclass(frozen=True)
@@ -178,12 +265,15 @@ class Row:
     interval: Callable  # (node, [(lo, up)]) -> (lo, up), sound in floats
     relax: Callable | None  # (node, [(lo, up)]) -> lines or planes; None: a linear op
     back: Callable  # (node, lam (rows x out), relaxation) -> ([lam per input], constants per row)
+    free: FreeSlopes | None = None  # free slopes for alpha-CROWN (None: the relaxation has none, e.g. McCormick)
 
 
 def _linear_interval(n, bs):
     (lo, up), = bs
-    mid, rad = n.weight @ ((lo + up) / 2) + n.bias, np.abs(n.weight) @ ((up - lo) / 2)
-    return pad(mid - rad, mid + rad)
+    pos, neg = np.maximum(n.weight, 0), np.minimum(n.weight, 0)
+    k = (n.weight.shape[1] + 2) * 2.0 ** -52  # the sums' float rounding, relative to their terms' magnitude (wide exp ranges)
+    err_l, err_u = (k * (pos @ np.abs(a) - neg @ np.abs(b) + np.abs(n.bias)) for a, b in ((lo, up), (up, lo)))
+    return pad(pos @ lo + neg @ up + n.bias - err_l, pos @ up + neg @ lo + n.bias + err_u)
 
 
 def _affine_interval(n, bs):
@@ -209,7 +299,8 @@ ENGINE: dict[str, Row] = {
                lambda n, bs: pad(bs[0][0] - bs[1][1], bs[0][1] - bs[1][0]), None, lambda n, lam, r: ([lam, -lam], np.zeros(len(lam)))),
     "mul": Row(lambda n, xs: xs[0] * xs[1], lambda n, xs: xs[0] * xs[1], _mul_interval, lambda n, bs: _mccormick(*bs), _mul_back),
     "relu": Row(lambda n, xs: np.maximum(xs[0], 0), lambda n, xs: __import__("jax").numpy.maximum(xs[0], 0),
-                lambda n, bs: (np.maximum(bs[0][0], 0), np.maximum(bs[0][1], 0)), lambda n, bs: _relu_lines(*bs[0]), _unary_back),
+                lambda n, bs: (np.maximum(bs[0][0], 0), np.maximum(bs[0][1], 0)), lambda n, bs: _relu_lines(*bs[0]), _unary_back,
+                FreeSlopes(lambda n, bs, base: _relu_data(*bs[0], base), _relu_free_lines, _relu_final)),
 }
 ENGINE["jumprelu"] = Row(lambda n, xs: np.where(xs[0] > n.threshold, xs[0], 0.0),
                          lambda n, xs: __import__("jax").numpy.where(xs[0] > n.threshold, xs[0], 0.0),
@@ -237,8 +328,9 @@ def _ancestors(nodes, target):
     return out
 
 
-def backsubstitute(nodes, target, lam, box, relax) -> np.ndarray:
-    """Lower bounds of lam @ value(target) over the box, through the relaxations (float64)."""
+def backsubstitute(nodes, target, lam, box, relax, with_x: bool = False):
+    """Lower bounds of lam @ value(target) over the box, through the relaxations (float64; JAX where lam or
+    a relaxation is traced, for alpha-CROWN). with_x: (bounds, the coefficients on x)."""
     coef, const = {target: lam}, np.zeros(len(lam))
     for n in _ancestors(nodes, target):
         c = coef.pop(n.name, None)
@@ -249,9 +341,9 @@ def backsubstitute(nodes, target, lam, box, relax) -> np.ndarray:
         for s, part in zip(n.inputs, parts):
             coef[s] = coef[s] + part if s in coef else part
     c = coef.pop("x", None)
-    if c is not None:
-        const = const + np.where(c >= 0, c * box[0], c * box[1]).sum(1)
-    return const
+    if c is not None:  # a token domain (bounds/tokens.py) is concretised per position over its allowed tokens
+        const = const + (box.lowest(c) if hasattr(box, "lowest") else _xp(c).where(c >= 0, c * box[0], c * box[1]).sum(1))
+    return (const, c) if with_x else const
 
 
 def _q(values) -> list[str]:
@@ -260,8 +352,44 @@ def _q(values) -> list[str]:
 
 def crown(graph: Graph, box, method: str = "crown") -> tuple[float, list[dict]]:
     """(bound on max_i |d_i| over the box, certificate steps). `method` interval: interval steps only."""
-    nodes = floats(graph)
+    st = crown_state(graph, box, method)
+    return st.bound, st.steps
+
+
+@dataclass
+class State:
+    """What CROWN verified on a box, for alpha-CROWN and branch and bound to build on."""
+
+    nodes: list
+    output: str
+    box: tuple  # float (lower, upper) of x, or a token domain
+    bounds: dict  # node -> (lower, upper) float arrays, as claimed in `steps`
+    relax: dict  # node -> relaxation, as written in `steps`
+    steps: list
+
+    @property
+    def bound(self) -> float:
+        l, u = self.bounds[self.output]
+        return float(max(np.max(-l), np.max(u)))
+
+
+def _relax_step(n, r) -> dict:
+    if n.op == "mul":
+        return {"kind": "relax", "node": n.name, "lower": [_q(p) for p in r[0]], "upper": [_q(p) for p in r[1]]}
+    return {"kind": "relax", "node": n.name, **{k: _q(getattr(r, k)) for k in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}}
+
+
+def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False, nodes: list | None = None) -> State:
+    """CROWN over the joint graph: interval bounds for every node, relaxations, and back-substitution
+    bounds for the inputs of nonlinear nodes and the output, written only where they tighten an element
+    (the checker re-derives each written step: one that tightens nothing costs it a back-substitution).
+    `method` alpha: those back-substitution bounds are alpha-CROWN's (`Alpha`, slopes shared by a node's
+    rows; `per_row`: the output's rows get their own)."""
+    from .tokens import as_float
+
+    nodes = floats(graph) if nodes is None else nodes
     lo, up = (np.array([float(v) for v in b]) for b in box)
+    fbox = as_float(box) or (lo, up)  # a token domain keeps its structure (exact concretisation per position)
     bounds, relax, steps = {"x": (lo, up)}, {}, []
     needed = {s for n in nodes if ENGINE[n.op].relax is not None for s in n.inputs} | {graph.output}
     for n in nodes:  # per node: interval bounds, its relaxation (nonlinear), then back-substitution bounds (if needed)
@@ -271,19 +399,21 @@ def crown(graph: Graph, box, method: str = "crown") -> tuple[float, list[dict]]:
         if row.relax is not None and method != "interval":
             r = row.relax(n, [bounds[s] for s in n.inputs])
             relax[n.name] = r
-            if n.op == "mul":
-                steps.append({"kind": "relax", "node": n.name, "lower": [_q(p) for p in r[0]], "upper": [_q(p) for p in r[1]]})
-            else:
-                steps.append({"kind": "relax", "node": n.name, **{k: _q(getattr(r, k)) for k in
-                                                                ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}})
+            steps.append(_relax_step(n, r))
         if method != "interval" and n.name in needed:
             eye = np.eye(len(l))
-            cl, cu = pad(backsubstitute(nodes, n.name, eye, (lo, up), relax), -backsubstitute(nodes, n.name, -eye, (lo, up), relax))
-            steps.append({"kind": "bounds", "node": n.name, "via": "linear", "lower": _q(cl), "upper": _q(cu)})
-            l, u = np.maximum(l, cl), np.minimum(u, cu)
+            cl, cu = pad(backsubstitute(nodes, n.name, eye, fbox, relax), -backsubstitute(nodes, n.name, -eye, fbox, relax))
+            if method == "alpha" and not hasattr(fbox, "lowest"):  # alpha starts from CROWN's lines: never looser
+                bounds[n.name] = (l, u)
+                a = Alpha(graph, per_row and n.name == graph.output, target=n.name, nodes=nodes)
+                st = a.improve(State(nodes, n.name, fbox, bounds, relax, steps), start=(cl, cu))
+                bounds, relax, steps = st.bounds, st.relax, st.steps
+                l, u = bounds[n.name]
+            elif np.any(cl > l) or np.any(cu < u) or n.name == graph.output:
+                steps.append({"kind": "bounds", "node": n.name, "via": "linear", "lower": _q(cl), "upper": _q(cu)})
+                l, u = np.maximum(l, cl), np.minimum(u, cu)
         bounds[n.name] = (l, u)
-    l, u = bounds[graph.output]
-    return float(max(np.max(-l), np.max(u))), steps
+    return State(nodes, graph.output, fbox, bounds, relax, steps)
 
 
 def falsify(graph: Graph, box, *, starts: int = 64, steps: int = 100, seed: int = 0) -> np.ndarray:
@@ -312,3 +442,227 @@ def falsify(graph: Graph, box, *, starts: int = 64, steps: int = 100, seed: int 
         better = v > best_v
         best_x, best_v = jnp.where(better[:, None], x, best_x), jnp.where(better, v, best_v)
     return np.asarray(best_x[int(jnp.argmax(best_v))], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- alpha-CROWN and branch and bound
+
+ALPHA_ITERS, ALPHA_LR = 40, 0.1
+
+
+def _backward(nodes, output, lam, box, relax):
+    """backsubstitute, keeping every node's coefficients: (row lower bounds, {node: coefficients}, those on x)."""
+    coef, const, seen = {output: lam}, np.zeros(len(lam)), {}
+    for n in _ancestors(nodes, output):
+        c = coef.pop(n.name, None)
+        if c is None:
+            continue
+        seen[n.name] = c
+        parts, k = ENGINE[n.op].back(n, c, relax.get(n.name))
+        const = const + k
+        for s, part in zip(n.inputs, parts):
+            coef[s] = coef[s] + part if s in coef else part
+    c = coef.pop("x", None)
+    if c is not None:
+        const = const + np.where(c >= 0, c * box[0], c * box[1]).sum(1)
+    return const, seen, c
+
+
+def _primal(nodes, box, relax, seen, cx, rows):
+    """The point of the relaxation where each row's bound is attained: x at the box corner its
+    coefficients pick, every nonlinear node on the line (plane) its coefficient's sign picks. A row's
+    bound is linear in each line's slope and intercept with coefficient c * (that node's input value there),
+    which makes the gradient of every row's bound without autodiff: no JAX program to compile per graph."""
+    z = {"x": np.broadcast_to(box[0], (rows, len(box[0]))) if cx is None else np.where(cx >= 0, box[0], box[1])}
+    for n in nodes:
+        if n.name not in seen and n.name != "x":
+            if not all(s in z for s in n.inputs):
+                continue
+        xs = [z[s] for s in n.inputs]
+        r, c = relax.get(n.name), seen.get(n.name)
+        if ENGINE[n.op].relax is None:
+            z[n.name] = np.asarray(ENGINE[n.op].jeval(n, xs))
+        elif c is None:
+            continue
+        elif n.op == "mul":
+            lo, up = r
+            z[n.name] = np.where(c >= 0, lo[:, 0] * xs[0] + lo[:, 1] * xs[1] + lo[:, 2], up[:, 0] * xs[0] + up[:, 1] * xs[1] + up[:, 2])
+        else:
+            z[n.name] = np.where(c >= 0, r.lower_slope * xs[0] + r.lower_intercept, r.upper_slope * xs[0] + r.upper_intercept)
+    return z
+
+
+class Alpha:
+    """alpha-CROWN on one node's bounds (the output d by default): the free slopes (`FreeSlopes`) of its
+    nonlinear ancestors are optimised with Adam (numpy) on the back-substitution bounds of the node,
+    either shared by all of its rows (the objective is a soft maximum of the row bounds: the claim on d is
+    their maximum) or one set per row (`per_row`; every row whose current bound exceeds the best row bound
+    reached gets its own relax and bounds steps). Either way the certificate holds relax steps (checked by
+    the unchanged checker) and a bounds step via linear; the state's relaxations become the last written
+    ones, as the checker's do."""
+
+    def __init__(self, graph: Graph, per_row: bool = False, iters: int = ALPHA_ITERS, target: str | None = None,
+                 nodes: list | None = None):
+        self.nodes = floats(graph) if nodes is None else nodes
+        self.output, self.per_row, self.iters = target or graph.output, per_row, iters
+        names = {n.name for n in _ancestors(self.nodes, self.output)}
+        self.free = [n for n in self.nodes if n.name in names and ENGINE[n.op].free is not None]
+        width = graph.dims[self.output]
+        self.lam = np.concatenate([np.eye(width), -np.eye(width)])
+
+    def _bounds(self, st, relax, fdata, params):
+        """Row lower bounds for parameters t, and their gradients (d bound_r / d t, per row)."""
+        relax, touch, span = dict(relax), {}, {}
+        for n in self.free:
+            relax[n.name], touch[n.name], span[n.name] = ENGINE[n.op].free.lines(params[n.name], fdata[n.name])
+        b, seen, cx = _backward(self.nodes, self.output, self.lam, st.box, relax)
+        z = _primal(self.nodes, st.box, relax, seen, cx, len(self.lam))
+        grads = {}
+        for n in self.free:
+            c = seen.get(n.name, np.zeros((len(self.lam), 1)))
+            zin = z.get(n.inputs[0], 0.0)
+            (xl, xu), (sl, su) = touch[n.name], span[n.name]
+            grads[n.name] = (np.where(c >= 0, c, 0.0) * (zin - xl) * sl, np.where(c < 0, c, 0.0) * (zin - xu) * su)
+        return b, grads
+
+    def improve(self, st: State, start=None) -> State:
+        """A state on a box, with alpha-CROWN's bounds of the node added (relax and bounds steps).
+        `start`: CROWN's bounds of the node with the state's lines, not yet written: they are written
+        (before alpha's relax steps replace those lines) where they are tighter on some element."""
+        lo, up = st.bounds[self.output]
+        cur = (lo, up) if start is None else (np.maximum(lo, start[0]), np.minimum(up, start[1]))
+        best_t, groups = ({}, []) if hasattr(st.box, "lowest") or not self.free else self._optimise(st, cur)
+        steps, bounds, relax, new = list(st.steps), dict(st.bounds), st.relax, []
+        for r in groups:
+            relax = dict(st.relax)
+            lines = []
+            for n in self.free:
+                relax[n.name] = ENGINE[n.op].free.final(tuple(v[r] for v in best_t[n.name][0]), best_t[n.name][1])
+                lines.append(_relax_step(n, relax[n.name]))
+            b = backsubstitute(self.nodes, self.output, self.lam, st.box, relax)
+            cl, cu = pad(b[:len(lo)], -b[len(lo):])
+            new.append((lines, cl, cu))
+        a_lo = np.max([cl for _, cl, _ in new], axis=0) if new else -np.inf
+        a_up = np.min([cu for _, _, cu in new], axis=0) if new else np.inf
+        if start is not None and (np.any(start[0] > np.maximum(lo, a_lo)) or np.any(start[1] < np.minimum(up, a_up))
+                                  or (not new and self.output == st.output)):
+            new.insert(0, ([], *start))  # CROWN's bounds with the lines in force now: written before alpha's lines
+        for lines, cl, cu in new:
+            steps += lines + [{"kind": "bounds", "node": self.output, "via": "linear", "lower": _q(cl), "upper": _q(cu)}]
+            l0, u0 = bounds[self.output]
+            bounds[self.output] = (np.maximum(l0, cl), np.minimum(u0, cu))
+        return State(st.nodes, st.output, st.box, bounds, relax, steps)
+
+    def _optimise(self, st: State, cur):
+        """Adam on the free slopes: ({node: (best t per row or shared, data)}, rows to write as groups)."""
+        fdata = {n.name: ENGINE[n.op].free.data(n, [st.bounds[s] for s in n.inputs], st.relax[n.name]) for n in self.free}
+        rows = len(self.lam) if self.per_row else 1
+        t = {k: [np.broadcast_to(v, (rows, len(v))).astype(float) for v in d["t0"]] for k, d in fdata.items()}
+        m = {k: [np.zeros_like(v) for v in p] for k, p in t.items()}
+        v2 = {k: [np.zeros_like(v) for v in p] for k, p in t.items()}
+        best_t = {k: [v.copy() for v in p] for k, p in t.items()}
+        claim = self.output == st.output  # the output: its rows' maximum is the claim; else every row counts
+        best = np.full(rows, np.inf)
+        cur_rows = np.concatenate([-cur[0], cur[1]])
+        tau = max(1e-3 * float(np.max(cur_rows)), 1e-12) if np.all(np.isfinite(cur_rows)) else 1.0
+        for i in range(self.iters + 1):
+            b, grads = self._bounds(st, st.relax, fdata, t)
+            score = -b if self.per_row else np.array([np.max(-b) if claim else -np.sum(b)])
+            better = score < best
+            best = np.minimum(best, score)
+            for k in t:
+                for j in (0, 1):
+                    best_t[k][j] = np.where(better[:, None], t[k][j], best_t[k][j])
+            if i == self.iters:
+                break
+            if self.per_row or not claim:
+                w = np.ones((len(b), 1))
+            else:  # a soft maximum of the row bounds -b
+                w = np.exp(-(b - b.min()) / tau)
+                w = (w / w.sum())[:, None]
+            for k in t:
+                for j in (0, 1):
+                    g = -(w * grads[k][j])  # the loss is -bound: descend on it
+                    g = g if self.per_row else g.sum(0, keepdims=True)
+                    m[k][j] = 0.9 * m[k][j] + 0.1 * g
+                    v2[k][j] = 0.999 * v2[k][j] + 0.001 * g * g
+                    step = ALPHA_LR * (m[k][j] / (1 - 0.9 ** (i + 1))) / (np.sqrt(v2[k][j] / (1 - 0.999 ** (i + 1))) + 1e-12)
+                    t[k][j] = np.clip(t[k][j] - step, 0.0, 1.0)
+        if self.per_row:  # rows whose bound exceeds what alpha reaches on the worst row get their own slopes
+            target = np.max(np.minimum(cur_rows, best))
+            groups = [int(r) for r in np.argsort(-cur_rows) if cur_rows[r] > target]
+        else:
+            groups = [0]
+        return {k: (v, fdata[k]) for k, v in best_t.items()}, groups
+
+
+@dataclass
+class Leaf:
+    box: tuple  # exact (lower, upper) lists of Fractions
+    state: State | None = None
+    split: dict | None = None
+    children: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        if not self.children:
+            return {"steps": self.state.steps}
+        return {**self.split, "children": [c.to_json() for c in self.children]}
+
+
+@dataclass(frozen=True)
+class BabResult:
+    tree: dict
+    bound: float
+    leaves: int
+    seconds: float
+    leaf_method: str
+
+
+def _split_dim(st: State, box) -> int | None:
+    """The input whose width times its coefficient in the worst row of d's linear bound is largest (the
+    row's bound changes by at most that much when x_d is fixed), among inputs of positive width."""
+    l, u = st.bounds[st.output]
+    i = int(np.argmax(np.maximum(-l, u)))
+    lam = np.zeros((1, len(l)))
+    lam[0, i] = 1.0 if -l[i] >= u[i] else -1.0  # the row whose lower bound is the worst
+    _, c = backsubstitute(st.nodes, st.output, lam, st.box, st.relax, with_x=True)
+    width = np.array([float(b - a) for a, b in zip(*box)])
+    score = width * (np.abs(c[0]) if c is not None else 1.0) + width * 1e-12  # ties (and a row blind to x): the widest
+    return int(np.argmax(score)) if np.max(width) > 0 else None
+
+
+def branch_and_bound(graph: Graph, box, *, leaf_method: str = "crown", target: float = 0.0, time_budget: float = 30.0,
+                     max_leaves: int = 100_000) -> BabResult:
+    """Best first on input splits: split the leaf with the largest bound (on `_split_dim`, at a float
+    midpoint) until every leaf's bound is <= target (the tolerance, or the attained deviation: a leaf
+    below it cannot lower the claim), the time budget is spent, or no leaf can be split. Each leaf is
+    bounded with CROWN or alpha-CROWN on its own box; the tree is the certificate's `tree`."""
+    start = time.perf_counter()
+    nodes = floats(graph)
+
+    def bound(leaf):
+        leaf.state = crown_state(graph, leaf.box, leaf_method, nodes=nodes)
+        return leaf
+
+    root = bound(Leaf((list(box[0]), list(box[1]))))
+    heap, order, leaves = [(-root.state.bound, 0, root)], itertools.count(1), 1
+    while heap and leaves < max_leaves and time.perf_counter() - start < time_budget:
+        worst = heap[0][2]
+        if worst.state.bound <= target:
+            break
+        d = _split_dim(worst.state, worst.box)
+        if d is None:
+            break
+        lo, up = worst.box
+        at = Fraction(float((lo[d] + up[d]) / 2))
+        at = at if lo[d] < at < up[d] else (lo[d] + up[d]) / 2
+        heapq.heappop(heap)
+        left_up, right_lo = list(up), list(lo)
+        left_up[d], right_lo[d] = at, at
+        worst.split = {"split": "input", "dim": d, "at": rational_str(at)}
+        worst.children = [bound(Leaf((lo, left_up))), bound(Leaf((right_lo, up)))]
+        worst.state = None
+        for c in worst.children:
+            heapq.heappush(heap, (-c.state.bound, next(order), c))
+        leaves += 1
+    claim = max(-h[0] for h in heap)
+    return BabResult(root.to_json(), claim, leaves, time.perf_counter() - start, leaf_method)

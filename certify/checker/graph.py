@@ -35,7 +35,7 @@ from flint import arb, ctx, fmpq, fmpz_mat
 from . import curves
 from .errors import BadInput, Rejected, need, require
 from .model import read_arrays, sha256_file
-from .numbers import parse_ratio
+from .numbers import parse_ratio, parse_rational
 
 CURVE_OPS = ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")
 FIX_GRAPH = "write it with certify.model.graph.save_graph (see models/train_resmlp.py)"
@@ -132,12 +132,10 @@ def _signed(lam, lower: tuple, upper: tuple):
     lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators."""
     (n, den), ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lam, lower, upper
     rows, cols, e = n.nrows(), n.ncols(), n.entries()
-    coef, const = [], []
-    for r in range(rows):
-        row = e[r * cols:(r + 1) * cols]
-        coef.extend(v * (ls[j] if v >= 0 else us[j]) for j, v in enumerate(row))
-        const.append(int(sum(v * (li[j] if v >= 0 else ui[j]) for j, v in enumerate(row) if v)))
-    return (fmpz_mat(rows, cols, coef), den * sd), (const, den * idn)
+    pos = fmpz_mat(rows, cols, [v if v > 0 else 0 for v in e])  # N = P + (N - P): P takes the lower line, N - P the upper
+    coef = fmpz_mat(rows, cols, [v * (a if v >= 0 else b) for v, a, b in zip(e, ls * rows, us * rows)])
+    const = n * fmpz_mat([[c] for c in ui]) + pos * fmpz_mat([[a - b] for a, b in zip(li, ui)])
+    return (coef, den * sd), ([int(v) for v in const.entries()], den * idn)
 
 
 # --------------------------------------------------------------------------- the op rows
@@ -448,15 +446,40 @@ def ancestors(graph: Graph, target: str) -> list[Node]:
     return out[::-1]
 
 
-def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
+ROUND_BITS = 96  # coefficients on a node with verified bounds are rounded down to multiples of 2^-96 ...
+ROUND_SLACK = 256  # ... once their denominator exceeds 2^(96 + 256)
+
+
+def round_down(lam, lower: list[Fraction]):
+    """Coefficients lam = N/den on a value z with verified z >= lower, as N'/2^k (N' = floor(N 2^k / den))
+    plus E = N/den - N'/2^k, 0 <= E < 2^-k: lam.z >= N'/2^k.z + E.lower for every such z, so a lower bound
+    stays a lower bound, lower by less than 2^-k |lower| <= 2^-ROUND_BITS per element (k = ROUND_BITS plus
+    the bits of max |lower|). Exact products then run on short integers (without it they grow by each
+    weight's and slope's denominator, node after node, to thousands of bits)."""
+    (n, den), k = lam, ROUND_BITS + int(max(map(abs, lower), default=0)).bit_length()
+    if den.bit_length() <= k + ROUND_SLACK:
+        return lam, ([0] * n.nrows(), 1)
+    e = n.entries()
+    short = [(v << k) // den for v in e]
+    lo, ld = ints(lower)
+    err = fmpz_mat(n.nrows(), n.ncols(), [(v << k) - r * den for v, r in zip(e, short)])  # 0 <= err < den
+    return (fmpz_mat(n.nrows(), n.ncols(), short), 1 << k), consts(err, lo, den * ld << k)
+
+
+def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict,
+                   bounds: dict | None = None) -> list[Fraction]:
     """Lower bounds of rows @ value(target) over the input box (rows: integers), by back-substitution
     through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
-    relaxation; `prepared`: node name -> its parameters in exact form)."""
+    relaxation; `prepared`: node name -> its parameters in exact form; `bounds`: verified bounds, where
+    coefficients are rounded down soundly, `round_down`)."""
     coef, const = {target: (rows, 1)}, ([0] * rows.nrows(), 1)
     for node in reversed(ancestors(graph, target)):
         lam = coef.pop(node.name, None)
         if lam is None:
             continue
+        if bounds is not None and node.name in bounds:
+            lam, c = round_down(lam, bounds[node.name][0])
+            const = add_vec(const, c)
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
@@ -477,11 +500,12 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, 
 RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
 
 
-def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
-    """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper)."""
+def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | None = None) -> dict:
+    """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper).
+    `prepared`: the nodes' parameters in exact form, if already made (one per tree, not per leaf)."""
     bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
     before = dict(bounds)
-    prepared = {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
+    prepared = prepared or {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
     require(isinstance(steps, list), where, "steps must be a list")
     for k, step in enumerate(steps):
         at = f"{where}[{k}]"
@@ -504,7 +528,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str) -> dict:
                     raise Rejected(at, str(exc)) from None
             elif step["via"] == "linear":
                 rows = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
-                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared)  # e_i, then -e_i
+                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared, bounds)  # e_i, then -e_i
                 lo, up = both[:n], [-v for v in both[n:]]
             else:
                 raise Rejected(at, "via must be interval or linear")
@@ -601,14 +625,40 @@ def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str) -> in
     return count
 
 
+def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str) -> int:
+    """Branch and bound over the input box, with the dense tree's input splits (check.check_tree): a node
+    {"split": "input", "dim": d, "at": c, "children": [a, b]}, c inside the parent's box, gives a the box
+    with x_d <= c and b the box with x_d >= c, so the children cover their parent and the leaves the root
+    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box. Returns the number of steps checked."""
+    from .check import MAX_TREE_NODES, SPLIT_KEYS
+
+    require(not isinstance(box, TokenBox), where, "a token domain is split by a token_tree")
+    stack, count, seen = [(tree, (list(box[0]), list(box[1])), where)], 0, 0
+    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}
+    while stack:
+        node, (lo, up), at = stack.pop()
+        seen += 1
+        require(seen <= MAX_TREE_NODES and isinstance(node, dict) and set(node) in ({"steps"}, SPLIT_KEYS["input"]), at,
+                "a tree node is {steps} or an input split {split, dim, at, children} (at most 200,000 nodes)")
+        if "steps" in node:
+            goal_reached(check_graph_steps(joint, (lo, up), node["steps"], f"{at}.steps", prepared), bound, at)
+            count += len(node["steps"])
+            continue
+        d, c, kids = node["dim"], parse_rational(node["at"]), node["children"]
+        require(node["split"] == "input" and type(d) is int and 0 <= d < len(lo) and c is not None and lo[d] <= c <= up[d]
+                and isinstance(kids, list) and len(kids) == 2, at, "an input split needs a dimension, a point inside the parent box and two children")
+        stack += [(kids[0], (lo, up[:d] + [c] + up[d + 1:]), f"{at}.0"), (kids[1], (lo[:d] + [c] + lo[d + 1:], up), f"{at}.1")]
+    return count
+
+
 def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> tuple[Fraction | None, int]:
     """A graph certificate: its steps verify bounds of the joint graph's output d = f - g with
     |d_i| <= bound on the box; the witness, if any, is replayed (a proven lower bound, <= bound)."""
     need(spec.property.semantics == "real", str(spec.path), "property.semantics",
          f"float32 semantics has no rounding-error analysis for graph ops yet ({', '.join(sorted({n.op for n in f.nodes}))})",
          "use semantics: real")
-    require(("steps" in cert) != ("token_tree" in cert) and "tree" not in cert, "certificate",
-            "a graph model's certificate has steps, or a token_tree over a token domain")
+    require(sum(k in cert for k in ("steps", "tree", "token_tree")) == 1, "certificate",
+            "a graph model's certificate has steps, a tree of input splits, or a token_tree over a token domain")
     try:
         joint = joint_graph(f, g, spec.property.outputs)
     except ValueError as exc:
@@ -616,6 +666,8 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> t
     if "token_tree" in cert:
         require(isinstance(box, TokenBox), "token_tree", "a token split tree needs a token domain (input: tokens)")
         count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree")
+    elif "tree" in cert:
+        count = check_input_tree(joint, box, cert["tree"], bound, "tree")
     else:
         count = len(cert["steps"])
         goal_reached(check_graph_steps(joint, box, cert["steps"], "steps"), bound, "goal")
