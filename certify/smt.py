@@ -37,7 +37,7 @@ from .checker.numbers import parse_rational, rational_str
 from .files import atomic_open
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_CONFIRMED = 0, 2, 3
-KINDS = ("definitions", "relu_relaxation", "interval", "linear", "alpha", "difference", "goal", "empty")
+KINDS = ("definitions", "relu_relaxation", "relax", "interval", "linear", "alpha", "difference", "goal", "empty")
 
 HEADER = """\
 ; What is exported. Every obligation is a statement about the joint network J (dense layers
@@ -537,19 +537,31 @@ def export(spec: str | Path, cert: str | Path, out: str | Path | None = None):
     cert = Path(cert)
     if not cert.is_file():
         raise BadInput(cert, "", "certificate file not found", "give the path of a .cert.json file")
-    with recording() as (records, deltas):
-        result = checker.check_certificate(spec, cert)
+    from .checker import graph as checker_graph
+
+    checker_graph.RECORD = graph_records = []
+    try:
+        with recording() as (records, deltas):
+            result = checker.check_certificate(spec, cert)
+    finally:
+        checker_graph.RECORD = None
     if result.verdict is checker.Verdict.REJECTED:
         return result, None, []
     joints = {id(r.joint): r.joint for r in records if isinstance(r, _Seen)}
-    if not joints:  # accepted without any dense-network step: a graph model (checker/graph.py)
-        raise Refused(cert, f"its steps (kinds {sorted(step_kinds(cert))}) are a graph model's, which the checker verifies "
-                      "without the dense-network steps this exporter states (interval, linear, relu_relaxation, difference); "
-                      "a graph's curves (exp, erf, GELU, LayerNorm) are checked with ball arithmetic, not in QF_LRA")
-    if len(joints) != 1:
+    if graph_records and not joints:  # a graph model (checker/graph.py): its own rows (smt_graph.py)
+        from .smt_graph import HEADER as GRAPH_HEADER, GraphExport
+
+        exporter = GraphExport(graph_records, result.bound)
+        obs = exporter.obligations()
+        header, logic_and_defs = GRAPH_HEADER, "\n".join(exporter.head()) + "\n"
+    elif not joints:
+        raise Refused(cert, f"the checker accepted it without recording any step it verified (kinds {sorted(step_kinds(cert))})")
+    elif len(joints) != 1:
         raise Refused(cert, f"the checker's steps ran on {len(joints)} networks, not one")
-    obs = obligations(records, deltas)
-    defs = definitions(next(iter(joints.values())))
+    else:
+        obs = obligations(records, deltas)
+        header = HEADER
+        logic_and_defs = "(set-info :smt-lib-version 2.6)\n(set-logic QF_LRA)\n\n" + definitions(next(iter(joints.values())))
     out = Path(out) if out is not None else default_out(cert)
     counts = {k: sum(o.kind == k for o in obs) for k in KINDS}
     head = [
@@ -559,8 +571,7 @@ def export(spec: str | Path, cert: str | Path, out: str | Path | None = None):
         f" (tolerance {rational_str(result.tolerance)}), {result.steps} steps.",
         f"; {len(obs)} obligations, one (push 1) ... (check-sat) (pop 1) block each; every one must be unsat.",
         "; by kind: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-        ";", HEADER.rstrip("\n"), "",
-        "(set-info :smt-lib-version 2.6)", "(set-logic QF_LRA)", "", defs,
+        ";", header.rstrip("\n"), "", logic_and_defs,
     ]
     try:
         _write_atomic(out, ["\n".join(head) + "\n", *(o.smt(i, len(obs)) + "\n" for i, o in enumerate(obs, 1)), "(exit)\n"])
