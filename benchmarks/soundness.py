@@ -217,6 +217,9 @@ GENERATORS = {  # op -> (builder, rng, name, value h of width d, d) -> a new val
 }
 
 
+VIA_EXPLANATION = {"free": "ablate with fill: free"}  # ops that only a transform writes into g: the case's explanation makes them
+
+
 def _mp():
     import mpmath
 
@@ -246,6 +249,7 @@ MP_OPS = {  # op -> (node, input value lists) -> value list, at mpmath's 50 digi
     "rsqrt": lambda n, xs: [1 / _mp().sqrt(v) for v in xs[0]],
     "reciprocal": lambda n, xs: [1 / v for v in xs[0]],
     "sqrt": lambda n, xs: [_mp().sqrt(v) for v in xs[0]],
+    "free": lambda n, xs: [_mpq(v) for v in n.lower],  # a free value at the end of its range the checker's replay takes
 }
 
 
@@ -265,6 +269,9 @@ def _batch(nodes, X, out="d"):
     with np.errstate(all="ignore"):
         for n in nodes:
             row = ENGINE[n.op]
+            if n.op == "free":  # at the end of its range that the checker's replay takes (its lower end)
+                values[n.name] = np.broadcast_to(n.lower, (len(X), len(n.lower)))
+                continue
             values[n.name] = np.asarray(row.jeval(n, [values[s] for s in n.inputs]) if row.relax is None else
                                         row.eval(n, [values[s] for s in n.inputs]))
     return np.max(np.abs(values[out]), axis=1)
@@ -297,11 +304,12 @@ def random_graph_case(rng: np.random.Generator, tmp: Path, i: int, method: str) 
 
     from certify.checker.graph import OPS
 
-    names = sorted(op for op in GENERATORS if op in OPS or op == "layernorm")  # ops this checker has
+    names = sorted(op for op in [*GENERATORS, *VIA_EXPLANATION] if op in OPS or op == "layernorm")  # ops this checker has
     d_in, d, n_out = int(rng.integers(1, 4)), int(rng.choice([2, 3, 4])), int(rng.integers(1, 3))
     b = GraphBuilder(d_in)
     h = b.linear("embed", "x", _mat(rng, d, d_in, 1.5), rng.normal(0, 0.3, d))
-    blocks = [names[(i // len(RESIDUAL_METHODS)) % len(names)]] + [str(o) for o in rng.choice(names, int(rng.integers(0, 3)))]
+    focus = names[(i // len(RESIDUAL_METHODS)) % len(names)]
+    blocks = [op for op in [focus] + [str(o) for o in rng.choice(names, int(rng.integers(0, 3)))] if op in GENERATORS] or ["relu"]
     site = None
     for j, op in enumerate(blocks):
         y = GENERATORS[op](b, rng, f"b{j}.{op}", h, d)
@@ -317,6 +325,12 @@ def random_graph_case(rng: np.random.Generator, tmp: Path, i: int, method: str) 
     sae_sha = hashlib.sha256((tmp / f"sae{i}.npz").read_bytes()).hexdigest()
     keep = sorted(int(j) for j in rng.choice(m, int(rng.integers(1, m + 1)), replace=False))
     features = "all" if rng.random() < 0.3 else str(keep)
+    expl = f'  - sae: {{site: {site}, path: sae{i}.npz, sha256: "{sae_sha}", features: {features}}}'
+    kind = "free" if focus == "free" else rng.choice(["sae", "sae", "sae", "zero", "constant", "free"])
+    if kind != "sae" and (kind != "free" or "free" in OPS):  # ablate some coordinates of the site
+        idx = sorted(int(j) for j in rng.choice(d, int(rng.integers(1, d + 1)), replace=False))
+        fill = {"zero": "zero", "constant": "{constant: 0.5}", "free": "free"}[kind]
+        expl = f"  - ablate: {{site: {site}, indices: {idx}, fill: {fill}}}"
     box = rng.choice(["unit", "small", "degenerate", "point"])
     c = rng.uniform(-1, 1, d_in)
     r = {"unit": np.ones(d_in), "small": rng.uniform(0.01, 0.2, d_in), "degenerate": np.where(rng.random(d_in) < 0.5, 0.0, 0.3),
@@ -327,7 +341,7 @@ def random_graph_case(rng: np.random.Generator, tmp: Path, i: int, method: str) 
     spec.write_text("\n".join([
         "version: 1", f'model: {{path: m{i}.npz, sha256: "{sha}"}}', "input:",
         f"  box: {{lower: {fmt(lo)}, upper: {fmt(np.maximum(up, lo))}}}", "explanation:",
-        f'  - sae: {{site: {site}, path: sae{i}.npz, sha256: "{sae_sha}", features: {features}}}',
+        expl,
         "property: {deviation: linf, tolerance: TOL}", ""]))
     return spec
 
@@ -368,6 +382,18 @@ def _graph_chunk(seed: int, start: int, stop: int, methods, jax_cache=None) -> l
                 for i in range(start, stop)]
 
 
+def merge_records(paths) -> tuple[dict, list[dict]]:
+    """The summary of chunks written with --records (a campaign run in parts)."""
+    records = []
+    for path in paths:
+        for r in json.loads(Path(path).read_text()):
+            records.append({**r, "bound": None if r["bound"] is None else Fraction(r["bound"]), "exact": Fraction(r["exact"]),
+                            "tolerance": Fraction(r["tolerance"]), "verdict": Verdict(r["verdict"])})
+    records.sort(key=lambda r: r["case"])
+    assert len({r["case"] for r in records}) == len(records), "a case appears in two chunks"
+    return summarise(records), records
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=200)
@@ -377,6 +403,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0, help="the first case's index (a later chunk of a campaign)")
     ap.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--records", type=Path, help="also write every case's record (JSON) here")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     methods = tuple(args.methods.split(",")) if args.methods else (METHODS if args.family == "dense" else RESIDUAL_METHODS)
@@ -391,6 +418,9 @@ def main(argv=None) -> int:
         print(f"  case {r['case']} {r['method']}: {r['verdict'].value} {r['reason']}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
+    if args.records:  # every case, for merging the chunks of a long campaign (merge_records)
+        args.records.write_text(json.dumps([{**r, "bound": None if r["bound"] is None else str(r["bound"]), "exact": str(r["exact"]),
+                                             "tolerance": str(r["tolerance"]), "verdict": r["verdict"].value} for r in records]))
     return 0 if summary["unsound"] == summary["wrong_certified"] == summary["rejected"] == 0 else 1
 
 

@@ -212,3 +212,17 @@ def test_make_graph_refuses_bad_wiring():
         make_graph(2, [Node("a", "add", ("x", "b"))], "a")
     with pytest.raises(ValueError):
         make_graph(2, [Node("a", "linear", ("x",), ((Fraction(1),),), (Fraction(0),))], "a")
+
+
+
+def test_every_op_has_a_generator_in_the_soundness_campaign():
+    """benchmarks/soundness.py --family residual builds its random graphs from the op table: an op needs a
+    generator there (or an explanation that writes it into g) and a 50-digit mpmath evaluator."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import soundness
+
+    missing = sorted(op for op in OPS if op not in soundness.GENERATORS and op not in soundness.VIA_EXPLANATION)
+    assert not missing, f"ops without a generator in benchmarks/soundness.py (GENERATORS): {missing}"
+    assert not sorted(set(OPS) - set(soundness.MP_OPS)), "an op without an mpmath evaluator in benchmarks/soundness.py (MP_OPS)"

@@ -1,0 +1,112 @@
+"""Bounding methods on the shipped residual (graph-model) specs: how close is each certified bound to
+the attained deviation, and does checking take longer than bounding?
+
+    python benchmarks/residual.py [--json PATH] [--bab-seconds S] [--specs a.yaml,b.yaml]
+
+Instances: every spec in specs/ whose model is a graph (residual MLPs with LayerNorm and GELU; SAE,
+transcoder and ablation explanations; ONNX imports), without `levels:` or a token domain. Per
+instance: the attained lower bound (the JAX falsifier, replayed exactly by the checker), then CROWN,
+alpha-CROWN and branch and bound (input splits, `--bab-seconds` of bounding, target the attained
+deviation) each writing a certificate that the trusted checker verifies; bound seconds (engine) and
+check seconds (checker) per method. Targets (issue 16): alpha <= 2x attained, bab <= 1.25x, check
+seconds <= bound seconds. Prints a table and writes JSON with the keys of benchmarks/tightness.py
+(instance, lower, certify{method: {bound, seconds, check_seconds}}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from certify.bounds import graph as gb  # noqa: E402
+from certify.checker.graph import Graph, deviation_at  # noqa: E402
+from certify.checker.model import read_model  # noqa: E402
+from certify.checker.spec import read_spec  # noqa: E402
+from certify.engine import exact_witness  # noqa: E402
+from certify.engine_graph import bound_graph, prepare_graph, write_and_check_graph  # noqa: E402
+
+METHODS = ("crown", "alpha", "bab")
+TARGETS = {"alpha": 2.0, "bab": 1.25}
+
+
+def residual_specs() -> list[Path]:
+    out = []
+    for path in sorted((ROOT / "specs").glob("*.yaml")):
+        try:
+            spec = read_spec(path)
+            if spec.levels or getattr(spec.input, "tokens", None) is not None:
+                continue
+            if isinstance(read_model(spec.model.path, spec.model.sha256), Graph):
+                out.append(path)
+        except Exception:  # a spec this checker cannot read (another helper's, in progress): not an instance
+            continue
+    return out
+
+
+def run_instance(spec: Path, tmp: Path, bab_seconds: float) -> dict:
+    p = prepare_graph(spec, tmp / f"{spec.stem}.cert.json")
+    if hasattr(p.box, "lowest"):
+        raise ValueError("a token domain")
+    t = time.perf_counter()
+    x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
+    witness = exact_witness(x, p.box)
+    lower = deviation_at(p.joint, witness)
+    rec = {"instance": spec.stem, "lower": float(lower), "falsify_seconds": round(time.perf_counter() - t, 3),
+           "graph_nodes": len(p.joint.nodes), "inputs": len(p.box[0]), "certify": {}}
+    for m in METHODS:
+        t = time.perf_counter()
+        bound, body, notes = bound_graph(p, m, time_budget=bab_seconds, lower=lower)
+        seconds = time.perf_counter() - t
+        q = prepare_graph(spec, tmp / f"{spec.stem}.{m}.cert.json")
+        result = write_and_check_graph(q, m, bound, body, witness, lower, notes)
+        rec["certify"][m] = {"bound": float(result.bound) if result.bound is not None else None, "seconds": round(seconds, 3),
+                             "check_seconds": round(result.seconds, 3), "verdict": result.verdict.value,
+                             "ratio": float(result.bound / lower) if result.bound is not None and lower > 0 else None,
+                             **({"leaves": notes["bab"]["leaves"], "leaf_method": notes["bab"]["leaf_method"]} if "bab" in notes else {})}
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--bab-seconds", type=float, default=60.0)
+    ap.add_argument("--specs", default=None, help="comma-separated spec paths (default: every residual spec in specs/)")
+    args = ap.parse_args(argv)
+    specs = [Path(s) for s in args.specs.split(",")] if args.specs else residual_specs()
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            try:
+                records.append(run_instance(spec, Path(tmp), args.bab_seconds))
+            except Exception as exc:  # noqa: BLE001  reported, not hidden
+                records.append({"instance": spec.stem, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            r = records[-1]
+            if "error" in r:
+                print(f"{r['instance']:<28} ERROR {r['error']}", flush=True)
+                continue
+            cells = " ".join(f"{m}: {c['bound']:.4f} ({c['ratio']:.3f}x, bound {c['seconds']:.1f} s, check {c['check_seconds']:.1f} s)"
+                             for m, c in r["certify"].items())
+            print(f"{r['instance']:<28} attained {r['lower']:.4f}  {cells}", flush=True)
+    ok = [r for r in records if "error" not in r]
+    met = {m: all(r["certify"][m]["ratio"] is not None and r["certify"][m]["ratio"] <= t for r in ok) for m, t in TARGETS.items()}
+    checks = {m: sum(r["certify"][m]["check_seconds"] <= r["certify"][m]["seconds"] for r in ok) for m in METHODS}
+    summary = {"instances": records, "targets": {"alpha_within_2x": met["alpha"], "bab_within_1.25x": met["bab"],
+                                                 "check_not_slower_than_bound": {m: f"{checks[m]}/{len(ok)}" for m in METHODS}},
+               "bab_seconds": args.bab_seconds, "machine": platform.platform(), "python": platform.python_version()}
+    print(json.dumps(summary["targets"]))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
