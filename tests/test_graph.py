@@ -41,7 +41,7 @@ def test_every_op_has_a_checker_row_and_an_engine_row():
         row = ENGINE[name]
         assert all(callable(x) for x in (row.eval, row.jeval, row.interval, row.back)), name
         assert (op.relax is None) == (row.relax is None), f"{name}: linear on one side, nonlinear on the other"
-    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu", "jumprelu"} == set(OPS), "a new op needs a generator below"
+    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu", "jumprelu", "free"} == set(OPS), "a new op needs a generator below"
 
 
 def random_graph(tmp_path, seed: int, op: str):
@@ -60,6 +60,8 @@ def random_graph(tmp_path, seed: int, op: str):
         y = b.affine("op", n, rng.normal(size=d), rng.normal(size=d))
     elif op == "jumprelu":
         y = b.jumprelu("op", n, np.abs(rng.normal(size=d)) * 0.5 - 0.1)
+    elif op == "free":  # a free value in a box, added to the op's input (so that it still depends on x)
+        y = b.add("op.sum", n, b.free("op", n, -np.abs(rng.normal(size=d)) * 0.3, np.abs(rng.normal(size=d)) * 0.3))
     else:
         y = b.unary("op", op, n) if op == "relu" else b.linear("op", n, rng.normal(size=(d, d)))
     r = b.add("res", h, b.linear("down", y, rng.normal(size=(d, d)) * 0.5))
@@ -186,7 +188,7 @@ def test_graph_bad_inputs_are_one_line(tmp_path, capsys):
          "explanation[0].sae", "graph models")
     jump = tmp_path / "jump.npz"
     rng = np.random.default_rng(0)
-    np.savez(jump, W_enc=rng.normal(size=(4, 6)), b_enc=np.zeros(6), W_dec=rng.normal(size=(6, 4)), b_dec=np.zeros(4), threshold=np.ones(6))
+    np.savez(jump, W_enc=rng.normal(size=(4, 6)), b_enc=np.zeros(6), W_dec=rng.normal(size=(6, 4)), b_dec=np.zeros(4), log_threshold=np.ones(6))
     line = next(ln for ln in spec.splitlines() if "sae:" in ln)
     _bad(tmp_path, capsys, spec.replace(line, f"  - sae: {{site: res, path: {jump}, sha256: \"{sha(jump)}\"}}"),
          "explanation[0].sae.path", "JumpReLU")
@@ -212,7 +214,6 @@ def test_make_graph_refuses_bad_wiring():
         make_graph(2, [Node("a", "add", ("x", "b"))], "a")
     with pytest.raises(ValueError):
         make_graph(2, [Node("a", "linear", ("x",), ((Fraction(1),),), (Fraction(0),))], "a")
-
 
 
 def test_every_op_has_a_generator_in_the_soundness_campaign():

@@ -71,8 +71,10 @@ ENTRIES = {
     "model": "model: {{path: {perturbed}, sha256: \"{psha}\"}}",
     "replace": "replace: {{layers: [2, 3], model: {{path: {sub}, sha256: \"{ssha}\"}}}}",
     "sae": "sae: {{site: block1, path: {sae}, sha256: \"{asha}\", features: [0, 3, 5]}}",
+    "transcoder": "transcoder: {{block: block1, path: {tc}, sha256: \"{tsha}\", features: [1, 2]}}",
+    "ablate": "ablate: {site: block1.gelu, indices: [0, 5], fill: zero}",
 }
-GRAPH_MODEL = {"sae": "resmlp.npz"}  # kinds for graph models, and the shipped graph model they run on
+GRAPH_MODEL = {"sae": "resmlp.npz", "transcoder": "resmlp.npz", "ablate": "resmlp.npz"}  # graph kinds, and the shipped model they run on
 
 
 @pytest.mark.parametrize("kind", sorted(UNITS))
@@ -87,7 +89,8 @@ def test_each_half_runs_on_its_kind(kind, tmp_path):
     assert set(ENTRIES) == set(UNITS), "add an example entry for the new kind"
     m, pert = MODELS / GRAPH_MODEL.get(kind, "tiny_mlp.npz"), MODELS / "tiny_mlp_perturbed.npz"
     entry = ENTRIES[kind].format(perturbed=pert, psha=sha(pert), sub=MODELS / "tiny_replace_sub.npz", ssha=sha(MODELS / "tiny_replace_sub.npz"),
-                                 sae=MODELS / "resmlp_sae.npz", asha=sha(MODELS / "resmlp_sae.npz")) if "path" in ENTRIES[kind] else ENTRIES[kind]
+                                 sae=MODELS / "resmlp_sae.npz", asha=sha(MODELS / "resmlp_sae.npz"), tc=MODELS / "resmlp_transcoder.npz",
+                                 tsha=sha(MODELS / "resmlp_transcoder.npz")) if "path" in ENTRIES[kind] else ENTRIES[kind]
     path = tmp_path / "s.yaml"
     path.write_text(SPEC.format(model=m, sha=sha(m), transform=entry))
     spec = read_spec(path)

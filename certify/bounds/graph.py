@@ -50,12 +50,15 @@ class FloatNode:
     scale: np.ndarray | None = None
     shift: np.ndarray | None = None
     threshold: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
 
 def floats(graph: Graph) -> list[FloatNode]:
     def arr(v):
         return None if v is None else np.array([[float(x) for x in r] for r in v] if v and isinstance(v[0], tuple) else [float(x) for x in v])
-    return [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold)) for n in graph.nodes]
+    return [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold), arr(n.lower), arr(n.upper))
+            for n in graph.nodes]
 
 
 def pad(lo, up):
@@ -306,6 +309,9 @@ ENGINE["jumprelu"] = Row(lambda n, xs: np.where(xs[0] > n.threshold, xs[0], 0.0)
                          lambda n, xs: __import__("jax").numpy.where(xs[0] > n.threshold, xs[0], 0.0),
                          lambda n, bs: pad(*(np.array([float(v) for v in b]) for b in _jump_exact(n, bs))),
                          lambda n, bs: _jump_lines(n, *bs[0]), _unary_back)
+ENGINE["free"] = Row(lambda n, xs: ((xs[0] * 0).T + n.lower).T, lambda n, xs: ((xs[0] * 0).T + n.lower).T,
+                     lambda n, bs: pad(n.lower, n.upper), None,
+                     lambda n, lam, r: ([lam * 0], (lam.clip(min=0) * n.lower + lam.clip(max=0) * n.upper).sum(1)))
 ENGINE.update({fn: _curve_row(fn) for fn in ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")})
 
 
@@ -479,7 +485,9 @@ def _primal(nodes, box, relax, seen, cx, rows):
                 continue
         xs = [z[s] for s in n.inputs]
         r, c = relax.get(n.name), seen.get(n.name)
-        if ENGINE[n.op].relax is None:
+        if n.op == "free":  # a free value: the end of its range that its coefficient's sign picks
+            z[n.name] = np.where(c >= 0, n.lower, n.upper) if c is not None else np.broadcast_to(n.lower, (rows, len(n.lower)))
+        elif ENGINE[n.op].relax is None:
             z[n.name] = np.asarray(ENGINE[n.op].jeval(n, xs))
         elif c is None:
             continue

@@ -12,7 +12,8 @@ row of `OPS`, with its exact rules:
 
 Linear ops (linear, add, sub, affine) need no relaxation; relu is checked exactly at the interval's
 ends and 0, jumprelu (z where z > t, else 0: a JumpReLU SAE's features) at the ends of its two
-pieces; the curves (gelu, exp, erf, tanh, sigmoid, square, rsqrt, reciprocal, sqrt) by
+pieces; free (a value chosen adversarially in a fixed box: `ablate` with `fill: free`) needs no
+relaxation, its back-substitution takes the box's worst corner; the curves (gelu, exp, erf, tanh, sigmoid, square, rsqrt, reciprocal, sqrt) by
 `curves.line_below/above` (arb, a proved sign only); mul by McCormick-type planes checked at the four
 corners (x*y is bilinear: exact and complete). Adding an op is one row here and one in the engine's
 table (certify/bounds/graph.py); tests/test_graph.py fails on a row missing from either.
@@ -51,6 +52,8 @@ class Node:
     scale: tuple | None = None  # affine: y = scale * x + shift, elementwise
     shift: tuple | None = None
     threshold: tuple | None = None  # jumprelu: y = z where z > threshold, else 0, elementwise
+    lower: tuple | None = None  # free: y_j is any value in [lower_j, upper_j] (its input fixes only the width)
+    upper: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,13 @@ def _jump_ball(v: arb, t) -> arb:
     return v if v > t else arb(0) if v <= t else v.union(0)
 
 
+def _free_back(node, lam, prepared):
+    """c*y >= min over y in [lower, upper] of c*y; the input gets no coefficient."""
+    (n, den), ((lo, ld), (up, ud)) = lam, prepared
+    pos, neg = split(n)
+    return [(fmpz_mat(n.nrows(), n.ncols()), den)], add_vec(consts(pos, lo, den * ld), consts(neg, up, den * ud))
+
+
 def _curve_side(fn):
     return lambda a, b, l, u, side: (curves.line_below if side == 1 else curves.line_above)(fn, a, b, l, u)
 
@@ -320,6 +330,9 @@ OPS: dict[str, Op] = {
     "jumprelu": Op(1, lambda n, d: d[0] if len(n.threshold) == d[0] else None, lambda n, xs: [_jump_ball(v, t) for v, t in zip(xs[0], n.threshold)],
                    lambda n, boxes, p: _jump_interval(n, boxes), _unary_back,
                    lambda step, boxes, where, node: _check_lines([_jump_side(t) for t in node.threshold], step, boxes, where)),
+    "free": Op(1, lambda n, d: d[0] if len(n.lower) == len(n.upper) == d[0] and all(a <= b for a, b in zip(n.lower, n.upper)) else None,
+               lambda n, xs: [arb(q(v)) for v in n.lower], lambda n, boxes, p: (list(n.lower), list(n.upper)), _free_back,
+               prepare=lambda n: (ints(n.lower), ints(n.upper))),
     **{fn: _curve(fn) for fn in CURVE_OPS},
 }
 
@@ -370,6 +383,8 @@ def read_graph(path, sha256: str | None = None, key: str = "model.sha256", array
             params = {"scale": vec("scale", (dims[inputs[0]],)), "shift": vec("shift", (dims[inputs[0]],))}
         elif raw["op"] == "jumprelu":
             params = {"threshold": vec("threshold", (dims[inputs[0]],))}
+        elif raw["op"] == "free":
+            params = {"lower": vec("lower", (dims[inputs[0]],)), "upper": vec("upper", (dims[inputs[0]],))}
         node = Node(name, raw["op"], tuple(inputs), **params)
         width = op.shape(node, [dims[s] for s in inputs])
         need(width is not None, file, where, f"input widths {[dims[s] for s in inputs]} do not fit op {raw['op']!r}", FIX_GRAPH)
@@ -446,40 +461,15 @@ def ancestors(graph: Graph, target: str) -> list[Node]:
     return out[::-1]
 
 
-ROUND_BITS = 96  # coefficients on a node with verified bounds are rounded down to multiples of 2^-96 ...
-ROUND_SLACK = 256  # ... once their denominator exceeds 2^(96 + 256)
-
-
-def round_down(lam, lower: list[Fraction]):
-    """Coefficients lam = N/den on a value z with verified z >= lower, as N'/2^k (N' = floor(N 2^k / den))
-    plus E = N/den - N'/2^k, 0 <= E < 2^-k: lam.z >= N'/2^k.z + E.lower for every such z, so a lower bound
-    stays a lower bound, lower by less than 2^-k |lower| <= 2^-ROUND_BITS per element (k = ROUND_BITS plus
-    the bits of max |lower|). Exact products then run on short integers (without it they grow by each
-    weight's and slope's denominator, node after node, to thousands of bits)."""
-    (n, den), k = lam, ROUND_BITS + int(max(map(abs, lower), default=0)).bit_length()
-    if den.bit_length() <= k + ROUND_SLACK:
-        return lam, ([0] * n.nrows(), 1)
-    e = n.entries()
-    short = [(v << k) // den for v in e]
-    lo, ld = ints(lower)
-    err = fmpz_mat(n.nrows(), n.ncols(), [(v << k) - r * den for v, r in zip(e, short)])  # 0 <= err < den
-    return (fmpz_mat(n.nrows(), n.ncols(), short), 1 << k), consts(err, lo, den * ld << k)
-
-
-def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict,
-                   bounds: dict | None = None) -> list[Fraction]:
+def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
     """Lower bounds of rows @ value(target) over the input box (rows: integers), by back-substitution
     through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
-    relaxation; `prepared`: node name -> its parameters in exact form; `bounds`: verified bounds, where
-    coefficients are rounded down soundly, `round_down`)."""
+    relaxation; `prepared`: node name -> its parameters in exact form)."""
     coef, const = {target: (rows, 1)}, ([0] * rows.nrows(), 1)
     for node in reversed(ancestors(graph, target)):
         lam = coef.pop(node.name, None)
         if lam is None:
             continue
-        if bounds is not None and node.name in bounds:
-            lam, c = round_down(lam, bounds[node.name][0])
-            const = add_vec(const, c)
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
@@ -528,7 +518,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
                     raise Rejected(at, str(exc)) from None
             elif step["via"] == "linear":
                 rows = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
-                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared, bounds)  # e_i, then -e_i
+                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared)  # e_i, then -e_i
                 lo, up = both[:n], [-v for v in both[n:]]
             else:
                 raise Rejected(at, "via must be interval or linear")
@@ -596,32 +586,6 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
         require(sorted(t for q in parts for t in q) == sorted(sub.allowed[p]), at, f"the parts do not partition position {p}'s tokens")
         for i, (part, kid) in enumerate(zip(parts, kids)):
             stack.append((kid, TokenBox(sub.vocab, sub.allowed[:p] + (tuple(sorted(part)),) + sub.allowed[p + 1:]), f"{at}.children[{i}]"))
-    return count
-
-
-def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str) -> int:
-    """Branch and bound over the input box, with the dense tree's input splits (check.check_tree): a node
-    {"split": "input", "dim": d, "at": c, "children": [a, b]}, c inside the parent's box, gives a the box
-    with x_d <= c and b the box with x_d >= c, so the children cover their parent and the leaves the root
-    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box. Returns the number of steps checked."""
-    from .check import MAX_TREE_NODES, SPLIT_KEYS
-
-    require(not isinstance(box, TokenBox), where, "a token domain is split by a token_tree")
-    stack, count, seen = [(tree, (list(box[0]), list(box[1])), where)], 0, 0
-    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}
-    while stack:
-        node, (lo, up), at = stack.pop()
-        seen += 1
-        require(seen <= MAX_TREE_NODES and isinstance(node, dict) and set(node) in ({"steps"}, SPLIT_KEYS["input"]), at,
-                "a tree node is {steps} or an input split {split, dim, at, children} (at most 200,000 nodes)")
-        if "steps" in node:
-            goal_reached(check_graph_steps(joint, (lo, up), node["steps"], f"{at}.steps", prepared), bound, at)
-            count += len(node["steps"])
-            continue
-        d, c, kids = node["dim"], parse_rational(node["at"]), node["children"]
-        require(node["split"] == "input" and type(d) is int and 0 <= d < len(lo) and c is not None and lo[d] <= c <= up[d]
-                and isinstance(kids, list) and len(kids) == 2, at, "an input split needs a dimension, a point inside the parent box and two children")
-        stack += [(kids[0], (lo, up[:d] + [c] + up[d + 1:]), f"{at}.0"), (kids[1], (lo[:d] + [c] + lo[d + 1:], up), f"{at}.1")]
     return count
 
 

@@ -269,6 +269,9 @@ class _Reader:
     def is_seq(self, node) -> bool:
         return isinstance(node, yaml.SequenceNode)
 
+    def is_mapping(self, node) -> bool:
+        return isinstance(node, yaml.MappingNode)
+
     def transform(self, node, key):
         """One `- kind: {...}` entry, read by its registered unit (checker/transforms.py)."""
         kinds = tuple(k for u in UNITS for k in (u, *(a for a, c in ALIASES.items() if c == u)))

@@ -14,6 +14,7 @@ arrays (`explanation.<i>.<name>`); a mean fill is computed here, exactly, from t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -124,16 +125,50 @@ class Replace:
 
 
 @dataclass(frozen=True)
+class Transcoder:
+    """On a graph model, the MLP branch m(r) of the residual block `block` (an add node r + m(r)) is
+    replaced by a transcoder reading the block's input r: g's block is r + act(r W_enc + b_enc)[F] W_dec[F]
+    + b_dec, act ReLU or JumpReLU; F the kept `features` (None: all). Files as for `sae`."""
+
+    kind: ClassVar[str] = "transcoder"
+    block: str
+    model: ModelRef
+    features: tuple[int, ...] | None = None
+    line: int | None = field(default=None, compare=False)
+    cfg: ModelRef | None = None
+
+
+@dataclass(frozen=True)
+class Ablate:
+    """On a graph model, coordinates `indices` (None: all) of the value at `site` are replaced by `fill`:
+    zero, constants, their exact mean over domain_points (a site that only rational ops reach), or free
+    values v_j, each in a range R_j that the checker derives by exact interval propagation over the box
+    (so R_j contains the coordinate's reachable range), the worst case taken over x and v together."""
+
+    kind: ClassVar[str] = "ablate"
+    site: str
+    indices: tuple[int, ...] | None
+    fill: str  # "zero" | "constant" | "mean" | "free"
+    constant: tuple[Fraction, ...] | Fraction | None = None
+    samples: int = 1000
+    seed: int = 0
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Sae:
-    """On a graph model, the value at `site` is replaced by a sparse autoencoder's reconstruction
-    relu((v - b_dec) W_enc + b_enc)[F] W_dec[F] + b_dec, F the kept `features` (None: all). The SAE
-    file is pinned by path and sha256 (SAELens names: W_enc (d, m), b_enc (m), W_dec (m, d), b_dec (d))."""
+    """On a graph model, the value v at `site` is replaced by a sparse autoencoder's reconstruction
+    act((v - b_dec) W_enc + b_enc)[F] W_dec[F] + b_dec, act ReLU or JumpReLU, F the kept `features`
+    (None: all). Files: an .npz (W_enc (d, m), b_enc (m), W_dec (m, d), b_dec (d), optional threshold (m):
+    JumpReLU), or the SAELens layout (a directory with cfg.json and sae_weights.safetensors, or the
+    .safetensors file beside its cfg.json), each file pinned by its own sha256 (`sha256`, `cfg_sha256`)."""
 
     kind: ClassVar[str] = "sae"
     site: str
     model: ModelRef
     features: tuple[int, ...] | None = None
     line: int | None = field(default=None, compare=False)
+    cfg: ModelRef | None = None
 
 
 class Explained(list):
@@ -426,48 +461,220 @@ def pinned_arrays(spec, key: str, ref: ModelRef, line, also: str = "") -> dict:
     return read_arrays(ref.path)
 
 
-def sae_arrays(spec, key: str, t: Sae, width: int) -> dict:
-    """W_enc, b_enc, W_dec, b_dec as exact rows/vectors, shapes checked against the site's width."""
-    arrays, out = pinned_arrays(spec, key, t.model, t.line), {}
-    m = arrays.get("W_enc", ((0, 0), ()))[0][-1] if "W_enc" in arrays and len(arrays["W_enc"][0]) == 2 else None
-    spec.need("threshold" not in arrays, f"{key}.path", "a JumpReLU SAE (it has `threshold`) is not supported yet",
-              "use a ReLU SAE (W_enc, b_enc, W_dec, b_dec)", t.line)
-    for name, shape in (("W_enc", (width, m)), ("b_enc", (m,)), ("W_dec", (m, width)), ("b_dec", (width,))):
+# SAELens architectures modelled exactly, per kind: name -> JumpReLU? Anything else (topk, batchtopk,
+# gated, skip_transcoder, ...) is refused with one line.
+ARCHITECTURES = {"sae": {"standard": False, "jumprelu": True}, "transcoder": {"transcoder": False, "jumprelu_transcoder": True}}
+FIX_DICT = "give a ReLU or JumpReLU {kind} (SAELens architecture {names}, or an .npz of W_enc, b_enc, W_dec, b_dec[, threshold])"
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def dictionary_cfg(spec, key: str, t) -> tuple[bool | None, bool, dict]:
+    """An SAELens cfg.json (hash-checked): (JumpReLU?, apply_b_dec_to_input, cfg). An .npz has no cfg: its
+    `threshold` array says JumpReLU; an SAE subtracts b_dec from its input, a transcoder does not."""
+    if t.cfg is None:
+        return None, t.kind == "sae", {}
+    digest = sha256_file(t.cfg.path)
+    spec.need(digest == t.cfg.sha256, f"{key}.cfg_sha256", f"cfg.json: sha256 mismatch (the file hashes to {digest})",
+              "if this cfg.json is the one you mean, write that hash in the spec", t.line)
+    try:
+        cfg = json.loads(t.cfg.path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates)
+        assert isinstance(cfg, dict)
+    except (ValueError, AssertionError, OSError) as exc:
+        raise spec.error(f"{key}.path", f"{t.cfg.path}: not a JSON object ({str(exc)[:60]})", "give SAELens's cfg.json", t.line) from None
+    names = ARCHITECTURES[t.kind]
+    arch = cfg.get("architecture", next(iter(names)))
+    act = cfg.get("activation_fn_str", cfg.get("activation_fn", "relu"))
+    fix = FIX_DICT.format(kind=t.kind, names=" or ".join(names))
+    problems = [(arch in names, f"architecture {arch!r} is not modelled"), (act == "relu", f"activation {act!r} is not modelled"),
+                (cfg.get("normalize_activations") in (None, "none"), f"normalize_activations {cfg.get('normalize_activations')!r} "
+                 "rescales the input at run time (not modelled)"),
+                (cfg.get("reshape_activations") in (None, "none"), "reshape_activations is not modelled"),
+                (not cfg.get("finetuning_scaling_factor"), "finetuning_scaling_factor is not modelled"),
+                (cfg.get("apply_b_dec_to_input", t.kind == "sae") in ((True, False) if t.kind == "sae" else (False,)),
+                 "apply_b_dec_to_input must be true or false" + ("" if t.kind == "sae" else " (false for a transcoder)"))]
+    what = next((w for ok, w in problems if not ok), None)
+    spec.need(what is None, f"{key}.path", f"{t.cfg.path}: {what}", fix, t.line)
+    return names[arch], cfg.get("apply_b_dec_to_input", t.kind == "sae"), cfg
+
+
+def dictionary(spec, key: str, t, d_in: int, d_out: int) -> dict:
+    """An SAE's or transcoder's exact weights: W_enc rows (d_in, m), b_enc, W_dec rows (m, d_out), b_dec,
+    `threshold` (m; None for ReLU) and `centre` (subtract b_dec from the input), shapes checked."""
+    from .safetensors import read_safetensors
+
+    jump, centre, cfg = dictionary_cfg(spec, key, t)
+    digest = sha256_file(t.model.path)
+    spec.need(digest == t.model.sha256, f"{key}.sha256", f"{t.model.path.name}: sha256 mismatch (the file hashes to {digest})",
+              "if this file is the one you mean, write that hash in the spec", t.line)
+    arrays = read_safetensors(t.model.path) if t.model.path.suffix == ".safetensors" else read_arrays(t.model.path)
+    jump = "threshold" in arrays if jump is None else jump
+    m = arrays["W_enc"][0][-1] if "W_enc" in arrays and len(arrays["W_enc"][0]) == 2 else 0
+    names = ("W_enc", "b_enc", "W_dec", "b_dec") + (("threshold",) if jump else ())
+    extra = sorted(set(arrays) - set(names))
+    spec.need(not extra, f"{key}.path", f"{t.model.path.name}: tensors {extra} are not modelled" + (" (JumpReLU needs `threshold`, "
+              "not log_threshold)" if "log_threshold" in extra else ""), FIX_DICT.format(kind=t.kind, names=" or ".join(ARCHITECTURES[t.kind])), t.line)
+    out = {"centre": centre, "threshold": None}
+    for name, shape in (("W_enc", (d_in, m)), ("b_enc", (m,)), ("W_dec", (m, d_out)), ("b_dec", (d_out,)), ("threshold", (m,))):
+        if name not in names:
+            continue
         got = tuple(arrays[name][0]) if name in arrays else None
         spec.need(m and got == shape, f"{key}.path", f"{t.model.path.name}: {name} has shape {got}, expected {shape} for "
-                  f"site width {width}", "give an SAE of the site's width (SAELens layout: W_enc (d, m), W_dec (m, d))", t.line)
+                  f"{'site width' if t.kind == 'sae' else 'block widths'} {d_in}", f"give a {t.kind} of these widths "
+                  "(SAELens layout: W_enc (d_in, d_sae), W_dec (d_sae, d_out))", t.line)
         flat = [Fraction(v) for v in arrays[name][1]]
         out[name] = [flat[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])] if len(shape) == 2 else flat
-    bad = [j for j in t.features or () if j >= m]
-    spec.need(not bad, f"{key}.features", f"features {bad[:5]} do not exist (the SAE has {m})", f"list features in 0..{m - 1}", t.line)
+    sizes = [(k, cfg[k], v) for k, v in (("d_in", d_in), ("d_sae", m), ("d_out", d_out)) if k in cfg]
+    bad = next(((k, c, v) for k, c, v in sizes if c != v), None)
+    spec.need(bad is None, f"{key}.path", f"cfg.json says {bad and bad[0]} = {bad and bad[1]} but the weights give {bad and bad[2]}",
+              "give the cfg.json saved with these weights", t.line)
+    missing = [j for j in t.features or () if j >= m]
+    spec.need(not missing, f"{key}.features", f"features {missing[:5]} do not exist (the {t.kind} has {m})", f"list features in 0..{m - 1}", t.line)
     return out
 
 
-def apply_sae(b: Build, i: int, t: Sae, g):
-    """g's value at the site becomes the SAE's reconstruction; the nodes downstream of the site are
-    copied (named `g<i>.<name>`) to read it, the rest stay shared with f."""
-    from .graph import Node, make_graph
+def dictionary_nodes(a: dict, features, source: str, prefix: str) -> list:
+    """Encoder, activation and decoder of an SAE/transcoder as graph nodes reading `source`; the last is the output.
+    JumpReLU features relu(z)*[z > t] are z*[z > max(t, 0)], one jumprelu node."""
+    from .graph import Node
 
-    spec, key = b.spec, _key(b.spec, i, t)
-    names = [n.name for n in g.nodes]
-    spec.need(t.site in names, f"{key}.site", f"no value named {t.site!r} in the model", f"use one of {', '.join(names[:12])}", t.line)
-    a = sae_arrays(spec, key, t, g.dims[t.site])
-    keep = list(t.features) if t.features is not None else list(range(len(a["b_enc"])))
-    w_enc_t = [[a["W_enc"][r][j] for r in range(len(a["b_dec"]))] for j in keep]  # (kept, d)
-    pre_b = [a["b_enc"][j] - sum(w * c for w, c in zip(row, a["b_dec"])) for j, row in zip(keep, w_enc_t)]
-    w_dec_t = [[a["W_dec"][j][r] for j in keep] for r in range(len(a["b_dec"]))]  # (d, kept)
-    pre, act, out = f"g{i}.sae.pre", f"g{i}.sae.act", f"g{i}.sae.out"
-    sae = [Node(pre, "linear", (t.site,), tuple(map(tuple, w_enc_t)), tuple(pre_b)), Node(act, "relu", (pre,)),
-           Node(out, "linear", (act,), tuple(map(tuple, w_dec_t)), tuple(a["b_dec"]))]
-    down, rename = {t.site}, {t.site: out}
+    keep = list(features) if features is not None else list(range(len(a["b_enc"])))
+    d_in = len(a["W_enc"])
+    w_enc_t = [[a["W_enc"][r][j] for r in range(d_in)] for j in keep]  # (kept, d_in)
+    shift = a["b_dec"] if a["centre"] else [Fraction(0)] * d_in
+    pre_b = [a["b_enc"][j] - sum(w * c for w, c in zip(row, shift)) for j, row in zip(keep, w_enc_t)]
+    w_dec_t = [[a["W_dec"][j][r] for j in keep] for r in range(len(a["b_dec"]))]  # (d_out, kept)
+    act = (Node(f"{prefix}.act", "relu", (f"{prefix}.pre",)) if a["threshold"] is None else
+           Node(f"{prefix}.act", "jumprelu", (f"{prefix}.pre",), threshold=tuple(max(a["threshold"][j], Fraction(0)) for j in keep)))
+    return [Node(f"{prefix}.pre", "linear", (source,), tuple(map(tuple, w_enc_t)), tuple(pre_b)), act,
+            Node(f"{prefix}.out", "linear", (act.name,), tuple(map(tuple, w_dec_t)), tuple(a["b_dec"]))]
+
+
+def splice(g, site: str, nodes: list, value: str, i: int, key: str):
+    """g whose nodes downstream of `site` read `value` (made by `nodes`) instead: those nodes are copied
+    (named `g<i>.<name>`), the rest stay shared with f."""
+    from dataclasses import replace
+
+    from .graph import make_graph
+
+    down, rename = {site}, {site: value}
     for n in g.nodes:
-        if n.name != t.site and down.intersection(n.inputs):
+        if n.name != site and down.intersection(n.inputs):
             down.add(n.name)
             rename[n.name] = f"g{i}.{n.name}"
-    kept = [n for n in g.nodes if n.name not in down or n.name == t.site]
-    copies = [Node(rename[n.name], n.op, tuple(rename.get(s, s) for s in n.inputs), n.weight, n.bias, n.scale, n.shift)
-              for n in g.nodes if n.name in down and n.name != t.site]
-    return make_graph(g.in_dim, kept + sae + copies, rename.get(g.output, g.output), key)
+    kept = [n for n in g.nodes if n.name not in down or n.name == site]
+    copies = [replace(n, name=rename[n.name], inputs=tuple(rename.get(s, s) for s in n.inputs)) for n in g.nodes if n.name in down and n.name != site]
+    return make_graph(g.in_dim, kept + nodes + copies, rename.get(g.output, g.output), key)
+
+
+def _site(spec, key: str, g, site: str, line, what: str = "site") -> str:
+    """g's current node for the model's value `site`: the site itself, or its latest copy `g<k>.<site>` made by an
+    earlier transform (the copy is what g's output reads)."""
+    names = [n.name for n in g.nodes]
+    found = [n for n in names if n == site or n.startswith("g") and n.split(".", 1)[0][1:].isdigit() and n.split(".", 1)[1] == site]
+    spec.need(found, f"{key}.{what}", f"no value named {site!r} in the model", f"use one of {', '.join(names[:12])}", line)
+    return found[-1]
+
+
+def apply_sae(b: Build, i: int, t: Sae, g):
+    """g's value at the site becomes the SAE's reconstruction (`splice`)."""
+    spec, key = b.spec, _key(b.spec, i, t)
+    site = _site(spec, key, g, t.site, t.line)
+    width = g.dims[site]
+    nodes = dictionary_nodes(dictionary(spec, key, t, width, width), t.features, site, f"g{i}.sae")
+    return splice(g, site, nodes, nodes[-1].name, i, key)
+
+
+def residual_input(spec, key: str, g, t) -> str:
+    """The block's residual input r: of the add node's two inputs, the one the other (the MLP branch) reads."""
+    from .graph import ancestors
+
+    node = g.by_name[_site(spec, key, g, t.block, t.line, "block")]
+    ok = node.op == "add" and len(node.inputs) == 2
+    pairs = (node.inputs, node.inputs[::-1]) if ok else ()
+    reads = [a for a, c in pairs if a != c and a in {n.name for n in ancestors(g, c)} | {"x"}]
+    spec.need(len(reads) == 1, f"{key}.block", f"{t.block!r} is not a residual block r + m(r) (an add node whose one input reads the other)",
+              "name the add node that closes an MLP block (resmlp: block1)", t.line)
+    return reads[0]
+
+
+def apply_transcoder(b: Build, i: int, t: Transcoder, g):
+    """g's block becomes r + transcoder(r): its MLP branch is dropped from g, the rest spliced as for sae."""
+    from .graph import Node
+
+    spec, key = b.spec, _key(b.spec, i, t)
+    r, block = residual_input(spec, key, g, t), _site(spec, key, g, t.block, t.line, "block")
+    nodes = dictionary_nodes(dictionary(spec, key, t, g.dims[r], g.dims[block]), t.features, r, f"g{i}.tc")
+    nodes.append(Node(f"g{i}.tc.block", "add", (r, nodes[-1].name)))
+    return splice(g, block, nodes, nodes[-1].name, i, key)
+
+
+def site_ranges(g, site: str, box, prepared: dict | None = None) -> tuple[list[Fraction], list[Fraction]]:
+    """Exact interval bounds of the value at `site` over the box, by the checker's interval rules."""
+    from .graph import OPS, ancestors
+
+    bounds, prepared = {"x": (list(box[0]), list(box[1]))}, {} if prepared is None else prepared
+    for n in ancestors(g, site):
+        if n.name not in prepared:
+            prepared[n.name] = OPS[n.op].prepare(n)
+        bounds[n.name] = OPS[n.op].interval(n, [bounds[s] for s in n.inputs], prepared[n.name])
+    return bounds[site]
+
+
+def site_mean(spec, key: str, g, site: str, box, count: int, seed: int, line) -> list[Fraction]:
+    """The exact mean of the value at `site` over domain_points: each point through the exact interval rules on
+    a point box (exact for rational ops); a site that a curve (gelu, rsqrt, ...) reaches has no rational mean."""
+    from .graph import CURVE_OPS, ancestors
+
+    curves_ = sorted({n.op for n in ancestors(g, site) if n.op in CURVE_OPS + ("free",)})
+    spec.need(not curves_, f"{key}.fill", f"the value at {site!r} passes through {', '.join(curves_)}: its mean over the sample points "
+              "is not a rational number (or not one value)", "use fill: zero, free or {constant: ...} at this site (or mean at a site before them)", line)
+    rows, den = domain_points(*box, count, seed)
+    total, prepared = None, {}
+    for row in rows:
+        x = [Fraction(v, den) for v in row]
+        lo, _ = site_ranges(g, site, (x, x), prepared)
+        total = lo if total is None else [a + c for a, c in zip(total, lo)]
+    return [v / count for v in total]
+
+
+def apply_ablate(b: Build, i: int, t: Ablate, g):
+    """Coordinates J of the site's value replaced: y = s*v + c (s_j = 0, c_j = fill_j on J; an affine node),
+    or for `fill: free` y_j = a free value in R_j (a `free` node, its range from site_ranges)."""
+    from .graph import Node
+
+    spec, key = b.spec, _key(b.spec, i, t)
+    site = _site(spec, key, g, t.site, t.line)
+    width = g.dims[site]
+    bad = [j for j in t.indices or () if j >= width]
+    spec.need(not bad, f"{key}.indices", f"coordinates {bad[:5]} do not exist ({t.site!r} has {width})", f"list indices in 0..{width - 1}", t.line)
+    J = list(t.indices) if t.indices is not None else list(range(width))
+    if t.fill == "free":
+        lo, up = site_ranges(g, site, b.domain())
+        free = Node(f"g{i}.ablate.free", "free", (site,), lower=tuple(lo), upper=tuple(up))
+        scale = tuple(Fraction(int(j not in J)) for j in range(width))
+        mix = [free, Node(f"g{i}.ablate.kept", "affine", (site,), scale=scale, shift=(Fraction(0),) * width),
+               Node(f"g{i}.ablate.mask", "affine", (free.name,), scale=tuple(1 - v for v in scale), shift=(Fraction(0),) * width)]
+        nodes = mix + [Node(f"g{i}.ablate", "add", (mix[1].name, mix[2].name))]
+        return splice(g, site, nodes, nodes[-1].name, i, key)
+    if t.fill == "mean":
+        values = site_mean(spec, key, g, site, b.domain(), t.samples, t.seed, t.line)
+        fill = [values[j] for j in J]
+    elif isinstance(t.constant, tuple):
+        spec.need(len(t.constant) == len(J), f"{key}.fill.constant", f"{len(t.constant)} values for {len(J)} ablated coordinates",
+                  "give one value per ablated coordinate (in the order of indices) or a single number", t.line)
+        fill = list(t.constant)
+    else:
+        fill = [t.constant if t.fill == "constant" else Fraction(0)] * len(J)
+    c = dict(zip(J, fill))
+    node = Node(f"g{i}.ablate", "affine", (site,), scale=tuple(Fraction(int(j not in c)) for j in range(width)),
+                shift=tuple(c.get(j, Fraction(0)) for j in range(width)))
+    return splice(g, site, [node], node.name, i, key)
 
 
 # --------------------------------------------------------------------------- reading from the spec
@@ -542,16 +749,66 @@ def read_replace(r, body, key, line, kind):
     return Replace((k, m), r.model_ref(t["model"], f"{key}.model"), line)
 
 
-def read_sae(r, body, key, line, kind):
-    t = r.mapping(body, key, ("site", "path", "sha256"), ("features",))
-    ref = ModelRef(r.file(t["path"], f"{key}.path"), r.sha(t["sha256"], f"{key}.sha256"), key, line)
+def read_dictionary(r, t, key, line):
+    """`path` (an .npz; an SAELens directory; or its .safetensors beside cfg.json), `sha256` (of the weights
+    file), `cfg_sha256` (of cfg.json: the SAELens layout only) and `features` (all, or a list)."""
+    node = t["path"]
+    rel = r.string(node, f"{key}.path")
+    try:
+        folder = (r.base / rel).resolve()
+        folder = folder if folder.is_dir() else None
+    except (OSError, RuntimeError):
+        folder = None
+    weights = folder / "sae_weights.safetensors" if folder else r.file(node, f"{key}.path")
+    cfg = folder / "cfg.json" if folder else weights.with_name("cfg.json") if weights.suffix == ".safetensors" else None
+    r.need(weights.suffix in (".npz", ".safetensors"), node, f"{key}.path", f"{weights.name}: not an .npz, a .safetensors or an SAELens directory",
+           "give an .npz, or a directory with cfg.json and sae_weights.safetensors (SAELens's save_model)")
+    for p in (weights, cfg):
+        r.need(p is None or p.is_file(), node, f"{key}.path", f"{p and p.name} not found in {p and p.parent}",
+               "an SAELens directory holds cfg.json and sae_weights.safetensors")
+    r.need(("cfg_sha256" in t) == (cfg is not None), t.get("cfg_sha256", node), f"{key}.cfg_sha256",
+           "missing: the SAELens layout pins cfg.json too" if cfg else "an .npz has no cfg.json",
+           "write `cfg_sha256:` (run `sha256sum cfg.json`)" if cfg else "remove `cfg_sha256:`")
     features = None
     if "features" in t and r.is_seq(t["features"]):
         features = r.indices(t["features"], f"{key}.features", "feature")
         r.need(features, t["features"], f"{key}.features", "no features", "keep at least one feature, or write `features: all`")
     elif "features" in t:
         r.string(t["features"], f"{key}.features", ("all",))
-    return Sae(r.string(t["site"], f"{key}.site"), ref, features, line)
+    model = ModelRef(weights, r.sha(t["sha256"], f"{key}.sha256"), key, line)
+    return model, features, None if cfg is None else ModelRef(cfg, r.sha(t["cfg_sha256"], f"{key}.cfg_sha256"), key, line)
+
+
+def read_sae(r, body, key, line, kind):
+    t = r.mapping(body, key, ("site", "path", "sha256"), ("features", "cfg_sha256"))
+    model, features, cfg = read_dictionary(r, t, key, line)
+    return Sae(r.string(t["site"], f"{key}.site"), model, features, line, cfg)
+
+
+def read_transcoder(r, body, key, line, kind):
+    t = r.mapping(body, key, ("block", "path", "sha256"), ("features", "cfg_sha256"))
+    model, features, cfg = read_dictionary(r, t, key, line)
+    return Transcoder(r.string(t["block"], f"{key}.block"), model, features, line, cfg)
+
+
+def read_ablate(r, body, key, line, kind):
+    """`ablate: {layer, keep, fill}` is prune (dense MLPs); `ablate: {site, indices, fill}` a graph value's coordinates."""
+    if r.is_mapping(body) and any(k.value == "layer" for k, _ in body.value):
+        return read_prune(r, body, key, line, kind)
+    t = r.mapping(body, key, ("site",), ("indices", "fill"))
+    indices = r.indices(t["indices"], f"{key}.indices", "coordinate") if "indices" in t else None
+    r.need(indices is None or indices, t.get("indices"), f"{key}.indices", "empty list", "list at least one coordinate, or omit `indices:` (all)")
+    site, fill = r.string(t["site"], f"{key}.site"), t.get("fill")
+    if fill is None or r.is_scalar(fill):
+        return Ablate(site, indices, "zero" if fill is None else r.string(fill, f"{key}.fill", ("zero", "mean", "free")), line=line)
+    f = r.mapping(fill, f"{key}.fill", (), ("constant", "mean"))
+    r.need(len(f) == 1, fill, f"{key}.fill", "give one fill", "write zero, mean, free, {constant: 0.5} or {mean: {samples: 1000, seed: 0}}")
+    if "constant" in f:
+        value = r.vector(f["constant"], f"{key}.fill.constant")
+        r.need(not isinstance(value, Path), f["constant"], f"{key}.fill.constant", "a file is not accepted here", "write a number or a list of numbers")
+        return Ablate(site, indices, "constant", value, line=line)
+    samples, seed = r.samples_seed(r.mapping(f["mean"], f"{key}.fill.mean", (), ("samples", "seed")), f"{key}.fill.mean")
+    return Ablate(site, indices, "mean", samples=samples, seed=seed, line=line)
 
 
 # --------------------------------------------------------------------------- the table
@@ -577,11 +834,13 @@ UNITS: dict[str, Unit] = {
     "merge": Unit(Merge, read_merge, validate_layer, apply_merge, ("labels",), lambda t: isinstance(t.groups, int)),
     "pca": Unit(PCA, read_pca, validate_layer, apply_pca, ("P", "mean"), lambda t: True),
     "quantize": Unit(Quantize, read_quantize, validate_layer, apply_quantize),
+    "transcoder": Unit(Transcoder, read_transcoder, no_validation, apply_transcoder, graph=True),
+    "ablate": Unit(Ablate, read_ablate, no_validation, apply_ablate, graph=True),  # `layer:` form: read as a Prune (its unit)
     "model": Unit(SecondModel, read_model_transform, no_validation, apply_model),
     "replace": Unit(Replace, read_replace, no_validation, apply_replace),
     "sae": Unit(Sae, read_sae, no_validation, apply_sae, graph=True),
 }
-ALIASES = {"ablate": "prune"}  # another name in the spec, the same unit
+ALIASES: dict[str, str] = {}  # another name in the spec for a unit (`ablate: {layer, ...}` is read by ablate's reader as a Prune)
 FLOAT_ARRAYS = {kind: u.arrays for kind, u in UNITS.items() if u.arrays}  # a pinned file's arrays, per kind
 _BY_CLASS = {u.cls: u for u in UNITS.values()}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checker.numbers import rational_str
 from ..checker.transforms import PCA, LowRank, Merge, Prune, Quantize, Replace, Sae, SecondModel, merge_blocks, unit
+from ..checker.transforms import Ablate, Transcoder
 
 
 # --------------------------------------------------------------------------- float numerics
@@ -134,10 +135,42 @@ def components_low_rank(spec, i: int, t: LowRank, f) -> list:
             for c in range(limit) if c not in kept]
 
 
-def _sae_width(t: Sae) -> int:
+def _dictionary_arrays(t) -> dict:
     from ..checker.model import read_arrays
+    from ..checker.safetensors import read_safetensors
 
-    return read_arrays(t.model.path)["b_enc"][0][0]
+    return read_safetensors(t.model.path) if t.model.path.suffix == ".safetensors" else read_arrays(t.model.path)
+
+
+def _sae_width(t) -> int:
+    """The dictionary size of an SAE or transcoder (its b_enc's length; 0 for a file without one)."""
+    arrays = _dictionary_arrays(t)
+    return arrays["b_enc"][0][0] if "b_enc" in arrays else 0
+
+
+def _dictionary_dof(t, f) -> tuple[int, int]:
+    m = _sae_width(t)
+    return (len(t.features) if t.features is not None else m), m
+
+
+def _dictionary_source(t) -> str:
+    from ..report.collect import show_path
+
+    jump = "threshold" in _dictionary_arrays(t)
+    layout = "an .npz" if t.cfg is None else f"SAELens layout, cfg.json sha256 {t.cfg.sha256}"
+    return f"{'JumpReLU' if jump else 'ReLU'} {t.kind} {show_path(t.model.path)} (sha256 {t.model.sha256}; {layout})"
+
+
+def components_ablate(spec, i: int, t: Ablate, f) -> list:
+    """Each ablated coordinate alone."""
+    width = f.dims[t.site]
+    fill = t.fill if t.fill in ("zero", "free") else {"mean": {"samples": t.samples, "seed": t.seed}} if t.fill == "mean" else None
+    out = []
+    for pos, j in enumerate(t.indices if t.indices is not None else range(width)):
+        c = t.constant[pos] if isinstance(t.constant, tuple) else t.constant
+        entry = {"site": t.site, "indices": [j], "fill": fill if fill is not None else {"constant": rational_str(c)}}
+        out.append((f"{t.site} coordinate {j}", {"ablate": entry}))
+    return out
 
 
 def components_sae(spec, i: int, t: Sae, f) -> list:
@@ -220,12 +253,26 @@ def describe_replace(t: Replace, widths) -> str:
 
 
 def describe_sae(t: Sae, widths) -> str:
-    from ..report.collect import show_path
-
     m = _sae_width(t)
     kept = "all" if t.features is None else f"{len(t.features)} ({_ranges(sorted(t.features))})"
-    return (f"sae at {t.site}: the value is replaced by the reconstruction of the sparse autoencoder {show_path(t.model.path)} "
-            f"(sha256 {t.model.sha256}) keeping {kept} of its {m} features.")
+    return f"sae at {t.site}: the value is replaced by the reconstruction of the {_dictionary_source(t)} keeping {kept} of its {m} features."
+
+
+def describe_transcoder(t: Transcoder, widths) -> str:
+    m = _sae_width(t)
+    kept = "all" if t.features is None else f"{len(t.features)} ({_ranges(sorted(t.features))})"
+    return (f"transcoder at block {t.block}: its MLP branch is replaced by the {_dictionary_source(t)} reading the block's input, "
+            f"keeping {kept} of its {m} features.")
+
+
+def describe_ablate(t: Ablate, widths) -> str:
+    which = "all coordinates" if t.indices is None else f"coordinates {_ranges(sorted(t.indices))}"
+    fills = {"zero": "0", "free": "free values v_j, each ranging over an interval R_j (exact interval bounds of the coordinate over "
+             "the domain, computed by the checker)", "mean": f"their exact mean over {t.samples} points of the domain's fixed "
+             f"rational sequence (seed {t.seed}; computed by the checker)"}
+    c = t.constant
+    fill = fills.get(t.fill) or (f"the constant {_num(c)}" if isinstance(c, Fraction) else f"the constants [{', '.join(_num(v) for v in c)}]")
+    return f"ablate {which} of the value at {t.site}: replaced by {fill}."
 
 
 # --------------------------------------------------------------------------- the table
@@ -253,7 +300,11 @@ HALVES: dict[str, Half] = {
     "quantize": Half(None, lambda t, f: (2 ** t.bits - 1, 2 ** 53), no_components, describe_quantize),
     "model": Half(None, dof_model, no_components, describe_model),
     "replace": Half(None, dof_replace, no_components, describe_replace),
-    "sae": Half(None, lambda t, f: (len(t.features) if t.features is not None else _sae_width(t), _sae_width(t)), components_sae, describe_sae),
+    "sae": Half(None, _dictionary_dof, components_sae, describe_sae),
+    # transcoder: kept features (of the dictionary); ablate: the site's coordinates not ablated (of its width)
+    "transcoder": Half(None, _dictionary_dof, components_sae, describe_transcoder),
+    "ablate": Half(None, lambda t, f: (f.dims[t.site] - len(t.indices or range(f.dims[t.site])), f.dims[t.site]), components_ablate,
+                   describe_ablate),
 }
 _BY_CLASS = {}
 

@@ -53,6 +53,11 @@ class GraphBuilder:
         """y = z where z > threshold, else 0 (elementwise; a JumpReLU SAE's features)."""
         return self._node(name, "jumprelu", [x], self.dims[x], threshold=np.broadcast_to(threshold, self.dims[x]))
 
+    def free(self, name: str, x: str, lower, upper) -> str:
+        """y_j: any value in [lower_j, upper_j], chosen adversarially (x fixes only the width)."""
+        return self._node(name, "free", [x], self.dims[x], lower=np.broadcast_to(lower, self.dims[x]),
+                          upper=np.broadcast_to(upper, self.dims[x]))
+
     def binary(self, name: str, op: str, a: str, b: str) -> str:
         if self.dims[a] != self.dims[b]:
             raise ValueError(f"{name}: widths {self.dims[a]} and {self.dims[b]} differ")
