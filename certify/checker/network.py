@@ -45,7 +45,8 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> Explained:
         spec.need(u.graph == graph, f"{spec.explanation_key}[{i}].{t.kind}",
                   f"{t.kind} works on {'graph models (named values)' if u.graph else 'dense/ReLU MLPs (numbered layers)'}, "
                   f"and {f.path if graph else 'this model'} is {'a graph' if graph else 'a dense/ReLU MLP'}",
-                  "use a transform for this kind of model (docs/extending.md lists them)", t.line)
+                  "use a transform for this kind of model (graph models: sae, transcoder, ablate {site, indices, fill}; "
+                  "docs/extending.md lists them)", t.line)
         u.validate(spec, i, t, g)
         g = u.apply(b, i, t, g)
     if graph:
