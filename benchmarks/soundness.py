@@ -327,7 +327,7 @@ def random_graph_case(rng: np.random.Generator, tmp: Path, i: int, method: str) 
     features = "all" if rng.random() < 0.3 else str(keep)
     expl = f'  - sae: {{site: {site}, path: sae{i}.npz, sha256: "{sae_sha}", features: {features}}}'
     kind = "free" if focus == "free" else rng.choice(["sae", "sae", "sae", "zero", "constant", "free"])
-    if kind != "sae" and (kind != "free" or "free" in OPS):  # ablate some coordinates of the site
+    if kind != "sae" and "free" in OPS:  # ablate some coordinates of the site (its site form came with the free op)
         idx = sorted(int(j) for j in rng.choice(d, int(rng.integers(1, d + 1)), replace=False))
         fill = {"zero": "zero", "constant": "{constant: 0.5}", "free": "free"}[kind]
         expl = f"  - ablate: {{site: {site}, indices: {idx}, fill: {fill}}}"
