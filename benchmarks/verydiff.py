@@ -1,6 +1,7 @@
 """certify on the VeryDiff network pairs: certified bound against the attained deviation, and time.
 
-    python benchmarks/verydiff.py [--quick] [--json PATH] [--only NAME,...] [--budget S,...]
+    python benchmarks/verydiff.py [--quick] [--json PATH] [--only NAME,...] [--budget S,...] [--workers N] [--jobs N]
+    python benchmarks/verydiff.py --ray-speedup RATIO [--only NAME] [--json PATH]
 
 Instances (`../shared/benchmarks/verydiff/`, else `tests/data/verydiff/`): the MNIST MLP
 `mnist_relu_3_100` against its pruned copy `pruned5` over `mnist_0_local_15` and
@@ -15,6 +16,14 @@ once within 1 % of the attained lower bound. The targets of issue 19 are checked
 MNIST-0 within 1.05x and MNIST-7 within 1.10x of the attained lower bound with bounding plus checking
 in at most 60 s, and checking no slower than bounding on every tree. The machine's load average is
 recorded with each instance: timings on a shared machine are noisy, compare ratios within one run.
+Beside wall seconds, `check_cpu_seconds` counts the checker's CPU time in this process and in its
+worker processes (`--jobs`, default the CPU count), and `bound_cpu_seconds` this process's CPU time
+while bounding (serial runs; Ray workers' time is not counted).
+
+`--workers N` bounds branch-and-bound leaves on N local Ray workers. `--ray-speedup RATIO` measures
+the scale-out instead: branch and bound to the fixed target RATIO x the attained lower bound, serially
+and on 1 and 2 Ray workers (each run that reaches the target makes the same tree, hence the same bound);
+it reports seconds to the target, leaves, and the speed-up of 2 workers over 1.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -62,7 +72,13 @@ def write_spec(tmp: Path, name: str) -> Path:
     return spec
 
 
-def run_instance(tmp: Path, name: str, budgets: list[float]) -> dict:
+def cpu() -> float:
+    """CPU seconds of this process and of its finished child processes (the checker's workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_instance(tmp: Path, name: str, budgets: list[float], workers: int = 0, jobs: int | None = None) -> dict:
     spec = write_spec(tmp, name)
     load = os.getloadavg()[0]
     t = time.perf_counter()
@@ -72,20 +88,54 @@ def run_instance(tmp: Path, name: str, budgets: list[float]) -> dict:
            "notes": {"falsify_seconds": round(time.perf_counter() - t, 3), "load_start": load}}
     stop = lower * Fraction(101, 100)  # within 1 % of what an input attains: done
     for method, budget in [("alpha", None)] + [(f"bab-{b:g}s", b) for b in budgets]:
-        t = time.perf_counter()
-        bound, body, notes = bound_with(p, "bab" if budget else method, time_budget=budget or 60.0, stop_below=stop)
-        seconds = time.perf_counter() - t
+        t, c = time.perf_counter(), cpu()
+        bound, body, notes = bound_with(p, "bab" if budget else method, time_budget=budget or 60.0, stop_below=stop,
+                                        workers=workers if budget else 0)
+        seconds, bound_cpu = time.perf_counter() - t, cpu() - c
         path = tmp / f"{name}.{method}.cert.json"
-        result = write_and_check(p, method, bound, body, witness, lower, notes, path)
+        c = cpu()
+        result = write_and_check(p, method, bound, body, witness, lower, notes, path, jobs=jobs)
+        check_cpu = cpu() - c
         assert result.verdict is not Verdict.REJECTED, f"{name} {method}: the checker rejected: {result.reason}"
         bab = notes.get("bab", {})
         rec["certify"][method] = {"bound": float(result.bound), "ratio": float(result.bound / lower), "seconds": round(seconds, 3),
-                                  "check_seconds": round(result.seconds, 3), "leaves": bab.get("leaves", 1), "workers": 1,
+                                  "check_seconds": round(result.seconds, 3), "leaves": bab.get("leaves", 1),
+                                  "workers": bab.get("workers", 1), "check_jobs": jobs or os.cpu_count(),
+                                  "bound_cpu_seconds": round(bound_cpu, 3), "check_cpu_seconds": round(check_cpu, 3),
+                                  "check_ratio": round(result.seconds / max(seconds, 1e-9), 3),
                                   **({"leaf_method": bab["leaf_method"]} if "leaf_method" in bab else {}),
                                   "certificate_bytes": path.stat().st_size}
         print(f"  {name} {method}: {float(result.bound):.4f} ({float(result.bound / lower):.3f}x) bound {seconds:.1f}s "
-              f"check {result.seconds:.1f}s leaves {bab.get('leaves', 1)}", flush=True)
+              f"(cpu {bound_cpu:.1f}s) check {result.seconds:.1f}s (cpu {check_cpu:.1f}s) leaves {bab.get('leaves', 1)}", flush=True)
     rec["notes"]["load_end"] = os.getloadavg()[0]
+    return rec
+
+
+def ray_speedup(tmp: Path, name: str, ratio: float, budget: float = 240.0) -> dict:
+    """Branch and bound to ratio x the attained lower bound: serially, on 1 and on 2 Ray workers."""
+    import ray
+
+    p = prepare(write_spec(tmp, name), tmp / f"{name}.cert.json")
+    witness, lower = attained_lower(p)
+    target = lower * Fraction(ratio).limit_denominator(1000)
+    rec = {"instance": name, "lower": float(lower), "target": float(target), "runs": {}, "load_start": os.getloadavg()[0]}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        for workers in (0, 1, 2):
+            t = time.perf_counter()
+            bound, body, notes = bound_with(p, "bab", time_budget=budget, stop_below=target, workers=workers)
+            seconds = time.perf_counter() - t
+            result = write_and_check(p, "bab", bound, body, witness, lower, notes, tmp / f"{name}.w{workers}.cert.json")
+            assert result.verdict is not Verdict.REJECTED, result.reason
+            rec["runs"][str(workers)] = {"bound": float(result.bound), "reached": bound <= target, "seconds": round(seconds, 3),
+                                         "leaves": notes["bab"]["leaves"], "check_seconds": round(result.seconds, 3),
+                                         "load": os.getloadavg()[0]}
+            print(f"  {name} workers {workers or 'serial'}: {float(bound):.4f} reached {bound <= target} in {seconds:.1f}s, "
+                  f"{notes['bab']['leaves']} leaves (load {os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        ray.shutdown()
+    one, two = rec["runs"]["1"], rec["runs"]["2"]
+    rec["speedup_2_over_1"] = round(one["seconds"] / two["seconds"], 3) if one["reached"] and two["reached"] else None
     return rec
 
 
@@ -113,11 +163,12 @@ def targets(records: list[dict]) -> list[str]:
 
 def print_table(records: list[dict]) -> None:
     print(f"\n{'instance':8} {'lower':>8} {'method':>9} {'bound':>8} {'x lower':>8} {'bound s':>8} {'check s':>8} "
-          f"{'check/bound':>11} {'leaves':>7} {'workers':>7}")
+          f"{'check/bound':>11} {'check cpu':>9} {'leaves':>7} {'workers':>7} {'jobs':>4}")
     for r in records:
         for m, v in r["certify"].items():
             print(f"{r['instance']:8} {r['lower']:8.4f} {m:>9} {v['bound']:8.4f} {v['ratio']:8.3f} {v['seconds']:8.1f} "
-                  f"{v['check_seconds']:8.1f} {v['check_seconds'] / max(v['seconds'], 1e-9):11.2f} {v['leaves']:7d} {v['workers']:7d}")
+                  f"{v['check_seconds']:8.1f} {v['check_seconds'] / max(v['seconds'], 1e-9):11.2f} {v['check_cpu_seconds']:9.1f} "
+                  f"{v['leaves']:7d} {v['workers']:7d} {v['check_jobs']:4d}")
 
 
 def main(argv=None) -> int:
@@ -126,6 +177,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--only", help="comma-separated instance names (" + ", ".join(INSTANCES) + ")")
     ap.add_argument("--budget", help="comma-separated branch-and-bound budgets in seconds (overrides --quick)")
+    ap.add_argument("--workers", type=int, default=0, help="Ray workers for branch and bound (default 0: serial, no Ray)")
+    ap.add_argument("--jobs", type=int, help="processes that check a tree (default: the CPU count)")
+    ap.add_argument("--ray-speedup", type=float, metavar="RATIO",
+                    help="measure Ray's scale-out: branch and bound to RATIO x the attained lower bound on 0, 1, 2 workers")
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(INSTANCES)
     unknown = [n for n in names if n not in INSTANCES]
@@ -134,9 +189,17 @@ def main(argv=None) -> int:
     budgets = [float(b) for b in args.budget.split(",")] if args.budget else ([20.0] if args.quick else [25.0, 60.0])
     records = []
     start = time.perf_counter()
+    if args.ray_speedup:
+        with tempfile.TemporaryDirectory() as tmp:
+            records = [ray_speedup(Path(tmp), name, args.ray_speedup) for name in names]
+        if args.json:
+            args.json.write_text(json.dumps(records, indent=1))
+        for r in records:
+            print(f"{r['instance']}: 2 Ray workers over 1: {r['speedup_2_over_1']}x (target {r['target']:.4f})")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            records.append(run_instance(Path(tmp), name, budgets))
+            records.append(run_instance(Path(tmp), name, budgets, args.workers, args.jobs))
             if args.json:  # after every instance: a run cut short keeps what it measured
                 args.json.write_text(json.dumps(records, indent=1))
     print_table(records)

@@ -264,6 +264,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             else:
                 (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in, diff), {}
             clo, cup = pad_outward(clo, cup)
+            if not exact_output and all(a >= b for a, b in zip(clo, lo)) and all(a <= b for a, b in zip(cup, up)):
+                steps.pop()  # a leaf's interval step adds nothing to a linear step at least as tight: not written (checked for nothing)
             steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
         if k == n:  # the output layer in floats (exact_output=False)
