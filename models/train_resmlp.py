@@ -248,11 +248,11 @@ def explanations(model: Path, seed: int) -> None:
     jump = {**sae, "threshold": theta}
     save_saelens(model.with_name("resmlp_sae_jumprelu"), jump, {**base_cfg, "architecture": "jumprelu"})
 
-    def encode(a, v):
-        pre = ((v - a["b_dec"]) if a is not tc else v) @ a["W_enc"] + a["b_enc"]
+    def encode(a, v, centre=True):
+        """SAELens's features: relu(pre) * [pre > threshold], pre from v - b_dec (an SAE) or v (a transcoder)."""
+        pre = ((v - a["b_dec"]) if centre else v) @ a["W_enc"] + a["b_enc"]
         return np.maximum(pre, 0) * (pre > a.get("threshold", 0))
 
-    tc = None
     for name, a in (("sae", sae), ("sae_jumprelu", jump)):
         f = encode(a, te["block1"])
         recon = f @ a["W_dec"] + a["b_dec"]
@@ -282,13 +282,13 @@ def explanations(model: Path, seed: int) -> None:
     tc = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     tc_path = model.with_name("resmlp_transcoder.npz")
     np.savez(tc_path, **tc)
-    f = encode(tc, te["embed"])
+    f = encode(tc, te["embed"], centre=False)
     recon = f @ tc["W_dec"] + tc["b_dec"]
     report["transcoder"] = {"block": "block1", "replaces": "block1.down (LN -> up -> gelu -> down) read from embed", "features": FEATURES,
                             "fvu": fvu(recon, te["block1.down"]), "l0": float((f > 0).sum(-1).mean()),
-                            "accuracy_spliced": spliced_accuracy("block1", lambda out: out["embed"].T + encode(tc, out["embed"].T) @ tc["W_dec"]
+                            "accuracy_spliced": spliced_accuracy("block1", lambda out: out["embed"].T + encode(tc, out["embed"].T, False) @ tc["W_dec"]
                                                                  + tc["b_dec"])}
-    ranking = np.argsort(-encode(tc, tr["embed"]).mean(0), kind="stable").tolist()
+    ranking = np.argsort(-encode(tc, tr["embed"], centre=False).mean(0), kind="stable").tolist()
     model.with_name("resmlp_transcoder_ranking.json").write_text(json.dumps({"by": "mean activation on the training images",
                                                                              "features": ranking}) + "\n")
     report["accuracy"] = float((np.argmax(te["__output__"], -1) == yte).mean())

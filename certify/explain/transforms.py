@@ -158,7 +158,7 @@ def _dictionary_source(t) -> str:
 
     jump = "threshold" in _dictionary_arrays(t)
     layout = "an .npz" if t.cfg is None else f"SAELens layout, cfg.json sha256 {t.cfg.sha256}"
-    return f"{'JumpReLU' if jump else 'ReLU'} {t.kind} {show_path(t.model.path)} (sha256 {t.model.sha256}; {layout})"
+    return f"{'JumpReLU' if jump else 'ReLU'} {'SAE' if t.kind == 'sae' else t.kind} {show_path(t.model.path)} (sha256 {t.model.sha256}; {layout})"
 
 
 def components_ablate(spec, i: int, t: Ablate, f) -> list:
