@@ -12,6 +12,7 @@ import os
 import sys
 from fractions import Fraction
 
+from .bounds.methods import NAMES as METHODS
 from .checker.check import Verdict
 from .checker.errors import BadInput
 from .checker.numbers import rational_str
@@ -197,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="bound, falsify, write a certificate and check it")
     c.add_argument("spec", nargs="+", help="one or more spec files")
     c.add_argument("--out", help="certificate path, for one spec (default proofs/<spec-name>.cert.json)")
-    c.add_argument("--method", choices=("auto", "interval", "crown", "alpha", "lp", "bab"), help="override options.method")
+    c.add_argument("--method", choices=METHODS, help="override options.method")
     c.add_argument("--json", action="store_true", help="print the result as JSON (a list for several specs)")
     c.add_argument("--junit", metavar="PATH", help="also write a JUnit XML file (one test case per spec)")
     c.add_argument("--no-cache", action="store_true", help="re-bound even if an up-to-date certificate exists")

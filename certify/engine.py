@@ -36,9 +36,9 @@ from .model import save_arrays
 from .files import certificate_path
 from .status import OutcomeViews
 from .pin import by_transform, refuse_unpinned, write_arrays
+from .bounds.methods import METHODS
 
-PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "lp": ("lp",), "bab": ("bab",),
-         "auto": ("interval", "crown", "alpha", "bab")}
+PLANS = {name: m.dense for name, m in METHODS.items()}
 BAB_LEAF_METHOD = "alpha"
 
 

@@ -19,10 +19,10 @@ from .bounds import graph as gb
 from .certificate import certificate_json, write_json_atomic
 from .checker.check import CheckResult, check_certificate
 from .checker.graph import Graph, deviation_at, joint_graph
+from .bounds.methods import METHODS
 from .checker.network import build_g
 
-PLANS = {"interval": ("interval",), "crown": ("crown",), "alpha": ("alpha",), "bab": ("bab",), "lp": ("crown",),
-         "auto": ("interval", "crown", "alpha", "bab")}
+PLANS = {name: m.graph for name, m in METHODS.items()}
 ALPHA_PAYS = 0.5  # bab leaves use alpha-CROWN where it removes this share of CROWN's excess over the attained deviation at
 # the root: an alpha leaf costs ~10x a CROWN leaf (resmlp_sae: alpha removes 13 % at the root; 40 s of CROWN leaves reach
 # 7.261, of alpha leaves 7.281)

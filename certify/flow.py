@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from .bounds.methods import NAMES as METHODS, SINGLE_PASS
 from .checker.check import Verdict, check_certificate
 from .checker.errors import BadInput
 from .checker.numbers import parse_spec_number, rational_str
@@ -722,7 +723,7 @@ def register(sub) -> None:
     f.add_argument("--plot", metavar="PATH", help="write PATH.png and PATH.svg (PATH without suffix)")
     f.add_argument("--factor", type=float, default=10.0, help="flag a scale boundary where the bound jumps by more (default 10)")
     f.add_argument("--fresh", action="store_true", help="re-bound every level (default: re-verify certificates that the checker accepts)")
-    f.add_argument("--method", choices=("auto", "interval", "crown", "alpha", "lp", "bab"), help="override options.method")
+    f.add_argument("--method", choices=METHODS, help="override options.method")
     f.add_argument("--out-dir", default="proofs", help="where certificates go (default proofs/)")
     f.add_argument("--components", action="store_true",
                    help="also certify each discarded component of the levels past a scale boundary (or the coarsest)")
@@ -734,7 +735,7 @@ def register(sub) -> None:
     c.add_argument("spec")
     c.add_argument("--level", help="the level (default: the coarsest)")
     c.add_argument("--threshold", help="relevance threshold (default: tolerance / number of components)")
-    c.add_argument("--method", default="crown", choices=("interval", "crown", "alpha", "lp"), help="bounding method (default crown)")
+    c.add_argument("--method", default="crown", choices=SINGLE_PASS, help="bounding method (default crown)")
     c.add_argument("--out-dir", default="proofs", help="component specs and certificates go to OUT_DIR/<spec>.<level>.components/")
     c.add_argument("--top", type=int, default=10, help="components shown (default 10)")
     c.add_argument("--json", metavar="PATH")

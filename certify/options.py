@@ -10,9 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .bounds.methods import NAMES as METHODS  # the one registry of methods
 from .checker.spec import Spec, _Reader, compose
-
-METHODS = ("auto", "interval", "crown", "alpha", "lp", "bab")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from .bounds.methods import NAMES as METHODS
 from .checker.errors import BadInput
 from .checker.model import read_model, sha256_file
 from .checker.vnnlib import Query, read_query
@@ -195,5 +196,5 @@ def register(sub) -> None:
     v.add_argument("--timeout", type=float, required=True, help="time limit in seconds")
     v.add_argument("--result", required=True, metavar="PATH", help="the result file (PATH.spec.yaml and PATH.cert.json go beside it)")
     v.add_argument("--tolerance", help="the deviation threshold for a VNN-LIB 1.0 box (a 2.0 query states its own)")
-    v.add_argument("--method", choices=("auto", "interval", "crown", "alpha", "lp", "bab"), help="bounding method (default auto)")
+    v.add_argument("--method", choices=METHODS, help="bounding method (default auto)")
     v.set_defaults(func=cmd_vnncomp)
