@@ -287,6 +287,39 @@ def test_a_later_transform_reads_the_earlier_ones_copy(tmp_path):
     assert np.allclose(vals[g.output], (encode(w, vals["g0.block"]) @ w["W_dec"] + w["b_dec"]) @ floats(g)[-1].weight.T + floats(g)[-1].bias)
 
 
+# --------------------------------------------------------------------------- low_rank at a named linear node
+
+
+def test_low_rank_on_a_graph_node_is_pinned_checked_and_forgery_rejected(tmp_path):
+    from certify.model import save_arrays
+    from certify.pin import pin_spec
+
+    m = model(tmp_path)
+    p = spec(tmp_path, m, "low_rank: {layer: mlp.up, rank: 2}", tolerance="1000")
+    assert main(["check", str(p), "--out", str(tmp_path / "x.cert.json")]) == 2  # unpinned: refused in one line
+    (pin,) = pin_spec(p)
+    arrays = dict(np.load(pin.path))
+    s, f, g, joint, box = built(p)
+    w = f.by_name["mlp.up"].weight
+    u, sv, vt = np.linalg.svd(np.array(w, dtype=float))
+    new = np.array(g.by_name["g0.mlp.up"].weight, dtype=float)
+    assert np.allclose(new, (u[:, :2] * sv[:2]) @ vt[:2], atol=1e-12) and np.allclose(new, arrays["U"] @ arrays["V"])
+    sound(joint, box)
+    o = run_check(p, tmp_path / "p.cert.json", "crown")
+    assert o.verdict is Verdict.CERTIFIED and o.check.unpinned == ()
+    other = tmp_path / "other"  # the same spec with other pinned factors: its certificate never certifies the real one
+    other.mkdir()
+    (other / "pinned").mkdir()
+    save_arrays(other / "pinned" / pin.path.name, {"U": arrays["U"] * 0.5, "V": arrays["V"]})
+    (other / "s.yaml").write_text(p.read_text().replace(sha(pin.path), sha(other / "pinned" / pin.path.name)))
+    made = run_check(other / "s.yaml", tmp_path / "o.cert.json", "crown")
+    assert made.verdict is not Verdict.REJECTED
+    cert = json.loads((tmp_path / "o.cert.json").read_text())
+    cert["spec_sha256"] = sha(p)
+    (tmp_path / "forged.cert.json").write_text(json.dumps(cert))
+    assert check_certificate(p, tmp_path / "forged.cert.json").verdict is Verdict.REJECTED
+
+
 # --------------------------------------------------------------------------- tampering and bad input
 
 
@@ -365,6 +398,11 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
         ("ablate: {site: embed, indices: [0, 1], fill: {constant: [1, 2, 3]}}", "ablate.fill.constant", "3 values"),
         ("ablate: {site: embed, indices: [0], fill: median}", "ablate.fill", "median"),
         ("ablate: {site: nowhere}", "ablate.site", "nowhere"),
+        ("low_rank: {layer: 1, rank: 2}", "low_rank.layer", "no numbered layers"),
+        ("low_rank: {layer: mlp.gelu, rank: 2}", "low_rank.layer", "gelu node"),
+        ("low_rank: {layer: mlp.up, rank: 5}", "low_rank.rank", "min(out, in) = 4"),
+        ("low_rank: {layer: mlp.up, rank: 2}", "low_rank.arrays", "pinned"),
+        ("prune: {layer: 1, keep: [0]}", "explanation[0].prune", "dense/ReLU MLPs"),
     ]
     for entry, key, word in cases:
         _one_line(capsys, spec(tmp_path, m, entry), tmp_path, key, word)
@@ -376,12 +414,14 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     p = tmp_path / "mlp.yaml"
     p.write_text(mlp.split("explanation:")[0] + "explanation:\n  - ablate: {site: embed}\nproperty:" + mlp.split("property:")[1])
     _one_line(capsys, p, tmp_path, "explanation[0].ablate", "graph models")
+    p.write_text(mlp.split("explanation:")[0] + "explanation:\n  - low_rank: {layer: fc1, rank: 1}\nproperty:" + mlp.split("property:")[1])
+    _one_line(capsys, p, tmp_path, "explanation[0].low_rank.layer", "numbered")
 
 
 # --------------------------------------------------------------------------- the shipped specs
 
 
-@pytest.mark.parametrize("name", ["resmlp_sae_saelens", "resmlp_sae_jumprelu", "resmlp_transcoder", "resmlp_ablate"])
+@pytest.mark.parametrize("name", ["resmlp_sae_saelens", "resmlp_sae_jumprelu", "resmlp_transcoder", "resmlp_ablate", "resmlp_low_rank"])
 def test_shipped_certificates_verify(name):
     assert main(["verify", str(ROOT / "specs" / f"{name}.yaml"), str(ROOT / "proofs" / f"{name}.cert.json")]) == 0
 

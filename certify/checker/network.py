@@ -42,7 +42,7 @@ def build_g(spec: Spec, f: Model, materialized: dict | None) -> Explained:
     g = f if graph else exact_layers(f)
     for i, t in enumerate(spec.explanation):
         u = unit(t)
-        spec.need(u.graph == graph, f"{spec.explanation_key}[{i}].{t.kind}",
+        spec.need(u.graph in (graph, None), f"{spec.explanation_key}[{i}].{t.kind}",
                   f"{t.kind} works on {'graph models (named values)' if u.graph else 'dense/ReLU MLPs (numbered layers)'}, "
                   f"and {f.path if graph else 'this model'} is {'a graph' if graph else 'a dense/ReLU MLP'}",
                   "use a transform for this kind of model (graph models: sae, transcoder, ablate {site, indices, fill}; "

@@ -57,7 +57,7 @@ class LowRank:
     directions `keep`); U, V pinned by `arrays` or materialised."""
 
     kind: ClassVar[str] = "low_rank"
-    layer: int
+    layer: int | str  # a dense layer (1-based), or on a graph model the name of a linear node
     rank: int
     line: int | None = field(default=None, compare=False)
     keep: tuple[int, ...] | None = None
@@ -220,7 +220,13 @@ def _store(g: list[Layer], layer: int, w1, b1, w, b) -> list[Layer]:
 
 def validate_layer(spec, index: int, t, g: list[Layer]) -> None:
     """The layer must exist (a hidden layer for prune, merge and pca), and the kind's own limits hold."""
+    from .graph import Graph
+
+    if isinstance(g, Graph):  # low_rank, the one numbered-layer kind that also names a graph's linear node
+        low_rank_node(spec, index, t, g)
+        return
     key, n = _key(spec, index, t), len(g)
+    spec.need(isinstance(t.layer, int), f"{key}.layer", f"{t.layer!r}: a dense MLP's layers are numbered", "write the layer's number", t.line)
     hidden = isinstance(t, (Prune, Merge, PCA))
     last = n - 1 if hidden else n
     spec.need(1 <= t.layer <= last, f"{key}.layer", f"layer {t.layer} does not exist",
@@ -390,7 +396,32 @@ def carried(layers: list[Layer], m: int, depth: int, cols) -> list[Layer]:
     return out
 
 
+def low_rank_node(spec, index: int, t: LowRank, g):
+    """On a graph model: g's current linear node named `layer`, the rank within min(out, in)."""
+    key = _key(spec, index, t)
+    spec.need(isinstance(t.layer, str), f"{key}.layer", "a graph model has no numbered layers", "name a linear node (e.g. block1.up)", t.line)
+    node = g.by_name[_site(spec, key, g, t.layer, t.line, "layer")]
+    spec.need(node.op == "linear", f"{key}.layer", f"{t.layer!r} is a {node.op} node", "name a linear node", t.line)
+    limit = min(len(node.weight), len(node.weight[0]))
+    spec.need(t.rank <= limit and max(t.keep or [0]) < limit, f"{key}.{'rank' if t.keep is None else 'keep'}",
+              f"rank {t.rank} exceeds min(out, in) = {limit}" if t.keep is None else f"singular directions beyond {limit - 1}",
+              f"use a rank <= {limit}", t.line)
+    return node
+
+
 def apply_low_rank(b: Build, i: int, t: LowRank, g: list[Layer]) -> list[Layer]:
+    from .graph import Graph
+
+    if isinstance(g, Graph):  # the node's weight becomes U V, read by copies of the nodes downstream of it
+        from dataclasses import replace
+
+        node = low_rank_node(b.spec, i, t, g)
+        b.spec.need(t.arrays is not None, f"{_key(b.spec, i, t)}.arrays", "on a graph model the factors U, V must be pinned by the spec",
+                    "run `certify pin SPEC` (it writes `arrays: {path, sha256}`)", t.line)
+        u = float_array(b.spec, i, t, b.materialized, "U", (len(node.weight), t.rank), b.used)
+        v = float_array(b.spec, i, t, b.materialized, "V", (t.rank, len(node.weight[0])), b.used)
+        new = replace(node, name=f"g{i}.{t.layer}", weight=tuple(map(tuple, product(u, v, len(node.weight[0])))))
+        return splice(g, node.name, [new], new.name, i, _key(b.spec, i, t))
     w1, b1, w, bias = _layers(g, t.layer)
     u = float_array(b.spec, i, t, b.materialized, "U", (len(b1), t.rank), b.used)
     v = float_array(b.spec, i, t, b.materialized, "V", (t.rank, len(w1[0])), b.used)
@@ -704,7 +735,9 @@ def read_prune(r, body, key, line, kind):
 def read_low_rank(r, body, key, line, kind):
     t = r.mapping(body, key, ("layer",), ("rank", "keep", "arrays"))
     keep, rank = r.count_or_keep(t, body, key, "rank", 0)
-    return LowRank(r.integer(t["layer"], f"{key}.layer", 1), len(keep), line, None if rank is not None else keep, r.arrays(t, key))
+    named = r.is_scalar(t["layer"]) and not t["layer"].tag.endswith(":int")  # a graph model's linear node
+    layer = r.string(t["layer"], f"{key}.layer") if named else r.integer(t["layer"], f"{key}.layer", 1)
+    return LowRank(layer, len(keep), line, None if rank is not None else keep, r.arrays(t, key))
 
 
 def read_merge(r, body, key, line, kind):
@@ -825,12 +858,12 @@ class Unit:
     apply: Callable  # (Build, index, t, g) -> g
     arrays: tuple[str, ...] = ()
     floating: Callable = lambda t: False
-    graph: bool = False  # True: for graph models (named values); False: for dense/ReLU MLPs (numbered layers)
+    graph: bool | None = False  # True: for graph models (named values); False: for dense/ReLU MLPs (numbered layers); None: both
 
 
 UNITS: dict[str, Unit] = {
     "prune": Unit(Prune, read_prune, validate_layer, apply_prune),
-    "low_rank": Unit(LowRank, read_low_rank, validate_layer, apply_low_rank, ("U", "V"), lambda t: True),
+    "low_rank": Unit(LowRank, read_low_rank, validate_layer, apply_low_rank, ("U", "V"), lambda t: True, graph=None),
     "merge": Unit(Merge, read_merge, validate_layer, apply_merge, ("labels",), lambda t: isinstance(t.groups, int)),
     "pca": Unit(PCA, read_pca, validate_layer, apply_pca, ("P", "mean"), lambda t: True),
     "quantize": Unit(Quantize, read_quantize, validate_layer, apply_quantize),

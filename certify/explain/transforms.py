@@ -47,8 +47,16 @@ def principal_components(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return mu, np.maximum(vals[order], 0.0), vecs[:, order]
 
 
+def _low_rank_weight(t: LowRank, g):
+    """The weight the SVD factors: dense layer `layer`'s, or a graph's current linear node named `layer`."""
+    if isinstance(t.layer, str):
+        names = [n.name for n in g.nodes if n.name == t.layer or n.name.split(".", 1)[-1] == t.layer and n.name[:1] == "g"]
+        return g.by_name[names[-1]].weight
+    return g[t.layer - 1][0]
+
+
 def materialize_low_rank(ctx, i: int, t: LowRank, g) -> dict:
-    w = np.array([[float(x) for x in row] for row in g[t.layer - 1][0]])
+    w = np.array([[float(x) for x in row] for row in _low_rank_weight(t, g)])
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     keep = list(t.keep if t.keep is not None else range(t.rank))
     return {"U": np.ascontiguousarray(u[:, keep] * s[keep]), "V": np.ascontiguousarray(vt[keep])}
@@ -128,8 +136,19 @@ def components_pca(spec, i: int, t: PCA, f) -> list:
             for c in range(width) if c not in t.keep]
 
 
+def _low_rank_limit(t: LowRank, f) -> int:
+    if not isinstance(t.layer, str):
+        return min(f.widths[t.layer - 1], f.widths[t.layer])
+    w = _low_rank_weight(t, f)
+    return min(len(w), len(w[0]))
+
+
 def components_low_rank(spec, i: int, t: LowRank, f) -> list:
-    limit = min(f.widths[t.layer - 1], f.widths[t.layer])
+    """Each singular direction dropped; none on a graph model (there the factors are pinned, so a
+    component spec would need its own pinned file)."""
+    if isinstance(t.layer, str):
+        return []
+    limit = _low_rank_limit(t, f)
     kept = t.keep if t.keep is not None else range(t.rank)
     return [(f"layer {t.layer} singular direction {c}", {"low_rank": {"layer": t.layer, "keep": [k for k in range(limit) if k != c]}})
             for c in range(limit) if c not in kept]
@@ -219,7 +238,8 @@ def describe_prune(t: Prune, widths) -> str:
 
 def describe_low_rank(t: LowRank, widths) -> str:
     which = f"rank-{t.rank} truncated SVD" if t.keep is None else f"singular directions {_ranges(t.keep)} of its SVD"
-    return f"low_rank dense layer {t.layer}: its weight replaced by its {which} (factors U, V {_source(t)})."
+    where = f"linear node {t.layer}" if isinstance(t.layer, str) else f"dense layer {t.layer}"
+    return f"low_rank {where}: its weight replaced by its {which} (factors U, V {_source(t)})."
 
 
 def describe_merge(t: Merge, widths) -> str:
@@ -292,7 +312,7 @@ HALVES: dict[str, Half] = {
     # prune/ablate: kept neurons; merge: blocks; pca: components; low_rank: rank (of min(out, in)); quantize: grid levels
     # 2^bits - 1 (of 2^53 for float64); model: hidden units; replace k..m: the sub-model's hidden units (of f's in the range)
     "prune": Half(None, lambda t, f: (len(t.keep), f.widths[t.layer]), components_prune, describe_prune),
-    "low_rank": Half(materialize_low_rank, lambda t, f: (t.rank, min(f.widths[t.layer - 1], f.widths[t.layer])), components_low_rank,
+    "low_rank": Half(materialize_low_rank, lambda t, f: (t.rank, _low_rank_limit(t, f)), components_low_rank,
                      describe_low_rank),
     "merge": Half(materialize_merge, lambda t, f: (t.groups if isinstance(t.groups, int) else len(t.groups), f.widths[t.layer]),
                   components_merge, describe_merge),
