@@ -15,18 +15,29 @@ bound), each from a certificate the checker accepted, and auto_LiRPA's IBP, CROW
 bounds and times on one torch module computing f(x) - g(x) (optional: `make bench-deps`; skipped
 with a note when it is absent).
 Prints a table of ratios to exact (or to the attained lower bound) and writes JSON.
+
+`--family residual` (issue 16; needs torch, skipped without it): the shipped residual MLP
+(models/resmlp.npz's weights, float32) exported by torch as ONNX (opset 20: LayerNormalization and
+Gelu nodes) with the shipped SAE spliced in, and two variants that isolate an op (embed ->
+LayerNorm -> unembed; embed -> GELU block without LayerNorm -> unembed, the SAE after embed), at two
+radii. certify reads the ONNX file (checker/onnx_graph.py) and bounds it with interval, CROWN,
+alpha-CROWN and branch and bound (to 1 % of the attained deviation or 60 s); auto_LiRPA's IBP, CROWN
+and alpha-CROWN bound the same graph as a torch module (nn.LayerNorm traced into its ops, GELU as its
+custom::Gelu op, the site computed once), same JSON keys (exact: null; hidden_relus: the SAE's).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import multiprocessing
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
 from pathlib import Path
@@ -201,6 +212,210 @@ def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None) -> dict
     return rec
 
 
+# ----------------------------------------------------------------------------- residual ONNX graphs (issue 16)
+
+RESIDUAL_VARIANTS = ("resmlp", "ln", "gelu")  # the shipped model; embed -> LayerNorm -> unembed; embed -> GELU block (no LN) -> unembed
+RESIDUAL_RADII = ("1/255", "4/255")
+GRAPH_METHODS = ("interval", "crown", "alpha", "bab")
+
+
+def residual_modules(variant: str, lirpa: bool):
+    """(pre, post): torch modules with models/resmlp.npz's weights (float32, as the shipped ONNX) before
+    and after the SAE's site. lirpa: GELU as auto_LiRPA's custom::Gelu op (its BoundGelu); float64."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+    from export_resmlp_onnx import module, npz_weights
+
+    m = module(npz_weights(Path(__file__).resolve().parent.parent / "models" / "resmlp.npz"))
+
+    class GeluOp(torch.autograd.Function):
+        @staticmethod
+        def symbolic(g, x):
+            return g.op("custom::Gelu", x)
+
+        @staticmethod
+        def forward(ctx, x):
+            return F.gelu(x)
+
+    class LirpaGelu(nn.Module):
+        def forward(self, x):
+            return GeluOp.apply(x)
+
+    class NoLN(nn.Module):  # block 1 without its LayerNorm: h + down(gelu(up(h)))
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def forward(self, h):
+            return h + self.b.down(self.b.gelu(self.b.up(h)))
+
+    if lirpa:
+        m.block1.gelu, m.block2.gelu = LirpaGelu(), LirpaGelu()
+        m = m.double()
+    pre = {"resmlp": nn.Sequential(m.embed, m.block1), "ln": m.embed, "gelu": m.embed}[variant]
+    post = {"resmlp": nn.Sequential(m.block2, m.ln_f, m.unembed), "ln": nn.Sequential(m.ln_f, m.unembed),
+            "gelu": nn.Sequential(NoLN(m.block1), m.unembed)}[variant]
+    return pre, post
+
+
+_LIRPA_MODELS: dict = {}  # variant -> (BoundedModule, seconds to build it): auto_LiRPA's BoundGelu takes minutes to set up on a CPU
+
+
+def residual_lirpa(variant: str, sae: dict, box, notes: dict, iterations: int = 60) -> dict:
+    """auto_LiRPA's IBP, CROWN and alpha-CROWN on x -> post(pre(x)) - post(sae(pre(x))), the graph certify
+    bounds (the site computed once, as in certify's joint graph), float64, on the same box. The bounded
+    module is built once per variant (its build time goes to notes, not to the methods' seconds)."""
+    import torch
+    from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+
+    pre, post = residual_modules(variant, lirpa=True)
+    t = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in sae.items()}
+
+    class Diff(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pre, self.post = pre, post
+            for k, v in t.items():
+                self.register_buffer(k, v)
+
+        def forward(self, x):
+            h = self.pre(x)
+            rec = torch.relu((h - self.b_dec) @ self.W_enc + self.b_enc) @ self.W_dec + self.b_dec
+            return self.post(h) - self.post(rec)
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    out = {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lo, up = (torch.tensor([float(v) for v in b])[None] for b in box)
+            if variant not in _LIRPA_MODELS:
+                t0 = time.perf_counter()
+                _LIRPA_MODELS[variant] = (BoundedModule(Diff(), torch.zeros_like(lo), verbose=False,  # intermediate bounds: CROWN's
+                                                        bound_opts={"optimize_bound_args": {"iteration": iterations},  # intersected with
+                                                                    "compare_crown_with_ibp": True}),  # IBP's, as certify does (the
+                                          round(time.perf_counter() - t0, 1))  # LayerNorm's variance stays positive: 1/sqrt is defined)
+            model, notes["auto_lirpa_build_seconds"] = _LIRPA_MODELS[variant]
+            for ours, theirs in LIRPA_METHODS.items():
+                x = BoundedTensor((lo + up) / 2, PerturbationLpNorm(norm=float("inf"), x_L=lo, x_U=up))
+                t0 = time.perf_counter()
+                lb, ub = model.compute_bounds(x=(x,), method=theirs)
+                out[ours] = {"bound": float(max(ub.max(), (-lb).max())), "seconds": round(time.perf_counter() - t0, 3)}
+    finally:
+        torch.set_default_dtype(previous)
+    return out
+
+
+def residual_instance(tmp: Path, variant: str, radius: str, lirpa: bool) -> dict:
+    """Export the variant as ONNX (torch, opset 20: LayerNormalization and Gelu nodes), certify it with the
+    shipped SAE at its site (read by the checker's ONNX graph reader), and run auto_LiRPA on the same graph."""
+    from dataclasses import replace
+
+    import torch
+
+    from certify.bounds import graph as gb
+    from certify.checker.graph import Graph, deviation_at
+    from certify.checker.model import read_arrays, read_model, sha256_file
+    from certify.engine import exact_witness
+    from certify.engine_graph import bound_graph, prepare_graph, write_and_check_graph
+
+    root = Path(__file__).resolve().parent.parent
+    pre, post = residual_modules(variant, lirpa=False)
+    path = tmp / f"{variant}.onnx"
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Sequential(pre, post).eval(), (torch.zeros(1, 64),), str(path), dynamo=False, opset_version=20,
+                          input_names=["x"], output_names=["logits"])
+    f = read_model(path, sha256_file(path))
+    assert isinstance(f, Graph)
+    site = next(n.name for n in f.nodes if n.op == "add") if variant == "resmlp" else f.nodes[0].name
+    sae = root / "models" / "resmlp_sae.npz"
+    name = f"onnx-{variant}-sae-r{radius.split('/')[0]}"
+    spec = tmp / f"{name}.yaml"
+    spec.write_text("\n".join([
+        "version: 1", f'model: {{path: {path.name}, sha256: "{sha256_file(path)}"}}',
+        f'input: {{linf_ball: {{center: {root / "models" / "digits_x0.npy"}, radius: "{radius}"}}, clip: [0, 1]}}',
+        f'explanation: [{{sae: {{site: "{site}", path: {sae}, sha256: "{sha256_file(sae)}", features: all}}}}]',
+        "property: {deviation: linf, tolerance: 1000000}", ""]))
+    ops = [n.op for n in f.nodes]
+    rec = {"instance": name, "hidden_relus": 64, "unstable_relus": None, "exact": None, "lower": None, "certify": {},
+           "auto_lirpa": {}, "notes": {"site": site, "radius": radius, "gelu_nodes": ops.count("gelu"), "layernorms": ops.count("rsqrt"),
+                                       "graph_nodes": len(f.nodes)}}
+    p = prepare_graph(spec, tmp / f"{name}.cert.json")
+    x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
+    witness = exact_witness(x, p.box)
+    lower = deviation_at(p.joint, witness)
+    rec["lower"] = float(lower)
+    for m in GRAPH_METHODS:  # bab: split until within 1 % of the attained deviation or 60 s
+        t = time.perf_counter()
+        bound, body, extra = bound_graph(p, m, time_budget=60.0, lower=lower, target=lower * Fraction(101, 100))
+        seconds = time.perf_counter() - t
+        result = write_and_check_graph(replace(p, certificate=tmp / f"{name}.{m}.cert.json"), m, bound, body, witness, lower, extra)
+        assert result.verdict is not Verdict.REJECTED, f"{name} {m}: the checker rejected: {result.reason}"
+        rec["certify"][m] = {"bound": float(result.bound), "seconds": round(seconds, 3), "check_seconds": round(result.seconds, 3),
+                             **({"leaves": extra["bab"]["leaves"], "leaf_method": extra["bab"]["leaf_method"]} if "bab" in extra else {})}
+        if m == "crown":  # unstable SAE ReLUs under CROWN's bounds of their inputs
+            steps = [s for s in body["steps"] if s.get("node") == "g0.sae.pre" and s["kind"] == "bounds"]
+            lo = np.max([[float(Fraction(v)) for v in s["lower"]] for s in steps], axis=0)
+            up = np.min([[float(Fraction(v)) for v in s["upper"]] for s in steps], axis=0)
+            rec["unstable_relus"] = int(np.sum((lo < 0) & (up > 0)))
+    if lirpa:
+        try:
+            import auto_LiRPA  # noqa: F401
+        except ImportError:
+            rec["notes"]["auto_lirpa"] = "not installed (make bench-deps)"
+        else:
+            rec["auto_lirpa"] = residual_lirpa(variant, {k: np.array(v[1]).reshape(v[0]) for k, v in read_arrays(sae).items()}, p.box,
+                                               rec["notes"])
+    return rec
+
+
+def run_residual(args) -> int:
+    """`--family residual`: the residual ONNX instances; needs torch (skipped with a note without it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("residual ONNX instances skipped: torch is not installed (make bench-deps)")
+        return 0
+    records = []
+    for variant in RESIDUAL_VARIANTS:
+        for radius in RESIDUAL_RADII:
+            if args.only and not any(part in f"onnx-{variant}-sae-r{radius.split('/')[0]}" for part in args.only.split(",")):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                t = time.perf_counter()
+                rec = residual_instance(Path(tmp), variant, radius, not args.no_lirpa)
+            rec["notes"]["wall_seconds"] = round(time.perf_counter() - t, 1)
+            records.append(rec)
+            if args.json:
+                args.json.write_text(json.dumps(records, indent=1))
+            print(f"{rec['instance']} ({rec['notes']['wall_seconds']} s): lower {rec['lower']:.4g} " +
+                  " ".join(f"{m} {v['bound']:.4g} ({v['seconds']:.1f}s)" for m, v in rec["certify"].items()) +
+                  (" | lirpa " + " ".join(f"{m} {v['bound']:.4g} ({v['seconds']:.1f}s)" for m, v in rec["auto_lirpa"].items())
+                   if rec["auto_lirpa"] else f" | {rec['notes'].get('auto_lirpa', '')}"), flush=True)
+    print(f"\n{'instance':22} {'lower':>8} | " + " ".join(f"{m:>8}" for m in GRAPH_METHODS) + " | " +
+          " ".join(f"{'L-' + m:>10}" for m in LIRPA_METHODS) + " | certify/auto_LiRPA crown, alpha")
+    for r in records:
+        ours = " ".join(f"{r['certify'][m]['bound'] / r['lower']:8.3f}" for m in GRAPH_METHODS)
+        theirs = " ".join(f"{r['auto_lirpa'][m]['bound'] / r['lower']:10.3f}" if m in r["auto_lirpa"] else f"{'-':>10}" for m in LIRPA_METHODS)
+        vs = " ".join(f"{r['certify'][m]['bound'] / r['auto_lirpa'][m]['bound']:6.3f}" if m in r["auto_lirpa"] else "     -"
+                      for m in ("crown", "alpha"))
+        print(f"{r['instance']:22} {r['lower']:8.4f} | {ours} | {theirs} | {vs}")
+    print("\nratios are bound / attained lower bound (no exact maximum for these graphs); the last two columns are certify's bound\n"
+          "over auto_LiRPA's with the same method (below 1: certify is tighter).")
+    missed = targets(records)
+    print("\ntargets: " + ("all met" if not missed else f"{len(missed)} missed"))
+    for line in missed:
+        print("  " + line)
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 model sizes, shorter budgets (under 10 minutes on 2 cores)")
@@ -208,7 +423,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-lirpa", action="store_true", help="skip the auto_LiRPA columns")
     ap.add_argument("--only", help="run instances whose name contains one of these comma-separated strings (in this order)")
     ap.add_argument("--workers", type=int, help="instances run in this many processes (default: 2 with --quick, else 1)")
+    ap.add_argument("--family", choices=("dense", "residual"), default="dense",
+                    help="residual: the residual ONNX graphs (resmlp with the shipped SAE; LayerNorm-only and GELU-only variants)")
     args = ap.parse_args(argv)
+    if args.family == "residual":
+        return run_residual(args)
     records = []
     every = list(instances(args.quick))
     picked = every if not args.only else [i for part in args.only.split(",") for i in every if part in i[0]]
