@@ -67,13 +67,16 @@ def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Frac
     # the target: the tolerance, or (violated) within 1 % of the attained deviation, as the dense engine
     target = float(target) if target is not None else float(tol) if lower <= tol else low * 1.01
     start, leaf = time.perf_counter(), "crown"
-    st = gb.crown_state(p.joint, p.box, "crown")
+    st = probe = gb.crown_state(p.joint, p.box, "crown")
     if st.bound > target:  # the probe: alpha on the output only (a full alpha pass costs ~10 CROWN passes)
-        alpha = gb.Alpha(p.joint, nodes=st.nodes).improve(st).bound
-        leaf = "alpha" if st.bound - alpha >= ALPHA_PAYS * (st.bound - low) else "crown"
+        probe = gb.Alpha(p.joint, nodes=st.nodes).improve(st)
+        leaf = "alpha" if st.bound - probe.bound >= ALPHA_PAYS * (st.bound - low) else "crown"
     r = gb.branch_and_bound(p.joint, p.box, leaf_method=leaf, target=max(target, low),
                             time_budget=max(0.0, time_budget - (time.perf_counter() - start)))
-    return Fraction(r.bound), {"tree": r.tree}, {"bab": {"leaves": r.leaves, "seconds": round(r.seconds, 3), "leaf_method": leaf}}
+    notes = {"bab": {"leaves": r.leaves, "seconds": round(r.seconds, 3), "leaf_method": leaf}}
+    if probe.bound < r.bound:  # the budget ran out before the tree beat the probe: the probe is a one-leaf tree
+        return Fraction(probe.bound), {"tree": {"steps": probe.steps}}, {"bab": {**notes["bab"], "leaves": 1, "probe": True}}
+    return Fraction(r.bound), {"tree": r.tree}, notes
 
 
 def write_and_check_graph(p: GraphProblem, method: str, bound: Fraction, body: dict, witness, lower: Fraction,
