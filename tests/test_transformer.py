@@ -244,3 +244,37 @@ def test_shipped_maxofk_reader_builds_the_shipped_graph(tmp_path):
     logits = evaluate(ROOT / "models" / "maxofk.npz", one_hot(tokens, 64))
     assert np.abs(logits - forward(p, tokens)[:, -1]).max() < 1e-9
     assert (logits.argmax(1) == tokens.max(1)).mean() > 0.99
+
+
+def test_token_form_attention_equals_forward_and_its_position_ablation_is_wpos_zero(tmp_path):
+    """attention_tokens (scores as products of one-hot entries) computes the same logits on every
+    sequence, and zero-ablating its three positional nodes is exactly the model with W_pos = 0."""
+    from certify.model.transformer import TransformerBuilder
+
+    rng = np.random.default_rng(4)
+    V, n = 4, 3
+    p = params(rng, V, n, 3, 2)
+    b = TransformerBuilder(V, n)
+    h = b.embed("embed", p["W_E"], p["W_pos"])
+    h = b.attention_tokens("a", h, *(p[f"blocks.0.attn.W_{c}"][0] for c in "QKVO"), queries=[n - 1])
+    b.unembed("unembed", h, p["W_U"])
+    b.save(tmp_path / "t.npz", output="unembed")
+    seqs = np.array(list(itertools.product(range(V), repeat=n)))
+    assert np.abs(evaluate(tmp_path / "t.npz", one_hot(seqs, V)) - forward(p, seqs)[:, -1]).max() < 1e-10
+    spec = _spec(tmp_path, tmp_path / "t.npz", "{vocab: 4, length: 3}")
+    text = spec.read_text().replace("  - ablate: {site: embed.pos, fill: zero}\n", "".join(
+        f"  - ablate: {{site: {s}, fill: zero}}\n" for s in ("embed.pos", "a.scores_pos", "a.out_pos")))
+    spec.write_text(text)
+    from certify.checker.network import build_g
+    from certify.checker.spec import read_spec
+
+    s = read_spec(spec)
+    f = read_graph(tmp_path / "t.npz")
+    g = build_g(s, f, None)
+    from certify.checker.graph import evaluate as exact_eval
+
+    for seq in seqs[::5]:
+        x = [Fraction(int(v)) for v in one_hot(seq[None], V)[0]]
+        got = [float(v.mid()) for v in exact_eval(g, x)[g.output]]
+        want = forward({**p, "W_pos": np.zeros_like(p["W_pos"])}, seq[None])[0, -1]
+        assert np.abs(np.array(got) - want).max() < 1e-9

@@ -160,16 +160,21 @@ def token_bab(bound_fn, box, target: float, *, max_leaves: int = 4096, seconds: 
             b, steps = bound_fn(child)
             kids.append({"box": child, "bound": b, "steps": steps, "id": next(counter)})
         worst.update(position=p, parts=[list(k["box"].allowed[p]) for k in kids], children=kids)
-        bound = worst.pop("bound")
-        del worst["steps"], bound
         leaves = leaves[1:] + kids
 
-    def emit(node):
-        if "children" in node:
-            return {"position": node["position"], "parts": node["parts"], "children": [emit(k) for k in node["children"]]}
-        return {"steps": node["steps"]}
+    def best(node):
+        """(bound, subtree): a node keeps its own steps where they beat its children's (CROWN on a
+        smaller set is usually, not always, tighter)."""
+        if "children" not in node:
+            return node["bound"], {"steps": node["steps"]}
+        kids = [best(k) for k in node["children"]]
+        worst_kid = max(b for b, _ in kids)
+        if node["bound"] <= worst_kid:
+            return node["bound"], {"steps": node["steps"]}
+        return worst_kid, {"position": node["position"], "parts": node["parts"], "children": [t for _, t in kids]}
 
-    return max(leaf["bound"] for leaf in leaves), emit(root), len(leaves)
+    bound, tree = best(root)
+    return bound, tree, len(leaves)
 
 
 def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, max_leaves: int):

@@ -75,6 +75,7 @@ class TransformerBuilder(GraphBuilder):
         if W_E.shape[0] != self.vocab or W_pos.shape[0] < self.length or W_pos.shape[1] != W_E.shape[1]:
             raise ValueError(f"{name}: W_E {W_E.shape} and W_pos {W_pos.shape} do not fit vocab {self.vocab}, length {self.length}")
         self.d_model = W_E.shape[1]
+        self.embedding = (name, W_E, W_pos[:self.length])  # for attention_tokens (a first layer reading the one-hots)
         tok = self.linear(f"{name}.tok", "x", block_diag(W_E.T, self.length))
         pos = self.linear(f"{name}.pos", "x", np.zeros((self.length * self.d_model, self.in_dim)), W_pos[:self.length].reshape(-1))
         return self.add(name, tok, pos)
@@ -121,6 +122,60 @@ class TransformerBuilder(GraphBuilder):
         if not residual:
             return out
         keep = self.linear(f"{name}.resid_in", h, self._pad(select([(a, c) for a in qi for c in range(d)], d), n * d))
+        return self.add(name, keep, out)
+
+    def attention_tokens(self, name: str, h: str, W_Q, W_K, W_V, W_O, *, queries=None, causal: bool = True) -> str:
+        """One attention head of a first layer (h the output of `embed`), written over the one-hot
+        input itself. With r_p(t) = W_E[t] + W_pos[p] and QK = W_Q W_K^T / sqrt(d_head), the score of
+        query i and key j on one-hot x is x_i^T (W_E QK W_E^T) x_j plus terms linear in x (sum_t x_{i,t} = 1):
+        `name.scores_tok`, a `mul` of one-hot entries x_{i,t} x_{j,s} and a `linear` sum (the self pair
+        is linear: x_{i,t} x_{i,s} = [t = s] x_{i,t}), and `name.scores_pos` (every term with W_pos, a
+        `linear` of x). The output is sum_j sum_s (a_ij x_{j,s}) W_E[s] W_V W_O (`name.out_tok`, a `mul`
+        of the pattern and one-hot entries) plus sum_j a_ij W_pos[j] W_V W_O (`name.out_pos`, linear in
+        the pattern). Zero-ablating embed.pos, name.scores_pos and name.out_pos is exactly the model
+        with W_pos = 0. It equals `attention` on every token sequence (one-hot x) and is a different
+        function between them, so use it only with a token domain (`input: tokens`), where the
+        relaxation sees the tokens' structure (products of one-hot entries in [0, 1], exact where a
+        position has one token) instead of McCormick planes over wide q and k ranges."""
+        _, W_E, W_pos = self.embedding
+        W_Q, W_K, W_V, W_O = (np.asarray(w, dtype=np.float64) for w in (W_Q, W_K, W_V, W_O))
+        V, n, d, dh = self.vocab, self.length, W_E.shape[1], W_Q.shape[1]
+        queries = list(range(n) if queries is None else queries)
+        pairs = [(i, j) for i in queries for j in range(n) if not causal or j <= i]
+        qk = W_Q @ W_K.T / np.sqrt(dh)
+        tt = W_E @ qk @ W_E.T  # (V, V): token-token scores
+        cross = [(r, i, j) for r, (i, j) in enumerate(pairs) if i != j]
+        pick = lambda rows: np.eye(self.in_dim)[rows]  # noqa: E731
+        self_w, pos_w, pos_b = np.zeros((len(pairs), self.in_dim)), np.zeros((len(pairs), self.in_dim)), np.zeros(len(pairs))
+        for r, (i, j) in enumerate(pairs):
+            pos_w[r, j * V:(j + 1) * V] += W_pos[i] @ qk @ W_E.T  # W_pos[i] QK W_E[s]^T x_{j,s}
+            pos_w[r, i * V:(i + 1) * V] += W_E @ qk @ W_pos[j]  # W_E[t] QK W_pos[j]^T x_{i,t}
+            pos_b[r] = W_pos[i] @ qk @ W_pos[j]
+            if i == j:
+                self_w[r, i * V:(i + 1) * V] = np.diag(tt)
+        scores = self.linear(f"{name}.self_scores", "x", self_w)
+        if cross:
+            prod = self.binary(f"{name}.qk", "mul", self.linear(f"{name}.q_onehot", "x", pick([i * V + t for _, i, _ in cross for t in range(V) for _ in range(V)])),
+                               self.linear(f"{name}.k_onehot", "x", pick([j * V + s for _, _, j in cross for _ in range(V) for s in range(V)])))
+            cross_w = np.zeros((len(pairs), len(cross) * V * V))
+            for c, (r, _, _) in enumerate(cross):
+                cross_w[r, c * V * V:(c + 1) * V * V] = tt.reshape(-1)
+            scores = self.add(f"{name}.scores_tok", scores, self.linear(f"{name}.cross_scores", prod, cross_w))
+        scores = self.add(f"{name}.scores", scores, self.linear(f"{name}.scores_pos", "x", pos_w, pos_b))
+        rows = [[r for r, (a, _) in enumerate(pairs) if a == i] for i in queries]
+        pattern = self._softmax(name, scores, rows, len(pairs), "difference")
+        bcast = self.linear(f"{name}.pattern_b", pattern, select([(r, 0) for r in range(len(pairs)) for _ in range(V)], 1))
+        onehot = self.linear(f"{name}.v_onehot", "x", pick([j * V + s for _, j in pairs for s in range(V)]))
+        weighted = self.binary(f"{name}.weighted", "mul", bcast, onehot)
+        ov = W_V @ W_O
+        tok, pos = np.zeros((len(queries) * d, len(pairs) * V)), np.zeros((len(queries) * d, len(pairs)))
+        for r, (i, j) in enumerate(pairs):
+            q = queries.index(i)
+            tok[q * d:(q + 1) * d, r * V:(r + 1) * V] = (W_E @ ov).T
+            pos[q * d:(q + 1) * d, r] = W_pos[j] @ ov
+        out = self.add(f"{name}.out", self.linear(f"{name}.out_tok", weighted, tok), self.linear(f"{name}.out_pos", pattern, pos))
+        keep = self.linear(f"{name}.resid_in", h, self._pad(select([(i, c) for i in queries for c in range(d)], d), n * d))
+        self.positions = queries
         return self.add(name, keep, out)
 
     def _softmax(self, name: str, scores: str, rows: list[list[int]], width: int, form: str) -> str:
