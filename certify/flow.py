@@ -414,6 +414,9 @@ def _input_json(spec: Spec, base: Path) -> dict:
     inp = spec.input
     if inp.kind == "vnnlib":
         out = {"vnnlib": rel(inp.vnnlib)}
+    elif inp.kind == "tokens":
+        vocab, length, allowed = inp.tokens
+        out = {"tokens": {"vocab": vocab, "length": length, "allowed": [list(a) for a in allowed]}}
     elif inp.kind == "box":
         out = {"box": {"lower": value(inp.lower), "upper": value(inp.upper)}}
     else:
