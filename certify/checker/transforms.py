@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -606,10 +607,15 @@ def splice(g, site: str, nodes: list, value: str, i: int, key: str):
 def _site(spec, key: str, g, site: str, line, what: str = "site") -> str:
     """g's current node for the model's value `site`: the site itself, or its latest copy `g<k>.<site>` made by an
     earlier transform (the copy is what g's output reads)."""
-    names = [n.name for n in g.nodes]
-    found = [n for n in names if n == site or n.startswith("g") and n.split(".", 1)[0][1:].isdigit() and n.split(".", 1)[1] == site]
+    names, found = [n.name for n in g.nodes], current(g, site)
     spec.need(found, f"{key}.{what}", f"no value named {site!r} in the model", f"use one of {', '.join(names[:12])}", line)
-    return found[-1]
+    return found
+
+
+def current(g, name: str) -> str | None:
+    """g's node for the model's value `name`: its latest copy `g<k>.<name>` (copies come later), or itself."""
+    found = [n.name for n in g.nodes if n.name == name or re.fullmatch(r"g[0-9]+\." + re.escape(name), n.name)]
+    return found[-1] if found else None
 
 
 def apply_sae(b: Build, i: int, t: Sae, g):

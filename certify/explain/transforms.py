@@ -50,8 +50,9 @@ def principal_components(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 def _low_rank_weight(t: LowRank, g):
     """The weight the SVD factors: dense layer `layer`'s, or a graph's current linear node named `layer`."""
     if isinstance(t.layer, str):
-        names = [n.name for n in g.nodes if n.name == t.layer or n.name.split(".", 1)[-1] == t.layer and n.name[:1] == "g"]
-        return g.by_name[names[-1]].weight
+        from ..checker.transforms import current
+
+        return g.by_name[current(g, t.layer)].weight
     return g[t.layer - 1][0]
 
 
