@@ -109,6 +109,9 @@ def random_case(rng: np.random.Generator, tmp: Path, i: int, method: str) -> Pat
     return spec
 
 
+DENSE_BUDGET = 5.0  # seconds of bounding per dense case (branch and bound also stops at max_leaves 16)
+
+
 def run_case(rng, tmp: Path, i: int, method: str) -> dict:
     spec = random_case(rng, tmp, i, method)
     # the oracle first (on the exact joint network), then a tolerance near the true maximum
@@ -123,7 +126,7 @@ def run_case(rng, tmp: Path, i: int, method: str) -> dict:
     tol = Fraction(float(replay) * float(rng.choice([0.5, 0.9, 1.1, 2.0]))).limit_denominator(10**6)
     spec.write_text(text.replace("TOL", f'"{tol}"'))
     p = prepare(spec, tmp / f"case{i}.cert.json")
-    bound, body, notes = bound_with(p, method, time_budget=5.0)
+    bound, body, notes = bound_with(p, method, time_budget=DENSE_BUDGET)
     result = write_and_check(p, method, bound, body, witness, replay, notes)
     return {"case": i, "method": method, "bound": result.bound, "exact": replay, "milp": value, "tolerance": tol,
             "verdict": result.verdict, "reason": result.reason}
