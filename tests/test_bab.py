@@ -150,3 +150,17 @@ def test_split_moved_between_free_inputs_is_rejected(fixed_input_tree, tmp_path)
     path = tmp_path / "m.cert.json"
     path.write_text(json.dumps(bad))
     assert check_certificate(spec, path).verdict is Verdict.REJECTED
+
+
+def test_stop_below_ends_the_search_above_an_unreachable_tolerance(tmp_path):
+    """At tolerance 0 (out of reach: f != g) a target of 1.01 x an attained deviation is what ends
+    branch and bound; it used to be min(tolerance, stop_below) = 0, and the run went to its budget."""
+    from certify.engine import bound_with, prepare
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", "tolerance: 0"))
+    p = prepare(spec, tmp_path / "c.cert.json")
+    root, _, _ = bound_with(p, "alpha", time_budget=30)
+    bound, body, notes = bound_with(p, "bab", time_budget=120, stop_below=root * 2)
+    assert notes["bab"]["leaves"] == 1 and bound <= root * 2 and notes["bab"]["seconds"] < 60

@@ -191,7 +191,9 @@ class BabResult:
 def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
                      margins: tuple = (), progress=None, workers: int = 0, address: str | None = None) -> BabResult:
-    """Split the worst leaf until its bound is <= tolerance (or <= stop_below), or the budget is spent.
+    """Split the worst leaf until its bound is <= tolerance, or the budget is spent. `stop_below`, when
+    given, replaces the tolerance as the target: callers pass 1.01 x an attained deviation, where
+    splitting further cannot help (a violated tolerance is out of reach; a tightness run goes past it).
     `progress(leaves, bound)` is called after every split (every round, on Ray).
 
     `workers` > 0: the leaves are bounded by that many Ray actors (`_RayBounders`: a local Ray
@@ -233,7 +235,7 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
     order = itertools.count()  # ties between equal bounds go to the older leaf
     live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
     splits, stop = 0, False
-    target = tolerance if stop_below is None else min(tolerance, stop_below)
+    target = tolerance if stop_below is None else stop_below
     args = (net, exact_joint, leaf_method, margins, differential)
     bounder = _RayBounders(workers, address, args, root) if workers else _Bounder(*args)
     per_round = 4 * workers if workers else 1  # leaves split per round: the worst first, their children bounded together
