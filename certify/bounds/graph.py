@@ -411,7 +411,7 @@ def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False,
     nodes = floats(graph) if nodes is None else nodes
     lo, up = (np.array([float(v) for v in b]) for b in box)
     fbox = as_float(box) or (lo, up)  # a token domain keeps its structure (exact concretisation per position)
-    bounds, relax, steps = {"x": (lo, up)}, {}, []
+    bounds, relax, steps, base = {"x": (lo, up)}, {}, [], {}
     needed = {s for n in nodes if ENGINE[n.op].relax is not None for s in n.inputs} | {graph.output}
     for n in nodes:  # per node: interval bounds, its relaxation (nonlinear), then back-substitution bounds (if needed)
         row = ENGINE[n.op]
@@ -419,7 +419,7 @@ def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False,
         steps.append({"kind": "bounds", "node": n.name, "via": "interval", "lower": _q(l), "upper": _q(u)})
         if row.relax is not None and method != "interval":
             r = row.relax(n, [bounds[s] for s in n.inputs])
-            relax[n.name] = r
+            relax[n.name] = base[n.name] = r
             steps.append(_relax_step(n, r))
         if method != "interval" and n.name in needed:
             eye = np.eye(len(l))
@@ -427,7 +427,7 @@ def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False,
             if method == "alpha" and not hasattr(fbox, "lowest"):  # alpha starts from CROWN's lines: never looser
                 bounds[n.name] = (l, u)
                 a = Alpha(graph, per_row and n.name == graph.output, target=n.name, nodes=nodes)
-                st = a.improve(State(nodes, n.name, fbox, bounds, relax, steps), start=(cl, cu))
+                st = a.improve(State(nodes, n.name, fbox, bounds, relax, steps), start=(cl, cu), base=base)
                 bounds, relax, steps = st.bounds, st.relax, st.steps
                 l, u = bounds[n.name]
             elif np.any(cl > l) or np.any(cu < u) or n.name == graph.output:
@@ -547,13 +547,13 @@ class Alpha:
             grads[n.name] = (np.where(c >= 0, c, 0.0) * (zin - xl) * sl, np.where(c < 0, c, 0.0) * (zin - xu) * su)
         return b, grads
 
-    def improve(self, st: State, start=None) -> State:
+    def improve(self, st: State, start=None, base: dict | None = None) -> State:
         """A state on a box, with alpha-CROWN's bounds of the node added (relax and bounds steps).
         `start`: CROWN's bounds of the node with the state's lines, not yet written: they are written
         (before alpha's relax steps replace those lines) where they are tighter on some element."""
         lo, up = st.bounds[self.output]
         cur = (lo, up) if start is None else (np.maximum(lo, start[0]), np.minimum(up, start[1]))
-        best_t, groups = ({}, []) if hasattr(st.box, "lowest") or not self.free else self._optimise(st, cur)
+        best_t, groups = ({}, []) if hasattr(st.box, "lowest") or not self.free else self._optimise(st, cur, base or {})
         steps, bounds, relax, new = list(st.steps), dict(st.bounds), st.relax, []
         for r in groups:
             relax = dict(st.relax)
@@ -575,9 +575,11 @@ class Alpha:
             bounds[self.output] = (np.maximum(l0, cl), np.minimum(u0, cu))
         return State(st.nodes, st.output, st.box, bounds, relax, steps)
 
-    def _optimise(self, st: State, cur):
+    def _optimise(self, st: State, cur, base: dict):
         """Adam on the free slopes: ({node: (best t per row or shared, data)}, rows to write as groups)."""
-        fdata = {n.name: ENGINE[n.op].free.data(n, [st.bounds[s] for s in n.inputs], st.relax[n.name]) for n in self.free}
+        # slopes start from CROWN's own lines (`base`), not from lines the last target's alpha left in force
+        fdata = {n.name: ENGINE[n.op].free.data(n, [st.bounds[s] for s in n.inputs], base.get(n.name, st.relax[n.name]))
+                 for n in self.free}
         rows = len(self.lam) if self.per_row else 1
         t = {k: [np.broadcast_to(v, (rows, len(v))).astype(float) for v in d["t0"]] for k, d in fdata.items()}
         m = {k: [np.zeros_like(v) for v in p] for k, p in t.items()}
