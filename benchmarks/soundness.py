@@ -133,7 +133,7 @@ def run_case(rng, tmp: Path, i: int, method: str) -> dict:
 
 
 def summarise(records: list[dict]) -> dict:
-    ok = [r for r in records if r["verdict"] is not Verdict.REJECTED]
+    ok = [r for r in records if r["verdict"] is not Verdict.REJECTED and r["bound"] is not None]
     ratios = {m: statistics.median([float(r["bound"] / r["exact"]) for r in ok if r["method"] == m and r["exact"] > 0] or [float("nan")])
               for m in sorted({r["method"] for r in records})}
     return {
@@ -141,6 +141,7 @@ def summarise(records: list[dict]) -> dict:
         "unsound": sum(1 for r in ok if r["bound"] < r["exact"]),
         "wrong_certified": sum(1 for r in ok if r["verdict"] is Verdict.CERTIFIED and r["exact"] > r["tolerance"]),
         "rejected": sum(1 for r in records if r["verdict"] is Verdict.REJECTED),
+        "engine_refused": sum(1 for r in records if r["bound"] is None and r["verdict"] is not Verdict.REJECTED),
         "ratio_median": ratios,
         "verdicts": {v.value: sum(1 for r in records if r["verdict"] is v) for v in Verdict},
         "suspect": sum(1 for r in ok if float(r["bound"]) < r["milp"] - 1e-6 * (1 + abs(r["milp"]))),
@@ -373,7 +374,11 @@ def run_graph_case(rng, tmp: Path, i: int, method: str) -> dict:
     from certify.checker.graph import deviation_at
 
     replay = deviation_at(p.joint, witness)  # the checker's arb replay: the certificate's witness deviation
-    bound, body, notes = bound_graph(p, method, time_budget=1.0, lower=replay)
+    try:
+        bound, body, notes = bound_graph(p, method, time_budget=1.0, lower=replay)
+    except OverflowError as exc:  # float64 overflow in the engine (exp of a wide range): no certificate, counted apart
+        return {"case": i, "method": method, "bound": None, "exact": lower, "milp": value, "tolerance": tol,
+                "verdict": Verdict.UNKNOWN, "reason": f"engine: {exc}"}
     result = write_and_check_graph(p, method, bound, body, witness, replay, notes)
     return {"case": i, "method": method, "bound": result.bound, "exact": lower, "milp": value, "tolerance": tol,
             "verdict": result.verdict, "reason": result.reason}

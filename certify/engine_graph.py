@@ -18,6 +18,7 @@ from . import __version__
 from .bounds import graph as gb
 from .certificate import certificate_json, write_json_atomic
 from .checker.check import CheckResult, check_certificate
+from .checker.errors import BadInput
 from .checker.graph import Graph, deviation_at, joint_graph
 from .bounds.methods import METHODS
 from .checker.network import build_g
@@ -118,7 +119,10 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
     for m in PLANS[asked]:
         if m == "bab" and asked == "auto" and (lower > tol or best[1] <= tol):
             break  # settled: auto branches only when the tolerance lies between the attained deviation and the bound
-        bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
+        try:
+            bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
+        except OverflowError as exc:  # values beyond float64 on this domain: the engine cannot propose a certificate
+            raise BadInput(str(p.spec.path), "input", str(exc), "narrow the input domain, or rescale the model") from None
         tried[m] = float(bound)
         if best is None or bound < best[1]:
             best = (m, bound, body, extra)

@@ -136,3 +136,22 @@ def test_residual_campaign_small():
            if r["verdict"].value == "REJECTED" or (r["bound"] is not None and r["bound"] < r["exact"])]
     assert summary["unsound"] == summary["wrong_certified"] == summary["rejected"] == 0, bad[:5]
     assert summary["verdicts"]["CERTIFIED"] > 0 and summary["verdicts"]["VIOLATED"] > 0, summary
+
+
+def test_float64_overflow_is_one_line_bad_input(tmp_path, capsys):
+    """exp of a range beyond ~709 overflows the engine's float64 bounds: exit 2 naming the node, no certificate."""
+    import hashlib
+
+    from certify.model.graph import GraphBuilder
+
+    b = GraphBuilder(1)
+    h = b.unary("big", "exp", b.linear("wide", "x", [[1000.0], [1.0]]))
+    b.save(tmp_path / "m.npz", b.linear("out", h, [[1.0, 1.0]]))
+    sha = hashlib.sha256((tmp_path / "m.npz").read_bytes()).hexdigest()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput:\n  box: {{lower: [0], upper: [1]}}\n'
+                    "explanation:\n  - ablate: {site: wide, indices: [1], fill: zero}\nproperty: {deviation: linf, tolerance: 1}\n")
+    assert main(["check", str(spec), "--method", "crown", "--out", str(tmp_path / "c.cert.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'big'" in err[0] and "overflow" in err[0], err
+    assert not (tmp_path / "c.cert.json").exists()

@@ -415,7 +415,10 @@ def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False,
     needed = {s for n in nodes if ENGINE[n.op].relax is not None for s in n.inputs} | {graph.output}
     for n in nodes:  # per node: interval bounds, its relaxation (nonlinear), then back-substitution bounds (if needed)
         row = ENGINE[n.op]
-        l, u = row.interval(n, [bounds[s] for s in n.inputs])
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below, not warned about
+            l, u = row.interval(n, [bounds[s] for s in n.inputs])
+        if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u))):
+            raise OverflowError(f"node {n.name!r}: its float64 interval bounds overflow on this domain (exp or a product of wide ranges)")
         steps.append({"kind": "bounds", "node": n.name, "via": "interval", "lower": _q(l), "upper": _q(u)})
         if row.relax is not None and method != "interval":
             r = row.relax(n, [bounds[s] for s in n.inputs])
