@@ -238,7 +238,7 @@ def test_shipped_maxofk_reader_builds_the_shipped_graph(tmp_path):
     from certify.model.transformer import read_tl
 
     p = read_tl(ROOT / "models" / "maxofk_tl.npz")
-    attn_only(p, vocab=64, length=4, queries=[3]).save(tmp_path / "m.npz", output="unembed")
+    attn_only(p, vocab=64, length=4, queries=[3], fold=True).save(tmp_path / "m.npz", output="unembed")
     assert read_graph(tmp_path / "m.npz").nodes == read_graph(ROOT / "models" / "maxofk.npz").nodes
     tokens = np.random.default_rng(0).integers(0, 64, size=(200, 4))
     logits = evaluate(ROOT / "models" / "maxofk.npz", one_hot(tokens, 64))
@@ -278,3 +278,26 @@ def test_token_form_attention_equals_forward_and_its_position_ablation_is_wpos_z
         got = [float(v.mid()) for v in exact_eval(g, x)[g.output]]
         want = forward({**p, "W_pos": np.zeros_like(p["W_pos"])}, seq[None])[0, -1]
         assert np.abs(np.array(got) - want).max() < 1e-9
+
+
+def test_folded_attention_equals_forward_and_is_tighter(tmp_path):
+    """attn_only(fold=True) (QK in its singular basis, OV folded into W_U) computes the same logits, and
+    its checked CROWN bound over all sequences is no looser here than the head-basis graph's."""
+    rng = np.random.default_rng(8)
+    V, n = 4, 3
+    p = params(rng, V, n, 4, 3)
+    p["blocks.0.attn.b_V"], p["b_U"] = rng.normal(size=(1, 3)), rng.normal(size=V)
+    seqs = np.array(list(itertools.product(range(V), repeat=n)))
+    bounds = []
+    for fold in (False, True):
+        attn_only(p, vocab=V, length=n, queries=[n - 1], fold=fold).save(tmp_path / f"{fold}.npz", output="unembed")
+        got = evaluate(tmp_path / f"{fold}.npz", one_hot(seqs, V))
+        assert np.abs(got - forward(p, seqs)[:, -1]).max() < 1e-10
+        f = read_graph(tmp_path / f"{fold}.npz")
+        g = renamed(f, "g.")  # g = f: d = 0, so the bound measures the relaxation's slack only
+        joint = joint_graph(f, g, None)
+        box = TokenBox(V, ((0, 1, 2, 3),) * n)
+        _, steps = crown(joint, box)
+        lo, up = check_graph_steps(joint, box, steps, "steps")["d"]
+        bounds.append(max(max(-v for v in lo), max(up)))
+    assert bounds[1] <= bounds[0], bounds

@@ -88,11 +88,27 @@ class TransformerBuilder(GraphBuilder):
         return self.linear(name, h, block_diag(w, blocks), b)
 
     def attention(self, name: str, h: str, W_Q, W_K, W_V, W_O, *, queries=None, causal: bool = True,
-                  softmax: str = "difference", b_Q=None, b_K=None, b_V=None, b_O=None, residual: bool = True) -> str:
+                  softmax: str = "difference", b_Q=None, b_K=None, b_V=None, b_O=None, residual: bool = True,
+                  qk_basis: str = "heads", W_U=None) -> str:
         """One attention head over the residual stream h (all of self.positions); returns the new
         residual stream at the query positions (`queries`, default all), or only the head's output
-        if residual is False."""
+        if residual is False.
+
+        qk_basis "svd" (no b_Q, b_K): q and k are written in the singular basis of W_Q W_K^T / sqrt(d_head)
+        (q' = r U S, k' = r V: the same scores up to float64 rounding of the SVD, ~1e-15 relative), so
+        the score's products are few large ones and many small ones: their McCormick errors are
+        smaller than over the head's own basis. W_U given: the head's output is folded into the
+        unembedding (products a_ij * (r_j W_V W_O W_U), one per logit) and the result is the logits
+        at the query positions (a last attention layer of an attention-only model, no final LN)."""
         W_Q, W_K, W_V, W_O = (np.asarray(w, dtype=np.float64) for w in (W_Q, W_K, W_V, W_O))
+        if qk_basis == "svd":
+            if b_Q is not None or b_K is not None:
+                raise ValueError(f"{name}: qk_basis svd has no biases")
+            u, sv, vt = np.linalg.svd(W_Q @ W_K.T / np.sqrt(W_Q.shape[1]))
+            rank = int(np.sum(sv > sv[0] * 1e-12)) if sv[0] > 0 else 1
+            W_Q, W_K = u[:, :rank] * sv[:rank], vt[:rank].T * np.sqrt(W_Q.shape[1])  # the 1/sqrt(d_head) below cancels it
+        elif qk_basis != "heads":
+            raise ValueError(f"{name}: qk_basis {qk_basis!r}: use heads or svd")
         d, dh = W_Q.shape
         pos, n = self.positions, len(self.positions)
         queries = list(pos if queries is None else queries)
@@ -107,9 +123,14 @@ class TransformerBuilder(GraphBuilder):
         scores = self.linear(f"{name}.scores", prod, block_diag(np.full((1, dh), 1.0 / np.sqrt(dh)), len(pairs)))
         rows = [[r for r, (a, _) in enumerate(pairs) if a == i] for i in qi]  # the pairs of each query row
         pattern = self._softmax(name, scores, rows, len(pairs), softmax)
-        # OV circuit: vo_j = (W_V W_O)^T h_j + (W_O^T b_V + b_O)
+        # OV circuit: vo_j = (W_V W_O)^T h_j + (W_O^T b_V + b_O), or folded into W_U (width V)
         ov_b = (np.zeros(d) if b_V is None else np.asarray(b_V) @ W_O) + (0 if b_O is None else np.asarray(b_O))
-        vo = self.per_position(f"{name}.ov", h, (W_V @ W_O).T, None if b_V is None and b_O is None else ov_b)
+        ov = W_V @ W_O
+        if W_U is not None:
+            W_U = np.asarray(W_U, dtype=np.float64)
+            ov, ov_b = ov @ W_U, ov_b @ W_U
+        vo = self.per_position(f"{name}.ov", h, ov.T, None if b_V is None and b_O is None else ov_b)
+        d_in, d = d, ov.shape[1]
         vsel = self.linear(f"{name}.v_pairs", vo, self._pad(select([(b, c) for _, b in pairs for c in range(d)], d), n * d))
         bcast = self.linear(f"{name}.pattern_b", pattern, select([(r, 0) for r in range(len(pairs)) for _ in range(d)], 1))
         weighted = self.binary(f"{name}.weighted", "mul", bcast, vsel)
@@ -121,7 +142,9 @@ class TransformerBuilder(GraphBuilder):
         self.positions = queries
         if not residual:
             return out
-        keep = self.linear(f"{name}.resid_in", h, self._pad(select([(a, c) for a in qi for c in range(d)], d), n * d))
+        keep = self.linear(f"{name}.resid_in", h, self._pad(select([(a, c) for a in qi for c in range(d_in)], d_in), n * d_in))
+        if W_U is not None:  # the residual stream's logits at the query positions
+            keep = self.per_position(f"{name}.direct", keep, W_U.T)
         return self.add(name, keep, out)
 
     def attention_tokens(self, name: str, h: str, W_Q, W_K, W_V, W_O, *, queries=None, causal: bool = True) -> str:
@@ -220,11 +243,27 @@ class TransformerBuilder(GraphBuilder):
         return self.per_position(name, h, W_U.T, b_U)
 
 
-def attn_only(params: dict, *, vocab: int, length: int, queries=None, softmax: str = "difference") -> TransformerBuilder:
+def attn_only(params: dict, *, vocab: int, length: int, queries=None, softmax: str = "difference",
+              fold: bool = False) -> TransformerBuilder:
     """An attention-only transformer (TransformerLens names: W_E, W_pos, blocks.{l}.attn.W_Q/W_K/W_V/W_O
     of shape (n_heads, ...) and optional b_*, W_U, b_U) as a graph; the last layer's heads read only
-    `queries` (default all positions). Returns the builder; its output node is `unembed`."""
+    `queries` (default all positions). Returns the builder; its output node is `unembed`.
+
+    fold (one layer, one head, no b_Q, b_K, b_O): the head is written with qk_basis svd and its OV
+    circuit folded into W_U (`attention`), the form whose relaxation is tightest (Max-of-K V = 16:
+    CROWN 151 instead of 241 over all sequences); the same function up to float64 rounding."""
     b = TransformerBuilder(vocab, length)
+    if fold:
+        pre = "blocks.0.attn"
+        if any(k.startswith("blocks.") and not k.startswith(pre + ".") for k in params) or np.asarray(params[pre + ".W_Q"]).shape[0] != 1 \
+                or any(f"{pre}.b_{c}" in params for c in "QKO"):
+            raise ValueError("fold: one layer, one head, no b_Q, b_K, b_O")
+        h = b.embed("embed", params["W_E"], params["W_pos"])
+        b_V = np.asarray(params[pre + ".b_V"])[0] if pre + ".b_V" in params else None
+        h = b.attention(f"{pre}.h0", h, *(np.asarray(params[f"{pre}.W_{c}"])[0] for c in "QKVO"), queries=queries, softmax=softmax,
+                        qk_basis="svd", W_U=params["W_U"], b_V=b_V)
+        b.affine("unembed", h, 1.0, np.tile(np.asarray(params.get("b_U", np.zeros(vocab)), dtype=np.float64), len(b.positions)))
+        return b
     h = b.embed("embed", params["W_E"], params["W_pos"])
     layers = sorted({int(k.split(".")[1]) for k in params if k.startswith("blocks.")})
     for layer in layers:
