@@ -361,7 +361,7 @@ def test_vnnlib_dimension_mismatch_is_rejected(tmp_path, capsys):
 
 def test_vnnlib_and_box_together_are_rejected(tmp_path, capsys):
     spec = tiny_spec(tmp_path, VNNLIB, "\n  box: {lower: 0, upper: 1}")
-    exit_2_one_line(spec, capsys, "spec.yaml:", "exactly one of box, linf_ball or vnnlib")
+    exit_2_one_line(spec, capsys, "spec.yaml:", "exactly one of box, linf_ball, vnnlib or tokens")
 
 
 def test_folded_model_runs_end_to_end(tmp_path, capsys):
