@@ -124,8 +124,8 @@ def cmd_check(args) -> int:
     levels = {p: _level_results(p, args.out, args.method) for p in specs}  # None: no levels
     plain = [p for p in specs if levels[p] is None]
     if len(plain) == 1:  # one spec: --workers and --address distribute its branch and bound over Ray
-        results = [run_one(plain[0], args.out, args.method, not args.no_cache, jobs=args.jobs, address=args.address,
-                           workers=args.workers if args.workers > 1 or args.address else 0)]
+        results = [run_one(plain[0], args.out, args.method, not args.no_cache, jobs=args.jobs or os.cpu_count(),
+                           address=args.address, workers=args.workers if args.workers > 1 or args.address else 0)]
     else:
         results = run_many(plain, method=args.method, use_cache=not args.no_cache, workers=args.workers,
                            address=args.address) if plain else []
@@ -177,7 +177,7 @@ def cmd_verify(args) -> int:
         from .pin import refuse_unpinned
 
         refuse_unpinned(read_spec(args.spec))
-    r = check_certificate(args.spec, args.certificate, args.jobs)
+    r = check_certificate(args.spec, args.certificate, args.jobs or os.cpu_count())
     if args.json:
         print(json.dumps(result_json(r, spec=args.spec, certificate=args.certificate, lower=r.witness_deviation),
                          indent=1))

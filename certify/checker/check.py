@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import json
 import multiprocessing
-import os
 import re
 import time
 from collections import deque
@@ -489,7 +488,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     free coordinates; an input split names a coordinate of the whole box, and one on a fixed input
     (`at` its value) leaves both children the parent's box.
 
-    `jobs` (default: the machine's CPUs) > 1: once the top of the tree is checked here, breadth
+    `jobs` > 1 (default 1; the command line's default is the CPU count): once the top of the tree is checked here, breadth
     first, its open subtrees are checked in that many worker processes (`_parallel`). A subtree
     depends only on its parent's verified state, which it receives, so the verdict is the serial one.
     """
@@ -497,7 +496,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     joint = [first, *joint[1:]]
     tree = _Tree(box, {d: i for i, d in enumerate(free)}, bound, margins)
     pending = deque([(root, _State(joint, tuple(folded), {}, {}, {}, mats=weight_mats(joint)), "tree")])
-    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    jobs = jobs or 1
     serial = jobs <= 1 or RECORD is not None or exact.TRACE is not None or _tree_size(root, PARALLEL_MIN_NODES) < PARALLEL_MIN_NODES
     count = steps = 0
     while pending and not serial and len(pending) < PARALLEL_PARTS * jobs:  # the top of the tree, breadth first
@@ -600,7 +599,9 @@ def _check(spec: Spec, cert_path: Path, jobs: int | None = None) -> tuple[Fracti
 
 def check_certificate(spec_path: str | Path, cert_path: str | Path, jobs: int | None = None) -> CheckResult:
     """Re-check a certificate against its spec. Bad spec/model input raises BadInput (exit 2).
-    `jobs`: processes that check a split tree's leaves (default: the machine's CPUs; 1: this one)."""
+    `jobs` > 1: processes that check a split tree's leaves (default: this one). They start with
+    multiprocessing's spawn method, which imports the caller's main script again in each worker:
+    a script that passes jobs > 1 keeps its top level under `if __name__ == "__main__":`."""
     start = time.perf_counter()
     spec = read_spec(spec_path)
     tol = spec.property.tolerance
