@@ -231,7 +231,8 @@ def test_transcoder_levels_keep_features(tmp_path):
     levels = "\n".join(f"  - {{name: top{k}, explanation: [{{{entry[:-1]}, features: {list(range(k))}}}}}]}}" for k in (5, 3, 1))
     p.write_text(spec(tmp_path, m, entry).read_text().split("explanation:")[0] + "levels:\n" + levels
                  + "\nproperty: {deviation: linf, tolerance: 1000}\noptions: {method: crown, falsifier: {starts: 8, steps: 20}}\n")
-    assert main(["flow", str(p), "--json", str(tmp_path / "f.json")]) == 0
+    assert main(["flow", str(p), "--json", str(tmp_path / "f.json"), "--out-dir", str(tmp_path / "certs")]) == 0
+    assert len(list((tmp_path / "certs").glob("*.cert.json"))) == 3
     flow = json.loads((tmp_path / "f.json").read_text())["flows"][0]
     assert [lv["name"] for lv in flow["levels"]] == ["top5", "top3", "top1"]
     assert all(Fraction(lv["attained_lower"]) <= Fraction(lv["certified_upper"]) for lv in flow["levels"])
