@@ -17,7 +17,7 @@ import tokenize
 from pathlib import Path
 
 CHECKER = Path(__file__).resolve().parent.parent / "certify" / "checker"
-READERS = ("spec.py", "onnx.py", "onnx_graph.py", "model.py", "vnnlib.py", "safetensors.py")  # strict readers of the input formats
+READERS = ("spec.py", "onnx.py", "onnx_graph.py", "onnx_attention.py", "model.py", "vnnlib.py", "safetensors.py")  # strict readers of the input formats
 SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
 
 

@@ -83,8 +83,8 @@ def _tensor(buf: bytes, file: str) -> tuple[str, tuple[int, ...], list]:
     values = _ints(t.get(7, [])) if raw is None else list(struct.unpack(f"<{len(raw) // size}{code}", raw[:len(raw) // size * size]))
     need(len(values) == math.prod(dims) and (raw is None or len(raw) % size == 0), file, _show(name),
          f"holds {len(values)} values for shape {list(dims)}", "re-export the model")
-    need(all(map(math.isfinite, values)), file, _show(name), "contains a non-finite value",
-         "every weight must be a finite number: fix or retrain the model")
+    need(all(math.isfinite(v) or v == -math.inf for v in values), file, _show(name), "contains a non-finite value",
+         "every weight must be a finite number (-inf only in an attention mask): fix or retrain the model")
     return name, dims, values
 
 
@@ -153,7 +153,7 @@ def read_onnx(path, digest: str) -> Model | Graph:
             shape = _msg(shape.get(f, [b""])[-1])
         shape = tuple(max(1, _msg(d).get(1, [1])[-1]) for d in shape.get(1, []))
         fixed = set(consts) | {s.decode() for n, o in zip(nodes, ops) if o[0] == "Constant" for s in n.get(2, [])}
-        chain = all(o[0] in ATTRS and sum(s.decode() not in fixed for s in n.get(1, []) if s) <= 1 for n, o in zip(nodes, ops))
+        chain = all(-math.inf not in v for _, v in consts.values()) and all(o[0] in ATTRS and sum(s.decode() not in fixed for s in n.get(1, []) if s) <= 1 for n, o in zip(nodes, ops))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as exc:
         raise BadInput(file, "", f"not a readable ONNX model ({exc or type(exc).__name__})", "export the model with onnx / torch.onnx") from None
     if not chain:  # a residual graph (a node reading two values, LayerNorm, GELU, ...): the graph IR

@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from .errors import BadInput, need
 from .graph import Graph, Node, make_graph
+from .onnx_attention import ATTRS as ATTENTION_ATTRS, Attention  # attention ops (issue 17)
 
 CURVES = {"Relu": "relu", "Erf": "erf", "Tanh": "tanh", "Sigmoid": "sigmoid", "Exp": "exp", "Sqrt": "sqrt",
           "Reciprocal": "reciprocal", "Gelu": "gelu"}
@@ -32,7 +33,7 @@ POW = {2: "square", 0.5: "sqrt", -0.5: "rsqrt", -1: "reciprocal"}
 ATTRS = {**{op: set() for op in CURVES}, "Gelu": {"approximate"}, "Gemm": {"alpha", "beta", "transA", "transB"},
          "MatMul": set(), "Add": set(), "Sub": set(), "Mul": set(), "Div": set(), "Pow": set(), "Identity": set(),
          "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"}, "LayerNormalization": {"axis", "epsilon", "stash_type"},
-         "Flatten": {"axis"}, "Reshape": {"allowzero"}, "Constant": {"value"}, "Softmax": {"axis"}}
+         "Flatten": {"axis"}, "Reshape": {"allowzero"}, "Constant": {"value"}, "Softmax": {"axis"}, **ATTENTION_ATTRS}
 FIX = ("export a residual network of Gemm/MatMul, Add/Sub/Mul/Div, Relu/Gelu/Erf/Tanh/Sigmoid, LayerNormalization or its "
        "decomposed form (see models/export_resmlp_onnx.py)")
 RESERVED = ("x", "d", "d.all")  # the graph input and the joint graph's output names
@@ -41,7 +42,7 @@ RESERVED = ("x", "d", "d.all")  # the graph input and the joint graph's output n
 def _unsupported(op, dom, a, last) -> list[str]:
     extra = sorted(k for k, v in a.items() if k not in ATTRS.get(op, ()) or v is None)
     extra += ["transA"] * bool(op == "Gemm" and a.get("transA")) + ["approximate"] * bool(op == "Gelu" and a.get("approximate", "none") != "none")
-    return extra if dom in ("", "ai.onnx") and op in ATTRS and (op != "Softmax" or last) else extra or ["op"]
+    return extra if dom in ("", "ai.onnx") and op in ATTRS else extra or ["op"]
 
 
 def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list, inputs: list, outputs: list, shape: tuple) -> Graph:
@@ -86,10 +87,14 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
         return src, [[sum(r * c for r, c in zip(row, col)) for col in zip(*w)] for row in nd.weight], \
             [sum(r * c for r, c in zip(row, b)) + t for row, t in zip(nd.weight, nd.bias)]
 
+    def source(name):  # the value chain(name) reaches, without composing weights (that costs O(n^3) Fractions)
+        return source(made[name].inputs[0]) if once(name) and made[name].op == "linear" else name
+
     def recip(name, sh, tag):  # 1/b: rsqrt(z) when b = sqrt(z) (the same function, one relaxation)
         node = made.get(name)
         return (emit(tag, "rsqrt", node.inputs) if node and node.op == "sqrt" else emit(tag, "reciprocal", [name])), sh
 
+    attention = Attention(emit, vals, consts)  # MatMul of values, Transpose, Gather, -inf masks, inner Softmax
     try:
         for node, (op, _, a, nm) in zip(nodes, ops):
             ins, outs = [s.decode() for s in node.get(1, [])], [s.decode() for s in node.get(2, [])]
@@ -98,6 +103,8 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
                 raise ValueError(f"{nm} ({op}): only its first output may be used")
             if op == "Constant":
                 consts[out] = a["value"][1:]
+                continue
+            if attention.step(op, a, nm, ins, out, node is nodes[-1]):
                 continue
             missing = [s for s in ins if s and s not in vals and s not in consts]
             if missing or not ins:
@@ -132,7 +139,7 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
                 if op == "Div":
                     y, sy = recip(y, sy, f"{out}.reciprocal")
                 (x, _), (y, _) = lift(x, sx, to, f"{out}.lhs"), lift(y, sy, to, f"{out}.rhs")
-                src, w, b = chain(y)
+                src, w, b = chain(y) if source(y) == x else (y, None, None)
                 if op in ("Add", "Sub") and src == x:  # x -/+ W x + b, as ReduceMean + Sub centre a LayerNorm: one linear
                     sign = 1 if op == "Add" else -1
                     vals[out] = emit(out, "linear", [x], weight=[[int(i == j) + sign * v for j, v in enumerate(r)] for i, r in enumerate(w)],
