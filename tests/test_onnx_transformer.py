@@ -140,13 +140,20 @@ def _full_mask(m):
     c.attribute[0].t.CopyFrom(numpy_helper.from_array(a))
 
 
+def _softmax_axis0(m):  # over the keys' axis: not a row-wise softmax
+    sm = _node(m, "Softmax")
+    del sm.attribute[:]
+    sm.attribute.append(helper.make_attribute("axis", 0))
+
+
 @pytest.mark.parametrize("change, words", [
+    (_softmax_axis0, ["(Softmax): over axis 0 of [4, 4]; only an explicit last axis"]),
     (_log_softmax, ["unsupported nodes: my_logsoftmax (LogSoftmax"]),
     (_where_mask, ["unsupported nodes: my_where (Where)"]),
     (_relu_after_mask, ["my_relu (Relu) reads a -inf-masked value"]),
     (_inf_weight, ["(MatMul) reads a constant with -inf"]),
     (_full_mask, ["(Softmax): a row is masked entirely"]),
-], ids=["logsoftmax", "where", "relu_after_mask", "inf_weight", "full_mask"])
+], ids=["softmax_axis0", "logsoftmax", "where", "relu_after_mask", "inf_weight", "full_mask"])
 def test_bad_attention_graphs_exit_2_in_one_line(change, words, tmp_path, capsys):
     m = onnx.load(str(SMALL))
     change(m)
@@ -163,3 +170,33 @@ def test_bad_attention_graphs_exit_2_in_one_line(change, words, tmp_path, capsys
     for w in words:
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
     assert not (tmp_path / "proofs").exists()
+
+
+def test_a_synthetic_attention_graph_agrees_with_onnxruntime(tmp_path):
+    """Ops beyond the torch export's: a mask with finite entries besides -inf (kept as an add), a 3-D
+    Transpose, Gather of two indices on axis 1, a MatMul by a constant after them; continuous inputs."""
+    from onnx import TensorProto
+
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    c = lambda name, a: numpy_helper.from_array(np.asarray(a, dtype=np.float32), name)  # noqa: E731
+    mask = rng.normal(size=(3, 3)).astype(np.float32)
+    mask[np.triu_indices(3, 1)] = -np.inf
+    inits = [c("W1", rng.normal(size=(4, 5))), c("W2", rng.normal(size=(4, 5))), c("M", mask), c("W3", rng.normal(size=(2, 2))),
+             numpy_helper.from_array(np.array([3, 1, 5], dtype=np.int64), "s3"), numpy_helper.from_array(np.array([5, 3], dtype=np.int64), "s2"),
+             numpy_helper.from_array(np.array([0, 2], dtype=np.int64), "idx")]
+    N = helper.make_node
+    nodes = [N("MatMul", ["x", "W1"], ["a"]), N("MatMul", ["x", "W2"], ["b"]), N("Transpose", ["b"], ["bt"], perm=[1, 0]),
+             N("MatMul", ["a", "bt"], ["s"]), N("Add", ["s", "M"], ["sm"]), N("Softmax", ["sm"], ["p"], axis=-1),
+             N("MatMul", ["p", "b"], ["o"]), N("Reshape", ["o", "s3"], ["o3"]), N("Transpose", ["o3"], ["ot"], perm=[1, 2, 0]),
+             N("Reshape", ["ot", "s2"], ["o2"]), N("Gather", ["o2", "idx"], ["g"], axis=1), N("MatMul", ["g", "W3"], ["y"])]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 2])], inits)
+    path = tmp_path / "attn.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    g = read_model(path, sha(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for _ in range(5):
+        x = rng.normal(size=(3, 4)).astype(np.float32)
+        ours = np.array([float(b.mid()) for b in evaluate(g, [Fraction(float(v)) for v in x.reshape(-1)])[g.output]])
+        np.testing.assert_allclose(ours, sess.run(None, {"x": x})[0].reshape(-1), rtol=1e-4, atol=1e-4)

@@ -78,8 +78,8 @@ class Attention:
             return True
         if op == "Softmax" and (not last or ins[0] in self.masked):
             x, sh, masked = self.masked[ins[0]] if ins[0] in self.masked else (*vals[ins[0]], set())
-            if a.get("axis", -1) % len(sh) != len(sh) - 1:
-                raise ValueError(f"{nm} (Softmax): over axis {a.get('axis')} of {list(sh)}; only the last axis is supported")
+            if a.get("axis", -1) % len(sh) != len(sh) - 1 or "axis" not in a and len(sh) > 2:  # opsets < 13: default axis 1, flattened
+                raise ValueError(f"{nm} (Softmax): over axis {a.get('axis', 'default')} of {list(sh)}; only an explicit last axis is supported")
             w = sh[-1]
             rows = [[r * w + c for c in range(w) if r * w + c not in masked] for r in range(math.prod(sh[:-1]))]
             if not all(rows):
