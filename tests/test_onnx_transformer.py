@@ -76,7 +76,6 @@ def test_cli_certifies_the_onnx_transformer_with_a_token_witness(tmp_path, capsy
     x = next(v for k, v in _walk(cert) if k == "x" and isinstance(v, list) and len(v) == 64)
     blocks = [[Fraction(t) for t in x[p * 16:(p + 1) * 16]] for p in range(4)]
     assert all(sorted(b) == [0] * 15 + [1] for b in blocks)  # a token sequence
-    assert main(["verify", str(SPECS / "max_of_k_onnx.yaml"), str(out)]) == 0
 
 
 def _walk(obj):
