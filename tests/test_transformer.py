@@ -143,7 +143,7 @@ def token_cert(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tok")
     p = params(np.random.default_rng(5), 4, 3, 3, 2, scale=0.7)
     attn_only(p, vocab=4, length=3, queries=[2]).save(tmp / "m.npz", output="unembed")
-    spec = _spec(tmp, tmp / "m.npz", tol="0", extra="options: {timeout_s: 20, max_leaves: 16}\n")  # tolerance 0: bab splits
+    spec = _spec(tmp, tmp / "m.npz", tol="0", extra="options: {timeout_s: 600, max_leaves: 16}\n")  # tolerance 0: bab splits
     out = tmp / "m.cert.json"
     assert main(["check", str(spec), "--out", str(out), "--method", "bab"]) == 1  # VIOLATED, by a checked witness
     cert = json.loads(out.read_text())
@@ -191,7 +191,7 @@ def test_tampered_token_certificates_are_rejected(token_cert, tmp_path, name):
     tampered = copy.deepcopy(cert)
     if name == "witness_outside_allowed":
         spec = _spec(tmp_path, spec.parent / "m.npz", tokens="{vocab: 4, length: 3, allowed: [all, all, [0, 1, 2, 3]]}",
-                     extra="options: {timeout_s: 20, max_leaves: 16}\n")
+                     extra="options: {timeout_s: 600, max_leaves: 16}\n")
         text = spec.read_text().replace("[0, 1, 2, 3]]", "[0, 1]]")  # the same tree, but the last position now allows 0, 1
         spec.write_text(text)
         tampered["spec_sha256"] = hashlib.sha256(text.encode()).hexdigest()

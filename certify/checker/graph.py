@@ -570,13 +570,14 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
     the parent's set); a leaf {"steps": [...]} proves |d_i| <= bound on its sub-domain. So the leaves
     cover the domain. Returns the number of steps checked."""
     stack, count = [(tree, box, where)], 0
+    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}  # once per tree, not per leaf
     while stack:
         node, sub, at = stack.pop()
         require(isinstance(node, dict) and (set(node) == {"steps"} or set(node) == {"position", "parts", "children"}), at,
                 "a token tree node is {steps} or {position, parts, children}")
         if "steps" in node:
             require(isinstance(node["steps"], list), at, "steps must be a list")
-            goal_reached(check_graph_steps(joint, sub, node["steps"], f"{at}.steps"), bound, at)
+            goal_reached(check_graph_steps(joint, sub, node["steps"], f"{at}.steps", prepared), bound, at)
             count += len(node["steps"])
             continue
         p, parts, kids = node["position"], node["parts"], node["children"]
