@@ -260,3 +260,18 @@ def test_tree_layer_bounds_are_the_envelope_over_the_regions():
     assert bounds[1] == ([Fraction(1, 2), -2], [3, 1]) and bounds[3] == ([-1], [1]) and 2 not in bounds
     rows = layer_rows([2, 1, 1], 0, bounds)
     assert (rows[0].active, rows[0].inactive, rows[0].unstable) == (1, 0, 1) and rows[1].unstable is None
+
+
+def test_report_of_a_token_domain_shows_the_worst_token_sequence(tmp_path):
+    """A transformer over a token domain: the report describes the domain as token sequences and shows
+    the witness as the token sequence the checker accepted (one-hot blocks decoded), not 64 coordinates."""
+    spec = SPECS / "max_of_k_small.yaml"
+    md = tmp_path / "r.md"
+    assert main(["report", str(spec), "--md", str(md), "--cert", str(ROOT / "proofs" / "max_of_k_small.cert.json")]) == 0
+    text = md.read_text()
+    assert "Every token sequence of length 4 over a vocabulary of 16 tokens" in text and "65,536 sequences" in text
+    cert = json.loads((ROOT / "proofs" / "max_of_k_small.cert.json").read_text())
+    x = [Fraction(v) for v in cert["witness"]["x"]]
+    tokens = [x[p * 16:(p + 1) * 16].index(1) for p in range(4)]
+    assert f"### Worst-case token sequence\n\n`{' '.join(map(str, tokens))}`" in text
+    assert "### Witness input" not in text

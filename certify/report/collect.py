@@ -9,6 +9,8 @@ re-derived exactly; the `engine` block is labelled as the untrusted engine's own
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -77,6 +79,7 @@ class Entry:
     transforms: list = field(default_factory=list)
     outputs_text: str = ""
     witness: list | None = None
+    tokens: list | None = None  # a token domain's witness as its token sequence
     outputs: list = field(default_factory=list)  # OutputRow
     layers: list = field(default_factory=list)  # LayerRow
     shared: int | None = None
@@ -150,6 +153,13 @@ def _vector_text(value, what: str, width: int) -> str:
 def describe_domain(spec: Spec, lo: list, up: list) -> list[str]:
     inp, n = spec.input, len(lo)
     lines = []
+    if inp.kind == "tokens":
+        vocab, length, allowed = inp.tokens
+        sizes = [len(a) for a in allowed]
+        per = ", ".join("all" if k == vocab else f"{k} tokens" for k in sizes)
+        lines.append(f"Every token sequence of length {length} over a vocabulary of {vocab} tokens (allowed per position: {per}): "
+                     f"{math.prod(sizes):,} sequences, each the concatenation of its one-hot vectors ({n} inputs).")
+        return lines
     if inp.kind == "box":
         lines.append(f"Box over {n} inputs: " + _vector_text(inp.lower, "lower bound", n) + "; " + _vector_text(inp.upper, "upper bound", n) + ".")
     elif inp.kind == "linf_ball":
@@ -364,6 +374,9 @@ def _graph_evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
     if isinstance(w, dict) and entry.check.witness_deviation is not None:
         x = [parse_rational(v) for v in w["x"]]
         entry.witness = x
+        if spec.input.kind == "tokens":  # the checker accepted it as one-hot blocks of allowed tokens
+            vocab = spec.input.tokens[0]
+            entry.tokens = [x[p * vocab:(p + 1) * vocab].index(1) for p in range(len(x) // vocab)]
         values = evaluate(joint, x)
         fo = [curves.exact(v.mid()) for v in values[f.output]]
         for row, d in zip(entry.outputs, values["d"]):
