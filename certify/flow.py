@@ -310,9 +310,10 @@ def flow_figure(flows: list[Flow], normalise: bool = False):
     fig = Figure(figsize=(7, 4.6))
     ax = fig.subplots()
     floor = None
+    by_dof = any(lv.dof > 0 for fl in flows for lv in fl.levels)  # else (ablations only) the levels in their order
     for i, fl in enumerate(flows):
         scale = fl.output_scale if normalise and fl.output_scale else 1.0
-        xs = [lv.dof for lv in fl.levels]
+        xs = [lv.dof for lv in fl.levels] if by_dof else [len(fl.levels) - k for k in range(len(fl.levels))]
         up = [None if lv.upper is None else float(lv.upper) / scale for lv in fl.levels]
         lo = [None if lv.lower is None else float(lv.lower) / scale for lv in fl.levels]
         positive = [v for v in up + lo if v]
@@ -327,10 +328,10 @@ def flow_figure(flows: list[Flow], normalise: bool = False):
             for x, y, lv in zip(xs, up, fl.levels):
                 if y:
                     ax.annotate(lv.name, (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
-        by_name = {lv.name: lv for lv in fl.levels}
+        at = dict(zip((lv.name for lv in fl.levels), xs))
         for s in fl.steps():
             if s["boundary"]:
-                a, b = sorted((by_name[s["fine"]].dof, by_name[s["coarse"]].dof))
+                a, b = sorted((at[s["fine"]], at[s["coarse"]]))
                 ax.axvspan(a, b, color=colour, alpha=0.12)
                 if len(flows) == 1:
                     ax.text((a * b) ** 0.5, 0.97, f"scale boundary {_times(s['ratio'])}", transform=ax.get_xaxis_transform(),
@@ -339,16 +340,21 @@ def flow_figure(flows: list[Flow], normalise: bool = False):
         tol = float(flows[0].tolerance)
         if tol > 0:
             ax.axhline(tol, color="grey", linestyle=":", label=f"tolerance {rational_str(flows[0].tolerance)}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     dofs = sorted({lv.dof for fl in flows for lv in fl.levels if lv.dof > 0})
-    if len(dofs) <= 16:  # label the levels' own dof, as plain numbers
+    ax.set_yscale("log" if floor else "linear")
+    if by_dof:
+        ax.set_xscale("log")
+        ax.set_xlabel("kept degrees of freedom (log)")
+    if not by_dof:  # levels that differ by what they ablate, not by kept degrees of freedom: one tick per level
+        names = flows[0].levels
+        ax.set_xticks([len(names) - k for k in range(len(names))], [lv.name for lv in names])
+        ax.set_xlabel("level, as listed in the spec (no level keeps degrees of freedom)")
+    elif len(dofs) <= 16:  # label the levels' own dof, as plain numbers
         from matplotlib.ticker import NullFormatter, NullLocator
 
         ax.set_xticks(dofs, [str(d) for d in dofs])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("kept degrees of freedom (log)")
     ax.set_ylabel("sup |f - g| / output scale (log)" if normalise else "sup_x max_i |f_i - g_i| (log)")
     title = "scale flow" + (f": {flows[0].spec.path.name}" if len(flows) == 1 else
                             " overlay, normalised by output scale (EMPIRICAL comparison)")
