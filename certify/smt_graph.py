@@ -28,6 +28,7 @@ from typing import Callable
 
 from .checker import graph as cg
 from .checker.numbers import parse_ratio
+from .smt import Obligation, Refused, _n_ary, lin, num  # smt.py imports this module only inside export()
 
 HEADER = """\
 ; What is exported (graph model). Every obligation is about the joint graph J (f's nodes, g's own
@@ -58,27 +59,11 @@ def frac(text) -> Fraction:
     return Fraction(*parse_ratio(text))
 
 
-def num(q: Fraction) -> str:
-    from .smt import num as _num
-
-    return _num(q)
-
-
-def lin(terms, const: Fraction = Fraction(0)) -> str:
-    from .smt import lin as _lin
-
-    return _lin(terms, const)
-
-
 def _and(args: list[str]) -> str:
-    from .smt import _n_ary
-
     return _n_ary("and", args)
 
 
 def _or(args: list[str]) -> str:
-    from .smt import _n_ary
-
     return _n_ary("or", args)
 
 
@@ -139,8 +124,6 @@ class GraphExport:
     """The obligations of one recorded graph check (`checker.graph.RECORD`)."""
 
     def __init__(self, records: list, bound: Fraction):
-        from .smt import Refused
-
         graphs = {id(r["graph"]): r["graph"] for r in records}
         if len(graphs) != 1:
             raise Refused("certificate", f"the checker's steps ran on {len(graphs)} graphs, not one")
@@ -196,14 +179,12 @@ class GraphExport:
         return self._macro(("X", id(box)), build, ob)
 
     def obligations(self) -> list:
-        from .smt import Obligation
-
         out, region = [], None
         for k, rec in enumerate(self.records):
             step, node, where = rec["step"], self.graph.by_name[rec["step"]["node"]], rec["where"]
             if region is not None and region[0] is not rec["box"]:
-                out.append(self.goal(*region))
-            region = (rec["box"], rec["after"], where)
+                out.append(self.goal(*region[1:]))
+            region = (rec["box"], rec["after"], where)  # a region: the steps checked on one box (a tree leaf)
             rule = RULES[node.op]
             if step["kind"] == "relax":
                 self.lines[node.name] = (step, k)
@@ -239,12 +220,10 @@ class GraphExport:
                         ob.asserts.append(f"({rel} {v} {num(claim)})")
                         out.append(ob)
         if region is not None:
-            out.append(self.goal(*region))
+            out.append(self.goal(*region[1:]))
         return out
 
-    def goal(self, box, after, where):
-        from .smt import Obligation
-
+    def goal(self, after, where):
         ob = Obligation("goal", where.split(" (")[0].rsplit("[", 1)[0] or "steps", "no output difference within the verified output bounds exceeds the bound")
         ob.asserts = [self.box("d", after["d"], ob),
                       _or([f"(or (> {v} {num(self.bound)}) (< {v} {num(-self.bound)}))" for v in self.names("d")])]
