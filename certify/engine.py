@@ -21,7 +21,8 @@ from .bounds.bab import branch_and_bound
 from .bounds.falsify import falsify
 from .bounds.lp import LP_MAX_VARIABLES, lp_fits, lp_variables
 from .bounds.network import box_floats, from_exact, joint_pairs
-from .certificate import certificate_json, propose, write_json_atomic
+from .bounds.driver import propose
+from .certificate import certificate_json, write_json_atomic
 from .checker import exact
 from .checker.check import CheckResult, check_certificate
 from .checker.errors import BadInput

@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from certify.certificate import difference_lines_fast, exact_relaxation_fast
+from certify.bounds.driver import difference_lines_fast, exact_relaxation_fast
 from certify.checker import exact
 from certify.checker.check import Verdict, check_certificate
 from certify.engine import run_check
@@ -45,7 +45,7 @@ def test_folding_fixed_inputs_gives_the_same_exact_bounds(seed):
 
 
 def _crown_lines(lo, up):
-    from certify.certificate import exact_relaxation
+    from certify.bounds.driver import exact_relaxation
 
     r = exact_relaxation([float(v) - 1e-9 for v in lo], [float(v) + 1e-9 for v in up])
     return r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept

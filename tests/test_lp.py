@@ -14,7 +14,7 @@ import pytest
 from certify.bounds.lp import lp_alphas, lp_rows_bound
 from certify.bounds.milp import milp_max_deviation
 from certify.bounds.network import box_floats
-from certify.certificate import propose
+from certify.bounds.driver import propose
 from certify.checker import Verdict, check_certificate
 from certify.checker.errors import BadInput
 from certify.checker.numbers import rational_str

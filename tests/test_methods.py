@@ -23,3 +23,16 @@ def test_every_reader_of_methods_takes_the_registry():
     assert set(SINGLE_PASS) == {"interval", "crown", "alpha", "lp"}
     steps = {"interval", "crown", "alpha", "lp", "bab"}
     assert all(set(m.dense) <= steps and set(m.graph) <= steps for m in METHODS.values())
+
+
+def test_the_bound_driver_lives_in_bounds():
+    """Bounding (certify/bounds/) proposes steps; the certificate writer only writes them out. The driver
+    does not reach back into the writer, and the writer holds no bounding."""
+    import ast
+
+    writer = (PACKAGE / "certificate" / "__init__.py").read_text()
+    assert "def propose" not in writer and "from ..bounds" not in writer
+    for path in (PACKAGE / "bounds").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "certificate" not in (node.module or ""), f"{path.name} imports the certificate writer"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from certify.bounds.milp import milp_max_deviation
 from certify.bounds.network import from_exact
-from certify.certificate import propose
+from certify.bounds.driver import propose
 from certify.checker import exact
 from certify.checker.exact import qmat, qvec
 

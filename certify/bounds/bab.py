@@ -1,7 +1,7 @@
 """Branch and bound on the joint network: split the input box or unstable ReLUs until every region's
 bound meets the tolerance, a counterexample is known, or the budget is spent.
 
-Each region (leaf) is bounded by `certify.certificate.propose` and carries its own steps; the tree
+Each region (leaf) is bounded by `certify.bounds.driver.propose` and carries its own steps; the tree
 of splits goes into the certificate, where the checker verifies every leaf and that the children
 of every split cover their parent (by construction). The best certified bound reached so far is
 the maximum over the leaves, so stopping early still yields a valid (looser) certificate.
@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..certificate import Proposal, propose
+from .driver import Proposal, propose
 from ..checker import exact
 from ..checker.numbers import rational_str
 from .linear import backsubstitute

@@ -1,7 +1,7 @@
 """Interval (IBP) and backward linear (CROWN) bounds on a dense/ReLU network, in JAX.
 
 Per-operator rules (Soundness lines state why each is an over-approximation in real arithmetic;
-float rounding is absorbed by the outward padding in `certify.certificate` and re-checked exactly):
+float rounding is absorbed by the outward padding in `certify.bounds.driver` and re-checked exactly):
 
 | op    | interval_<op>                                   | relax_<op> (lower, upper line)              |
 |-------|-------------------------------------------------|---------------------------------------------|

@@ -1,0 +1,291 @@
+"""The bound driver for dense (sequential) networks: turns float bound computations into exact,
+checkable steps (the steps of certificate format version 2, the checker's VERSION).
+
+The engine's float bounds are padded outward (relative 1e-8) before they are claimed, so the exact
+re-derivation in the checker lands inside them; ReLU relaxation lines are built from the claimed
+intervals and their intercepts rounded so that each line is valid *exactly*. The output layer's
+bounds and the headline bound are computed exactly here (with the checker's own arithmetic), so
+they are as tight as the hints allow and any tightening of them is refuted by the checker.
+`certify.certificate` writes the steps out; docs/certificate-format.md describes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from ..checker import exact
+from .alpha import optimise_alpha
+from .linear import Difference, Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
+from .lp import lp_alphas, lp_fits
+from .network import FloatNet, box_floats
+
+PAD = 1e-8
+
+
+def pad_outward(lower, upper) -> tuple[list[float], list[float]]:
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    return (list(map(float, lower - PAD * (1 + np.abs(lower)))), list(map(float, upper + PAD * (1 + np.abs(upper)))))
+
+
+def _round_up(q: Fraction) -> float:
+    x = float(q)
+    return math.nextafter(x, math.inf) if Fraction(x) < q else x
+
+
+def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
+    """CROWN lines on the claimed interval, upper intercepts rounded up so every line is exactly valid."""
+    r = relax_relu(np.array(lower), np.array(upper))
+    up_int = list(map(float, r.upper_intercept))
+    for i, (l, u, s) in enumerate(zip(lower, upper, r.upper_slope)):
+        if l < 0 < u:  # need s*l + b >= 0 and s*u + b >= u, exactly
+            S, L, U = Fraction(float(s)), Fraction(l), Fraction(u)
+            up_int[i] = _round_up(max(-S * L, U - S * U))
+    return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
+
+
+ULPS = 2.0 ** -50  # a bound on the relative rounding error of an intercept computed in float64 (a few operations)
+
+
+def _down(v, err):
+    """v - err rounded down: below the exact value whose float evaluation v is off by at most err."""
+    return np.nextafter(v - err, -np.inf)
+
+
+def exact_relaxation_fast(lower, upper) -> Relaxation:
+    """`exact_relaxation` vectorised: each upper intercept is max(-s*l, u - s*u) evaluated in float64
+    and raised by a bound on its rounding error, so each line is still exactly valid (2^-50 relative
+    looser than the correctly rounded intercept). For branch-and-bound leaves (thousands of them)."""
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    r = relax_relu(lower, upper)
+    s, unstable = r.upper_slope, (lower < 0) & (upper > 0)
+    v = np.maximum(-s * lower, upper - s * upper)
+    err = ULPS * (np.abs(s * lower) + np.abs(upper) + np.abs(s * upper))
+    return Relaxation(r.lower_slope, r.lower_intercept, s, np.where(unstable, -_down(-v, err), r.upper_intercept))
+
+
+def _qlines(r: Relaxation) -> tuple:
+    """The four lines as the checker's exact IntVecs (lower slope, lower intercept, upper slope, upper intercept)."""
+    return tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept))
+
+
+def _q(values) -> list:
+    """Numbers kept as they are (floats, Fractions); `serialize` writes them as exact rationals, once,
+    for the steps that end up in the certificate."""
+    return list(values)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Steps for one region; `empty` when the region's ReLU splits contradict its verified bounds."""
+
+    steps: list[dict]
+    output_lower: list[Fraction]
+    output_upper: list[Fraction]
+    relax: tuple = ()  # float Relaxations of layers 1..n-1 (for choosing splits)
+    claims: tuple = ()  # float (lower, upper) claims of layers 1..n-1
+    empty: bool = False
+    margins: tuple = ()  # per output, float32 rounding error under float32 semantics (else empty)
+
+    @functools.cached_property
+    def bound(self) -> Fraction | None:
+        if self.empty:
+            return None
+        margins = self.margins or (0,) * len(self.output_lower)
+        return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
+
+
+# per-row slopes of unstable neurons cost certificate size: intermediate layers above this many use CROWN
+ALPHA_MAX_ENTRIES = 300_000  # a region bounded on its own (about 4 MB of slopes)
+ALPHA_MAX_ENTRIES_LEAF = 60_000  # a branch-and-bound split leaf (a tree holds hundreds)
+
+
+def _unstable(claims) -> list[np.ndarray]:
+    """Per hidden layer, the neurons whose claimed interval straddles 0: the only ones whose alpha
+    slope is written (a stable neuron's relaxation line is already exact)."""
+    return [np.flatnonzero((np.asarray(lo) < 0) & (np.asarray(up) > 0)) for lo, up in claims]
+
+
+def _alpha_json(alphas, claims) -> dict:
+    return {str(j): {"neurons": m.tolist(), "slopes": np.asarray(a, dtype=np.float64)[:, m]}
+            for j, (a, m) in enumerate(zip(alphas, _unstable(claims)), start=1) if m.size}
+
+
+def _exact_alpha(alphas, claims, width: int):
+    low, up = {}, {}
+    for j, (a, m) in enumerate(zip(alphas, _unstable(claims)), start=1):
+        if m.size:
+            nums, den = exact.qmat([[float(v) for v in row] for row in np.asarray(a)[:, m]])
+            low[j], up[j] = (m.tolist(), (nums[:width], den)), (m.tolist(), (nums[width:], den))
+    return low, up
+
+
+def _beta_json(betas) -> dict:
+    return {"beta": [{"layer": j, "neuron": i, "values": np.asarray(v, dtype=np.float64)} for j, i, v in betas]} if betas else {}
+
+
+def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
+    """The checker's view of the split multipliers: per layer, sign*beta on the split neuron's column."""
+    mats: dict = {}
+    for j, i, values in betas:
+        sign = 1 if assume[(j, i)] == "inactive" else -1
+        m = mats.setdefault(j, [[Fraction(0)] * widths[j] for _ in range(2 * width)])
+        for r, v in enumerate(values):
+            m[r][i] += sign * Fraction(float(v))
+    low, up = {}, {}
+    for j, m in mats.items():
+        nums, den = exact.qmat(m)
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
+def _round_down(q: Fraction) -> float:
+    x = float(q)
+    return math.nextafter(x, -math.inf) if Fraction(x) > q else x
+
+
+def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
+    """Lines below and above D = relu(z_a) - relu(z_b) in delta = z_a - z_b on [dlo, dup]: the chords
+    of its lower envelope (concave) and upper envelope (convex), intercepts rounded so that each
+    line is exactly valid at both ends (what the checker's `difference` step tests)."""
+    out = [[], [], [], []]
+    for dl, du, i, j in zip(dlo, dup, a, b):
+        L, U = Fraction(dl), Fraction(du)
+        low = lambda x: x if lo[j] >= 0 else Fraction(0) if up[j] <= 0 else min(x, Fraction(0))  # noqa: E731
+        high = lambda x: x if lo[i] >= 0 else Fraction(0) if up[i] <= 0 else max(x, Fraction(0))  # noqa: E731
+        sl = float((low(U) - low(L)) / (U - L)) if U > L else 0.0
+        su = float((high(U) - high(L)) / (U - L)) if U > L else 0.0
+        out[0].append(sl)
+        out[1].append(_round_down(min(low(x) - Fraction(sl) * x for x in (L, U))))
+        out[2].append(su)
+        out[3].append(_round_up(max(high(x) - Fraction(su) * x for x in (L, U))))
+    return Relaxation(*(np.array(v) for v in out))
+
+
+def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
+    """`difference_lines` vectorised: slopes are the same chords in float64, intercepts are the float
+    minimum (maximum) at the two ends moved outward by a bound on their rounding error, so each line
+    is still exactly valid at both ends (2^-50 relative looser). For branch-and-bound leaves."""
+    L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
+    lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
+    la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
+    low = lambda x: np.where(lb >= 0, x, np.where(ub <= 0, 0.0, np.minimum(x, 0.0)))  # noqa: E731
+    high = lambda x: np.where(la >= 0, x, np.where(ua <= 0, 0.0, np.maximum(x, 0.0)))  # noqa: E731
+    wide = U > L
+    span = np.where(wide, U - L, 1.0)
+    sl, su = (np.where(wide, (f(U) - f(L)) / span, 0.0) for f in (low, high))
+    tl = np.minimum(low(L) - sl * L, low(U) - sl * U)
+    tu = np.maximum(high(L) - su * L, high(U) - su * U)
+    el, eu = (ULPS * (np.maximum(np.abs(f(L)) + np.abs(t * L), np.abs(f(U)) + np.abs(t * U)) + np.abs(v))
+              for f, t, v in ((low, sl, tl), (high, su, tu)))
+    return Relaxation(sl, _down(tl, el), su, -_down(-tu, eu))
+
+
+def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in, fast: bool = False):
+    """The `difference` step of layer k's pairs and its float Difference (lower > upper for some
+    pair: the region is empty, as the checker concludes from the step). A pair is kept where the range of z_a - z_b
+    is no wider than the narrower of the two neurons' ranges: there the joint lines are tighter than
+    two separate relaxations (measured: keeping every pair loosens pruned MLPs by up to 65 %)."""
+    a, b = net.pairs[k]
+    rows = np.zeros((len(a), net.weights[k - 1].shape[0]))
+    rows[np.arange(len(a)), a], rows[np.arange(len(a)), b] = 1.0, -1.0
+    dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, rows)
+    lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in (lo, up) for i in (a, b))
+    dlo, dup = np.maximum(dlo, lo_a - up_b), np.minimum(dup, up_a - lo_b)
+    same = ((lo_a >= 0) & (lo_b >= 0)) | ((up_a <= 0) & (up_b <= 0))  # both active or both inactive: the pair's
+    # lines would be D = delta or D = 0, which rewrite its two terms into the same value: kept for nothing
+    keep = np.flatnonzero((dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) & ~same)
+    dlo, dup = pad_outward(dlo[keep], dup[keep])
+    a, b = a[keep], b[keep]
+    lines = (difference_lines_fast if fast else difference_lines)(dlo, dup, lo, up, a, b)
+    step = {"kind": "difference", "layer": k, "pairs": [[int(i), int(j)] for i, j in zip(a, b)], "lower": _q(dlo),
+            "upper": _q(dup), "lower_slope": _q(lines.lower_slope), "lower_intercept": _q(lines.lower_intercept),
+            "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
+    return step, Difference(a, b, lines)
+
+
+def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
+            assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True) -> Proposal:
+    """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
+
+    Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
+    ReLU relaxation built on their intersection, clamped by the region's ReLU splits `assume`
+    ({(layer, neuron): "inactive" | "active"}), then (crown, alpha, `differential`) a difference step
+    for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here, or
+    (`exact_output=False`, branch-and-bound leaves: about half of a leaf's time) in floats padded
+    outward like the hidden layers, which the checker re-derives exactly all the same.
+    """
+    lo_in, up_in = box_floats(*box)
+    n = len(net.weights)
+    steps: list[dict] = []
+    relax: list[Relaxation] = []
+    claims: list[tuple[np.ndarray, np.ndarray]] = []
+    diff: dict = {}  # layer -> Difference (floats); qdiff: the same lines as the checker's exact IntVecs
+    qdiff: dict = {}
+    pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
+    for k in range(1, n if exact_output else n + 1):
+        prev = (lo_in, up_in) if k == 1 else interval_relu(*claims[-1])
+        lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
+        steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
+        if method in ("crown", "alpha", "lp") and k > 1:
+            width = net.weights[k - 1].shape[0]
+            cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
+            if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= cap:
+                alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, lo_in, up_in, assume=assume, diff=diff)
+                extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
+            else:
+                (clo, cup), extra = crown_layer(net, k, relax, lo_in, up_in, diff), {}
+            clo, cup = pad_outward(clo, cup)
+            if not exact_output and all(a >= b for a, b in zip(clo, lo)) and all(a <= b for a, b in zip(cup, up)):
+                steps.pop()  # a leaf's interval step adds nothing to a linear step at least as tight: not written (checked for nothing)
+            steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
+            lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
+        if k == n:  # the output layer in floats (exact_output=False)
+            return Proposal(steps, [Fraction(v) for v in lo], [Fraction(v) for v in up], tuple(relax), tuple(claims),
+                            margins=tuple(margins))
+        for (layer, i), phase in (assume or {}).items():
+            if layer == k:
+                lo[i], up[i] = (lo[i], min(up[i], 0.0)) if phase == "inactive" else (max(lo[i], 0.0), up[i])
+        if any(a > b for a, b in zip(lo, up)):  # the checker sees the same contradiction
+            return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
+        claims.append((np.array(lo), np.array(up)))
+        r = exact_relaxation(lo, up) if exact_output else exact_relaxation_fast(lo, up)
+        relax.append(r)
+        steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
+                      "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
+                      "upper_intercept": _q(r.upper_intercept)})
+        if k in pairs:
+            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output)
+            steps.append(step)  # even with no pairs: a split region must not inherit its parent's pairs here
+            if any(x > y for x, y in zip(step["lower"], step["upper"])):  # contradictory: the region is empty
+                return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
+            if len(diff_k.a):
+                diff[k] = diff_k
+            qdiff[k] = (list(zip(diff_k.a.tolist(), diff_k.b.tolist())), _qlines(diff_k.lines))
+    # output layer: exact
+    if n == 1:
+        out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
+    else:
+        prev = [[max(Fraction(float(v)), Fraction(0)) for v in b] for b in claims[-1]]
+        out_lo, out_up = exact.interval_dense(exact_joint[-1], *prev)
+    steps.append({"kind": "interval", "layer": n, "lower": _q(out_lo), "upper": _q(out_up)})
+    if method in ("crown", "alpha", "lp") and n > 1:
+        width = len(exact_joint[-1][1][0])
+        extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
+        if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
+            alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
+                             else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff)[:2])
+            extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
+            alpha_low, alpha_up = _exact_alpha(alphas, claims, width)
+            beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
+        qbox = (exact.qvec(box[0]), exact.qvec(box[1]))
+        qrelax = [_qlines(r) for r in relax]
+        llo = exact.backsubstitute(1, exact_joint, qrelax, qbox, alpha_low, beta_low, qdiff)  # 1, -1: the identity rows, negated
+        lup = [-v for v in exact.backsubstitute(-1, exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
+        steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
+        out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
+    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins))
