@@ -96,11 +96,32 @@ def _planes(step, ins, out):
             for o, x, y, p, q in zip(out, *ins, lo, up)]
 
 
+def _softmax_lines(step, ins, out, node):
+    """softmax's facts as the checker uses them: each group sums to 1, and y_j >= rho_j (1 + sum_l E_jl) + tau_j with
+    each E_jl = exp(s_l - s_j) replaced by its verified line on the side rho_j's sign needs (the checker's back-substitution
+    is one dual solution of the linear program these facts make)."""
+    members, pairs, _ = cg._sm_prepare(node)
+    rho, tau = ([frac(v) for v in step[k]] for k in ("lower_slope", "lower_intercept"))
+    e = {k: [frac(v) for v in step[f"exp_{k}"]] for k in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}
+    facts = [f"(= {_n_ary('+', [out[j] for j in g] + ['0'])} 1)" for g in members]
+    for j in range(len(out)):
+        side = "lower" if rho[j] >= 0 else "upper"
+        terms, const = [], rho[j] + tau[j]
+        for p, (pj, pl) in enumerate(pairs):
+            if pj == j:
+                a = rho[j] * e[f"{side}_slope"][p]
+                terms += [(a, ins[0][pl]), (-a, ins[0][j])]
+                const += rho[j] * e[f"{side}_intercept"][p]
+        facts.append(f"(<= {lin(terms, const)} {out[j]})")
+    return facts
+
+
 @dataclass(frozen=True)
 class Rule:
     relation: Callable | None  # (node, input names, output names) -> per element, the op's exact relation; None: none in SMT
-    lines: Callable | None = None  # (relax step, input names, output names) -> per element, its verified lines/planes
+    lines: Callable | None = None  # (relax step, input names, output names[, node]) -> per element, its verified lines/planes
     nonlinear: bool = False  # its relation needs QF_NRA
+    needs_node: bool = False  # lines also read the node (softmax: its groups)
 
 
 CURVE = Rule(None, _lines)  # no SMT relation: interval and relax obligations are refused (arb); the lines are facts
@@ -114,6 +135,7 @@ RULES: dict[str, Rule] = {
     "jumprelu": Rule(_eq(lambda n, ins: [f"(ite (> {z} {num(t)}) {z} 0)" for z, t in zip(ins[0], n.threshold)]), _lines),
     "mul": Rule(_eq(lambda n, ins: [f"(* {a} {b})" for a, b in zip(*ins)]), _planes, nonlinear=True),
     **{fn: CURVE for fn in cg.CURVE_OPS},
+    "softmax": Rule(None, _softmax_lines, needs_node=True),  # exp has no SMT relation (arb, as the curves); its facts are linear
 }
 
 
@@ -166,7 +188,7 @@ class GraphExport:
         if cg.OPS[node.op].relax is None:
             return self._macro(("D", node.name), lambda: rule.relation(node, ins, outs), ob)
         step, k = self.lines[node.name]
-        return self._macro(("L", node.name, k), lambda: rule.lines(step, ins, outs), ob)
+        return self._macro(("L", node.name, k), lambda: rule.lines(step, ins, outs, *([node] if rule.needs_node else [])), ob)
 
     def domain(self, box, ob) -> str:
         """x in the input box; for a token domain also one token per position (sum of its one-hot = 1)."""

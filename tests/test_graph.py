@@ -41,7 +41,7 @@ def test_every_op_has_a_checker_row_and_an_engine_row():
         row = ENGINE[name]
         assert all(callable(x) for x in (row.eval, row.jeval, row.interval, row.back)), name
         assert (op.relax is None) == (row.relax is None), f"{name}: linear on one side, nonlinear on the other"
-    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu", "jumprelu", "free"} == set(OPS), "a new op needs a generator below"
+    assert set(CURVE_INPUTS) | {"linear", "affine", "add", "sub", "mul", "relu", "jumprelu", "free", "softmax"} == set(OPS), "a new op needs a generator below"
 
 
 def random_graph(tmp_path, seed: int, op: str):
@@ -60,6 +60,8 @@ def random_graph(tmp_path, seed: int, op: str):
         y = b.affine("op", n, rng.normal(size=d), rng.normal(size=d))
     elif op == "jumprelu":
         y = b.jumprelu("op", n, np.abs(rng.normal(size=d)) * 0.5 - 0.1)
+    elif op == "softmax":  # two groups of two (as an attention pattern's rows), scores scaled to a few units
+        y = b.softmax("op", b.affine("op.in", n, 3.0, 0.0), [0, 0, 1, 1][:d] + [2] * (d - 4))
     elif op == "free":  # a free value in a box, added to the op's input (so that it still depends on x)
         y = b.add("op.sum", n, b.free("op", n, -np.abs(rng.normal(size=d)) * 0.3, np.abs(rng.normal(size=d)) * 0.3))
     else:
@@ -197,7 +199,7 @@ def test_graph_bad_inputs_are_one_line(tmp_path, capsys):
 def test_unsupported_graph_ops_are_listed_at_once(tmp_path, capsys):
     b = GraphBuilder(2)
     h = b.linear("a", "x", np.eye(2))
-    b.nodes += [{"name": "s", "op": "softmax", "inputs": [h]}, {"name": "t", "op": "conv", "inputs": ["s"]}]
+    b.nodes += [{"name": "s", "op": "maxpool", "inputs": [h]}, {"name": "t", "op": "conv", "inputs": ["s"]}]
     b.save(tmp_path / "m.npz", "t")
     m = tmp_path / "m.npz"
     p = tmp_path / "s.yaml"
@@ -206,7 +208,7 @@ def test_unsupported_graph_ops_are_listed_at_once(tmp_path, capsys):
     (tmp_path / "x.npz").write_bytes(b"")
     assert main(["check", str(p)]) == 2
     err = capsys.readouterr().err
-    assert "'softmax'" in err and "'conv'" in err and "__graph__" in err
+    assert "'maxpool'" in err and "'conv'" in err and "__graph__" in err
 
 
 def test_make_graph_refuses_bad_wiring():

@@ -36,7 +36,7 @@ def params(rng, V, n, d, dh, heads=1, layers=1, biases=False, scale=1.0):
     return p
 
 
-@pytest.mark.parametrize("softmax", ["difference", "product"])
+@pytest.mark.parametrize("softmax", ["softmax", "difference", "product"])
 @pytest.mark.parametrize("queries", [None, "last"])
 def test_attention_graph_equals_numpy_forward(tmp_path, softmax, queries):
     rng = np.random.default_rng(1)
@@ -54,18 +54,19 @@ def test_attention_graph_equals_numpy_forward(tmp_path, softmax, queries):
 def renamed(graph, prefix):
     """The graph with every node renamed (so it joins another as g)."""
     ren = {n.name: prefix + n.name for n in graph.nodes}
-    nodes = [Node(ren[n.name], n.op, tuple(ren.get(s, s) for s in n.inputs), n.weight, n.bias, n.scale, n.shift) for n in graph.nodes]
+    nodes = [Node(ren[n.name], n.op, tuple(ren.get(s, s) for s in n.inputs), n.weight, n.bias, n.scale, n.shift, groups=n.groups)
+             for n in graph.nodes]
     return make_graph(graph.in_dim, nodes, ren[graph.output])
 
 
-def pair(tmp_path, seed, V, n):
+def pair(tmp_path, seed, V, n, softmax="difference"):
     """f and a perturbed g (random attention-only transformers, last position), their joint graph, and both parameter sets."""
     rng = np.random.default_rng(seed)
     pf = params(rng, V, n, 3, 2, scale=0.7)
     pg = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in pf.items()}
     graphs = []
     for name, p in (("f", pf), ("g", pg)):
-        attn_only(p, vocab=V, length=n, queries=[n - 1]).save(tmp_path / f"{name}{seed}.npz", output="unembed")
+        attn_only(p, vocab=V, length=n, queries=[n - 1], softmax=softmax).save(tmp_path / f"{name}{seed}.npz", output="unembed")
         graphs.append(read_graph(tmp_path / f"{name}{seed}.npz"))
     return joint_graph(graphs[0], renamed(graphs[1], "g."), None), pf, pg
 
@@ -75,12 +76,14 @@ def exact_max(pf, pg, allowed):
     return float(np.abs(forward(pf, seqs)[:, -1] - forward(pg, seqs)[:, -1]).max())
 
 
-def test_token_bounds_contain_the_exhaustive_maximum(tmp_path):
-    """CROWN with exact token concretisation, checked exactly, on random small transformers and random allowed sets."""
+@pytest.mark.parametrize("softmax", ["difference", "softmax"])
+def test_token_bounds_contain_the_exhaustive_maximum(tmp_path, softmax):
+    """CROWN with exact token concretisation, checked exactly, on random small transformers and random allowed sets
+    (the pattern as exp, sum and reciprocal nodes, or as one softmax node whose back-substitution uses its rows' sum)."""
     rng = np.random.default_rng(0)
     for seed in range(24):
         V, n = int(rng.integers(2, 5)), int(rng.integers(2, 4))
-        joint, pf, pg = pair(tmp_path, seed, V, n)
+        joint, pf, pg = pair(tmp_path, seed, V, n, softmax)
         allowed = tuple(tuple(sorted(rng.choice(V, size=int(rng.integers(1, V + 1)), replace=False).tolist())) for _ in range(n))
         box = TokenBox(V, allowed)
         bound, steps = crown(joint, box)

@@ -18,6 +18,7 @@ checker's exact derivation stays inside them.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -52,6 +53,7 @@ class FloatNode:
     threshold: np.ndarray | None = None
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
+    groups: tuple | None = None  # softmax: a group id per element
 
 
 _FLOATS: dict = {}  # id(graph) -> (graph, its float nodes): token branch and bound bounds one graph thousands of times
@@ -64,7 +66,7 @@ def floats(graph: Graph) -> list[FloatNode]:
 
     def arr(v):
         return None if v is None else np.array([[float(x) for x in r] for r in v] if v and isinstance(v[0], tuple) else [float(x) for x in v])
-    out = [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold), arr(n.lower), arr(n.upper))
+    out = [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold), arr(n.lower), arr(n.upper), n.groups)
            for n in graph.nodes]
     if len(_FLOATS) >= 4:
         _FLOATS.clear()
@@ -129,10 +131,26 @@ def _up(q: Fraction) -> float:
     return x if Fraction(x) >= q else math.nextafter(x, math.inf)
 
 
+MUL_RULE = ["centre"]  # which McCormick planes `_mccormick` takes (see there); `mul_rule` sets it for a block
+
+
+@contextlib.contextmanager
+def mul_rule(rule: str):
+    """McCormick's plane choice inside the block: "centre" (the default) or "x_low" (the planes exact where the
+    first factor is at its lower bound: for pattern x value products, the value's range is not paid where the
+    pattern is small, and the pattern's coefficient is the value's bound: the softmax row's sum-to-one then applies)."""
+    old, MUL_RULE[0] = MUL_RULE[0], rule
+    try:
+        yield
+    finally:
+        MUL_RULE[0] = old
+
+
 def _mccormick(bx, by):
     """Per element, a lower plane (c_x, c_y, c_0) below x*y and an upper plane above it on the box:
     McCormick's slopes (lower y_l x + x_l y or y_u x + x_u y; upper y_u x + x_l y or y_l x + x_u y,
-    whichever is tighter at the centre), rounded to the grid; then the tightest c_0 for them, which
+    whichever is tighter at the centre, where they tie up to rounding; under `mul_rule("x_low")` the first
+    of each: exact where x = x_l), rounded to the grid; then the tightest c_0 for them, which
     for the bilinear x*y is the extreme of x*y - c_x x - c_y y over the four corners. Vectorised in
     float64: each corner's gap is moved outward by a bound on its rounding error (three products and
     two sums, each within 2^-53 relative: 8 * 2^-53 of the terms' magnitude, plus the smallest normal),
@@ -154,6 +172,8 @@ def _mccormick(bx, by):
         vp, vq = p[:, 0] * mx + p[:, 1] * my + p[:, 2], q[:, 0] * mx + q[:, 1] * my + q[:, 2]
         return np.where((better(vp, vq) | (vp == vq))[:, None], p, q)
 
+    if MUL_RULE[0] == "x_low":
+        return plane(ly, lx, 1), plane(uy, lx, -1)
     lower = pick(plane(ly, lx, 1), plane(uy, ux, 1), np.greater)
     upper = pick(plane(uy, lx, -1), plane(ly, ux, -1), np.less)
     return lower, upper
@@ -330,6 +350,80 @@ ENGINE["free"] = Row(lambda n, xs: ((xs[0] * 0).T + n.lower).T, lambda n, xs: ((
 ENGINE.update({fn: _curve_row(fn) for fn in ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")})
 
 
+# softmax over groups (checker/graph.py's `softmax` row): y_j = 1 / (1 + sum_{pairs (j, l)} exp(s_l - s_j)); its relaxation
+# is a line below 1/D_j and lines below/above exp per pair; back-substitution first shifts each group's coefficients by their
+# least one (the outputs of a group sum to 1), as the checker does.
+
+
+@dataclass(frozen=True)
+class SoftmaxRelax:
+    rho: np.ndarray  # the line below 1/D_j: slope and intercept per element
+    tau: np.ndarray
+    exp: curves.Lines  # per pair
+    members: list
+    to_j: np.ndarray  # (pairs, m): 1 at the pair's j
+    to_s: np.ndarray  # (pairs, m): +1 at l, -1 at j
+
+
+def _sm_groups(n):
+    members = {}
+    for j, g in enumerate(n.groups):
+        members.setdefault(g, []).append(j)
+    pairs = [(j, l) for j, g in enumerate(n.groups) for l in members[g] if l != j]
+    m = len(n.groups)
+    to_j, to_s = np.zeros((len(pairs), m)), np.zeros((len(pairs), m))
+    for p, (j, l) in enumerate(pairs):
+        to_j[p, j], to_s[p, l], to_s[p, j] = 1.0, 1.0, -1.0
+    return list(members.values()), np.array([j for j, _ in pairs], dtype=int), np.array([l for _, l in pairs], dtype=int), to_j, to_s
+
+
+def _sm_eval(n, s, xp):
+    """Batch-first (..., m): 1 / (1 + sum_l exp(s_l - s_j)) (an overflowing exp gives weight 0, as it should)."""
+    _, pj, pl, to_j, _ = _sm_groups(n)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + xp.exp(s[..., pl] - s[..., pj]) @ to_j)
+
+
+def _sm_interval(n, bs):
+    (lo, up), = bs
+    _, pj, pl, to_j, _ = _sm_groups(n)
+    with np.errstate(over="ignore"):
+        d_lo, d_hi = 1.0 + np.exp(lo[pl] - up[pj]) @ to_j, 1.0 + np.exp(up[pl] - lo[pj]) @ to_j
+    return pad(1.0 / (d_hi * (1 + 1e-12)), 1.0 / (d_lo * (1 - 1e-12)))
+
+
+def _sm_relax(n, bs):
+    (lo, up), = bs
+    members, pj, pl, to_j, to_s = _sm_groups(n)
+    a, b = pad(lo[pl] - up[pj], up[pl] - lo[pj])  # the pairs' difference ranges, outward of the checker's exact ones
+    with np.errstate(over="ignore"):
+        d_lo, d_hi = (1.0 + np.exp(a) @ to_j) * (1 - 1e-9), (1.0 + np.exp(b) @ to_j) * (1 + 1e-9)
+    if not (np.all(np.isfinite(d_hi)) and np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise OverflowError(f"node {n.name!r}: exp of its score differences overflows on this domain")
+    e = _curve_relax("exp", a, b) if len(pj) else curves.Lines(*(np.zeros(0),) * 4)
+    r = _curve_relax("reciprocal", d_lo, d_hi)
+    return SoftmaxRelax(np.asarray(r.lower_slope, dtype=float), np.asarray(r.lower_intercept, dtype=float), e, members, to_j, to_s)
+
+
+def _sm_back(n, lam, r):
+    mu = np.zeros_like(lam)
+    for g in r.members:
+        mu[:, g] = lam[:, g].min(1, keepdims=True)
+    shifted = lam - mu  # >= 0: the lower line of 1/D, then exp's lines by the sign of kappa
+    const = sum(lam[:, g].min(1) for g in r.members) + shifted @ r.tau
+    kappa = shifted * r.rho
+    const = const + kappa.sum(1)
+    ke = kappa @ r.to_j.T
+    pos = ke >= 0
+    coef = np.where(pos, ke * r.exp.lower_slope, ke * r.exp.upper_slope)
+    const = const + np.where(pos, ke * r.exp.lower_intercept, ke * r.exp.upper_intercept).sum(1)
+    return [coef @ r.to_s], const
+
+
+ENGINE["softmax"] = Row(lambda n, xs: _sm_eval(n, np.asarray(xs[0]).T, np).T, lambda n, xs: _sm_eval(n, xs[0], _xp(xs[0])),
+                        _sm_interval, _sm_relax, _sm_back)
+
+
 # --------------------------------------------------------------------------- evaluation, CROWN, falsifier
 
 
@@ -397,6 +491,9 @@ class State:
 def _relax_step(n, r) -> dict:
     if n.op == "mul":
         return {"kind": "relax", "node": n.name, "lower": [_q(p) for p in r[0]], "upper": [_q(p) for p in r[1]]}
+    if n.op == "softmax":
+        return {"kind": "relax", "node": n.name, "lower_slope": _q(r.rho), "lower_intercept": _q(r.tau),
+                **{f"exp_{k}": _q(getattr(r.exp, k)) for k in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}}
     return {"kind": "relax", "node": n.name, **{k: _q(getattr(r, k)) for k in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}}
 
 
@@ -509,6 +606,8 @@ def _primal(nodes, box, relax, seen, cx, rows):
             z[n.name] = np.asarray(ENGINE[n.op].jeval(n, xs))
         elif c is None:
             continue
+        elif n.op == "softmax":  # its exact value: only the gradient's estimate of the input, never a bound
+            z[n.name] = np.asarray(ENGINE[n.op].jeval(n, xs))
         elif n.op == "mul":
             lo, up = r
             z[n.name] = np.where(c >= 0, lo[:, 0] * xs[0] + lo[:, 1] * xs[1] + lo[:, 2], up[:, 0] * xs[0] + up[:, 1] * xs[1] + up[:, 2])

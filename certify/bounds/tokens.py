@@ -185,11 +185,12 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
     on a wide score range gives an infinite bound (nothing to write): bab splits such a set."""
     import math
 
-    from .graph import crown_state
+    from .graph import crown_state, mul_rule
 
     def bound_of(b, m="crown"):
         try:
-            st = crown_state(joint, b, m)
+            with mul_rule("x_low"):  # pattern x value products: the planes that let a softmax row's sum-to-one apply
+                st = crown_state(joint, b, m)
             return st.bound, st.steps
         except OverflowError:
             return math.inf, None

@@ -54,6 +54,7 @@ class Node:
     threshold: tuple | None = None  # jumprelu: y = z where z > threshold, else 0, elementwise
     lower: tuple | None = None  # free: y_j is any value in [lower_j, upper_j] (its input fixes only the width)
     upper: tuple | None = None
+    groups: tuple | None = None  # softmax: a group id (int) per element; y is the softmax of each group
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,90 @@ OPS: dict[str, Op] = {
 }
 
 
+# softmax over groups (attention patterns): y_j = 1 / sum_{l in G(j)} exp(s_l - s_j), so sum_{j in G} y_j = 1.
+# Back-substitution uses that sum: c.y = (c - mu).y + mu with mu per group the least coefficient (c - mu >= 0),
+# then y_j >= rho_j D_j + tau_j (a line below 1/D on D_j's range), D_j = 1 + sum_{l != j} E_jl with lines below and
+# above E_jl = exp(s_l - s_j) on [lo_l - up_j, up_l - lo_j], and the lines' coefficients on s_l - s_j moved onto s.
+
+
+def _sm_prepare(node):
+    """(members of each element's group, pairs (j, l) with l != j in j's group, pairs as an fmpz_mat onto s: +1 at l, -1 at j)."""
+    groups = {}
+    for j, g in enumerate(node.groups):
+        groups.setdefault(g, []).append(j)
+    pairs = [(j, l) for j, g in enumerate(node.groups) for l in groups[g] if l != j]
+    return list(groups.values()), pairs, fmpz_mat(len(pairs), len(node.groups), [(c == l) - (c == j) for j, l in pairs for c in range(len(node.groups))])
+
+
+def _sm_denominators(node, box, pairs):
+    """Exact rational bounds of D_j = 1 + sum_l exp(s_l - s_j) over the box (outward ends of arb balls)."""
+    lo, up = box
+    with ctx.workprec(curves.PREC):
+        d_lo, d_hi = [arb(1)] * len(lo), [arb(1)] * len(lo)
+        for j, l in pairs:
+            d_lo[j], d_hi[j] = d_lo[j] + arb(q(lo[l] - up[j])).exp(), d_hi[j] + arb(q(up[l] - lo[j])).exp()
+        return [curves.exact(v.lower()) for v in d_lo], [curves.exact(v.upper()) for v in d_hi]
+
+
+def _sm_interval(node, boxes, prepared):
+    """y_j increases in s_j and decreases in every other s_l of its group: 1/D_j's bounds at the box's corners."""
+    d_lo, d_hi = _sm_denominators(node, boxes[0], prepared[1])
+    with ctx.workprec(curves.PREC):
+        return [curves.exact((1 / arb(q(v))).lower()) for v in d_hi], [curves.exact((1 / arb(q(v))).upper()) for v in d_lo]
+
+
+def _sm_relax(step, boxes, where, node):
+    """The lines below 1/D_j on D_j's verified range and below/above exp on each pair's difference range."""
+    members, pairs, to_s = _sm_prepare(node)
+    (lo, up), m, vals = boxes[0], len(node.groups), {}
+    for key in ("lower_slope", "lower_intercept", "exp_lower_slope", "exp_lower_intercept", "exp_upper_slope", "exp_upper_intercept"):
+        raw, n = step.get(key), m if key.startswith("lower") else len(pairs)
+        got = [parse_ratio(v) for v in raw] if isinstance(raw, list) and len(raw) == n else None
+        require(got is not None and None not in got, where, f"{key} must be a list of {n} 'p/q' rationals")
+        vals[key] = [Fraction(*v) for v in got]
+    d_lo, d_hi = _sm_denominators(node, (lo, up), pairs)
+    for j in range(m):
+        if not curves.line_below("reciprocal", vals["lower_slope"][j], vals["lower_intercept"][j], d_lo[j], d_hi[j]):
+            raise Rejected(where, f"element {j}: the line is not proved below 1/D on [{d_lo[j]}, {d_hi[j]}]")
+    for p, (j, l) in enumerate(pairs):
+        a, b = lo[l] - up[j], up[l] - lo[j]
+        if not (curves.line_below("exp", vals["exp_lower_slope"][p], vals["exp_lower_intercept"][p], a, b)
+                and curves.line_above("exp", vals["exp_upper_slope"][p], vals["exp_upper_intercept"][p], a, b)):
+            raise Rejected(where, f"pair {p} ({j}, {l}): an exp line is not proved below/above exp on [{a}, {b}]")
+    exp_lines = ints(vals["exp_lower_slope"] + vals["exp_upper_slope"]), ints(vals["exp_lower_intercept"] + vals["exp_upper_intercept"])
+    k = len(pairs)
+    (es, esd), (ei, eid) = exp_lines
+    return (members, pairs, to_s, ints(vals["lower_slope"]), ints(vals["lower_intercept"]),
+            ((es[:k], esd), (ei[:k], eid)), ((es[k:], esd), (ei[k:], eid)))
+
+
+def _sm_back(node, lam, relax):
+    """c.y >= (c - mu).(rho D + tau) + mu.1 (c - mu >= 0), then D through the exp lines onto s."""
+    (n, den), (members, pairs, to_s, (rho, rd), (tau, td), e_lower, e_upper) = lam, relax
+    rows, m, e = n.nrows(), n.ncols(), [int(v) for v in n.entries()]
+    shifted, mus = [], []
+    for r in range(rows):
+        row = e[r * m:(r + 1) * m]
+        mu = {j: min(row[i] for i in g) for g in members for j in g}
+        shifted += [row[j] - mu[j] for j in range(m)]
+        mus.append(sum(min(row[i] for i in g) for g in members))
+    const = add_vec((mus, den), consts(fmpz_mat(rows, m, shifted), tau, den * td))
+    kappa = [v * rho[j] for r in range(rows) for j, v in enumerate(shifted[r * m:(r + 1) * m])]  # on D_j, over den * rd
+    const = add_vec(const, ([sum(kappa[r * m:(r + 1) * m]) for r in range(rows)], den * rd))  # D_j's constant 1
+    on_e = fmpz_mat(rows, len(pairs), [kappa[r * m + j] for r in range(rows) for j, _ in pairs])
+    (coef, cd), c2 = _signed((on_e, den * rd), e_lower, e_upper)
+    return [(coef * to_s, cd)], add_vec(const, c2)
+
+
+def _sm_ball(xs, node, j):
+    return 1 / sum(((xs[l] - xs[j]).exp() for l, g in enumerate(node.groups) if g == node.groups[j] and l != j), arb(1))
+
+
+OPS["softmax"] = Op(1, lambda n, d: d[0] if len(n.groups) == d[0] else None, lambda n, xs: [_sm_ball(xs[0], n, j) for j in range(len(xs[0]))],
+                    _sm_interval, _sm_back, _sm_relax, prepare=_sm_prepare,
+                    relax_keys=("lower_slope", "lower_intercept", "exp_lower_slope", "exp_lower_intercept", "exp_upper_slope", "exp_upper_intercept"))
+
+
 # --------------------------------------------------------------------------- reading a graph model
 
 
@@ -385,6 +470,10 @@ def read_graph(path, sha256: str | None = None, key: str = "model.sha256", array
             params = {"threshold": vec("threshold", (dims[inputs[0]],))}
         elif raw["op"] == "free":
             params = {"lower": vec("lower", (dims[inputs[0]],)), "upper": vec("upper", (dims[inputs[0]],))}
+        elif raw["op"] == "softmax":
+            ids = vec("groups", (dims[inputs[0]],))
+            need(all(v.denominator == 1 for v in ids), file, f"{where}.groups", "group ids must be integers", FIX_GRAPH)
+            params = {"groups": tuple(int(v) for v in ids)}
         node = Node(name, raw["op"], tuple(inputs), **params)
         width = op.shape(node, [dims[s] for s in inputs])
         need(width is not None, file, where, f"input widths {[dims[s] for s in inputs]} do not fit op {raw['op']!r}", FIX_GRAPH)

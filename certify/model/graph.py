@@ -58,6 +58,10 @@ class GraphBuilder:
         return self._node(name, "free", [x], self.dims[x], lower=np.broadcast_to(lower, self.dims[x]),
                           upper=np.broadcast_to(upper, self.dims[x]))
 
+    def softmax(self, name: str, x: str, groups) -> str:
+        """y = softmax of x over each group (groups: a group id per element), e.g. an attention pattern's rows."""
+        return self._node(name, "softmax", [x], self.dims[x], groups=np.broadcast_to(groups, self.dims[x]))
+
     def binary(self, name: str, op: str, a: str, b: str) -> str:
         if self.dims[a] != self.dims[b]:
             raise ValueError(f"{name}: widths {self.dims[a]} and {self.dims[b]} differ")
