@@ -111,7 +111,11 @@ TRANSFORMS = {  # kind -> (transform text, forged arrays from the genuine ones: 
     "low_rank": ("low_rank: {layer: 2, rank: 3}", lambda a: {"U": a["U"] * 1.01, "V": a["V"]}),
     "pca": ("pca: {layer: 1, components: 3}", lambda a: {"P": a["P"] * 1.01, "mean": a["mean"]}),
     "merge": ("merge: {layer: 1, groups: 3}", lambda a: {"labels": np.roll(a["labels"], 1)}),
+    "low_rank_circuit": ("low_rank_circuit: {head: blocks.1.attn.h1, circuit: ov, rank: 3}", lambda a: {"U": a["U"] * 1.01, "V": a["V"]}),
 }
+TOKENS = "tokens: {vocab: 14, length: 3, allowed: [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [13]]}"
+WHERE = {"low_rank_circuit": {"model": "modadd.npz", "domain": TOKENS, "tolerance": "5000"}}  # graph kinds: their model and domain
+PINNED_ONLY = {"low_rank_circuit"}  # graph kinds whose arrays the spec must pin (the graph engine materialises none)
 
 
 def test_every_float_transform_has_a_forgery_test():
@@ -123,8 +127,8 @@ def pinned(request, tmp_path):
     """(kind, pinned spec, its genuine arrays, an unpinned copy of the spec)."""
     kind = request.param
     text, _ = TRANSFORMS[kind]
-    loose = write_spec(tmp_path / "loose.yaml", text)
-    spec = write_spec(tmp_path / "pinned.yaml", text)
+    loose = write_spec(tmp_path / "loose.yaml", text, **WHERE.get(kind, {}))
+    spec = write_spec(tmp_path / "pinned.yaml", text, **WHERE.get(kind, {}))
     (pin,) = pin_spec(spec)
     assert pin.key == f"explanation[0].{kind}" and read_spec(spec).unpinned() == []
     arrays = dict(np.load(pin.path))
@@ -164,6 +168,11 @@ def test_unpinned_spec_is_flagged_and_refused_under_strict(pinned, tmp_path, cap
     refuses the spec (exit 2, one line), and `certify check` writes pin-ready files and the line to add."""
     kind, _, _, loose = pinned
     cert = tmp_path / "loose.cert.json"
+    if kind in PINNED_ONLY:
+        assert main(["check", str(loose), "--out", str(cert)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"explanation[0].{kind}.arrays" in err[0] and "certify pin" in err[0]
+        return
     code = main(["check", str(loose), "--out", str(cert), "--method", "crown", "--no-cache"])
     out = capsys.readouterr().out
     assert code in (0, 1) and "NOT PINNED" in out and f"explanation[0].{kind}" in out

@@ -172,6 +172,33 @@ class Sae:
     cfg: ModelRef | None = None
 
 
+@dataclass(frozen=True)
+class Attention:
+    """On a graph model, head `head`'s attention pattern (the value `<head>.pattern`: one weight per (query, key)
+    pair, query rows in order) replaced by a fixed one: `uniform` (1/|row| on each key of a query's row) or
+    given weights (one list per row, keys in position order, each row >= 0 summing to 1)."""
+
+    kind: ClassVar[str] = "attention"
+    head: str
+    pattern: str | tuple[tuple[Fraction, ...], ...]
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CircuitRank:
+    """On a graph model, head `head`'s QK circuit (the d x d matrix W_Q W_K^T of its `<head>.q`, `<head>.k` nodes'
+    diagonal blocks) or OV circuit (the diagonal block of `<head>.ov`) replaced by U V (its truncated SVD, the
+    pinned `arrays`): g's q and k blocks become U^T and V (zero rows padded), or g's ov blocks U V."""
+
+    kind: ClassVar[str] = "low_rank_circuit"
+    head: str
+    circuit: str  # "qk" | "ov"
+    rank: int
+    line: int | None = field(default=None, compare=False)
+    keep: tuple[int, ...] | None = None
+    arrays: ModelRef | None = None
+
+
 class Explained(list):
     """g's layers. `free` = (L, lower, upper) for a `fill: free` prune of layer L (always the last
     transform): g reads extra inputs v in R = [lower, upper] after x, carried by identity rows through
@@ -598,7 +625,7 @@ def splice(g, site: str, nodes: list, value: str, i: int, key: str):
     for n in g.nodes:
         if n.name != site and down.intersection(n.inputs):
             down.add(n.name)
-            rename[n.name] = f"g{i}.{n.name}"
+            rename[n.name] = n.name if n.name.startswith(f"g{i}.") else f"g{i}.{n.name}"  # a second splice of transform i
     kept = [n for n in g.nodes if n.name not in down or n.name == site]
     copies = [replace(n, name=rename[n.name], inputs=tuple(rename.get(s, s) for s in n.inputs)) for n in g.nodes if n.name in down and n.name != site]
     return make_graph(g.in_dim, kept + nodes + copies, rename.get(g.output, g.output), key)
@@ -712,6 +739,102 @@ def apply_ablate(b: Build, i: int, t: Ablate, g):
     node = Node(f"g{i}.ablate", "affine", (site,), scale=tuple(Fraction(int(j not in c)) for j in range(width)),
                 shift=tuple(c.get(j, Fraction(0)) for j in range(width)))
     return splice(g, site, [node], node.name, i, key)
+
+
+def softmax_rows(g, site: str) -> list[list[int]] | None:
+    """The rows (each query's entries, in order) of a softmax pattern value: a `softmax` node's groups, or
+    TransformerBuilder's difference form (1 / denominator, its row r summing exp(diffs t), diffs row t = s_l - s_r:
+    r's row is r and every such l). None for another value, or rows that overlap."""
+    node, by = g.by_name[site], g.by_name
+    if node.op == "softmax":
+        return [[j for j, c in enumerate(node.groups) if c == u] for u in dict.fromkeys(node.groups)]
+    den = by.get(node.inputs[0]) if node.op == "reciprocal" else None
+    exp = den and den.op == "linear" and by.get(den.inputs[0])
+    diffs = exp and exp.op == "exp" and by.get(exp.inputs[0])
+    if not (diffs and diffs.op == "linear"):
+        return None
+    rows = [tuple(sorted({r} | {l for t, w in enumerate(d) if w for l, v in enumerate(diffs.weight[t]) if v == 1})) for r, d in enumerate(den.weight)]
+    out = [list(v) for v in dict.fromkeys(rows)]
+    return out if sorted(j for v in out for j in v) == list(range(len(rows))) else None
+
+
+def pattern_rows(spec, key: str, g, head: str, line) -> tuple[str, list[list[int]]]:
+    site = _site(spec, key, g, f"{head}.pattern", line, "head")
+    rows = softmax_rows(g, site)
+    spec.need(rows, f"{key}.head", f"{site!r} is not a softmax pattern (a softmax node, or 1 / sum exp(s_l - s_r) with rows that do not overlap)",
+              "name a head built by certify.model.transformer (e.g. blocks.0.attn.h0)", line)
+    return site, rows
+
+
+def apply_attention(b: Build, i: int, t: Attention, g):
+    """The pattern value replaced by constants: y = 0 * pattern + w (an affine node), `splice`d into g."""
+    from .graph import Node
+
+    spec, key = b.spec, _key(b.spec, i, t)
+    site, rows = pattern_rows(spec, key, g, t.head, t.line)
+    if t.pattern == "uniform":
+        given = [[Fraction(1, len(r))] * len(r) for r in rows]
+    else:
+        given = [list(w) for w in t.pattern]
+        sizes = [len(r) for r in rows]
+        spec.need([len(w) for w in given] == sizes, f"{key}.pattern", f"rows of {[len(w) for w in given]} weights; the head's rows "
+                  f"have {sizes} keys", "give one list per query row, one weight per key (causal: keys 0..query)", t.line)
+    w = {j: v for r, ws in zip(rows, given) for j, v in zip(r, ws)}
+    width = g.dims[site]
+    node = Node(f"g{i}.attention", "affine", (site,), scale=(Fraction(0),) * width, shift=tuple(w[j] for j in range(width)))
+    return splice(g, site, [node], node.name, i, key)
+
+
+def circuit_blocks(weight) -> tuple[int, list]:
+    """(k, B): a weight that is k equal copies of the block B on its diagonal, k the largest such (1: B is the weight)."""
+    rows, cols = len(weight), len(weight[0])
+    for k in range(math.gcd(rows, cols), 0, -1):
+        if rows % k or cols % k:
+            continue
+        r, c = rows // k, cols // k
+        if all(weight[a][e] == (weight[a % r][e % c] if a // r == e // c else 0) for a in range(rows) for e in range(cols)):
+            return k, [list(row[:c]) for row in weight[:r]]
+    raise AssertionError("k = 1 always matches")
+
+
+def circuit_nodes(spec, key: str, g, t: CircuitRank) -> list:
+    """The head's circuit nodes (q and k, or ov), g's current ones; q and k without biases."""
+    names = ("q", "k") if t.circuit == "qk" else ("ov",)
+    nodes = [g.by_name[_site(spec, key, g, f"{t.head}.{n}", t.line, "head")] for n in names]
+    spec.need(all(n.op == "linear" for n in nodes), f"{key}.head", f"{t.head!r}: its {'/'.join(names)} nodes are not linear",
+              "name a head built by certify.model.transformer (e.g. blocks.0.attn.h0)", t.line)
+    spec.need(t.circuit == "ov" or not any(any(n.bias or ()) for n in nodes), f"{key}.circuit", f"{t.head!r} has b_Q or b_K",
+              "low-rank the OV circuit, or a head without query/key biases", t.line)
+    return nodes
+
+
+def apply_circuit_rank(b: Build, i: int, t: CircuitRank, g):
+    """g's q, k (or ov) nodes rebuilt exactly from the pinned factors, block-diagonally, and `splice`d into g."""
+    from dataclasses import replace
+
+    spec, key = b.spec, _key(b.spec, i, t)
+    nodes = circuit_nodes(spec, key, g, t)
+    spec.need(t.arrays is not None, f"{key}.arrays", "the factors U, V must be pinned by the spec", "run `certify pin SPEC`", t.line)
+    blocks = [circuit_blocks(n.weight) for n in nodes]
+    (k, blk) = blocks[0]
+    d_in, d_out = len(blk[0]), (len(blk) if t.circuit == "ov" else len(blk[0]))
+    limit = min(len(blk), d_in, len(blocks[-1][1]))  # ov: the block's rank; qk: at most the head's width
+    spec.need(t.rank <= limit and max(t.keep or [0]) < limit and (t.circuit == "ov" or blocks[1][0] == k), f"{key}.rank",
+              f"rank {t.rank} for a circuit of rank at most {limit}" + ("" if t.circuit == "ov" or blocks[1][0] == k else " (q and k blocks differ)"),
+              f"use a rank <= {limit}", t.line)
+    u = float_array(spec, i, t, b.materialized, "U", (d_out, t.rank), b.used)
+    v = float_array(spec, i, t, b.materialized, "V", (t.rank, d_in), b.used)
+    if t.circuit == "ov":
+        mats = [product(u, v, d_in)]
+    else:  # q block U^T, k block V, each padded with zero rows to the head's width
+        pad = [[Fraction(0)] * d_in for _ in range(len(blk) - t.rank)]
+        mats = [[list(c) for c in zip(*u)] + pad, [list(r) for r in v] + [[Fraction(0)] * d_in for _ in range(len(blocks[1][1]) - t.rank)]]
+    for n, m in zip(nodes, mats):
+        r, c = len(m), len(m[0])
+        weight = tuple(tuple(m[a % r][e % c] if a // r == e // c else Fraction(0) for e in range(k * c)) for a in range(k * r))
+        new = replace(n, name=f"g{i}.{t.head}.{n.name.rsplit('.', 1)[1]}", weight=weight)
+        g = splice(g, n.name, [new], new.name, i, key)
+    return g
 
 
 # --------------------------------------------------------------------------- reading from the spec
@@ -850,6 +973,25 @@ def read_ablate(r, body, key, line, kind):
     return Ablate(site, indices, "mean", samples=samples, seed=seed, line=line)
 
 
+def read_attention(r, body, key, line, kind):
+    t = r.mapping(body, key, ("head", "pattern"))
+    p = t["pattern"]
+    if not r.is_seq(p):
+        return Attention(r.string(t["head"], f"{key}.head"), r.string(p, f"{key}.pattern", ("uniform",)), line)
+    rows = tuple(r.vector(w, f"{key}.pattern[{j}]") for j, w in enumerate(r.seq(p, f"{key}.pattern")))
+    bad = next((j for j, w in enumerate(rows) if not isinstance(w, tuple) or min(w) < 0 or sum(w) != 1), None)
+    r.need(rows and bad is None, p, f"{key}.pattern" + ("" if bad is None else f"[{bad}]"), "a row is not a list of weights >= 0 summing to 1",
+           "give one list per query row, e.g. [[1], [1/2, 1/2], [0, 1/2, 1/2]]")
+    return Attention(r.string(t["head"], f"{key}.head"), rows, line)
+
+
+def read_circuit_rank(r, body, key, line, kind):
+    t = r.mapping(body, key, ("head", "circuit"), ("rank", "keep", "arrays"))
+    keep, rank = r.count_or_keep(t, body, key, "rank", 1)
+    return CircuitRank(r.string(t["head"], f"{key}.head"), r.string(t["circuit"], f"{key}.circuit", ("qk", "ov")), len(keep), line,
+                       None if rank is not None else keep, r.arrays(t, key))
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -878,6 +1020,8 @@ UNITS: dict[str, Unit] = {
     "model": Unit(SecondModel, read_model_transform, no_validation, apply_model),
     "replace": Unit(Replace, read_replace, no_validation, apply_replace),
     "sae": Unit(Sae, read_sae, no_validation, apply_sae, graph=True),
+    "attention": Unit(Attention, read_attention, no_validation, apply_attention, graph=True),
+    "low_rank_circuit": Unit(CircuitRank, read_circuit_rank, no_validation, apply_circuit_rank, ("U", "V"), lambda t: True, graph=True),
 }
 ALIASES: dict[str, str] = {}  # another name in the spec for a unit (`ablate: {layer, ...}` is read by ablate's reader as a Prune)
 FLOAT_ARRAYS = {kind: u.arrays for kind, u in UNITS.items() if u.arrays}  # a pinned file's arrays, per kind

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..checker.numbers import rational_str
 from ..checker.transforms import PCA, LowRank, Merge, Prune, Quantize, Replace, Sae, SecondModel, merge_blocks, unit
-from ..checker.transforms import Ablate, Transcoder
+from ..checker.transforms import Ablate, Attention, CircuitRank, Transcoder
 
 
 # --------------------------------------------------------------------------- float numerics
@@ -82,7 +82,34 @@ def materialize_pca(ctx, i: int, t: PCA, g) -> dict:
     return {"P": np.ascontiguousarray(vecs[:, list(t.keep)]), "mean": mu}
 
 
+def materialize_circuit(ctx, i: int, t: CircuitRank, g) -> dict:
+    """The truncated SVD of the head's QK circuit (q block^T k block, d x d) or OV block, as the checker reads them."""
+    from ..checker.transforms import circuit_blocks, current
+
+    names = ("q", "k") if t.circuit == "qk" else ("ov",)
+    w = [np.array([[float(x) for x in row] for row in circuit_blocks(g.by_name[current(g, f"{t.head}.{n}")].weight)[1]]) for n in names]
+    u, s, vt = np.linalg.svd(w[0].T @ w[1] if t.circuit == "qk" else w[0], full_matrices=False)
+    keep = list(t.keep if t.keep is not None else range(t.rank))
+    return {"U": np.ascontiguousarray(u[:, keep] * s[keep]), "V": np.ascontiguousarray(vt[keep])}
+
+
 # --------------------------------------------------------------------------- degrees of freedom
+
+
+def dof_attention(t: Attention, f) -> tuple[int, int]:
+    """A fixed pattern keeps none of the head's free pattern weights (each query row: its keys less one)."""
+    from ..checker.transforms import current, softmax_rows
+
+    site = current(f, f"{t.head}.pattern")
+    return 0, f.dims[site] - len(softmax_rows(f, site))
+
+
+def dof_circuit(t: CircuitRank, f) -> tuple[int, int]:
+    """Kept rank of the circuit (of the head's width, or the OV block's smaller side)."""
+    from ..checker.transforms import circuit_blocks, current
+
+    blocks = [circuit_blocks(f.by_name[current(f, f"{t.head}.{n}")].weight)[1] for n in (("q", "k") if t.circuit == "qk" else ("ov",))]
+    return t.rank, min(len(blocks[0]), len(blocks[0][0]), len(blocks[-1]))
 
 
 def dof_replace(t: Replace, f) -> tuple[int, int]:
@@ -296,6 +323,18 @@ def describe_ablate(t: Ablate, widths) -> str:
     return f"ablate {which} of the value at {t.site}: replaced by {fill}."
 
 
+def describe_attention(t: Attention, widths) -> str:
+    fixed = ("uniform weights (1/n on each of a query's n keys)" if t.pattern == "uniform" else
+             "the given weights [" + "; ".join(", ".join(_num(v) for v in row) for row in t.pattern) + "]")
+    return f"attention head {t.head}: its pattern replaced by {fixed}, whatever the scores."
+
+
+def describe_circuit(t: CircuitRank, widths) -> str:
+    which = f"rank-{t.rank} truncated SVD" if t.keep is None else f"singular directions {_ranges(t.keep)} of its SVD"
+    circuit = "QK circuit W_Q W_K^T" if t.circuit == "qk" else "OV circuit W_V W_O"
+    return f"low_rank_circuit head {t.head}: its {circuit} replaced by its {which} (factors U, V {_source(t)})."
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -326,6 +365,9 @@ HALVES: dict[str, Half] = {
     "transcoder": Half(None, _dictionary_dof, components_sae, describe_transcoder),
     "ablate": Half(None, lambda t, f: (f.dims[t.site] - len(t.indices or range(f.dims[t.site])), f.dims[t.site]), components_ablate,
                    describe_ablate),
+    # attention: a fixed pattern keeps 0 of the head's free pattern weights; low_rank_circuit: the kept rank
+    "attention": Half(None, dof_attention, no_components, describe_attention),
+    "low_rank_circuit": Half(materialize_circuit, dof_circuit, no_components, describe_circuit),
 }
 _BY_CLASS = {}
 

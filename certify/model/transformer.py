@@ -30,6 +30,7 @@ W_V (d, d_head) per head, W_O (d_head, d), W_U (d, V), mlp W_in (d, m), W_out (m
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -202,11 +203,6 @@ class TransformerBuilder(GraphBuilder):
         return self.add(name, keep, out)
 
     def _softmax(self, name: str, scores: str, rows: list[list[int]], width: int, form: str) -> str:
-        if form == "softmax":  # one `softmax` node over each query row's pairs (its relaxation knows the row sums to 1)
-            ids = np.zeros(width)
-            for i, row in enumerate(rows):
-                ids[row] = i
-            return self.softmax(f"{name}.pattern", scores, ids)
         if form == "difference":  # a_r = 1 / sum_{l in row(r)} exp(s_l - s_r)
             diffs = [(r, l) for row in rows for r in row for l in row]
             w = np.zeros((len(diffs), width))
@@ -226,7 +222,7 @@ class TransformerBuilder(GraphBuilder):
             inv = self.unary(f"{name}.inv", "reciprocal", self.linear(f"{name}.denominator", e, sums))
             which = [next(i for i, row in enumerate(rows) if r in row) for r in range(width)]
             return self.binary(f"{name}.pattern", "mul", e, self.linear(f"{name}.inv_b", inv, select([(i, 0) for i in which], 1)))
-        raise ValueError(f"softmax form {form!r}: use softmax, difference or product")
+        raise ValueError(f"softmax form {form!r}: use difference or product")
 
     def mlp(self, name: str, h: str, W_in, b_in, W_out, b_out, act: str = "gelu") -> str:
         """h + W_out act(W_in h + b_in) + b_out per position."""
@@ -296,15 +292,52 @@ def attn_only(params: dict, *, vocab: int, length: int, queries=None, softmax: s
     return b
 
 
+def tl_graph(params: dict, *, vocab: int, length: int, queries=None, softmax: str = "difference",
+             act: str = "relu") -> TransformerBuilder:
+    """A transformer with MLP blocks from TransformerLens names (as attn_only, plus per layer
+    blocks.{l}.mlp.W_in (d, m), b_in (m), W_out (m, d), b_out (d); no LayerNorm: an ln*.w/b array is
+    refused, fold it first): each layer is resid + attention (its heads summed, as attn_only), then
+    resid + W_out act(W_in resid + b_in) + b_out, node `blocks.{l}.mlp` (its parts `.in`, `.act` (the
+    neurons: an ablate site), `.out`). The last layer's heads read only `queries`. Output node `unembed`."""
+    ln = sorted(k for k in params if k.startswith("ln") or ".ln" in k)
+    if ln:
+        raise ValueError(f"tl_graph: LayerNorm weights {ln[:3]} are not read; fold them (TransformerLens fold_ln) or drop them")
+    attn = {k: v for k, v in params.items() if ".mlp." not in k}
+    layers = sorted({int(k.split(".")[1]) for k in params if k.startswith("blocks.")})
+    b = TransformerBuilder(vocab, length)
+    h = b.embed("embed", params["W_E"], params["W_pos"])
+    for layer in layers:
+        pre = f"blocks.{layer}.attn"
+        saved, outs = list(b.positions), []
+        for head in range(np.asarray(params[f"{pre}.W_Q"]).shape[0]):
+            b.positions = list(saved)
+            bias = {f"b_{c}": (np.asarray(attn[f"{pre}.b_{c}"])[head] if f"{pre}.b_{c}" in attn else None) for c in "QKV"}
+            outs.append(b.attention(f"{pre}.h{head}", h, *(np.asarray(attn[f"{pre}.W_{c}"])[head] for c in "QKVO"),
+                                    queries=queries if layer == layers[-1] else None, softmax=softmax, residual=False, **bias))
+        qi = [saved.index(p) for p in b.positions]
+        total = b.linear(f"{pre}.resid_in", h, b._pad(select([(a, c) for a in qi for c in range(b.d_model)], b.d_model), len(saved) * b.d_model))
+        for head, o in enumerate(outs):
+            total = b.add(f"{pre}.sum{head}", total, o)
+        if f"{pre}.b_O" in attn:
+            total = b.affine(pre, total, 1.0, np.tile(np.asarray(attn[f"{pre}.b_O"]), len(b.positions)))
+        h = total
+        mlp = f"blocks.{layer}.mlp"
+        if f"{mlp}.W_in" in params:
+            h = b.mlp(mlp, h, params[f"{mlp}.W_in"], params[f"{mlp}.b_in"], params[f"{mlp}.W_out"], params[f"{mlp}.b_out"], act=act)
+    b.unembed("unembed", h, params["W_U"], params.get("b_U"))
+    return b
+
+
 def read_tl(path: str | Path) -> dict:
     """The arrays of a TransformerLens-style .npz (W_E, W_pos, blocks.{l}.attn.W_Q, ... , W_U), as float64."""
     with np.load(path) as z:
         return {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
 
 
-def forward(params: dict, tokens: np.ndarray) -> np.ndarray:
-    """Direct numpy forward of an attention-only transformer (TransformerLens conventions, causal):
-    tokens (batch, n) -> logits (batch, n, V). The reference the graph is tested against."""
+def forward(params: dict, tokens: np.ndarray, act: str = "relu") -> np.ndarray:
+    """Direct numpy forward of a transformer without LayerNorm (TransformerLens conventions, causal;
+    MLP blocks with `act` where blocks.{l}.mlp.W_in exists): tokens (batch, n) -> logits (batch, n, V).
+    The reference the graph is tested against."""
     tokens = np.asarray(tokens)
     n = tokens.shape[1]
     h = params["W_E"][tokens] + params["W_pos"][:n]
@@ -324,6 +357,11 @@ def forward(params: dict, tokens: np.ndarray) -> np.ndarray:
             a = a / a.sum(-1, keepdims=True)
             out = out + np.einsum("bij,bjc->bic", a, v) @ params[f"{pre}.W_O"][head]
         h = h + out + params.get(f"{pre}.b_O", 0)
+        mlp = f"blocks.{layer}.mlp"
+        if f"{mlp}.W_in" in params:  # relu (tl_graph's default) or gelu (exact, erf)
+            z = h @ params[f"{mlp}.W_in"] + params[f"{mlp}.b_in"]
+            mid = np.maximum(z, 0) if act == "relu" else z * (1 + np.vectorize(math.erf)(z / np.sqrt(2))) / 2
+            h = h + mid @ params[f"{mlp}.W_out"] + params[f"{mlp}.b_out"]
     return h @ params["W_U"] + params.get("b_U", 0)
 
 

@@ -1,0 +1,195 @@
+"""Two-layer transformers with MLPs (issue 17): the TransformerLens reader's graph equals a direct
+numpy forward; the shipped modular-addition model computes (a + b) mod 13; the explanations on heads
+(`attention`: a fixed pattern; `low_rank_circuit`: a low-rank QK or OV circuit) rebuild exactly the g
+that an independent numpy forward with the replaced pattern or weights computes; the shipped specs'
+checked bounds are >= the exact maximum over all 169 inputs, which the falsifier attains; bad
+parameters are one line, exit 2."""
+
+import hashlib
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from certify.bounds.graph import ENGINE, floats
+from certify.checker.model import read_model
+from certify.checker.network import build_g
+from certify.checker.spec import read_spec
+from certify.cli import main
+from certify.model.graph import evaluate
+from certify.model.transformer import forward, one_hot, read_tl, tl_graph
+
+from .conftest import ROOT
+
+P = 13
+INPUTS = np.array([(a, b, P) for a in range(P) for b in range(P)])
+
+
+def params(rng, V, n, d, dh, m, heads=2, layers=2, biases=False):
+    p = {"W_E": rng.normal(size=(V, d)), "W_pos": rng.normal(size=(n, d)), "W_U": rng.normal(size=(d, V - 1))}
+    for layer in range(layers):
+        pre, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
+        for c in "QKV":
+            p[f"{pre}.W_{c}"] = rng.normal(size=(heads, d, dh)) / np.sqrt(d)
+        p[f"{pre}.W_O"] = rng.normal(size=(heads, dh, d)) / np.sqrt(dh)
+        p[f"{mlp}.W_in"], p[f"{mlp}.b_in"] = rng.normal(size=(d, m)) / np.sqrt(d), rng.normal(size=m)
+        p[f"{mlp}.W_out"], p[f"{mlp}.b_out"] = rng.normal(size=(m, d)) / np.sqrt(m), rng.normal(size=d)
+        if biases:
+            p[f"{pre}.b_Q"], p[f"{pre}.b_V"], p[f"{pre}.b_O"] = rng.normal(size=(heads, dh)), rng.normal(size=(heads, dh)), rng.normal(size=d)
+    return p
+
+
+def reference(p, tokens, pattern=None):
+    """An independent forward at the last position (einsum over heads; ReLU MLPs); `pattern`: {(layer, head): rows}
+    replaces that head's attention pattern (row i: the weights of query i on keys 0..i)."""
+    n = tokens.shape[1]
+    h = p["W_E"][tokens] + p["W_pos"][:n]
+    for layer in sorted({int(k.split(".")[1]) for k in p if k.startswith("blocks.")}):
+        pre, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
+        q, k, v = (np.einsum("bpd,hdc->bhpc", h, p[f"{pre}.W_{c}"]) for c in "QKV")
+        s = np.einsum("bhic,bhjc->bhij", q, k) / np.sqrt(q.shape[-1]) + np.where(np.tril(np.ones((n, n))) > 0, 0, -np.inf)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a = a / a.sum(-1, keepdims=True)
+        for (lay, head), rows in (pattern or {}).items():
+            if lay == layer:
+                a[:, head] = np.array([list(r) + [0] * (n - len(r)) for r in rows], dtype=float)
+        h = h + np.einsum("bhij,bhjc,hcd->bid", a, v, p[f"{pre}.W_O"])
+        h = h + np.maximum(h @ p[f"{mlp}.W_in"] + p[f"{mlp}.b_in"], 0) @ p[f"{mlp}.W_out"] + p[f"{mlp}.b_out"]
+    return h[:, -1] @ p["W_U"]
+
+
+def run(graph, x):
+    """Float64 forward of a checker Graph (g as the checker rebuilt it) on rows x."""
+    values = {"x": np.asarray(x, dtype=np.float64).T}
+    for n in floats(graph):
+        if n.op == "linear":
+            values[n.name] = n.weight @ values[n.inputs[0]] + n.bias[:, None]
+        elif n.op == "affine":
+            values[n.name] = n.scale[:, None] * values[n.inputs[0]] + n.shift[:, None]
+        else:
+            values[n.name] = ENGINE[n.op].eval(n, [values[s] for s in n.inputs])
+    return values[graph.output].T
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_tl_graph_with_mlps_equals_numpy_forwards(tmp_path, biases):
+    rng = np.random.default_rng(4)
+    p = params(rng, 6, 4, 5, 3, 7, biases=biases)
+    tl_graph(p, vocab=6, length=4, queries=[3]).save(tmp_path / "t.npz", output="unembed")
+    tokens = rng.integers(0, 6, size=(50, 4))
+    got = evaluate(tmp_path / "t.npz", one_hot(tokens, 6))
+    want = forward(p, tokens)[:, -1]
+    assert np.abs(got - want).max() < 1e-10 * max(1.0, np.abs(want).max())
+    if not biases:
+        assert np.abs(reference(p, tokens) - want).max() < 1e-10 * max(1.0, np.abs(want).max())
+    with pytest.raises(ValueError, match="LayerNorm"):
+        tl_graph({**p, "ln_final.w": np.ones(5)}, vocab=6, length=4)
+
+
+def test_shipped_modular_addition_model():
+    """The shipped graph is the shipped TransformerLens weights' function, and it adds mod 13 on 167 of the 169 inputs."""
+    w = read_tl(ROOT / "models" / "modadd_tl.npz")
+    want = forward(w, INPUTS)[:, -1]
+    got = evaluate(ROOT / "models" / "modadd.npz", one_hot(INPUTS, P + 1))
+    assert np.abs(got - want).max() < 1e-9
+    right = int((want.argmax(-1) == (INPUTS[:, 0] + INPUTS[:, 1]) % P).sum())
+    assert right == 167, right
+
+
+def _spec(tmp_path, transform, model=ROOT / "models" / "modadd.npz", tol="1000"):
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    allowed = list(range(P))
+    path = tmp_path / "s.yaml"
+    path.write_text(f"version: 1\nmodel: {{path: {model}, sha256: {digest}}}\n"
+                    f"input: {{tokens: {{vocab: {P + 1}, length: 3, allowed: [{allowed}, {allowed}, [{P}]]}}}}\n"
+                    f"explanation:\n  - {transform}\nproperty: {{deviation: linf, tolerance: {tol}}}\noptions: {{method: crown}}\n")
+    return path
+
+
+def g_of(spec_path):
+    spec = read_spec(spec_path)
+    return build_g(spec, read_model(spec.model.path, spec.model.sha256), None)
+
+
+@pytest.mark.parametrize("head, pattern", [((0, 1), "uniform"), ((1, 0), "uniform"), ((0, 0), [[1], ["1/4", "3/4"], [0, "1/2", "1/2"]]),
+                                           ((1, 1), [["1/8", "5/8", "1/4"]])])
+def test_attention_pattern_is_the_fixed_pattern(tmp_path, head, pattern):
+    """g with a head's pattern fixed equals the numpy forward whose softmax output is replaced by the pattern."""
+    layer, h = head
+    text = pattern if pattern == "uniform" else "[" + ", ".join("[" + ", ".join(str(v) for v in r) + "]" for r in pattern) + "]"
+    g = g_of(_spec(tmp_path, f"attention: {{head: blocks.{layer}.attn.h{h}, pattern: {text}}}"))
+    rows = [[Fraction(1, i + 1)] * (i + 1) for i in range(3)] if pattern == "uniform" else [[Fraction(v) for v in r] for r in pattern]
+    if layer == 1 and pattern == "uniform":
+        rows = rows[2:]  # the last layer's heads read the last query only
+    rows = ([[1], [0, 1]] if layer == 1 else []) + rows  # (earlier queries of the last layer are not computed)
+    w = read_tl(ROOT / "models" / "modadd_tl.npz")
+    want = reference(w, INPUTS, {head: rows})
+    assert np.abs(run(g, one_hot(INPUTS, P + 1)) - want).max() < 1e-9
+    assert np.abs(forward(w, INPUTS)[:, -1] - want).max() > 1e-3  # the explanation changes the model
+
+
+def test_low_rank_circuits_are_the_factored_heads(tmp_path):
+    """QK: g's scores are h_i^T U V h_j (the model with W_Q' = U, W_K' = V^T); OV: g's OV circuit is (U V)^T."""
+    w = read_tl(ROOT / "models" / "modadd_tl.npz")
+    d, dh = w["blocks.0.attn.W_Q"].shape[1:]
+    for circuit, layer, head, rank in (("qk", 0, 0, 3), ("ov", 1, 1, 2), ("qk", 1, 0, dh)):
+        tmp = tmp_path / f"{circuit}{layer}"
+        tmp.mkdir()
+        spec = _spec(tmp, f"low_rank_circuit: {{head: blocks.{layer}.attn.h{head}, circuit: {circuit}, rank: {rank}}}")
+        assert main(["pin", str(spec)]) == 0
+        arrays = np.load(next(tmp.glob("pinned/*.npz")))
+        u, v = arrays["U"], arrays["V"]
+        p = {k: x.copy() for k, x in w.items()}
+        pre = f"blocks.{layer}.attn"
+        if circuit == "qk":
+            assert u.shape == (d, rank) and v.shape == (rank, d)
+            p[f"{pre}.W_Q"][head], p[f"{pre}.W_K"][head] = np.pad(u, ((0, 0), (0, dh - rank))), np.pad(v.T, ((0, 0), (0, dh - rank)))
+        else:
+            p[f"{pre}.W_V"][head], p[f"{pre}.W_O"][head] = np.pad(v.T, ((0, 0), (0, dh - rank))), np.pad(u.T, ((0, dh - rank), (0, 0)))
+        want = forward(p, INPUTS)[:, -1]
+        assert np.abs(run(g_of(spec), one_hot(INPUTS, P + 1)) - want).max() < 1e-9, circuit
+        change = np.abs(forward(w, INPUTS)[:, -1] - want).max()
+        assert (change < 1e-9) if rank == dh else (change > 1e-4), (circuit, rank, change)  # full rank: the model itself
+
+
+BAD = {
+    "pattern_rows": ("attention: {head: blocks.1.attn.h0, pattern: [[1/2, 1/2]]}", "explanation[0].attention.pattern"),
+    "pattern_sum": ("attention: {head: blocks.0.attn.h0, pattern: [[1], [1/2, 1/4], [0, 1/2, 1/2]]}", "explanation[0].attention.pattern[1]"),
+    "pattern_word": ("attention: {head: blocks.0.attn.h0, pattern: max}", "explanation[0].attention.pattern"),
+    "not_a_head": ("attention: {head: blocks.0.mlp, pattern: uniform}", "explanation[0].attention.head"),
+    "rank": ("low_rank_circuit: {head: blocks.0.attn.h0, circuit: qk, rank: 13, arrays: {path: x.npz, sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}}",
+             "explanation[0].low_rank_circuit.rank"),
+    "unpinned": ("low_rank_circuit: {head: blocks.0.attn.h0, circuit: ov, rank: 2}", "explanation[0].low_rank_circuit.arrays"),
+    "circuit": ("low_rank_circuit: {head: blocks.0.attn.h0, circuit: vo, rank: 2}", "explanation[0].low_rank_circuit.circuit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_head_explanations_are_one_line(tmp_path, capsys, name):
+    transform, key = BAD[name]
+    (tmp_path / "x.npz").write_bytes(b"")
+    assert main(["check", str(_spec(tmp_path, transform)), "--out", str(tmp_path / "c.cert.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err, err
+
+
+def _pruned(w, neurons):
+    p = {k: x.copy() for k, x in w.items()}
+    p["blocks.1.mlp.W_out"][list(neurons)] = 0.0  # the last layer's MLP acts at the last position only
+    return p
+
+
+def test_shipped_specs_bound_the_exact_maximum():
+    """Over all 169 inputs (numpy, independent of the graph): the shipped certificates' bounds are >= the exact
+    maximum deviation, and their checked witnesses attain it."""
+    w = read_tl(ROOT / "models" / "modadd_tl.npz")
+    f = forward(w, INPUTS)[:, -1]
+    uniform = {(0, 1): [[Fraction(1, i + 1)] * (i + 1) for i in range(3)]}
+    cases = {"modadd_prune_mlp": forward(_pruned(w, [11, 14, 18, 7, 30, 29, 12, 10]), INPUTS)[:, -1],
+             "modadd_attention": reference(w, INPUTS, uniform)}
+    for stem, g in cases.items():
+        exact = np.abs(f - g).max()
+        cert = json.loads((ROOT / "proofs" / f"{stem}.cert.json").read_text())
+        assert float(Fraction(cert["claim"]["bound"])) >= exact
+        assert abs(float(Fraction(cert["witness"]["deviation"])) - exact) <= 1e-9 * exact, stem
