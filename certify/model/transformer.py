@@ -203,6 +203,11 @@ class TransformerBuilder(GraphBuilder):
         return self.add(name, keep, out)
 
     def _softmax(self, name: str, scores: str, rows: list[list[int]], width: int, form: str) -> str:
+        if form == "softmax":  # one `softmax` node over each query row's pairs (its relaxation knows the row sums to 1)
+            ids = np.zeros(width)
+            for i, row in enumerate(rows):
+                ids[row] = i
+            return self.softmax(f"{name}.pattern", scores, ids)
         if form == "difference":  # a_r = 1 / sum_{l in row(r)} exp(s_l - s_r)
             diffs = [(r, l) for row in rows for r in row for l in row]
             w = np.zeros((len(diffs), width))
@@ -222,7 +227,7 @@ class TransformerBuilder(GraphBuilder):
             inv = self.unary(f"{name}.inv", "reciprocal", self.linear(f"{name}.denominator", e, sums))
             which = [next(i for i, row in enumerate(rows) if r in row) for r in range(width)]
             return self.binary(f"{name}.pattern", "mul", e, self.linear(f"{name}.inv_b", inv, select([(i, 0) for i in which], 1)))
-        raise ValueError(f"softmax form {form!r}: use difference or product")
+        raise ValueError(f"softmax form {form!r}: use softmax, difference or product")
 
     def mlp(self, name: str, h: str, W_in, b_in, W_out, b_out, act: str = "gelu") -> str:
         """h + W_out act(W_in h + b_in) + b_out per position."""
