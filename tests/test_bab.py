@@ -164,3 +164,39 @@ def test_stop_below_ends_the_search_above_an_unreachable_tolerance(tmp_path):
     root, _, _ = bound_with(p, "alpha", time_budget=30)
     bound, body, notes = bound_with(p, "bab", time_budget=120, stop_below=root * 2)
     assert notes["bab"]["leaves"] == 1 and bound <= root * 2 and notes["bab"]["seconds"] < 60
+
+
+def test_input_score_follows_the_worst_rows_coefficients():
+    """Two inputs of equal width and equal first-layer weight mass: the last layer weighs input 1's
+    path 100x more, so the worst row's linear bound loses most along input 1, which is split
+    (the first-layer mass alone could not tell the two apart)."""
+    from certify.bounds.bab import Node, choose_split, input_scores
+    from certify.bounds.driver import propose
+    from certify.bounds.network import from_exact
+
+    layers = [(exact.qmat([[1.0, 0.0], [0.0, 1.0]]), exact.qvec([0.5, 0.5])), (exact.qmat([[0.1, 10.0]]), exact.qvec([0.0]))]
+    net = from_exact(layers)
+    box = ([Fraction(0), Fraction(0)], [Fraction(1), Fraction(1)])
+    node = Node(box, {})
+    node.set_proposal(propose(net, layers, box, "crown", exact_output=False))
+    score = input_scores(net, node)
+    assert score[1] > 50 * score[0], score
+    assert choose_split(net, node) == {"split": "input", "dim": 1, "at": "1/2"}
+
+
+def test_strong_branching_tree_is_accepted(tmp_path):
+    """Input splits chosen among 3 scored candidates by their bounded children: the tree holds only
+    the kept splits, and the checker accepts it."""
+    from certify.bounds.bab import branch_and_bound
+    from certify.engine import attained_lower, prepare, write_and_check
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", 'tolerance: "21/20"'))
+    p = prepare(spec, tmp_path / "c.cert.json")
+    witness, lower = attained_lower(p)
+    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120, candidates=3)
+    assert r.splits >= 2 and r.bound <= p.spec.property.tolerance
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "s.cert.json", jobs=1)
+    assert result.verdict is Verdict.CERTIFIED, result.reason
+    assert len(_input_splits(r.tree)) == r.splits

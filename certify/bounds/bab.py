@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .driver import Proposal, propose
 from ..checker import exact
@@ -26,6 +27,12 @@ from .network import FloatNet, box_floats, from_exact
 
 INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs
+INPUT_CANDIDATES = 1  # input splits: the best scored dimensions whose children are all bounded, the best kept
+BLAS_THREADS = 1  # leaves multiply small matrices (hundreds of rows): more BLAS threads only spin; on this 2-core
+# machine at load 7, a 400x200 @ 200x200 product took 8.4x longer with OpenBLAS's 2 threads than with 1
+ALPHA_MAX_HIDDEN = 256  # input splits on a joint network with more hidden neurons: CROWN leaves, alpha not tried at
+# the root (on the VeryDiff MNIST pair, 420 hidden neurons, the root's alpha-CROWN took 5.7 s of a 60 s budget on a quiet
+# machine, 17 s at load 5, to find that alpha does not pay there)
 ALPHA_PAYS = 0.05  # alpha-CROWN bounds input-split leaves where it removes this share of CROWN's excess at the root
 
 
@@ -68,16 +75,44 @@ def _worst_row(p: Proposal) -> tuple[int, float]:
     return best, (1.0 if p.output_upper[best] >= -p.output_lower[best] else -1.0)
 
 
+def input_scores(net: FloatNet, node: Node) -> np.ndarray:
+    """Per input: |coefficient| of the input in the linear bound of the leaf's worst output row, times
+    the input's width (what that bound loses to the box along the input; alpha-beta-CROWN's "sb"
+    input-split heuristic). Falls back to width times the input's first-layer weight mass."""
+    lo, up = node.box
+    width = np.array([float(u - l) for l, u in zip(lo, up)])
+    p = node.proposal
+    if p is None or not p.relax or len(p.relax) != len(net.weights) - 1:
+        return width * np.abs(np.asarray(net.weights[0])).sum(axis=0)
+    row, sign = _worst_row(p)
+    lam = np.zeros((1, net.weights[-1].shape[0]))
+    lam[0, row] = -sign
+    trace: dict = {}
+    lo_f, up_f = box_floats(*node.box)
+    backsubstitute(net, len(net.weights), lam, list(p.relax), lo_f, up_f, trace, diff=p.diff or None)
+    return np.abs(np.asarray(trace[0])[0]) * width + 1e-12 * width  # ties (a zero coefficient): the wider input
+
+
+def input_split(node: Node, d: int) -> dict:
+    lo, up = node.box
+    return {"split": "input", "dim": int(d), "at": rational_str((lo[d] + up[d]) / 2)}
+
+
+def input_candidates(net: FloatNet, node: Node, k: int) -> list[dict]:
+    """Up to k input splits, the best scored first (`input_scores`); [] if the box is a point."""
+    score = input_scores(net, node)
+    widths = [u > l for l, u in zip(*node.box)]
+    return [input_split(node, d) for d in np.argsort(-score, kind="stable")[:k] if widths[d]]
+
+
 def choose_split(net: FloatNet, node: Node) -> dict | None:
-    """Input split on the widest weighted dimension (small inputs), else the unstable ReLU with the
-    largest relaxation gap times its coefficient in the worst output row (a BaBSR-like score)."""
+    """Input split on the best scored dimension (small inputs: `input_scores`), else the unstable
+    ReLU with the largest relaxation gap times its coefficient in the worst output row (BaBSR-like)."""
     lo, up = node.box
     if sum(l < u for l, u in zip(lo, up)) <= INPUT_SPLIT_MAX_DIM:  # few free inputs (fixed ones do not count)
-        mass = np.abs(np.asarray(net.weights[0])).sum(axis=0)
-        width = np.array([float(u - l) for l, u in zip(lo, up)])
-        d = int(np.argmax(width * mass))
-        if width[d] > 0:
-            return {"split": "input", "dim": d, "at": rational_str((lo[d] + up[d]) / 2)}
+        best = input_candidates(net, node, 1)
+        if best:
+            return best[0]
     p = node.proposal
     row, sign = _worst_row(p)
     lam = np.zeros((1, net.weights[-1].shape[0]))
@@ -99,6 +134,13 @@ def choose_split(net: FloatNet, node: Node) -> dict | None:
         if width[d] > 0:
             return {"split": "input", "dim": d, "at": rational_str((lo[d] + up[d]) / 2)}
     return best
+
+
+def _split_score(children: list[Node]) -> tuple:
+    """How good a split is once its children are bounded: the worse child's bound, then the sum
+    (an empty child counts as 0)."""
+    bounds = [float(c.bound) if c.bound is not None else 0.0 for c in children]
+    return max(bounds), sum(bounds)
 
 
 def _children(node: Node, split: dict) -> list[Node]:
@@ -134,7 +176,9 @@ def sampled_lower(net: FloatNet, box, samples: int = 256, seed: int = 0) -> floa
 class _Bounder:
     """Bounds regions with the leaf method of one run (in this process, or as a Ray actor)."""
 
-    def __init__(self, net: FloatNet, exact_joint, method: str, margins: tuple, differential: bool):
+    def __init__(self, net: FloatNet, exact_joint, method: str, margins: tuple, differential: bool, actor: bool = False):
+        if actor:  # a Ray worker process: one BLAS thread for good (see BLAS_THREADS)
+            threadpool_limits(BLAS_THREADS, user_api="blas")
         self.args = (net, exact_joint)
         self.method, self.margins, self.differential = method, margins, differential
 
@@ -160,7 +204,7 @@ class _RayBounders:
             ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(_Bounder)
-        self.actors = [actor.remote(*args) for _ in range(workers)]
+        self.actors = [actor.remote(*args, actor=True) for _ in range(workers)]
         ray.get([a.bound.remote([(root.box, root.assume, False)]) for a in self.actors])  # compile JAX in every worker
 
     def bound(self, regions: list) -> list[Proposal]:
@@ -188,9 +232,16 @@ class BabResult:
     leaf_method: str = ""
 
 
-def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
+def branch_and_bound(*args, **kwargs) -> BabResult:
+    """`_branch_and_bound` with BLAS_THREADS BLAS threads in this process."""
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        return _branch_and_bound(*args, **kwargs)
+
+
+def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
-                     margins: tuple = (), progress=None, workers: int = 0, address: str | None = None) -> BabResult:
+                     margins: tuple = (), progress=None, workers: int = 0, address: str | None = None,
+                     candidates: int = INPUT_CANDIDATES) -> BabResult:
     """Split the worst leaf until its bound is <= tolerance, or the budget is spent. `stop_below`, when
     given, replaces the tolerance as the target: callers pass 1.01 x an attained deviation, where
     splitting further cannot help (a violated tolerance is out of reach; a tightness run goes past it).
@@ -204,9 +255,11 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
     start = time.perf_counter()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
+    input_splits = sum(l < u for l, u in zip(*box)) <= INPUT_SPLIT_MAX_DIM
+    if method == "alpha" and input_splits and sum(net.widths[1:-1]) > ALPHA_MAX_HIDDEN:
+        method = "crown"  # see ALPHA_MAX_HIDDEN
     root.set_proposal(propose(net, exact_joint, box, method, margins=margins))
     differential = any(s["kind"] == "difference" and s["pairs"] for s in root.proposal.steps)
-    input_splits = sum(l < u for l, u in zip(*box)) <= INPUT_SPLIT_MAX_DIM
     crown = None
     if differential and input_splits:  # pairs for a 2x gain of CROWN at the root (cheap): the VeryDiff pairs
         # gain 2.1x (MNIST 1.63 vs 3.45) and need them; w16x2-prune50-box and -svd50-ball50 gain less and branch
@@ -242,6 +295,7 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
     try:
         while 1 + splits < max_leaves and time.perf_counter() - start < time_budget and live and not stop:
             regions, owners, taken = [], [], 0  # (box, assume, exact output) to bound, the node each is for
+            tried = []  # (node, [(split, children)]): a node's candidate splits, the best kept once bounded
             while live and taken < per_round and live[0][2].bound > target and 1 + splits < max_leaves:
                 _, _, worst = heapq.heappop(live)
                 taken += 1
@@ -251,21 +305,28 @@ def branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fr
                     regions.append((worst.box, worst.assume, True))
                     owners.append(worst)
                     continue
-                split = choose_split(net, worst)
-                if split is None:  # nothing left to split: the search ends here
+                cands = (input_candidates(net, worst, candidates) if input_splits and candidates > 1 else []) or \
+                    [s for s in [choose_split(net, worst)] if s is not None]
+                if not cands:  # nothing left to split: the search ends here
                     heapq.heappush(live, (-worst.bound, next(order), worst))
                     stop = True
                     break
-                worst.split, worst.children = split, _children(worst, split)
-                if split["split"] == "relu":
-                    worst.keep = (worst.first_layer, split["layer"])
-                regions += [(child.box, child.assume, False) for child in worst.children]
-                owners += worst.children
+                tried.append((worst, [(split, _children(worst, split)) for split in cands]))
+                for _, kids in tried[-1][1]:
+                    regions += [(child.box, child.assume, False) for child in kids]
+                    owners += kids
                 splits += 1
             if not owners:
                 break
-            for node, (proposal, exact_output) in zip(owners, zip(bounder.bound(regions), [r[2] for r in regions])):
-                node.set_proposal(proposal, exact_output)
+            for node, proposal, region in zip(owners, bounder.bound(regions), regions):
+                node.set_proposal(proposal, region[2])
+            keep = [node for node, region in zip(owners, regions) if region[2]]  # leaves bounded again, exactly
+            for node, options in tried:  # strong branching: the candidate split whose worse child is best
+                node.split, node.children = min(options, key=lambda o: _split_score(o[1]))
+                if node.split["split"] == "relu":
+                    node.keep = (node.first_layer, node.split["layer"])
+                keep += node.children
+            for node in keep:
                 if node.bound is not None:  # None: the region is empty
                     heapq.heappush(live, (-node.bound, next(order), node))
             if progress is not None:

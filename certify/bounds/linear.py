@@ -107,7 +107,8 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
                    diff: dict | None = None):
     """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box.
 
-    If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j.
+    If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j, and
+    trace[0] those on the input.
     `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN).
     `diff[j]` (a Difference), if given, relaxes pairs of layer j jointly (differential bounds).
     """
@@ -128,6 +129,8 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
                 lam, const = _apply_difference(xp, h, lam, const, r, diff[j - 1])
             if split_terms is not None and (j - 1) in split_terms:
                 lam = lam + split_terms[j - 1]
+    if trace is not None:
+        trace[0] = lam  # the coefficients on the input
     return const + xp.maximum(lam, 0.0) @ lower_in + xp.minimum(lam, 0.0) @ upper_in
 
 
