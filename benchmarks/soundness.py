@@ -1,6 +1,8 @@
 """Soundness campaign: random networks, explanations, boxes and methods against an exact oracle.
 
     python benchmarks/soundness.py --cases N [--seed S] [--workers W] [--json PATH] [--methods interval,crown,alpha,lp,bab]
+    python benchmarks/soundness.py --family transformer --cases 200 --first 400 --records r400.json   # one chunk
+    python benchmarks/soundness.py --family transformer --merge r*.json --json soundness-transformer.json
 
 Each case builds a random small ReLU MLP (random depth and width, with dead and always-active
 neurons), a random explanation (prune with zero/constant/mean/free fill, low_rank, a perturbed second
@@ -22,6 +24,22 @@ There is no MILP oracle for exp or erf: `exact` is an attained lower bound inste
 samples and finite-difference gradient ascent (numpy), replayed at the exact witness with mpmath at 50
 digits (`MP_OPS`, independent of the checker's arb evaluation). The same keys; `milp` holds the float
 value the ascent found.
+
+`--family transformer` (issue 17): random one-layer, one-head transformers built by
+certify/model/transformer.py (vocabulary 3-8, length 2-4, at most 4,096 sequences): attn_only with a
+difference, product or softmax-op pattern, its folded form (QK in its singular basis, OV folded into
+W_U), attention_tokens, or attention + LayerNorm + a ReLU/GELU MLP; explained by one or two random
+transforms (ablate of any value with zero, constant, mean where no curve is upstream, free where all
+downstream is affine; low_rank of a linear node, pinned by `certify pin`; an SAE at a residual value),
+on a token domain (`input: tokens`, per-position allowed sets sometimes); methods interval, crown,
+alpha, bab (token branch and bound, 8 leaves). `exact` is the exhaustive maximum: every sequence (and
+every vertex of the free values) in float64, the best three replayed by the checker's deviation_at (a
+proven lower bound) and by mpmath at 50 digits (`mp`, `replay_mismatch` counts disagreements); `milp`
+is the float maximum. Half the certificates carry the maximiser as witness (VIOLATED is exercised),
+half carry none (the bound is then the engine's alone, so `unsound` and `wrong_certified` are live
+tests). A case whose float enumeration overflows is `oracle_refused`; an exception of the product
+(checker, engine, pin) is counted in `errors` with its place, and the process runs under a 3 GB
+address-space limit (`--memory-gb`). `--merge R1.json R2.json ...` sums the chunks' --records.
 """
 
 from __future__ import annotations

@@ -39,24 +39,31 @@ def test_transformer_family_end_to_end(campaign):
         assert r["sequences"] >= 1 and 3 <= r["vocab"] <= 8 and 2 <= r["length"] <= 4
 
 
-def test_the_oracle_is_the_maximum_over_every_sequence(tmp_path):
-    """exhaustive_max on the joint graph of a zero-ablated W_pos equals max |f - g| from the direct numpy forward
-    (certify.model.transformer.forward, no graph) over every allowed sequence."""
+def _probe(tmp_path, seed, V, n, d, dh, tokens, explanation):
+    """A random attention-only transformer (last position read), its spec with `explanation` on `tokens`, and
+    the prepared joint graph: (parameters, prepared problem)."""
     from certify.engine_graph import prepare_graph
-    from certify.model.transformer import attn_only, forward
+    from certify.model.transformer import attn_only
 
-    rng = np.random.default_rng(4)
-    V, n, d, dh = 4, 3, 3, 2
+    rng = np.random.default_rng(seed)
     p = {"W_E": rng.normal(size=(V, d)), "W_pos": rng.normal(size=(n, d)), "W_U": rng.normal(size=(d, V))}
     for c in "QKV":
         p[f"blocks.0.attn.W_{c}"] = rng.normal(size=(1, d, dh))
     p["blocks.0.attn.W_O"] = rng.normal(size=(1, dh, d))
     sha = soundness.save_graph(attn_only(p, vocab=V, length=n, queries=[n - 1]), tmp_path / "m.npz", "unembed")
-    allowed = [[0, 2, 3], [1, 2], [0, 1, 2, 3]]
     spec = tmp_path / "s.yaml"
-    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput: {{tokens: {{vocab: {V}, length: {n}, allowed: {allowed}}}}}\n'
-                    "explanation:\n  - ablate: {site: embed.pos, fill: zero}\nproperty: {deviation: linf, tolerance: 1}\n")
-    probe = prepare_graph(spec, tmp_path / "s.cert.json")
+    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput: {{tokens: {tokens}}}\n'
+                    f"explanation:\n  - {explanation}\nproperty: {{deviation: linf, tolerance: 1}}\n")
+    return p, prepare_graph(spec, tmp_path / "s.cert.json")
+
+
+def test_the_oracle_is_the_maximum_over_every_sequence(tmp_path):
+    """exhaustive_max on the joint graph of a zero-ablated W_pos equals max |f - g| from the direct numpy forward
+    (certify.model.transformer.forward, no graph) over every allowed sequence."""
+    from certify.model.transformer import forward
+
+    V, n, allowed = 4, 3, [[0, 2, 3], [1, 2], [0, 1, 2, 3]]
+    p, probe = _probe(tmp_path, 4, V, n, 3, 2, f"{{vocab: {V}, length: {n}, allowed: {allowed}}}", "ablate: {site: embed.pos, fill: zero}")
     exact, value, x, mp, count = soundness.exhaustive_max(probe.joint, probe.box)
     seqs = np.array(list(itertools.product(*allowed)))
     direct = np.abs(forward(p, seqs)[:, -1] - forward({**p, "W_pos": 0 * p["W_pos"]}, seqs)[:, -1]).max(axis=1)
@@ -72,21 +79,10 @@ def test_free_values_are_enumerated_at_their_vertices(tmp_path):
     takes every vertex (not only the lower end that the checker's witness replay uses)."""
     from certify.bounds.tokens import one_hot
     from certify.checker.graph import deviation_at
-    from certify.engine_graph import prepare_graph
-    from certify.model.transformer import attn_only
 
-    rng = np.random.default_rng(9)
-    V, n, d, dh = 3, 2, 2, 1
-    p = {"W_E": rng.normal(size=(V, d)), "W_pos": rng.normal(size=(n, d)), "W_U": rng.normal(size=(d, V))}
-    for c in "QKV":
-        p[f"blocks.0.attn.W_{c}"] = rng.normal(size=(1, d, dh))
-    p["blocks.0.attn.W_O"] = rng.normal(size=(1, dh, d))
-    sha = soundness.save_graph(attn_only(p, vocab=V, length=n, queries=[n - 1]), tmp_path / "m.npz", "unembed")
-    spec = tmp_path / "s.yaml"
-    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput: {{tokens: {{vocab: {V}, length: {n}}}}}\n'
-                    "explanation:\n  - ablate: {site: blocks.0.attn.h0.out, indices: [0, 1], fill: free}\n"
-                    "property: {deviation: linf, tolerance: 1}\n")
-    probe = prepare_graph(spec, tmp_path / "s.cert.json")
+    V, n = 3, 2
+    _, probe = _probe(tmp_path, 9, V, n, 2, 1, f"{{vocab: {V}, length: {n}}}",
+                      "ablate: {site: blocks.0.attn.h0.out, indices: [0, 1], fill: free}")
     assert len(soundness._free_vertices(probe.joint)) == 4
     exact, *_ = soundness.exhaustive_max(probe.joint, probe.box)
     seqs = np.array(list(itertools.product(range(V), repeat=n)))
