@@ -11,8 +11,9 @@ Writes
     models/modadd_tl.npz   the weights under TransformerLens names: W_E (p+1, d), W_pos (3, d),
                            blocks.{0,1}.attn.W_Q/W_K/W_V (heads, d, d_head), W_O (heads, d_head, d),
                            blocks.{0,1}.mlp.W_in (d, m), b_in (m), W_out (m, d), b_out (d), W_U (d, p)
-    models/modadd.npz      the graph model (certify.model.transformer.tl_graph: logits at the last
-                           position only; input = 3 concatenated one-hot vectors of width p + 1)
+    models/modadd.npz      the graph model (certify.model.transformer.tl_graph, softmax="softmax": one
+                           `softmax` node per attention pattern; logits at the last position only;
+                           input = 3 concatenated one-hot vectors of width p + 1)
 
 and prints the accuracy on the held-out pairs and on all p^2 pairs (certify.model.transformer.forward,
 float64), how far the graph model's forward is from it, and the sha256 of both files.
@@ -121,7 +122,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tl = out.with_name(out.stem + "_tl.npz")
     np.savez(tl, **weights)
-    tl_graph(weights, vocab=p + 1, length=3, queries=[2]).save(out, output="unembed")
+    tl_graph(weights, vocab=p + 1, length=3, queries=[2], softmax="softmax").save(out, output="unembed")
     ref = forward(weights, tokens_all)[:, -1]  # the numpy TransformerLens forward, float64
     graph = evaluate(out, one_hot(tokens_all, p + 1))
     got = ref.argmax(-1)

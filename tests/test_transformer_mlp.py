@@ -114,11 +114,18 @@ def g_of(spec_path):
 
 @pytest.mark.parametrize("head, pattern", [((0, 1), "uniform"), ((1, 0), "uniform"), ((0, 0), [[1], ["1/4", "3/4"], [0, "1/2", "1/2"]]),
                                            ((1, 1), [["1/8", "5/8", "1/4"]])])
-def test_attention_pattern_is_the_fixed_pattern(tmp_path, head, pattern):
-    """g with a head's pattern fixed equals the numpy forward whose softmax output is replaced by the pattern."""
+@pytest.mark.parametrize("form", ["softmax", "difference"])
+def test_attention_pattern_is_the_fixed_pattern(tmp_path, head, pattern, form):
+    """g with a head's pattern fixed equals the numpy forward whose softmax output is replaced by the pattern,
+    on the shipped graph (softmax nodes) and on the same weights written in the difference form."""
     layer, h = head
     text = pattern if pattern == "uniform" else "[" + ", ".join("[" + ", ".join(str(v) for v in r) + "]" for r in pattern) + "]"
-    g = g_of(_spec(tmp_path, f"attention: {{head: blocks.{layer}.attn.h{h}, pattern: {text}}}"))
+    model = ROOT / "models" / "modadd.npz"
+    if form == "difference":
+        model = tmp_path / "diff.npz"
+        tl_graph(read_tl(ROOT / "models" / "modadd_tl.npz"), vocab=P + 1, length=3, queries=[2], softmax=form).save(model, output="unembed")
+    g = g_of(_spec(tmp_path, f"attention: {{head: blocks.{layer}.attn.h{h}, pattern: {text}}}", model=model))
+    assert any(n.op == ("softmax" if form == "softmax" else "reciprocal") for n in g.nodes)
     rows = [[Fraction(1, i + 1)] * (i + 1) for i in range(3)] if pattern == "uniform" else [[Fraction(v) for v in r] for r in pattern]
     if layer == 1 and pattern == "uniform":
         rows = rows[2:]  # the last layer's heads read the last query only
