@@ -131,14 +131,17 @@ def _up(q: Fraction) -> float:
     return x if Fraction(x) >= q else math.nextafter(x, math.inf)
 
 
-MUL_RULE = ["centre"]  # which McCormick planes `_mccormick` takes (see there); `mul_rule` sets it for a block
+MUL_RULE = ["weights"]  # which McCormick planes `_mccormick` takes (see there); `mul_rule` sets it for a block
 
 
 @contextlib.contextmanager
 def mul_rule(rule: str):
-    """McCormick's plane choice inside the block: "centre" (the default) or "x_low" (the planes exact where the
-    first factor is at its lower bound: for pattern x value products, the value's range is not paid where the
-    pattern is small, and the pattern's coefficient is the value's bound: the softmax row's sum-to-one then applies)."""
+    """McCormick's plane choice inside the block: "weights" (the default: "x_low" on elements whose first factor
+    lies in [0, 1], "centre" elsewhere), "centre" or "x_low" (the planes exact where the first factor is at its
+    lower bound: for attention pattern x value products, the value's range is not paid where the pattern is small,
+    and the pattern gets the value's bound as its coefficient, so that a softmax row's sum-to-one applies).
+    Max-of-K V = 16, softmax form: CROWN 138.3 (centre) -> 39.03 (weights) on all sequences; on a box of radius
+    1/20 around a one-hot sequence 94.30 -> 51.27 (attained 50.48)."""
     old, MUL_RULE[0] = MUL_RULE[0], rule
     try:
         yield
@@ -176,6 +179,9 @@ def _mccormick(bx, by):
         return plane(ly, lx, 1), plane(uy, lx, -1)
     lower = pick(plane(ly, lx, 1), plane(uy, ux, 1), np.greater)
     upper = pick(plane(uy, lx, -1), plane(ly, ux, -1), np.less)
+    if MUL_RULE[0] == "weights":  # x_low where the first factor is a weight in [0, 1] (an attention pattern), else the above
+        w = ((lx >= -1e-6) & (ux <= 1 + 1e-6))[:, None]
+        lower, upper = np.where(w, plane(ly, lx, 1), lower), np.where(w, plane(uy, lx, -1), upper)
     return lower, upper
 
 

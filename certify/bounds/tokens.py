@@ -131,34 +131,42 @@ def falsify_tokens(graph, box, *, starts: int = 256, rounds: int = 4, seed: int 
     return tokens[int(values.argmax())]
 
 
-def split_allowed(box, position: int):
-    """Two children of a token box: position's allowed set halved (in the order given)."""
+def split_allowed(box, position: int, parts: int = 2):
+    """`parts` children of a token box: position's allowed set cut into that many runs (in the order given)."""
     ok = box.allowed[position]
-    half = len(ok) // 2
-    return [FloatTokens(box.vocab, box.allowed[:position] + (part,) + box.allowed[position + 1:]) for part in (ok[:half], ok[half:])]
+    cuts = [len(ok) * i // parts for i in range(parts + 1)]
+    return [FloatTokens(box.vocab, box.allowed[:position] + (ok[a:b],) + box.allowed[position + 1:]) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def token_bab(bound_fn, box, target: float, *, max_leaves: int = 4096, seconds: float = 60.0, choose=None):
+def token_bab(bound_fn, box, target: float, *, max_leaves: int = 4096, seconds: float = 60.0, choose=None, strong: bool = False,
+              parts: int = 2):
     """Branch and bound over token sets. bound_fn(FloatTokens) -> (bound, steps). Splits the leaf
     with the largest bound at the position `choose(box)` (default: the position with the most
-    allowed tokens, the later on ties) until every leaf is <= target, or the budget is spent. Returns (bound, tree):
-    tree nodes are {"position", "parts", "children"} or leaves {"steps"}."""
+    allowed tokens, the later on ties) into `parts` runs, until every leaf is <= target, or the budget is spent.
+    strong: every position with more than one token is split on trial and the one whose worst child is best
+    is kept (strong branching: a bound per candidate child, but fewer leaves for the checker to re-verify).
+    Returns (bound, tree, leaves): tree nodes are {"position", "parts", "children"} or leaves {"steps"}."""
     choose = choose or (lambda b: max(range(len(b.allowed)), key=lambda p: (len(b.allowed[p]), p)))  # ties: the later position
     t0 = time.perf_counter()
     root = {"box": box}
     root["bound"], root["steps"] = bound_fn(box)
     leaves = [root]
     counter = itertools.count()
+
+    def children(leaf, p):
+        return [dict(zip(("bound", "steps"), bound_fn(c)), box=c, id=next(counter)) for c in split_allowed(leaf["box"], p, parts)]
+
     while len(leaves) < max_leaves and time.perf_counter() - t0 < seconds:
         leaves.sort(key=lambda leaf: -leaf["bound"])
         worst = leaves[0]
         if worst["bound"] <= target or max(len(ok) for ok in worst["box"].allowed) == 1:
             break
-        p = choose(worst["box"])
-        kids = []
-        for child in split_allowed(worst["box"], p):
-            b, steps = bound_fn(child)
-            kids.append({"box": child, "bound": b, "steps": steps, "id": next(counter)})
+        if strong:
+            trials = [(p, children(worst, p)) for p in range(len(worst["box"].allowed)) if len(worst["box"].allowed[p]) > 1]
+            p, kids = min(trials, key=lambda t: (max(k["bound"] for k in t[1]), sum(k["bound"] for k in t[1])))
+        else:
+            p = choose(worst["box"])
+            kids = children(worst, p)
         worst.update(position=p, parts=[list(k["box"].allowed[p]) for k in kids], children=kids)
         leaves = leaves[1:] + kids
 
@@ -185,12 +193,11 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
     on a wide score range gives an infinite bound (nothing to write): bab splits such a set."""
     import math
 
-    from .graph import crown_state, mul_rule
+    from .graph import crown_state
 
     def bound_of(b, m="crown"):
         try:
-            with mul_rule("x_low"):  # pattern x value products: the planes that let a softmax row's sum-to-one apply
-                st = crown_state(joint, b, m)
+            st = crown_state(joint, b, m)
             return st.bound, st.steps
         except OverflowError:
             return math.inf, None
