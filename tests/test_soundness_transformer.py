@@ -112,3 +112,24 @@ def test_a_broken_checker_shows_as_unsound(monkeypatch):
     monkeypatch.setattr(graph, "goal_reached", lambda bounds, bound, where: None)
     summary, records = soundness.run(2, seed=SEED, methods=soundness.TRANSFORMER_METHODS, family="transformer", chunk=2, first=FIRST)
     assert summary["unsound"] == 2 and summary["wrong_certified"] == 1, records  # case 1's tolerance is below its maximum
+
+
+def test_an_input_range_leaving_a_curves_domain_is_refused_by_the_engine(tmp_path):
+    """Found by this campaign (seed 0, case 12: product-form softmax, scores down to -370): exp ~1e-162, the padded
+    sum's interval crossed 0 and the engine wrote a reciprocal interval that the checker rejected (exit 3). Now
+    the engine refuses such a range (no certificate); on a box, a reciprocal of a range straddling 0 likewise."""
+    from certify.bounds.graph import crown_state
+    from certify.checker import Verdict
+    from certify.checker.graph import read_graph
+    from certify.model.graph import GraphBuilder
+
+    r = soundness.run_transformer_case(np.random.default_rng([0, 12]), tmp_path, 12, "interval")
+    assert r["verdict"] is not Verdict.REJECTED and r["bound"] is None and r["reason"].startswith("engine:"), r
+    for fn in ("reciprocal", "rsqrt", "sqrt"):  # y = fn(x + 1)
+        b = GraphBuilder(1)
+        b.unary("y", fn, b.linear("a", "x", [[1.0]], [1.0]))
+        b.save(tmp_path / f"{fn}.npz", "y")
+        graph = read_graph(tmp_path / f"{fn}.npz")
+        with pytest.raises(OverflowError, match=fn):  # x + 1 in [-1, 1]
+            crown_state(graph, ([Fraction(-2)], [Fraction(0)]), "interval")
+        assert 0 < crown_state(graph, ([Fraction(0)], [Fraction(1)]), "crown").bound < 2  # x + 1 in [1, 2]: bounded

@@ -212,6 +212,19 @@ def _mul_back(node, lam, planes):
     return [pick[0], pick[1]], pick[2].sum(1)
 
 
+OPEN_AT_ZERO = {"reciprocal": True, "rsqrt": True, "sqrt": False}  # curves defined on (0, inf) / [0, inf), as the checker's
+
+
+def _curve_interval(fn, n, l, u):
+    """The curve's float interval rule; an input range that leaves the curve's domain (a reciprocal's or
+    rsqrt's reaching 0, e.g. a sum of exps so small that the outward padding crosses 0) is refused like a float
+    overflow (OverflowError: no certificate), instead of a certificate that the checker must reject."""
+    if fn in OPEN_AT_ZERO and np.any((l <= 0) if OPEN_AT_ZERO[fn] else (l < 0)):
+        raise OverflowError(f"node {n.name!r}: {fn} of an input range reaching {float(np.min(l)):.3g} on this domain "
+                            f"(it needs {'positive' if OPEN_AT_ZERO[fn] else 'non-negative'} values)")
+    return curves.interval(fn, l, u)
+
+
 def _curve_row(fn):
     import jax.numpy as jnp
     from jax.scipy.special import erf as jerf
@@ -224,7 +237,7 @@ def _curve_row(fn):
     npfn = {"gelu": lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), "exp": np.exp, "erf": erf, "tanh": np.tanh, "sigmoid": expit,
             "square": np.square, "rsqrt": lambda x: 1 / np.sqrt(x), "reciprocal": lambda x: 1 / x, "sqrt": np.sqrt}[fn]
     return Row(lambda n, xs: npfn(xs[0]), lambda n, xs: jfn(xs[0]),
-               lambda n, bs: curves.interval(fn, *bs[0]), lambda n, bs: _curve_relax(fn, *bs[0]), _unary_back,
+               lambda n, bs: _curve_interval(fn, n, *bs[0]), lambda n, bs: _curve_relax(fn, *bs[0]), _unary_back,
                FreeSlopes(lambda n, bs, base: _curve_data(fn, *bs[0], base), lambda t, d: _curve_free_lines(fn, t, d),
                           lambda t, d: _curve_final(fn, t, d)))
 
