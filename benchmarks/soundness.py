@@ -418,6 +418,10 @@ def check_graph_case(p, method: str, witness, record: dict, budget: float = 1.0)
         bound, body, notes = bound_graph(p, method, time_budget=budget, lower=replay)
     except OverflowError as exc:  # float64 overflow in the engine (exp of a wide range): no certificate, counted apart
         return {**record, "bound": None, "verdict": Verdict.UNKNOWN, "reason": f"engine: {exc}"}
+    except RuntimeError as exc:  # token branch and bound whose leaves all overflowed: the engine's own refusal (bounds/tokens.py)
+        if not str(exc).startswith("no finite bound"):
+            raise
+        return {**record, "bound": None, "verdict": Verdict.UNKNOWN, "reason": f"engine: {exc}"}
     if not math.isfinite(bound):  # a token domain's CROWN pass that overflowed: no certificate either
         return {**record, "bound": None, "verdict": Verdict.UNKNOWN, "reason": "engine: no finite bound (an exp overflows)"}
     result = write_and_check_graph(p, method, bound, body, witness, replay, notes)
