@@ -30,6 +30,7 @@ EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is 
 INPUT_CANDIDATES = 1  # input splits: the best scored dimensions whose children are all bounded, the best kept
 BLAS_THREADS = 1  # leaves multiply small matrices (hundreds of rows): more BLAS threads only spin; on this 2-core
 # machine at load 7, a 400x200 @ 200x200 product took 8.4x longer with OpenBLAS's 2 threads than with 1
+CLOCK = time.perf_counter  # what time_budget counts (benchmarks on a shared machine set time.process_time: CPU seconds)
 ALPHA_MAX_HIDDEN = 256  # input splits on a joint network with more hidden neurons: CROWN leaves, alpha not tried at
 # the root (on the VeryDiff MNIST pair, 420 hidden neurons, the root's alpha-CROWN took 5.7 s of a 60 s budget on a quiet
 # machine, 17 s at load 5, to find that alpha does not pay there)
@@ -252,7 +253,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     Every leaf is bounded as in a serial run; a run that reaches its target splits exactly the
     regions whose bound misses it, so its tree is the serial tree (leaves bounded in another order).
     A run stopped by its budget holds the regions split so far, which may differ from a serial run's."""
-    start = time.perf_counter()
+    start, clock = time.perf_counter(), CLOCK()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
     input_splits = sum(l < u for l, u in zip(*box)) <= INPUT_SPLIT_MAX_DIM
@@ -293,7 +294,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     bounder = _RayBounders(workers, address, args, root) if workers else _Bounder(*args)
     per_round = 4 * workers if workers else 1  # leaves split per round: the worst first, their children bounded together
     try:
-        while 1 + splits < max_leaves and time.perf_counter() - start < time_budget and live and not stop:
+        while 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and not stop:
             regions, owners, taken = [], [], 0  # (box, assume, exact output) to bound, the node each is for
             tried = []  # (node, [(split, children)]): a node's candidate splits, the best kept once bounded
             while live and taken < per_round and live[0][2].bound > target and 1 + splits < max_leaves:
