@@ -41,8 +41,9 @@ def params(rng, V, n, d, dh, m, heads=2, layers=2, biases=False):
 
 
 def reference(p, tokens, pattern=None):
-    """An independent forward at the last position (einsum over heads; ReLU MLPs); `pattern`: {(layer, head): rows}
-    replaces that head's attention pattern (row i: the weights of query i on keys 0..i)."""
+    """An independent forward at the last position (einsum over heads; ReLU MLPs where present); `pattern`:
+    {(layer, head): rows} replaces that head's attention pattern (row i: the weights of query i on keys 0..i),
+    or {(layer, head): fn}, fn(tokens) -> (batch, n, n) patterns."""
     n = tokens.shape[1]
     h = p["W_E"][tokens] + p["W_pos"][:n]
     for layer in sorted({int(k.split(".")[1]) for k in p if k.startswith("blocks.")}):
@@ -53,9 +54,10 @@ def reference(p, tokens, pattern=None):
         a = a / a.sum(-1, keepdims=True)
         for (lay, head), rows in (pattern or {}).items():
             if lay == layer:
-                a[:, head] = np.array([list(r) + [0] * (n - len(r)) for r in rows], dtype=float)
+                a[:, head] = rows(tokens) if callable(rows) else np.array([list(r) + [0] * (n - len(r)) for r in rows], dtype=float)
         h = h + np.einsum("bhij,bhjc,hcd->bid", a, v, p[f"{pre}.W_O"])
-        h = h + np.maximum(h @ p[f"{mlp}.W_in"] + p[f"{mlp}.b_in"], 0) @ p[f"{mlp}.W_out"] + p[f"{mlp}.b_out"]
+        if f"{mlp}.W_in" in p:
+            h = h + np.maximum(h @ p[f"{mlp}.W_in"] + p[f"{mlp}.b_in"], 0) @ p[f"{mlp}.W_out"] + p[f"{mlp}.b_out"]
     return h[:, -1] @ p["W_U"]
 
 
@@ -136,6 +138,38 @@ def test_attention_pattern_is_the_fixed_pattern(tmp_path, head, pattern, form):
     assert np.abs(forward(w, INPUTS)[:, -1] - want).max() > 1e-3  # the explanation changes the model
 
 
+def last_max(tokens):
+    """Causal patterns with all weight on the last key holding the largest token among keys 0..i."""
+    b, n = tokens.shape
+    out = np.zeros((b, n, n))
+    for i in range(n):
+        keys = tokens[:, :i + 1]
+        j = i - np.argmax(keys[:, ::-1] == keys.max(-1, keepdims=True), axis=-1)  # the last position of the maximum
+        out[np.arange(b), i, j] = 1.0
+    return out
+
+
+def test_max_token_pattern_on_max_of_k(tmp_path):
+    """Max-of-K (V = 16): g with "the head attends to the largest token" equals the numpy forward with that pattern,
+    on every one of the 16^4 sequences (ties included); a domain of boxes is refused (max_token reads tokens)."""
+    w = read_tl(ROOT / "models" / "maxofk_v16_tl.npz")
+    model = ROOT / "models" / "maxofk_v16.npz"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\nmodel: {{path: {model}, sha256: {digest}}}\ninput: {{tokens: {{vocab: 16, length: 4}}}}\n"
+                    "explanation:\n  - attention: {head: blocks.0.attn.h0, pattern: max_token}\nproperty: {deviation: linf, tolerance: 1}\n")
+    tokens = np.array(np.meshgrid(*[np.arange(16)] * 4, indexing="ij")).reshape(4, -1).T
+    want = reference(w, tokens, {(0, 0): last_max})
+    g = g_of(spec)
+    got = np.concatenate([run(g, one_hot(tokens[s:s + 8192], 16)) for s in range(0, len(tokens), 8192)])
+    assert np.abs(got - want).max() < 1e-9
+    assert np.abs(forward(w, tokens)[:, -1] - want).max() > 1  # the explanation changes the model
+    bad = spec.read_text().replace("tokens: {vocab: 16, length: 4}", "box: {lower: 0, upper: 1}")
+    spec.write_text(bad)
+    with pytest.raises(Exception, match="max_token reads the tokens"):
+        g_of(spec)
+
+
 def test_low_rank_circuits_are_the_factored_heads(tmp_path):
     """QK: g's scores are h_i^T U V h_j (the model with W_Q' = U, W_K' = V^T); OV: g's OV circuit is (U V)^T."""
     w = read_tl(ROOT / "models" / "modadd_tl.npz")
@@ -158,6 +192,22 @@ def test_low_rank_circuits_are_the_factored_heads(tmp_path):
         assert np.abs(run(g_of(spec), one_hot(INPUTS, P + 1)) - want).max() < 1e-9, circuit
         change = np.abs(forward(w, INPUTS)[:, -1] - want).max()
         assert (change < 1e-9) if rank == dh else (change > 1e-4), (circuit, rank, change)  # full rank: the model itself
+
+
+def test_two_factored_circuits_pin_and_rebuild(tmp_path):
+    """Two float transforms on one graph: `certify pin` materialises the second on g built from the first's arrays
+    (it used to refuse its own unpinned first transform); g is the model with both circuits factored."""
+    spec = _spec(tmp_path, "low_rank_circuit: {head: blocks.0.attn.h0, circuit: qk, rank: 3}\n"
+                 "  - low_rank_circuit: {head: blocks.0.attn.h0, circuit: ov, rank: 5}")
+    assert main(["pin", str(spec)]) == 0
+    files = sorted(tmp_path.glob("pinned/*.npz"))
+    (qk, ov) = (np.load(f) for f in files)
+    w = read_tl(ROOT / "models" / "modadd_tl.npz")
+    p = {k: x.copy() for k, x in w.items()}
+    dh = p["blocks.0.attn.W_Q"].shape[-1]
+    p["blocks.0.attn.W_Q"][0], p["blocks.0.attn.W_K"][0] = np.pad(qk["U"], ((0, 0), (0, dh - 3))), np.pad(qk["V"].T, ((0, 0), (0, dh - 3)))
+    p["blocks.0.attn.W_V"][0], p["blocks.0.attn.W_O"][0] = np.pad(ov["V"].T, ((0, 0), (0, dh - 5))), np.pad(ov["U"].T, ((0, dh - 5), (0, 0)))
+    assert np.abs(run(g_of(spec), one_hot(INPUTS, P + 1)) - forward(p, INPUTS)[:, -1]).max() < 1e-9
 
 
 BAD = {
@@ -207,6 +257,7 @@ def test_onnx_export_reads_into_the_same_function():
     """models/modadd.onnx (torch.onnx.export) read by the trusted ONNX readers computes the TransformerLens forward."""
     path = ROOT / "models" / "modadd.onnx"
     g = read_model(path, hashlib.sha256(path.read_bytes()).hexdigest())
-    assert {"mul", "exp", "reciprocal", "relu"} <= {n.op for n in g.nodes}
+    ops = {n.op for n in g.nodes}
+    assert {"mul", "relu"} <= ops and ("softmax" in ops or {"exp", "reciprocal"} <= ops)
     want = forward(read_tl(ROOT / "models" / "modadd_tl.npz"), INPUTS)[:, -1]
     assert np.abs(run(g, one_hot(INPUTS, P + 1)) - want).max() < 1e-4 * np.abs(want).max()

@@ -175,8 +175,9 @@ class Sae:
 @dataclass(frozen=True)
 class Attention:
     """On a graph model, head `head`'s attention pattern (the value `<head>.pattern`: one weight per (query, key)
-    pair, query rows in order) replaced by a fixed one: `uniform` (1/|row| on each key of a query's row) or
-    given weights (one list per row, keys in position order, each row >= 0 summing to 1)."""
+    pair, query rows in order) replaced by a fixed one: `uniform` (1/|row| on each key of a query's row), given
+    weights (one list per row, keys in position order, each row >= 0 summing to 1) or, on a token domain,
+    `max_token` (all weight on the key holding the largest token id, the last such key on ties)."""
 
     kind: ClassVar[str] = "attention"
     head: str
@@ -444,8 +445,8 @@ def apply_low_rank(b: Build, i: int, t: LowRank, g: list[Layer]) -> list[Layer]:
         from dataclasses import replace
 
         node = low_rank_node(b.spec, i, t, g)
-        b.spec.need(t.arrays is not None, f"{_key(b.spec, i, t)}.arrays", "on a graph model the factors U, V must be pinned by the spec",
-                    "run `certify pin SPEC` (it writes `arrays: {path, sha256}`)", t.line)
+        b.spec.need(t.arrays is not None or f"explanation.{i}.U" in (b.materialized or {}), f"{_key(b.spec, i, t)}.arrays",  # (materialised: by pin)
+                    "on a graph model the factors U, V must be pinned by the spec", "run `certify pin SPEC` (it writes `arrays: {path, sha256}`)", t.line)
         u = float_array(b.spec, i, t, b.materialized, "U", (len(node.weight), t.rank), b.used)
         v = float_array(b.spec, i, t, b.materialized, "V", (t.rank, len(node.weight[0])), b.used)
         new = replace(node, name=f"g{i}.{t.layer}", weight=tuple(map(tuple, product(u, v, len(node.weight[0])))))
@@ -772,6 +773,9 @@ def apply_attention(b: Build, i: int, t: Attention, g):
 
     spec, key = b.spec, _key(b.spec, i, t)
     site, rows = pattern_rows(spec, key, g, t.head, t.line)
+    if t.pattern == "max_token":
+        nodes = max_token_nodes(spec, key, t, g, rows, f"g{i}.attention")
+        return splice(g, site, nodes, nodes[-1].name, i, key)
     if t.pattern == "uniform":
         given = [[Fraction(1, len(r))] * len(r) for r in rows]
     else:
@@ -783,6 +787,41 @@ def apply_attention(b: Build, i: int, t: Attention, g):
     width = g.dims[site]
     node = Node(f"g{i}.attention", "affine", (site,), scale=(Fraction(0),) * width, shift=tuple(w[j] for j in range(width)))
     return splice(g, site, [node], node.name, i, key)
+
+
+def max_token_nodes(spec, key: str, t: Attention, g, rows: list[list[int]], name: str) -> list:
+    """All weight on the key holding the largest token (the last such key on ties), a polynomial in the one-hot x:
+    a_j = sum_t x_{j,t} prod_{l < j} F_l(t) prod_{l > j} F_l(t - 1), F_l(t) = sum_{s <= t} x_{l,s} (keys 0..|row|-1).
+    Nodes: x_{j,t} for every entry (r, t), one `mul` by the next factor per other key (1 where a row has no more), a sum over t."""
+    from .graph import Node
+
+    spec.need(spec.input.kind == "tokens", f"{key}.pattern", "max_token reads the tokens: it needs a token domain", "use `input: tokens`", t.line)
+    V, n = spec.input.tokens[0], spec.input.tokens[1]
+    spec.need(max(len(r) for r in rows) <= n and g.in_dim == n * V, f"{key}.head", f"{t.head!r}'s rows do not fit {n} positions of {V} tokens",
+              "name a causal head of this token model", t.line)
+    entry = {r: (j, len(row)) for row in rows for j, r in enumerate(row)}
+    width, zero, cols = sum(len(r) for r in rows), Fraction(0), n * V
+
+    def linear(label, pick, bias, source="x"):  # pick(r, j, size) -> the x columns summed into entry (r, t), per t
+        w = [[zero] * cols for _ in range(width * V)]
+        for r in range(width):
+            for tok, c in enumerate(pick(r, *entry[r])):
+                for col in c:
+                    w[r * V + tok][col] = Fraction(1)
+        return Node(f"{name}.{label}", "linear", (source,), tuple(map(tuple, w)), tuple(Fraction(bias(r)) for r in range(width) for _ in range(V)))
+
+    nodes = [linear("x0", lambda r, j, size: [[j * V + tok] for tok in range(V)], lambda r: 0)]
+    for m in range(1, max(len(r) for r in rows)):
+        def others(r, j, size, m=m):
+            ls = [l for l in range(size) if l != j]
+            if m > len(ls):
+                return [[] for _ in range(V)]
+            l = ls[m - 1]
+            return [[l * V + s for s in range(tok + 1 if l < j else tok)] for tok in range(V)]
+        factor = linear(f"f{m}", others, lambda r, m=m: int(m > entry[r][1] - 1))
+        nodes += [factor, Node(f"{name}.p{m}", "mul", (nodes[-1].name, factor.name))]
+    total = tuple(tuple(Fraction(int(c // V == r)) for c in range(width * V)) for r in range(width))
+    return nodes + [Node(name, "linear", (nodes[-1].name,), total, (zero,) * width)]
 
 
 def circuit_blocks(weight) -> tuple[int, list]:
@@ -814,7 +853,8 @@ def apply_circuit_rank(b: Build, i: int, t: CircuitRank, g):
 
     spec, key = b.spec, _key(b.spec, i, t)
     nodes = circuit_nodes(spec, key, g, t)
-    spec.need(t.arrays is not None, f"{key}.arrays", "the factors U, V must be pinned by the spec", "run `certify pin SPEC`", t.line)
+    spec.need(t.arrays is not None or f"explanation.{i}.U" in (b.materialized or {}), f"{key}.arrays",  # (materialised: by `certify pin`)
+              "the factors U, V must be pinned by the spec", "run `certify pin SPEC`", t.line)
     blocks = [circuit_blocks(n.weight) for n in nodes]
     (k, blk) = blocks[0]
     d_in, d_out = len(blk[0]), (len(blk) if t.circuit == "ov" else len(blk[0]))
@@ -977,7 +1017,7 @@ def read_attention(r, body, key, line, kind):
     t = r.mapping(body, key, ("head", "pattern"))
     p = t["pattern"]
     if not r.is_seq(p):
-        return Attention(r.string(t["head"], f"{key}.head"), r.string(p, f"{key}.pattern", ("uniform",)), line)
+        return Attention(r.string(t["head"], f"{key}.head"), r.string(p, f"{key}.pattern", ("uniform", "max_token")), line)
     rows = tuple(r.vector(w, f"{key}.pattern[{j}]") for j, w in enumerate(r.seq(p, f"{key}.pattern")))
     bad = next((j for j, w in enumerate(rows) if not isinstance(w, tuple) or min(w) < 0 or sum(w) != 1), None)
     r.need(rows and bad is None, p, f"{key}.pattern" + ("" if bad is None else f"[{bad}]"), "a row is not a list of weights >= 0 summing to 1",

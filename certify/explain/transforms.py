@@ -325,6 +325,7 @@ def describe_ablate(t: Ablate, widths) -> str:
 
 def describe_attention(t: Attention, widths) -> str:
     fixed = ("uniform weights (1/n on each of a query's n keys)" if t.pattern == "uniform" else
+             "all weight on the key holding the largest token (the last such key on ties)" if t.pattern == "max_token" else
              "the given weights [" + "; ".join(", ".join(_num(v) for v in row) for row in t.pattern) + "]")
     return f"attention head {t.head}: its pattern replaced by {fixed}, whatever the scores."
 
