@@ -86,7 +86,23 @@ def test_tl_graph_with_mlps_equals_numpy_forwards(tmp_path, biases):
     if not biases:
         assert np.abs(reference(p, tokens) - want).max() < 1e-10 * max(1.0, np.abs(want).max())
     with pytest.raises(ValueError, match="LayerNorm"):
-        tl_graph({**p, "ln_final.w": np.ones(5)}, vocab=6, length=4)
+        tl_graph({**p, "ln_final.w": np.ones(5)}, vocab=6, length=4)  # w without b
+    with pytest.raises(ValueError, match="LayerNorm"):
+        tl_graph({**p, "blocks.0.ln3.w": np.ones(5), "blocks.0.ln3.b": np.ones(5)}, vocab=6, length=4)
+
+
+def test_tl_graph_with_layernorms_equals_numpy_forward(tmp_path):
+    """TransformerLens's ln1 (before the heads), ln2 (before the MLP) and ln_final, as per-position LayerNorm compositions."""
+    rng = np.random.default_rng(9)
+    p = params(rng, 6, 4, 5, 3, 7, biases=True)
+    for name in ("blocks.0.ln1", "blocks.0.ln2", "blocks.1.ln1", "blocks.1.ln2", "ln_final"):
+        p[f"{name}.w"], p[f"{name}.b"] = 1 + 0.3 * rng.normal(size=5), 0.3 * rng.normal(size=5)
+    tl_graph(p, vocab=6, length=4, queries=[3], softmax="softmax").save(tmp_path / "t.npz", output="unembed")
+    tokens = rng.integers(0, 6, size=(50, 4))
+    want = forward(p, tokens)[:, -1]
+    assert np.abs(evaluate(tmp_path / "t.npz", one_hot(tokens, 6)) - want).max() < 1e-10 * max(1.0, np.abs(want).max())
+    plain = {k: v for k, v in p.items() if ".ln" not in k and not k.startswith("ln")}
+    assert np.abs(forward(plain, tokens)[:, -1] - want).max() > 1e-2  # the norms matter
 
 
 def test_shipped_modular_addition_model():

@@ -298,26 +298,36 @@ def attn_only(params: dict, *, vocab: int, length: int, queries=None, softmax: s
 
 
 def tl_graph(params: dict, *, vocab: int, length: int, queries=None, softmax: str = "difference",
-             act: str = "relu") -> TransformerBuilder:
+             act: str = "relu", eps: float = 1e-5) -> TransformerBuilder:
     """A transformer with MLP blocks from TransformerLens names (as attn_only, plus per layer
-    blocks.{l}.mlp.W_in (d, m), b_in (m), W_out (m, d), b_out (d); no LayerNorm: an ln*.w/b array is
-    refused, fold it first): each layer is resid + attention (its heads summed, as attn_only), then
-    resid + W_out act(W_in resid + b_in) + b_out, node `blocks.{l}.mlp` (its parts `.in`, `.act` (the
-    neurons: an ablate site), `.out`). The last layer's heads read only `queries`. Output node `unembed`."""
-    ln = sorted(k for k in params if k.startswith("ln") or ".ln" in k)
-    if ln:
-        raise ValueError(f"tl_graph: LayerNorm weights {ln[:3]} are not read; fold them (TransformerLens fold_ln) or drop them")
-    attn = {k: v for k, v in params.items() if ".mlp." not in k}
+    blocks.{l}.mlp.W_in (d, m), b_in (m), W_out (m, d), b_out (d), and optional LayerNorms
+    blocks.{l}.ln1.w/b (before the heads), blocks.{l}.ln2.w/b (before the MLP), ln_final.w/b (before W_U),
+    TransformerLens's LayerNorm with `eps`, per position, as GraphBuilder's composition): each layer is
+    resid + attention(ln1(resid)) (its heads summed, as attn_only), then resid + W_out act(W_in ln2(resid)
+    + b_in) + b_out, node `blocks.{l}.mlp` (its parts `.in`, `.act` (the neurons: an ablate site), `.out`).
+    The last layer's heads read only `queries`. Output node `unembed`. Other ln* arrays are refused."""
     layers = sorted({int(k.split(".")[1]) for k in params if k.startswith("blocks.")})
+    norms = [f"blocks.{layer}.{n}" for layer in layers for n in ("ln1", "ln2")] + ["ln_final"]
+    known = {f"{n}.{c}" for n in norms for c in "wb"}
+    bad = sorted(k for k in params if (k.startswith("ln") or ".ln" in k) and k not in known) + \
+        sorted(f"{n}.{c}" for n in norms for c in "wb" if f"{n}.w" in params or f"{n}.b" in params if f"{n}.{c}" not in params)
+    if bad:
+        raise ValueError(f"tl_graph: LayerNorm arrays {bad[:3]} are not read (give w and b of ln1, ln2, ln_final)")
+    attn = {k: v for k, v in params.items() if ".mlp." not in k}
     b = TransformerBuilder(vocab, length)
+
+    def norm(name: str, x: str) -> str:
+        return b.layernorm_positions(name, x, params[f"{name}.w"], params[f"{name}.b"], eps) if f"{name}.w" in params else x
+
     h = b.embed("embed", params["W_E"], params["W_pos"])
     for layer in layers:
         pre = f"blocks.{layer}.attn"
         saved, outs = list(b.positions), []
+        x = norm(f"blocks.{layer}.ln1", h)
         for head in range(np.asarray(params[f"{pre}.W_Q"]).shape[0]):
             b.positions = list(saved)
             bias = {f"b_{c}": (np.asarray(attn[f"{pre}.b_{c}"])[head] if f"{pre}.b_{c}" in attn else None) for c in "QKV"}
-            outs.append(b.attention(f"{pre}.h{head}", h, *(np.asarray(attn[f"{pre}.W_{c}"])[head] for c in "QKVO"),
+            outs.append(b.attention(f"{pre}.h{head}", x, *(np.asarray(attn[f"{pre}.W_{c}"])[head] for c in "QKVO"),
                                     queries=queries if layer == layers[-1] else None, softmax=softmax, residual=False, **bias))
         qi = [saved.index(p) for p in b.positions]
         total = b.linear(f"{pre}.resid_in", h, b._pad(select([(a, c) for a in qi for c in range(b.d_model)], b.d_model), len(saved) * b.d_model))
@@ -328,8 +338,10 @@ def tl_graph(params: dict, *, vocab: int, length: int, queries=None, softmax: st
         h = total
         mlp = f"blocks.{layer}.mlp"
         if f"{mlp}.W_in" in params:
-            h = b.mlp(mlp, h, params[f"{mlp}.W_in"], params[f"{mlp}.b_in"], params[f"{mlp}.W_out"], params[f"{mlp}.b_out"], act=act)
-    b.unembed("unembed", h, params["W_U"], params.get("b_U"))
+            mid = b.unary(f"{mlp}.act", act, b.per_position(f"{mlp}.in", norm(f"blocks.{layer}.ln2", h), np.asarray(params[f"{mlp}.W_in"]).T,
+                                                            params[f"{mlp}.b_in"]))
+            h = b.add(mlp, h, b.per_position(f"{mlp}.out", mid, np.asarray(params[f"{mlp}.W_out"]).T, params[f"{mlp}.b_out"]))
+    b.unembed("unembed", norm("ln_final", h), params["W_U"], params.get("b_U"))
     return b
 
 
@@ -339,10 +351,16 @@ def read_tl(path: str | Path) -> dict:
         return {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
 
 
-def forward(params: dict, tokens: np.ndarray, act: str = "relu") -> np.ndarray:
-    """Direct numpy forward of a transformer without LayerNorm (TransformerLens conventions, causal;
-    MLP blocks with `act` where blocks.{l}.mlp.W_in exists): tokens (batch, n) -> logits (batch, n, V).
-    The reference the graph is tested against."""
+def forward(params: dict, tokens: np.ndarray, act: str = "relu", eps: float = 1e-5) -> np.ndarray:
+    """Direct numpy forward of a transformer (TransformerLens conventions, causal; MLP blocks with `act`
+    where blocks.{l}.mlp.W_in exists; LayerNorms ln1, ln2, ln_final where their w is given):
+    tokens (batch, n) -> logits (batch, n, V). The reference the graph is tested against."""
+    def ln(x, name):
+        if f"{name}.w" not in params:
+            return x
+        c = x - x.mean(-1, keepdims=True)
+        return c / np.sqrt((c * c).mean(-1, keepdims=True) + eps) * params[f"{name}.w"] + params[f"{name}.b"]
+
     tokens = np.asarray(tokens)
     n = tokens.shape[1]
     h = params["W_E"][tokens] + params["W_pos"][:n]
@@ -350,11 +368,11 @@ def forward(params: dict, tokens: np.ndarray, act: str = "relu") -> np.ndarray:
     mask = np.tril(np.ones((n, n), dtype=bool))
     for layer in layers:
         pre = f"blocks.{layer}.attn"
-        out = np.zeros_like(h)
+        out, x = np.zeros_like(h), ln(h, f"blocks.{layer}.ln1")
         for head in range(params[f"{pre}.W_Q"].shape[0]):
             def proj(c):
                 b = params.get(f"{pre}.b_{c}")
-                return h @ params[f"{pre}.W_{c}"][head] + (0 if b is None else b[head])
+                return x @ params[f"{pre}.W_{c}"][head] + (0 if b is None else b[head])
             q, k, v = proj("Q"), proj("K"), proj("V")
             s = np.einsum("bic,bjc->bij", q, k) / np.sqrt(q.shape[-1])
             s = np.where(mask, s, -np.inf)
@@ -364,10 +382,10 @@ def forward(params: dict, tokens: np.ndarray, act: str = "relu") -> np.ndarray:
         h = h + out + params.get(f"{pre}.b_O", 0)
         mlp = f"blocks.{layer}.mlp"
         if f"{mlp}.W_in" in params:  # relu (tl_graph's default) or gelu (exact, erf)
-            z = h @ params[f"{mlp}.W_in"] + params[f"{mlp}.b_in"]
+            z = ln(h, f"blocks.{layer}.ln2") @ params[f"{mlp}.W_in"] + params[f"{mlp}.b_in"]
             mid = np.maximum(z, 0) if act == "relu" else z * (1 + np.vectorize(math.erf)(z / np.sqrt(2))) / 2
             h = h + mid @ params[f"{mlp}.W_out"] + params[f"{mlp}.b_out"]
-    return h @ params["W_U"] + params.get("b_U", 0)
+    return ln(h, "ln_final") @ params["W_U"] + params.get("b_U", 0)
 
 
 def one_hot(tokens: np.ndarray, vocab: int) -> np.ndarray:
