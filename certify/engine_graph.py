@@ -10,6 +10,7 @@ used and the output says so.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -123,11 +124,17 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
             bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
         except OverflowError as exc:  # values beyond float64 on this domain: the engine cannot propose a certificate
             raise BadInput(str(p.spec.path), "input", str(exc), "narrow the input domain, or rescale the model") from None
+        if not math.isfinite(float(bound)):  # a token domain's pass whose float64 values overflowed: nothing to certify
+            notes.append(f"{m}: no finite bound (float64 overflows on this domain)")
+            continue
         tried[m] = float(bound)
         if best is None or bound < best[1]:
             best = (m, bound, body, extra)
         if bound <= tol or time.perf_counter() - t0 > budget:
             break
+    if best is None:
+        raise BadInput(str(p.spec.path), "input", "no method gives a finite bound: float64 overflows on this domain",
+                       "narrow the input domain, or rescale the model")
     chosen, bound, body, extra = best
     t3 = time.perf_counter()
     result = write_and_check_graph(p, chosen, bound, body, witness, lower, {**extra, "seconds": round(t3 - t0, 3)})

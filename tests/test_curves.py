@@ -200,6 +200,25 @@ def test_domains_unknown_curves_and_empty_intervals_fail_closed():
         interval_image("reciprocal", Fraction(0), one)
 
 
+def test_far_tails_round_outward_and_huge_values_fail_closed():
+    """exp(-10^40) is a ball with a binary exponent near -1.4e40: its exact value would be a Fraction of
+    10^40 bits (a certificate found by the soundness campaign made the checker eat 17 GB). Ends nearer 0
+    than 2^-EXP_BITS are rounded outward instead; values beyond 2^EXP_BITS are refused, never built."""
+    from flint import arb
+
+    tiny = Fraction(1, 2 ** checker.EXP_BITS)
+    big = Fraction(10 ** 40)
+    assert interval_image("exp", -big, -big + 1) == (0, tiny)
+    assert interval_image("gelu", -big, -big + 1) == (-tiny, tiny)  # |gelu| < 2^-EXP_BITS: balls around 0
+    lo, hi = interval_image("sigmoid", big, big + 1)
+    assert lo <= 1 <= hi and hi - lo < Fraction(1, 2 ** 150)  # 192-bit balls
+    with pytest.raises(ValueError, match="out of the checker's range"):
+        interval_image("exp", big, big + 1)
+    with pytest.raises(ValueError, match="out of the checker's range"):
+        checker.exact(arb(2) ** -(10 ** 6))  # side 0: only an exact value will do
+    assert checker.exact(arb(-3) / 8, -1) == Fraction(-3, 8)  # moderate values stay exact
+
+
 def test_a_line_too_tight_by_1e40_is_rejected_within_the_budget():
     """Fail closed: exp's tangent at 1/3 raised by 1e-40 crosses exp by 1e-40; the checker does not
     prove it (the bisection budget runs out or the negative gap is proved) and rejects."""

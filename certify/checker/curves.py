@@ -36,10 +36,20 @@ def ball(q: Fraction | int) -> arb:
     return arb(fmpq(q.numerator, q.denominator))
 
 
-def exact(x: arb) -> Fraction:
-    """The exact value of a ball of radius 0 (an end from `lower()`/`upper()`/`mid()`)."""
+EXP_BITS = 1 << 14  # ends beyond 2^16384 are refused; ends nearer 0 than 2^-16384 are rounded outward (side)
+
+
+def exact(x: arb, side: int = 0) -> Fraction:
+    """The exact value of a ball of radius 0 (an end from `lower()`/`upper()`/`mid()`). A lower (side -1)
+    or upper (+1) end nearer 0 than 2^-EXP_BITS is rounded outward to 0 or -/+2^-EXP_BITS; an end beyond
+    2^EXP_BITS, or a tiny one with side 0, raises ValueError (a 2^(10^30) Fraction would exhaust memory)."""
     man, exp = (int(v) for v in x.man_exp())
-    return Fraction(man * 2 ** exp) if exp >= 0 else Fraction(man, 2 ** -exp)
+    mag = exp + abs(man).bit_length()  # 2^(mag-1) <= |value| < 2^mag
+    if man == 0 or -EXP_BITS <= mag <= EXP_BITS:
+        return Fraction(man * 2 ** exp) if exp >= 0 else Fraction(man, 2 ** -exp)
+    if mag > EXP_BITS or side == 0:
+        raise ValueError(f"a value of about 2^{mag} is out of the checker's range")
+    return Fraction(0) if (man > 0) == (side < 0) else Fraction(side, 2 ** EXP_BITS)  # |value| < 2^-EXP_BITS
 
 
 def _ncdf(x: arb) -> arb:  # the standard normal CDF Phi, as erfc(-x/sqrt 2)/2: no cancellation in the left tail
@@ -184,7 +194,7 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
         inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in c.minima() if not (m < lo or m > hi)]
         if not all(v.is_finite() for v in ends + inner):
             raise ValueError(f"{fn}: no finite enclosure on [{l}, {u}]")
-        return min(exact(v.lower()) for v in ends + inner), max(exact(v.upper()) for v in ends)
+        return min(exact(v.lower(), -1) for v in ends + inner), max(exact(v.upper(), 1) for v in ends)
 
 
 def _plane_holds(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, ...], side: int) -> bool:

@@ -360,14 +360,14 @@ def _sm_denominators(node, box, pairs):
         d_lo, d_hi = [arb(1)] * len(lo), [arb(1)] * len(lo)
         for j, l in pairs:
             d_lo[j], d_hi[j] = d_lo[j] + arb(q(lo[l] - up[j])).exp(), d_hi[j] + arb(q(up[l] - lo[j])).exp()
-        return [curves.exact(v.lower()) for v in d_lo], [curves.exact(v.upper()) for v in d_hi]
+        return [curves.exact(v.lower(), -1) for v in d_lo], [curves.exact(v.upper(), 1) for v in d_hi]
 
 
 def _sm_interval(node, boxes, prepared):
     """y_j increases in s_j and decreases in every other s_l of its group: 1/D_j's bounds at the box's corners."""
     d_lo, d_hi = _sm_denominators(node, boxes[0], prepared[1])
     with ctx.workprec(curves.PREC):
-        return [curves.exact((1 / arb(q(v))).lower()) for v in d_hi], [curves.exact((1 / arb(q(v))).upper()) for v in d_lo]
+        return [curves.exact((1 / arb(q(v))).lower(), -1) for v in d_hi], [curves.exact((1 / arb(q(v))).upper(), 1) for v in d_lo]
 
 
 def _sm_relax(step, boxes, where, node):
@@ -644,7 +644,7 @@ def deviation_at(joint: Graph, x: list[Fraction]) -> Fraction:
     """A proven lower bound on max_i |d_i(x)|: the lower end of the arb enclosure (exact where the
     graph's ops are all rational)."""
     with ctx.workprec(256):
-        return max(curves.exact(abs(v).lower()) for v in evaluate(joint, x)["d"])
+        return max(curves.exact(abs(v).lower(), -1) for v in evaluate(joint, x)["d"])
 
 
 def goal_reached(bounds: dict, bound: Fraction, where: str) -> None:
@@ -735,7 +735,10 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> t
     x = [Fraction(*v) for v in x]
     require(all(l <= v <= u for v, l, u in zip(x, *box)) and (not isinstance(box, TokenBox) or box.contains(x)), "witness",
             "the input lies outside the spec's domain")
-    dev = deviation_at(joint, x)
+    try:
+        dev = deviation_at(joint, x)
+    except ValueError as exc:  # a value beyond the checker's range at the witness
+        raise Rejected("witness", str(exc)) from None
     claimed = parse_ratio(witness["deviation"])
     require(claimed is not None and Fraction(*claimed) == dev, "witness", f"claimed deviation differs from the replay's proven {dev}")
     require(dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
