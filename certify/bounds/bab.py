@@ -231,6 +231,7 @@ class BabResult:
     splits: int
     seconds: float
     leaf_method: str = ""
+    startup_seconds: float = 0.0  # starting the Ray workers (and their first leaf), part of `seconds`
 
 
 def branch_and_bound(*args, **kwargs) -> BabResult:
@@ -291,7 +292,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     splits, stop = 0, False
     target = tolerance if stop_below is None else stop_below
     args = (net, exact_joint, leaf_method, margins, differential)
+    t0 = time.perf_counter()
     bounder = _RayBounders(workers, address, args, root) if workers else _Bounder(*args)
+    startup = time.perf_counter() - t0
     per_round = 4 * workers if workers else 1  # leaves split per round: the worst first, their children bounded together
     try:
         while 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and not stop:
@@ -335,4 +338,4 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     finally:
         bounder.close()
     claim = -live[0][0] if live else Fraction(0)
-    return BabResult(root.to_json(claim, dims), claim, 1 + splits, splits, time.perf_counter() - start, leaf_method)
+    return BabResult(root.to_json(claim, dims), claim, 1 + splits, splits, time.perf_counter() - start, leaf_method, startup)
