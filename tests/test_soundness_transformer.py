@@ -133,3 +133,15 @@ def test_an_input_range_leaving_a_curves_domain_is_refused_by_the_engine(tmp_pat
         with pytest.raises(OverflowError, match=fn):  # x + 1 in [-1, 1]
             crown_state(graph, ([Fraction(-2)], [Fraction(0)]), "interval")
         assert 0 < crown_state(graph, ([Fraction(0)], [Fraction(1)]), "crown").bound < 2  # x + 1 in [1, 2]: bounded
+
+
+def test_witness_free_residual_cases_make_a_broken_checker_visible(monkeypatch):
+    """The residual family's witness-free block (cases 4-7): a bound 0 that a broken checker accepts is counted
+    unsound (with the attained maximiser as witness, the engine would have raised the bound to it)."""
+    from certify.checker import graph
+
+    assert [soundness.witness_free(i) for i in range(9)] == [False] * 4 + [True] * 4 + [False]
+    _broken(monkeypatch)
+    monkeypatch.setattr(graph, "goal_reached", lambda bounds, bound, where: None)
+    summary, records = soundness.run(4, seed=7, methods=soundness.RESIDUAL_METHODS, family="residual", chunk=4, first=4)
+    assert summary["unsound"] == sum(r["exact"] > 0 for r in records) > 0, records
