@@ -546,7 +546,8 @@ def random_explanation(rng, b, tmp: Path, i: int, head: str) -> list[str]:
         site = "embed.pos" if kind == "ablate_pos" else str(rng.choice(sites))
         width = b.dims[site]
         free_ok = all(node["op"] in AFFINE_OPS for node in _downstream(b.nodes, site))
-        fills = ["zero", "constant"] + (["mean"] if not _upstream_ops(b.nodes, site) & set(CURVE_OPS) else []) + (["free"] if free_ok else [])
+        mean_ok = not _upstream_ops(b.nodes, site) & set(CURVE_OPS) and not any("free" in line for line in lines)  # no curve, no free value before it
+        fills = ["zero", "constant"] + (["mean"] if mean_ok else []) + (["free"] if free_ok else [])
         fill = str(rng.choice(fills))
         k = int(rng.integers(1, min(width, 3) + 1))
         idx = "" if fill != "free" and rng.random() < 0.5 else f", indices: {sorted(int(j) for j in rng.choice(width, k, replace=False))}"
@@ -633,7 +634,7 @@ def run_transformer_case(rng, tmp: Path, i: int, method: str) -> dict:
     try:
         return {**_transformer_case(rng, tmp, i, method, info), "seconds": round(time.perf_counter() - t0, 2)}
     except (Exception, MemoryError) as exc:  # noqa: BLE001 (each one is counted and printed)
-        kind = "oracle_refused" if isinstance(exc, OracleRefused) else "error"
+        kind = "oracle_refused" if isinstance(exc, OracleRefused) else "error"  # BadInput too: this generator writes only valid specs
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return {"case": i, "method": method, "bound": None, "exact": Fraction(0), "milp": 0.0, "tolerance": Fraction(0),
                 "verdict": Verdict.UNKNOWN, "reason": f"{kind}: {type(exc).__name__}: {str(exc)[:300]} ({Path(where.filename).name}:{where.lineno})",
