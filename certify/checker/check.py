@@ -569,7 +569,7 @@ def _check(spec: Spec, cert_path: Path, jobs: int | None = None) -> tuple[Fracti
     require(("steps" in cert) + ("tree" in cert) + ("token_tree" in cert) == 1, "certificate",
             "needs exactly one of steps (one region), tree or token_tree (branch and bound)")
     if isinstance(f, Graph):  # a graph model: its own steps over the joint graph (checker/graph.py)
-        return (bound, *check_graph(spec, f, g, cert, bound, input_box(spec, f)), level, None)
+        return (bound, *check_graph(spec, f, g, cert, bound, input_box(spec, f), jobs), level, None)
     joint, _ = joint_network(exact_layers(f), g, spec.property.outputs)
     domain = with_free(g, *input_box(spec, f))  # x, then any free values v (fill: free)
     box = normalise_box(f, *domain)

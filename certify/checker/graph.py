@@ -528,6 +528,9 @@ class TokenBox(tuple):
         box.vocab, box.allowed = vocab, tuple(tuple(ok) for ok in allowed)
         return box
 
+    def __reduce__(self):  # pickled (to a checking process) as what it is made from
+        return TokenBox, (self.vocab, self.allowed)
+
     def lowest(self, n: fmpz_mat, den: int) -> tuple[list[int], int]:
         """Per row of the coefficients n/den on x, the minimum over the domain: sum_p min_{t allowed at p} n[p*V + t]."""
         e, cols = n.entries(), n.ncols()
@@ -653,21 +656,18 @@ def goal_reached(bounds: dict, bound: Fraction, where: str) -> None:
     require(all(-l <= bound and u <= bound for l, u in zip(lo, up)), where, "the verified bounds of d do not prove |d_i| <= bound")
 
 
-def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: str) -> int:
+def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: str, jobs: int | None = None) -> int:
     """Branch and bound over tokens: a node {"position": p, "parts": [[ids], ...], "children": [...]}
     partitions position p's allowed tokens among its children (each part non-empty, together exactly
     the parent's set); a leaf {"steps": [...]} proves |d_i| <= bound on its sub-domain. So the leaves
-    cover the domain. Returns the number of steps checked."""
-    stack, count = [(tree, box, where)], 0
-    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}  # once per tree, not per leaf
+    cover the domain. The leaves are checked by `check_leaves`; returns the number of steps checked."""
+    stack, leaves = [(tree, box, where)], []
     while stack:
         node, sub, at = stack.pop()
         require(isinstance(node, dict) and (set(node) == {"steps"} or set(node) == {"position", "parts", "children"}), at,
                 "a token tree node is {steps} or {position, parts, children}")
         if "steps" in node:
-            require(isinstance(node["steps"], list), at, "steps must be a list")
-            goal_reached(check_graph_steps(joint, sub, node["steps"], f"{at}.steps", prepared), bound, at)
-            count += len(node["steps"])
+            leaves.append((node["steps"], sub, at))
             continue
         p, parts, kids = node["position"], node["parts"], node["children"]
         require(type(p) is int and 0 <= p < len(sub.allowed) and isinstance(parts, list) and isinstance(kids, list)
@@ -676,36 +676,80 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
         require(sorted(t for q in parts for t in q) == sorted(sub.allowed[p]), at, f"the parts do not partition position {p}'s tokens")
         for i, (part, kid) in enumerate(zip(parts, kids)):
             stack.append((kid, TokenBox(sub.vocab, sub.allowed[:p] + (tuple(sorted(part)),) + sub.allowed[p + 1:]), f"{at}.children[{i}]"))
-    return count
+    return check_leaves(joint, leaves, bound, jobs)
 
 
-def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str) -> int:
+def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str, jobs: int | None = None) -> int:
     """Branch and bound over the input box, with the dense tree's input splits (check.check_tree): a node
     {"split": "input", "dim": d, "at": c, "children": [a, b]}, c inside the parent's box, gives a the box
     with x_d <= c and b the box with x_d >= c, so the children cover their parent and the leaves the root
-    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box. Returns the number of steps checked."""
+    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box (`check_leaves`). Returns the number of steps checked."""
     from .check import MAX_TREE_NODES, SPLIT_KEYS
 
     require(not isinstance(box, TokenBox), where, "a token domain is split by a token_tree")
-    stack, count, seen = [(tree, (list(box[0]), list(box[1])), where)], 0, 0
-    prepared = {n.name: OPS[n.op].prepare(n) for n in joint.nodes}
+    stack, leaves, seen = [(tree, (list(box[0]), list(box[1])), where)], [], 0
     while stack:
         node, (lo, up), at = stack.pop()
         seen += 1
         require(seen <= MAX_TREE_NODES and isinstance(node, dict) and set(node) in ({"steps"}, SPLIT_KEYS["input"]), at,
                 "a tree node is {steps} or an input split {split, dim, at, children} (at most 200,000 nodes)")
         if "steps" in node:
-            goal_reached(check_graph_steps(joint, (lo, up), node["steps"], f"{at}.steps", prepared), bound, at)
-            count += len(node["steps"])
+            leaves.append((node["steps"], (lo, up), at))
             continue
         d, c, kids = node["dim"], parse_rational(node["at"]), node["children"]
         require(node["split"] == "input" and type(d) is int and 0 <= d < len(lo) and c is not None and lo[d] <= c <= up[d]
                 and isinstance(kids, list) and len(kids) == 2, at, "an input split needs a dimension, a point inside the parent box and two children")
         stack += [(kids[0], (lo, up[:d] + [c] + up[d + 1:]), f"{at}.0"), (kids[1], (lo[:d] + [c] + lo[d + 1:], up), f"{at}.1")]
+    return check_leaves(joint, leaves, bound, jobs)
+
+
+PARALLEL_MIN_LEAVES = 8  # fewer leaves are checked in this process (a worker takes about a second to start)
+_LEAF_WORKER: dict = {}  # in a worker process: the joint graph and its nodes' exact parameters
+
+
+def _start_leaf_worker(joint: Graph) -> None:
+    _LEAF_WORKER.update(joint=joint, prepared={n.name: OPS[n.op].prepare(n) for n in joint.nodes})
+
+
+def _leaves_here(joint: Graph, leaves: list, bound: Fraction, prepared: dict) -> int:
+    count = 0
+    for steps, sub, at in leaves:
+        require(isinstance(steps, list), at, "steps must be a list")
+        goal_reached(check_graph_steps(joint, sub, steps, f"{at}.steps", prepared), bound, at)
+        count += len(steps)
     return count
 
 
-def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> tuple[Fraction | None, int]:
+def _leaf_part(leaves: list, bound: Fraction) -> tuple:
+    try:
+        return ("ok", _leaves_here(_LEAF_WORKER["joint"], leaves, bound, _LEAF_WORKER["prepared"]))
+    except Rejected as exc:  # (Rejected itself does not pickle)
+        return ("rejected", exc.step, exc.reason)
+
+
+def check_leaves(joint: Graph, leaves: list, bound: Fraction, jobs: int | None = None) -> int:
+    """Each leaf (steps, its sub-domain, where) proves |d_i| <= bound from the root's facts alone (nothing flows
+    between leaves), so with `jobs` > 1 and enough leaves they are checked in that many spawned processes. Every
+    part must come back "ok": one rejection rejects, and a process that dies rejects. Returns the steps checked."""
+    if (jobs or 1) <= 1 or len(leaves) < PARALLEL_MIN_LEAVES or RECORD is not None:
+        return _leaves_here(joint, leaves, bound, {n.name: OPS[n.op].prepare(n) for n in joint.nodes})
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    parts, count = [leaves[i::4 * jobs] for i in range(4 * jobs)], 0  # round robin: sizes even out
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_leaf_worker, initargs=(joint,)) as pool:
+            for result in pool.map(_leaf_part, [p for p in parts if p], [bound] * len(parts)):
+                if result[0] != "ok":
+                    raise Rejected(*result[1:])
+                count += result[1]
+    except BrokenProcessPool as exc:
+        raise Rejected("tree", f"a checking process died ({exc}): nothing it checked is believed") from None
+    return count
+
+
+def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs: int | None = None) -> tuple[Fraction | None, int]:
     """A graph certificate: its steps verify bounds of the joint graph's output d = f - g with
     |d_i| <= bound on the box; the witness, if any, is replayed (a proven lower bound, <= bound)."""
     need(spec.property.semantics == "real", str(spec.path), "property.semantics",
@@ -719,9 +763,9 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box) -> t
         raise Rejected("joint graph", str(exc)) from None
     if "token_tree" in cert:
         require(isinstance(box, TokenBox), "token_tree", "a token split tree needs a token domain (input: tokens)")
-        count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree")
+        count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree", jobs)
     elif "tree" in cert:
-        count = check_input_tree(joint, box, cert["tree"], bound, "tree")
+        count = check_input_tree(joint, box, cert["tree"], bound, "tree", jobs)
     else:
         count = len(cert["steps"])
         goal_reached(check_graph_steps(joint, box, cert["steps"], "steps"), bound, "goal")
