@@ -7,7 +7,7 @@ causal, TransformerLens conventions. Trained on uniformly random sequences; weig
 numbers (stored as float64, so the exact checker reads the same values).
 
 Writes
-    models/maxofk.npz      the graph model (certify.model.transformer.attn_only(..., fold=True): logits
+    models/maxofk.npz      the graph model (certify.model.transformer.attn_only(..., fold=True, softmax="softmax"): logits
                            at the last position only, the task's output; QK in its singular basis and
                            OV folded into W_U, the same function up to float64 rounding, ~1e-13; input
                            = 4 concatenated one-hot vectors)
@@ -122,7 +122,7 @@ def main() -> None:
     out = Path(args.out)
     tl = out.with_name(out.stem + "_tl.npz")
     np.savez(tl, **weights)
-    attn_only(weights, vocab=vocab, length=length, queries=[length - 1], fold=True).save(out, output="unembed")
+    attn_only(weights, vocab=vocab, length=length, queries=[length - 1], fold=True, softmax="softmax").save(out, output="unembed")
     for path in (out, tl):
         print(f"{path.name}: sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
 

@@ -40,7 +40,7 @@ def test_onnx_transformer_graph_computes_the_transformerlens_forward(path, tl, k
     the exact graph agrees with the float64 numpy forward to float64 rounding (V=16) or the scale's float32
     rounding (V=64), and with onnxruntime's float32 run."""
     g = read_model(path, sha(path))
-    assert isinstance(g, Graph) and {n.op for n in g.nodes} >= {"mul", "exp", "reciprocal", "linear"}
+    assert isinstance(g, Graph) and {n.op for n in g.nodes} >= {"mul", "softmax", "linear"}
     p = read_tl(MODELS / tl)
     V, n = p["W_E"].shape[0], p["W_pos"].shape[0]
     assert g.in_dim == n * V and g.out_dim == V
@@ -54,14 +54,12 @@ def test_onnx_transformer_graph_computes_the_transformerlens_forward(path, tl, k
 
 
 def test_masked_weights_are_exactly_zero_and_left_out():
-    """The -inf causal mask: only the 10 causal pairs of the 4x4 scores reach the exp (the difference form
-    has sum over rows of |row|^2 = 1 + 4 + 9 + 16 = 30 differences), and A @ V multiplies 10 pattern entries."""
+    """The -inf causal mask: only the 10 causal pairs of the 4x4 scores reach the softmax (one group per query
+    row: 1 + 2 + 3 + 4 entries), and A @ V multiplies 10 pattern entries."""
     g = read_model(SMALL, sha(SMALL))
     dims = {nd.name: g.dims[nd.name] for nd in g.nodes}
-    exp = next(nd for nd in g.nodes if nd.op == "exp")
-    assert dims[exp.name] == 30
-    pattern = next(nd for nd in g.nodes if nd.op == "reciprocal")
-    assert dims[pattern.name] == 10
+    pattern = next(nd for nd in g.nodes if nd.op == "softmax")
+    assert dims[pattern.name] == 10 and [int(v) for v in pattern.groups] == [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]
 
 
 def test_cli_certifies_the_onnx_transformer_with_a_token_witness(tmp_path, capsys):
@@ -72,7 +70,12 @@ def test_cli_certifies_the_onnx_transformer_with_a_token_witness(tmp_path, capsy
     assert res["verdict"] == "CERTIFIED"
     cert = json.loads(out.read_text())
     text = json.dumps(cert)
-    assert "/Softmax_output_0.exp" in text  # the ONNX graph's own nodes were bounded
+    assert "/Softmax_output_0.pattern" in text  # the ONNX graph's own nodes were bounded
+    step = next(s for s in cert["steps"] if s["kind"] == "relax" and s["node"] == "/Softmax_output_0.pattern")
+    step["lower_intercept"][0] = str(Fraction(step["lower_intercept"][0]) + Fraction(1, 1000))  # a line above 1/D
+    forged = tmp_path / "forged.cert.json"
+    forged.write_text(json.dumps(cert))
+    assert main(["verify", str(SPECS / "max_of_k_onnx.yaml"), str(forged)]) == 3
     x = next(v for k, v in _walk(cert) if k == "x" and isinstance(v, list) and len(v) == 64)
     blocks = [[Fraction(t) for t in x[p * 16:(p + 1) * 16]] for p in range(4)]
     assert all(sorted(b) == [0] * 15 + [1] for b in blocks)  # a token sequence

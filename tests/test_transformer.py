@@ -241,7 +241,7 @@ def test_shipped_maxofk_reader_builds_the_shipped_graph(tmp_path):
     from certify.model.transformer import read_tl
 
     p = read_tl(ROOT / "models" / "maxofk_tl.npz")
-    attn_only(p, vocab=64, length=4, queries=[3], fold=True).save(tmp_path / "m.npz", output="unembed")
+    attn_only(p, vocab=64, length=4, queries=[3], fold=True, softmax="softmax").save(tmp_path / "m.npz", output="unembed")
     assert read_graph(tmp_path / "m.npz").nodes == read_graph(ROOT / "models" / "maxofk.npz").nodes
     tokens = np.random.default_rng(0).integers(0, 64, size=(200, 4))
     logits = evaluate(ROOT / "models" / "maxofk.npz", one_hot(tokens, 64))

@@ -12,8 +12,8 @@ shape [r, c] is the flat row-major vector of r*c entries (the token domain's x: 
                                             and may be read by a Softmax only (an ordinary add of
                                             M's finite entries stays)
     Softmax(value, last axis), not last     per row, over the unmasked entries r:
-                                            a_r = 1 / sum_l exp(s_l - s_r) (`linear`, `exp`, `linear`,
-                                            `reciprocal`: TransformerBuilder's "difference" form),
+                                            a_r = 1 / sum_l exp(s_l - s_r): the `softmax` op, one group
+                                            per row (its back-substitution uses that a row sums to 1),
                                             scattered back with masked entries exactly 0
 
 Soundness of the mask: softmax gives an entry of -inf weight exp(-inf) / sum = 0 exactly, when its
@@ -85,11 +85,9 @@ class Attention:
             if not all(rows):
                 raise ValueError(f"{nm} (Softmax): a row is masked entirely (-inf everywhere: NaN)")
             kept = [f for row in rows for f in row]
-            diffs = [(f, l) for row in rows for f in row for l in row]  # s_l - s_f
-            e = self.emit(f"{out}.exp", "exp", [self._lin(f"{out}.diffs", x, [[(l, 1), (f, -1)] for f, l in diffs], w * len(rows))])
             at = {f: i for i, f in enumerate(kept)}
-            den = self._lin(f"{out}.denominator", e, [[(t, 1) for t, (g, _) in enumerate(diffs) if g == f] for f in kept], len(diffs))
-            pattern = self.emit(f"{out}.pattern", "reciprocal", [den])
+            scores = self._lin(f"{out}.scores", x, [[(f, 1)] for f in kept], w * len(rows))  # the unmasked entries, row by row
+            pattern = self.emit(f"{out}.pattern", "softmax", [scores], groups=[r for r, row in enumerate(rows) for _ in row])
             vals[out] = self._lin(out, pattern, [[(at[f], 1)] if f in at else [] for f in range(w * len(rows))], len(kept)), sh
             self.zero[out] = set(masked)
             return True
