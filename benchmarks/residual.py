@@ -1,7 +1,7 @@
 """Bounding methods on the shipped residual (graph-model) specs: how close is each certified bound to
 the attained deviation, and does checking take longer than bounding?
 
-    python benchmarks/residual.py [--json PATH] [--bab-seconds S] [--specs a.yaml,b.yaml]
+    python benchmarks/residual.py [--json PATH] [--bab-seconds S] [--jobs N] [--specs a.yaml,b.yaml]
 
 Instances: every spec in specs/ whose model is a graph (residual MLPs with LayerNorm and GELU; SAE,
 transcoder and ablation explanations; ONNX imports), without `levels:` or a token domain. Per
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -89,7 +90,7 @@ def attained_with_free(joint, box, starts: int = 64, steps: int = 100, seed: int
     return float(jnp.max(best))
 
 
-def run_instance(spec: Path, tmp: Path, bab_seconds: float) -> dict:
+def run_instance(spec: Path, tmp: Path, bab_seconds: float, jobs: int = 1) -> dict:
     p = prepare_graph(spec, tmp / f"{spec.stem}.cert.json")
     if hasattr(p.box, "lowest"):
         raise ValueError("a token domain")
@@ -107,7 +108,7 @@ def run_instance(spec: Path, tmp: Path, bab_seconds: float) -> dict:
         bound, body, notes = bound_graph(p, m, time_budget=bab_seconds, lower=lower, target=lower)
         seconds = time.perf_counter() - t
         q = prepare_graph(spec, tmp / f"{spec.stem}.{m}.cert.json")
-        result = write_and_check_graph(q, m, bound, body, witness, lower, notes)
+        result = write_and_check_graph(q, m, bound, body, witness, lower, notes, jobs)
         rec["certify"][m] = {"bound": float(result.bound) if result.bound is not None else None, "seconds": round(seconds, 3),
                              "check_seconds": round(result.seconds, 3), "verdict": result.verdict.value,
                              "ratio": float(result.bound / lower) if result.bound is not None and lower > 0 else None,
@@ -120,6 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--bab-seconds", type=float, default=60.0)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes that check a split tree's leaves (default: the CPU count, as certify check)")
     ap.add_argument("--specs", default=None, help="comma-separated spec paths (default: every residual spec in specs/)")
     args = ap.parse_args(argv)
     specs = [Path(s) for s in args.specs.split(",")] if args.specs else residual_specs()
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             try:
-                records.append(run_instance(spec, Path(tmp), args.bab_seconds))
+                records.append(run_instance(spec, Path(tmp), args.bab_seconds, args.jobs))
             except Exception as exc:  # noqa: BLE001  reported, not hidden
                 records.append({"instance": spec.stem, "error": f"{type(exc).__name__}: {exc}"[:300]})
             r = records[-1]
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     checks = {m: sum(r["certify"][m]["check_seconds"] <= r["certify"][m]["seconds"] for r in ok) for m in METHODS}
     summary = {"instances": records, "targets": {"alpha_within_2x": met["alpha"], "bab_within_1.25x": met["bab"],
                                                  "check_not_slower_than_bound": {m: f"{checks[m]}/{len(ok)}" for m in METHODS}},
-               "bab_seconds": args.bab_seconds, "machine": platform.platform(), "python": platform.python_version()}
+               "bab_seconds": args.bab_seconds, "jobs": args.jobs, "machine": platform.platform(), "python": platform.python_version()}
     print(json.dumps(summary["targets"]))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))

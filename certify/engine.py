@@ -271,7 +271,7 @@ def run_check(spec_path: str | Path, out: str | Path | None = None, method: str 
     spec = read_spec(spec_path)
     if isinstance(read_model(spec.model.path, spec.model.sha256), Graph):  # named values, typed nodes: engine_graph.py
         from .engine_graph import run_graph_check
-        return run_graph_check(spec_path, out, method, level, strict, timeout)
+        return run_graph_check(spec_path, out, method, level, strict, timeout, jobs)
     t0 = time.perf_counter()
     p = prepare(spec_path, out, level, strict)
     if timeout is not None:

@@ -85,18 +85,18 @@ def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Frac
 
 
 def write_and_check_graph(p: GraphProblem, method: str, bound: Fraction, body: dict, witness, lower: Fraction,
-                          notes: dict) -> CheckResult:
+                          notes: dict, jobs: int | None = None) -> CheckResult:
     engine = {"certify": __version__, "method": method, "graph_nodes": len(p.joint.nodes), **notes}
     cert = certificate_json(spec=p.spec, model_sha256=p.f.sha256, bound=max(bound, lower), body=body,
                             witness=None if witness is None else (witness, lower), materialized=None, engine=engine)
     if p.spec.level is not None:
         cert = {**cert, "level": p.spec.level}
     write_json_atomic(p.certificate, cert)
-    return check_certificate(p.spec.path, p.certificate)
+    return check_certificate(p.spec.path, p.certificate, jobs)
 
 
 def run_graph_check(spec_path, out=None, method: str | None = None, level: str | None = None, strict: bool = False,
-                    timeout: float | None = None):
+                    timeout: float | None = None, jobs: int | None = None):
     from .engine import Outcome, exact_witness
 
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
                        "narrow the input domain, or rescale the model")
     chosen, bound, body, extra = best
     t3 = time.perf_counter()
-    result = write_and_check_graph(p, chosen, bound, body, witness, lower, {**extra, "seconds": round(t3 - t0, 3)})
+    result = write_and_check_graph(p, chosen, bound, body, witness, lower, {**extra, "seconds": round(t3 - t0, 3)}, jobs)
     t4 = time.perf_counter()
     return Outcome(p.spec, p.certificate, result, result.witness_deviation, witness, chosen, tried,
                    {"build": t1 - t0, "falsify": t2 - t1, "bound": t3 - t2, "check": t4 - t3, "total": t4 - t0},
