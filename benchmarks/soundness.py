@@ -515,7 +515,54 @@ def _upstream_ops(nodes: list[dict], site: str) -> set:
     return ops
 
 
-def random_explanation(rng, b, tmp: Path, i: int, head: str) -> list[str]:
+EXTENDED_FROM = 2000  # cases from this index on also draw two-layer tl_graph models and the attention / low_rank_circuit
+# transforms (added after soundness-transformer-2000.json was run: cases 0-1999 are drawn exactly as then)
+
+
+def random_tl2(rng, V: int, n: int):
+    """(builder, arch and form, head name): a random two-layer transformer with MLPs (tl_graph: TransformerLens
+    names, 1-2 heads per layer, LayerNorms ln1, ln2, ln_final sometimes, ReLU or GELU), one of its heads."""
+    from certify.model.transformer import tl_graph
+
+    d, dh, m, heads = int(rng.integers(2, 5)), int(rng.integers(1, 3)), int(rng.integers(2, 5)), int(rng.integers(1, 3))
+    sharp = float(rng.choice([0.3, 0.5, 1.0]))  # two layers widen the ranges: milder scores than one layer's
+    p = {"W_E": rng.normal(0, 1, (V, d)), "W_pos": rng.normal(0, 1, (n, d)), "W_U": _mat(rng, V, d).T}
+    for layer in range(2):
+        pre = f"blocks.{layer}"
+        for c in "QK":
+            p[f"{pre}.attn.W_{c}"] = rng.normal(0, sharp / np.sqrt(d), (heads, d, dh))
+        p[f"{pre}.attn.W_V"], p[f"{pre}.attn.W_O"] = rng.normal(0, 1 / np.sqrt(d), (heads, d, dh)), rng.normal(0, 1 / np.sqrt(dh), (heads, dh, d))
+        p[f"{pre}.mlp.W_in"], p[f"{pre}.mlp.b_in"] = _mat(rng, m, d).T, rng.normal(0, 0.3, m)
+        p[f"{pre}.mlp.W_out"], p[f"{pre}.mlp.b_out"] = _mat(rng, d, m).T, rng.normal(0, 0.3, d)
+    if rng.random() < 0.5:
+        for name in ("blocks.0.ln1", "blocks.0.ln2", "blocks.1.ln1", "blocks.1.ln2", "ln_final"):
+            p[f"{name}.w"], p[f"{name}.b"] = 1 + 0.3 * rng.normal(size=d), 0.2 * rng.normal(size=d)
+    form = str(rng.choice(["difference", "softmax"]))
+    b = tl_graph(p, vocab=V, length=n, queries=None if rng.random() < 0.5 else [n - 1], softmax=form,
+                 act=str(rng.choice(["relu", "gelu"])))
+    return b, f"tl2/{form}", f"blocks.{int(rng.integers(2))}.attn.h{int(rng.integers(heads))}"
+
+
+def _circuit_transform(rng, b, head: str, arch: str) -> str | None:
+    """attention {head, pattern: uniform | max_token} where the head's pattern is a softmax pattern (not the
+    product form), or low_rank_circuit {head, circuit: qk | ov, rank} where the head has q, k, ov nodes of d x d
+    circuits (not the folded or attention_tokens forms); None where neither applies."""
+    kinds = (["attention"] if not arch.endswith("/product") else []) + \
+        (["low_rank_circuit"] if arch.split("/")[0] in ("attn", "mlp", "tl2") else [])
+    if not kinds:
+        return None
+    if str(rng.choice(kinds)) == "attention":
+        return f"  - attention: {{head: {head}, pattern: {rng.choice(['uniform', 'max_token'])}}}"
+    q = next(node for node in b.nodes if node["name"] == f"{head}.q")
+    w = b.arrays[q["weight"]]
+    dh = w.shape[0] // (w.shape[1] // b.d_model)  # q is per position: (positions * d_head, positions * d)
+    biased = "bias" in q and np.any(b.arrays[q["bias"]] != 0) or any(  # qk: no b_Q, b_K
+        np.any(b.arrays[k["bias"]] != 0) for k in b.nodes if k["name"] == f"{head}.k" and "bias" in k)
+    circuit = "ov" if biased else str(rng.choice(["qk", "ov"]))
+    return f"  - low_rank_circuit: {{head: {head}, circuit: {circuit}, rank: {int(rng.integers(1, dh + 1))}}}"
+
+
+def random_explanation(rng, b, tmp: Path, i: int, head: str, arch: str = "") -> list[str]:
     """One or two transforms that the spec language accepts on a transformer graph: ablate (zero, constant,
     mean where no curve is upstream, free where everything downstream is affine; a few coordinates or all)
     of a random value (positional embeddings, the direct path, the head's output, q, k, scores, the pattern,
@@ -526,7 +573,13 @@ def random_explanation(rng, b, tmp: Path, i: int, head: str) -> list[str]:
     sites = [s for s in names if not s.endswith(NO_ABLATE)]
     lines = []
     for _ in range(1 if rng.random() < 0.7 else 2):
-        kind = str(rng.choice(["ablate_pos", "ablate", "ablate", "ablate", "low_rank", "sae"]))
+        kind = str(rng.choice(["ablate_pos", "ablate", "ablate", "ablate", "low_rank", "sae"] + (["circuit"] * 2 if i >= EXTENDED_FROM else [])))
+        if kind == "circuit":
+            line = _circuit_transform(rng, b, head, arch)
+            if line is not None and not any(line.split(":")[0] == other.split(":")[0] for other in lines):
+                lines.append(line)
+                continue
+            kind = "ablate"
         if kind == "low_rank" and any("low_rank" in line for line in lines):
             kind = "ablate"  # one low_rank per case: `certify pin` cannot pin a second one on a graph yet (lead inbox, 08:22)
         if kind == "low_rank":
@@ -563,9 +616,9 @@ def random_transformer_case(rng, tmp: Path, i: int, method: str) -> tuple[Path, 
     V, n = int(rng.integers(3, 9)), int(rng.integers(2, 5))
     while V ** n > 4096:
         n -= 1
-    b, arch, head = random_transformer(rng, V, n)
+    b, arch, head = random_tl2(rng, V, n) if i >= EXTENDED_FROM and rng.random() < 0.4 else random_transformer(rng, V, n)
     sha = save_graph(b, tmp / f"m{i}.npz", "unembed")
-    expl = random_explanation(rng, b, tmp, i, head)
+    expl = random_explanation(rng, b, tmp, i, head, arch)
     allowed = ["all" if rng.random() < 0.6 else str(sorted(int(t) for t in rng.choice(V, int(rng.integers(1, V + 1)), replace=False)))
                for _ in range(n)]
     tokens = f"{{vocab: {V}, length: {n}" + ("}" if all(a == "all" for a in allowed) else f", allowed: [{', '.join(allowed)}]}}")
