@@ -211,8 +211,7 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
 
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
-            assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True,
-            known: dict | None = None, skip_linear: frozenset = frozenset()) -> Proposal:
+            assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True) -> Proposal:
     """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
@@ -221,10 +220,6 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     for the layer's (f, g) neuron pairs `net.pairs`. The output layer n: computed exactly here, or
     (`exact_output=False`, branch-and-bound leaves: about half of a leaf's time) in floats padded
     outward like the hidden layers, which the checker re-derives exactly all the same.
-
-    `known` {layer: (lower, upper)}: bounds that the checker holds for the region already (an
-    ancestor's verified claims, which a child inherits and intersects with its own); `skip_linear`:
-    hidden layers bounded by their interval step (and `known`) alone, without a linear step.
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
@@ -238,7 +233,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         prev = (lo_in, up_in) if k == 1 else interval_relu(*claims[-1])
         lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
         steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
-        if method in ("crown", "alpha", "lp") and k > 1 and k not in skip_linear:
+        if method in ("crown", "alpha", "lp") and k > 1:
             width = net.weights[k - 1].shape[0]
             cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
             if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= cap:
@@ -251,8 +246,6 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 steps.pop()  # a leaf's interval step adds nothing to a linear step at least as tight: not written (checked for nothing)
             steps.append({"kind": "linear", "layer": k, "lower": _q(clo), "upper": _q(cup), **extra})
             lo, up = [max(a, b) for a, b in zip(lo, clo)], [min(a, b) for a, b in zip(up, cup)]
-        if known and k in known:  # an ancestor's verified bounds, which the checker intersects with this region's
-            lo, up = list(map(float, np.maximum(lo, known[k][0]))), list(map(float, np.minimum(up, known[k][1])))
         if k == n:  # the output layer in floats (exact_output=False)
             return Proposal(steps, [Fraction(v) for v in lo], [Fraction(v) for v in up], tuple(relax), tuple(claims),
                             margins=tuple(margins), diff=diff)
