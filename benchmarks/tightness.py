@@ -50,7 +50,7 @@ from certify.bounds.linear import interval_dense, interval_relu  # noqa: E402
 from certify.bounds.milp import milp_max_deviation  # noqa: E402
 from certify.bounds.network import box_floats  # noqa: E402
 from certify.checker import Verdict, exact  # noqa: E402
-from certify.crosscheck import METHODS as LIRPA_METHODS, lirpa_bounds  # noqa: E402  (auto_LiRPA on f - g)
+from certify.crosscheck import METHODS as LIRPA_METHODS, lirpa_bounds, module_bounds  # noqa: E402  (auto_LiRPA on f - g)
 from certify.engine import attained_lower, bound_with, prepare, write_and_check  # noqa: E402
 from certify.model import save_model  # noqa: E402
 
@@ -269,7 +269,7 @@ def residual_lirpa(variant: str, sae: dict, box, notes: dict, iterations: int = 
     bounds (the site computed once, as in certify's joint graph), float64, on the same box. The bounded
     module is built once per variant (its build time goes to notes, not to the methods' seconds)."""
     import torch
-    from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+    from auto_LiRPA import BoundedModule
 
     pre, post = residual_modules(variant, lirpa=True)
     t = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in sae.items()}
@@ -300,11 +300,7 @@ def residual_lirpa(variant: str, sae: dict, box, notes: dict, iterations: int = 
                                                                     "compare_crown_with_ibp": True}),  # IBP's, as certify does (the
                                           round(time.perf_counter() - t0, 1))  # LayerNorm's variance stays positive: 1/sqrt is defined)
             model, notes["auto_lirpa_build_seconds"] = _LIRPA_MODELS[variant]
-            for ours, theirs in LIRPA_METHODS.items():
-                x = BoundedTensor((lo + up) / 2, PerturbationLpNorm(norm=float("inf"), x_L=lo, x_U=up))
-                t0 = time.perf_counter()
-                lb, ub = model.compute_bounds(x=(x,), method=theirs)
-                out[ours] = {"bound": float(max(ub.max(), (-lb).max())), "seconds": round(time.perf_counter() - t0, 3)}
+            out = module_bounds(model, lo, up)
     finally:
         torch.set_default_dtype(previous)
     return out

@@ -90,6 +90,23 @@ def bounds(f_layers, g_layers, box, outputs=None, iterations: int = 60) -> dict:
     return out
 
 
+def module_bounds(model, lo, up) -> dict:
+    """{certify method: {"bound": max_i max(U_i, -L_i), "seconds": s}} of an auto_LiRPA BoundedModule over the
+    box [lo, up] (torch tensors of the module's input shape), for IBP, CROWN, alpha-CROWN; auto_LiRPA's progress
+    output and warnings kept out of the caller's streams."""
+    from auto_LiRPA import BoundedTensor, PerturbationLpNorm
+
+    out = {}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for ours, theirs in METHODS.items():
+            x = BoundedTensor((lo + up) / 2, PerturbationLpNorm(norm=float("inf"), x_L=lo, x_U=up))
+            t = time.perf_counter()
+            lb, ub = model.compute_bounds(x=(x,), method=theirs)
+            out[ours] = {"bound": float(max(ub.max(), (-lb).max())), "seconds": round(time.perf_counter() - t, 3)}
+    return out
+
+
 def lirpa_bounds(p, note: dict | None = None) -> dict:
     """auto_LiRPA's bounds for an engine Problem (`certify.engine.prepare`); {} with a note if absent."""
     try:
