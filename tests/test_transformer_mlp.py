@@ -167,7 +167,8 @@ def last_max(tokens):
 
 def test_max_token_pattern_on_max_of_k(tmp_path):
     """Max-of-K (V = 16): g with "the head attends to the largest token" equals the numpy forward with that pattern,
-    on every one of the 16^4 sequences (ties included); a domain of boxes is refused (max_token reads tokens)."""
+    on every one of the 16^4 sequences (ties included); the shipped spec's bound is >= the exact maximum, attained;
+    a domain of boxes is refused (max_token reads tokens)."""
     w = read_tl(ROOT / "models" / "maxofk_v16_tl.npz")
     model = ROOT / "models" / "maxofk_v16.npz"
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -179,7 +180,11 @@ def test_max_token_pattern_on_max_of_k(tmp_path):
     g = g_of(spec)
     got = np.concatenate([run(g, one_hot(tokens[s:s + 8192], 16)) for s in range(0, len(tokens), 8192)])
     assert np.abs(got - want).max() < 1e-9
-    assert np.abs(forward(w, tokens)[:, -1] - want).max() > 1  # the explanation changes the model
+    exact = np.abs(forward(w, tokens)[:, -1] - want).max()
+    assert exact > 1  # the explanation changes the model
+    cert = json.loads((ROOT / "proofs" / "max_of_k_max_token.cert.json").read_text())  # the shipped spec's
+    assert float(Fraction(cert["claim"]["bound"])) >= exact
+    assert abs(float(Fraction(cert["witness"]["deviation"])) - exact) <= 1e-9 * exact
     bad = spec.read_text().replace("tokens: {vocab: 16, length: 4}", "box: {lower: 0, upper: 1}")
     spec.write_text(bad)
     with pytest.raises(Exception, match="max_token reads the tokens"):
