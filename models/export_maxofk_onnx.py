@@ -67,34 +67,43 @@ def module(p: dict):
     return MaxOfK().eval()
 
 
-def export(p: dict) -> bytes:
+def export(p: dict, make=None) -> bytes:
+    """The ONNX bytes of the torch module `make(p)` (default: this file's `module`) on a [n, V] one-hot input."""
     import torch
 
     n, V = p["W_pos"].shape[0], p["W_E"].shape[0]
     buf = io.BytesIO()
-    torch.onnx.export(module(p), (torch.zeros(n, V),), buf, input_names=["x"], output_names=["logits"],
+    torch.onnx.export((make or module)(p), (torch.zeros(n, V),), buf, input_names=["x"], output_names=["logits"],
                       opset_version=OPSET, do_constant_folding=True, dynamo=False)
     return buf.getvalue()
 
 
-def main() -> None:
+def write_and_check(name: str, p: dict, tokens: np.ndarray, make=None) -> None:
+    """Write models/<name>, then print its ops, onnxruntime's largest difference from forward() on `tokens`
+    (the last position's logits) and its sha256."""
     import onnxruntime as ort
 
-    from certify.model.transformer import forward, read_tl
+    from certify.model.transformer import forward
+
+    V = p["W_E"].shape[0]
+    data = export(p, make)
+    (ROOT / "models" / name).write_bytes(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    ref = forward(p, tokens)[:, -1]
+    got = np.stack([sess.run(None, {"x": np.eye(V, dtype=np.float32)[t]})[0] for t in tokens])
+    ops = sorted({nd.op_type for nd in __import__("onnx").load_from_string(data).graph.node})
+    print(f"models/{name}: opset {OPSET}, ops {', '.join(ops)}; onnxruntime vs forward(): max |diff| "
+          f"{np.abs(got - ref).max():.2e} (logits up to {np.abs(ref).max():.1f}); sha256 {hashlib.sha256(data).hexdigest()}")
+
+
+def main() -> None:
+    from certify.model.transformer import read_tl
 
     rng = np.random.default_rng(0)
     for name, src in EXPORTS.items():
         p = read_tl(ROOT / "models" / src)
         n, V = p["W_pos"].shape[0], p["W_E"].shape[0]
-        data = export(p)
-        (ROOT / "models" / name).write_bytes(data)
-        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        tokens = rng.integers(0, V, size=(500, n))
-        ref = forward(p, tokens)[:, -1]
-        got = np.stack([sess.run(None, {"x": np.eye(V, dtype=np.float32)[t]})[0] for t in tokens])
-        ops = sorted({nd.op_type for nd in __import__("onnx").load_from_string(data).graph.node})
-        print(f"models/{name}: opset {OPSET}, ops {', '.join(ops)}; onnxruntime vs forward(): max |diff| "
-              f"{np.abs(got - ref).max():.2e} (logits up to {np.abs(ref).max():.1f}); sha256 {hashlib.sha256(data).hexdigest()}")
+        write_and_check(name, p, rng.integers(0, V, size=(500, n)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ the token domain's x), per layer l = 0, 1:
     h = h + relu(h W_in + b_in) W_out + b_out
     logits = (h W_U)[-1]
 
-(h = x W_E + (x 0 + W_pos) first), exported with torch.onnx.export (TorchScript exporter, opset 17).
+(h = x W_E + (x 0 + W_pos) first), exported with torch.onnx.export (TorchScript exporter, opset 17) by
+models/export_maxofk_onnx.py's helper.
 It checks with onnxruntime that the file computes certify.model.transformer.forward's logits on all 169
 inputs "a b =" up to float32 rounding, and prints the largest difference, the ops and the sha256.
 
@@ -16,8 +17,6 @@ inputs "a b =" up to float32 rounding, and prints the largest difference, the op
 
 from __future__ import annotations
 
-import hashlib
-import io
 import sys
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 EXPORTS = {"modadd.onnx": "modadd_tl.npz"}
-OPSET = 17
 
 
 def module(p: dict):
@@ -63,34 +61,14 @@ def module(p: dict):
     return ModAdd().eval()
 
 
-def export(p: dict) -> bytes:
-    import torch
-
-    n, V = p["W_pos"].shape[0], p["W_E"].shape[0]
-    buf = io.BytesIO()
-    torch.onnx.export(module(p), (torch.zeros(n, V),), buf, input_names=["x"], output_names=["logits"],
-                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    return buf.getvalue()
-
-
 def main() -> None:
-    import onnxruntime as ort
+    from certify.model.transformer import read_tl
+    from models.export_maxofk_onnx import write_and_check  # export and onnxruntime check, shared
 
-    from certify.model.transformer import forward, read_tl
-
-    rng = np.random.default_rng(0)
     for name, src in EXPORTS.items():
         p = read_tl(ROOT / "models" / src)
-        n, V = p["W_pos"].shape[0], p["W_E"].shape[0]
-        data = export(p)
-        (ROOT / "models" / name).write_bytes(data)
-        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        tokens = np.array([(a, b, V - 1) for a in range(V - 1) for b in range(V - 1)])
-        ref = forward(p, tokens)[:, -1]
-        got = np.stack([sess.run(None, {"x": np.eye(V, dtype=np.float32)[t]})[0] for t in tokens])
-        ops = sorted({nd.op_type for nd in __import__("onnx").load_from_string(data).graph.node})
-        print(f"models/{name}: opset {OPSET}, ops {', '.join(ops)}; onnxruntime vs forward(): max |diff| "
-              f"{np.abs(got - ref).max():.2e} (logits up to {np.abs(ref).max():.1f}); sha256 {hashlib.sha256(data).hexdigest()}")
+        V = p["W_E"].shape[0]
+        write_and_check(name, p, np.array([(a, b, V - 1) for a in range(V - 1) for b in range(V - 1)]), module)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from certify.bounds.graph import ENGINE, floats
 from certify.checker.model import read_model
 from certify.checker.network import build_g
 from certify.checker.spec import read_spec
 from certify.cli import main
 from certify.model.graph import evaluate
+from certify.model.graph import evaluate_graph as run
 from certify.model.transformer import forward, one_hot, read_tl, tl_graph
 
 from .conftest import ROOT
@@ -59,19 +59,6 @@ def reference(p, tokens, pattern=None):
         if f"{mlp}.W_in" in p:
             h = h + np.maximum(h @ p[f"{mlp}.W_in"] + p[f"{mlp}.b_in"], 0) @ p[f"{mlp}.W_out"] + p[f"{mlp}.b_out"]
     return h[:, -1] @ p["W_U"]
-
-
-def run(graph, x):
-    """Float64 forward of a checker Graph (g as the checker rebuilt it) on rows x."""
-    values = {"x": np.asarray(x, dtype=np.float64).T}
-    for n in floats(graph):
-        if n.op == "linear":
-            values[n.name] = n.weight @ values[n.inputs[0]] + n.bias[:, None]
-        elif n.op == "affine":
-            values[n.name] = n.scale[:, None] * values[n.inputs[0]] + n.shift[:, None]
-        else:
-            values[n.name] = ENGINE[n.op].eval(n, [values[s] for s in n.inputs])
-    return values[graph.output].T
 
 
 @pytest.mark.parametrize("biases", [False, True])

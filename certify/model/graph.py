@@ -87,10 +87,15 @@ class GraphBuilder:
 
 def evaluate(path: str | Path, x: np.ndarray) -> np.ndarray:
     """Float64 forward pass of a saved graph model (a batch of rows x), for training scripts and tests."""
-    from ..bounds.graph import ENGINE, floats
     from ..checker.graph import read_graph
 
-    graph = read_graph(path)
+    return evaluate_graph(read_graph(path), x)
+
+
+def evaluate_graph(graph, x: np.ndarray) -> np.ndarray:
+    """Float64 forward pass of a graph as the checker reads it (a model, or g rebuilt by the transforms)."""
+    from ..bounds.graph import ENGINE, floats
+
     values = {"x": np.asarray(x, dtype=np.float64).T}
     for n in floats(graph):
         if n.op == "linear":
