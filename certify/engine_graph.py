@@ -20,7 +20,7 @@ from .bounds import graph as gb
 from .certificate import certificate_json, write_json_atomic
 from .checker.check import CheckResult, check_certificate
 from .checker.errors import BadInput
-from .checker.graph import Graph, deviation_at, joint_graph
+from .checker.graph import Graph, deviation_at, free_ranges, joint_graph
 from .bounds.methods import METHODS
 from .checker.network import build_g
 
@@ -109,7 +109,8 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
         witness = [Fraction(int(v)) for v in one_hot(falsify_tokens(p.joint, p.box, seed=p.options.seed)[None], p.box.vocab)[0]]
     else:
         x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
-        witness = exact_witness(x, p.box)
+        flo, fup = free_ranges(p.joint)  # fill: free: the witness also fixes the free values the search found
+        witness = exact_witness(x, (list(p.box[0]) + flo, list(p.box[1]) + fup))
     lower = deviation_at(p.joint, witness)
     t2 = time.perf_counter()
     asked = method or p.options.method

@@ -277,6 +277,28 @@ def test_ablate_free_is_sound_over_the_free_values(tmp_path):
     assert o.verdict is Verdict.CERTIFIED and o.lower <= o.check.bound
 
 
+def test_free_values_in_the_witness_are_replayed_and_range_checked(tmp_path):
+    """With `fill: free` the falsifier searches the free values too; the witness lists them after x, the
+    checker replays them exactly (a larger attained deviation than with every free value at its lower end)
+    and rejects a free value outside its range or a witness of any other length."""
+    from certify.checker.graph import deviation_at, free_ranges
+
+    m = model(tmp_path)
+    path = spec(tmp_path, m, "ablate: {site: embed, indices: [0, 2], fill: free}", tolerance="1000000000")
+    s, f, g, joint, box = built(path)
+    flo, fup = free_ranges(joint)
+    assert len(flo) == 4 and all(a <= b for a, b in zip(flo, fup))
+    o = run_check(path, tmp_path / "a.cert.json", "crown")
+    assert o.verdict is Verdict.CERTIFIED
+    cert = json.loads((tmp_path / "a.cert.json").read_text())
+    x = [Fraction(v) for v in cert["witness"]["x"]]
+    assert len(x) == f.in_dim + len(flo) and o.lower == deviation_at(joint, x) >= deviation_at(joint, x[:f.in_dim])
+    for bad in ([*x[:f.in_dim], fup[0] + 1, *x[f.in_dim + 1:]], x[:-1]):  # a free value out of range; a short witness
+        forged = {**cert, "witness": {"x": [str(v) for v in bad], "deviation": cert["witness"]["deviation"]}}
+        (tmp_path / "b.cert.json").write_text(json.dumps(forged))
+        assert check_certificate(path, tmp_path / "b.cert.json").verdict is Verdict.REJECTED
+
+
 def test_a_later_transform_reads_the_earlier_ones_copy(tmp_path):
     """ablate at embed copies everything downstream; an SAE at block then applies to g's copy of block."""
     m, w = model(tmp_path), weights()

@@ -557,18 +557,26 @@ def crown_state(graph: Graph, box, method: str = "crown", per_row: bool = False,
 
 
 def falsify(graph: Graph, box, *, starts: int = 64, steps: int = 100, seed: int = 0) -> np.ndarray:
-    """Projected gradient ascent on max_i |d_i(x)| from many starts (JAX); the best input found."""
+    """Projected gradient ascent on max_i |d_i(x)| from many starts (JAX); the best input found. A graph
+    with free nodes (`fill: free`) is searched over its free values too: the point is then the input
+    followed by the free values (in node order), as a witness gives them (checker.graph.free_ranges)."""
     import jax
     import jax.numpy as jnp
 
-    nodes = floats(graph)
-    lower, upper = (jnp.asarray([float(v) for v in b]) for b in box)
-    width = upper - lower
+    from ..checker.graph import free_ranges
 
-    def objective(x):
-        values = {"x": x}
+    nodes, flo, fup = floats(graph), *free_ranges(graph)
+    lower, upper = (jnp.asarray([float(v) for v in list(b) + list(f)]) for b, f in zip(box, (flo, fup)))
+    width, cuts = upper - lower, {}
+    at = graph.in_dim
+    for n in nodes:
+        if n.op == "free":
+            cuts[n.name], at = (at, at + len(n.lower)), at + len(n.lower)
+
+    def objective(z):
+        values = {"x": z[:graph.in_dim]}
         for n in nodes:
-            values[n.name] = ENGINE[n.op].jeval(n, [values[s] for s in n.inputs])
+            values[n.name] = z[slice(*cuts[n.name])] if n.name in cuts else ENGINE[n.op].jeval(n, [values[s] for s in n.inputs])
         return jnp.max(jnp.abs(values[graph.output]))
 
     key1, key2 = jax.random.split(jax.random.PRNGKey(seed))

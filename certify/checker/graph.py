@@ -634,12 +634,22 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
     return bounds
 
 
+def free_ranges(graph: Graph) -> tuple[list[Fraction], list[Fraction]]:
+    """The ranges of the free nodes' elements, in node order: a witness may give their values after x."""
+    frees = [n for n in graph.nodes if n.op == "free"]
+    return [v for n in frees for v in n.lower], [v for n in frees for v in n.upper]
+
+
 def evaluate(graph: Graph, x: list[Fraction], prec: int = 256) -> dict:
-    """Every node's value at the point x as arb balls (exact ops give exact-width-zero balls)."""
+    """Every node's value at the point x as arb balls (exact ops give exact-width-zero balls). x is the
+    input, then optionally a value for each free node's elements in node order (else each takes its lower end)."""
     with ctx.workprec(prec):
-        values = {"x": [arb(q(v)) for v in x]}
+        values, rest = {"x": [arb(q(v)) for v in x[:graph.in_dim]]}, list(x[graph.in_dim:])
         for node in graph.nodes:
-            values[node.name] = OPS[node.op].evaluate(node, [values[s] for s in node.inputs])
+            if node.op == "free" and rest:
+                values[node.name], rest = [arb(q(v)) for v in rest[:len(node.lower)]], rest[len(node.lower):]
+            else:
+                values[node.name] = OPS[node.op].evaluate(node, [values[s] for s in node.inputs])
         return values
 
 
@@ -772,13 +782,16 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs
     witness = cert.get("witness")
     if witness is None:
         return None, count
+    flo, fup = free_ranges(joint)  # fill: free: the witness may give the free values after the input
     require(isinstance(witness, dict) and set(witness) == {"x", "deviation"} and isinstance(witness["x"], list)
-            and len(witness["x"]) == f.in_dim, "witness", f"a witness is {{x: {f.in_dim} rationals, deviation}}")
+            and len(witness["x"]) in {f.in_dim, f.in_dim + len(flo)}, "witness",
+            f"a witness is {{x: {f.in_dim} rationals (then {len(flo)} free values, optional), deviation}}")
     x = [parse_ratio(v) for v in witness["x"]]
     require(None not in x, "witness", "x holds a value that is not a 'p/q' rational")
     x = [Fraction(*v) for v in x]
-    require(all(l <= v <= u for v, l, u in zip(x, *box)) and (not isinstance(box, TokenBox) or box.contains(x)), "witness",
-            "the input lies outside the spec's domain")
+    require(all(l <= v <= u for v, l, u in zip(x, list(box[0]) + flo, list(box[1]) + fup))
+            and (not isinstance(box, TokenBox) or box.contains(x[:f.in_dim])), "witness",
+            "the input lies outside the spec's domain (or a free value outside its range)")
     try:
         dev = deviation_at(joint, x)
     except ValueError as exc:  # a value beyond the checker's range at the witness
