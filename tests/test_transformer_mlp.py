@@ -269,3 +269,21 @@ def test_onnx_export_reads_into_the_same_function():
     assert {"mul", "relu"} <= ops and ("softmax" in ops or {"exp", "reciprocal"} <= ops)
     want = forward(read_tl(ROOT / "models" / "modadd_tl.npz"), INPUTS)[:, -1]
     assert np.abs(run(g, one_hot(INPUTS, P + 1)) - want).max() < 1e-4 * np.abs(want).max()
+
+
+def test_a_certificate_for_another_pattern_is_rejected(tmp_path):
+    """The checker rebuilds g from the spec: the shipped uniform-pattern certificate, relabelled for a spec whose
+    last row is [0.34, 0.33, 0.33], is REJECTED (its steps bound another g)."""
+    from certify.checker import Verdict, check_certificate
+
+    text = (ROOT / "specs" / "modadd_attention.yaml").read_text().replace("../models/", f"{ROOT / 'models'}/")
+    spec = tmp_path / "other.yaml"
+    spec.write_text(text.replace("pattern: uniform", "pattern: [[1], [1/2, 1/2], [0.34, 0.33, 0.33]]"))
+    cert = json.loads((ROOT / "proofs" / "modadd_attention.cert.json").read_text())
+    cert["spec_sha256"] = hashlib.sha256(spec.read_bytes()).hexdigest()
+    (tmp_path / "c.cert.json").write_text(json.dumps(cert))
+    assert check_certificate(spec, tmp_path / "c.cert.json").verdict is Verdict.REJECTED
+    spec.write_text(text)  # the same relabelling for the spec it was made for: accepted
+    cert["spec_sha256"] = hashlib.sha256(spec.read_bytes()).hexdigest()
+    (tmp_path / "c.cert.json").write_text(json.dumps(cert))
+    assert check_certificate(spec, tmp_path / "c.cert.json").verdict is Verdict.VIOLATED
