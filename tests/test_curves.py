@@ -259,8 +259,10 @@ def test_trusted_curves_module_imports_only_stdlib_and_flint_and_holds_no_float(
     """The kernel's curve checker: imports from an allow-list only; no float literal, no float() call."""
     tree = ast.parse((ROOT / "certify" / "checker" / "curves.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
     assert imported <= {"__future__", "dataclasses", "fractions", "typing", "flint"}, imported
+    local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0}
+    assert local <= {"numbers"}, local  # the checker's own exact-number helpers (certify/checker/numbers.py)
     assert not [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "float"]
 

@@ -299,6 +299,19 @@ def test_free_values_in_the_witness_are_replayed_and_range_checked(tmp_path):
         assert check_certificate(path, tmp_path / "b.cert.json").verdict is Verdict.REJECTED
 
 
+def test_a_free_range_beyond_the_checkers_range_is_one_line_bad_input(tmp_path, capsys):
+    """exp(exp(1e4 x)) on [-1, 1] reaches about e^(2^14426): no ball encloses it, so the checker cannot bound the site's
+    range, and `fill: free` there is refused in one line (exit 2; it was exit 4). The message prints the huge
+    interval end as ~2^k (Python will not print an integer of more than 4,300 digits)."""
+    b = GraphBuilder(1)
+    e = b.unary("e2", "exp", b.unary("e1", "exp", b.linear("in", "x", np.array([[1e4]]), np.zeros(1))))
+    b.save(tmp_path / "m.npz", b.linear("out", e, np.ones((1, 1))))
+    path = spec(tmp_path, tmp_path / "m.npz", "ablate: {site: e2, indices: [0], fill: free}", radius="1")
+    assert main(["check", str(path), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ablate.fill" in err and "no exact interval bound" in err and "~2^14426" in err, err
+
+
 def test_a_later_transform_reads_the_earlier_ones_copy(tmp_path):
     """ablate at embed copies everything downstream; an SAE at block then applies to g's copy of block."""
     m, w = model(tmp_path), weights()

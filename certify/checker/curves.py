@@ -25,6 +25,8 @@ from typing import Callable
 
 from flint import arb, ctx, fmpq
 
+from .numbers import show
+
 PREC = 192  # bits of the balls
 STEPS = 160  # bisections of a convex piece before the check gives up (rejects)
 Ball = Callable[[arb], arb]
@@ -186,14 +188,14 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
     c = _curve(fn)
     l, u = Fraction(l), Fraction(u)
     if not (l <= u and c.admits(l)):
-        raise ValueError(f"{fn}: [{l}, {u}] is empty or leaves the domain")
+        raise ValueError(f"{fn}: [{show(l)}, {show(u)}] is empty or leaves the domain")
     with ctx.workprec(PREC):
         lo, hi = ball(l), ball(u)
         ends = [c.f(lo), c.f(hi)]
         # at a minimum ball M: phi(mid M) + phi'(M)(M - mid M) (mean value theorem; phi' ~ 0 on M, so tight)
         inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in c.minima() if not (m < lo or m > hi)]
         if not all(v.is_finite() for v in ends + inner):
-            raise ValueError(f"{fn}: no finite enclosure on [{l}, {u}]")
+            raise ValueError(f"{fn}: no finite enclosure on [{show(l)}, {show(u)}]")
         return min(exact(v.lower(), -1) for v in ends + inner), max(exact(v.upper(), 1) for v in ends)
 
 

@@ -36,7 +36,7 @@ from flint import arb, ctx, fmpq, fmpz_mat
 from . import curves
 from .errors import BadInput, Rejected, need, require
 from .model import read_arrays, sha256_file
-from .numbers import parse_ratio, parse_rational
+from .numbers import parse_ratio, parse_rational, show
 
 CURVE_OPS = ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")
 FIX_GRAPH = "write it with certify.model.graph.save_graph (see models/train_resmlp.py)"
@@ -168,7 +168,7 @@ def _check_lines(fn: Callable, step, boxes, where):
     for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
         side = fn[i] if isinstance(fn, list) else fn  # a list: one check per element (jumprelu: its threshold)
         if not (side(a, b, l, u, 1) and side(c, d, l, u, -1)):
-            raise Rejected(where, f"element {i}: a line is not proved below/above the curve on [{l}, {u}]")
+            raise Rejected(where, f"element {i}: a line is not proved below/above the curve on [{show(l)}, {show(u)}]")
     ls, li, us, ui = lines
     (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
     n = len(ls)
@@ -229,7 +229,7 @@ def _mul_planes(step, boxes, where, node=None):
     for i, (lo_p, up_p) in enumerate(zip(*out)):
         box = (lx[i], ux[i], ly[i], uy[i])
         if not (curves.plane_below(*lo_p, box) and curves.plane_above(*up_p, box)):
-            raise Rejected(where, f"element {i}: a plane is not below/above x*y on the verified box {box}")
+            raise Rejected(where, f"element {i}: a plane is not below/above x*y on the verified box {show(box)}")
     flat = [v for side in out for p in side for v in p]
     (cx, cd), (c0, zd) = ints(flat[0::3] + flat[1::3]), ints(flat[2::3])
     m = len(flat) // 3
@@ -382,12 +382,12 @@ def _sm_relax(step, boxes, where, node):
     d_lo, d_hi = _sm_denominators(node, (lo, up), pairs)
     for j in range(m):
         if not curves.line_below("reciprocal", vals["lower_slope"][j], vals["lower_intercept"][j], d_lo[j], d_hi[j]):
-            raise Rejected(where, f"element {j}: the line is not proved below 1/D on [{d_lo[j]}, {d_hi[j]}]")
+            raise Rejected(where, f"element {j}: the line is not proved below 1/D on [{show(d_lo[j])}, {show(d_hi[j])}]")
     for p, (j, l) in enumerate(pairs):
         a, b = lo[l] - up[j], up[l] - lo[j]
         if not (curves.line_below("exp", vals["exp_lower_slope"][p], vals["exp_lower_intercept"][p], a, b)
                 and curves.line_above("exp", vals["exp_upper_slope"][p], vals["exp_upper_intercept"][p], a, b)):
-            raise Rejected(where, f"pair {p} ({j}, {l}): an exp line is not proved below/above exp on [{a}, {b}]")
+            raise Rejected(where, f"pair {p} ({j}, {l}): an exp line is not proved below/above exp on [{show(a)}, {show(b)}]")
     exp_lines = ints(vals["exp_lower_slope"] + vals["exp_upper_slope"]), ints(vals["exp_lower_intercept"] + vals["exp_upper_intercept"])
     k = len(pairs)
     (es, esd), (ei, eid) = exp_lines
@@ -620,7 +620,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
                 require(vals is not None and None not in vals, at, f"{key} must be {n} 'p/q' rationals")
                 claimed.append([Fraction(*v) for v in vals])
             for i, (cl, dl, cu, du) in enumerate(zip(claimed[0], lo, claimed[1], up)):
-                require(cl <= dl and cu >= du, at, f"element {i}: claimed [{cl}, {cu}] is not implied by the derived [{dl}, {du}]")
+                require(cl <= dl and cu >= du, at, f"element {i}: claimed [{show(cl)}, {show(cu)}] is not implied by the derived [{show(dl)}, {show(du)}]")
             if node.name in bounds:
                 olo, oup = bounds[node.name]
                 claimed = [[max(a, b) for a, b in zip(claimed[0], olo)], [min(a, b) for a, b in zip(claimed[1], oup)]]
@@ -797,6 +797,6 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs
     except ValueError as exc:  # a value beyond the checker's range at the witness
         raise Rejected("witness", str(exc)) from None
     claimed = parse_ratio(witness["deviation"])
-    require(claimed is not None and Fraction(*claimed) == dev, "witness", f"claimed deviation differs from the replay's proven {dev}")
+    require(claimed is not None and Fraction(*claimed) == dev, "witness", f"claimed deviation differs from the replay's proven {show(dev)}")
     require(dev <= bound, "witness", "the replayed deviation exceeds the certified bound: the bound is unsound")
     return dev, count

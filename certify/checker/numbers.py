@@ -61,3 +61,14 @@ def rational_str(value: Fraction | int) -> str:
     """The certificate form of an exact number."""
     value = Fraction(value)
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def show(value) -> str:
+    """An exact number for a message: exact when it prints, else its sign and binary magnitude (Python will not
+    print an integer of more than 4,300 digits: the message itself would fail)."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(map(show, value)) + ")"
+    q = Fraction(value)
+    if max(abs(q.numerator).bit_length(), q.denominator.bit_length()) <= 12_000:
+        return str(q)
+    return f"{'-' if q < 0 else ''}~2^{abs(q.numerator).bit_length() - q.denominator.bit_length()}"

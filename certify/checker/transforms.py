@@ -720,7 +720,11 @@ def apply_ablate(b: Build, i: int, t: Ablate, g):
     spec.need(not bad, f"{key}.indices", f"coordinates {bad[:5]} do not exist ({t.site!r} has {width})", f"list indices in 0..{width - 1}", t.line)
     J = list(t.indices) if t.indices is not None else list(range(width))
     if t.fill == "free":
-        lo, up = site_ranges(g, site, b.domain())
+        try:
+            lo, up = site_ranges(g, site, b.domain())
+        except ValueError as exc:  # a curve's interval leaves its domain or the checker's range (2^16384) on the way
+            spec.need(False, f"{key}.fill", f"the range of {t.site!r} over the domain has no exact interval bound ({exc})",
+                      "use fill: zero or {constant: ...}, or narrow the input domain", t.line)
         free = Node(f"g{i}.ablate.free", "free", (site,), lower=tuple(lo), upper=tuple(up))
         scale = tuple(Fraction(int(j not in J)) for j in range(width))
         mix = [free, Node(f"g{i}.ablate.kept", "affine", (site,), scale=scale, shift=(Fraction(0),) * width),
