@@ -27,9 +27,10 @@ from .network import FloatNet, box_floats, from_exact
 
 INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs
-INPUT_CANDIDATES = 1  # input splits: candidate dimensions whose children are all bounded, the best kept (strong
-# branching). 2 = the best by first-layer mass and by `input_scores`: 15 s at load 4, w16x2-prune50-box 1.675x exact vs
-# 1.708x (input_scores alone) and 1.551x (mass alone); MNIST-7 1.851x vs 1.869x and 1.977x. Not measured on MNIST-0.
+INPUT_CANDIDATES = 2  # input splits: candidate dimensions whose children are all bounded, the best kept (strong
+# branching): the best by first-layer mass and the best by `input_scores`. 15 s A/B at load 3-4 against one candidate by
+# `input_scores`: MNIST-0 1.236x with 471 leaves vs 1.234x with 910 (half the leaves to check), MNIST-7 1.851x vs 1.869x,
+# w16x2-prune50-box 1.675x exact vs 1.708x (mass alone: 1.551x)
 BLAS_THREADS = 1  # leaves multiply small matrices (hundreds of rows): more BLAS threads only spin; on this 2-core
 # machine at load 7, a 400x200 @ 200x200 product took 8.4x longer with OpenBLAS's 2 threads than with 1
 CLOCK = time.perf_counter  # what time_budget counts (benchmarks on a shared machine set time.process_time: CPU seconds)
