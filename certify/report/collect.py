@@ -358,9 +358,11 @@ def _graph_evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
     """A graph model's per-output bounds (the verified bounds of the joint graph's output d, intersected
     over its steps as the checker does) and the witness's values (midpoints of the checker's balls)."""
     from ..checker import curves
-    from ..checker.graph import evaluate, joint_graph
+    from ..checker.graph import evaluate, free_ranges, joint_graph
 
     joint = joint_graph(f, build_g(spec, f, None), spec.property.outputs)
+    flo, fup = free_ranges(joint)  # fill: free: a witness may list the free values after x
+    entry.domain = (list(entry.domain[0]) + flo, list(entry.domain[1]) + fup)
     outs = list(range(f.out_dim)) if spec.property.outputs is None else list(spec.property.outputs)
     lo = up = None
     for step in cert.get("steps", []):
@@ -376,7 +378,7 @@ def _graph_evidence(entry: Entry, spec: Spec, f, cert: dict) -> None:
         entry.witness = x
         if spec.input.kind == "tokens":  # the checker accepted it as one-hot blocks of allowed tokens
             vocab = spec.input.tokens[0]
-            entry.tokens = [x[p * vocab:(p + 1) * vocab].index(1) for p in range(len(x) // vocab)]
+            entry.tokens = [x[p * vocab:(p + 1) * vocab].index(1) for p in range(f.in_dim // vocab)]
         values = evaluate(joint, x)
         fo = [curves.exact(v.mid()) for v in values[f.output]]
         for row, d in zip(entry.outputs, values["d"]):
