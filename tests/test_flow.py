@@ -464,3 +464,14 @@ def test_components_are_bounded_with_the_specs_own_time_budget(tmp_path, monkeyp
     monkeypatch.setattr(certify.engine, "bound_with", recorded)
     _, results = run_components(spec, "keep1", out_dir=tmp_path, log=None)
     assert results and budgets == [7.0] * len(results)
+
+
+def test_a_level_naming_a_value_the_graph_lacks_is_one_line_bad_input(tmp_path, capsys):
+    """certify flow builds each level's g before it counts the level's degrees of freedom, so a level that
+    names a value the graph does not have is the checker's one-line error (exit 2), not a KeyError (exit 4)."""
+    text = (ROOT / "specs" / "modadd_levels.yaml").read_text().replace("../models/", f"{ROOT}/models/")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("site: blocks.1.mlp.act,", "site: blocks.1.mlp.actx,", 1))
+    assert main(["flow", str(bad), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "blocks.1.mlp.actx" in err and "no value named" in err, err
