@@ -381,9 +381,10 @@ def linear_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
     if len(seen.traces) != 2:
         raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")
     (lower, upper), out = _claims(seen.step), []
+    neurons = seen.step.get("neurons", range(len(lower)))  # row i bounds neuron neurons[i]
     for side, trace, claims, sign in (("lower", seen.traces[0], lower, 1), ("upper", seen.traces[1], upper, -1)):
         for i, claim in enumerate(claims):
-            out += chain_obligations(seen, trace, i, sign * claim, f"{seen.where} {side} bound of z{k}_{i}", facts)
+            out += chain_obligations(seen, trace, i, sign * claim, f"{seen.where} {side} bound of z{k}_{neurons[i]}", facts)
     return out
 
 

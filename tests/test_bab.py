@@ -200,3 +200,129 @@ def test_strong_branching_tree_is_accepted(tmp_path):
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "s.cert.json", jobs=1)
     assert result.verdict is Verdict.CERTIFIED, result.reason
     assert len(_input_splits(r.tree)) == r.splits
+
+
+@pytest.fixture(scope="module")
+def inherited_tree(tmp_path_factory):
+    """tiny_prune at tolerance 21/20 by input splits with CROWN leaves: the root's hidden-layer steps are
+    in the certificate, and each region's linear steps bound only the neurons the root leaves unstable."""
+    from certify.bounds.bab import branch_and_bound
+    from certify.engine import attained_lower, prepare, write_and_check
+
+    d = tmp_path_factory.mktemp("bab-inherited")
+    spec = d / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", 'tolerance: "21/20"'))
+    p = prepare(spec, d / "c.cert.json")
+    witness, lower = attained_lower(p)
+    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120)
+    path = d / "t.cert.json"
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, path, jobs=1)
+    assert result.verdict is Verdict.CERTIFIED, result.reason
+    return spec, path, json.loads(path.read_text()), len(p.net.weights), p.net.widths
+
+
+def _nodes(node):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack += n.get("children", [])
+
+
+def _sparse_steps(cert):
+    return [s for n in _nodes(cert["tree"]) if "children" not in n for s in n["steps"] if "neurons" in s]
+
+
+def test_regions_inherit_the_roots_bounds_and_bound_only_its_unstable_neurons(inherited_tree):
+    spec, path, cert, n, widths = inherited_tree
+    root = cert["tree"]
+    assert "children" in root and {s["layer"] for s in root["steps"]} == set(range(1, n))  # hidden layers, checked once
+    sparse = _sparse_steps(cert)
+    assert {s["kind"] for s in sparse} == {"linear", "relu_relaxation"}
+    assert all(len(v) == len(s["neurons"]) for s in sparse for key, v in s.items() if key not in ("kind", "layer", "neurons"))
+    assert any(len(s["neurons"]) < widths[s["layer"]] for s in sparse)  # fewer rows than the layer has
+    root_bounds: dict = {}
+    for s in root["steps"]:
+        if s["kind"] in ("interval", "linear"):
+            lo, up = [Fraction(v) for v in s["lower"]], [Fraction(v) for v in s["upper"]]
+            old = root_bounds.get(s["layer"], (lo, up))
+            root_bounds[s["layer"]] = ([max(a, b) for a, b in zip(lo, old[0])], [min(a, b) for a, b in zip(up, old[1])])
+    for s in sparse:  # exactly the neurons the root left unstable
+        assert s["neurons"] == [i for i, (l, u) in enumerate(zip(*root_bounds[s["layer"]])) if l < 0 < u]
+
+
+def _tampered(tmp_path, spec, cert, change) -> str:
+    bad = copy.deepcopy(cert)
+    change(bad)
+    path = tmp_path / "bad.cert.json"
+    path.write_text(json.dumps(bad))
+    result = check_certificate(spec, path)
+    assert result.verdict is Verdict.REJECTED
+    return result.reason
+
+
+def test_a_sparse_linear_step_is_checked_like_a_whole_one(inherited_tree, tmp_path):
+    spec, _, cert, _, _ = inherited_tree
+
+    def first(bad, kind="linear"):
+        return next(s for s in _sparse_steps(bad) if s["neurons"] and s["kind"] == kind)
+
+    def raise_lower(bad):  # a listed neuron's claimed lower bound above what back-substitution derives
+        s = first(bad)
+        s["lower"][0] = s["upper"][0]
+
+    assert "claimed lower bound" in _tampered(tmp_path, spec, cert, raise_lower)
+
+    def shuffle(bad):
+        s = first(bad)
+        s["neurons"] = s["neurons"][::-1] if len(s["neurons"]) > 1 else [-1]
+
+    assert "neurons must be increasing neuron indices" in _tampered(tmp_path, spec, cert, shuffle)
+
+    def orphan(bad):  # without the root's steps, a region's layer has no verified bounds to keep
+        bad["tree"]["steps"] = []
+
+    assert "neurons must be increasing neuron indices of a layer with verified" in _tampered(tmp_path, spec, cert, orphan)
+
+    def longer(bad):  # one more claim than listed neurons
+        s = first(bad)
+        s["lower"].append(s["lower"][0])
+
+    assert "lower must be a list of" in _tampered(tmp_path, spec, cert, longer)
+
+    def flat_line(bad):  # an unstable neuron's upper line below relu
+        s = first(bad, "relu_relaxation")
+        s["upper_slope"][0], s["upper_intercept"][0] = "0", "0"
+
+    assert "a line is not below/above relu" in _tampered(tmp_path, spec, cert, flat_line)
+
+    def root_without_relu(bad):  # the root's lines of its last hidden layer (which it does not use itself) gone:
+        # a region's sparse lines of that layer have nothing to keep
+        last = max(s["layer"] for s in bad["tree"]["steps"])
+        bad["tree"]["steps"] = [s for s in bad["tree"]["steps"] if (s["kind"], s["layer"]) != ("relu_relaxation", last)]
+
+    assert "neurons must be increasing neuron indices of a layer with verified lines" in _tampered(tmp_path, spec, cert, root_without_relu)
+
+
+def test_merged_relu_lines_equal_a_whole_step(inherited_tree, tmp_path):
+    """A leaf whose sparse relu_relaxation steps are expanded to whole ones (the root's lines for the
+    neurons left out) is accepted with the same verdict and bound."""
+    spec, path, cert, _, _ = inherited_tree
+    root = {s["layer"]: s for s in cert["tree"]["steps"] if s["kind"] == "relu_relaxation"}
+    whole = copy.deepcopy(cert)
+    for node in _nodes(whole["tree"]):
+        if "children" in node:
+            continue
+        for s in node["steps"]:
+            if s["kind"] == "relu_relaxation" and "neurons" in s:
+                for key in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept"):
+                    line = list(root[s["layer"]][key])
+                    for i, v in zip(s["neurons"], s[key]):
+                        line[i] = v
+                    s[key] = line
+                del s["neurons"]
+    out = tmp_path / "whole.cert.json"
+    out.write_text(json.dumps(whole))
+    a, b = check_certificate(spec, path), check_certificate(spec, out)
+    assert a.verdict is b.verdict is Verdict.CERTIFIED and a.bound == b.bound

@@ -152,6 +152,25 @@ def test_branch_and_bound_certificate_is_confirmed_by_cvc5(tmp_path, capsys):
     confirmed(out, n)
 
 
+def test_inherited_bounds_and_sparse_linear_steps_are_confirmed_by_cvc5(tmp_path):
+    """Input splits with CROWN leaves: the root's hidden-layer steps, and leaves' linear steps over
+    the neurons the root leaves unstable (`neurons`): each claim's chain names its own neuron."""
+    from certify.bounds.bab import branch_and_bound
+    from certify.engine import attained_lower, prepare, write_and_check
+
+    spec, cert, out = _tight_spec(tmp_path, "21/20"), tmp_path / "crown.cert.json", tmp_path / "crown.smt2"
+    p = prepare(spec, cert)
+    witness, lower = attained_lower(p)
+    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120)
+    assert write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, cert, jobs=1).verdict.name == "CERTIFIED"
+    sparse = re.findall(r'"neurons": \[([0-9, ]+)\]', cert.read_text())
+    assert sparse
+    assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0
+    i = int(sparse[0].split(",")[-1])  # the last listed neuron of a leaf's first sparse step
+    assert any(f"bound of z2_{i}" in t or f"bound of z3_{i}" in t for t in blocks(out))
+    confirmed(out, check_syntax(out))
+
+
 def test_relu_split_certificate_with_beta_is_confirmed_by_cvc5(tmp_path):
     """ReLU splits (24 inputs: certify branches on ReLUs, not on the box) and beta multipliers."""
     rng = np.random.default_rng(0)

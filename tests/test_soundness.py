@@ -137,13 +137,18 @@ def test_flint_paths_match_the_fraction_reference(seed, depth, width, dim, box_k
     box = (qvec(lo), qvec(up))
     for k in range(1, len(joint) + 1):
         n = len(joint[k - 1][1][0])
-        eye = [[int(r == c) for c in range(n)] for r in range(n)]
         low = exact.backsubstitute(1, joint[:k], relax[: k - 1], box, mats=mats[:k])
         high = [-v for v in exact.backsubstitute(-1, joint[:k], relax[: k - 1], box, mats=mats[:k])]
-        assert low == exact.backsubstitute((eye, 1), joint[:k], relax[: k - 1], box)
-        assert high == [-v for v in exact.backsubstitute(([[-x for x in r] for r in eye], 1), joint[:k], relax[: k - 1], box)]
+        assert low == exact.backsubstitute([{i: 1} for i in range(n)], joint[:k], relax[: k - 1], box)
+        assert high == [-v for v in exact.backsubstitute([{i: -1} for i in range(n)], joint[:k], relax[: k - 1], box)]
+        # rows with several coefficients (e_a - e_b, 3 e_0): back-substitution is positively homogeneous,
+        # and a difference's bounds hold at every point
+        combos = [{0: 3}, {n - 1: -2}] + ([{0: 1, n - 1: -1}, {n - 1: 2, 0: 5}] if n > 1 else [])
+        got = exact.backsubstitute(combos, joint[:k], relax[: k - 1], box, mats=mats[:k])
+        assert got[:2] == [3 * low[0], 2 * -high[n - 1]]
         for _ in range(5):
             x = [l + (u - l) * Fraction(int(rng.integers(0, 9)), 8) for l, u in zip(lo, up)]
             z = exact.forward(joint[:k], x)  # the pre-activation of layer k (relu between layers)
             assert all(l <= v <= h for l, v, h in zip(low, z, high))
+            assert all(g <= sum(c * z[i] for i, c in row.items()) for g, row in zip(got, combos))
 

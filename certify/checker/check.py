@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import multiprocessing
 import re
 import time
@@ -42,7 +43,7 @@ MAX_TREE_NODES = 200_000
 SPLIT_KEYS = {"input": {"split", "dim", "at", "children"}, "relu": {"split", "layer", "neuron", "children"}}
 CLAIM_KEYS = {"deviation", "outputs", "tolerance", "bound"}
 BOUND_KEYS = {"kind", "layer", "lower", "upper"}
-LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta"}
+LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta", "neurons"}
 RELAX_KEYS = {"kind", "layer", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept"}
 DIFF_KEYS = RELAX_KEYS | {"pairs", "lower", "upper"}
 
@@ -108,19 +109,33 @@ def _layer(step: dict, state: _State, where: str) -> int:
     return k
 
 
-def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction], upper: list[Fraction]) -> None:
-    """Claimed bounds are sound iff claimed lower <= derived lower and claimed upper >= derived upper."""
+def _neurons(step: dict, width: int, known: bool, what: str, where: str) -> list[int] | None:
+    """A step's optional `neurons`: increasing indices of the layer's `width` neurons, allowed only
+    where the layer already has verified `what` (`known`) for the neurons the step leaves out."""
+    ns = step.get("neurons")
+    require(ns is None or (known and isinstance(ns, list) and all(type(i) is int for i in ns) and ns == sorted(set(ns))
+                           and (not ns or 0 <= ns[0] <= ns[-1] < width)), where,
+            f"neurons must be increasing neuron indices of a layer with verified {what}")
+    return ns
+
+
+def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction], upper: list[Fraction],
+                   neurons: list[int] | None = None) -> None:
+    """Claimed bounds are sound iff claimed lower <= derived lower and claimed upper >= derived upper.
+    `neurons`: the claims are about these neurons of the layer only (the others keep their verified bounds)."""
     k = step["layer"]
-    width = len(state.joint[k - 1][1][0])
-    c_lo, c_up = _vector(step, "lower", width, where), _vector(step, "upper", width, where)
-    for i, (cl, dl, cu, du) in enumerate(zip(c_lo, lower, c_up, upper)):
+    index = range(len(state.joint[k - 1][1][0])) if neurons is None else neurons
+    c_lo, c_up = _vector(step, "lower", len(index), where), _vector(step, "upper", len(index), where)
+    for i, cl, dl, cu, du in zip(index, c_lo, lower, c_up, upper):
         if cl > dl:
             raise Rejected(where, f"neuron {i}: claimed lower bound {cl} exceeds the derived {dl}")
         if cu < du:
             raise Rejected(where, f"neuron {i}: claimed upper bound {cu} is below the derived {du}")
     if k in state.bounds:  # a second step for the same layer intersects
-        o_lo, o_up = state.bounds[k]
-        c_lo, c_up = [max(a, b) for a, b in zip(c_lo, o_lo)], [min(a, b) for a, b in zip(c_up, o_up)]
+        lo, up = (list(v) for v in state.bounds[k])
+        for i, cl, cu in zip(index, c_lo, c_up):
+            lo[i], up[i] = max(lo[i], cl), min(up[i], cu)
+        c_lo, c_up = lo, up
     _set_bounds(state, k, c_lo, c_up)
 
 
@@ -202,23 +217,27 @@ def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[di
 
 
 def check_linear(step: dict, state: _State, where: str) -> None:
-    """Back-substitution (CROWN, or alpha-CROWN with per-row slopes) through layers k..1."""
+    """Back-substitution (CROWN, or alpha-CROWN with per-row slopes) through layers k..1. With
+    `neurons` (increasing indices; the layer already has verified bounds, e.g. inherited from the
+    parent region), only those neurons are bounded: their rows of `lower`, `upper`, alpha and beta."""
     _keys(step, LINEAR_KEYS, where, BOUND_KEYS)
     k = _layer(step, state, where)
     missing = [j for j in range(1, k) if j not in state.relax]
     require(not missing, where, f"needs verified ReLU relaxations of layers {missing} first")
     width = len(state.joint[k - 1][1][0])
-    alpha_low, alpha_up = _alpha(step, state, k, width, where)
-    beta_low, beta_up = _beta(step, state, k, width, where)
-    _accept_bounds(step, state, where, *_bounds_of(None, state, k, (alpha_low, alpha_up), (beta_low, beta_up)))
+    ns = _neurons(step, width, k in state.bounds, "bounds", where)
+    rows = None if ns is None else [{i: 1} for i in ns]
+    alpha = _alpha(step, state, k, width if ns is None else len(ns), where)
+    beta = _beta(step, state, k, width if ns is None else len(ns), where)
+    _accept_bounds(step, state, where, *_bounds_of(rows, state, k, alpha, beta), neurons=ns)
 
 
 def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
-    """(lower, upper) bounds of rows @ z_k (rows None: z_k itself) by back-substitution through the
+    """(lower, upper) bounds of rows @ z_k (rows {neuron: coefficient}; None: z_k itself) by back-substitution through the
     verified relaxations and difference lines of layers 1..k-1 (the upper side negates the rows)."""
     if rows == []:
         return [], []
-    low, up = (1, -1) if rows is None else ((rows, 1), ([[-x for x in row] for row in rows], 1))
+    low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in rows])
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
     lower = backsubstitute(low, state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
     return lower, [-v for v in backsubstitute(up, state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
@@ -243,7 +262,7 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
             type(i) is not int or not 0 <= i < len(lo) for i in p) for p in pairs) or len({i for p in pairs for i in p}) != 2 * len(pairs)):
         raise Rejected(where, "pairs must be [a, b] neuron pairs of the layer, each neuron in at most one pair")
-    rows = [[int(c == a) - int(c == b) for c in range(len(lo))] for a, b in pairs]
+    rows = [{a: 1, b: -1} for a, b in pairs]
     d_lo, d_up = _bounds_of(rows, state, k)
     c_lo, c_up, *lines = (_vector(step, name, len(pairs), where) for name in ("lower", "upper", *sorted(RELAX_KEYS - BOUND_KEYS)))
     for p, ((a, b), cl, cu, dl, du, tl, sl, tu, su) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
@@ -295,17 +314,26 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
     """Lines a_lo*z + b_lo <= relu(z) <= a_up*z + b_up for every z in the verified bounds [l, u] of
     layer k. relu and both lines are linear on [l, min(u, 0)] and on [max(l, 0), u], so the lines
     hold on [l, u] iff they hold at l, u and (l < 0 < u) at 0: an exact check, and a complete one."""
-    _keys(step, RELAX_KEYS, where)
+    _keys(step, RELAX_KEYS | {"neurons"}, where, RELAX_KEYS)
     k = _layer(step, state, where)
     require(k < len(state.joint), where, "the output layer has no ReLU")
     require(k in state.bounds, where, f"needs verified bounds of layer {k} first")
     lo, up = state.bounds[k]
-    lines = [_ratios(step.get(name), len(lo), where, name) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
-    for i, (l, u, (a, ad), (b, bd), (c, cd), (d, dd)) in enumerate(zip(lo, up, *lines)):
+    ns = _neurons(step, len(lo), k in state.relax, "lines", where)  # the others keep the lines verified for a region containing this one
+    index = range(len(lo)) if ns is None else ns
+    lines = [_ratios(step.get(name), len(index), where, name) for name in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")]
+    for i, (a, ad), (b, bd), (c, cd), (d, dd) in zip(index, *lines):
+        l, u = lo[i], up[i]
         for z in ((l, u, 0) if l < 0 < u else (l, u) if l <= u else ()):
             zn, zd, r = z.numerator, z.denominator, max(z.numerator, 0)  # a/ad * zn/zd + b/bd > r/zd, times ad*bd*zd > 0:
             if a * zn * bd + b * ad * zd > r * ad * bd or c * zn * dd + d * cd * zd < r * cd * dd:
                 raise Rejected(where, f"neuron {i}: a line is not below/above relu on the verified interval [{l}, {u}]")
+    if ns is not None:  # merged into the inherited lines, each in lowest terms (no denominator of a replaced line stays)
+        merged = [[(x // g, den // g) for x in nums for g in [math.gcd(x, den)]] for nums, den in state.relax[k]]
+        for line, new in zip(merged, lines):
+            for i, v in zip(ns, new):
+                line[i] = v
+        lines = merged
     state.relax[k] = tuple(map(ratio_vec, lines))
 
 

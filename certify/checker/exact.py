@@ -76,11 +76,41 @@ def weight_mats(layers: list[tuple[IntMat, IntVec]]) -> list[LayerMats]:
     return [LayerMats(w, b) for (w, _), (b, _) in layers]
 
 
-def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
+_LINES: dict = {}  # id(relu lines), id(difference lines), alpha's denominator -> (the lines, the difference lines, result)
+
+
+def _common_lines(relu: tuple, diff: tuple, ad: int) -> tuple:
+    """The relu lines, then the difference lines (four IntVecs each), as fmpz numerators over two common
+    denominators: one for the slopes (and alpha's `ad`), one for the intercepts. Made once per
+    region and layer (its back-substitutions share them: the entry keeps the lines alive, so an id is
+    not reused while its entry stands)."""
+    key = (id(relu), id(diff), ad)
+    hit = _LINES.get(key)
+    if hit is None or hit[0] is not relu or hit[1] is not diff:
+        lines = list(relu) + list(diff)
+        lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
+        if len(_LINES) > 64:
+            _LINES.clear()
+        _LINES[key] = hit = (relu, diff, (lcm_s, lcm_i, [[fmpz(a * (c // d)) for a in v] for (v, d), c in zip(lines, [lcm_s, lcm_i] * 4)]))
+    return hit[2]
+
+
+def _times_weights(row: dict[int, int], m: LayerMats) -> list:
+    """A row {neuron: coefficient} times the layer's weights: for +-e_i, the weights' row i itself (shared, never changed)."""
+    (i, c), *more = row.items()
+    out = m.rows(c)[i] if c in (1, -1) else [c * x for x in m.rows(1)[i]]
+    for i, c in more:
+        out = [x + y for x, y in zip(out, m.rows(c)[i])] if c in (1, -1) else [x + c * y for x, y in zip(out, m.rows(1)[i])]
+    return out
+
+
+def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, IntVec]], relax: list, box: tuple[IntVec, IntVec],
                    alpha: dict[int, tuple[list[int], IntMat]] | None = None, beta: dict[int, IntMat] | None = None,
                    diff: dict | None = None, mats: list | None = None) -> list[Fraction]:
-    """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`
-    (`lam` an integer s = 1 or -1: the rows s*e_i, one per neuron of that layer, read off its weights).
+    """Lower bounds of each row of `lam` times the pre-activation of the last layer in `layers`:
+    rows with a few integer coefficients {neuron: coefficient} (e_i, e_a - e_b), or an integer s = 1
+    or -1: the rows s*e_i, one per neuron of that layer. Their first product, with that layer's
+    weights and biases, is read off the weights' rows.
 
     `layers` are the dense layers 1..k (weight (out, in), bias); `relax[j]` holds the verified ReLU
     relaxation of the output of layer j+1 as four IntVecs (lower slope, lower intercept, upper
@@ -99,13 +129,16 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
     when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
     """
     mats = mats or weight_mats(layers)
-    if isinstance(lam, int):  # s * identity: s times the last layer's weights and biases
-        (_, den), (b, bden) = layers[-1]
-        consts, rows, mat = ([lam * x for x in b], bden), mats[-1].rows(lam), None
-    else:
-        (rows, den), consts = lam, ([0] * len(lam[0]), 1)  # consts: the rows' constant terms (numerators, denominator)
-        mat = fmpz_mat(rows)
+    (_, den), (b, bden) = layers[-1]
     forms = [] if TRACE is not None else None  # (layer j, rows, den, consts): rows/den . z_j + consts bounds lam . z_k
+    if isinstance(lam, int):  # s * identity: s times the last layer's weights and biases
+        consts, rows = ([lam * x for x in b], bden), mats[-1].rows(lam)
+    else:  # consts: the rows' constant terms (numerators, denominator)
+        rows = [_times_weights(d, mats[-1]) for d in lam]
+        consts = ([sum(c * b[i] for i, c in d.items()) for d in lam], bden)
+        if forms is not None:
+            forms.append((len(layers), [[d.get(c, 0) for c in range(len(b))] for d in lam], 1, ([0] * len(lam), 1)))
+    mat = None
     for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
         if forms is not None and mat is not None:
             forms.append((j + 1, rows, den, consts))
@@ -117,9 +150,7 @@ def backsubstitute(lam: IntMat | int, layers: list[tuple[IntMat, IntVec]], relax
         if j > 0:
             neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
-            lines = list(relax[j - 1]) + list(dlines)  # relu lines, then difference lines
-            lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
-            los, loi, ups, upi, dls, dli, dus, dui = ([fmpz(a * (c // d)) for a in v] for (v, d), c in zip(lines, [lcm_s, lcm_i] * 4))
+            lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui) = _common_lines(relax[j - 1], dlines, ad)
             new_rows, icpts, loi_r = [], [], list(loi)
             for n in neurons:  # an alpha line has intercept 0
                 loi_r[n] = 0
@@ -183,9 +214,10 @@ def interval_dense(layer: tuple[IntMat, IntVec], lower: list[Fraction], upper: l
     lo, up = [x * (dd // lden) for x in lo], [x * (dd // uden) for x in up]
     mid = (lm.weight * fmpz_mat([[l + u] for l, u in zip(lo, up)])).entries()
     rad = (lm.magnitude * fmpz_mat([[u - l] for l, u in zip(lo, up)])).entries()
-    base, den = [Fraction(x, bden) for x in b], 2 * wden * dd
-    return ([c + Fraction(int(m - r), den) for c, m, r in zip(base, mid, rad)],
-            [c + Fraction(int(m + r), den) for c, m, r in zip(base, mid, rad)])
+    den = math.lcm(bden, 2 * wden * dd)  # one denominator: one Fraction (one gcd) per bound
+    bs, ms = den // bden, den // (2 * wden * dd)
+    return ([Fraction(x * bs + int(m - r) * ms, den) for x, m, r in zip(b, mid, rad)],
+            [Fraction(x * bs + int(m + r) * ms, den) for x, m, r in zip(b, mid, rad)])
 
 
 def forward(layers: list[tuple[IntMat, IntVec]], x: list[Fraction]) -> list[Fraction]:

@@ -187,12 +187,15 @@ def describe_transform(t, widths: tuple) -> str:
 
 
 def _intersect(bounds: dict, step: dict) -> None:
+    """A bound step's claims intersected into `bounds` (a step with `neurons` bounds only those, as the checker reads it)."""
     lo = [parse_rational(v) for v in step["lower"]]
     up = [parse_rational(v) for v in step["upper"]]
     k = step["layer"]
     if k in bounds:
-        olo, oup = bounds[k]
-        lo, up = [max(a, b) for a, b in zip(lo, olo)], [min(a, b) for a, b in zip(up, oup)]
+        olo, oup = (list(v) for v in bounds[k])
+        for i, a, b in zip(step.get("neurons", range(len(lo))), lo, up):
+            olo[i], oup[i] = max(a, olo[i]), min(b, oup[i])
+        lo, up = olo, oup
     bounds[k] = (lo, up)
 
 
