@@ -202,7 +202,9 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
 def _plane_holds(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, ...], side: int) -> bool:
     lx, ux, ly, uy = map(Fraction, box)
     c1, c2, c0 = map(Fraction, (c1, c2, c0))
-    return lx <= ux and ly <= uy and all(side * (x * y - c1 * x - c2 * y - c0) >= 0 for x in (lx, ux) for y in (ly, uy))
+    k = c1 * c2 + c0  # x*y - c1*x - c2*y - c0 = (x - c2)(y - c1) - k: one product per corner
+    corners = [dx * dy for dx in (lx - c2, ux - c2) for dy in (ly - c1, uy - c1)]
+    return lx <= ux and ly <= uy and all(v >= k if side > 0 else v <= k for v in corners)
 
 
 def plane_below(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, Fraction, Fraction, Fraction]) -> bool:

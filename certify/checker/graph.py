@@ -267,15 +267,20 @@ def _mul_interval(node, boxes):
 
 
 def _linear_prepare(node):
-    """W (numerators over one denominator), |W| and b as integers, made once per check."""
+    """W (numerators over one denominator), |W| and b as integers, made once per check; and (c, w, 1) where
+    W = c I + 1 w (each column equal off the diagonal: a LayerNorm's mean and centring), else None."""
     wn, wd = ints([v for row in node.weight for v in row])
     rows, cols = len(node.weight), len(node.weight[0])
-    return (fmpz_mat(rows, cols, wn), wd), fmpz_mat(rows, cols, [abs(v) for v in wn]), ints(node.bias)
+    w = [wn[(j == 0) * cols + j] for j in range(cols)] if rows > 1 else None  # an entry off the diagonal, per column
+    c = wn[0] - w[0] if w and rows == cols else 0
+    thin = w and all(v == w[k % cols] + c * (k // cols == k % cols) for k, v in enumerate(wn))
+    return ((fmpz_mat(rows, cols, wn), wd), fmpz_mat(rows, cols, [abs(v) for v in wn]), ints(node.bias),
+            (c, fmpz_mat(1, cols, w), fmpz_mat(rows, 1, [1] * rows)) if thin else None)
 
 
 def _linear_interval(node, boxes, prepared):
     """W (l + u)/2 + b -/+ |W| (u - l)/2, exactly, on integers."""
-    ((w, wd), mag, (b, bd)), ((lo, ld), (up, ud)) = prepared, map(ints, boxes[0])
+    ((w, wd), mag, (b, bd), _), ((lo, ld), (up, ud)) = prepared, map(ints, boxes[0])
     d = math.lcm(ld, ud)
     lo, up = [v * (d // ld) for v in lo], [v * (d // ud) for v in up]
     mid = (w * fmpz_mat([[x + y] for x, y in zip(lo, up)])).entries()
@@ -286,13 +291,19 @@ def _linear_interval(node, boxes, prepared):
 
 
 def _linear_back(node, lam, prepared):
-    (n, den), ((wn, wd), _, (b, bd)) = lam, prepared
-    return [(n * wn, den * wd)], consts(n, b, den * bd)
+    """N W, or c N + (N 1) w where W = c I + 1 w (two thin products for one square one)."""
+    (n, den), ((wn, wd), _, (b, bd), thin) = lam, prepared
+    if thin is None:
+        prod = n * wn
+    else:  # (c = 0 unless W is square)
+        c, w, ones = thin
+        prod = (n * ones) * w + n * c if c else (n * ones) * w
+    return [(prod, den * wd)], consts(n, b, den * bd)
 
 
 def _affine_back(node, lam, prepared):
     (n, den), ((s, sd), (t, td)) = lam, prepared
-    return [(pick(n, n.entries(), s, s), den * sd)], consts(n, t, den * td)
+    return [(n * s[0] if s.count(s[0]) == len(s) else pick(n, n.entries(), s, s), den * sd)], consts(n, t, den * td)
 
 
 def _zero_const(lam):
