@@ -326,3 +326,18 @@ def test_merged_relu_lines_equal_a_whole_step(inherited_tree, tmp_path):
     out.write_text(json.dumps(whole))
     a, b = check_certificate(spec, path), check_certificate(spec, out)
     assert a.verdict is b.verdict is Verdict.CERTIFIED and a.bound == b.bound
+
+
+def test_intercepts_rounded_down_stay_on_a_coarse_grid():
+    """`_down` moves below the exact value and, for tiny results, to a multiple of 2^-100: an intercept
+    that is 0 in exact arithmetic used to come out as -5e-324, and the checker then scaled every
+    intercept of its layer to a denominator of 2^1074."""
+    from certify.bounds.driver import GRID, _down
+
+    v = np.array([0.0, 1e-320, -1e-300, 2.0 ** -60, -3.5, 0.1, 1e300, -1e308])
+    err = np.array([0.0, 0.0, 1e-310, 0.0, 1e-16, 0.0, 1e284, 0.0])
+    got = _down(v, err)
+    for d, x, e in zip(got, v, err):
+        assert Fraction(float(d)) < Fraction(float(x)) - Fraction(float(e))  # strictly below the exact v - err
+        assert Fraction(float(d)).denominator <= 2 ** 100 or abs(d) >= 2.0 ** -48
+    assert all(np.isfinite(got)) and got[0] == -GRID

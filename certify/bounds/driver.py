@@ -51,9 +51,16 @@ def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
 ULPS = 2.0 ** -50  # a bound on the relative rounding error of an intercept computed in float64 (a few operations)
 
 
+GRID = 2.0 ** -100  # intercepts rounded outward go to a multiple of this: an intercept that is 0 in exact arithmetic
+# came out as -5e-324 (denominator 2^1074), and the checker then multiplied every intercept of the layer by 2^1074
+
+
 def _down(v, err):
-    """v - err rounded down: below the exact value whose float evaluation v is off by at most err."""
-    return np.nextafter(v - err, -np.inf)
+    """v - err rounded down, to a multiple of GRID: below the exact value whose float evaluation v is
+    off by at most err (a float of magnitude at least 2^-48 is already such a multiple)."""
+    x = np.nextafter(v - err, -np.inf)
+    small = np.abs(x) < 2.0 ** -48
+    return np.where(small, np.floor(np.where(small, x, 0.0) / GRID) * GRID, x)
 
 
 def exact_relaxation_fast(lower, upper) -> Relaxation:
