@@ -63,8 +63,10 @@ class Node:
     def to_json(self, claim: Fraction, dims: list[int] | None = None) -> dict:
         """A proved region: the steps it derives (layers from `first_layer` on). A split region:
         only the steps its children inherit (`keep`): layers `first_layer` .. j-1 for a ReLU split
-        on layer j; none for an input split (its children derive every layer on their own boxes, so
-        the checker would verify the parent's steps for nothing); then the split and the children."""
+        on layer j; for an input split, none (its children derive every layer on their own boxes, so
+        the checker would verify the parent's steps for nothing), except at the root of a tree whose
+        regions bound only the neurons it leaves unstable (`keep` = its hidden layers); then the
+        split and the children."""
         own = self.proposal.bound
         if own is None or own <= claim or not self.children:
             return {"steps": [s for s in self.proposal.steps if s["layer"] >= self.first_layer]}
