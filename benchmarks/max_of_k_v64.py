@@ -314,7 +314,10 @@ def main() -> None:
     p = read_tl(ROOT / WEIGHTS)
     row = {"instance": "maxofk_v64_pos", "spec": SPEC, "weights": WEIGHTS, "vocab": int(p["W_E"].shape[0]),
            "length": int(p["W_pos"].shape[0]), "load_average_before": [round(v, 2) for v in os.getloadavg()],
-           "uptime_before": os.popen("uptime").read().strip()}
+           "uptime_before": os.popen("uptime").read().strip(),
+           "meta": {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(), "jobs": args.jobs,
+                    "outer": args.outer, "fraction": args.fraction, "bab_seconds": args.bab_seconds, "repeat": args.repeat,
+                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
     e = exact_maximum(spec, p, outer=args.outer, top=args.top, fraction=args.fraction)
     scale = 1.0 if e["complete"] else row["vocab"] ** row["length"] / e["sequences"]
     row.update({k: e[k] for k in ("exact_max", "exact_max_lower", "exact_max_upper", "exact_tokens", "float_max", "float_vs_replay",
@@ -335,6 +338,34 @@ def main() -> None:
         print(f"  the package's JAX graph oracle: {g['sampled_sequences']:,} random sequences in {g['seconds_sample']:.1f} s "
               f"({g['cpu_seconds_sample']:.1f} CPU s): all {row['vocab'] ** row['length']:,} extrapolated {g['seconds_extrapolated']:.0f} s "
               f"({g['cpu_seconds_extrapolated']:.0f} CPU s); tables vs JAX on 2,000 of them: {g['tables_vs_jax_max_abs_diff']:.1e}")
+
+    def save(final: bool) -> None:
+        """Medians so far into row (printed when final); the JSON rewritten (a stopped run keeps what it measured)."""
+        row["enumeration_runs"] = enum_runs  # [wall, CPU] seconds per round; the reported ones are the medians
+        row["enumeration_seconds"] = float(np.median([w for w, _ in enum_runs]))
+        row["enumeration_cpu_seconds"] = float(np.median([c for _, c in enum_runs]))
+        for method, rs in runs.items():
+            c = dict(sorted(rs, key=lambda v: v["seconds"] + v["check_seconds"])[len(rs) // 2])  # the median round
+            if len(rs) > 1:
+                c["runs"] = [{k: v[k] for k in ("seconds", "check_seconds", "falsify_seconds", "total_seconds",
+                                                "bound_cpu_seconds", "check_cpu_seconds", "cpu_seconds")} for v in rs]
+            c["ratio"] = round(c["bound"] / row["exact_max"], 4) if c["bound"] else None
+            c["time_ratio"] = round((c["seconds"] + c["check_seconds"]) / row["enumeration_seconds"], 4)
+            c["time_ratio_with_falsify"] = round(c["total_seconds"] / row["enumeration_seconds"], 4)
+            c["cpu_ratio"] = round((c["bound_cpu_seconds"] + c["check_cpu_seconds"]) / row["enumeration_cpu_seconds"], 4)
+            c["cpu_ratio_with_falsify"] = round(c["cpu_seconds"] / row["enumeration_cpu_seconds"], 4)
+            if "generic_oracle" in row:
+                c["time_ratio_generic_oracle"] = round((c["seconds"] + c["check_seconds"]) / row["generic_oracle"]["seconds_extrapolated"], 4)
+            row["certify"][method] = c
+            if final:
+                print(f"  {method:6s} (median of {len(rs)}): {c['ratio']:.3f}x exact; bound + check {c['seconds'] + c['check_seconds']:.2f} s = "
+                      f"{c['time_ratio']:.3f} of the enumeration's {row['enumeration_seconds']:.1f} s (everything, falsifier included: "
+                      f"{c['time_ratio_with_falsify']:.3f}); CPU: bound + check {c['cpu_ratio']:.3f} of the enumeration's, everything "
+                      f"{c['cpu_ratio_with_falsify']:.3f}")
+        row["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        if args.json:
+            args.json.write_text(json.dumps(row, indent=1))
+
     row["certify"] = {}
     enum_runs = [[round(e["enumeration_seconds"] * scale, 3), round(e["enumeration_cpu_seconds"] * scale, 3)]]
     methods = [] if args.no_certify else [m for m in args.methods.split(",") if m]
@@ -354,6 +385,7 @@ def main() -> None:
                 print(f"  {method:6s} bound {c['bound']:.4f} ({c['bound'] / row['exact_max']:.3f}x exact, {c['verdict']}): bound "
                       f"{c['seconds']:.1f} s + check {c['check_seconds']:.1f} s (with the falsifier and set-up {c['total_seconds']:.1f} s; "
                       f"CPU {c['bound_cpu_seconds']:.1f} + {c['check_cpu_seconds']:.1f}, all {c['cpu_seconds']:.1f} s){'  leaves ' + str(c['leaves']) if 'leaves' in c else ''}")
+            save(final=False)
         if args.onnx:  # the same function as PyTorch exports it: its joint graph replays the maximiser, then CROWN on it
             from certify.engine_graph import prepare_graph
 
@@ -364,31 +396,9 @@ def main() -> None:
             row["certify_onnx"] = c
             print(f"  ONNX ({ONNX_SPEC}): maximiser replayed {float(lo):.6f}; crown bound {c['bound']:.4f} ({c['bound'] / float(lo):.3f}x), "
                   f"bound {c['seconds']:.1f} s + check {c['check_seconds']:.1f} s (CPU {c['bound_cpu_seconds']:.1f} + {c['check_cpu_seconds']:.1f})")
-        row["enumeration_runs"] = enum_runs  # [wall, CPU] seconds per round; the reported ones are the medians
-        row["enumeration_seconds"] = float(np.median([w for w, _ in enum_runs]))
-        row["enumeration_cpu_seconds"] = float(np.median([c for _, c in enum_runs]))
-        for method, rs in runs.items():
-            c = dict(sorted(rs, key=lambda v: v["seconds"] + v["check_seconds"])[len(rs) // 2])  # the median round
-            if len(rs) > 1:
-                c["runs"] = [{k: v[k] for k in ("seconds", "check_seconds", "falsify_seconds", "total_seconds",
-                                                "bound_cpu_seconds", "check_cpu_seconds", "cpu_seconds")} for v in rs]
-            c["ratio"] = round(c["bound"] / row["exact_max"], 4) if c["bound"] else None
-            c["time_ratio"] = round((c["seconds"] + c["check_seconds"]) / row["enumeration_seconds"], 4)
-            c["time_ratio_with_falsify"] = round(c["total_seconds"] / row["enumeration_seconds"], 4)
-            c["cpu_ratio"] = round((c["bound_cpu_seconds"] + c["check_cpu_seconds"]) / row["enumeration_cpu_seconds"], 4)
-            c["cpu_ratio_with_falsify"] = round(c["cpu_seconds"] / row["enumeration_cpu_seconds"], 4)
-            if "generic_oracle" in row:
-                c["time_ratio_generic_oracle"] = round((c["seconds"] + c["check_seconds"]) / row["generic_oracle"]["seconds_extrapolated"], 4)
-            row["certify"][method] = c
-            print(f"  {method:6s} (median of {len(rs)}): {c['ratio']:.3f}x exact; bound + check {c['seconds'] + c['check_seconds']:.2f} s = "
-                  f"{c['time_ratio']:.3f} of the enumeration's {row['enumeration_seconds']:.1f} s (everything, falsifier included: "
-                  f"{c['time_ratio_with_falsify']:.3f}); CPU: bound + check {c['cpu_ratio']:.3f} of the enumeration's, everything "
-                  f"{c['cpu_ratio_with_falsify']:.3f}")
+        save(final=True)
     row["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     row["uptime_after"] = os.popen("uptime").read().strip()
-    row["meta"] = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(), "jobs": args.jobs,
-                   "outer": args.outer, "fraction": args.fraction, "bab_seconds": args.bab_seconds, "repeat": args.repeat,
-                   "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(f"  load average before {row['load_average_before']}, after {row['load_average_after']}")
     if args.json:
         args.json.write_text(json.dumps(row, indent=1))
