@@ -341,3 +341,26 @@ def test_intercepts_rounded_down_stay_on_a_coarse_grid():
         assert Fraction(float(d)) < Fraction(float(x)) - Fraction(float(e))  # strictly below the exact v - err
         assert Fraction(float(d)).denominator <= 2 ** 100 or abs(d) >= 2.0 ** -48
     assert all(np.isfinite(got)) and got[0] == -GRID
+
+
+def test_an_inheriting_tree_does_not_split_relus(tmp_path):
+    """A point box where a neuron's pre-activation is exactly 0, at tolerance 0: padding makes the
+    neuron look unstable, so the float bound is a hair above 0 and the search wants to split. CROWN
+    leaves inherit the root's steps, so it may only split inputs, and a point has none: it stops at
+    the root. (It used to fall back to a ReLU split whose children's sparse steps found no root lines
+    for the layer: the checker rejected the certificate; soundness campaign, seed 2028, case 39.)"""
+    from certify.bounds.bab import branch_and_bound
+    from certify.engine import attained_lower, prepare, write_and_check
+    from certify.model import save_model
+
+    ws = [np.array([[1.0, -1.0], [1.0, 1.0]]), np.array([[1.0, 1.0]])]
+    sha = save_model(tmp_path / "m.npz", ws, [np.zeros(2), np.zeros(1)])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f'version: 1\nmodel: {{path: m.npz, sha256: "{sha}"}}\ninput:\n  box: {{lower: "1/2", upper: "1/2"}}\n'
+                    "explanation:\n  - prune: {layer: 1, keep: [1], fill: zero}\nproperty: {deviation: linf, tolerance: 0}\n")
+    p = prepare(spec, tmp_path / "c.cert.json")
+    witness, lower = attained_lower(p)
+    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=30)
+    assert all(n.get("split") != "relu" for n in _nodes(r.tree))
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "p.cert.json", jobs=1)
+    assert result.verdict is not Verdict.REJECTED, result.reason

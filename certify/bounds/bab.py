@@ -332,6 +332,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                     continue
                 cands = (input_candidates(net, worst, candidates) if input_splits and candidates > 1 else []) or \
                     [s for s in [choose_split(net, worst)] if s is not None]
+                if inherited:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
+                    # would leave layers below it to the root's looser steps); a point box has none, and needs none
+                    cands = [c for c in cands if c["split"] == "input"]
                 if not cands:  # nothing left to split: the search ends here
                     heapq.heappush(live, (-worst.bound, next(order), worst))
                     stop = True
