@@ -311,14 +311,51 @@ def test_random_graphs_back_substitute_as_before(op, tmp_path, compared):
 
 
 @pytest.mark.parametrize("name", ["resmlp_ablate", "resmlp_sae_jumprelu"])
-def test_shipped_residual_specs_back_substitute_as_before(name, compared):
-    """Shipped residual specs (LayerNorm, GELU, an SAE; free values; JumpReLU) on their whole box or a corner of it."""
+def test_shipped_residual_specs_back_substitute_as_before(name, compared, monkeypatch):
+    """Shipped residual specs (LayerNorm, GELU, an SAE; free values; JumpReLU) on their whole box or a corner of it.
+    Their LayerNorm's eps node (var + eps, var = the mean of the squares, one value per element) makes rows equal
+    after the mean: those back-substitutions run on the merged rows."""
+    merged, merge = [], graph._merge_rows
+    monkeypatch.setattr(graph, "_merge_rows", lambda lam, at: merged.append(merge(lam, at)) or merged[-1])
     joint, box = _joint(SPECS / f"{name}.yaml")
     if name == "resmlp_sae_jumprelu":  # a leaf of a split tree: the lower half of every input's range
         box = (list(box[0]), [(lo + up) / 2 for lo, up in zip(*box)])
     _, steps = crown(joint, box)
     graph.check_graph_steps(joint, box, steps, "steps")
     assert len(compared) >= 10 and any("linear" in ops and "gelu" in ops for ops in compared)
+    assert any(lam[0].nrows() < len(at) for lam, at in merged), "no rows were merged"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_merged_rows_back_substitute_as_before(data):
+    """x -> linear a -> relu -> linear c (some rows of its weight equal) -> relu -> linear t, random weights and
+    lines, rows with repeats: equal rows are merged, and every bound equals the old code's."""
+    draw = data.draw
+    num = st.fractions(min_value=-3, max_value=3, max_denominator=16)
+
+    def matrix(r, c):
+        return tuple(tuple(draw(st.lists(num, min_size=c, max_size=c))) for _ in range(r))
+
+    def vector(n):
+        return tuple(draw(st.lists(num, min_size=n, max_size=n)))
+
+    weight = matrix(1, 3) * draw(st.integers(1, 3)) + matrix(draw(st.integers(0, 2)), 3)
+    k = len(weight)
+    g = graph.make_graph(2, [graph.Node("a", "linear", ("x",), matrix(3, 2), vector(3)), graph.Node("b", "relu", ("a",)),
+                             graph.Node("c", "linear", ("b",), weight, vector(k)), graph.Node("e", "relu", ("c",)),
+                             graph.Node("t", "linear", ("e",), matrix(2, k), vector(2))], "t")
+    box = ([Fraction(-1), Fraction(0)], [Fraction(1), Fraction(1, 2)])
+
+    def line(n):  # any lines: what is tested is that the arithmetic is the same
+        return (draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), 4), (draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), 8)
+
+    relax = {"b": (line(3), line(3)), "e": (line(k), line(k))}
+    prepared = {n.name: OPS[n.op].prepare(n) for n in g.nodes}
+    rows = fmpz_mat([draw(st.lists(st.integers(-2, 2), min_size=2, max_size=2)) for _ in range(draw(st.integers(1, 5)))])
+    twice = fmpz_mat([[int(i == j) for j in range(k)] for i in range(k)] * 2)  # each row twice
+    for target, r in (("t", rows), ("c", twice), ("e", twice)):
+        assert graph.backsubstitute(g, target, r, box, relax, "t", prepared) == old_backsubstitute(g, target, r, box, relax, "t", prepared)
 
 
 def test_a_claim_beyond_the_derived_bound_is_rejected_with_the_same_message(tmp_path):

@@ -581,24 +581,42 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, 
     """Lower bounds of rows @ value(target) over the input box (rows: integers), by back-substitution
     through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
     relaxation; `prepared`: node name -> its parameters in exact form)."""
-    coef, const = {target: (rows, 1)}, ([0] * rows.nrows(), 1)
+    coef, const, at = {target: (rows, 1)}, ([0] * rows.nrows(), 1), list(range(rows.nrows()))  # at: each row's row now
     for node in reversed(ancestors(graph, target)):
         lam = coef.pop(node.name, None)
         if lam is None:
             continue
+        if not coef:  # the only coefficients left: equal rows give equal terms from here on, so each is kept once
+            lam, at = _merge_rows(lam, at)
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
         parts, c = op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name])
-        const = add_vec(const, c)
+        const = add_vec(const, ([c[0][i] for i in at], c[1]))
         for name, part in zip(node.inputs, parts):
             coef[name] = add_coef(coef[name], part) if name in coef else part
     lam = coef.pop("x", None)
-    if lam is not None and isinstance(box, TokenBox):
-        const = add_vec(const, box.lowest(*lam))
-    elif lam is not None:
-        const = add_vec(const, _box_lowest(lam, (ints(box[0]), ints(box[1]))))
+    if lam is not None:
+        c = box.lowest(*lam) if isinstance(box, TokenBox) else _box_lowest(lam, (ints(box[0]), ints(box[1])))
+        const = add_vec(const, ([c[0][i] for i in at], c[1]))
     return [Fraction(v, const[1]) for v in const[0]]
+
+
+def _merge_rows(lam, at: list[int]):
+    """lam = (N, den) with its equal rows kept once, and `at` mapped onto them. A fingerprint per row (N times a
+    fixed column) finds rows that may be equal; their entries decide."""
+    n = lam[0]
+    if n.nrows() < 2:
+        return lam, at
+    key = (n * fmpz_mat(n.ncols(), 1, [(k * 2654435761) % 4294967311 + 1 for k in range(n.ncols())])).entries()
+    if len(set(key)) == len(key):  # (equal rows have equal fingerprints)
+        return lam, at
+    first, to = {}, []
+    for row in n.table():
+        to.append(first.setdefault(tuple(row), len(first)))
+    if len(first) == n.nrows():
+        return lam, at
+    return (fmpz_mat([list(row) for row in first]), lam[1]), [to[i] for i in at]
 
 
 RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
