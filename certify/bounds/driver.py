@@ -268,8 +268,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     diff: dict = {}  # layer -> Difference (floats); qdiff: the same lines as the checker's exact IntVecs
     qdiff: dict = {}
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
+    sparse = bool(inherited) and method == "crown"  # see `inherited`
     for k in range(1, n if exact_output else n + 1):
-        if inherited and method == "crown" and 1 < k < n:  # see `inherited`
+        if sparse and 1 < k < n:
             lo, up = (np.array(v, dtype=np.float64) for v in inherited[k - 1])
             rows = np.flatnonzero((lo < 0) & (up > 0))
             clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(lo))[rows]))
@@ -278,7 +279,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             lo, up = lo.tolist(), up.tolist()
         else:
             lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output)
-            if inherited and method == "crown" and k < n:  # the checker intersects with what it verified before
+            if sparse and k < n:  # the checker intersects with what it verified before
                 lo, up = np.maximum(lo, inherited[k - 1][0]).tolist(), np.minimum(up, inherited[k - 1][1]).tolist()
         if k == n:  # the output layer in floats (exact_output=False)
             return Proposal(steps, [Fraction(v) for v in lo], [Fraction(v) for v in up], tuple(relax), tuple(claims),
@@ -291,16 +292,12 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         claims.append((np.array(lo), np.array(up)))
         r = exact_relaxation(lo, up) if exact_output else exact_relaxation_fast(lo, up)
         relax.append(r)
-        if inherited and method == "crown":  # lines only for the neurons the enclosing region left unstable: the
-            # others keep its lines, which are exact for their phase (as this region's would be)
-            i = np.flatnonzero((inherited[k - 1][0] < 0) & (inherited[k - 1][1] > 0))
-            steps.append({"kind": "relu_relaxation", "layer": k, "neurons": i.tolist(), "lower_slope": _q(r.lower_slope[i]),
-                          "lower_intercept": _q(r.lower_intercept[i]), "upper_slope": _q(r.upper_slope[i]),
-                          "upper_intercept": _q(r.upper_intercept[i])})
-        else:
-            steps.append({"kind": "relu_relaxation", "layer": k, "lower_slope": _q(r.lower_slope),
-                          "lower_intercept": _q(r.lower_intercept), "upper_slope": _q(r.upper_slope),
-                          "upper_intercept": _q(r.upper_intercept)})
+        # sparse: lines only for the neurons the enclosing region left unstable; the others keep its lines, which
+        # are exact for their phase (as this region's would be)
+        listed = np.flatnonzero((inherited[k - 1][0] < 0) & (inherited[k - 1][1] > 0)) if sparse else slice(None)
+        steps.append({"kind": "relu_relaxation", "layer": k, **({"neurons": listed.tolist()} if sparse else {}),
+                      **{key: _q(np.asarray(getattr(r, key))[listed])
+                         for key in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}})
         if k in pairs:
             step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output)
             steps.append(step)  # even with no pairs: a split region must not inherit its parent's pairs here
