@@ -160,6 +160,60 @@ def old_plane_holds(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fractio
     return lx <= ux and ly <= uy and all(side * (x * y - c1 * x - c2 * y - c0) >= 0 for x in (lx, ux) for y in (ly, uy))
 
 
+def old_convex_gap_ok(gap, dgap, p, q) -> bool:
+    for _ in range(curves.STEPS):
+        m = ((p + q) / 2).mid()
+        if not p < m < q:
+            return gap(p.union(q)) >= 0
+        g, d = gap(m), dgap(m)
+        if g < 0:
+            return False
+        if g + d * (p - m) >= 0 and g + d * (q - m) >= 0:
+            return True
+        if d > 0:
+            q = m
+        elif d < 0:
+            p = m
+        else:
+            return False
+    return False
+
+
+def old_line_holds(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction, side: int) -> bool:
+    c = curves._curve(fn)
+    a, b, l, u = map(Fraction, (a, b, l, u))
+    if not (l <= u and c.admits(l)):
+        return False
+    with curves.ctx.workprec(curves.PREC):
+        la, lb = curves.ball(a), curves.ball(b)
+        gap = lambda x: side * (c.f(x) - la * x - lb)  # noqa: E731
+        dgap = lambda x: side * (c.df(x) - la)  # noqa: E731
+        pieces = curves._pieces(c, curves.ball(l), curves.ball(u))
+        if pieces is None:
+            return False
+        for p, q, shape in pieces:
+            if side * shape < 0:
+                if not (gap(p) >= 0 and gap(q) >= 0):
+                    return False
+            elif not old_convex_gap_ok(gap, dgap, p, q):
+                return False
+    return True
+
+
+def old_interval_image(fn: str, l: Fraction, u: Fraction):
+    c = curves._curve(fn)
+    l, u = Fraction(l), Fraction(u)
+    if not (l <= u and c.admits(l)):
+        raise ValueError("empty")
+    with curves.ctx.workprec(curves.PREC):
+        lo, hi = curves.ball(l), curves.ball(u)
+        ends = [c.f(lo), c.f(hi)]
+        inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in c.minima() if not (m < lo or m > hi)]
+        if not all(v.is_finite() for v in ends + inner):
+            raise ValueError("not finite")
+        return min(curves.exact(v.lower(), -1) for v in ends + inner), max(curves.exact(v.upper(), 1) for v in ends)
+
+
 # --------------------------------------------------------------------------- the helpers, one by one
 
 BIG = st.integers(-(2**200), 2**200)
@@ -264,6 +318,37 @@ def test_mccormick_plane_checks_equal_the_old(box, which, nudge, side):
     plane = (c1, c2, c0 + nudge)
     assert curves._plane_holds(*plane, box, side) == old_plane_holds(*plane, box, side)
     assert curves._plane_holds(*plane, sorted(box[:2]) + sorted(box[2:]), side) == old_plane_holds(*plane, sorted(box[:2]) + sorted(box[2:]), side)
+
+
+@st.composite
+def curve_lines(draw):
+    """A curve, an interval in its domain (across its breaks or not, a point too), and lines below and above it: tangents,
+    chords and random lines, nudged by nothing, by 2^-40 or 2^-26 of their size (the engine's old and new margins), either way."""
+    fn = draw(st.sampled_from(sorted(curves.CURVES)))
+    c = curves.CURVES[fn]
+    lo = Fraction(1, 64) if c.lowest is not None else Fraction(-4)
+    l, u = sorted(draw(st.lists(st.fractions(lo, 4, max_denominator=2**12), min_size=2, max_size=2)))
+    lines = []
+    for side in (1, -1):
+        with curves.ctx.workprec(curves.PREC):  # a rational near phi' and phi at a point t of [l, u]
+            t = l + (u - l) * draw(st.fractions(0, 1, max_denominator=16))
+            a = curves.exact(c.df(curves.ball(t)).mid()) if draw(st.booleans()) else draw(st.fractions(-3, 3, max_denominator=2**24))
+            b = curves.exact((c.f(curves.ball(t)) - curves.ball(a) * curves.ball(t)).mid())
+        size = abs(b) + abs(a * t) + 1
+        lines.append((a, b - side * size * draw(st.sampled_from([0, Fraction(1, 2**40), Fraction(1, 2**26), -Fraction(1, 2**26)])), side))
+    return fn, l, u, lines
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(curve_lines())
+def test_curve_line_checks_equal_the_old(case):
+    """lines_hold (both sides sharing pieces and phi at their ends; gelu's Phi once per point; breaks and minima made once
+    per precision) gives the old _line_holds' verdict on each line, alone and as a pair; interval_image the same rationals."""
+    fn, l, u, lines = case
+    old = [old_line_holds(fn, a, b, l, u, side) for a, b, side in lines]
+    assert [curves.lines_hold(fn, [line], l, u) for line in lines] == old
+    assert curves.lines_hold(fn, lines, l, u) == all(old)
+    assert curves.interval_image(fn, l, u) == old_interval_image(fn, l, u)
 
 
 @settings(max_examples=200, deadline=None)

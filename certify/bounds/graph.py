@@ -35,6 +35,9 @@ from . import curves
 
 PAD_REL, PAD_ABS = 1e-9, 1e-10
 GRID = 2.0 ** -24  # slopes and plane coefficients are rounded to this grid: the checker's integers stay short
+LINE_MARGIN = 2.0 ** -26  # curve lines' intercepts move outward by this share of their terms (bounds/curves.nudge): the
+# checker proves a tangent-type line by bisecting towards where it touches, about log2(1/margin) steps; at 2^-40 that
+# was ~17 arb evaluations per line and ~15 % of a leaf's check, at 2^-26 ~4, for bounds ~1e-6 relative looser (issue 16)
 
 
 def on_grid(v):
@@ -137,7 +140,9 @@ MUL_RULE = ["weights"]  # which McCormick planes `_mccormick` takes (see there);
 @contextlib.contextmanager
 def mul_rule(rule: str):
     """McCormick's plane choice inside the block: "weights" (the default: "x_low" on elements whose first factor
-    lies in [0, 1], "centre" elsewhere), "centre" or "x_low" (the planes exact where the first factor is at its
+    lies in [0, 1], "mid" elsewhere), "mid" (the mean of McCormick's two planes per side: slopes at the box's
+    centre, y_mid x + x_mid y; deterministic, where "centre" decides a tie by float rounding, which made CROWN's
+    bound jump by up to 3 % on the residual specs when a line moved by 1e-10), "centre" or "x_low" (the planes exact where the first factor is at its
     lower bound: for attention pattern x value products, the value's range is not paid where the pattern is small,
     and the pattern gets the value's bound as its coefficient, so that a softmax row's sum-to-one applies).
     Max-of-K V = 16, softmax form: CROWN 138.3 (centre) -> 39.03 (weights) on all sequences; on a box of radius
@@ -151,9 +156,9 @@ def mul_rule(rule: str):
 
 def _mccormick(bx, by):
     """Per element, a lower plane (c_x, c_y, c_0) below x*y and an upper plane above it on the box:
-    McCormick's slopes (lower y_l x + x_l y or y_u x + x_u y; upper y_u x + x_l y or y_l x + x_u y,
-    whichever is tighter at the centre, where they tie up to rounding; under `mul_rule("x_low")` the first
-    of each: exact where x = x_l), rounded to the grid; then the tightest c_0 for them, which
+    the mean of McCormick's two slopes (y_mid x + x_mid y; under `mul_rule("centre")` one of lower y_l x + x_l y or
+    y_u x + x_u y, upper y_u x + x_l y or y_l x + x_u y, whichever is tighter at the centre, where they tie up to
+    rounding; under `mul_rule("x_low")` the first of each: exact where x = x_l), rounded to the grid; then the tightest c_0 for them, which
     for the bilinear x*y is the extreme of x*y - c_x x - c_y y over the four corners. Vectorised in
     float64: each corner's gap is moved outward by a bound on its rounding error (three products and
     two sums, each within 2^-53 relative: 8 * 2^-53 of the terms' magnitude, plus the smallest normal),
@@ -177,8 +182,11 @@ def _mccormick(bx, by):
 
     if MUL_RULE[0] == "x_low":
         return plane(ly, lx, 1), plane(uy, lx, -1)
-    lower = pick(plane(ly, lx, 1), plane(uy, ux, 1), np.greater)
-    upper = pick(plane(uy, lx, -1), plane(ly, ux, -1), np.less)
+    if MUL_RULE[0] == "centre":
+        lower = pick(plane(ly, lx, 1), plane(uy, ux, 1), np.greater)
+        upper = pick(plane(uy, lx, -1), plane(ly, ux, -1), np.less)
+    else:  # the mean of the two planes is below (above) their max (min), so below (above) x*y; the exact c_0 is recomputed
+        lower, upper = plane(my, mx, 1), plane(my, mx, -1)
     if MUL_RULE[0] == "weights":  # x_low where the first factor is a weight in [0, 1] (an attention pattern), else the above
         w = ((lx >= -1e-6) & (ux <= 1 + 1e-6))[:, None]
         lower, upper = np.where(w, plane(ly, lx, 1), lower), np.where(w, plane(uy, lx, -1), upper)
@@ -188,7 +196,7 @@ def _mccormick(bx, by):
 def _curve_relax(fn, l, u):
     """The least-area slopes (bounds/curves.py), rounded to the grid; then the tightest intercepts for them."""
     best = curves.best_slopes(fn, l, u)
-    return curves.relax(fn, l, u, lower_slope=on_grid(best[0]), upper_slope=on_grid(best[1]))
+    return curves.relax(fn, l, u, lower_slope=on_grid(best[0]), upper_slope=on_grid(best[1]), margin=LINE_MARGIN)
 
 
 def _xp(*arrays):
@@ -312,7 +320,7 @@ def _curve_free_lines(fn, t, d):
 
 def _curve_final(fn, t, d):
     a, b = (on_grid(d["lo"] + np.clip(v, 0.0, 1.0) * d["span"]) for v in t)
-    return curves.relax(fn, d["l"], d["u"], lower_slope=a, upper_slope=b)
+    return curves.relax(fn, d["l"], d["u"], lower_slope=a, upper_slope=b, margin=LINE_MARGIN)
 
 
 @dataclass(frozen=True)

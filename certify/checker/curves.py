@@ -62,13 +62,19 @@ def _npdf(x: arb) -> arb:  # the standard normal density
     return (-x * x / 2).exp() / (2 * arb.pi()).sqrt()
 
 
+def _gelu_fdf(x: arb) -> tuple[arb, arb]:  # gelu and gelu' at x with one Phi(x): the same balls as f(x), df(x)
+    p = _ncdf(x)
+    return x * p, p + x * _npdf(x)
+
+
 def _sigmoid(x: arb) -> arb:
     return 1 / (1 + (-x).exp())
 
 
 def _gelu_minimum() -> tuple[arb, ...]:
     """gelu' = Phi + x*phi has one zero (docs/soundness.md), in the bracket below: its signs at the
-    bracket's ends are proved at each use (gelu' < 0, then > 0), or the minimum is refused (ValueError)."""
+    bracket's ends are proved when it is made at a precision (gelu' < 0, then > 0; `_fixed` keeps it), or
+    the minimum is refused (ValueError)."""
     lo, hi = ball(Fraction("-0.75179152469356445745790494678")), ball(Fraction("-0.75179152469356445745790494677"))
     if not (CURVES["gelu"].df(lo) < 0 < CURVES["gelu"].df(hi)):
         raise ValueError("gelu: the bracket of its minimum is not proved")
@@ -88,9 +94,13 @@ class Curve:
     lowest: Fraction | None = None
     open_: bool = False
     minima: Callable[[], tuple[arb, ...]] = tuple
+    fdf: Callable[[arb], tuple[arb, arb]] | None = None  # (phi, phi') at one point sharing work, if given
 
     def admits(self, l: Fraction) -> bool:
         return self.lowest is None or l > self.lowest or (l == self.lowest and not self.open_)
+
+    def both(self, x: arb) -> tuple[arb, arb]:
+        return self.fdf(x) if self.fdf is not None else (self.f(x), self.df(x))
 
 
 _S = (1, -1)  # S-shaped: convex for x <= 0, concave for x >= 0
@@ -104,8 +114,19 @@ CURVES: dict[str, Curve] = {
     "sigmoid": Curve(_sigmoid, lambda x: _sigmoid(x) * (1 - _sigmoid(x)), _S, lambda: (arb(0),)),
     "erf": Curve(lambda x: x.erf(), lambda x: 2 * (-x * x).exp() / arb.pi().sqrt(), _S, lambda: (arb(0),)),
     "gelu": Curve(lambda x: x * _ncdf(x), lambda x: _ncdf(x) + x * _npdf(x), (-1, 1, -1),
-                  lambda: (-arb(2).sqrt(), arb(2).sqrt()), minima=_gelu_minimum),
+                  lambda: (-arb(2).sqrt(), arb(2).sqrt()), minima=_gelu_minimum, fdf=_gelu_fdf),
 }
+
+
+_FIXED: dict = {}
+
+
+def _fixed(fn: str, which: str, prec: int) -> tuple[arb, ...]:
+    """A curve's breaks or minima at a precision, made once (the same balls each call would make)."""
+    if (fn, which, prec) not in _FIXED:
+        with ctx.workprec(prec):
+            _FIXED[fn, which, prec] = getattr(CURVES[fn], which)()
+    return _FIXED[fn, which, prec]
 
 
 def _curve(fn: str) -> Curve:
@@ -114,11 +135,11 @@ def _curve(fn: str) -> Curve:
     return CURVES[fn]
 
 
-def _pieces(c: Curve, lo: arb, hi: arb) -> list[tuple[arb, arb, int]] | None:
+def _pieces(c: Curve, lo: arb, hi: arb, breaks: tuple | None = None) -> list[tuple[arb, arb, int]] | None:
     """[lo, hi] split at the breaks inside it: (start, end, curvature) per piece; None where a break's
     place relative to lo or hi is not proved."""
     ends, first = [lo], 0
-    for k, p in enumerate(c.breaks()):
+    for k, p in enumerate(c.breaks() if breaks is None else breaks):
         if p <= lo:
             first = k + 1
         elif lo < p < hi:
@@ -129,13 +150,13 @@ def _pieces(c: Curve, lo: arb, hi: arb) -> list[tuple[arb, arb, int]] | None:
     return [(p, q, c.shape[first + i]) for i, (p, q) in enumerate(zip(ends, ends[1:]))]
 
 
-def _convex_gap_ok(gap: Ball, dgap: Ball, p: arb, q: arb) -> bool:
-    """g >= 0 on [p, q] for a convex g (module docstring): tangent bounds at bisected points."""
+def _convex_gap_ok(gap: Ball, both: Callable[[arb], tuple[arb, arb]], p: arb, q: arb) -> bool:
+    """g >= 0 on [p, q] for a convex g (module docstring): tangent bounds at bisected points (both: g, g')."""
     for _ in range(STEPS):
         m = ((p + q) / 2).mid()
         if not p < m < q:  # a piece too narrow to bisect: one enclosure of g over all of it
             return gap(p.union(q)) >= 0
-        g, d = gap(m), dgap(m)
+        g, d = both(m)
         if g < 0:
             return False
         if g + d * (p - m) >= 0 and g + d * (q - m) >= 0:
@@ -149,36 +170,41 @@ def _convex_gap_ok(gap: Ball, dgap: Ball, p: arb, q: arb) -> bool:
     return False
 
 
-def _line_holds(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction, side: int) -> bool:
+def lines_hold(fn: str, lines, l: Fraction, u: Fraction) -> bool:
+    """True only if side*(fn(x) - a*x - b) >= 0 on [l, u] is proved for each (a, b, side) of lines (side 1:
+    a line below, -1: above). The lines share [l, u]'s pieces and fn at the pieces' ends."""
     c = _curve(fn)
-    a, b, l, u = map(Fraction, (a, b, l, u))
+    l, u = Fraction(l), Fraction(u)
     if not (l <= u and c.admits(l)):
         return False
     with ctx.workprec(PREC):
-        la, lb = ball(a), ball(b)
-        gap = lambda x: side * (c.f(x) - la * x - lb)  # noqa: E731  must be >= 0
-        dgap = lambda x: side * (c.df(x) - la)  # noqa: E731
-        pieces = _pieces(c, ball(l), ball(u))
+        pieces, at = _pieces(c, ball(l), ball(u), _fixed(fn, "breaks", PREC)), {}
         if pieces is None:
             return False
-        for p, q, shape in pieces:
-            if side * shape < 0:  # g concave: its ends decide
-                if not (gap(p) >= 0 and gap(q) >= 0):
+        for a, b, side in lines:
+            la, lb = ball(Fraction(a)), ball(Fraction(b))
+            gap = lambda x, fx=None: side * ((c.f(x) if fx is None else fx) - la * x - lb)  # noqa: E731  must be >= 0
+            both = lambda x: (lambda f, df: (gap(x, f), side * (df - la)))(*c.both(x))  # noqa: E731  (g, g')
+            for k, (p, q, shape) in enumerate(pieces):
+                if side * shape < 0:  # g concave: its ends decide
+                    if k not in at:
+                        at[k] = c.f(p), c.f(q)
+                    if not (gap(p, at[k][0]) >= 0 and gap(q, at[k][1]) >= 0):
+                        return False
+                elif not _convex_gap_ok(gap, both, p, q):
                     return False
-            elif not _convex_gap_ok(gap, dgap, p, q):
-                return False
     return True
 
 
 def line_below(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction) -> bool:
     """True only if a*x + b <= fn(x) for every x in [l, u] is proved (False: not proved, or l > u, or
     [l, u] leaves fn's domain)."""
-    return _line_holds(fn, a, b, l, u, 1)
+    return lines_hold(fn, [(a, b, 1)], l, u)
 
 
 def line_above(fn: str, a: Fraction, b: Fraction, l: Fraction, u: Fraction) -> bool:
     """True only if a*x + b >= fn(x) for every x in [l, u] is proved."""
-    return _line_holds(fn, a, b, l, u, -1)
+    return lines_hold(fn, [(a, b, -1)], l, u)
 
 
 def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fraction]:
@@ -193,7 +219,7 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
         lo, hi = ball(l), ball(u)
         ends = [c.f(lo), c.f(hi)]
         # at a minimum ball M: phi(mid M) + phi'(M)(M - mid M) (mean value theorem; phi' ~ 0 on M, so tight)
-        inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in c.minima() if not (m < lo or m > hi)]
+        inner = [c.f(m.mid()) + c.df(m) * (m - m.mid()) for m in _fixed(fn, "minima", PREC) if not (m < lo or m > hi)]
         if not all(v.is_finite() for v in ends + inner):
             raise ValueError(f"{fn}: no finite enclosure on [{show(l)}, {show(u)}]")
         return min(exact(v.lower(), -1) for v in ends + inner), max(exact(v.upper(), 1) for v in ends)

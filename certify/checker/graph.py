@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
@@ -86,7 +88,7 @@ class Graph:
 
 
 def q(v) -> fmpq:
-    v = Fraction(v)
+    v = v if type(v) is Fraction else Fraction(v)
     return fmpq(v.numerator, v.denominator)
 
 
@@ -107,19 +109,20 @@ ZERO = fmpz(0)  # an fmpz compares faster with an fmpz
 def pick(n: fmpz_mat, e: list, lo: list, up: list) -> fmpz_mat:
     """Entrywise n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]); e: n.entries(), made once by the caller."""
     rows, cols = n.nrows(), n.ncols()
-    return fmpz_mat(rows, cols, [v * (a if v >= ZERO else b) for v, a, b in zip(e, lo * rows, up * rows)])
+    pairs = list(zip(map(fmpz, up), map(fmpz, lo))) * rows  # (index False: up, True: lo; fmpz * fmpz is the fast product)
+    return fmpz_mat(rows, cols, [v * p[v >= ZERO] for v, p in zip(e, pairs)])
 
 
 def lowest(n: fmpz_mat, lo: list, up: list, e: list | None = None) -> list[int]:
-    """Per row, sum_c n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]) = n @ up + P @ (lo - up), P the positive part
-    of n: the least value of n @ z over the box lo <= z <= up, or the constant of signed lines. e: n.entries(), if made."""
+    """Per row, sum_c n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]) = n @ up + sum over n[r, c] > 0 of n[r, c] (lo[c] - up[c]):
+    the least value of n @ z over the box lo <= z <= up, or the constant of signed lines. e: n.entries(), if made."""
     if not any(lo) and not any(up):
         return [0] * n.nrows()
-    out = n * fmpz_mat(len(up), 1, up)
-    if lo != up:
-        pos = [v if v > ZERO else ZERO for v in (n.entries() if e is None else e)]
-        out += fmpz_mat(n.nrows(), n.ncols(), pos) * fmpz_mat(len(up), 1, [a - b for a, b in zip(lo, up)])
-    return [int(v) for v in out.entries()]
+    out = (n * fmpz_mat(len(up), 1, up)).entries()
+    if lo == up:
+        return [int(v) for v in out]
+    e, cols, gap = n.entries() if e is None else e, n.ncols(), [fmpz(a - b) for a, b in zip(lo, up)]
+    return [int(sum([v * g for v, g in zip(e[r * cols:(r + 1) * cols], gap) if v > ZERO], out[r])) for r in range(n.nrows())]
 
 
 def consts(m: fmpz_mat, col: list[int], den: int) -> tuple[list[int], int]:
@@ -131,7 +134,8 @@ def add_vec(a, b):
     """(ints, den) + (ints, den), exactly."""
     (va, da), (vb, db) = a, b
     d = math.lcm(da, db)
-    return [x * (d // da) + y * (d // db) for x, y in zip(va, vb)], d
+    fa, fb = d // da, d // db
+    return [x * fa + y * fb for x, y in zip(va, vb)], d
 
 
 def add_coef(a, b):
@@ -169,13 +173,13 @@ def _lines(step, n, where):
 
 
 def _check_lines(fn: Callable, step, boxes, where):
-    """Each element's lines below and above phi on its verified input interval (fn(a, b, l, u, side));
-    the verified lines are kept as fmpq vectors."""
+    """Each element's lines below and above phi on its verified input interval (fn(a, b, l, u, side), or
+    fn.pair(a, b, c, d, l, u) for both at once); the verified lines are kept as fmpq vectors."""
     (lo, up), = boxes
     lines = _lines(step, len(lo), where)
     for i, (l, u, a, b, c, d) in enumerate(zip(lo, up, *lines)):
         side = fn[i] if isinstance(fn, list) else fn  # a list: one check per element (jumprelu: its threshold)
-        if not (side(a, b, l, u, 1) and side(c, d, l, u, -1)):
+        if not (side.pair(a, b, c, d, l, u) if hasattr(side, "pair") else side(a, b, l, u, 1) and side(c, d, l, u, -1)):
             raise Rejected(where, f"element {i}: a line is not proved below/above the curve on [{show(l)}, {show(u)}]")
     ls, li, us, ui = lines
     (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
@@ -222,7 +226,9 @@ def _box_lowest(lam, box) -> tuple[list[int], int]:
 
 
 def _curve_side(fn):
-    return lambda a, b, l, u, side: (curves.line_below if side == 1 else curves.line_above)(fn, a, b, l, u)
+    side = lambda a, b, l, u, side: curves.lines_hold(fn, [(a, b, side)], l, u)  # noqa: E731
+    side.pair = lambda a, b, c, d, l, u: curves.lines_hold(fn, [(a, b, 1), (c, d, -1)], l, u)
+    return side
 
 
 def _unary_back(node, lam, relax):
@@ -789,14 +795,22 @@ def check_leaves(joint: Graph, leaves: list, bound: Fraction, jobs: int | None =
     from multiprocessing import get_context
 
     parts, count = [leaves[i::4 * jobs] for i in range(4 * jobs)], 0  # round robin: sizes even out
+    main = sys.modules["__main__"]
     try:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_leaf_worker, initargs=(joint,)) as pool:
-            for result in pool.map(_leaf_part, [p for p in parts if p], [bound] * len(parts)):
+            # the workers start while map submits: under an empty __main__, spawn does not import the caller's script again
+            # in each (a script that imports the engine loads JAX there: ~1.7 s of CPU per worker); they need nothing from it
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            results = pool.map(_leaf_part, [p for p in parts if p], [bound] * len(parts))
+            sys.modules["__main__"] = main
+            for result in results:
                 if result[0] != "ok":
                     raise Rejected(*result[1:])
                 count += result[1]
     except BrokenProcessPool as exc:
         raise Rejected("tree", f"a checking process died ({exc}): nothing it checked is believed") from None
+    finally:
+        sys.modules["__main__"] = main
     return count
 
 
