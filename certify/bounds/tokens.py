@@ -207,7 +207,225 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
         return (math.inf, None, {}) if not math.isfinite(b) else (Fraction(b), {"steps": steps}, {})
     target = float(tolerance) if lower <= tolerance else float(lower) * 1.01
     start = time.perf_counter()
+    ratio = ratio_tree(joint, FloatTokens(box.vocab, box.allowed), float(lower), time_budget)
+    if ratio is not None:  # softmax-ratio leaves: exact over each query token's leaf (checker/attention.py)
+        b, tree, leaves, notes = ratio
+        return b, {"token_tree": tree}, {"bab": notes}
     b, tree, leaves = token_bab(bound_of, FloatTokens(box.vocab, box.allowed), target, max_leaves=max_leaves, seconds=time_budget)
     if not math.isfinite(b):
         raise RuntimeError("no finite bound on the token domain within the budget (an exp overflows): raise options.timeout_s")
     return Fraction(b), {"token_tree": tree}, {"bab": {"leaves": leaves, "seconds": round(time.perf_counter() - start, 3), "over": "tokens"}}
+
+
+# ----------------------------------------------------------------------------- softmax-ratio leaves
+
+def _query(fm, n: int) -> int | None:
+    """A position q such that every score, coefficient and rest of the ratio form reads at most one position besides q
+    (preferred: one that the rests read alone, then the later)."""
+    sets = [d for ds in fm.score_deps.values() for d in ds] + [d | fm.deps[0][i] for ds in fm.deps for i, d in enumerate(ds)]
+    ok = [q for q in range(n) if all(len(d - {q}) <= 1 for d in sets)]
+    return max(ok, key=lambda q: (all(d <= {q} for d in fm.deps[0]), q), default=None)
+
+
+def _float_tables(fm, q: int, a: int):
+    """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
+    if not hasattr(fm, "floats"):
+        fm.floats = {nd.name: (np.array([[float(w) for w in row] for row in nd.weight]), np.array([float(b) for b in (nd.bias or [0] * len(nd.weight))]))
+                     if nd.op == "linear" else (np.array([float(v) for v in nd.scale]), np.array([float(v) for v in nd.shift]))
+                     for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
+    V, n = fm.vocab, fm.joint.in_dim // fm.vocab
+    X = np.zeros((fm.joint.in_dim, V))
+    for j in range(n):
+        X[j * V + np.arange(V), np.arange(V)] = 1.0
+    X[q * V:(q + 1) * V] = 0.0
+    X[q * V + a] = 1.0
+
+    def run(override, base=None):
+        val = {"x": X}
+        for nd in fm.joint.nodes:
+            x = [val[s] for s in nd.inputs]
+            if base is not None and fm.deg[nd.name] == 0:
+                v = base[nd.name]
+            elif nd.op == "softmax":
+                v = np.zeros((len(nd.groups), V))
+                if override is not None and override[0] == nd.name:
+                    v[override[1]] = 1.0
+            elif nd.op == "linear":
+                w, b = fm.floats[nd.name]
+                v = w @ x[0] + b[:, None]
+            elif nd.op == "affine":
+                w, b = fm.floats[nd.name]
+                v = w[:, None] * x[0] + b[:, None]
+            else:
+                v = {"mul": np.multiply, "add": np.add, "sub": np.subtract}[nd.op](x[0], x[1])
+            val[nd.name] = v
+        return val
+
+    base, out = run(None), fm.joint.output
+
+    def pos(deps):
+        free = deps - {q}
+        return next(iter(free), None) if len(free) <= 1 else -1
+
+    src = {nd.name: nd.inputs[0] for nd in fm.soft}
+    exps = []
+    for name, ms in fm.groups:
+        s = base[src[name]][list(ms)]
+        exps.append([(pos(fm.score_deps[name][k]), np.exp(s[r] - s.max())) for r, k in enumerate(ms)])
+    m = fm.joint.out_dim
+    rest = [(pos(fm.deps[0][i]), base[out][i]) for i in range(m)]
+    coef = [[[None] * len(ms) for _, ms in fm.groups] for _ in range(m)]
+    for o, (name, k) in enumerate(fm.overrides[1:], start=1):
+        d = run((name, k), base)[out] - base[out]
+        g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
+        for i in range(m):
+            coef[i][g][fm.groups[g][1].index(k)] = (pos(fm.deps[o][i] | fm.deps[0][i]), d[i])
+    return exps, coef, rest
+
+
+def _ratio_arrays(fm, q: int, a: int, allowed):
+    """Float arrays of the tables at query token a (`_float_tables`, as checker.attention.Form.tables) on the leaf's sets, where
+    each member's exp and coefficients read the same position and the rest none besides q (else None):
+    per group, per member: (position or None (fixed), E (t,), C (t, m)); rest R (m,)."""
+    exps, coef, rest = _float_tables(fm, q, a)
+    m = len(rest)
+    if any(p is not None and (p < 0 or len(allowed[p]) > 1) for p, _ in rest):
+        return None
+    R = np.array([float(vals[0 if p is None else allowed[p][0]]) for p, vals in rest])
+    groups = []
+    for g, members in enumerate(exps):
+        out = []
+        for k, (p, e) in enumerate(members):
+            ps = {p} | {coef[i][g][k][0] for i in range(m)}
+            ps = {v for v in ps if v is not None}
+            if len(ps) > 1 or -1 in ps:
+                return None
+            p = next(iter(ps), None)
+            toks = [0] if p is None else list(allowed[p])
+            take = (lambda vals, pp: [float(vals[0 if pp is None else t]) for t in toks])
+            E = np.array(take(e, members[k][0]))
+            C = np.array([take(coef[i][g][k][1], coef[i][g][k][0]) for i in range(m)]).T
+            out.append((p if p is not None and len(allowed[p]) > 1 else None, E, C))
+        groups.append(out)
+    return groups, R
+
+
+def _by_position(members):
+    """Members grouped by position: {position or None: [(E, C), ...]}."""
+    out = {}
+    for p, E, C in members:
+        out.setdefault(p, []).append((E, C))
+    return out
+
+
+def _ratio_max(members, sign: float) -> np.ndarray:
+    """max over the leaf of sum_k E_k sign C_k / sum_k E_k, per output (Dinkelbach: exact over the product of sets)."""
+    pos = _by_position(members)
+    m = members[0][2].shape[1]
+    lam = sum(E[0] * sign * C[0] for _, E, C in members) / sum(E[0] for _, E, _ in members)
+    for _ in range(100):
+        h, num, den = np.zeros(m), np.zeros(m), np.zeros(m)
+        for ms in pos.values():
+            val = sum(E[:, None] * (sign * C - lam) for E, C in ms)
+            k = val.argmax(0)
+            h += val[k, np.arange(m)]
+            num += sum(E[k] * sign * C[k, np.arange(m)] for E, C in ms)
+            den += sum(E[k] for E, _ in ms)
+        if np.all(h <= 1e-12 * (1 + np.abs(lam))):
+            break
+        lam = num / den
+    return lam
+
+
+def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """The checker's relaxation (attention._upper) of max sum_{k,l} E_k E_l (sign c_k + sign r - mu + sign c_l), per
+    output (columns of C, entries of r and mu): terms bucketed by the free positions they read, unary shared among pairs."""
+    const, unary, pairs = 0.0, {}, {}
+    for p1, E1, C1 in g1:
+        for p2, E2, C2 in g2:
+            a = E1[:, None] * (sign * C1 + sign * r - mu)  # (t1, m)
+            if p1 is not None and p1 == p2:
+                unary[p1] = unary.get(p1, 0) + a * E2[:, None] + E1[:, None] * E2[:, None] * sign * C2
+            elif p1 is not None and p2 is not None:
+                key, t = ((p1, p2), False) if p1 < p2 else ((p2, p1), True)
+                mat = a[:, None, :] * E2[None, :, None] + E1[:, None, None] * (E2[:, None] * sign * C2)[None, :, :]
+                pairs[key] = pairs.get(key, 0) + (mat.transpose(1, 0, 2) if t else mat)
+            elif p1 is not None or p2 is not None:
+                p = p1 if p1 is not None else p2
+                v = (a * E2[0] + E1[:, None] * E2[0] * sign * C2[0]) if p1 is not None else (a[0] * E2[:, None] + E1[0] * E2[:, None] * sign * C2)
+                unary[p] = unary.get(p, 0) + v
+            else:
+                const = const + a[0] * E2[0] + E1[0] * E2[0] * sign * C2[0]
+    share = {p: sum(p in k for k in pairs) for p in unary}
+    total = const + sum(u.max(0) for p, u in unary.items() if share[p] == 0)
+    for (j, k), mat in pairs.items():
+        if share.get(j):
+            mat = mat + unary[j][:, None, :] / share[j]
+        if share.get(k):
+            mat = mat + unary[k][None, :, :] / share[k]
+        total = total + mat.reshape(-1, mat.shape[-1]).max(0)
+    return total + np.zeros_like(mu)
+
+
+def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
+    """Softmax-ratio leaves (certify/checker/attention.py) where the joint graph has that form: the query position
+    split into single tokens, each leaf bounding every row exactly over the other positions' sets (a split bound:
+    each softmax group's ratio maximised alone by Dinkelbach, or a joint one, a bisection on the pair-bucketed sum of
+    both groups). Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab)."""
+    from ..checker.attention import form
+
+    t0 = time.perf_counter()
+    fm = form(joint, box.vocab)
+    q = None if fm is None else _query(fm, len(box.allowed))
+    if q is None:
+        return None
+    rows = {}
+    for a in box.allowed[q]:
+        allowed = box.allowed[:q] + ((a,),) + box.allowed[q + 1:]
+        arr = _ratio_arrays(fm, q, a, allowed)
+        if arr is None:
+            return None
+        groups, R = arr
+        if len(groups) == 1:
+            groups.append([(None, np.ones(1), np.zeros((1, len(R))))])
+        for s, sign in enumerate((1.0, -1.0)):
+            M1, M2 = _ratio_max(groups[0], sign), _ratio_max(groups[1], sign)
+            rows[a, s] = (groups, sign * R, M1, M2, sign * R + M1 + M2)
+        if time.perf_counter() - t0 > seconds:
+            return None
+    split = sorted(((float(v), a, s, i) for (a, s), row in rows.items() for i, v in enumerate(row[4])), reverse=True)
+    best, joint_rows = float(lower), {}
+    for v, a, s, i in split:  # rows whose split bound exceeds the best bound so far get a joint one
+        if v <= best:
+            break
+        groups, r, *_ = rows[a, s]
+        sign = 1.0 if s == 0 else -1.0
+        g1 = [(p, E, C[:, i:i + 1]) for p, E, C in groups[0]]
+        g2 = [(p, E, C[:, i:i + 1]) for p, E, C in groups[1]]
+        lo, hi = best, v
+        if _joint_relaxed(g1, g2, sign, r[i:i + 1] * sign, np.array([hi]))[0] > 0:
+            best = max(best, v)  # (float noise at the split bound itself: the split stays)
+            continue
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if _joint_relaxed(g1, g2, sign, r[i:i + 1] * sign, np.array([mid]))[0] <= 0 else (mid, hi)
+            if hi - lo <= 1e-10 * (1 + abs(hi)):
+                break
+        joint_rows[a, s, i] = hi
+        best = max(best, hi)
+    bound = Fraction(best * (1 + 1e-9) + 1e-9)
+    B, kids = float(bound), []
+    for a in box.allowed[q]:
+        lam = []
+        for i in range(len(rows[a, 0][4])):
+            for s in (0, 1):
+                _, r, M1, M2, total = rows[a, s]
+                if (a, s, i) in joint_rows and joint_rows[a, s, i] < total[i]:
+                    lam.append(None)
+                else:
+                    lam.append(str(Fraction((float(r[i] + M1[i] - B) - float(M2[i])) / 2)))
+        kids.append({"ratio": {"query": q, "lambda": lam}})
+    tree = kids[0] if len(kids) == 1 else {"position": q, "parts": [[a] for a in box.allowed[q]], "children": kids}
+    notes = {"leaves": len(kids), "joint_rows": sum(v is None for k in kids for v in k["ratio"]["lambda"]),
+             "seconds": round(time.perf_counter() - t0, 3), "over": "tokens", "leaf": "ratio"}
+    return bound, tree, len(kids), notes

@@ -718,13 +718,13 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
     partitions position p's allowed tokens among its children (each part non-empty, together exactly
     the parent's set); a leaf {"steps": [...]} proves |d_i| <= bound on its sub-domain. So the leaves
     cover the domain. The leaves are checked by `check_leaves`; returns the number of steps checked."""
-    stack, leaves = [(tree, box, where)], []
+    stack, leaves, ratios = [(tree, box, where)], [], []
     while stack:
         node, sub, at = stack.pop()
-        require(isinstance(node, dict) and (set(node) == {"steps"} or set(node) == {"position", "parts", "children"}), at,
-                "a token tree node is {steps} or {position, parts, children}")
-        if "steps" in node:
-            leaves.append((node["steps"], sub, at))
+        require(isinstance(node, dict) and (set(node) in ({"steps"}, {"ratio"}) or set(node) == {"position", "parts", "children"}), at,
+                "a token tree node is {steps}, {ratio} (checker/attention.py) or {position, parts, children}")
+        if "steps" in node or "ratio" in node:
+            (leaves if "steps" in node else ratios).append((node["steps"], sub, at) if "steps" in node else (node["ratio"], sub, f"{at}.ratio"))
             continue
         p, parts, kids = node["position"], node["parts"], node["children"]
         require(type(p) is int and 0 <= p < len(sub.allowed) and isinstance(parts, list) and isinstance(kids, list)
@@ -733,6 +733,10 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
         require(sorted(t for q in parts for t in q) == sorted(sub.allowed[p]), at, f"the parts do not partition position {p}'s tokens")
         for i, (part, kid) in enumerate(zip(parts, kids)):
             stack.append((kid, TokenBox(sub.vocab, sub.allowed[:p] + (tuple(sorted(part)),) + sub.allowed[p + 1:]), f"{at}.children[{i}]"))
+    if ratios:  # softmax-ratio leaves (checker/attention.py)
+        from .attention import check_ratio_leaves
+
+        return check_ratio_leaves(joint, ratios, bound) + (check_leaves(joint, leaves, bound, jobs) if leaves else 0)
     return check_leaves(joint, leaves, bound, jobs)
 
 

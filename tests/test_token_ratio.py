@@ -1,0 +1,176 @@
+"""Softmax-ratio leaves (certify/checker/attention.py, certify/bounds/tokens.py::ratio_tree): on tiny
+one-layer attention transformers the checked bound contains the enumerated maximum of max_i |f_i - g_i|
+(g: W_pos ablated), is exact where every position holds one token, and tampered claims are REJECTED."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from certify.bounds.tokens import FloatTokens, ratio_tree
+from certify.checker.attention import form
+from certify.checker.errors import Rejected
+from certify.checker.graph import TokenBox, check_token_tree
+from certify.engine_graph import prepare_graph
+from certify.model.transformer import attn_only, forward
+
+
+def _params(rng, V, n, d, dh):
+    p = {"W_E": rng.normal(size=(V, d)), "W_pos": rng.normal(size=(n, d)), "W_U": rng.normal(size=(d, V))}
+    for c in "QKV":
+        p[f"blocks.0.attn.W_{c}"] = rng.normal(size=(1, d, dh)) * 2 / np.sqrt(d)
+    p["blocks.0.attn.W_O"] = rng.normal(size=(1, dh, d)) / np.sqrt(dh)
+    return p
+
+
+def _spec(tmp_path, p, V, n, fold=True, softmax="softmax", tol="1000", method=""):
+    model = tmp_path / "m.npz"
+    attn_only(p, vocab=V, length=n, queries=[n - 1], fold=fold, softmax=softmax).save(model, output="unembed")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\nmodel: {{path: {model}, sha256: {hashlib.sha256(model.read_bytes()).hexdigest()}}}\n"
+                    f"input: {{tokens: {{vocab: {V}, length: {n}}}}}\nexplanation:\n  - ablate: {{site: embed.pos, fill: zero}}\n"
+                    f"property: {{deviation: linf, tolerance: {tol}}}\n{method}")
+    return spec
+
+
+def _joint(tmp_path, p, V, n, **kw):
+    return prepare_graph(_spec(tmp_path, p, V, n, **kw), tmp_path / "c.json", None, False).joint
+
+
+def _values(p, V, n):
+    """max_i |f_i - g_i| at every sequence, by the reference forward pass (numpy, float64)."""
+    tokens = np.array(list(itertools.product(range(V), repeat=n)))
+    d = forward(p, tokens)[:, -1] - forward({**p, "W_pos": np.zeros_like(p["W_pos"])}, tokens)[:, -1]
+    return tokens, np.abs(d).max(axis=1)
+
+
+CASES = [(0, 4, 3, 6, 4), (1, 3, 4, 4, 3), (2, 5, 2, 5, 5)]
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh", CASES)
+def test_checked_ratio_bound_contains_the_enumerated_maximum_and_is_exact_at_single_tokens(tmp_path, seed, V, n, d, dh):
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n)
+    tokens, values = _values(p, V, n)
+    allowed = (tuple(range(V)),) * n
+    bound, tree, leaves, notes = ratio_tree(joint, FloatTokens(V, allowed))
+    assert leaves == V and notes["leaf"] == "ratio"
+    assert check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree") == 2 * V * V
+    assert float(bound) >= values.max() - 1e-12, "the checked bound is below the enumerated maximum"
+    if n <= 3:  # at most two free positions: the pair relaxation is exact, so the bound is the maximum
+        assert float(bound) <= values.max() * (1 + 1e-8) + 1e-8
+    for k in np.random.default_rng(seed).choice(len(tokens), size=4, replace=False):  # one sequence: exact
+        one = tuple((int(t),) for t in tokens[k])
+        b, t, _, _ = ratio_tree(joint, FloatTokens(V, one))
+        assert abs(float(b) - values[k]) <= 1e-8 * (1 + values[k])
+        check_token_tree(joint, TokenBox(V, one), t, b, "one")
+        below = Fraction(values[k]) * (1 - Fraction(1, 10**6))  # the checker itself is exact there: a bound below is refused
+        with pytest.raises(Rejected, match="not proved"):
+            check_token_tree(joint, TokenBox(V, one), t, below, "one")
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ratio")
+    V, n = 4, 3
+    p = _params(np.random.default_rng(7), V, n, 5, 4)
+    joint = _joint(tmp, p, V, n)
+    allowed = (tuple(range(V)),) * n
+    bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+    return joint, TokenBox(V, allowed), tree, bound, _values(p, V, n)[1].max()
+
+
+def _lambda(tree, i=0):
+    return tree["children"][i]["ratio"]["lambda"]
+
+
+def _first_split(tree):
+    return next(k for k, v in enumerate(_lambda(tree)) if v is not None)
+
+
+MUTATIONS = {
+    "bound_below_the_maximum": lambda t, b, m: (t, Fraction(m) * (1 - Fraction(1, 10**4))),
+    "lambda_moved": lambda t, b, m: (_set(t, _first_split(t), str(Fraction(_lambda(t)[_first_split(t)]) + 1000)), b),
+    "lambda_moved_down": lambda t, b, m: (_set(t, _first_split(t), str(Fraction(_lambda(t)[_first_split(t)]) - 1000)), b),
+    "lambda_not_rational": lambda t, b, m: (_set(t, _first_split(t), "0.5"), b),
+    "lambda_entry_dropped": lambda t, b, m: (_pop(t), b),
+    "query_not_one_token": lambda t, b, m: ({"ratio": t["children"][0]["ratio"]}, b),
+    "query_out_of_range": lambda t, b, m: (_query(t, 7), b),
+    "query_not_an_int": lambda t, b, m: (_query(t, "2"), b),
+    "extra_key": lambda t, b, m: (_extra(t), b),
+    "leaf_dropped": lambda t, b, m: (_drop(t), b),
+}
+
+
+def _set(t, k, v):
+    _lambda(t)[k] = v
+    return t
+
+
+def _pop(t):
+    _lambda(t).pop()
+    return t
+
+
+def _query(t, q):
+    t["children"][0]["ratio"]["query"] = q
+    return t
+
+
+def _extra(t):
+    t["children"][0]["ratio"]["bound"] = "0"
+    return t
+
+
+def _drop(t):
+    t["children"].pop()
+    t["parts"].pop()
+    return t
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_tampered_ratio_claims_are_rejected(certified, name):
+    joint, box, tree, bound, exact = certified
+    forged, b = MUTATIONS[name](copy.deepcopy(tree), bound, exact)
+    assert (forged, b) != (tree, bound)
+    with pytest.raises(Rejected):
+        check_token_tree(joint, box, forged, b, "tree")
+
+
+def test_every_row_joint_is_accepted_and_a_graph_without_the_form_is_refused(certified, tmp_path):
+    joint, box, tree, bound, _ = certified
+    every = copy.deepcopy(tree)
+    for kid in every["children"]:
+        kid["ratio"]["lambda"] = [None] * len(kid["ratio"]["lambda"])
+    check_token_tree(joint, box, every, bound, "tree")  # joint rows are the exact (pair) check: no hint needed
+    p = _params(np.random.default_rng(3), 4, 3, 5, 4)
+    other = _joint(tmp_path, p, 4, 3, softmax="difference")  # softmax written with exp and reciprocal nodes
+    assert form(other, 4) is None and ratio_tree(other, FloatTokens(4, box.allowed)) is None
+    with pytest.raises(Rejected, match="no softmax-ratio form"):
+        check_token_tree(other, box, tree, bound * 100, "tree")
+
+
+def test_bab_on_a_token_spec_writes_ratio_leaves_that_verify_and_tampering_rejects(tmp_path):
+    from certify.checker.check import Verdict, check_certificate
+    from certify.cli import main
+
+    p = _params(np.random.default_rng(11), 4, 3, 5, 4)
+    _, values = _values(p, 4, 3)
+    spec = _spec(tmp_path, p, 4, 3, tol=f'"{Fraction(values.max() * 1.05).limit_denominator(10**6)}"')
+    out = tmp_path / "r.cert.json"
+    assert main(["check", str(spec), "--out", str(out), "--method", "bab"]) == 0
+    cert = json.loads(out.read_text())
+    assert "ratio" in cert["token_tree"]["children"][0]
+    r = check_certificate(spec, out)
+    assert r.verdict is Verdict.CERTIFIED and values.max() - 1e-12 <= float(r.bound) <= values.max() * (1 + 1e-8) + 1e-8
+    k = next(k for k, v in enumerate(cert["token_tree"]["children"][1]["ratio"]["lambda"]) if v is not None)
+    cert["token_tree"]["children"][1]["ratio"]["lambda"][k] = str(Fraction(cert["token_tree"]["children"][1]["ratio"]["lambda"][k]) + 50)
+    out.write_text(json.dumps(cert))
+    assert check_certificate(spec, out).verdict is Verdict.REJECTED
