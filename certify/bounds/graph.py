@@ -23,13 +23,13 @@ import heapq
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable
 
 import numpy as np
 
-from ..checker.graph import Graph
+from ..checker.graph import Graph, free_ranges
 from ..checker.numbers import rational_str
 from . import curves
 
@@ -470,14 +470,17 @@ def _ancestors(nodes, target):
     return out
 
 
-def backsubstitute(nodes, target, lam, box, relax, with_x: bool = False):
+def backsubstitute(nodes, target, lam, box, relax, with_x: bool = False, free: dict | None = None):
     """Lower bounds of lam @ value(target) over the box, through the relaxations (float64; JAX where lam or
-    a relaxation is traced, for alpha-CROWN). with_x: (bounds, the coefficients on x)."""
+    a relaxation is traced, for alpha-CROWN). with_x: (bounds, the coefficients on x). free: a dict that gets
+    the coefficients on each free node."""
     coef, const = {target: lam}, np.zeros(len(lam))
     for n in _ancestors(nodes, target):
         c = coef.pop(n.name, None)
         if c is None:
             continue
+        if free is not None and n.op == "free":
+            free[n.name] = c
         parts, k = ENGINE[n.op].back(n, c, relax.get(n.name))
         const = const + k
         for s, part in zip(n.inputs, parts):
@@ -780,15 +783,19 @@ class BabResult:
 
 
 def _split_dim(st: State, box) -> int | None:
-    """The input whose width times its coefficient in the worst row of d's linear bound is largest (the
-    row's bound changes by at most that much when x_d is fixed), among inputs of positive width."""
+    """The input (x, then the free values) whose width times its coefficient in the worst row of d's linear bound
+    is largest (the row's bound changes by at most that much when it is fixed), among inputs of positive width."""
     l, u = st.bounds[st.output]
     i = int(np.argmax(np.maximum(-l, u)))
     lam = np.zeros((1, len(l)))
     lam[0, i] = 1.0 if -l[i] >= u[i] else -1.0  # the row whose lower bound is the worst
-    _, c = backsubstitute(st.nodes, st.output, lam, st.box, st.relax, with_x=True)
+    free = {}
+    _, c = backsubstitute(st.nodes, st.output, lam, st.box, st.relax, with_x=True, free=free)
     width = np.array([float(b - a) for a, b in zip(*box)])
-    score = width * (np.abs(c[0]) if c is not None else 1.0) + width * 1e-12  # ties (and a row blind to x): the widest
+    nx = len(st.box[0])
+    coef = np.concatenate([np.abs(c[0]) if c is not None else np.ones(nx)] +
+                          [np.abs(free[n.name][0]) if n.name in free else np.zeros(len(n.lower)) for n in st.nodes if n.op == "free"])
+    score = width * coef + width * 1e-12  # ties (and a row blind to x): the widest
     return int(np.argmax(score)) if np.max(width) > 0 else None
 
 
@@ -797,15 +804,24 @@ def branch_and_bound(graph: Graph, box, *, leaf_method: str = "crown", target: f
     """Best first on input splits: split the leaf with the largest bound (on `_split_dim`, at a float
     midpoint) until every leaf's bound is <= target (the tolerance, or the attained deviation: a leaf
     below it cannot lower the claim), the time budget is spent, or no leaf can be split. Each leaf is
-    bounded with CROWN or alpha-CROWN on its own box; the tree is the certificate's `tree`."""
+    bounded with CROWN or alpha-CROWN on its own box; the tree is the certificate's `tree`. A leaf's box is x's,
+    then the free nodes' ranges (fill: free; checker/graph.py's check_input_tree): a split may narrow a free value,
+    which no split of x can (resmlp_ablate: CROWN 2.13 over both, 1.76 with the free values fixed)."""
     start = time.perf_counter()
-    nodes = floats(graph)
+    nodes, nx = floats(graph), len(box[0])
+    frees = [k for k, n in enumerate(nodes) if n.op == "free"]
 
     def bound(leaf):
-        leaf.state = crown_state(graph, leaf.box, leaf_method, nodes=nodes)
+        mine, lo, up = list(nodes), leaf.box[0][nx:], leaf.box[1][nx:]
+        for k in frees:  # the leaf's free ranges
+            w = len(nodes[k].lower)
+            mine[k] = replace(nodes[k], lower=np.array([float(v) for v in lo[:w]]), upper=np.array([float(v) for v in up[:w]]))
+            lo, up = lo[w:], up[w:]
+        leaf.state = crown_state(graph, (leaf.box[0][:nx], leaf.box[1][:nx]), leaf_method, nodes=mine)
         return leaf
 
-    root = bound(Leaf((list(box[0]), list(box[1]))))
+    flo, fup = free_ranges(graph)
+    root = bound(Leaf((list(box[0]) + flo, list(box[1]) + fup)))
     heap, order, leaves = [(-root.state.bound, 0, root)], itertools.count(1), 1
     while heap and leaves < max_leaves and time.perf_counter() - start < time_budget:
         worst = heap[0][2]

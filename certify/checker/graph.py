@@ -29,7 +29,7 @@ import json
 import math
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable
 
@@ -625,15 +625,33 @@ def _merge_rows(lam, at: list[int]):
     return (fmpz_mat([list(row) for row in first]), lam[1]), [to[i] for i in at]
 
 
+def _free_box(graph: Graph, box, prepared: dict):
+    """A leaf box of an input tree runs over x, then the free values in node order (`check_input_tree`): the graph with
+    each free node's range taken from the box's tail (inside the node's own: a tree only narrows), its exact form, x's box."""
+    n = graph.in_dim
+    if isinstance(box, TokenBox) or len(box[0]) == n:
+        return graph, box, prepared
+    lo, up, nodes, prepared = list(box[0][n:]), list(box[1][n:]), [], dict(prepared)
+    for node in graph.nodes:
+        if node.op == "free":
+            k = len(node.lower)
+            node, lo, up = replace(node, lower=tuple(lo[:k]), upper=tuple(up[:k])), lo[k:], up[k:]
+            prepared[node.name] = OPS["free"].prepare(node)
+        nodes.append(node)
+    require(not lo, "tree", "a box wider than x and the free values")  # (check_input_tree makes the boxes)
+    return replace(graph, nodes=tuple(nodes)), (list(box[0][:n]), list(box[1][:n])), prepared
+
+
 RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
 
 
 def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | None = None) -> dict:
     """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper).
     `prepared`: the nodes' parameters in exact form, if already made (one per tree, not per leaf)."""
+    prepared = prepared or {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
+    graph, box, prepared = _free_box(graph, box, prepared)
     bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
     before = dict(bounds)
-    prepared = prepared or {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
     require(isinstance(steps, list), where, "steps must be a list")
     for k, step in enumerate(steps):
         at = f"{where}[{k}]"
@@ -744,11 +762,15 @@ def check_input_tree(joint: Graph, box, tree, bound: Fraction, where: str, jobs:
     """Branch and bound over the input box, with the dense tree's input splits (check.check_tree): a node
     {"split": "input", "dim": d, "at": c, "children": [a, b]}, c inside the parent's box, gives a the box
     with x_d <= c and b the box with x_d >= c, so the children cover their parent and the leaves the root
-    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box (`check_leaves`). Returns the number of steps checked."""
+    box; a leaf {"steps": [...]} proves |d_i| <= bound on its own box (`check_leaves`). The root box is x's, then
+    the free nodes' ranges (fill: free) in node order: a dimension past x splits a free value's range, and a leaf's
+    free nodes range over its box only (`_free_box`), so the leaves cover x's box times the free ranges. Returns the
+    number of steps checked."""
     from .check import MAX_TREE_NODES, SPLIT_KEYS
 
     require(not isinstance(box, TokenBox), where, "a token domain is split by a token_tree")
-    stack, leaves, seen = [(tree, (list(box[0]), list(box[1])), where)], [], 0
+    flo, fup = free_ranges(joint)
+    stack, leaves, seen = [(tree, (list(box[0]) + flo, list(box[1]) + fup), where)], [], 0
     while stack:
         node, (lo, up), at = stack.pop()
         seen += 1
