@@ -323,18 +323,22 @@ def _ratio_max(members, sign: float) -> np.ndarray:
     pos = _by_position(members)
     m = members[0][2].shape[1]
     lam = sum(E[0] * sign * C[0] for _, E, C in members) / sum(E[0] for _, E, _ in members)
-    for _ in range(100):
-        h, num, den = np.zeros(m), np.zeros(m), np.zeros(m)
+    for _ in range(500):  # Dinkelbach: each step moves to the ratio of the choice maximising sum E (c - lam); stops when none is better
+        num, den = np.zeros(m), np.zeros(m)
         for ms in pos.values():
-            val = sum(E[:, None] * (sign * C - lam) for E, C in ms)
-            k = val.argmax(0)
-            h += val[k, np.arange(m)]
+            k = sum(E[:, None] * (sign * C - lam) for E, C in ms).argmax(0)
             num += sum(E[k] * sign * C[k, np.arange(m)] for E, C in ms)
             den += sum(E[k] for E, _ in ms)
-        if np.all(h <= 1e-12 * (1 + np.abs(lam))):
-            break
-        lam = num / den
-    return lam
+        new = num / den
+        if np.all(new <= lam + 1e-14 * (1 + np.abs(lam))):
+            return np.maximum(new, lam)
+        lam = np.maximum(new, lam)
+    raise RuntimeError("Dinkelbach did not converge in 500 steps")
+
+
+def _split_h(members, sign: float, add: float) -> float:
+    """max over the leaf of sum_k E_k (sign C_k + add) (one output column): <= 0 iff the group's ratio is <= -add."""
+    return float(sum(sum(E[:, None] * (sign * C + add) for E, C in ms).max() for ms in _by_position(members).values()))
 
 
 def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -393,38 +397,48 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
             rows[a, s] = (groups, sign * R, M1, M2, sign * R + M1 + M2)
         if time.perf_counter() - t0 > seconds:
             return None
-    split = sorted(((float(v), a, s, i) for (a, s), row in rows.items() for i, v in enumerate(row[4])), reverse=True)
     best, joint_rows = float(lower), {}
-    for v, a, s, i in split:  # rows whose split bound exceeds the best bound so far get a joint one
-        if v <= best:
+    for a, s in sorted(rows, key=lambda k: -rows[k][4].max()):  # rows whose split bound exceeds the best so far get a joint one
+        groups, r, _, _, total = rows[a, s]
+        idx = np.flatnonzero(total > best)
+        if not len(idx):
             break
-        groups, r, *_ = rows[a, s]
         sign = 1.0 if s == 0 else -1.0
-        g1 = [(p, E, C[:, i:i + 1]) for p, E, C in groups[0]]
-        g2 = [(p, E, C[:, i:i + 1]) for p, E, C in groups[1]]
-        lo, hi = best, v
-        if _joint_relaxed(g1, g2, sign, r[i:i + 1] * sign, np.array([hi]))[0] > 0:
-            best = max(best, v)  # (float noise at the split bound itself: the split stays)
-            continue
-        for _ in range(50):
+        g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
+        lo, hi = np.full(len(idx), best), total[idx].astype(float)
+        ok = _joint_relaxed(g1, g2, sign, r[idx] * sign, hi) <= 0  # (float noise at the split bound itself: the split stays)
+        for _ in range(60):  # bisection on every such row of this (a, sign) at once
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if _joint_relaxed(g1, g2, sign, r[i:i + 1] * sign, np.array([mid]))[0] <= 0 else (mid, hi)
-            if hi - lo <= 1e-10 * (1 + abs(hi)):
+            below = _joint_relaxed(g1, g2, sign, r[idx] * sign, mid) <= 0
+            lo, hi = np.where(below, lo, mid), np.where(below, mid, hi)
+            if np.all(hi - lo <= 1e-10 * (1 + np.abs(hi))):
                 break
-        joint_rows[a, s, i] = hi
-        best = max(best, hi)
-    bound = Fraction(best * (1 + 1e-9) + 1e-9)
-    B, kids = float(bound), []
-    for a in box.allowed[q]:
-        lam = []
-        for i in range(len(rows[a, 0][4])):
-            for s in (0, 1):
-                _, r, M1, M2, total = rows[a, s]
-                if (a, s, i) in joint_rows and joint_rows[a, s, i] < total[i]:
+        for c, i in enumerate(idx):
+            if ok[c]:
+                joint_rows[a, s, int(i)] = float(hi[c])
+        best = max(best, float(np.where(ok, hi, total[idx]).max()))
+    while True:  # hints at the bound; a split hint that fails its own float check becomes a joint row
+        bound = Fraction(best * (1 + 1e-9) + 1e-9)
+        B, kids, worse = float(bound), [], best
+        for a in box.allowed[q]:
+            lam = []
+            for i in range(len(rows[a, 0][4])):
+                for s in (0, 1):
+                    groups, r, M1, M2, total = rows[a, s]
+                    sign = 1.0 if s == 0 else -1.0
+                    g = [[(p, E, C[:, i:i + 1]) for p, E, C in grp] for grp in groups]
+                    v = (float(r[i] + M1[i] - B) - float(M2[i])) / 2
+                    if not ((a, s, i) in joint_rows and joint_rows[a, s, i] < total[i]) and \
+                            _split_h(g[0], sign, r[i] - B - v) <= 0 and _split_h(g[1], sign, v) <= 0:
+                        lam.append(str(Fraction(v)))
+                        continue
                     lam.append(None)
-                else:
-                    lam.append(str(Fraction((float(r[i] + M1[i] - B) - float(M2[i])) / 2)))
-        kids.append({"ratio": {"query": q, "lambda": lam}})
+                    if _joint_relaxed(g[0], g[1], sign, r[i:i + 1] * sign, np.array([B]))[0] > 0:
+                        worse = max(worse, total[i])
+            kids.append({"ratio": {"query": q, "lambda": lam}})
+        if worse <= best:
+            break
+        best = worse
     tree = kids[0] if len(kids) == 1 else {"position": q, "parts": [[a] for a in box.allowed[q]], "children": kids}
     notes = {"leaves": len(kids), "joint_rows": sum(v is None for k in kids for v in k["ratio"]["lambda"]),
              "seconds": round(time.perf_counter() - t0, 3), "over": "tokens", "leaf": "ratio"}

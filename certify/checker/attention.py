@@ -41,7 +41,7 @@ class Form:
     """The ratio form of a joint graph (None from `form` where it has none), and its exact tables per (Q, a)."""
 
     def __init__(self, joint, vocab: int, deg: dict):
-        self.joint, self.vocab, self.deg, self.cache = joint, vocab, deg, {}
+        self.joint, self.vocab, self.deg, self.cache, self.shared = joint, vocab, deg, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
         self.mats, self.sparse, self.bias = {}, {}, {}
@@ -72,13 +72,22 @@ class Form:
             elif nd.op == "softmax":
                 v = fmpq_mat(len(nd.groups), B, [int(override == (nd.name, r)) for r in range(len(nd.groups)) for _ in range(B)])
             elif nd.op == "affine" or len(self.sparse.get(nd.name, ())):  # row by row: y_r = sum_c w_rc x_c + b_r
-                e, rows = a[0].entries(), self.sparse[nd.name]
-                v = fmpq_mat(len(rows), B, [sum((w * e[c * B + t] for c, w in row), b) for row, b in zip(rows, self.bias[nd.name]) for t in range(B)])
+                e, out = a[0].entries(), []
+                for row, b in zip(self.sparse[nd.name], self.bias[nd.name]):
+                    if len(row) == 1 and row[0][1] == 1 and b == 0:  # a copy (selections: pairs, broadcasts)
+                        out += e[row[0][0] * B:(row[0][0] + 1) * B]
+                    else:
+                        out += [sum((w * e[c * B + t] for c, w in row), b) for t in range(B)]
+                v = fmpq_mat(len(self.sparse[nd.name]), B, out)
             elif nd.op == "linear":
                 w, b, _ = self.mats[nd.name]
                 v = w * a[0] + b * ones
             elif nd.op == "mul":
-                v = fmpq_mat(a[0].nrows(), B, [u * w for u, w in zip(a[0].entries(), a[1].entries())])
+                e0, e1, out = a[0].entries(), a[1].entries(), []
+                for r in range(a[0].nrows()):
+                    u, w = e0[r * B:(r + 1) * B], e1[r * B:(r + 1) * B]
+                    out += [fmpq(0)] * B if not (any(u) and any(w)) else [x * y for x, y in zip(u, w)]
+                v = fmpq_mat(a[0].nrows(), B, out)
             else:
                 v = a[0] + a[1] if nd.op == "add" else a[0] - a[1]
             val[nd.name] = v
@@ -126,10 +135,16 @@ class Form:
         rest = [(pos(self.deps[0][i]), row(base[out], i)) for i in range(m)]
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
-            d = self.evaluate(X, (name, k), base)[out] - base[out]
+            deps = [self.deps[o][i] | self.deps[0][i] for i in range(m)]
+            if all(q not in v for v in deps) and (q, o) in self.shared:  # rows that do not read q: the same at every a
+                rows = self.shared[q, o]
+            else:
+                d = self.evaluate(X, (name, k), base)[out] - base[out]
+                rows = [row(d, i) for i in range(m)]
+                self.shared[q, o] = rows
             g = next(t for t, (nm, ms) in enumerate(self.groups) if nm == name and k in ms)
             for i in range(m):
-                coef[i][g][self.groups[g][1].index(k)] = (pos(self.deps[o][i] | self.deps[0][i]), row(d, i))
+                coef[i][g][self.groups[g][1].index(k)] = (pos(deps[i]), rows[i])
         if len(exps) == 1:
             exps.append([(None, [fmpq(1)])])
             coef = [c + [[(None, [fmpq(0)])]] for c in coef]
@@ -184,9 +199,11 @@ def _upper(products, allowed, where: str) -> fmpq:
         if not ps:
             const += scalar
         elif len(ps) == 1:
-            unary[ps[0]] = [u + scalar * v for u, v in zip(unary.get(ps[0], [0] * len(vecs[ps[0]])), vecs[ps[0]])]
+            unary.setdefault(ps[0], []).append((scalar, vecs[ps[0]]))
         else:
             pairs.setdefault(tuple(ps), []).append(([scalar * v for v in vecs[ps[0]]], vecs[ps[1]]))
+    for p, terms in unary.items():  # sum_terms scalar * vec, as a (1 x n) (n x |S_p|) product
+        unary[p] = (fmpq_mat(1, len(terms), [c for c, _ in terms]) * fmpq_mat(len(terms), len(allowed[p]), [v for _, vec in terms for v in vec])).entries()
     share = {p: sum(p in pq for pq in pairs) for p in unary}
     total = const + sum((max(u) for p, u in unary.items() if share[p] == 0), fmpq(0))
     for (j, k), terms in pairs.items():
@@ -200,8 +217,12 @@ def _upper(products, allowed, where: str) -> fmpq:
     return total
 
 
-def _biggest(tables) -> fmpq:
-    return sum((max(abs(v) for v in vals) for _, vals in tables), fmpq(0))
+def _biggest(tables, seen: dict) -> fmpq:
+    """Sum over the tables of their largest |entry| (memoised per table in `seen`)."""
+    for _, vals in tables:
+        if id(vals) not in seen:
+            seen[id(vals)] = (vals, max(abs(v) for v in vals))
+    return sum((seen[id(vals)][1] for _, vals in tables), fmpq(0))
 
 
 def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) -> int:
@@ -217,10 +238,10 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     require(all(v is not None for v, raw in zip(lams, leaf["lambda"]) if raw is not None), where, "lambda holds a value that is neither null nor 'p/q'")
     q, B = leaf["query"], _fq(bound)
     exps, coef, rest = fm.tables(q, box.allowed[q][0], where)
-    allowed = [list(ok) for ok in box.allowed]
+    allowed, seen = [list(ok) for ok in box.allowed], {}
     for i in range(m):
         cs, r = coef[i], rest[i]
-        big = (_biggest(cs[0]) + _biggest([r]) + abs(B), _biggest(cs[1]))
+        big = (_biggest(cs[0], seen) + _biggest([r], seen) + abs(B), _biggest(cs[1], seen))
         for s, sigma in enumerate((1, -1)):
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
