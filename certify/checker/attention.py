@@ -15,8 +15,8 @@ and it holds if  sum_k e^{s_k} (sigma c_ik + sigma r_i - B - lambda) <= 0 and su
 Each sum is a sum of products of per-position tables; its max over the leaf's token sets is bounded by the
 sum over the products grouped by the free positions they read (at most 2): a constant, a vector per
 position, an exact max over each pair's matrix (each position's vector shared equally among its pairs).
-exp: e^{s - s*} (s* the group's largest score at a, so <= 1) is an arb ball rounded to a multiple of 2^-P,
-the rounding proved within 2^-P; its effect, at most 3 2^-P K1 K2 (max|c1| + max|c2|), must fit under 0.
+exp: E = e^{s - s*} (s* the group's largest score at a) is an arb ball rounded to E^ with P leading bits, proved
+|E - E^| <= 2^-P E^; then E_k E_l c <= E^_k E^_l (c + 3 2^-P max|c|), so the constant term is moved by that much.
 """
 
 from __future__ import annotations
@@ -168,18 +168,19 @@ def form(joint, vocab: int) -> Form | None:
 
 
 def _exps(scores, where: str) -> list:
-    """Per member: (position, E^ = k 2^-P with |e^{s - s*} 2^P - k| <= 1 proved), s* the group's largest score."""
+    """Per member: (position, E^ with |e^{s - s*} - E^| <= 2^-P E^ proved: P leading bits), s* the group's largest score."""
     top = max(v for _, vals in scores for v in vals)
     out = []
-    with ctx.workprec(P + 96):
+    with ctx.workprec(P + 64):
         for p, vals in scores:
             rounded = []
             for v in vals:
-                e = arb(v - top).exp() * (1 << P)
+                e = arb(v - top).exp()
                 m, x = (int(t) for t in e.mid().man_exp())
-                k = m << x if x >= 0 else (m + (1 << (-x - 1))) >> -x
-                require(abs(e - k) <= 1, where, "an exp rounding is not proved within 2^-P")
-                rounded.append(fmpq(k, 1 << P))
+                cut = max(m.bit_length() - P, 0)
+                k = fmpq((m + (1 << cut >> 1)) >> cut) * fmpq(2) ** (x + cut)
+                require(k > 0 and abs(e - k) <= k / (1 << P), where, "an exp rounding is not proved within 2^-P of itself")
+                rounded.append(k)
             out.append((p, rounded))
     return out
 
@@ -244,18 +245,17 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
         big = (_biggest(cs[0], seen) + _biggest([r], seen) + abs(B), _biggest(cs[1], seen))
         for s, sigma in enumerate((1, -1)):
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
+            eta = fmpq(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
                 prods = [(sigma, [e1, e2, c]) for e1, c1 in zip(exps[0], cs[0]) for e2, c2 in zip(exps[1], cs[1]) for c in (c1, r, c2)]
-                prods += [(-B, [e1, e2]) for e1 in exps[0] for e2 in exps[1]]
-                err = fmpq(3 * len(exps[0]) * len(exps[1]), 1 << P) * (big[0] + big[1])
-                require(_upper(prods, allowed, where) + err <= 0, where, what + " (joint)")
+                prods += [(-B + eta * (big[0] + big[1]), [e1, e2]) for e1 in exps[0] for e2 in exps[1]]
+                require(_upper(prods, allowed, where) <= 0, where, what + " (joint)")
                 continue
             lam = fmpq(*lams[2 * i + s])
             for g, shift in ((0, -B - lam), (1, lam)):  # split: group 1's ratio <= lambda, group 2's <= -lambda
-                prods = [(sigma, [e, c]) for e, c in zip(exps[g], cs[g])] + [(shift, [e]) for e in exps[g]]
+                prods = [(sigma, [e, c]) for e, c in zip(exps[g], cs[g])] + [(shift + eta * (big[g] + abs(lam)), [e]) for e in exps[g]]
                 prods += [(sigma, [e, r]) for e in exps[g]] if g == 0 else []
-                err = fmpq(3 * len(exps[g]), 1 << P) * (big[g] + abs(lam))
-                require(_upper(prods, allowed, where) + err <= 0, where, what + f" (split, group {g + 1})")
+                require(_upper(prods, allowed, where) <= 0, where, what + f" (split, group {g + 1})")
     return 2 * m
 
 
