@@ -28,7 +28,8 @@ largest float64 error seen on them. The maximum is established when the float64 
 and the `top`-th value is far above that error (reported: `gap_to_top`).
 
 certify: `run_check` on the same spec per method (crown; bab: branch and bound over tokens aiming at
-1.05x the exact maximum, its tolerance set there, for --bab-seconds), its bound, the engine's
+1.05x the exact maximum, its tolerance set there, for --bab-seconds; on this graph bab writes
+softmax-ratio leaves, one per last token, `leaf: ratio`, see certify/checker/attention.py), its bound, the engine's
 seconds, the checker's seconds (wall) and the process CPU seconds (this process and its children),
 and ratio = bound / exact max, time_ratio = (bound + check seconds) / enumeration seconds (also with the
 falsifier and set-up: time_ratio_with_falsify; in CPU seconds, this process and its children:
@@ -290,6 +291,9 @@ def run_certify(spec: Path, method: str, tmp: Path, seconds: float, jobs: int, t
          "lower": float(o.lower) if o.lower is not None else None}
     if "bab" in body.get("engine", {}):
         e["leaves"] = body["engine"]["bab"]["leaves"]
+        for key in ("leaf", "joint_rows"):  # softmax-ratio leaves (certify/checker/attention.py): the leaf kind, rows checked jointly
+            if key in body["engine"]["bab"]:
+                e[key] = body["engine"]["bab"][key]
     return e
 
 

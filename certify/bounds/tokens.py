@@ -397,7 +397,7 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
             rows[a, s] = (groups, sign * R, M1, M2, sign * R + M1 + M2)
         if time.perf_counter() - t0 > seconds:
             return None
-    best, joint_rows = float(lower), {}
+    best = float(lower)
     for a, s in sorted(rows, key=lambda k: -rows[k][4].max()):  # rows whose split bound exceeds the best so far get a joint one
         groups, r, _, _, total = rows[a, s]
         idx = np.flatnonzero(total > best)
@@ -413,11 +413,8 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
             lo, hi = np.where(below, lo, mid), np.where(below, mid, hi)
             if np.all(hi - lo <= 1e-10 * (1 + np.abs(hi))):
                 break
-        for c, i in enumerate(idx):
-            if ok[c]:
-                joint_rows[a, s, int(i)] = float(hi[c])
         best = max(best, float(np.where(ok, hi, total[idx]).max()))
-    while True:  # hints at the bound; a split hint that fails its own float check becomes a joint row
+    while True:  # hints at the bound: split where it holds (its own float check), else joint
         bound = Fraction(best * (1 + 1e-9) + 1e-9)
         B, kids, worse = float(bound), [], best
         for a in box.allowed[q]:
@@ -428,8 +425,7 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
                     sign = 1.0 if s == 0 else -1.0
                     g = [[(p, E, C[:, i:i + 1]) for p, E, C in grp] for grp in groups]
                     v = (float(r[i] + M1[i] - B) - float(M2[i])) / 2
-                    if not ((a, s, i) in joint_rows and joint_rows[a, s, i] < total[i]) and \
-                            _split_h(g[0], sign, r[i] - B - v) <= 0 and _split_h(g[1], sign, v) <= 0:
+                    if total[i] < B and _split_h(g[0], sign, r[i] - B - v) <= 0 and _split_h(g[1], sign, v) <= 0:
                         lam.append(str(Fraction(v)))
                         continue
                     lam.append(None)
