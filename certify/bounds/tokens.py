@@ -222,9 +222,9 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
 def _query(fm, n: int) -> int | None:
     """A position q such that every score, coefficient and rest of the ratio form reads at most one position besides q
     (preferred: one that the rests read alone, then the later)."""
-    sets = [d for ds in fm.score_deps.values() for d in ds] + [d | fm.deps[0][i] for ds in fm.deps for i, d in enumerate(ds)]
+    sets = [d for ds in fm.score_deps.values() for d in ds] + list(fm.rest_deps) + [d for ds in fm.coef_deps for d in ds if d is not None]
     ok = [q for q in range(n) if all(len(d - {q}) <= 1 for d in sets)]
-    return max(ok, key=lambda q: (all(d <= {q} for d in fm.deps[0]), q), default=None)
+    return max(ok, key=lambda q: (all(d <= {q} for d in fm.rest_deps), q), default=None)
 
 
 def _float_tables(fm, q: int, a: int):
@@ -273,13 +273,13 @@ def _float_tables(fm, q: int, a: int):
         s = base[src[name]][list(ms)]
         exps.append([(pos(fm.score_deps[name][k]), np.exp(s[r] - s.max())) for r, k in enumerate(ms)])
     m = fm.joint.out_dim
-    rest = [(pos(fm.deps[0][i]), base[out][i]) for i in range(m)]
+    rest = [(pos(fm.rest_deps[i]), base[out][i]) for i in range(m)]
     coef = [[[None] * len(ms) for _, ms in fm.groups] for _ in range(m)]
     for o, (name, k) in enumerate(fm.overrides[1:], start=1):
         d = run((name, k), base)[out] - base[out]
         g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
         for i in range(m):
-            coef[i][g][fm.groups[g][1].index(k)] = (pos(fm.deps[o][i] | fm.deps[0][i]), d[i])
+            coef[i][g][fm.groups[g][1].index(k)] = (pos(fm.coef_deps[o - 1][i] or frozenset()), d[i])
     return exps, coef, rest
 
 

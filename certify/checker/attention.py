@@ -37,6 +37,12 @@ def _fq(v) -> fmpq:
     return fmpq(v.numerator, v.denominator)
 
 
+def _union(sets) -> frozenset | None:
+    """The union of the sets that are not None; None if all are."""
+    sets = [d for d in sets if d is not None]
+    return frozenset().union(*sets) if sets else None
+
+
 class Form:
     """The ratio form of a joint graph (None from `form` where it has none), and its exact tables per (Q, a)."""
 
@@ -57,8 +63,10 @@ class Form:
                 self.sparse[nd.name] = [[(r, _fq(w))] if w else [] for r, w in enumerate(nd.scale)]
                 self.bias[nd.name] = [_fq(v) for v in nd.shift]
         self.overrides = [None] + [(name, k) for name, members in self.groups for k in members]
-        zero = fmpq_mat(joint.in_dim, 1, [0] * joint.in_dim)
-        self.deps = [self._deps(self.evaluate(zero, o)) for o in self.overrides]  # per override: d's element deps
+        at_zero = self.evaluate(fmpq_mat(joint.in_dim, 1, [0] * joint.in_dim), None)  # for zero factors (of no position)
+        self.dep = self._deps(at_zero)
+        self.rest_deps = self.dep[joint.output]  # r_i = d_i(p = 0)
+        self.coef_deps = [self._delta_deps(o, at_zero) for o in self.overrides[1:]]  # c_ik = d_i(p = e_k) - d_i(p = 0)
 
     def evaluate(self, X: fmpq_mat, override, base: dict | None = None) -> dict:
         """Every node's exact value on the columns of X; softmax outputs are 0 except p_k = 1 for override (name, k).
@@ -111,7 +119,31 @@ class Form:
             else:
                 dep[nd.name] = [d0 | d1 for d0, d1 in zip(a[0], a[1])]
         self.score_deps = {nd.name: dep[nd.inputs[0]] for nd in self.soft}  # member k's own score s_k
-        return dep[self.joint.output]
+        return dep
+
+    def _delta_deps(self, override, val: dict) -> list:
+        """Per element of d: None where d(p = e_k) - d(p = 0) is 0 at every input, else the positions it can read. The
+        difference passes linear, affine, add and sub as they are, and a product with a softmax-free factor v as
+        difference * v (deg <= 1)."""
+        dep, diff = self.dep, {}
+        for nd in self.joint.nodes:
+            a = [diff.get(s) for s in nd.inputs]
+            if self.deg[nd.name] == 0:
+                out = [None] * len(dep[nd.name])
+            elif nd.op == "softmax":
+                out = [frozenset() if override == (nd.name, j) else None for j in range(len(nd.groups))]
+            elif nd.op == "linear":
+                out = [_union(a[0][c] for c in cols) for cols in self.mats[nd.name][2]]
+            elif nd.op == "affine":
+                out = [None if s == 0 else d for s, d in zip(nd.scale, a[0])]
+            elif nd.op == "mul":
+                u, v = (0, 1) if self.deg[nd.inputs[0]] else (1, 0)
+                fv = dep[nd.inputs[v]]
+                out = [None if d is None or (not fv[r] and val[nd.inputs[v]][r, 0] == 0) else d | fv[r] for r, d in enumerate(a[u])]
+            else:
+                out = [_union(pair) for pair in zip(a[0], a[1])]
+            diff[nd.name] = out
+        return diff[self.joint.output]
 
     def tables(self, q: int, a: int, where: str) -> tuple:
         """(exps[g][k], coefficients[i][g][k], rest[i]) at the query token a: each (position or None, values at
@@ -132,10 +164,10 @@ class Form:
 
         src = {nd.name: nd.inputs[0] for nd in self.soft}
         exps = [_exps([(pos(self.score_deps[name][k]), row(base[src[name]], k)) for k in ms], where) for name, ms in self.groups]
-        rest = [(pos(self.deps[0][i]), row(base[out], i)) for i in range(m)]
+        rest = [(pos(self.rest_deps[i]), row(base[out], i)) for i in range(m)]
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
-            deps = [self.deps[o][i] | self.deps[0][i] for i in range(m)]
+            deps = [v or frozenset() for v in self.coef_deps[o - 1]]
             if all(q not in v for v in deps) and (q, o) in self.shared:  # rows that do not read q: the same at every a
                 rows = self.shared[q, o]
             else:
