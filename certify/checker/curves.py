@@ -34,7 +34,7 @@ Ball = Callable[[arb], arb]
 
 def ball(q: Fraction | int) -> arb:
     """A ball that contains the exact rational q."""
-    q = Fraction(q)
+    q = q if type(q) is Fraction else Fraction(q)
     return arb(fmpq(q.numerator, q.denominator))
 
 

@@ -642,6 +642,7 @@ def _free_box(graph: Graph, box, prepared: dict):
     return replace(graph, nodes=tuple(nodes)), (list(box[0][:n]), list(box[1][:n])), prepared
 
 
+_EYES: dict = {}  # width n -> the 2n x n rows e_i, then -e_i
 RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
 
 
@@ -673,8 +674,9 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
                 except ValueError as exc:  # a curve's input bounds leave its domain (rsqrt of a non-positive value)
                     raise Rejected(at, str(exc)) from None
             elif step["via"] == "linear":
-                rows = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
-                both = backsubstitute(graph, node.name, rows, box, relax, at, prepared)  # e_i, then -e_i
+                if n not in _EYES:  # (made once per width: back-substitution makes new matrices, never writes this one)
+                    _EYES[n] = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
+                both = backsubstitute(graph, node.name, _EYES[n], box, relax, at, prepared)  # e_i, then -e_i
                 lo, up = both[:n], [-v for v in both[n:]]
             else:
                 raise Rejected(at, "via must be interval or linear")
