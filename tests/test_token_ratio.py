@@ -174,3 +174,23 @@ def test_bab_on_a_token_spec_writes_ratio_leaves_that_verify_and_tampering_rejec
     cert["token_tree"]["children"][1]["ratio"]["lambda"][k] = str(Fraction(cert["token_tree"]["children"][1]["ratio"]["lambda"][k]) + 50)
     out.write_text(json.dumps(cert))
     assert check_certificate(spec, out).verdict is Verdict.REJECTED
+
+
+def test_one_shared_softmax_group(tmp_path):
+    """An explanation after the pattern (the head's values zeroed) shares f's softmax with g: one group, the second
+    the constant 1 with coefficient 0; the bound is the exact maximum (two free positions)."""
+    V, n = 4, 3
+    p = _params(np.random.default_rng(4), V, n, 5, 4)
+    spec = _spec(tmp_path, p, V, n)
+    spec.write_text(spec.read_text().replace("site: embed.pos", "site: blocks.0.attn.h0.ov"))
+    joint = prepare_graph(spec, tmp_path / "c.json", None, False).joint
+    assert len(form(joint, V).groups) == 1
+    allowed = (tuple(range(V)),) * n
+    bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+    tokens = np.array(list(itertools.product(range(V), repeat=n)))
+    pg = {**p, "blocks.0.attn.W_V": np.zeros_like(p["blocks.0.attn.W_V"])}  # g: the head's values zeroed
+    exact = np.abs(forward(p, tokens)[:, -1] - forward(pg, tokens)[:, -1]).max()
+    assert exact - 1e-12 <= float(bound) <= exact * (1 + 1e-8) + 1e-8
+    with pytest.raises(Rejected, match="not proved"):
+        check_token_tree(joint, TokenBox(V, allowed), tree, Fraction(exact) * (1 - Fraction(1, 10**6)), "tree")
