@@ -663,7 +663,10 @@ def exhaustive_max(joint, box, replays: int = 3) -> tuple[Fraction, float, list,
     seqs = np.array(list(itertools.product(*box.allowed)), dtype=np.int64)
     X = one_hot(seqs, box.vocab)
     graphs = _free_vertices(joint)
-    values = np.stack([_batch(floats(g), X) for g in graphs])  # (vertices, sequences)
+    try:
+        values = np.stack([_batch(floats(g), X) for g in graphs])  # (vertices, sequences)
+    except OverflowError as exc:  # a free range beyond float64 (the product refuses such a spec with exit 2)
+        raise OracleRefused(f"the float64 oracle overflows: {exc}") from None
     if not np.all(np.isfinite(values)):
         raise OracleRefused(f"the float64 oracle is not finite on {int(np.sum(~np.isfinite(values)))} sequences")
     best = []

@@ -103,14 +103,18 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
     p = prepare_graph(spec_path, out, level, strict)
     budget = float(timeout if timeout is not None else p.options.timeout_s)
     t1 = time.perf_counter()
-    if hasattr(p.box, "lowest"):  # a token domain: a discrete search; the witness is a one-hot token sequence
-        from .bounds.tokens import falsify_tokens, one_hot
+    try:  # the float copy of the graph: a free range wider than float64 (1.8e308) cannot be searched or bounded
+        if hasattr(p.box, "lowest"):  # a token domain: a discrete search; the witness is a one-hot token sequence
+            from .bounds.tokens import falsify_tokens, one_hot
 
-        witness = [Fraction(int(v)) for v in one_hot(falsify_tokens(p.joint, p.box, seed=p.options.seed)[None], p.box.vocab)[0]]
-    else:
-        x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
-        flo, fup = free_ranges(p.joint)  # fill: free: the witness also fixes the free values the search found
-        witness = exact_witness(x, (list(p.box[0]) + flo, list(p.box[1]) + fup))
+            witness = [Fraction(int(v)) for v in one_hot(falsify_tokens(p.joint, p.box, seed=p.options.seed)[None], p.box.vocab)[0]]
+        else:
+            x = gb.falsify(p.joint, p.box, starts=p.options.starts, steps=p.options.steps, seed=p.options.seed)
+            flo, fup = free_ranges(p.joint)  # fill: free: the witness also fixes the free values the search found
+            witness = exact_witness(x, (list(p.box[0]) + flo, list(p.box[1]) + fup))
+    except OverflowError as exc:
+        raise BadInput(str(p.spec.path), "input", f"float64 overflows on this domain ({exc})",
+                       "narrow the input domain, or rescale the model") from None
     lower = deviation_at(p.joint, witness)
     t2 = time.perf_counter()
     asked = method or p.options.method

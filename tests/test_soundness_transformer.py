@@ -145,3 +145,21 @@ def test_witness_free_residual_cases_make_a_broken_checker_visible(monkeypatch):
     monkeypatch.setattr(graph, "goal_reached", lambda bounds, bound, where: None)
     summary, records = soundness.run(4, seed=7, methods=soundness.RESIDUAL_METHODS, family="residual", chunk=4, first=4)
     assert summary["unsound"] == sum(r["exact"] > 0 for r in records) > 0, records
+
+
+def test_a_free_range_beyond_float64_is_refused_in_one_line(tmp_path, capsys):
+    """Campaign seed 2041, case 206: `fill: free` on an attention output whose interval bound exceeds float64. The
+    engine's float copy of the graph cannot hold it: exit 2 with one line (it was exit 4, an OverflowError), and the
+    campaign's oracle refuses the case instead of counting an error."""
+    from certify.cli import main
+    from certify.pin import pin_spec
+
+    spec, _ = soundness.random_transformer_case(np.random.default_rng([2041, 206]), tmp_path, 206, "alpha")
+    spec.write_text(spec.read_text().replace("TOL", "1"))
+    pin_spec(spec)
+    assert "fill: free" in spec.read_text()
+    assert main(["check", str(spec), "--method", "alpha"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "float64 overflows on this domain" in err and "Traceback" not in err, err
+    record = soundness.run_transformer_case(np.random.default_rng([2041, 206]), tmp_path / "c", 206, "alpha")
+    assert record.get("oracle_refused") and not record.get("error"), record
