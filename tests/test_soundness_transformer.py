@@ -163,3 +163,16 @@ def test_a_free_range_beyond_float64_is_refused_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "float64 overflows on this domain" in err and "Traceback" not in err, err
     record = soundness.run_transformer_case(np.random.default_rng([2041, 206]), tmp_path / "c", 206, "alpha")
     assert record.get("oracle_refused") and not record.get("error"), record
+
+
+def test_cancelling_logits_are_padded_enough():
+    """Campaign seed 2041, case 169 (a low-rank MLP output): f's and g's logits near 1e10 cancel to 1e-6 in d. The engine
+    padded its back-substituted bound of d relative to 1e-6, under its float rounding, and the checker REJECTED the
+    certificate (fail closed); padded relative to d's interval bounds, it is accepted."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        record = soundness.run_transformer_case(np.random.default_rng([2041, 169]), Path(tmp), 169, "crown")
+    assert record["verdict"].value != "REJECTED" and not record.get("error"), record.get("reason")
+    assert record["bound"] is not None and record["bound"] >= record["exact"]
