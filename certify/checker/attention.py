@@ -223,7 +223,10 @@ def _upper(products, allowed, where: str) -> fmpq:
     for coef, factors in products:
         scalar, vecs = fmpq(coef), {}
         for p, vals in factors:
-            if p is None or len(allowed[p]) == 1:
+            if vals is None:  # a position marker: the product is read over that position too (constant along it)
+                if p is not None and len(allowed[p]) > 1 and p not in vecs:
+                    vecs[p] = [fmpq(1)] * len(allowed[p])
+            elif p is None or len(allowed[p]) == 1:
                 scalar *= vals[0 if p is None else allowed[p][0]]
             else:
                 vecs[p] = [vals[t] for t in allowed[p]] if p not in vecs else [u * vals[t] for u, t in zip(vecs[p], allowed[p])]
@@ -272,21 +275,28 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     q, B = leaf["query"], _fq(bound)
     exps, coef, rest = fm.tables(q, box.allowed[q][0], where)
     allowed, seen = [list(ok) for ok in box.allowed], {}
+    # a member's positions: its score's and its coefficients' in every row; each product of a term is read over all
+    # the positions of its members (markers), so that a term's products fall in one bucket
+    marks = [[[(p, None) for p in {e[0]} | {coef[i][g][k][0] for i in range(m)} if p is not None] for k, e in enumerate(exps[g])] for g in (0, 1)]
     for i in range(m):
         cs, r = coef[i], rest[i]
+        rm = [(r[0], None)]
         big = (_biggest(cs[0], seen) + _biggest([r], seen) + abs(B), _biggest(cs[1], seen))
         for s, sigma in enumerate((1, -1)):
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
             eta = fmpq(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
-                prods = [(sigma, [e1, e2, c]) for e1, c1 in zip(exps[0], cs[0]) for e2, c2 in zip(exps[1], cs[1]) for c in (c1, r, c2)]
-                prods += [(-B + eta * (big[0] + big[1]), [e1, e2]) for e1 in exps[0] for e2 in exps[1]]
+                terms = [(e1, c1, m1, e2, c2, m2) for e1, c1, m1 in zip(exps[0], cs[0], marks[0]) for e2, c2, m2 in zip(exps[1], cs[1], marks[1])]
+                prods = [(sigma, [e1, e2, c] + m1 + m2 + rm) for e1, c1, m1, e2, c2, m2 in terms for c in (c1, r, c2)]
+                prods += [(-B + eta * (big[0] + big[1]), [e1, e2] + m1 + m2 + rm) for e1, _, m1, e2, _, m2 in terms]
                 require(_upper(prods, allowed, where) <= 0, where, what + " (joint)")
                 continue
             lam = fmpq(*lams[2 * i + s])
             for g, shift in ((0, -B - lam), (1, lam)):  # split: group 1's ratio <= lambda, group 2's <= -lambda
-                prods = [(sigma, [e, c]) for e, c in zip(exps[g], cs[g])] + [(shift + eta * (big[g] + abs(lam)), [e]) for e in exps[g]]
-                prods += [(sigma, [e, r]) for e in exps[g]] if g == 0 else []
+                pad = rm if g == 0 else []
+                prods = [(sigma, [e, c] + mk + pad) for e, c, mk in zip(exps[g], cs[g], marks[g])]
+                prods += [(shift + eta * (big[g] + abs(lam)), [e] + mk + pad) for e, mk in zip(exps[g], marks[g])]
+                prods += [(sigma, [e, r] + mk + pad) for e, mk in zip(exps[g], marks[g])] if g == 0 else []
                 require(_upper(prods, allowed, where) <= 0, where, what + f" (split, group {g + 1})")
     return 2 * m
 
