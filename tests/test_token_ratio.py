@@ -194,3 +194,26 @@ def test_one_shared_softmax_group(tmp_path):
     assert exact - 1e-12 <= float(bound) <= exact * (1 + 1e-8) + 1e-8
     with pytest.raises(Rejected, match="not proved"):
         check_token_tree(joint, TokenBox(V, allowed), tree, Fraction(exact) * (1 - Fraction(1, 10**6)), "tree")
+
+
+def test_a_member_whose_score_reads_no_token_but_whose_coefficient_does(tmp_path):
+    """g's score products ablated to a constant at one element: that member's score reads no token while its
+    coefficient reads its key position. The checker reads every product of a term over all its members' positions,
+    as the engine buckets them (it once split such a term over two buckets and REJECTED a correct joint row)."""
+    from certify.bounds.tokens import exhaustive
+
+    V, n = 4, 4
+    p = _params(np.random.default_rng(21), V, n, 4, 1)  # d_head 1: element 1 of qk is member 1's whole score
+    spec = _spec(tmp_path, p, V, n, fold=False)
+    spec.write_text(spec.read_text().replace("  - ablate: {site: embed.pos, fill: zero}",
+                                             "  - ablate: {site: blocks.0.attn.h0.qk, indices: [1], fill: {constant: 2}}"))
+    joint = prepare_graph(spec, tmp_path / "c.json", None, False).joint
+    allowed = ((0, 1, 2, 3), (0, 1, 2, 3), (0, 3), (0, 1, 2, 3))
+    fm = form(joint, V)
+    exps, coef, _ = fm.tables(n - 1, 0, "t")
+    assert any(e[0] is None and any(coef[i][g][k][0] is not None for i in range(len(coef)))
+               for g in range(2) for k, e in enumerate(exps[g])), "the case is gone: no member with a token-free score"
+    bound, tree, _, notes = ratio_tree(joint, FloatTokens(V, allowed))
+    assert notes["joint_rows"] > 0
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+    assert float(bound) >= exhaustive(joint, FloatTokens(V, allowed))[0] * (1 - 1e-6) - 1e-9
