@@ -217,3 +217,22 @@ def test_a_member_whose_score_reads_no_token_but_whose_coefficient_does(tmp_path
     assert notes["joint_rows"] > 0
     check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
     assert float(bound) >= exhaustive(joint, FloatTokens(V, allowed))[0] * (1 - 1e-6) - 1e-9
+
+
+def test_the_pytorch_export_has_the_form_once_unread_query_rows_are_dropped(tmp_path):
+    """models/maxofk.onnx computes every query row's softmax (four groups per side); only the last row's reach d,
+    so the others are dropped (their coefficients are 0 at every input) and the ratio leaf applies. One query
+    token (62) of the V = 64 model: the bound is its maximum, attained at (15, 15, 15, 62)."""
+    from pathlib import Path
+
+    from certify.checker.graph import deviation_at
+
+    root = Path(__file__).resolve().parent.parent
+    joint = prepare_graph(root / "benchmarks/max_of_k_onnx_v64.yaml", tmp_path / "c.json", None, False).joint
+    assert len([n for n in joint.nodes if n.op == "softmax"]) == 2 and len(form(joint, 64).groups) == 2
+    allowed = (tuple(range(64)),) * 3 + ((62,),)
+    bound, tree, _, _ = ratio_tree(joint, FloatTokens(64, allowed))
+    check_token_tree(joint, TokenBox(64, allowed), tree, bound, "tree")
+    x = [Fraction(int(c % 64 == (62 if c // 64 == 3 else 15))) for c in range(256)]
+    attained = deviation_at(joint, x)
+    assert attained <= bound <= attained * (1 + Fraction(1, 10**7))

@@ -222,7 +222,7 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
 def _query(fm, n: int) -> int | None:
     """A position q such that every score, coefficient and rest of the ratio form reads at most one position besides q
     (preferred: one that the rests read alone, then the later)."""
-    sets = [d for ds in fm.score_deps.values() for d in ds] + list(fm.rest_deps) + [d for ds in fm.coef_deps for d in ds if d is not None]
+    sets = [fm.score_deps[name][k] for name, ms in fm.groups for k in ms] + list(fm.rest_deps) + [d for ds in fm.coef_deps for d in ds if d is not None]
     ok = [q for q in range(n) if all(len(d - {q}) <= 1 for d in sets)]
     return max(ok, key=lambda q: (all(d <= {q} for d in fm.rest_deps), q), default=None)
 

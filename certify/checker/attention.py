@@ -67,6 +67,10 @@ class Form:
         self.dep = self._deps(at_zero)
         self.rest_deps = self.dep[joint.output]  # r_i = d_i(p = 0)
         self.coef_deps = [self._delta_deps(o, at_zero) for o in self.overrides[1:]]  # c_ik = d_i(p = e_k) - d_i(p = 0)
+        reach = {o for o, ds in zip(self.overrides[1:], self.coef_deps) if any(d is not None for d in ds)}
+        self.groups = [(name, ms) for name, ms in self.groups if any((name, k) in reach for k in ms)]  # the others' c are 0
+        self.coef_deps = [ds for o, ds in zip(self.overrides[1:], self.coef_deps) if any(o == (name, k) for name, ms in self.groups for k in ms)]
+        self.overrides = [None] + [(name, k) for name, ms in self.groups for k in ms]
 
     def evaluate(self, X: fmpq_mat, override, base: dict | None = None) -> dict:
         """Every node's exact value on the columns of X; softmax outputs are 0 except p_k = 1 for override (name, k).
@@ -186,7 +190,7 @@ class Form:
 
 def form(joint, vocab: int) -> Form | None:
     """The joint graph's ratio form, or None (an op outside FORM_OPS, a softmax reading a softmax, a product of
-    two softmax-dependent values, no softmax or more than two groups)."""
+    two softmax-dependent values, no softmax, or not 1 or 2 groups whose outputs reach d)."""
     deg = {"x": 0}
     for nd in joint.nodes:
         if nd.op not in FORM_OPS or (nd.op == "softmax" and deg[nd.inputs[0]]):
@@ -194,9 +198,10 @@ def form(joint, vocab: int) -> Form | None:
         deg[nd.name] = 1 if nd.op == "softmax" else (sum if nd.op == "mul" else max)(deg[s] for s in nd.inputs)
         if deg[nd.name] > 1:
             return None
-    if not 1 <= sum(len(set(nd.groups)) for nd in joint.nodes if nd.op == "softmax") <= 2:
+    if not any(nd.op == "softmax" for nd in joint.nodes):
         return None
-    return Form(joint, vocab, deg)
+    fm = Form(joint, vocab, deg)
+    return fm if 1 <= len(fm.groups) <= 2 else None
 
 
 def _exps(scores, where: str) -> list:
