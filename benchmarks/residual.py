@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--specs", default=None, help="comma-separated spec paths (default: every residual spec in specs/)")
     args = ap.parse_args(argv)
     specs = [Path(s) for s in args.specs.split(",")] if args.specs else residual_specs()
-    records = []
+    records, load = [], [round(v, 2) for v in os.getloadavg()]  # timings depend on the machine's load: recorded
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             try:
@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     checks = {m: sum(r["certify"][m]["check_seconds"] <= r["certify"][m]["seconds"] for r in ok) for m in METHODS}
     summary = {"instances": records, "targets": {"alpha_within_2x": met["alpha"], "bab_within_1.25x": met["bab"],
                                                  "check_not_slower_than_bound": {m: f"{checks[m]}/{len(ok)}" for m in METHODS}},
-               "bab_seconds": args.bab_seconds, "jobs": args.jobs, "machine": platform.platform(), "python": platform.python_version()}
+               "bab_seconds": args.bab_seconds, "jobs": args.jobs, "machine": platform.platform(), "python": platform.python_version(),
+               "load_1_5_15": {"start": load, "end": [round(v, 2) for v in os.getloadavg()]}}
     print(json.dumps(summary["targets"]))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
