@@ -43,7 +43,8 @@ fixed random --generic-fraction of the sequences and extrapolated (it would take
 here); its values on 2,000 of them are compared with the tables' (`tables_vs_jax_max_abs_diff`).
 
 --onnx: also CROWN on benchmarks/max_of_k_onnx_v64.yaml (the same weights as PyTorch exports them),
-after replaying the maximiser on that spec's joint graph (`certify_onnx`).
+after replaying the maximiser on that spec's joint graph (`certify_onnx`), and bab there (`certify_onnx_bab`:
+ratio leaves) when bab is among the methods.
 
 --fraction F < 1 enumerates a fixed random fraction of the `outer` loop's iterations and
 extrapolates the time (the JSON says so; exact_max is then only the best of that fraction).
@@ -400,6 +401,12 @@ def main() -> None:
             row["certify_onnx"] = c
             print(f"  ONNX ({ONNX_SPEC}): maximiser replayed {float(lo):.6f}; crown bound {c['bound']:.4f} ({c['bound'] / float(lo):.3f}x), "
                   f"bound {c['seconds']:.1f} s + check {c['check_seconds']:.1f} s (CPU {c['bound_cpu_seconds']:.1f} + {c['check_cpu_seconds']:.1f})")
+            if "bab" in methods:  # the export has the softmax-ratio form too (its unread query rows dropped): bab on it
+                c = run_certify(onnx, "bab", Path(tmp), args.bab_seconds, args.jobs, 1.05 * float(lo))
+                c.update(spec=ONNX_SPEC, ratio=round(c["bound"] / float(lo), 6))
+                row["certify_onnx_bab"] = c
+                print(f"  ONNX bab bound {c['bound']:.6f} ({c['ratio']:.6f}x, {c['verdict']}, leaf {c.get('leaf')}): bound {c['seconds']:.1f} s + "
+                      f"check {c['check_seconds']:.1f} s (CPU {c['bound_cpu_seconds']:.1f} + {c['check_cpu_seconds']:.1f})")
         save(final=True)
     row["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     row["uptime_after"] = os.popen("uptime").read().strip()
