@@ -29,6 +29,7 @@ from . import exact
 from .graph import Graph, check_graph
 from .exact import backsubstitute, fold_fixed, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import read_arrays, read_model, sha256_file
+from .workers import bare_main
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_ratio, parse_rational, rational_str
 from .spec import Spec, read_spec
@@ -484,8 +485,9 @@ def _parallel(pending: list, tree: _Tree, jobs: int, limit: int) -> tuple[int, i
     context = multiprocessing.get_context("spawn")  # not fork: the caller may run threads (JAX, z3)
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(joint,)) as pool:
-            futures = [pool.submit(_check_part, [(n, (s.box, s.bounds, s.relax, s.assume, s.empty, s.diff), w) for n, s, w in chunk],
-                                   tree.box, tree.position, tree.bound, tree.margins, limit) for chunk in chunks]
+            with bare_main():  # the workers start while the parts are submitted
+                futures = [pool.submit(_check_part, [(n, (s.box, s.bounds, s.relax, s.assume, s.empty, s.diff), w) for n, s, w in chunk],
+                                       tree.box, tree.position, tree.bound, tree.margins, limit) for chunk in chunks]
             for fut in futures:
                 result = fut.result()
                 if result[0] != "ok":

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable
@@ -39,6 +37,7 @@ from . import curves
 from .errors import BadInput, Rejected, need, require
 from .model import read_arrays, sha256_file
 from .numbers import parse_ratio, parse_rational, show
+from .workers import bare_main
 
 CURVE_OPS = ("gelu", "exp", "erf", "tanh", "sigmoid", "square", "rsqrt", "reciprocal", "sqrt")
 FIX_GRAPH = "write it with certify.model.graph.save_graph (see models/train_resmlp.py)"
@@ -823,22 +822,16 @@ def check_leaves(joint: Graph, leaves: list, bound: Fraction, jobs: int | None =
     from multiprocessing import get_context
 
     parts, count = [leaves[i::4 * jobs] for i in range(4 * jobs)], 0  # round robin: sizes even out
-    main = sys.modules["__main__"]
     try:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_leaf_worker, initargs=(joint,)) as pool:
-            # the workers start while map submits: under an empty __main__, spawn does not import the caller's script again
-            # in each (a script that imports the engine loads JAX there: ~1.7 s of CPU per worker); they need nothing from it
-            sys.modules["__main__"] = types.ModuleType("__main__")
-            results = pool.map(_leaf_part, [p for p in parts if p], [bound] * len(parts))
-            sys.modules["__main__"] = main
+            with bare_main():  # the workers start while map submits
+                results = pool.map(_leaf_part, [p for p in parts if p], [bound] * len(parts))
             for result in results:
                 if result[0] != "ok":
                     raise Rejected(*result[1:])
                 count += result[1]
     except BrokenProcessPool as exc:
         raise Rejected("tree", f"a checking process died ({exc}): nothing it checked is believed") from None
-    finally:
-        sys.modules["__main__"] = main
     return count
 
 
