@@ -103,6 +103,10 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
     p = prepare_graph(spec_path, out, level, strict)
     budget = float(timeout if timeout is not None else p.options.timeout_s)
     t1 = time.perf_counter()
+
+    def overflow(message: str) -> BadInput:  # values beyond float64 on this domain: the engine cannot propose a certificate
+        return BadInput(str(p.spec.path), "input", message, "narrow the input domain, or rescale the model")
+
     try:  # the float copy of the graph: a free range wider than float64 (1.8e308) cannot be searched or bounded
         if hasattr(p.box, "lowest"):  # a token domain: a discrete search; the witness is a one-hot token sequence
             from .bounds.tokens import falsify_tokens, one_hot
@@ -113,8 +117,7 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
             flo, fup = free_ranges(p.joint)  # fill: free: the witness also fixes the free values the search found
             witness = exact_witness(x, (list(p.box[0]) + flo, list(p.box[1]) + fup))
     except OverflowError as exc:
-        raise BadInput(str(p.spec.path), "input", f"float64 overflows on this domain ({exc})",
-                       "narrow the input domain, or rescale the model") from None
+        raise overflow(f"float64 overflows on this domain ({exc})") from None
     lower = deviation_at(p.joint, witness)
     t2 = time.perf_counter()
     asked = method or p.options.method
@@ -127,8 +130,8 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
             break  # settled: auto branches only when the tolerance lies between the attained deviation and the bound
         try:
             bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
-        except OverflowError as exc:  # values beyond float64 on this domain: the engine cannot propose a certificate
-            raise BadInput(str(p.spec.path), "input", str(exc), "narrow the input domain, or rescale the model") from None
+        except OverflowError as exc:
+            raise overflow(str(exc)) from None
         if not math.isfinite(float(bound)):  # a token domain's pass whose float64 values overflowed: nothing to certify
             notes.append(f"{m}: no finite bound (float64 overflows on this domain)")
             continue
@@ -138,8 +141,7 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
         if bound <= tol or time.perf_counter() - t0 > budget:
             break
     if best is None:
-        raise BadInput(str(p.spec.path), "input", "no method gives a finite bound: float64 overflows on this domain",
-                       "narrow the input domain, or rescale the model")
+        raise overflow("no method gives a finite bound: float64 overflows on this domain")
     chosen, bound, body, extra = best
     t3 = time.perf_counter()
     result = write_and_check_graph(p, chosen, bound, body, witness, lower, {**extra, "seconds": round(t3 - t0, 3)}, jobs)
