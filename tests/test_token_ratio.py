@@ -236,3 +236,49 @@ def test_the_pytorch_export_has_the_form_once_unread_query_rows_are_dropped(tmp_
     x = [Fraction(int(c % 64 == (62 if c // 64 == 3 else 15))) for c in range(256)]
     attained = deviation_at(joint, x)
     assert attained <= bound <= attained * (1 + Fraction(1, 10**7))
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh", CASES[:2])
+def test_split_rows_bucketed_once_give_the_generic_checks_values(tmp_path, monkeypatch, seed, V, n, d, dh):
+    """Differential: the split rows' check bucketed once for every row (attention._split_sums, _split_value) gives
+    exactly `_upper`'s value (each row's products built and bucketed one by one, the check before it) on every row, on
+    the whole domain and on a box with a restricted and a fixed position."""
+    from certify.checker import attention
+
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n)
+    for allowed in ((tuple(range(V)),) * n, ((0, 2), (1,)) + (tuple(range(V)),) * (n - 2)):
+        bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
+        traces = {}
+        for fast in (True, False):
+            monkeypatch.setattr(attention, "FAST", fast)
+            monkeypatch.setattr(attention, "TRACE", [])
+            check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+            traces[fast] = attention.TRACE
+        assert sum(g < 2 for _, _, g, _ in traces[True]) >= V * joint.out_dim, "too few split rows to compare"
+        assert traces[True] == traces[False]
+
+
+def test_the_integer_tables_rebuild_d_at_every_sequence(tmp_path):
+    """The exact tables (one integer evaluation per query token; rows that cannot read the query reused from the
+    previous token's) rebuild d at a sequence as r_i + sum_groups sum_k E_k c_ik / sum_k E_k (E: the proven exp
+    roundings) within float noise of the checker's forward pass (graph.evaluate, arb balls), at every sequence."""
+    from flint import ctx
+
+    from certify.checker.graph import evaluate
+
+    V, n = 3, 4
+    p = _params(np.random.default_rng(5), V, n, 4, 3)
+    joint = _joint(tmp_path, p, V, n)
+    fm = form(joint, V)
+    for tokens in itertools.product(range(V), repeat=n):  # the query token changes at every step
+        exps, coef, rest = fm.tables(n - 1, tokens[-1], "t")
+
+        def at(table):
+            return Fraction(int(table[1][0 if table[0] is None else tokens[table[0]]]), table[2])
+
+        d = [at(rest[i]) + sum(sum(at(e) * at(c) for e, c in zip(exps[g], coef[i][g])) / sum(map(at, exps[g])) for g in range(2))
+             for i in range(joint.out_dim)]
+        with ctx.workprec(256):
+            ref = evaluate(joint, [Fraction(int(c % V == tokens[c // V])) for c in range(V * n)])["d"]
+        assert all(abs(float(u) - float(v.mid())) <= 1e-9 * (1 + abs(float(u))) for u, v in zip(d, ref)), tokens

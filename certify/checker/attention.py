@@ -21,20 +21,16 @@ exp: E = e^{s - s*} (s* the group's largest score at a) is an arb ball rounded t
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
-from flint import arb, ctx, fmpq, fmpq_mat
+from flint import arb, ctx, fmpq, fmpz_mat
 
 from .errors import require
 from .numbers import parse_ratio
 
 P = 96
 FORM_OPS = ("linear", "affine", "add", "sub", "mul", "softmax")
-
-
-def _fq(v) -> fmpq:
-    v = Fraction(v)
-    return fmpq(v.numerator, v.denominator)
 
 
 def _union(sets) -> frozenset | None:
@@ -44,26 +40,23 @@ def _union(sets) -> frozenset | None:
 
 
 class Form:
-    """The ratio form of a joint graph (None from `form` where it has none), and its exact tables per (Q, a)."""
+    """The ratio form of a joint graph (None from `form` where it has none), and its exact tables per (Q, a). Values are
+    integers over one denominator: a node's value is (rows of numerators, one per column, denominator > 0)."""
 
     def __init__(self, joint, vocab: int, deg: dict):
-        self.joint, self.vocab, self.deg, self.cache, self.shared = joint, vocab, deg, {}, {}
+        self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs = joint, vocab, deg, {}, {}, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
-        self.mats, self.sparse, self.bias = {}, {}, {}
+        self.lin = {}  # linear, affine: (dense fmpz_mat or None (<= 2 weights a row), rows [(column, numerator)], denominator, bias numerators, its denominator)
         for nd in joint.nodes:
-            if nd.op == "linear":
-                self.mats[nd.name] = (fmpq_mat(len(nd.weight), len(nd.weight[0]), [_fq(w) for row in nd.weight for w in row]),
-                                      fmpq_mat(len(nd.weight), 1, [_fq(b) for b in (nd.bias or [0] * len(nd.weight))]),
-                                      [[c for c, w in enumerate(row) if w] for row in nd.weight])
-                if sum(map(len, self.mats[nd.name][2])) <= 2 * len(nd.weight):  # a selection (pairs, broadcasts): row by row
-                    self.sparse[nd.name] = [[(c, _fq(row[c])) for c in cols] for row, cols in zip(nd.weight, self.mats[nd.name][2])]
-                    self.bias[nd.name] = [_fq(b) for b in (nd.bias or [0] * len(nd.weight))]
-            elif nd.op == "affine":
-                self.sparse[nd.name] = [[(r, _fq(w))] if w else [] for r, w in enumerate(nd.scale)]
-                self.bias[nd.name] = [_fq(v) for v in nd.shift]
+            if nd.op in ("linear", "affine"):
+                w, wd = _ints([v for row in nd.weight for v in row] if nd.op == "linear" else nd.scale)
+                n = len(nd.weight[0]) if nd.op == "linear" else 1
+                rows = [[(c, w[r * n + c]) for c in range(n) if w[r * n + c]] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
+                dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
+                self.lin[nd.name] = (dense, rows, wd, *_ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows)))
         self.overrides = [None] + [(name, k) for name, members in self.groups for k in members]
-        at_zero = self.evaluate(fmpq_mat(joint.in_dim, 1, [0] * joint.in_dim), None)  # for zero factors (of no position)
+        at_zero = self.evaluate([[0] for _ in range(joint.in_dim)], None)  # for zero factors (of no position)
         self.dep = self._deps(at_zero)
         self.rest_deps = self.dep[joint.output]  # r_i = d_i(p = 0)
         self.coef_deps = [self._delta_deps(o, at_zero) for o in self.overrides[1:]]  # c_ik = d_i(p = e_k) - d_i(p = 0)
@@ -72,37 +65,50 @@ class Form:
         self.coef_deps = [ds for o, ds in zip(self.overrides[1:], self.coef_deps) if any(o == (name, k) for name, ms in self.groups for k in ms)]
         self.overrides = [None] + [(name, k) for name, ms in self.groups for k in ms]
 
-    def evaluate(self, X: fmpq_mat, override, base: dict | None = None) -> dict:
-        """Every node's exact value on the columns of X; softmax outputs are 0 except p_k = 1 for override (name, k).
-        With `base` (the same X, no override), nodes that read no softmax are taken from it."""
-        B, val = X.ncols(), {"x": X}
-        ones = fmpq_mat(1, B, [1] * B)
+    def evaluate(self, X: list, override, base: dict | None = None, prev: tuple | None = None) -> dict:
+        """Every node's exact value on the columns of X (rows of integers); softmax outputs are 0 except p_k = 1 for override
+        (name, k). With `base` (the same X, no override), nodes that read no softmax are taken from it. With prev = (q, an
+        evaluation with no override at inputs that differ from X at position q only), so are the rows that cannot read q
+        (self.dep: no override, p = 0, as in the dependency pass; denominators depend on the graph only)."""
+        require(prev is None or override is None, "ratio", "rows are reused only without an override")
+        B, val = len(X[0]), {"x": (X, 1)}
         for nd in self.joint.nodes:
-            a = [val[s] for s in nd.inputs]
             if base is not None and self.deg[nd.name] == 0:
-                v = base[nd.name]
-            elif nd.op == "softmax":
-                v = fmpq_mat(len(nd.groups), B, [int(override == (nd.name, r)) for r in range(len(nd.groups)) for _ in range(B)])
-            elif nd.op == "affine" or len(self.sparse.get(nd.name, ())):  # row by row: y_r = sum_c w_rc x_c + b_r
-                e, out = a[0].entries(), []
-                for row, b in zip(self.sparse[nd.name], self.bias[nd.name]):
-                    if len(row) == 1 and row[0][1] == 1 and b == 0:  # a copy (selections: pairs, broadcasts)
-                        out += e[row[0][0] * B:(row[0][0] + 1) * B]
-                    else:
-                        out += [sum((w * e[c * B + t] for c, w in row), b) for t in range(B)]
-                v = fmpq_mat(len(self.sparse[nd.name]), B, out)
-            elif nd.op == "linear":
-                w, b, _ = self.mats[nd.name]
-                v = w * a[0] + b * ones
+                val[nd.name] = base[nd.name]
+                continue
+            (e, D), todo = val[nd.inputs[0]], None if prev is None else [r for r, d in enumerate(self.dep[nd.name]) if prev[0] in d]
+            if nd.op == "softmax":
+                rows, den, todo = [[int(override == (nd.name, r))] * B for r in range(len(nd.groups))], 1, None
+            elif nd.op in ("linear", "affine"):
+                dense, sparse, wd, b, bd = self.lin[nd.name]
+                den = math.lcm(wd * D, bd)
+                s, t = den // (wd * D), den // bd
+                idx = range(len(sparse)) if todo is None else todo
+                if dense is not None and idx:  # y = W x + b as one integer matrix product (the rows to compute only)
+                    if todo is not None and (nd.name, tuple(todo)) not in self.subs:
+                        table = dense.table()
+                        self.subs[nd.name, tuple(todo)] = fmpz_mat([table[r] for r in todo])
+                    prod = (dense if todo is None else self.subs[nd.name, tuple(todo)]) * fmpz_mat(e) * s
+                    prod = (prod + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B]) if any(b[r] for r in idx) else prod).entries()
+                    rows = [prod[j * B:(j + 1) * B] for j in range(len(idx))]
+                else:  # row by row: a copy where the row is one weight 1 and no bias (selections: pairs, broadcasts)
+                    rows = [e[sparse[r][0][0]] if len(sparse[r]) == 1 and s * sparse[r][0][1] == 1 and not b[r]
+                            else [s * sum(w * e[c][col] for c, w in sparse[r]) + t * b[r] for col in range(B)] for r in idx]
             elif nd.op == "mul":
-                e0, e1, out = a[0].entries(), a[1].entries(), []
-                for r in range(a[0].nrows()):
-                    u, w = e0[r * B:(r + 1) * B], e1[r * B:(r + 1) * B]
-                    out += [fmpq(0)] * B if not (any(u) and any(w)) else [x * y for x, y in zip(u, w)]
-                v = fmpq_mat(a[0].nrows(), B, out)
+                f, F = val[nd.inputs[1]]
+                den = D * F
+                rows = [[x * y for x, y in zip(e[r], f[r])] if any(e[r]) and any(f[r]) else [0] * B for r in (range(len(e)) if todo is None else todo)]
             else:
-                v = a[0] + a[1] if nd.op == "add" else a[0] - a[1]
-            val[nd.name] = v
+                f, F = val[nd.inputs[1]]
+                den, sign = math.lcm(D, F), 1 if nd.op == "add" else -1
+                s, t = den // D, sign * (den // F)
+                rows = [[s * x + t * y for x, y in zip(e[r], f[r])] for r in (range(len(e)) if todo is None else todo)]
+            if todo is not None:  # the rows that do not read q: as in prev
+                full = list(prev[1][nd.name][0])
+                for r, v in zip(todo, rows):
+                    full[r] = v
+                rows = full
+            val[nd.name] = (rows, den)
         return val
 
     def _deps(self, val: dict) -> list:
@@ -114,11 +120,11 @@ class Form:
             if nd.op == "softmax":
                 dep[nd.name] = [E] * len(nd.groups)
             elif nd.op == "linear":
-                dep[nd.name] = [E.union(*(a[0][c] for c in cols)) for cols in self.mats[nd.name][2]]
+                dep[nd.name] = [E.union(*(a[0][c] for c, _ in row)) for row in self.lin[nd.name][1]]
             elif nd.op == "affine":
                 dep[nd.name] = [E if s == 0 else d for s, d in zip(nd.scale, a[0])]
             elif nd.op == "mul":
-                zero = [[not d and val[s][r, 0] == 0 for r, d in enumerate(ds)] for s, ds in zip(nd.inputs, a)]
+                zero = [[not d and val[s][0][r][0] == 0 for r, d in enumerate(ds)] for s, ds in zip(nd.inputs, a)]
                 dep[nd.name] = [E if z0 or z1 else d0 | d1 for d0, d1, z0, z1 in zip(a[0], a[1], *zero)]
             else:
                 dep[nd.name] = [d0 | d1 for d0, d1 in zip(a[0], a[1])]
@@ -137,53 +143,57 @@ class Form:
             elif nd.op == "softmax":
                 out = [frozenset() if override == (nd.name, j) else None for j in range(len(nd.groups))]
             elif nd.op == "linear":
-                out = [_union(a[0][c] for c in cols) for cols in self.mats[nd.name][2]]
+                out = [_union(a[0][c] for c, _ in row) for row in self.lin[nd.name][1]]
             elif nd.op == "affine":
                 out = [None if s == 0 else d for s, d in zip(nd.scale, a[0])]
             elif nd.op == "mul":
                 u, v = (0, 1) if self.deg[nd.inputs[0]] else (1, 0)
                 fv = dep[nd.inputs[v]]
-                out = [None if d is None or (not fv[r] and val[nd.inputs[v]][r, 0] == 0) else d | fv[r] for r, d in enumerate(a[u])]
+                out = [None if d is None or (not fv[r] and val[nd.inputs[v]][0][r][0] == 0) else d | fv[r] for r, d in enumerate(a[u])]
             else:
                 out = [_union(pair) for pair in zip(a[0], a[1])]
             diff[nd.name] = out
         return diff[self.joint.output]
 
     def tables(self, q: int, a: int, where: str) -> tuple:
-        """(exps[g][k], coefficients[i][g][k], rest[i]) at the query token a: each (position or None, values at
-        b = 0..V-1, fmpq); exps from `_exps`. A missing second group is the constant 1 with coefficients 0."""
+        """(exps[g][k], coefficients[i][g][k], rest[i]) at the query token a: each (position or None, numerators at
+        b = 0..V-1, denominator); exps from `_exps` (one denominator a group), coefficients and rests over one denominator.
+        A missing second group is the constant 1 with coefficients 0."""
         if (q, a) in self.cache:
             return self.cache[q, a]
         V, out, m = self.vocab, self.joint.output, self.joint.out_dim
-        X = fmpq_mat(self.joint.in_dim, V, [int(c == q * V + a if c // V == q else c % V == b) for c in range(self.joint.in_dim) for b in range(V)])
-        base = self.evaluate(X, None)
+        X = [[int(c == q * V + a if c // V == q else c % V == b) for b in range(V)] for c in range(self.joint.in_dim)]
+        base = self.evaluate(X, None, prev=self.last.get(q))
+        self.last[q] = (q, base)
 
         def pos(deps):
             free = deps - {q}
             require(len(free) <= 1, where, f"a table reads positions {sorted(free)} besides the query {q}: no ratio form")
             return next(iter(free), None)
 
-        def row(mat, r):
-            return [mat[r, b] for b in range(V)]
-
         src = {nd.name: nd.inputs[0] for nd in self.soft}
-        exps = [_exps([(pos(self.score_deps[name][k]), row(base[src[name]], k)) for k in ms], where) for name, ms in self.groups]
-        rest = [(pos(self.rest_deps[i]), row(base[out], i)) for i in range(m)]
+        exps = []
+        for name, ms in self.groups:
+            s, D = base[src[name]]
+            exps.append(_exps([(pos(self.score_deps[name][k]), [fmpq(v, D) for v in s[k]]) for k in ms], where))
+        r, den = base[out]
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
             deps = [v or frozenset() for v in self.coef_deps[o - 1]]
-            if all(q not in v for v in deps) and (q, o) in self.shared:  # rows that do not read q: the same at every a
-                rows = self.shared[q, o]
-            else:
-                d = self.evaluate(X, (name, k), base)[out] - base[out]
-                rows = [row(d, i) for i in range(m)]
-                self.shared[q, o] = rows
+            if any(q in v for v in deps) or (q, o) not in self.shared:  # rows that do not read q: the same at every a
+                d, D = self.evaluate(X, (name, k), base)[out]
+                L = math.lcm(den, D)
+                self.shared[q, o] = ([[(L // D) * x - (L // den) * y for x, y in zip(u, v)] for u, v in zip(d, r)], L)
+            rows, L = self.shared[q, o]
             g = next(t for t, (nm, ms) in enumerate(self.groups) if nm == name and k in ms)
             for i in range(m):
-                coef[i][g][self.groups[g][1].index(k)] = (pos(deps[i]), rows[i])
+                coef[i][g][self.groups[g][1].index(k)] = (pos(deps[i]), rows[i], L)
+        L = math.lcm(den, *(c[2] for row in coef for grp in row for c in grp))  # one denominator for coefficients and rests
+        coef = [[[(p, v if d == L else [(L // d) * x for x in v], L) for p, v, d in grp] for grp in row] for row in coef]
+        rest = [(pos(self.rest_deps[i]), r[i] if den == L else [(L // den) * x for x in r[i]], L) for i in range(m)]
         if len(exps) == 1:
-            exps.append([(None, [fmpq(1)])])
-            coef = [c + [[(None, [fmpq(0)])]] for c in coef]
+            exps.append([(None, [1], 1)])
+            coef = [c + [[(None, [0], L)]] for c in coef]
         self.cache[q, a] = (exps, coef, rest)
         return self.cache[q, a]
 
@@ -204,10 +214,16 @@ def form(joint, vocab: int) -> Form | None:
     return fm if 1 <= len(fm.groups) <= 2 else None
 
 
+def _ints(vals) -> tuple[list[int], int]:
+    """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
+    d = math.lcm(1, *(v.denominator for v in vals))
+    return [v.numerator * (d // v.denominator) for v in vals], d
+
+
 def _exps(scores, where: str) -> list:
-    """Per member: (position, E^ with |e^{s - s*} - E^| <= 2^-P E^ proved: P leading bits), s* the group's largest score."""
-    top = max(v for _, vals in scores for v in vals)
-    out = []
+    """Per member: (position, E^ numerators, their denominator, one for the group), |e^{s - s*} - E^| <= 2^-P E^ proved (P
+    leading bits), s* the group's largest score."""
+    top, out = max(v for _, vals in scores for v in vals), []
     with ctx.workprec(P + 64):
         for p, vals in scores:
             rounded = []
@@ -217,53 +233,95 @@ def _exps(scores, where: str) -> list:
                 cut = max(m.bit_length() - P, 0)
                 k = fmpq((m + (1 << cut >> 1)) >> cut) * fmpq(2) ** (x + cut)
                 require(k > 0 and abs(e - k) <= k / (1 << P), where, "an exp rounding is not proved within 2^-P of itself")
-                rounded.append(k)
+                rounded.append(Fraction(int(k.p), int(k.q)))
             out.append((p, rounded))
-    return out
+    d = math.lcm(*(v.denominator for _, vals in out for v in vals))
+    return [(p, [v.numerator * (d // v.denominator) for v in vals], d) for p, vals in out]
 
 
-def _upper(products, allowed, where: str) -> fmpq:
-    """An upper bound of the max over the leaf of sum_products coef * prod_factors (factor: (position or None, values))."""
-    const, unary, pairs = fmpq(0), {}, {}
+def _max_of(terms) -> Fraction:
+    """max over t of sum_terms c * prod_vectors [t] (terms: (Fraction c, [one or two integer vectors]); two: an outer
+    product, rows along the first), as one integer matrix product (terms sharing a vector merged first)."""
+    den = math.lcm(*(c.denominator for c, _ in terms))
+    merged = {}
+    for c, vs in terms:  # sum_t c_t u_t (x) v: one term per distinct v, then per distinct u
+        c, v = c.numerator * (den // c.denominator), tuple(vs[1]) if len(vs) > 1 else (1,)
+        merged[v] = [c * x for x in vs[0]] if v not in merged else [y + c * x for x, y in zip(vs[0], merged[v])]
+    again = {}
+    for v, u in merged.items():
+        u = tuple(u)
+        again[u] = list(v) if u not in again else [x + y for x, y in zip(v, again[u])]
+    L = fmpz_mat([list(u) for u in again]).transpose()
+    return Fraction(int(max((L * fmpz_mat(list(again.values()))).entries())), den)
+
+
+def _upper(products, allowed, where: str) -> Fraction:
+    """An upper bound of the max over the leaf of sum_products coef * prod_factors (factor: (position or None, numerators,
+    denominator); numerators None: a position marker, the product is read over that position too (constant along it))."""
+    const, unary, pairs = Fraction(0), {}, {}
     for coef, factors in products:
-        scalar, vecs = fmpq(coef), {}
-        for p, vals in factors:
-            if vals is None:  # a position marker: the product is read over that position too (constant along it)
+        scalar, vecs = Fraction(coef), {}
+        for p, vals, den in factors:
+            if vals is None:
                 if p is not None and len(allowed[p]) > 1 and p not in vecs:
-                    vecs[p] = [fmpq(1)] * len(allowed[p])
+                    vecs[p] = [1] * len(allowed[p])
             elif p is None or len(allowed[p]) == 1:
-                scalar *= vals[0 if p is None else allowed[p][0]]
+                scalar *= Fraction(int(vals[0 if p is None else allowed[p][0]]), den)
             else:
+                scalar /= den
                 vecs[p] = [vals[t] for t in allowed[p]] if p not in vecs else [u * vals[t] for u, t in zip(vecs[p], allowed[p])]
         require(len(vecs) <= 2, where, f"a product reads {len(vecs)} free positions (at most 2)")
         ps = sorted(vecs)
         if not ps:
             const += scalar
-        elif len(ps) == 1:
-            unary.setdefault(ps[0], []).append((scalar, vecs[ps[0]]))
         else:
-            pairs.setdefault(tuple(ps), []).append(([scalar * v for v in vecs[ps[0]]], vecs[ps[1]]))
-    for p, terms in unary.items():  # sum_terms scalar * vec, as a (1 x n) (n x |S_p|) product
-        unary[p] = (fmpq_mat(1, len(terms), [c for c, _ in terms]) * fmpq_mat(len(terms), len(allowed[p]), [v for _, vec in terms for v in vec])).entries()
+            (unary.setdefault(ps[0], []) if len(ps) == 1 else pairs.setdefault(tuple(ps), [])).append((scalar, [vecs[t] for t in ps]))
     share = {p: sum(p in pq for pq in pairs) for p in unary}
-    total = const + sum((max(u) for p, u in unary.items() if share[p] == 0), fmpq(0))
-    for (j, k), terms in pairs.items():
-        for p, other in ((j, k), (k, j)):
-            if share.get(p):
-                u, ones = [v / share[p] for v in unary[p]], [fmpq(1)] * len(allowed[other])
-                terms.append((u, ones) if p == j else (ones, u))
-        L = fmpq_mat(len(allowed[j]), len(terms), [u[r] for r in range(len(allowed[j])) for u, _ in terms])
-        R = fmpq_mat(len(terms), len(allowed[k]), [v[c] for _, v in terms for c in range(len(allowed[k]))])
-        total += max((L * R).entries())
+    total = const + sum((_max_of(terms) for p, terms in unary.items() if share[p] == 0), Fraction(0))
+    for (j, k), terms in pairs.items():  # each position's own terms shared equally among its pairs
+        terms = terms + [(c / share[j], [u, [1] * len(allowed[k])]) for c, (u,) in unary.get(j, [])]
+        terms += [(c / share[k], [[1] * len(allowed[j]), u]) for c, (u,) in unary.get(k, [])]
+        total += _max_of(terms)
     return total
 
 
-def _biggest(tables, seen: dict) -> fmpq:
+def _split_sums(members, marks, allowed) -> dict | None:
+    """A split row's products bucketed once for every row: members [(exp table, [its coefficient table in row i])], each
+    read over at most one free position (else None): {position or None: (sum_k E_k along it, [sum_k E_k c_ik along it]),
+    as 1 x n integer matrices}."""
+    sums = {}
+    for (e, cs), mk in zip(members, marks):
+        free = {p for p, _, _ in mk if len(allowed[p]) > 1}
+        if len(free) > 1:
+            return None
+        p = next(iter(free), None)
+        ev = _along(e, p, allowed)
+        ev, rows = fmpz_mat([ev]), [fmpz_mat([[x * y for x, y in zip(ev, _along(c, p, allowed))]]) for c in cs]
+        old = sums.get(p)
+        sums[p] = (ev, rows) if old is None else (old[0] + ev, [u + v for u, v in zip(old[1], rows)])
+    return sums
+
+
+def _along(table, p, allowed) -> list:
+    """A table's numerators along free position p's tokens (p None: one value); it reads p or no free position."""
+    q, vals, _ = table
+    return [vals[t] for t in allowed[p]] if q is not None and q == p else [vals[0 if q is None else allowed[q][0]]] * (1 if p is None else len(allowed[p]))
+
+
+def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fraction:
+    """max over the leaf of sum_k E_k (sigma c_ik + add) from `_split_sums` (dens: E's and c's denominators), as `_upper`
+    computes it: the sum over positions of each position's exact maximum."""
+    g = add * dens[1]
+    top = sum(max((rows[i] * (sigma * g.denominator) + ev * g.numerator).entries()) for ev, rows in sums.values())
+    return Fraction(int(top), dens[0] * dens[1] * g.denominator)
+
+
+def _biggest(tables, seen: dict) -> Fraction:
     """Sum over the tables of their largest |entry| (memoised per table in `seen`)."""
-    for _, vals in tables:
+    for _, vals, den in tables:
         if id(vals) not in seen:
-            seen[id(vals)] = (vals, max(abs(v) for v in vals))
-    return sum((seen[id(vals)][1] for _, vals in tables), fmpq(0))
+            seen[id(vals)] = (vals, Fraction(int(max(map(abs, vals))), den))
+    return sum((seen[id(vals)][1] for _, vals, _ in tables), Fraction(0))
 
 
 def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) -> int:
@@ -277,33 +335,53 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
             f"a ratio leaf is {{query: a position with one token, lambda: {2 * m} entries}}")
     lams = [None if v is None else parse_ratio(v) for v in leaf["lambda"]]
     require(all(v is not None for v, raw in zip(lams, leaf["lambda"]) if raw is not None), where, "lambda holds a value that is neither null nor 'p/q'")
-    q, B = leaf["query"], _fq(bound)
+    q, B = leaf["query"], Fraction(bound)
     exps, coef, rest = fm.tables(q, box.allowed[q][0], where)
     allowed, seen = [list(ok) for ok in box.allowed], {}
     # a member's positions: its score's and its coefficients' in every row; each product of a term is read over all
     # the positions of its members (markers), so that a term's products fall in one bucket
-    marks = [[[(p, None) for p in {e[0]} | {coef[i][g][k][0] for i in range(m)} if p is not None] for k, e in enumerate(exps[g])] for g in (0, 1)]
+    marks = [[[(p, None, 1) for p in {e[0]} | {coef[i][g][k][0] for i in range(m)} if p is not None] for k, e in enumerate(exps[g])] for g in (0, 1)]
+    # split rows of a group whose members each read at most one free position (and, group 1, a rest of no free position):
+    # bucketed once for all rows (`_split_sums`), each row's value as `_upper`'s on its products
+    fast = [None if not FAST or (g == 0 and any(len(allowed[p]) > 1 for p, _, _ in rest if p is not None)) else
+            _split_sums([(e, [coef[i][g][k] for i in range(m)]) for k, e in enumerate(exps[g])], marks[g], allowed) for g in (0, 1)]
+    dens = [(exps[g][0][2], coef[0][g][0][2]) for g in (0, 1)]
     for i in range(m):
         cs, r = coef[i], rest[i]
-        rm = [(r[0], None)]
+        rm = [(r[0], None, 1)]
         big = (_biggest(cs[0], seen) + _biggest([r], seen) + abs(B), _biggest(cs[1], seen))
         for s, sigma in enumerate((1, -1)):
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
-            eta = fmpq(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
+            eta = Fraction(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
                 terms = [(e1, c1, m1, e2, c2, m2) for e1, c1, m1 in zip(exps[0], cs[0], marks[0]) for e2, c2, m2 in zip(exps[1], cs[1], marks[1])]
                 prods = [(sigma, [e1, e2, c] + m1 + m2 + rm) for e1, c1, m1, e2, c2, m2 in terms for c in (c1, r, c2)]
                 prods += [(-B + eta * (big[0] + big[1]), [e1, e2] + m1 + m2 + rm) for e1, _, m1, e2, _, m2 in terms]
-                require(_upper(prods, allowed, where) <= 0, where, what + " (joint)")
+                require(_trace(_upper(prods, allowed, where), i, s, 2) <= 0, where, what + " (joint)")
                 continue
-            lam = fmpq(*lams[2 * i + s])
+            lam = Fraction(*lams[2 * i + s])
             for g, shift in ((0, -B - lam), (1, lam)):  # split: group 1's ratio <= lambda, group 2's <= -lambda
-                pad = rm if g == 0 else []
-                prods = [(sigma, [e, c] + mk + pad) for e, c, mk in zip(exps[g], cs[g], marks[g])]
-                prods += [(shift + eta * (big[g] + abs(lam)), [e] + mk + pad) for e, mk in zip(exps[g], marks[g])]
-                prods += [(sigma, [e, r] + mk + pad) for e, mk in zip(exps[g], marks[g])] if g == 0 else []
-                require(_upper(prods, allowed, where) <= 0, where, what + f" (split, group {g + 1})")
+                add = shift + eta * (big[g] + abs(lam))
+                if fast[g] is not None:
+                    value = _split_value(fast[g], i, sigma, add + (sigma * Fraction(int(r[1][0 if r[0] is None else allowed[r[0]][0]]), r[2]) if g == 0 else 0), dens[g])
+                else:
+                    pad = rm if g == 0 else []
+                    prods = [(sigma, [e, c] + mk + pad) for e, c, mk in zip(exps[g], cs[g], marks[g])]
+                    prods += [(add, [e] + mk + pad) for e, mk in zip(exps[g], marks[g])]
+                    prods += [(sigma, [e, r] + mk + pad) for e, mk in zip(exps[g], marks[g])] if g == 0 else []
+                    value = _upper(prods, allowed, where)
+                require(_trace(value, i, s, g) <= 0, where, what + f" (split, group {g + 1})")
     return 2 * m
+
+
+FAST = True  # tests: False checks every split row by `_upper` (the differential test compares the values)
+TRACE: list | None = None  # tests: a list collects (row, sign, group or 2 (joint), value) of every row checked
+
+
+def _trace(value: Fraction, i: int, s: int, g: int) -> Fraction:
+    if TRACE is not None:
+        TRACE.append((i, s, g, value))
+    return value
 
 
 def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
