@@ -336,9 +336,10 @@ def _ratio_max(members, sign: float) -> np.ndarray:
     raise RuntimeError("Dinkelbach did not converge in 500 steps")
 
 
-def _split_h(members, sign: float, add: float) -> float:
-    """max over the leaf of sum_k E_k (sign C_k + add) (one output column): <= 0 iff the group's ratio is <= -add."""
-    return float(sum(sum(E[:, None] * (sign * C + add) for E, C in ms).max() for ms in _by_position(members).values()))
+def _split_h(members, sign: float, add: np.ndarray) -> np.ndarray:
+    """max over the leaf of sum_k E_k (sign C_k + add) per output column (add: one entry a column): <= 0 iff the group's
+    ratio is <= -add."""
+    return sum(sum(E[:, None] * (sign * C + add) for E, C in ms).max(0) for ms in _by_position(members).values())
 
 
 def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -372,6 +373,15 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.nda
 
 
 def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
+    """`_ratio_tree` with one BLAS thread: its products are small (64 columns), and more OpenBLAS threads only spin on a
+    shared machine (V = 64 tables: 0.6 s a query token with 2 threads at load 3, 6 ms with 1)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        return _ratio_tree(joint, box, lower, seconds)
+
+
+def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
     """Softmax-ratio leaves (certify/checker/attention.py) where the joint graph has that form: the query position
     split into single tokens, each leaf bounding every row exactly over the other positions' sets (a split bound:
     each softmax group's ratio maximised alone by Dinkelbach, or a joint one, a bisection on the pair-bucketed sum of
@@ -400,10 +410,14 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
     best = float(lower)
     for a, s in sorted(rows, key=lambda k: -rows[k][4].max()):  # rows whose split bound exceeds the best so far get a joint one
         groups, r, _, _, total = rows[a, s]
+        sign = 1.0 if s == 0 else -1.0
         idx = np.flatnonzero(total > best)
         if not len(idx):
             break
-        sign = 1.0 if s == 0 else -1.0
+        g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
+        idx = idx[_joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), best)) > 0]  # the others hold at the best
+        if not len(idx):
+            continue
         g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
         lo, hi = np.full(len(idx), best), total[idx].astype(float)
         ok = _joint_relaxed(g1, g2, sign, r[idx] * sign, hi) <= 0  # (float noise at the split bound itself: the split stays)
@@ -418,19 +432,19 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
         bound = Fraction(best * (1 + 1e-9) + 1e-9)
         B, kids, worse = float(bound), [], best
         for a in box.allowed[q]:
-            lam = []
-            for i in range(len(rows[a, 0][4])):
-                for s in (0, 1):
-                    groups, r, M1, M2, total = rows[a, s]
-                    sign = 1.0 if s == 0 else -1.0
-                    g = [[(p, E, C[:, i:i + 1]) for p, E, C in grp] for grp in groups]
-                    v = (float(r[i] + M1[i] - B) - float(M2[i])) / 2
-                    if total[i] < B and _split_h(g[0], sign, r[i] - B - v) <= 0 and _split_h(g[1], sign, v) <= 0:
-                        lam.append(str(Fraction(v)))
-                        continue
-                    lam.append(None)
-                    if _joint_relaxed(g[0], g[1], sign, r[i:i + 1] * sign, np.array([B]))[0] > 0:
-                        worse = max(worse, total[i])
+            lam = [None] * (2 * len(rows[a, 0][4]))
+            for s in (0, 1):
+                groups, r, M1, M2, total = rows[a, s]
+                sign = 1.0 if s == 0 else -1.0
+                v = ((r + M1 - B) - M2) / 2  # each group's slack shared equally
+                split = (total < B) & (_split_h(groups[0], sign, r - B - v) <= 0) & (_split_h(groups[1], sign, v) <= 0)
+                for i in np.flatnonzero(split):
+                    lam[2 * i + s] = str(Fraction(float(v[i])))
+                idx = np.flatnonzero(~split)
+                if len(idx):
+                    g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
+                    fail = _joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), B)) > 0
+                    worse = max([worse] + [float(total[i]) for i in idx[fail]])
             kids.append({"ratio": {"query": q, "lambda": lam}})
         if worse <= best:
             break
