@@ -316,6 +316,35 @@ def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fracti
     return Fraction(int(top), dens[0] * dens[1] * g.denominator)
 
 
+def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fraction:
+    """max over the leaf of sum_{k,l} E1_k E2_l (sigma c1_ik + gamma + sigma c2_il) from both groups' `_split_sums`, as
+    `_upper` buckets it: by the two members' free positions. Per position p, X = sigma A1 + gamma e1, Z = e1, Y = e2,
+    W = sigma A2 (A: sum_k E_k c_ik, e: sum_k E_k); a pair {p, p'} (p in one group, p' in the other) is the rank-4 matrix
+    X_p (x) Y_p' + Z_p (x) W_p' + its mirror, and each position's own terms (p = p', or a fixed partner) are shared
+    equally among its pairs. Integers over (E1's, c's, E2's denominators) d1 dc^2 d2 gd."""
+    (d1, dc), (d2, _) = dens
+    gn, gd = gamma.numerator, gamma.denominator
+    vec = {}
+    for p in set(sums[0]) | set(sums[1]):
+        zero = [0] * (1 if p is None else len(allowed[p]))
+        e1, a1 = (sums[0][p][0].entries(), sums[0][p][1][i].entries()) if p in sums[0] else (zero, zero)
+        e2, a2 = (sums[1][p][0].entries(), sums[1][p][1][i].entries()) if p in sums[1] else (zero, zero)
+        vec[p] = ([sigma * gd * x + gn * dc * y for x, y in zip(a1, e1)], [dc * gd * y for y in e1], [dc * y for y in e2], [sigma * x for x in a2])
+    X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([0], [0], [0], [0])))
+    own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
+    ps = sorted(vec)
+    pairs = [(j, k) for n, j in enumerate(ps) for k in ps[n + 1:] if (j in sums[0] and k in sums[1]) or (k in sums[0] and j in sums[1])]
+    share = {p: sum(p in pq for pq in pairs) for p in ps}
+    L = math.lcm(1, *(v for v in share.values() if v))
+    total = (X0 * Y0 + Z0 * W0) * L + sum(max(u) * L for p, u in own.items() if not share[p])
+    for j, k in pairs:
+        (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
+        left = [[v * L for v in u] for u in (X, Z, Y, W)] + [[v * (L // share[j]) for v in own[j]], [1] * len(X)]
+        right = [Y2, W2, X2, Z2, [1] * len(X2), [v * (L // share[k]) for v in own[k]]]
+        total += max((fmpz_mat(left).transpose() * fmpz_mat(right)).entries())
+    return Fraction(int(total), L * d1 * dc * dc * d2 * gd)
+
+
 def _biggest(tables, seen: dict) -> Fraction:
     """Sum over the tables of their largest |entry| (memoised per table in `seen`)."""
     for _, vals, den in tables:
@@ -346,6 +375,9 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     fast = [None if not FAST or (g == 0 and any(len(allowed[p]) > 1 for p, _, _ in rest if p is not None)) else
             _split_sums([(e, [coef[i][g][k] for i in range(m)]) for k, e in enumerate(exps[g])], marks[g], allowed) for g in (0, 1)]
     dens = [(exps[g][0][2], coef[0][g][0][2]) for g in (0, 1)]
+
+    def rv(r):  # a rest's value (it reads no free position where fast[0] is used)
+        return Fraction(int(r[1][0 if r[0] is None else allowed[r[0]][0]]), r[2])
     for i in range(m):
         cs, r = coef[i], rest[i]
         rm = [(r[0], None, 1)]
@@ -354,16 +386,20 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
             eta = Fraction(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
-                terms = [(e1, c1, m1, e2, c2, m2) for e1, c1, m1 in zip(exps[0], cs[0], marks[0]) for e2, c2, m2 in zip(exps[1], cs[1], marks[1])]
-                prods = [(sigma, [e1, e2, c] + m1 + m2 + rm) for e1, c1, m1, e2, c2, m2 in terms for c in (c1, r, c2)]
-                prods += [(-B + eta * (big[0] + big[1]), [e1, e2] + m1 + m2 + rm) for e1, _, m1, e2, _, m2 in terms]
-                require(_trace(_upper(prods, allowed, where), i, s, 2) <= 0, where, what + " (joint)")
+                if fast[0] is not None and fast[1] is not None:
+                    value = _joint_value(fast, i, sigma, sigma * rv(r) - B + eta * (big[0] + big[1]), dens, allowed)
+                else:
+                    terms = [(e1, c1, m1, e2, c2, m2) for e1, c1, m1 in zip(exps[0], cs[0], marks[0]) for e2, c2, m2 in zip(exps[1], cs[1], marks[1])]
+                    prods = [(sigma, [e1, e2, c] + m1 + m2 + rm) for e1, c1, m1, e2, c2, m2 in terms for c in (c1, r, c2)]
+                    prods += [(-B + eta * (big[0] + big[1]), [e1, e2] + m1 + m2 + rm) for e1, _, m1, e2, _, m2 in terms]
+                    value = _upper(prods, allowed, where)
+                require(_trace(value, i, s, 2) <= 0, where, what + " (joint)")
                 continue
             lam = Fraction(*lams[2 * i + s])
             for g, shift in ((0, -B - lam), (1, lam)):  # split: group 1's ratio <= lambda, group 2's <= -lambda
                 add = shift + eta * (big[g] + abs(lam))
                 if fast[g] is not None:
-                    value = _split_value(fast[g], i, sigma, add + (sigma * Fraction(int(r[1][0 if r[0] is None else allowed[r[0]][0]]), r[2]) if g == 0 else 0), dens[g])
+                    value = _split_value(fast[g], i, sigma, add + (sigma * rv(r) if g == 0 else 0), dens[g])
                 else:
                     pad = rm if g == 0 else []
                     prods = [(sigma, [e, c] + mk + pad) for e, c, mk in zip(exps[g], cs[g], marks[g])]
