@@ -105,11 +105,35 @@ def ints(values) -> tuple[list[int], int]:
 ZERO = fmpz(0)  # an fmpz compares faster with an fmpz
 
 
-def pick(n: fmpz_mat, e: list, lo: list, up: list) -> fmpz_mat:
-    """Entrywise n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]); e: n.entries(), made once by the caller."""
+def pick(n: fmpz_mat, e: list, lo: list, up: list, shift: int = 0) -> fmpz_mat:
+    """Entrywise n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]); e: n.entries(), made once by the caller. shift > 0: each
+    entry's floor after division by 2^shift (fmpz >> rounds towards -infinity)."""
     rows, cols = n.nrows(), n.ncols()
     pairs = list(zip(map(fmpz, up), map(fmpz, lo))) * rows  # (index False: up, True: lo; fmpz * fmpz is the fast product)
+    if shift:
+        return fmpz_mat(rows, cols, [(v * p[v >= ZERO]) >> shift for v, p in zip(e, pairs)])
     return fmpz_mat(rows, cols, [v * p[v >= ZERO] for v, p in zip(e, pairs)])
+
+
+ROUND_BITS, MIN_SHIFT = 96, 64  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
+# MIN_SHIFT or more can go (soundness.md, "Rounded coefficients"): exact products grow by a weight's bits at every node
+# (~900 bits deep in a residual graph), and an fmpz_mat product's time with them
+
+
+def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
+    """The coefficients pick(lam, ls, us) over den * sd, and None; or, given floor = (p, q), p/q = sum_c max(0, -lower_c)
+    of the verified lower bounds of the value z they multiply: those coefficients rounded down to their top ROUND_BITS
+    bits, C = C' 2^s + R with 0 <= R < 2^s, and the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
+    n, den = lam
+    d = den * sd
+    if floor is None or not e:
+        return (pick(n, e, ls, us), d), None
+    top = max(max(e), -min(e)).bit_length() + max(max(ls), -min(ls), max(us), -min(us)).bit_length()  # >= any |C|'s bits
+    s = min(top - ROUND_BITS, (d & -d).bit_length() - 1)  # (2^s divides d: the rounded coefficients are C' / (d / 2^s))
+    if s < MIN_SHIFT:
+        return (pick(n, e, ls, us), d), None
+    d >>= s
+    return (pick(n, e, ls, us, s), d), ([-floor[0]] * n.nrows(), floor[1] * d)
 
 
 def lowest(n: fmpz_mat, lo: list, up: list, e: list | None = None) -> list[int]:
@@ -117,16 +141,16 @@ def lowest(n: fmpz_mat, lo: list, up: list, e: list | None = None) -> list[int]:
     the least value of n @ z over the box lo <= z <= up, or the constant of signed lines. e: n.entries(), if made."""
     if not any(lo) and not any(up):
         return [0] * n.nrows()
-    out = (n * fmpz_mat(len(up), 1, up)).entries()
+    out = (n * fmpz_mat(len(up), 1, up)).entries()  # (integers stay fmpz: a conversion to int costs more than the sum)
     if lo == up:
-        return [int(v) for v in out]
+        return out
     e, cols, gap = n.entries() if e is None else e, n.ncols(), [fmpz(a - b) for a, b in zip(lo, up)]
-    return [int(sum([v * g for v, g in zip(e[r * cols:(r + 1) * cols], gap) if v > ZERO], out[r])) for r in range(n.nrows())]
+    return [sum([v * g for v, g in zip(e[r * cols:(r + 1) * cols], gap) if v > ZERO], out[r]) for r in range(n.nrows())]
 
 
 def consts(m: fmpz_mat, col: list[int], den: int) -> tuple[list[int], int]:
     """The rows of m @ col, divided by den: (integers, den)."""
-    return ([int(v) for v in (m * fmpz_mat(len(col), 1, col)).entries()] if any(col) else [0] * m.nrows()), den
+    return ((m * fmpz_mat(len(col), 1, col)).entries() if any(col) else [0] * m.nrows()), den
 
 
 def add_vec(a, b):
@@ -145,12 +169,15 @@ def add_coef(a, b):
     return na * (d // da) + nb * (d // db), d
 
 
-def _signed(lam, lower: tuple, upper: tuple, e: list | None = None):
+def _signed(lam, lower: tuple, upper: tuple, e: list | None = None, floor: tuple | None = None):
     """Coefficients on z of lam . phi(z) >= lam . (s z + t): the lower line where lam >= 0, the upper where < 0.
-    lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators."""
+    lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators. floor: z's, for rounding
+    (`_picked`)."""
     (n, den), ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lam, lower, upper
     e = n.entries() if e is None else e
-    return (pick(n, e, ls, us), den * sd), (lowest(n, li, ui, e), den * idn)
+    coef, fix = _picked(lam, e, ls, us, sd, floor)
+    const = (lowest(n, li, ui, e), den * idn)
+    return coef, const if fix is None else add_vec(const, fix)
 
 
 # --------------------------------------------------------------------------- the op rows
@@ -183,7 +210,13 @@ def _check_lines(fn: Callable, step, boxes, where):
     ls, li, us, ui = lines
     (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
     n = len(ls)
-    return ((slopes[:n], sd), (icpts[:n], idn)), ((slopes[n:], sd), (icpts[n:], idn))
+    return ((slopes[:n], sd), (icpts[:n], idn)), ((slopes[n:], sd), (icpts[n:], idn)), _floor(lo)
+
+
+def _floor(lower) -> tuple[int, int]:
+    """sum_c max(0, -lower_c) as (p, q): a coefficient c on z with 0 <= c < 1 gives c z >= -this (z >= lower)."""
+    v = sum((-l for l in lower if l < 0), Fraction(0))
+    return v.numerator, v.denominator
 
 
 def _relu_side(a, b, l, u, side):
@@ -232,7 +265,8 @@ def _curve_side(fn):
 
 def _unary_back(node, lam, relax):
     """c*phi(z) >= c*(slope*z + intercept) with the lower line for c >= 0, the upper for c < 0."""
-    coef, const = _signed(lam, *relax)
+    lower, upper, floor = relax
+    coef, const = _signed(lam, lower, upper, floor=floor)
     return [coef], const
 
 
@@ -255,14 +289,15 @@ def _mul_planes(step, boxes, where, node=None):
     cxs, cys = cx[:m], cx[m:]
     half = m // 2  # lower planes first, then upper
     return [((cxs[:half], cd), (c0[:half], zd)), ((cys[:half], cd), (c0[:half], zd)),
-            ((cxs[half:], cd), (c0[half:], zd)), ((cys[half:], cd), (c0[half:], zd))]
+            ((cxs[half:], cd), (c0[half:], zd)), ((cys[half:], cd), (c0[half:], zd)), _floor(lx), _floor(ly)]
 
 
 def _mul_back(node, lam, planes):
     """c*x*y >= c*(c_x x + c_y y + c_0): the lower plane where c >= 0, the upper where c < 0."""
-    (lx, ly, ux, uy), e = planes, lam[0].entries()
-    cx, const = _signed(lam, lx, ux, e)
-    return [cx, (pick(lam[0], e, ly[0][0], uy[0][0]), lam[1] * ly[0][1])], const
+    (lx, ly, ux, uy, fx, fy), e = planes, lam[0].entries()
+    cx, const = _signed(lam, lx, ux, e, fx)
+    cy, fix = _picked(lam, e, ly[0][0], uy[0][0], ly[0][1], fy)
+    return [cx, cy], const if fix is None else add_vec(const, fix)
 
 
 def _mul_interval(node, boxes):
@@ -596,15 +631,17 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, 
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
-        parts, c = op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name])
+        fold = prepared.get((FOLD, node.name))  # a linear node after an affine node only it reads: the two as one
+        parts, c = (_linear_back(node, lam, fold[1]) if fold else
+                    op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name]))
         const = add_vec(const, ([c[0][i] for i in at], c[1]))
-        for name, part in zip(node.inputs, parts):
+        for name, part in zip(fold[0] if fold else node.inputs, parts):
             coef[name] = add_coef(coef[name], part) if name in coef else part
     lam = coef.pop("x", None)
     if lam is not None:
         c = box.lowest(*lam) if isinstance(box, TokenBox) else _box_lowest(lam, (ints(box[0]), ints(box[1])))
         const = add_vec(const, ([c[0][i] for i in at], c[1]))
-    return [Fraction(v, const[1]) for v in const[0]]
+    return [Fraction(int(v), const[1]) for v in const[0]]
 
 
 def _merge_rows(lam, at: list[int]):
@@ -622,6 +659,29 @@ def _merge_rows(lam, at: list[int]):
     if len(first) == n.nrows():
         return lam, at
     return (fmpz_mat([list(row) for row in first]), lam[1]), [to[i] for i in at]
+
+
+FOLD = "fold"  # prepared[(FOLD, name)]: a linear node composed with the affine node before it (`prepare`)
+
+
+def prepare(graph: Graph) -> dict:
+    """Node name -> its parameters in exact form, made once per check (or per tree); and for a linear node whose input is
+    an affine node that no other node reads, (FOLD, name) -> (the affine node's input, W diag(s) and W t + b in exact form):
+    back-substitution goes through both at once (the same rationals, one matrix product and no column scaling)."""
+    prepared = {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
+    readers: dict = {}
+    for n in graph.nodes:
+        for s in n.inputs:
+            readers[s] = readers.get(s, 0) + 1
+    by = graph.by_name
+    for n in graph.nodes:
+        a = by.get(n.inputs[0]) if n.op == "linear" else None
+        if a is not None and a.op == "affine" and readers[a.name] == 1:
+            ((wn, wd), _, (b, bd), _), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
+            cols = wn.ncols()
+            composed = fmpz_mat(wn.nrows(), cols, [v * c for v, c in zip(wn.entries(), list(map(fmpz, sc)) * wn.nrows())])
+            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)), None))
+    return prepared
 
 
 def _free_box(graph: Graph, box, prepared: dict):
@@ -648,7 +708,7 @@ RECORD: list | None = None  # a list: each accepted step is appended with the ve
 def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | None = None) -> dict:
     """Verify `bounds` and `relax` steps in order; returns node name -> verified (lower, upper).
     `prepared`: the nodes' parameters in exact form, if already made (one per tree, not per leaf)."""
-    prepared = prepared or {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
+    prepared = prepared or prepare(graph)
     graph, box, prepared = _free_box(graph, box, prepared)
     bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
     before = dict(bounds)
@@ -792,7 +852,7 @@ _LEAF_WORKER: dict = {}  # in a worker process: the joint graph and its nodes' e
 
 
 def _start_leaf_worker(joint: Graph) -> None:
-    _LEAF_WORKER.update(joint=joint, prepared={n.name: OPS[n.op].prepare(n) for n in joint.nodes})
+    _LEAF_WORKER.update(joint=joint, prepared=prepare(joint))
 
 
 def _leaves_here(joint: Graph, leaves: list, bound: Fraction, prepared: dict) -> int:
@@ -816,7 +876,7 @@ def check_leaves(joint: Graph, leaves: list, bound: Fraction, jobs: int | None =
     between leaves), so with `jobs` > 1 and enough leaves they are checked in that many spawned processes. Every
     part must come back "ok": one rejection rejects, and a process that dies rejects. Returns the steps checked."""
     if (jobs or 1) <= 1 or len(leaves) < PARALLEL_MIN_LEAVES or RECORD is not None:
-        return _leaves_here(joint, leaves, bound, {n.name: OPS[n.op].prepare(n) for n in joint.nodes})
+        return _leaves_here(joint, leaves, bound, prepare(joint))
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
