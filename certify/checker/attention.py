@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from flint import arb, ctx, fmpq, fmpz_mat
+from flint import arb, ctx, fmpq, fmpz, fmpz_mat
 
 from .errors import require
 from .numbers import parse_ratio
 
 P = 96
+ZERO, ONE = fmpz(0), fmpz(1)
 FORM_OPS = ("linear", "affine", "add", "sub", "mul", "softmax")
 
 
@@ -56,7 +57,7 @@ class Form:
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
                 self.lin[nd.name] = (dense, rows, wd, *_ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows)))
         self.overrides = [None] + [(name, k) for name, members in self.groups for k in members]
-        at_zero = self.evaluate([[0] for _ in range(joint.in_dim)], None)  # for zero factors (of no position)
+        at_zero = self.evaluate([[ZERO] for _ in range(joint.in_dim)], None)  # for zero factors (of no position)
         self.dep = self._deps(at_zero)
         self.rest_deps = self.dep[joint.output]  # r_i = d_i(p = 0)
         self.coef_deps = [self._delta_deps(o, at_zero) for o in self.overrides[1:]]  # c_ik = d_i(p = e_k) - d_i(p = 0)
@@ -65,46 +66,50 @@ class Form:
         self.coef_deps = [ds for o, ds in zip(self.overrides[1:], self.coef_deps) if any(o == (name, k) for name, ms in self.groups for k in ms)]
         self.overrides = [None] + [(name, k) for name, ms in self.groups for k in ms]
 
-    def evaluate(self, X: list, override, base: dict | None = None, prev: tuple | None = None) -> dict:
+    def evaluate(self, X: list, override, base: dict | None = None, prev: tuple | None = None, narrow: dict | None = None) -> dict:
         """Every node's exact value on the columns of X (rows of integers); softmax outputs are 0 except p_k = 1 for override
         (name, k). With `base` (the same X, no override), nodes that read no softmax are taken from it. With prev = (q, an
         evaluation with no override at inputs that differ from X at position q only), so are the rows that cannot read q
-        (self.dep: no override, p = 0, as in the dependency pass; denominators depend on the graph only)."""
+        (self.dep: no override, p = 0, as in the dependency pass; denominators depend on the graph only); with `narrow` (the
+        same at X's first column: where X holds the same at q in every column), rows that read q alone are its, repeated."""
         require(prev is None or override is None, "ratio", "rows are reused only without an override")
         B, val = len(X[0]), {"x": (X, 1)}
         for nd in self.joint.nodes:
             if base is not None and self.deg[nd.name] == 0:
                 val[nd.name] = base[nd.name]
                 continue
-            (e, D), todo = val[nd.inputs[0]], None if prev is None else [r for r, d in enumerate(self.dep[nd.name]) if prev[0] in d]
+            (e, D), todo = val[nd.inputs[0]], None if prev is None else [r for r, d in enumerate(self.dep[nd.name]) if prev[0] in d and (narrow is None or d - {prev[0]})]
             if nd.op == "softmax":
-                rows, den, todo = [[int(override == (nd.name, r))] * B for r in range(len(nd.groups))], 1, None
+                rows, den, todo = [[ONE if override == (nd.name, r) else ZERO] * B for r in range(len(nd.groups))], 1, None
             elif nd.op in ("linear", "affine"):
                 dense, sparse, wd, b, bd = self.lin[nd.name]
                 den = math.lcm(wd * D, bd)
-                s, t = den // (wd * D), den // bd
+                s, t = fmpz(den // (wd * D)), fmpz(den // bd)
                 idx = range(len(sparse)) if todo is None else todo
-                if dense is not None and idx:  # y = W x + b as one integer matrix product (the rows to compute only)
-                    if todo is not None and (nd.name, tuple(todo)) not in self.subs:
-                        table = dense.table()
-                        self.subs[nd.name, tuple(todo)] = fmpz_mat([table[r] for r in todo])
-                    prod = (dense if todo is None else self.subs[nd.name, tuple(todo)]) * fmpz_mat(e) * s
-                    prod = (prod + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B]) if any(b[r] for r in idx) else prod).entries()
-                    rows = [prod[j * B:(j + 1) * B] for j in range(len(idx))]
+                if dense is not None and idx:  # y = W x + b: one integer matrix product, the rows to compute by the columns they read
+                    if (nd.name, tuple(idx)) not in self.subs:
+                        cols, table = sorted({c for r in idx for c, _ in sparse[r]}), dense.table()
+                        self.subs[nd.name, tuple(idx)] = (fmpz_mat([[table[r][c] for c in cols] for r in idx]), cols)
+                    sub, cols = self.subs[nd.name, tuple(idx)]
+                    prod = (sub * fmpz_mat([e[c] for c in cols]) * s if cols else fmpz_mat(len(idx), B)) + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B])
+                    rows = prod.tolist()
                 else:  # row by row: a copy where the row is one weight 1 and no bias (selections: pairs, broadcasts)
                     rows = [e[sparse[r][0][0]] if len(sparse[r]) == 1 and s * sparse[r][0][1] == 1 and not b[r]
-                            else [s * sum(w * e[c][col] for c, w in sparse[r]) + t * b[r] for col in range(B)] for r in idx]
+                            else [s * sum((w * e[c][col] for c, w in sparse[r]), ZERO) + t * b[r] for col in range(B)] for r in idx]
             elif nd.op == "mul":
                 f, F = val[nd.inputs[1]]
                 den = D * F
-                rows = [[x * y for x, y in zip(e[r], f[r])] if any(e[r]) and any(f[r]) else [0] * B for r in (range(len(e)) if todo is None else todo)]
+                rows = [[x * y for x, y in zip(e[r], f[r])] if any(e[r]) and any(f[r]) else [ZERO] * B for r in (range(len(e)) if todo is None else todo)]
             else:
                 f, F = val[nd.inputs[1]]
                 den, sign = math.lcm(D, F), 1 if nd.op == "add" else -1
-                s, t = den // D, sign * (den // F)
+                s, t = fmpz(den // D), fmpz(sign * (den // F))
                 rows = [[s * x + t * y for x, y in zip(e[r], f[r])] for r in (range(len(e)) if todo is None else todo)]
-            if todo is not None:  # the rows that do not read q: as in prev
+            if todo is not None:  # the rows that do not read q: as in prev; those that read q alone: as in narrow
                 full = list(prev[1][nd.name][0])
+                for r, d in enumerate(self.dep[nd.name] if narrow is not None and nd.op != "softmax" else ()):
+                    if d == {prev[0]}:
+                        full[r] = [narrow[nd.name][0][r][0]] * B
                 for r, v in zip(todo, rows):
                     full[r] = v
                 rows = full
@@ -162,9 +167,11 @@ class Form:
         if (q, a) in self.cache:
             return self.cache[q, a]
         V, out, m = self.vocab, self.joint.output, self.joint.out_dim
-        X = [[int(c == q * V + a if c // V == q else c % V == b) for b in range(V)] for c in range(self.joint.in_dim)]
-        base = self.evaluate(X, None, prev=self.last.get(q))
-        self.last[q] = (q, base)
+        X = [[ONE if (c == q * V + a if c // V == q else c % V == b) else ZERO for b in range(V)] for c in range(self.joint.in_dim)]
+        last = self.last.get(q)  # the previous token's evaluations at q: all columns, the first column
+        thin = self.evaluate([row[:1] for row in X], None, prev=last and (q, last[1]))
+        base = self.evaluate(X, None, prev=last and (q, last[0]), narrow=last and thin)
+        self.last[q] = (base, thin)
 
         def pos(deps):
             free = deps - {q}
@@ -180,17 +187,23 @@ class Form:
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
             deps = [v or frozenset() for v in self.coef_deps[o - 1]]
-            if any(q in v for v in deps) or (q, o) not in self.shared:  # rows that do not read q: the same at every a
+            if all(not v - {q} for v in deps):  # every row reads q alone: one column (the same at every b)
+                d, D = self.evaluate([row[:1] for row in X], (name, k), thin)[out]
+                L, (r1, _) = math.lcm(den, D), thin[out]
+                s, t = fmpz(L // D), fmpz(L // den)
+                self.shared[q, o] = ([[s * x - t * y for x, y in zip(u, v)] for u, v in zip(d, r1)], L)
+            elif any(q in v for v in deps) or (q, o) not in self.shared:  # rows that do not read q: the same at every a
                 d, D = self.evaluate(X, (name, k), base)[out]
                 L = math.lcm(den, D)
-                self.shared[q, o] = ([[(L // D) * x - (L // den) * y for x, y in zip(u, v)] for u, v in zip(d, r)], L)
+                s, t = fmpz(L // D), fmpz(L // den)
+                self.shared[q, o] = ([[s * x - t * y for x, y in zip(u, v)] for u, v in zip(d, r)], L)
             rows, L = self.shared[q, o]
             g = next(t for t, (nm, ms) in enumerate(self.groups) if nm == name and k in ms)
             for i in range(m):
                 coef[i][g][self.groups[g][1].index(k)] = (pos(deps[i]), rows[i], L)
         L = math.lcm(den, *(c[2] for row in coef for grp in row for c in grp))  # one denominator for coefficients and rests
-        coef = [[[(p, v if d == L else [(L // d) * x for x in v], L) for p, v, d in grp] for grp in row] for row in coef]
-        rest = [(pos(self.rest_deps[i]), r[i] if den == L else [(L // den) * x for x in r[i]], L) for i in range(m)]
+        coef = [[[(p, v if d == L else [fmpz(L // d) * x for x in v], L) for p, v, d in grp] for grp in row] for row in coef]
+        rest = [(pos(self.rest_deps[i]), r[i] if den == L else [fmpz(L // den) * x for x in r[i]], L) for i in range(m)]
         if len(exps) == 1:
             exps.append([(None, [1], 1)])
             coef = [c + [[(None, [0], L)]] for c in coef]
@@ -217,7 +230,7 @@ def form(joint, vocab: int) -> Form | None:
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
     d = math.lcm(1, *(v.denominator for v in vals))
-    return [v.numerator * (d // v.denominator) for v in vals], d
+    return [fmpz(v.numerator * (d // v.denominator)) for v in vals], d
 
 
 def _exps(scores, where: str) -> list:
@@ -236,7 +249,7 @@ def _exps(scores, where: str) -> list:
                 rounded.append(Fraction(int(k.p), int(k.q)))
             out.append((p, rounded))
     d = math.lcm(*(v.denominator for _, vals in out for v in vals))
-    return [(p, [v.numerator * (d // v.denominator) for v in vals], d) for p, vals in out]
+    return [(p, [fmpz(v.numerator * (d // v.denominator)) for v in vals], d) for p, vals in out]
 
 
 def _max_of(terms) -> Fraction:
@@ -324,13 +337,13 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fr
     equally among its pairs. Integers over (E1's, c's, E2's denominators) d1 dc^2 d2 gd."""
     (d1, dc), (d2, _) = dens
     gn, gd = gamma.numerator, gamma.denominator
-    vec = {}
+    c1, c2, c3, c4, c5, vec = fmpz(sigma * gd), fmpz(gn * dc), fmpz(dc * gd), fmpz(dc), fmpz(sigma), {}
     for p in set(sums[0]) | set(sums[1]):
-        zero = [0] * (1 if p is None else len(allowed[p]))
+        zero = [ZERO] * (1 if p is None else len(allowed[p]))
         e1, a1 = (sums[0][p][0].entries(), sums[0][p][1][i].entries()) if p in sums[0] else (zero, zero)
         e2, a2 = (sums[1][p][0].entries(), sums[1][p][1][i].entries()) if p in sums[1] else (zero, zero)
-        vec[p] = ([sigma * gd * x + gn * dc * y for x, y in zip(a1, e1)], [dc * gd * y for y in e1], [dc * y for y in e2], [sigma * x for x in a2])
-    X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([0], [0], [0], [0])))
+        vec[p] = ([c1 * x + c2 * y for x, y in zip(a1, e1)], [c3 * y for y in e1], [c4 * y for y in e2], [c5 * x for x in a2])
+    X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([ZERO],) * 4))
     own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
     ps = sorted(vec)
     pairs = [(j, k) for n, j in enumerate(ps) for k in ps[n + 1:] if (j in sums[0] and k in sums[1]) or (k in sums[0] and j in sums[1])]
@@ -339,8 +352,8 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fr
     total = (X0 * Y0 + Z0 * W0) * L + sum(max(u) * L for p, u in own.items() if not share[p])
     for j, k in pairs:
         (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
-        left = [[v * L for v in u] for u in (X, Z, Y, W)] + [[v * (L // share[j]) for v in own[j]], [1] * len(X)]
-        right = [Y2, W2, X2, Z2, [1] * len(X2), [v * (L // share[k]) for v in own[k]]]
+        left = [[v * fmpz(L) for v in u] for u in (X, Z, Y, W)] + [[v * fmpz(L // share[j]) for v in own[j]], [ONE] * len(X)]
+        right = [Y2, W2, X2, Z2, [ONE] * len(X2), [v * fmpz(L // share[k]) for v in own[k]]]
         total += max((fmpz_mat(left).transpose() * fmpz_mat(right)).entries())
     return Fraction(int(total), L * d1 * dc * dc * d2 * gd)
 
