@@ -45,7 +45,7 @@ class Form:
     integers over one denominator: a node's value is (rows of numerators, one per column, denominator > 0)."""
 
     def __init__(self, joint, vocab: int, deg: dict):
-        self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs = joint, vocab, deg, {}, {}, {}, {}
+        self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs, self.seen = joint, vocab, deg, {}, {}, {}, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
         self.lin = {}  # linear, affine: (dense fmpz_mat or None (<= 2 weights a row), rows [(column, numerator)], denominator, bias numerators, its denominator)
@@ -236,17 +236,20 @@ def _ints(vals) -> tuple[list[int], int]:
 def _exps(scores, where: str) -> list:
     """Per member: (position, E^ numerators, their denominator, one for the group), |e^{s - s*} - E^| <= 2^-P E^ proved (P
     leading bits), s* the group's largest score."""
-    top, out = max(v for _, vals in scores for v in vals), []
+    top, out, memo = max(v for _, vals in scores for v in vals), [], {}
     with ctx.workprec(P + 64):
         for p, vals in scores:
             rounded = []
             for v in vals:
+                if v in memo:  # (a score that reads no free position repeats along the columns)
+                    rounded.append(memo[v])
+                    continue
                 e = arb(v - top).exp()
                 m, x = (int(t) for t in e.mid().man_exp())
                 cut = max(m.bit_length() - P, 0)
                 k = fmpq((m + (1 << cut >> 1)) >> cut) * fmpq(2) ** (x + cut)
                 require(k > 0 and abs(e - k) <= k / (1 << P), where, "an exp rounding is not proved within 2^-P of itself")
-                rounded.append(Fraction(int(k.p), int(k.q)))
+                rounded.append(memo.setdefault(v, Fraction(int(k.p), int(k.q))))
             out.append((p, rounded))
     d = math.lcm(*(v.denominator for _, vals in out for v in vals))
     return [(p, [fmpz(v.numerator * (d // v.denominator)) for v in vals], d) for p, vals in out]
@@ -300,8 +303,8 @@ def _upper(products, allowed, where: str) -> Fraction:
 
 def _split_sums(members, marks, allowed) -> dict | None:
     """A split row's products bucketed once for every row: members [(exp table, [its coefficient table in row i])], each
-    read over at most one free position (else None): {position or None: (sum_k E_k along it, [sum_k E_k c_ik along it]),
-    as 1 x n integer matrices}."""
+    read over at most one free position (else None): ({position or None: (sum_k E_k along it, [sum_k E_k c_ik along it])},
+    the same with the positions side by side: 1 x n integer matrices, and where each position's part ends)."""
     sums = {}
     for (e, cs), mk in zip(members, marks):
         free = {p for p, _, _ in mk if len(allowed[p]) > 1}
@@ -309,10 +312,11 @@ def _split_sums(members, marks, allowed) -> dict | None:
             return None
         p = next(iter(free), None)
         ev = _along(e, p, allowed)
-        ev, rows = fmpz_mat([ev]), [fmpz_mat([[x * y for x, y in zip(ev, _along(c, p, allowed))]]) for c in cs]
-        old = sums.get(p)
-        sums[p] = (ev, rows) if old is None else (old[0] + ev, [u + v for u, v in zip(old[1], rows)])
-    return sums
+        rows, old = [[x * y for x, y in zip(ev, _along(c, p, allowed))] for c in cs], sums.get(p)
+        sums[p] = (ev, rows) if old is None else ([x + y for x, y in zip(old[0], ev)], [[x + y for x, y in zip(u, v)] for u, v in zip(old[1], rows)])
+    ends = [sum(len(v[0]) for v in list(sums.values())[:n + 1]) for n in range(len(sums))]
+    side = (fmpz_mat([[x for ev, _ in sums.values() for x in ev]]), [fmpz_mat([[x for _, rows in sums.values() for x in rows[i]]]) for i in range(len(members[0][1]))])
+    return sums, side, ends
 
 
 def _along(table, p, allowed) -> list:
@@ -324,8 +328,9 @@ def _along(table, p, allowed) -> list:
 def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fraction:
     """max over the leaf of sum_k E_k (sigma c_ik + add) from `_split_sums` (dens: E's and c's denominators), as `_upper`
     computes it: the sum over positions of each position's exact maximum."""
-    g = add * dens[1]
-    top = sum(max((rows[i] * (sigma * g.denominator) + ev * g.numerator).entries()) for ev, rows in sums.values())
+    (ev, rows), ends, g = sums[1], sums[2], add * dens[1]
+    v = (rows[i] * (sigma * g.denominator) + ev * g.numerator).entries()
+    top = sum(max(v[start:end]) for start, end in zip([0] + ends, ends))
     return Fraction(int(top), dens[0] * dens[1] * g.denominator)
 
 
@@ -338,10 +343,11 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fr
     (d1, dc), (d2, _) = dens
     gn, gd = gamma.numerator, gamma.denominator
     c1, c2, c3, c4, c5, vec = fmpz(sigma * gd), fmpz(gn * dc), fmpz(dc * gd), fmpz(dc), fmpz(sigma), {}
+    sums = [sums[0][0], sums[1][0]]
     for p in set(sums[0]) | set(sums[1]):
         zero = [ZERO] * (1 if p is None else len(allowed[p]))
-        e1, a1 = (sums[0][p][0].entries(), sums[0][p][1][i].entries()) if p in sums[0] else (zero, zero)
-        e2, a2 = (sums[1][p][0].entries(), sums[1][p][1][i].entries()) if p in sums[1] else (zero, zero)
+        e1, a1 = (sums[0][p][0], sums[0][p][1][i]) if p in sums[0] else (zero, zero)
+        e2, a2 = (sums[1][p][0], sums[1][p][1][i]) if p in sums[1] else (zero, zero)
         vec[p] = ([c1 * x + c2 * y for x, y in zip(a1, e1)], [c3 * y for y in e1], [c4 * y for y in e2], [c5 * x for x in a2])
     X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([ZERO],) * 4))
     own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
@@ -352,9 +358,9 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fr
     total = (X0 * Y0 + Z0 * W0) * L + sum(max(u) * L for p, u in own.items() if not share[p])
     for j, k in pairs:
         (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
-        left = [[v * fmpz(L) for v in u] for u in (X, Z, Y, W)] + [[v * fmpz(L // share[j]) for v in own[j]], [ONE] * len(X)]
-        right = [Y2, W2, X2, Z2, [ONE] * len(X2), [v * fmpz(L // share[k]) for v in own[k]]]
-        total += max((fmpz_mat(left).transpose() * fmpz_mat(right)).entries())
+        scale = fmpz_mat([[L if r == c < 4 else L // share[j] if r == c == 4 else L // share[k] if r == c == 5 else 0 for c in range(6)] for r in range(6)])
+        left, right = fmpz_mat([X, Z, Y, W, own[j], [ONE] * len(X)]), fmpz_mat([Y2, W2, X2, Z2, [ONE] * len(X2), own[k]])
+        total += max((left.transpose() * (scale * right)).entries())
     return Fraction(int(total), L * d1 * dc * dc * d2 * gd)
 
 
@@ -379,7 +385,7 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     require(all(v is not None for v, raw in zip(lams, leaf["lambda"]) if raw is not None), where, "lambda holds a value that is neither null nor 'p/q'")
     q, B = leaf["query"], Fraction(bound)
     exps, coef, rest = fm.tables(q, box.allowed[q][0], where)
-    allowed, seen = [list(ok) for ok in box.allowed], {}
+    allowed, seen = [list(ok) for ok in box.allowed], fm.seen
     # a member's positions: its score's and its coefficients' in every row; each product of a term is read over all
     # the positions of its members (markers), so that a term's products fall in one bucket
     marks = [[[(p, None, 1) for p in {e[0]} | {coef[i][g][k][0] for i in range(m)} if p is not None] for k, e in enumerate(exps[g])] for g in (0, 1)]
