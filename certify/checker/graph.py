@@ -126,10 +126,11 @@ def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
     bits, C = C' 2^s + R with 0 <= R < 2^s, and the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
     n, den = lam
     d = den * sd
-    if floor is None or not e:
+    twos = (d & -d).bit_length() - 1  # 2^twos divides d: rounded coefficients C' / (d / 2^s) need s <= twos
+    if floor is None or not e or twos < MIN_SHIFT:
         return (pick(n, e, ls, us), d), None
     top = max(max(e), -min(e)).bit_length() + max(max(ls), -min(ls), max(us), -min(us)).bit_length()  # >= any |C|'s bits
-    s = min(top - ROUND_BITS, (d & -d).bit_length() - 1)  # (2^s divides d: the rounded coefficients are C' / (d / 2^s))
+    s = min(top - ROUND_BITS, twos)
     if s < MIN_SHIFT:
         return (pick(n, e, ls, us), d), None
     d >>= s
