@@ -230,8 +230,9 @@ def _query(fm, n: int) -> int | None:
 def _float_tables(fm, q: int, a: int):
     """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
     if not hasattr(fm, "floats"):
-        fm.floats = {nd.name: (np.array([[float(w) for w in row] for row in nd.weight]), np.array([float(b) for b in (nd.bias or [0] * len(nd.weight))]))
-                     if nd.op == "linear" else (np.array([float(v) for v in nd.scale]), np.array([float(v) for v in nd.shift]))
+        fl = lambda vals: np.array([v.numerator / v.denominator for v in vals])  # noqa: E731 (as float(v), without numbers.Rational's path)
+        fm.floats = {nd.name: (fl([w for row in nd.weight for w in row]).reshape(len(nd.weight), -1), fl(nd.bias or [0] * len(nd.weight)))
+                     if nd.op == "linear" else (fl(nd.scale), fl(nd.shift))
                      for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
     V, n = fm.vocab, fm.joint.in_dim // fm.vocab
     X = np.zeros((fm.joint.in_dim, V))

@@ -55,7 +55,8 @@ class Form:
                 n = len(nd.weight[0]) if nd.op == "linear" else 1
                 rows = [[(c, w[r * n + c]) for c in range(n) if w[r * n + c]] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
-                self.lin[nd.name] = (dense, rows, wd, *_ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows)))
+                b, bd = _ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows))
+                self.lin[nd.name] = (dense, rows if dense else [[(c, fmpz(v)) for c, v in row] for row in rows], wd, [fmpz(v) for v in b], bd)
         self.overrides = [None] + [(name, k) for name, members in self.groups for k in members]
         at_zero = self.evaluate([[ZERO] for _ in range(joint.in_dim)], None)  # for zero factors (of no position)
         self.dep = self._deps(at_zero)
@@ -230,7 +231,7 @@ def form(joint, vocab: int) -> Form | None:
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
     d = math.lcm(1, *(v.denominator for v in vals))
-    return [fmpz(v.numerator * (d // v.denominator)) for v in vals], d
+    return [v.numerator * (d // v.denominator) for v in vals], d
 
 
 def _exps(scores, where: str) -> list:
