@@ -258,18 +258,10 @@ def _exps(scores, where: str) -> list:
 
 def _max_of(terms) -> Fraction:
     """max over t of sum_terms c * prod_vectors [t] (terms: (Fraction c, [one or two integer vectors]); two: an outer
-    product, rows along the first), as one integer matrix product (terms sharing a vector merged first)."""
+    product, rows along the first), as one integer matrix product."""
     den = math.lcm(*(c.denominator for c, _ in terms))
-    merged = {}
-    for c, vs in terms:  # sum_t c_t u_t (x) v: one term per distinct v, then per distinct u
-        c, v = c.numerator * (den // c.denominator), tuple(vs[1]) if len(vs) > 1 else (1,)
-        merged[v] = [c * x for x in vs[0]] if v not in merged else [y + c * x for x, y in zip(vs[0], merged[v])]
-    again = {}
-    for v, u in merged.items():
-        u = tuple(u)
-        again[u] = list(v) if u not in again else [x + y for x, y in zip(v, again[u])]
-    L = fmpz_mat([list(u) for u in again]).transpose()
-    return Fraction(int(max((L * fmpz_mat(list(again.values()))).entries())), den)
+    L = fmpz_mat([[c.numerator * (den // c.denominator) * x for x in vs[0]] for c, vs in terms]).transpose()
+    return Fraction(int(max((L * fmpz_mat([vs[1] if len(vs) > 1 else [1] for _, vs in terms])).entries())), den)
 
 
 def _upper(products, allowed, where: str) -> Fraction:
