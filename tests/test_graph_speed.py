@@ -578,3 +578,33 @@ def test_folded_affine_nodes_back_substitute_exactly_as_unfolded(name, monkeypat
     monkeypatch.setattr(graph, "backsubstitute", both)
     graph.check_graph_steps(joint, box, steps, "steps", folded)
     assert len(seen) >= 5
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_outer_products_sign_split_as_the_matrix(data):
+    """A coefficient matrix a w (a LayerNorm's mean: `_linear_back` returns it as `Outer`) is split by sign with two outer
+    products: the same coefficients and constants as the entrywise split of the same matrix, and the same as the old code."""
+    draw = data.draw
+    rows, cols = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    a, w = _matrix(draw, rows, 1), _matrix(draw, 1, cols)
+    den = draw(DENS)
+    (ls, sd), (li, idn) = _line(draw, cols)
+    (us, _), (ui, _) = _line(draw, cols)
+    outer = graph.Outer(a, w)
+    assert outer == a * w and type(outer * w.transpose()) is fmpz_mat
+    lower, upper = ((ls, sd), (li, idn)), ((us, sd), (ui, idn))
+    got = graph._signed((outer, den), lower, upper)
+    assert got == graph._signed((a * w, den), lower, upper) == old_signed((a * w, den), lower, upper)
+
+
+def test_a_layernorm_mean_gives_outer_products():
+    """The native LayerNorm's variance (every row of its weight equal) and the ONNX one (one row, after a width-1 value)
+    both hand the square an `Outer` coefficient matrix."""
+    for name in ("resmlp_sae", "resmlp_onnx"):
+        joint, _ = _joint(SPECS / f"{name}.yaml")
+        var = next(n for n in joint.nodes if n.name.endswith(".var"))
+        prepared = OPS["linear"].prepare(var)
+        lam = (fmpz_mat(3, len(var.weight), list(range(3 * len(var.weight)))), 1)
+        (coef, _), = graph._linear_back(var, lam, prepared)[0]
+        assert type(coef) is graph.Outer and coef == lam[0] * prepared[0][0]

@@ -175,6 +175,9 @@ def _signed(lam, lower: tuple, upper: tuple, e: list | None = None, floor: tuple
     lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators. floor: z's, for rounding
     (`_picked`)."""
     (n, den), ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lam, lower, upper
+    if type(n) is Outer:  # (exact: two outer products, no pass over the entries)
+        coef, const = _outer_signed(n, (ls, li), (us, ui))
+        return (coef, den * sd), (const, den * idn)
     e = n.entries() if e is None else e
     coef, fix = _picked(lam, e, ls, us, sd, floor)
     const = (lowest(n, li, ui, e), den * idn)
@@ -335,11 +338,36 @@ def _linear_back(node, lam, prepared):
     """N W, or c N + (N 1) w where W = c I + 1 w (two thin products for one square one)."""
     (n, den), ((wn, wd), _, (b, bd), thin) = lam, prepared
     if thin is None:
-        prod = n * wn
+        prod = Outer(n, wn) if n.ncols() == 1 else n * wn
     else:  # (c = 0 unless W is square)
         c, w, ones = thin
-        prod = (n * ones) * w + n * c if c else (n * ones) * w
+        prod = (n * ones) * w + n * c if c else Outer(n * ones, w)
     return [(prod, den * wd)], consts(n, b, den * bd)
+
+
+class Outer(fmpz_mat):
+    """The matrix a w (a: a column, w: a row), with its factors: a sign split of it is two outer products (`_signed`).
+    A LayerNorm's mean (every row of its weight equal, or one row after a width-1 value) gives one, before the square."""
+
+    def __init__(self, a: fmpz_mat, w: fmpz_mat):
+        super().__init__(a * w)
+        self.a, self.w = a, w
+
+
+def _outer_signed(n: Outer, lo: list, up: list) -> tuple[fmpz_mat, list]:
+    """pick(a w, lo, up) and per row sum_c of it with lo, up as the intercepts: entry (r, c) is a_r w_c, of the sign of a_r
+    times that of w_c, so it is a_r+ p_c + a_r- q_c with p_c = w_c (lo_c if w_c >= 0 else up_c), q_c = w_c (up_c if w_c >= 0
+    else lo_c), a+ and a- the positive and negative parts of a. lo, up: (slopes, intercepts) pairs of lists."""
+    av, wv = n.a.entries(), n.w.entries()
+    pos = fmpz_mat(len(av), 1, [v if v > ZERO else ZERO for v in av])
+    neg = n.a - pos
+
+    def sel(x, y):
+        return [v * (p if v >= ZERO else m) for v, p, m in zip(wv, x, y)]
+    (ls, li), (us, ui) = lo, up
+    coef = pos * fmpz_mat(1, len(wv), sel(ls, us)) + neg * fmpz_mat(1, len(wv), sel(us, ls))
+    p, m = sum(sel(li, ui), ZERO), sum(sel(ui, li), ZERO)
+    return coef, [a * p + b * m for a, b in zip(pos.entries(), neg.entries())]
 
 
 def _affine_back(node, lam, prepared):
