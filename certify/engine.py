@@ -148,7 +148,7 @@ def prepare(spec_path: str | Path, out: str | Path | None = None, level: str | N
                            "affine layer", "fold the normalisation into the first dense layer")
         margins = tuple(float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path)))
     net = from_exact(joint)
-    net = dataclasses.replace(net, pairs=joint_pairs(net.widths, f.widths, shared))
+    net = dataclasses.replace(net, pairs=joint_pairs(net.widths, f.widths, shared), shared=shared)
     return Problem(spec, f, cert_path, meta, joint, shared, domain, box, net, margins, options, pins)
 
 

@@ -102,7 +102,9 @@ def fixed_input_tree(tmp_path_factory):
     spec = d / "spec.yaml"
     spec.write_text(text.replace("box: {lower: -1, upper: 1}", "vnnlib: r.vnnlib").replace("tolerance: 3", 'tolerance: "3/5"'))
     path = d / "t.cert.json"
-    outcome = run_check(spec, path, "bab")
+    with pytest.MonkeyPatch.context() as mp:  # input splits (tiny_prune's shared layer 1 would be split on ReLUs first)
+        mp.setattr("certify.bounds.bab.SHARED_FIRST", 2.0)
+        outcome = run_check(spec, path, "bab")
     assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason
     cert = json.loads(path.read_text())
     assert "children" in cert["tree"], "branch and bound made no split"
@@ -364,3 +366,44 @@ def test_an_inheriting_tree_does_not_split_relus(tmp_path):
     assert all(n.get("split") != "relu" for n in _nodes(r.tree))
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "p.cert.json", jobs=1)
     assert result.verdict is not Verdict.REJECTED, result.reason
+
+
+def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):
+    """tiny_prune on its box leaves every neuron of the shared layer 1 (f's and g's alike) unstable:
+    branch and bound splits those ReLUs before any other, never an input, and the checker accepts the
+    tree. With the rule off, the same run splits inputs."""
+    from certify.bounds import bab
+    from certify.engine import attained_lower, prepare, write_and_check
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", 'tolerance: "1/100"'))
+    p = prepare(spec, tmp_path / "c.cert.json")
+    assert p.shared == 1
+    root = bab.Node(p.box, {})
+    root.set_proposal(bab.propose(p.net, p.joint, p.box, "alpha"))
+    unstable = [i for i, (l, u) in enumerate(zip(*root.proposal.claims[0])) if l < 0 < u]
+    assert len(unstable) >= bab.SHARED_FIRST * 8
+    split = bab.shared_split(p.net, root)
+    assert split["layer"] == 1 and split["neuron"] in unstable
+    witness, lower = attained_lower(p)
+    r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=40, time_budget=120)
+    paths, stack = [], [(r.tree, [])]  # the split layers along each root-to-leaf path
+    while stack:
+        n, path = stack.pop()
+        if "children" not in n:
+            paths.append(path)
+            continue
+        assert n["split"] == "relu", n["split"]
+        stack += [(c, path + [n["layer"]]) for c in n["children"]]
+    assert r.splits >= 3 and paths[0] and all(p[0] == 1 for p in paths if p)
+    assert all(p == sorted(p) for p in paths)  # a layer-2 split only once layer 1 has no unstable neuron left
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "s.cert.json", jobs=1)
+    assert result.verdict is not Verdict.REJECTED, result.check.reason
+    off = bab.SHARED_FIRST
+    try:
+        bab.SHARED_FIRST = 2.0
+        r2 = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=8, time_budget=120)
+    finally:
+        bab.SHARED_FIRST = off
+    assert r2.tree["split"] == "input"

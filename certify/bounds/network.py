@@ -23,6 +23,7 @@ class FloatNet:
     input_scale: np.ndarray | None = None
     input_shift: np.ndarray | None = None
     pairs: dict | None = None  # hidden layer -> (a, b) index arrays: f's neuron a and g's copy b (differential bounds)
+    shared: int = 0  # hidden layers 1..shared are f's and g's alike (computed once in the joint network)
 
     def __post_init__(self):
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
