@@ -45,6 +45,8 @@ SHARED_FIRST = 0.75  # a joint network whose first layers f and g share, with at
 # shared ReLUs ranked by gap x output weight mass 1.389x, by gap alone 1.449x). Where half the shared layer is
 # unstable (w32x2-prune50-ball50, 16 of 32) input splits stay better: 1.097x against 1.118-1.339x in 15 s
 ALPHA_PAYS = 0.05  # alpha-CROWN bounds input-split leaves where it removes this share of CROWN's excess at the root
+MAX_DEPTH = 120  # splits along one path at most (as certify/bounds/graph.py): past float resolution a split moves no
+# bound, and a tree stays shallower than the recursion of the certificate writer and the checker
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Node:
     bound: Fraction | None = None  # set with the proposal: the best of its own bound and the ancestors'
     exact_output: bool = True  # the proposal's output bounds are exact (else padded floats)
     keep: tuple = (1, 1)  # a split region: the layers [lo, hi) of its own steps that its children inherit
+    depth: int = 0  # splits above it (at most MAX_DEPTH)
 
     def set_proposal(self, proposal: Proposal, exact_output: bool = True) -> None:
         self.proposal, self.exact_output, own = proposal, exact_output, proposal.bound
@@ -185,9 +188,10 @@ def _children(node: Node, split: dict) -> list[Node]:
         d, at = split["dim"], Fraction(split["at"])
         left_up, right_lo = list(up), list(lo)
         left_up[d], right_lo[d] = at, at
-        return [Node((lo, left_up), node.assume, node.bound), Node((right_lo, up), node.assume, node.bound)]
+        return [Node((lo, left_up), node.assume, node.bound, depth=node.depth + 1),
+                Node((right_lo, up), node.assume, node.bound, depth=node.depth + 1)]
     key, j = (split["layer"], split["neuron"]), split["layer"]
-    return [Node(node.box, {**node.assume, key: phase}, node.bound, j) for phase in ("inactive", "active")]
+    return [Node(node.box, {**node.assume, key: phase}, node.bound, j, depth=node.depth + 1) for phase in ("inactive", "active")]
 
 
 def fold_inputs(net: FloatNet, exact_joint, box):
@@ -358,6 +362,8 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                 else:
                     cands = (input_candidates(net, worst, candidates) if input_splits and candidates > 1 else []) or \
                         [s for s in [choose_split(net, worst)] if s is not None]
+                if worst.depth >= MAX_DEPTH:
+                    cands = []
                 if inherited:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
                     # would leave layers below it to the root's looser steps); a point box has none, and needs none
                     cands = [c for c in cands if c["split"] == "input"]

@@ -777,12 +777,18 @@ class Alpha:
         return {k: (v, fdata[k]) for k, v in best_t.items()}, groups
 
 
+MAX_DEPTH = 120  # splits along one path at most: a region this deep is left as it is (past float resolution a split
+# moves no bound: a box with one free input of width 2^-50 was split 300 deep in 1 s), and a tree stays shallower than
+# the recursion of the certificate writer and the checker
+
+
 @dataclass
 class Leaf:
     box: tuple  # exact (lower, upper) lists of Fractions
     state: State | None = None
     split: dict | None = None
     children: list = field(default_factory=list)
+    depth: int = 0
 
     def to_json(self) -> dict:
         if not self.children:
@@ -844,7 +850,7 @@ def branch_and_bound(graph: Graph, box, *, leaf_method: str = "crown", target: f
         worst = heap[0][2]
         if worst.state.bound <= target:
             break
-        d = _split_dim(worst.state, worst.box)
+        d = _split_dim(worst.state, worst.box) if worst.depth < MAX_DEPTH else None
         if d is None:
             break
         lo, up = worst.box
@@ -854,7 +860,7 @@ def branch_and_bound(graph: Graph, box, *, leaf_method: str = "crown", target: f
         left_up, right_lo = list(up), list(lo)
         left_up[d], right_lo[d] = at, at
         worst.split = {"split": "input", "dim": d, "at": rational_str(at)}
-        worst.children = [bound(Leaf((lo, left_up))), bound(Leaf((right_lo, up)))]
+        worst.children = [bound(Leaf((lo, left_up), depth=worst.depth + 1)), bound(Leaf((right_lo, up), depth=worst.depth + 1))]
         worst.state = None
         for c in worst.children:
             heapq.heappush(heap, (-c.state.bound, next(order), c))
