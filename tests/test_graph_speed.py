@@ -510,7 +510,10 @@ def test_rounded_coefficients_lose_at_most_the_floor(data):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(graph, "ROUND_BITS", draw(st.integers(2, 40)))
         mp.setattr(graph, "MIN_SHIFT", 1)
-        (c2, d2), fix = graph._picked(lam, e, ls, us, sd, graph._floor(lo))
+        capped = draw(st.booleans())
+        if not capped:  # (the loss cap off: rounding as coarse as ROUND_BITS says, to test the rest)
+            mp.setattr(graph, "LOSS_BITS", -10**9)
+        (c2, d2), fix = graph._picked(lam, e, ls, us, sd, graph._floor(lo, up))
     (c, d) = exact
     if fix is None:
         assert (c2, d2) == (c, d)
@@ -521,6 +524,9 @@ def test_rounded_coefficients_lose_at_most_the_floor(data):
     assert all(0 <= r < 2**s for r in rest)
     added = Fraction(int(fix[0][0]), fix[1])
     assert all(Fraction(int(v), fix[1]) == added for v in fix[0]) and len(fix[0]) == rows and added <= 0
+    # the cap: the remainder moves a row by at most 2^s/d sum_c max(|l_c|, |u_c|) (and the constant by less), < 2^-LOSS_BITS
+    assert not capped or Fraction(2**s, d) * sum(max(abs(a), abs(b)) for a, b in zip(lo, up)) < Fraction(1, 2**graph.LOSS_BITS)
+    assert -added <= Fraction(2**s, d) * sum(max(-a, 0) for a in lo)
     for r in range(rows):
         least = sum(min(Fraction(rest[r * cols + j], d) * lo[j], Fraction(rest[r * cols + j], d) * up[j]) for j in range(cols))
         assert least >= added
@@ -532,6 +538,7 @@ def test_rounding_keeps_bounds_sound_with_few_bits(tmp_path, monkeypatch):
     2^-8 (1 + |exact|) of the exact one (the check itself goes on with the exact bounds, as the claims are padded for those)."""
     monkeypatch.setattr(graph, "ROUND_BITS", 20)
     monkeypatch.setattr(graph, "MIN_SHIFT", 1)
+    monkeypatch.setattr(graph, "LOSS_BITS", -10**9)  # (no cap on the loss)
     seen, rounded, new, picked = [], [], graph.backsubstitute, graph._picked
 
     def both(g, target, rows, box, relax, where, prepared):
@@ -608,3 +615,20 @@ def test_a_layernorm_mean_gives_outer_products():
         lam = (fmpz_mat(3, len(var.weight), list(range(3 * len(var.weight)))), 1)
         (coef, _), = graph._linear_back(var, lam, prepared)[0]
         assert type(coef) is graph.Outer and coef == lam[0] * prepared[0][0]
+
+
+def test_rounding_loses_too_little_to_reject_a_transformer_certificate(tmp_path):
+    """Transformer campaign seed 2043, case 57 (crown): values near -1e20 upstream made the rounding's correction (the
+    remainder times the sum of the value's negative lower bounds) 6e-9 at 96 bits, past the engine's padding, and the
+    valid certificate was REJECTED. The loss is now capped at 2^-LOSS_BITS per rounding: CERTIFIED, as before rounding."""
+    import sys
+
+    from certify.checker.check import Verdict
+
+    from .conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import soundness
+
+    record = soundness.run_transformer_case(np.random.default_rng([2043, 57]), tmp_path, 57, "crown")
+    assert record["verdict"] is Verdict.CERTIFIED, record.get("reason")

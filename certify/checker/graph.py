@@ -118,6 +118,9 @@ def pick(n: fmpz_mat, e: list, lo: list, up: list, shift: int = 0) -> fmpz_mat:
 ROUND_BITS, MIN_SHIFT = 96, 64  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
 # MIN_SHIFT or more can go (soundness.md, "Rounded coefficients"): exact products grow by a weight's bits at every node
 # (~900 bits deep in a residual graph), and an fmpz_mat product's time with them
+LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the remainder R z can move it by up to R times z's
+# magnitude, which the coefficients' bits do not bound (transformer campaign seed 2043 at 96 bits alone: values near 1e20
+# moved bounds by up to 6.5, past the engine's padding, and 17 of 300 valid certificates were REJECTED)
 
 
 def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
@@ -131,10 +134,12 @@ def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
         return (pick(n, e, ls, us), d), None
     top = max(max(e), -min(e)).bit_length() + max(max(ls), -min(ls), max(us), -min(us)).bit_length()  # >= any |C|'s bits
     s = min(top - ROUND_BITS, twos)
+    p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
+    s = min(s, r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS)
     if s < MIN_SHIFT:
         return (pick(n, e, ls, us), d), None
     d >>= s
-    return (pick(n, e, ls, us, s), d), ([-floor[0]] * n.nrows(), floor[1] * d)
+    return (pick(n, e, ls, us, s), d), ([-p] * n.nrows(), q * d)
 
 
 def lowest(n: fmpz_mat, lo: list, up: list, e: list | None = None) -> list[int]:
@@ -214,13 +219,15 @@ def _check_lines(fn: Callable, step, boxes, where):
     ls, li, us, ui = lines
     (slopes, sd), (icpts, idn) = ints(ls + us), ints(li + ui)
     n = len(ls)
-    return ((slopes[:n], sd), (icpts[:n], idn)), ((slopes[n:], sd), (icpts[n:], idn)), _floor(lo)
+    return ((slopes[:n], sd), (icpts[:n], idn)), ((slopes[n:], sd), (icpts[n:], idn)), _floor(lo, up)
 
 
-def _floor(lower) -> tuple[int, int]:
-    """sum_c max(0, -lower_c) as (p, q): a coefficient c on z with 0 <= c < 1 gives c z >= -this (z >= lower)."""
+def _floor(lower, upper) -> tuple[int, int, int, int]:
+    """sum_c max(0, -lower_c) as (p, q): a coefficient c on z with 0 <= c < 1 gives c z >= -this (z >= lower); and
+    sum_c max(|lower_c|, |upper_c|) as (m, r), which bounds |c z|."""
     v = sum((-l for l in lower if l < 0), Fraction(0))
-    return v.numerator, v.denominator
+    w = sum((max(-l, u) for l, u in zip(lower, upper)), Fraction(0))
+    return v.numerator, v.denominator, w.numerator, w.denominator
 
 
 def _relu_side(a, b, l, u, side):
@@ -293,7 +300,7 @@ def _mul_planes(step, boxes, where, node=None):
     cxs, cys = cx[:m], cx[m:]
     half = m // 2  # lower planes first, then upper
     return [((cxs[:half], cd), (c0[:half], zd)), ((cys[:half], cd), (c0[:half], zd)),
-            ((cxs[half:], cd), (c0[half:], zd)), ((cys[half:], cd), (c0[half:], zd)), _floor(lx), _floor(ly)]
+            ((cxs[half:], cd), (c0[half:], zd)), ((cys[half:], cd), (c0[half:], zd)), _floor(lx, ux), _floor(ly, uy)]
 
 
 def _mul_back(node, lam, planes):
