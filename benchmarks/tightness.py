@@ -1,6 +1,6 @@
 """How close is certify's certified bound to the deviation an input really attains?
 
-    python benchmarks/tightness.py [--quick] [--json PATH] [--no-lirpa]
+    python benchmarks/tightness.py [--quick] [--json PATH] [--no-lirpa] [--cpu-clock]
 
 Builds random ReLU MLPs (fixed seeds; widths 16-256, 2-3 hidden layers) and two explanations:
 `prune50` (keep the half of each hidden layer with the largest product of incoming and outgoing
@@ -199,7 +199,11 @@ def targets(records: list[dict]) -> list[str]:
     return lines
 
 
-def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None) -> dict:
+def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None, cpu_clock: bool = False) -> dict:
+    if cpu_clock:  # branch and bound's budget in this process's CPU seconds (a shared machine: load steals wall time)
+        from certify.bounds import bab
+
+        bab.CLOCK = time.process_time
     if jax_cache is not None:  # workers share one XLA cache, empty at the start of the run (times include compiles)
         import jax
 
@@ -209,6 +213,7 @@ def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None) -> dict
         t = time.perf_counter()
         rec = run_instance(Path(tmp), *inst, quick=quick, lirpa=lirpa)
     rec["notes"]["wall_seconds"] = round(time.perf_counter() - t, 1)
+    rec["notes"]["budget_clock"] = "cpu" if cpu_clock else "wall"
     return rec
 
 
@@ -417,6 +422,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 model sizes, shorter budgets (under 10 minutes on 2 cores)")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--no-lirpa", action="store_true", help="skip the auto_LiRPA columns")
+    ap.add_argument("--cpu-clock", action="store_true",
+                    help="count branch and bound's budget in CPU seconds of its process (for a loaded, shared machine)")
     ap.add_argument("--only", help="run instances whose name contains one of these comma-separated strings (in this order)")
     ap.add_argument("--workers", type=int, help="instances run in this many processes (default: 2 with --quick, else 1)")
     ap.add_argument("--family", choices=("dense", "residual"), default="dense",
@@ -433,10 +440,10 @@ def main(argv=None) -> int:
         if workers > 1:  # spawn, not fork (JAX); each process times its own instances
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="certify-xla-"))
-            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa, cache)
+            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa, cache, args.cpu_clock)
                                                          for inst in todo]))
         else:
-            results = (_timed(inst, args.quick, not args.no_lirpa) for inst in todo)
+            results = (_timed(inst, args.quick, not args.no_lirpa, None, args.cpu_clock) for inst in todo)
         for rec in results:
             records.append(rec)
             records.sort(key=lambda r: [i[0] for i in todo].index(r["instance"]))
