@@ -38,12 +38,13 @@ ALPHA_MAX_HIDDEN = 256  # input splits on a joint network with more hidden neuro
 # the root (on the VeryDiff MNIST pair, 420 hidden neurons, the root's alpha-CROWN took 5.7 s of a 60 s budget on a quiet
 # machine, 17 s at load 5, to find that alpha does not pay there)
 SHARED_FIRST = 0.75  # a joint network whose first layers f and g share, with at least this share of their neurons
-# unstable at the root (a wide domain), and alpha-CROWN leaves (their beta multipliers enforce the splits; CROWN leaves
-# only clamp the split neuron and converge slower than input splits), splits those ReLUs first, then ReLUs by BaBSR, never inputs: one split fixes a
-# neuron for f and g at once. w16x2-prune50-box (10 inputs, layer 1 shared, 16 of 16 unstable), 30 s at load 3-4:
-# input splits 1.647x exact, BaBSR ReLU splits 1.809x, shared ReLUs first then BaBSR 1.348x (then input splits 1.447x;
-# shared ReLUs ranked by gap x output weight mass 1.389x, by gap alone 1.449x). Where half the shared layer is
-# unstable (w32x2-prune50-ball50, 16 of 32) input splits stay better: 1.097x against 1.118-1.339x in 15 s
+# unstable at the root (a wide domain), on alpha-CROWN leaves, splits those ReLUs first, then ReLUs by BaBSR, never
+# inputs: one split fixes a neuron of f and of g at once, and beta-CROWN holds it (CROWN leaves only clamp the split
+# neuron, and converge slower than with input splits). w16x2-prune50-box (10 inputs, layer 1 shared, 16 of 16
+# unstable), 30 s at load 3-4: input splits 1.647x exact, BaBSR ReLU splits 1.809x, shared ReLUs first then BaBSR
+# 1.348x (then input splits 1.447x; shared ReLUs ranked by gap x output weight mass 1.389x, by gap alone 1.449x). Where
+# half the shared layer is unstable (w32x2-prune50-ball50, 16 of 32) input splits stay better: 1.097x against
+# 1.118-1.339x in 15 s
 ALPHA_PAYS = 0.05  # alpha-CROWN bounds input-split leaves where it removes this share of CROWN's excess at the root
 MAX_DEPTH = 120  # splits along one path at most (as certify/bounds/graph.py): past float resolution a split moves no
 # bound, and a tree stays shallower than the recursion of the certificate writer and the checker
@@ -335,8 +336,8 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     unstable = [(l < 0) & (u > 0) for l, u in root.proposal.claims[:net.shared]]
     shared_first = leaf_method == "alpha" and bool(unstable) and \
         sum(map(np.sum, unstable)) >= SHARED_FIRST * sum(map(len, unstable))  # alpha: beta-CROWN holds the splits
-    if input_splits and not shared_first and leaf_method == "crown" and root.proposal.claims:  # the root's hidden-layer steps go into the
-        # certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
+    if input_splits and not shared_first and leaf_method == "crown" and root.proposal.claims:  # the root's hidden-layer
+        # steps go into the certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
         root.keep, inherited = (1, len(net.weights)), root.proposal.claims
     args = (net, exact_joint, leaf_method, margins, differential, inherited)
@@ -357,13 +358,13 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                     regions.append((worst.box, worst.assume, True))
                     owners.append(worst)
                     continue
-                if shared_first:  # see SHARED_FIRST
+                if worst.depth >= MAX_DEPTH:
+                    cands = []
+                elif shared_first:  # see SHARED_FIRST
                     cands = [s for s in [shared_split(net, worst) or choose_split(net, worst, inputs=False)] if s]
                 else:
                     cands = (input_candidates(net, worst, candidates) if input_splits and candidates > 1 else []) or \
                         [s for s in [choose_split(net, worst)] if s is not None]
-                if worst.depth >= MAX_DEPTH:
-                    cands = []
                 if inherited:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
                     # would leave layers below it to the root's looser steps); a point box has none, and needs none
                     cands = [c for c in cands if c["split"] == "input"]
