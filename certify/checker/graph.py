@@ -124,18 +124,21 @@ LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the rem
 
 
 def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
-    """The coefficients pick(lam, ls, us) over den * sd, and None; or, given floor = (p, q), p/q = sum_c max(0, -lower_c)
-    of the verified lower bounds of the value z they multiply: those coefficients rounded down to their top ROUND_BITS
-    bits, C = C' 2^s + R with 0 <= R < 2^s, and the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
+    """The coefficients pick(lam, ls, us) over den * sd, and None; or, given floor = (p, q, m, r) of the value z they
+    multiply (`_floor`: p/q = sum_c max(0, -lower_c), m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds):
+    those coefficients rounded down to their top ROUND_BITS bits, C = C' 2^s + R with 0 <= R < 2^s, and the constant
+    that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
     n, den = lam
     d = den * sd
-    twos = (d & -d).bit_length() - 1  # 2^twos divides d: rounded coefficients C' / (d / 2^s) need s <= twos
-    if floor is None or not e or twos < MIN_SHIFT:
+    if floor is None or not e:
+        return (pick(n, e, ls, us), d), None
+    p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
+    cap = min((d & -d).bit_length() - 1,  # 2^s must divide d: rounded coefficients C' / (d / 2^s)
+              r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS)
+    if cap < MIN_SHIFT:  # (before the pass over the entries for their size)
         return (pick(n, e, ls, us), d), None
     top = max(max(e), -min(e)).bit_length() + max(max(ls), -min(ls), max(us), -min(us)).bit_length()  # >= any |C|'s bits
-    s = min(top - ROUND_BITS, twos)
-    p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
-    s = min(s, r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS)
+    s = min(top - ROUND_BITS, cap)
     if s < MIN_SHIFT:
         return (pick(n, e, ls, us), d), None
     d >>= s
