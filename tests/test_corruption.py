@@ -1,0 +1,52 @@
+"""The corruption campaign (benchmarks/corruption.py) in small: tampered copies of genuine certificates
+are rejected or still prove something true, never a false bound, and never crash the checker; and the
+campaign does catch a checker that skips a proof obligation."""
+
+import sys
+from fractions import Fraction
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import corruption  # noqa: E402
+
+from certify.checker import check  # noqa: E402
+
+
+def assert_clean(summary: dict) -> None:
+    assert summary["unsound"] == summary["wrong_certified"] == summary["crashed"] == summary["bad_input"] == 0, summary
+    assert summary["rejected"] > summary["mutants"] // 2, summary  # most single changes break the proof
+    assert summary["cases_without_certificate"] == 0, summary
+
+
+def test_tampered_dense_certificates_never_prove_a_false_bound():
+    summary, _ = corruption.run("dense", cases=8, mutants=15, seed=31)
+    assert_clean(summary)
+    assert {"steps", "claim"} <= set(summary["by_section"]), summary["by_section"]
+
+
+def test_tampered_transformer_certificates_never_prove_a_false_bound():
+    summary, _ = corruption.run("transformer", cases=4, mutants=12, seed=32, methods=("crown", "bab"))
+    assert_clean(summary)
+
+
+def zero_claim(doc, rng):
+    """The claimed bound set to 0."""
+    corruption._set(doc, ("claim", "bound"), "0")
+    return doc
+
+
+def test_a_checker_that_skips_the_goal_is_caught(monkeypatch):
+    """Witness-free cases (4..7) with a positive deviation: a claimed bound of 0 is rejected by the checker;
+    with its z3 goal check replaced by `True`, the same certificates are accepted, and the campaign
+    counts them as unsound (and the CERTIFIED ones as wrong) instead of passing them."""
+    monkeypatch.setattr(corruption, "MUTATIONS", {"zero_claim": zero_claim})
+    honest = [r for i in range(4, 8) for r in corruption.tamper_case("dense", 33, i, "crown", 1)]
+    changed = [r for r in honest if r["outcome"] != "unchanged"]  # a case whose bound is 0 already is unchanged
+    assert changed and all(r["outcome"] == "rejected" for r in changed), honest
+    monkeypatch.setattr(check, "goal_holds", lambda *args, **kwargs: True)
+    sabotaged = [r for i in range(4, 8) for r in corruption.tamper_case("dense", 33, i, "crown", 1)]
+    positive = [r for r in sabotaged if r["outcome"] == "accepted" and Fraction(r["exact"]) > 0]
+    assert positive and all("unsound" in r["bad"] for r in positive), sabotaged
+    summary = corruption.summarise(sabotaged)
+    assert summary["unsound"] == len(positive) and summary["rejected"] == 0, summary
