@@ -83,29 +83,33 @@ def certified(tmp_path_factory):
     joint = _joint(tmp, p, V, n)
     allowed = (tuple(range(V)),) * n
     bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
-    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
-    return joint, TokenBox(V, allowed), tree, bound, _values(p, V, n)[1].max()
+    from certify.checker import attention
+
+    attention.TRACE = []
+    try:
+        check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+        hull = [v for _, _, g, v in attention.TRACE if g == 3][:len(_lambda(tree))]  # leaf 0's rows, by the hull
+    finally:
+        attention.TRACE = None
+    split = next(k for k, v in enumerate(_lambda(tree)) if v is not None and hull[k] > 0)  # its lambda is read
+    return joint, TokenBox(V, allowed), tree, bound, _values(p, V, n)[1].max(), split
 
 
 def _lambda(tree, i=0):
     return tree["children"][i]["ratio"]["lambda"]
 
 
-def _first_split(tree):
-    return next(k for k, v in enumerate(_lambda(tree)) if v is not None)
-
-
-MUTATIONS = {
-    "bound_below_the_maximum": lambda t, b, m: (t, Fraction(m) * (1 - Fraction(1, 10**4))),
-    "lambda_moved": lambda t, b, m: (_set(t, _first_split(t), str(Fraction(_lambda(t)[_first_split(t)]) + 1000)), b),
-    "lambda_moved_down": lambda t, b, m: (_set(t, _first_split(t), str(Fraction(_lambda(t)[_first_split(t)]) - 1000)), b),
-    "lambda_not_rational": lambda t, b, m: (_set(t, _first_split(t), "0.5"), b),
-    "lambda_entry_dropped": lambda t, b, m: (_pop(t), b),
-    "query_not_one_token": lambda t, b, m: ({"ratio": t["children"][0]["ratio"]}, b),
-    "query_out_of_range": lambda t, b, m: (_query(t, 7), b),
-    "query_not_an_int": lambda t, b, m: (_query(t, "2"), b),
-    "extra_key": lambda t, b, m: (_extra(t), b),
-    "leaf_dropped": lambda t, b, m: (_drop(t), b),
+MUTATIONS = {  # (tree, bound, the maximum, a split row of leaf 0 whose lambda the check reads (the hull does not prove it))
+    "bound_below_the_maximum": lambda t, b, m, k: (t, Fraction(m) * (1 - Fraction(1, 10**4))),
+    "lambda_moved": lambda t, b, m, k: (_set(t, k, str(Fraction(_lambda(t)[k]) + 1000)), b),
+    "lambda_moved_down": lambda t, b, m, k: (_set(t, k, str(Fraction(_lambda(t)[k]) - 1000)), b),
+    "lambda_not_rational": lambda t, b, m, k: (_set(t, k, "0.5"), b),
+    "lambda_entry_dropped": lambda t, b, m, k: (_pop(t), b),
+    "query_not_one_token": lambda t, b, m, k: ({"ratio": t["children"][0]["ratio"]}, b),
+    "query_out_of_range": lambda t, b, m, k: (_query(t, 7), b),
+    "query_not_an_int": lambda t, b, m, k: (_query(t, "2"), b),
+    "extra_key": lambda t, b, m, k: (_extra(t), b),
+    "leaf_dropped": lambda t, b, m, k: (_drop(t), b),
 }
 
 
@@ -137,15 +141,15 @@ def _drop(t):
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_tampered_ratio_claims_are_rejected(certified, name):
-    joint, box, tree, bound, exact = certified
-    forged, b = MUTATIONS[name](copy.deepcopy(tree), bound, exact)
+    joint, box, tree, bound, exact, split = certified
+    forged, b = MUTATIONS[name](copy.deepcopy(tree), bound, exact, split)
     assert (forged, b) != (tree, bound)
     with pytest.raises(Rejected):
         check_token_tree(joint, box, forged, b, "tree")
 
 
 def test_every_row_joint_is_accepted_and_a_graph_without_the_form_is_refused(certified, tmp_path):
-    joint, box, tree, bound, _ = certified
+    joint, box, tree, bound, _, _ = certified
     every = copy.deepcopy(tree)
     for kid in every["children"]:
         kid["ratio"]["lambda"] = [None] * len(kid["ratio"]["lambda"])
@@ -170,8 +174,18 @@ def test_bab_on_a_token_spec_writes_ratio_leaves_that_verify_and_tampering_rejec
     assert "ratio" in cert["token_tree"]["children"][0]
     r = check_certificate(spec, out)
     assert r.verdict is Verdict.CERTIFIED and values.max() - 1e-12 <= float(r.bound) <= values.max() * (1 + 1e-8) + 1e-8
-    k = next(k for k, v in enumerate(cert["token_tree"]["children"][1]["ratio"]["lambda"]) if v is not None)
-    cert["token_tree"]["children"][1]["ratio"]["lambda"][k] = str(Fraction(cert["token_tree"]["children"][1]["ratio"]["lambda"][k]) + 50)
+    from certify.checker import attention
+
+    attention.TRACE = []
+    try:
+        check_certificate(spec, out)
+        hull = [v for _, _, g, v in attention.TRACE if g == 3]  # every leaf's rows in turn, by the hull
+    finally:
+        attention.TRACE = None
+    m2 = len(cert["token_tree"]["children"][0]["ratio"]["lambda"])
+    leaf, k = next((n // m2, n % m2) for n, v in enumerate(hull) if v > 0 and cert["token_tree"]["children"][n // m2]["ratio"]["lambda"][n % m2] is not None)
+    lam = cert["token_tree"]["children"][leaf]["ratio"]["lambda"]  # a split row whose lambda the check reads
+    lam[k] = str(Fraction(lam[k]) + 50)
     out.write_text(json.dumps(cert))
     assert check_certificate(spec, out).verdict is Verdict.REJECTED
 
@@ -247,6 +261,8 @@ def test_rows_bucketed_once_give_the_generic_checks_values(tmp_path, monkeypatch
 
     p = _params(np.random.default_rng(seed), V, n, d, dh)
     joint = _joint(tmp_path, p, V, n)
+    monkeypatch.setattr(attention, "HULL", False)  # every row by its hint, exactly (the hull and rounding: tests below)
+    monkeypatch.setattr(attention, "ROUND", False)
     for allowed in ((tuple(range(V)),) * n, ((0, 2), (1,)) + (tuple(range(V)),) * (n - 2)):
         bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
         every = copy.deepcopy(tree)  # and every row joint
@@ -286,3 +302,68 @@ def test_the_integer_tables_rebuild_d_at_every_sequence(tmp_path):
         with ctx.workprec(256):
             ref = evaluate(joint, [Fraction(int(c % V == tokens[c // V])) for c in range(V * n)])["d"]
         assert all(abs(float(u) - float(v.mid())) <= 1e-9 * (1 + abs(float(u))) for u, v in zip(d, ref)), tokens
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh", CASES[:2])
+def test_the_hull_and_the_rounded_joint_rows_bound_the_exact_values(tmp_path, monkeypatch, seed, V, n, d, dh):
+    """The two cheaper checks in front of the exact ones (attention.HULL, attention.ROUND): the hull value of every row
+    (sigma r_i + sum_groups max_k max sigma c_ik) is at least the enumerated max of sigma d_i over the leaf's sequences;
+    every joint row's rounded bound (`_joint_value` with bits) is at least its exact value and within 2^-40 of it."""
+    from certify.checker import attention
+
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n)
+    tokens = np.array(list(itertools.product(range(V), repeat=n)))
+    dev = forward(p, tokens)[:, -1] - forward({**p, "W_pos": np.zeros_like(p["W_pos"])}, tokens)[:, -1]
+    for allowed in ((tuple(range(V)),) * n, ((0, 2), (1,)) + (tuple(range(V)),) * (n - 2)):
+        bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed))
+        assert tree["position"] == n - 1
+        every = copy.deepcopy(tree)
+        for kid in every["children"]:
+            kid["ratio"]["lambda"] = [None] * len(kid["ratio"]["lambda"])
+        traces = {}
+        for hull, rounded in ((True, False), (False, False), (False, True)):
+            monkeypatch.setattr(attention, "HULL", hull)
+            monkeypatch.setattr(attention, "ROUND", rounded)
+            monkeypatch.setattr(attention, "TRACE", [])
+            check_token_tree(joint, TokenBox(V, allowed), every, bound, "tree")
+            traces[hull, rounded] = attention.TRACE
+        inside = np.all([np.isin(tokens[:, j], allowed[j]) for j in range(n)], axis=0)
+        hulls = [v for _, _, g, v in traces[True, False] if g == 3]
+        assert len(hulls) == 2 * joint.out_dim * len(allowed[-1])
+        for leaf, a in enumerate(allowed[-1]):
+            rows = dev[inside & (tokens[:, -1] == a)]
+            for i in range(joint.out_dim):
+                for s, sigma in enumerate((1, -1)):
+                    assert float(hulls[(leaf * joint.out_dim + i) * 2 + s] + bound) >= (sigma * rows[:, i]).max() - 1e-9, (leaf, i, s)
+        exact = [v for _, _, g, v in traces[False, False] if g == 2]
+        quick = [v for _, _, g, v in traces[False, True] if g == 4]
+        assert len(exact) == len(quick) == 2 * joint.out_dim * len(allowed[-1])
+        assert all(e <= q <= e + Fraction(1, 1 << 40) for e, q in zip(exact, quick))
+
+
+def test_the_rounded_joint_value_is_an_upper_bound_of_the_exact_one():
+    """`_joint_value` with bits (X and W rounded up, gamma rounded up) against the exact one on random integer sums
+    whose c denominator makes every rounding inexact; gamma of either kind (dyadic: its rounding exact)."""
+    from flint import fmpz
+
+    from certify.checker.attention import _joint_value
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        V = 3
+        allowed = [list(range(V))] * 3
+        dens = ((int(rng.integers(1, 1 << 20)), (1 << 70) + int(rng.integers(1, 1 << 30))), (int(rng.integers(1, 1 << 20)), 0))
+        dens = (dens[0], (dens[1][0], dens[0][1]))
+        sums = []
+        for g in range(2):
+            d = {p: ([fmpz(int(x)) for x in rng.integers(0, 1 << 20, size=1 if p is None else V)],
+                     [[fmpz(int(x)) for x in rng.integers(-(1 << 62), 1 << 62, size=1 if p is None else V)] for _ in range(2)])
+                 for p in (None, 0, 1, 2)}
+            sums.append((d, None, None))
+        gamma = Fraction(int(rng.integers(-(1 << 40), 1 << 40)), 1 << 10) if trial % 2 else Fraction(int(rng.integers(-(1 << 40), 1 << 40)), 3 ** 20)
+        for i in range(2):
+            for sigma in (1, -1):
+                exact = _joint_value(sums, i, sigma, gamma, dens, allowed)
+                for bits in (0, 8, 64):
+                    assert exact <= _joint_value(sums, i, sigma, gamma, dens, allowed, bits), (trial, i, sigma, bits)

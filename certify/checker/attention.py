@@ -17,6 +17,9 @@ sum over the products grouped by the free positions they read (at most 2): a con
 position, an exact max over each pair's matrix (each position's vector shared equally among its pairs).
 exp: E = e^{s - s*} (s* the group's largest score at a) is an arb ball rounded to E^ with P leading bits, proved
 |E - E^| <= 2^-P E^; then E_k E_l c <= E^_k E^_l (c + 3 2^-P max|c|), so the constant term is moved by that much.
+Before that, two cheaper sufficient checks (each fails over to the next): the hull (each group's ratio is a convex
+combination of its c_ik, so sigma d_i <= max sigma r_i + sum_groups max_k max sigma c_ik over the tokens: no exp at all),
+and for a joint row its value with X and W rounded up (`_joint_value` with bits; the exact one only where that fails).
 """
 
 from __future__ import annotations
@@ -327,21 +330,28 @@ def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fracti
     return Fraction(int(top), dens[0] * dens[1] * g.denominator)
 
 
-def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fraction:
+def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits: int | None = None) -> Fraction:
     """max over the leaf of sum_{k,l} E1_k E2_l (sigma c1_ik + gamma + sigma c2_il) from both groups' `_split_sums`, as
     `_upper` buckets it: by the two members' free positions. Per position p, X = sigma A1 + gamma e1, Z = e1, Y = e2,
     W = sigma A2 (A: sum_k E_k c_ik, e: sum_k E_k); a pair {p, p'} (p in one group, p' in the other) is the rank-4 matrix
     X_p (x) Y_p' + Z_p (x) W_p' + its mirror, and each position's own terms (p = p', or a fixed partner) are shared
-    equally among its pairs. Integers over (E1's, c's, E2's denominators) d1 dc^2 d2 gd."""
+    equally among its pairs. Integers over (E1's, c's, E2's denominators) d1 dc^2 d2 gd. With `bits`: an upper bound of
+    it, X and W rounded up to multiples of 2^-bits / d1 and 2^-bits / d2 (Y, Z >= 0 exact, so every entry only grows;
+    an E's numerator is >= 2^(P-1), so each entry moves by a part in about 2^(P + bits) of its own size, plus
+    2^-bits E1 E2 from gamma), integers over d1 d2 2^bits: about half the digits."""
     (d1, dc), (d2, _) = dens
-    gn, gd = gamma.numerator, gamma.denominator
-    c1, c2, c3, c4, c5, vec = fmpz(sigma * gd), fmpz(gn * dc), fmpz(dc * gd), fmpz(dc), fmpz(sigma), {}
+    if bits is None:
+        gn, gd = gamma.numerator, gamma.denominator
+        c1, c2, c3, c4, c5, den = fmpz(sigma * gd), fmpz(gn * dc), fmpz(dc * gd), fmpz(dc), fmpz(sigma), d1 * dc * dc * d2 * gd
+    else:
+        c1, c2, c3, c4, c5, den = fmpz(sigma << bits), fmpz(math.ceil(gamma * (1 << bits))), ONE, ONE, fmpz(sigma << bits), d1 * d2 << bits
+    vec, dc = {}, fmpz(1 if bits is None else dc)
     sums = [sums[0][0], sums[1][0]]
     for p in set(sums[0]) | set(sums[1]):
         zero = [ZERO] * (1 if p is None else len(allowed[p]))
         e1, a1 = (sums[0][p][0], sums[0][p][1][i]) if p in sums[0] else (zero, zero)
         e2, a2 = (sums[1][p][0], sums[1][p][1][i]) if p in sums[1] else (zero, zero)
-        vec[p] = ([c1 * x + c2 * y for x, y in zip(a1, e1)], [c3 * y for y in e1], [c4 * y for y in e2], [c5 * x for x in a2])
+        vec[p] = ([-(-c1 * x // dc) + c2 * y for x, y in zip(a1, e1)], [c3 * y for y in e1], [c4 * y for y in e2], [-(-c5 * x // dc) for x in a2])
     X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([ZERO],) * 4))
     own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
     ps = sorted(vec)
@@ -354,7 +364,7 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed) -> Fr
         scale = fmpz_mat([[L if r == c < 4 else L // share[j] if r == c == 4 else L // share[k] if r == c == 5 else 0 for c in range(6)] for r in range(6)])
         left, right = fmpz_mat([X, Z, Y, W, own[j], [ONE] * len(X)]), fmpz_mat([Y2, W2, X2, Z2, [ONE] * len(X2), own[k]])
         total += max((left.transpose() * (scale * right)).entries())
-    return Fraction(int(total), L * d1 * dc * dc * d2 * gd)
+    return Fraction(int(total), L * den)
 
 
 def _biggest(tables, seen: dict) -> Fraction:
@@ -382,24 +392,46 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     # a member's positions: its score's and its coefficients' in every row; each product of a term is read over all
     # the positions of its members (markers), so that a term's products fall in one bucket
     marks = [[[(p, None, 1) for p in {e[0]} | {coef[i][g][k][0] for i in range(m)} if p is not None] for k, e in enumerate(exps[g])] for g in (0, 1)]
+    # the hull: each group's ratio is a convex combination of its members' coefficients, so sigma d_i <= max sigma r_i +
+    # sum_groups max_k max sigma c_ik over their positions' tokens; rows within B by it need no exp (and no sums below)
+    L, ends = coef[0][0][0][2], {}
+    for t in [r for r in rest] + [c for row in coef for grp in row for c in grp]:
+        key = ("hull", id(t[1]), None if t[0] is None else tuple(allowed[t[0]]))
+        if key not in seen:
+            v = _along(t, t[0], allowed)
+            seen[key] = (t[1], int(max(v)), int(min(v)))
+        ends[id(t)] = seen[key][1:]
+    hull = [[sigma * ends[id(rest[i])][s] + sum(max(sigma * ends[id(c)][s] for c in grp) for grp in coef[i]) for s, sigma in enumerate((1, -1))] for i in range(m)]
+    BL = math.floor(B * L)  # (h <= B L iff h <= BL for an integer h)
+    need = [i for i in range(m) if not HULL or any(h > BL for h in hull[i])]  # the rows that need more (index: at[i])
+    at = {i: n for n, i in enumerate(need)}
     # split rows of a group whose members each read at most one free position (and, group 1, a rest of no free position):
-    # bucketed once for all rows (`_split_sums`), each row's value as `_upper`'s on its products
-    fast = [None if not FAST or (g == 0 and any(len(allowed[p]) > 1 for p, _, _ in rest if p is not None)) else
-            _split_sums([(e, [coef[i][g][k] for i in range(m)]) for k, e in enumerate(exps[g])], marks[g], allowed) for g in (0, 1)]
+    # bucketed once for those rows (`_split_sums`), each row's value as `_upper`'s on its products
+    fast = [None if not FAST or not need or (g == 0 and any(len(allowed[p]) > 1 for p, _, _ in rest if p is not None)) else
+            _split_sums([(e, [coef[i][g][k] for i in need]) for k, e in enumerate(exps[g])], marks[g], allowed) for g in (0, 1)]
     dens = [(exps[g][0][2], coef[0][g][0][2]) for g in (0, 1)]
 
     def rv(r):  # a rest's value (it reads no free position where fast[0] is used)
         return Fraction(int(r[1][0 if r[0] is None else allowed[r[0]][0]]), r[2])
     for i in range(m):
+        if HULL and TRACE is not None:
+            TRACE.extend((i, s, 3, Fraction(h, L) - B) for s, h in enumerate(hull[i]))
+        if i not in at:
+            continue
         cs, r = coef[i], rest[i]
         rm = [(r[0], None, 1)]
         big = (_biggest(cs[0], seen) + _biggest([r], seen) + abs(B), _biggest(cs[1], seen))
         for s, sigma in enumerate((1, -1)):
             what = f"row {i}: {'' if sigma > 0 else '-'}d_{i} <= bound is not proved"
+            if HULL and hull[i][s] <= BL:
+                continue
             eta = Fraction(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
             if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
                 if fast[0] is not None and fast[1] is not None:
-                    value = _joint_value(fast, i, sigma, sigma * rv(r) - B + eta * (big[0] + big[1]), dens, allowed)
+                    gamma = sigma * rv(r) - B + eta * (big[0] + big[1])
+                    if ROUND and _trace(_joint_value(fast, at[i], sigma, gamma, dens, allowed, 64), i, s, 4) <= 0:
+                        continue  # the rounded bound holds (else the exact one decides)
+                    value = _joint_value(fast, at[i], sigma, gamma, dens, allowed)
                 else:
                     terms = [(e1, c1, m1, e2, c2, m2) for e1, c1, m1 in zip(exps[0], cs[0], marks[0]) for e2, c2, m2 in zip(exps[1], cs[1], marks[1])]
                     prods = [(sigma, [e1, e2, c] + m1 + m2 + rm) for e1, c1, m1, e2, c2, m2 in terms for c in (c1, r, c2)]
@@ -411,7 +443,7 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
             for g, shift in ((0, -B - lam), (1, lam)):  # split: group 1's ratio <= lambda, group 2's <= -lambda
                 add = shift + eta * (big[g] + abs(lam))
                 if fast[g] is not None:
-                    value = _split_value(fast[g], i, sigma, add + (sigma * rv(r) if g == 0 else 0), dens[g])
+                    value = _split_value(fast[g], at[i], sigma, add + (sigma * rv(r) if g == 0 else 0), dens[g])
                 else:
                     pad = rm if g == 0 else []
                     prods = [(sigma, [e, c] + mk + pad) for e, c, mk in zip(exps[g], cs[g], marks[g])]
@@ -423,6 +455,8 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
 
 
 FAST = True  # tests: False checks every split row by `_upper` (the differential test compares the values)
+HULL = True  # tests: False checks every row by its hint (the hull's rows: TRACE group 3)
+ROUND = True  # tests: False checks joint rows exactly only (the rounded bound first otherwise: TRACE group 4)
 TRACE: list | None = None  # tests: a list collects (row, sign, group or 2 (joint), value) of every row checked
 
 
