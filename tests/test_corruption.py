@@ -50,3 +50,21 @@ def test_a_checker_that_skips_the_goal_is_caught(monkeypatch):
     assert positive and all("unsound" in r["bad"] for r in positive), sabotaged
     summary = corruption.summarise(sabotaged)
     assert summary["unsound"] == len(positive) and summary["rejected"] == 0, summary
+
+
+def test_a_graph_step_naming_a_list_or_an_object_for_its_node_is_rejected(tmp_path):
+    """Found by the corruption campaign (residual family, seed 2071: 11 of 4,904 mutants): a graph step whose
+    `node` was a list or an object made the checker raise TypeError (unhashable) instead of rejecting it."""
+    import json
+
+    from certify.checker import Verdict, check_certificate
+
+    rec, spec, cert = corruption.genuine("residual", 2071, 9, "crown", tmp_path)
+    doc = json.loads(cert.read_text())
+    for value in ([], {}, ["x"], None, 3):
+        bad = json.loads(json.dumps(doc))
+        bad["steps"][0]["node"] = value
+        path = tmp_path / "bad.cert.json"
+        path.write_text(json.dumps(bad))
+        result = check_certificate(spec, path, 1)
+        assert result.verdict is Verdict.REJECTED and "names a node" in result.reason, (value, result.reason)

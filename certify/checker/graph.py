@@ -754,7 +754,8 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
     require(isinstance(steps, list), where, "steps must be a list")
     for k, step in enumerate(steps):
         at = f"{where}[{k}]"
-        require(isinstance(step, dict) and step.get("node") in graph.by_name, at, "a step names a node of the joint graph")
+        require(isinstance(step, dict) and isinstance(step.get("node"), str) and step["node"] in graph.by_name, at,
+                "a step names a node of the joint graph")
         node = graph.by_name[step["node"]]
         op, n = OPS[node.op], graph.dims[node.name]
         at = f"{at} ({step.get('kind')}, node {node.name})"
