@@ -24,10 +24,11 @@ and for a joint row its value with X and W rounded up (`_joint_value` with bits;
 
 from __future__ import annotations
 
+import gc
 import math
 from fractions import Fraction
 
-from flint import arb, ctx, fmpq, fmpz, fmpz_mat
+from flint import arb, ctx, fmpz, fmpz_mat
 
 from .errors import require
 from .numbers import parse_ratio
@@ -49,6 +50,7 @@ class Form:
 
     def __init__(self, joint, vocab: int, deg: dict):
         self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs, self.seen = joint, vocab, deg, {}, {}, {}, {}, {}
+        self.rowsets, self.at, self.scaled, self.xs = {}, {}, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
         self.lin = {}  # linear, affine: (dense fmpz_mat or None (<= 2 weights a row), rows [(column, numerator)], denominator, bias numerators, its denominator)
@@ -82,7 +84,14 @@ class Form:
             if base is not None and self.deg[nd.name] == 0:
                 val[nd.name] = base[nd.name]
                 continue
-            (e, D), todo = val[nd.inputs[0]], None if prev is None else [r for r, d in enumerate(self.dep[nd.name]) if prev[0] in d and (narrow is None or d - {prev[0]})]
+            (e, D), todo, alone = val[nd.inputs[0]], None, ()
+            if prev is not None:  # the rows that read q (and another position, with narrow), those that read q alone
+                key = (nd.name, prev[0], narrow is not None)
+                if key not in self.rowsets:
+                    q = prev[0]
+                    self.rowsets[key] = ([r for r, d in enumerate(self.dep[nd.name]) if q in d and (narrow is None or d - {q})],
+                                         [r for r, d in enumerate(self.dep[nd.name]) if d == {q}] if narrow is not None and nd.op != "softmax" else [])
+                todo, alone = self.rowsets[key]
             if nd.op == "softmax":
                 rows, den, todo = [[ONE if override == (nd.name, r) else ZERO] * B for r in range(len(nd.groups))], 1, None
             elif nd.op in ("linear", "affine"):
@@ -108,12 +117,13 @@ class Form:
                 f, F = val[nd.inputs[1]]
                 den, sign = math.lcm(D, F), 1 if nd.op == "add" else -1
                 s, t = fmpz(den // D), fmpz(sign * (den // F))
-                rows = [[s * x + t * y for x, y in zip(e[r], f[r])] for r in (range(len(e)) if todo is None else todo)]
+                idx = range(len(e)) if todo is None else todo
+                rows = ([[x + y for x, y in zip(e[r], f[r])] for r in idx] if s == 1 and t == 1 else [[x - y for x, y in zip(e[r], f[r])] for r in idx]
+                        if s == 1 and t == -1 else [[s * x + t * y for x, y in zip(e[r], f[r])] for r in idx])
             if todo is not None:  # the rows that do not read q: as in prev; those that read q alone: as in narrow
                 full = list(prev[1][nd.name][0])
-                for r, d in enumerate(self.dep[nd.name] if narrow is not None and nd.op != "softmax" else ()):
-                    if d == {prev[0]}:
-                        full[r] = [narrow[nd.name][0][r][0]] * B
+                for r in alone:
+                    full[r] = [narrow[nd.name][0][r][0]] * B
                 for r, v in zip(todo, rows):
                     full[r] = v
                 rows = full
@@ -171,7 +181,10 @@ class Form:
         if (q, a) in self.cache:
             return self.cache[q, a]
         V, out, m = self.vocab, self.joint.output, self.joint.out_dim
-        X = [[ONE if (c == q * V + a if c // V == q else c % V == b) else ZERO for b in range(V)] for c in range(self.joint.in_dim)]
+        if q not in self.xs:  # the batch with nothing at q (the same at every a)
+            self.xs[q] = [[ZERO] * V if c // V == q else [ONE if c % V == b else ZERO for b in range(V)] for c in range(self.joint.in_dim)]
+        X = list(self.xs[q])
+        X[q * V + a] = [ONE] * V
         last = self.last.get(q)  # the previous token's evaluations at q: all columns, the first column
         thin = self.evaluate([row[:1] for row in X], None, prev=last and (q, last[1]))
         base = self.evaluate(X, None, prev=last and (q, last[0]), narrow=last and thin)
@@ -186,7 +199,7 @@ class Form:
         exps = []
         for name, ms in self.groups:
             s, D = base[src[name]]
-            exps.append(_exps([(pos(self.score_deps[name][k]), [fmpq(v, D) for v in s[k]]) for k in ms], where))
+            exps.append(_exps([(pos(self.score_deps[name][k]), s[k]) for k in ms], D, where))
         r, den = base[out]
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
@@ -203,10 +216,19 @@ class Form:
                 self.shared[q, o] = ([[s * x - t * y for x, y in zip(u, v)] for u, v in zip(d, r)], L)
             rows, L = self.shared[q, o]
             g = next(t for t, (nm, ms) in enumerate(self.groups) if nm == name and k in ms)
-            for i in range(m):
-                coef[i][g][self.groups[g][1].index(k)] = (pos(deps[i]), rows[i], L)
+            if (q, o) not in self.at:
+                self.at[q, o] = [pos(d) for d in deps]
+            for i, p in enumerate(self.at[q, o]):
+                coef[i][g][self.groups[g][1].index(k)] = (p, rows[i], L)
         L = math.lcm(den, *(c[2] for row in coef for grp in row for c in grp))  # one denominator for coefficients and rests
-        coef = [[[(p, v if d == L else [fmpz(L // d) * x for x in v], L) for p, v, d in grp] for grp in row] for row in coef]
+
+        def over(v, d):  # numerators over L (memoised: a shared row stays one list at every a)
+            if d == L:
+                return v
+            if (id(v), L) not in self.scaled:
+                self.scaled[id(v), L] = (v, [fmpz(L // d) * x for x in v])
+            return self.scaled[id(v), L][1]
+        coef = [[[(p, over(v, d), L) for p, v, d in grp] for grp in row] for row in coef]
         rest = [(pos(self.rest_deps[i]), r[i] if den == L else [fmpz(L // den) * x for x in r[i]], L) for i in range(m)]
         if len(exps) == 1:
             exps.append([(None, [1], 1)])
@@ -237,26 +259,27 @@ def _ints(vals) -> tuple[list[int], int]:
     return [v.numerator * (d // v.denominator) for v in vals], d
 
 
-def _exps(scores, where: str) -> list:
-    """Per member: (position, E^ numerators, their denominator, one for the group), |e^{s - s*} - E^| <= 2^-P E^ proved (P
-    leading bits), s* the group's largest score."""
+def _exps(scores, D, where: str) -> list:
+    """Per member (scores: (position, numerators over D)): (position, E^ numerators, their denominator, one for the group),
+    |e^{s - s*} - E^| <= 2^-P E^ proved (P leading bits), s* the group's largest score; E^ = m 2^x, m odd."""
     top, out, memo = max(v for _, vals in scores for v in vals), [], {}
     with ctx.workprec(P + 64):
         for p, vals in scores:
             rounded = []
             for v in vals:
-                if v in memo:  # (a score that reads no free position repeats along the columns)
-                    rounded.append(memo[v])
-                    continue
-                e = arb(v - top).exp()
-                m, x = (int(t) for t in e.mid().man_exp())
-                cut = max(m.bit_length() - P, 0)
-                k = fmpq((m + (1 << cut >> 1)) >> cut) * fmpq(2) ** (x + cut)
-                require(k > 0 and abs(e - k) <= k / (1 << P), where, "an exp rounding is not proved within 2^-P of itself")
-                rounded.append(memo.setdefault(v, Fraction(int(k.p), int(k.q))))
+                if v not in memo:  # (a score that reads no free position repeats along the columns)
+                    e = (arb(v - top) / D).exp()
+                    m, x = (int(t) for t in e.mid().man_exp())
+                    cut = max(m.bit_length() - P, 0)
+                    m, x = (m + (1 << cut >> 1)) >> cut, x + cut
+                    require(m > 0 and abs(e - m * arb(2) ** x) <= arb(m) * arb(2) ** (x - P), where, "an exp rounding is not proved within 2^-P of itself")
+                    zeros = (m & -m).bit_length() - 1
+                    m, x = m >> zeros, x + zeros
+                    memo[v] = (m, x)
+                rounded.append(memo[v])
             out.append((p, rounded))
-    d = math.lcm(*(v.denominator for _, vals in out for v in vals))
-    return [(p, [fmpz(v.numerator * (d // v.denominator)) for v in vals], d) for p, vals in out]
+    low = min(0, *(x for _, vals in out for _, x in vals))
+    return [(p, [fmpz(m << (x - low)) for m, x in vals], 1 << -low) for p, vals in out]
 
 
 def _max_of(terms) -> Fraction:
@@ -468,5 +491,11 @@ def _trace(value: Fraction, i: int, s: int, g: int) -> Fraction:
 
 def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
     """Every (leaf, its token box, where) of a token tree whose leaf is {"ratio": ...}; returns the rows checked."""
-    fm = form(joint, leaves[0][1].vocab)
-    return sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
+    collect = gc.isenabled()
+    gc.disable()  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
+    try:
+        fm = form(joint, leaves[0][1].vocab)
+        return sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
+    finally:
+        if collect:
+            gc.enable()
