@@ -91,70 +91,19 @@ def q(v) -> fmpq:
     return fmpq(v.numerator, v.denominator)
 
 
-# Back-substitution runs on integers: coefficients are (N, den), an fmpz_mat of numerators over one
-# positive denominator; vectors of exact numbers are (integers, den) with den the lcm (every float is
-# dyadic, so denominators stay powers of two and small).
+# Back-substitution runs on integers packed by rows: a coefficient matrix N / den on a value of width m (one row per bound
+# being derived) is `Coef`: for each of its m columns one integer sum_r N[r, c] 2^(K r), row r in the K-bit field at K r.
+# Sums, integer multiples and integer matrix products of such columns are the same operations on N (exact for any
+# integers), each one GMP operation per column instead of one Python operation per entry. Reading the fields back (a
+# sign, a floor, a value) needs |N[r, c]| < 2^(K-1) in every field: each Coef carries `mag` >= every |N[r, c]|, derived
+# from its inputs' `mag` (triangle inequality), and one with mag >= 2^(K-1) is never made (`Widen`: the back-substitution
+# restarts with wider fields). A vector of constants (one per row) is a Coef with one column.
 
 
 def ints(values) -> tuple[list[int], int]:
     pairs = [v.as_integer_ratio() if type(v) is Fraction else Fraction(v).as_integer_ratio() for v in values]
     den = math.lcm(*(d for _, d in pairs)) if pairs else 1
     return [p * (den // d) for p, d in pairs], den
-
-
-ZERO = fmpz(0)  # an fmpz compares faster with an fmpz
-
-
-def pick(n: fmpz_mat, e: list, lo: list, up: list, shift: int = 0) -> fmpz_mat:
-    """Entrywise n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]); e: n.entries(), made once by the caller. shift > 0: each
-    entry's floor after division by 2^shift (fmpz >> rounds towards -infinity)."""
-    rows, cols = n.nrows(), n.ncols()
-    pairs = list(zip(map(fmpz, up), map(fmpz, lo))) * rows  # (index False: up, True: lo; fmpz * fmpz is the fast product)
-    if shift:
-        return fmpz_mat(rows, cols, [(v * p[v >= ZERO]) >> shift for v, p in zip(e, pairs)])
-    return fmpz_mat(rows, cols, [v * p[v >= ZERO] for v, p in zip(e, pairs)])
-
-
-ROUND_BITS, MIN_SHIFT = 96, 64  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
-# MIN_SHIFT or more can go (soundness.md, "Rounded coefficients"): exact products grow by a weight's bits at every node
-# (~900 bits deep in a residual graph), and an fmpz_mat product's time with them
-LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the remainder R z can move it by up to R times z's
-# magnitude, which the coefficients' bits do not bound (transformer campaign seed 2043 at 96 bits alone: values near 1e20
-# moved bounds by up to 6.5, past the engine's padding, and 17 of 300 valid certificates were REJECTED)
-
-
-def _picked(lam, e: list, ls: list, us: list, sd: int, floor: tuple | None):
-    """The coefficients pick(lam, ls, us) over den * sd, and None; or, given floor = (p, q, m, r) of the value z they
-    multiply (`_floor`: p/q = sum_c max(0, -lower_c), m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds):
-    those coefficients rounded down to their top ROUND_BITS bits, C = C' 2^s + R with 0 <= R < 2^s, and the constant
-    that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
-    n, den = lam
-    d = den * sd
-    if floor is None or not e:
-        return (pick(n, e, ls, us), d), None
-    p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
-    cap = min((d & -d).bit_length() - 1,  # 2^s must divide d: rounded coefficients C' / (d / 2^s)
-              r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS)
-    if cap < MIN_SHIFT:  # (before the pass over the entries for their size)
-        return (pick(n, e, ls, us), d), None
-    top = max(max(e), -min(e)).bit_length() + max(max(ls), -min(ls), max(us), -min(us)).bit_length()  # >= any |C|'s bits
-    s = min(top - ROUND_BITS, cap)
-    if s < MIN_SHIFT:
-        return (pick(n, e, ls, us), d), None
-    d >>= s
-    return (pick(n, e, ls, us, s), d), ([-p] * n.nrows(), q * d)
-
-
-def lowest(n: fmpz_mat, lo: list, up: list, e: list | None = None) -> list[int]:
-    """Per row, sum_c n[r, c] * (lo[c] if n[r, c] >= 0 else up[c]) = n @ up + sum over n[r, c] > 0 of n[r, c] (lo[c] - up[c]):
-    the least value of n @ z over the box lo <= z <= up, or the constant of signed lines. e: n.entries(), if made."""
-    if not any(lo) and not any(up):
-        return [0] * n.nrows()
-    out = (n * fmpz_mat(len(up), 1, up)).entries()  # (integers stay fmpz: a conversion to int costs more than the sum)
-    if lo == up:
-        return out
-    e, cols, gap = n.entries() if e is None else e, n.ncols(), [fmpz(a - b) for a, b in zip(lo, up)]
-    return [sum([v * g for v, g in zip(e[r * cols:(r + 1) * cols], gap) if v > ZERO], out[r]) for r in range(n.nrows())]
 
 
 def consts(m: fmpz_mat, col: list[int], den: int) -> tuple[list[int], int]:
@@ -170,26 +119,159 @@ def add_vec(a, b):
     return [x * fa + y * fb for x, y in zip(va, vb)], d
 
 
-def add_coef(a, b):
-    (na, da), (nb, db) = a, b
-    if da == db:
-        return na + nb, da
-    d = math.lcm(da, db)
-    return na * (d // da) + nb * (d // db), d
+def most(values) -> int:
+    """The largest |v|."""
+    return max(map(abs, values), default=0)
 
 
-def _signed(lam, lower: tuple, upper: tuple, e: list | None = None, floor: tuple | None = None):
+class Widen(Exception):
+    """A packed value would need fields wider than K bits (`Coef`); args[0]: the bits it needs."""
+
+
+class Rows:
+    """The packing of `count` rows in K-bit fields (K a multiple of 8): ones = sum_r 2^(K r), half = 2^(K-1) in each field."""
+
+    def __init__(self, count: int, k: int):
+        self.count, self.k = count, k
+        self.ones = fmpz((1 << (k * count)) - 1) // ((1 << k) - 1)
+        self.half = self.ones << (k - 1)
+
+    def encode(self, column: list[int]) -> fmpz:
+        return sum((fmpz(v) << (self.k * r) for r, v in enumerate(column) if v), ZERO)
+
+    def decode(self, x: fmpz) -> list[int]:
+        """The fields of x (each |field| < 2^(K-1)): x + half has the fields + 2^(K-1) in [0, 2^K) as its base-2^K digits."""
+        kb, h = self.k // 8, 1 << (self.k - 1)
+        raw = int(x + self.half).to_bytes(kb * self.count, "little")
+        return [int.from_bytes(raw[i:i + kb], "little") - h for i in range(0, kb * self.count, kb)]
+
+
+ZERO = fmpz(0)
+
+
+@dataclass(frozen=True)
+class Coef:
+    cols: list  # per column, the packed integer sum_r N[r, c] 2^(K r)
+    den: int  # positive: the coefficients are N / den
+    mag: int  # >= every |N[r, c]|
+    rows: Rows
+    outer: tuple | None = None  # (a, bound, w): the columns are a * w[c], a packed, |its fields| <= bound (`_linear_back`)
+
+    def __post_init__(self):
+        if self.mag.bit_length() > self.rows.k - 1:  # (mag < 2^(K-1))
+            raise Widen(self.mag.bit_length() + 1)
+
+
+def add_coef(a: Coef, b: Coef) -> Coef:
+    if a.den == b.den:
+        return Coef([x + y for x, y in zip(a.cols, b.cols)], a.den, a.mag + b.mag, a.rows)
+    d = math.lcm(a.den, b.den)
+    fa, fb = d // a.den, d // b.den
+    return Coef([x * fa + y * fb for x, y in zip(a.cols, b.cols)], d, a.mag * fa + b.mag * fb, a.rows)
+
+
+def times(lam: Coef, mat: fmpz_mat, den: int, colsum: int) -> Coef:
+    """lam @ mat / den; colsum: the largest sum_i |mat[i, j]| over the columns j (one product of a packed row with mat)."""
+    if not any(lam.cols):
+        return Coef([ZERO] * mat.ncols(), lam.den * den, 0, lam.rows)
+    return Coef((fmpz_mat(1, len(lam.cols), lam.cols) * mat).entries(), lam.den * den, lam.mag * colsum, lam.rows)
+
+
+def dot(lam: Coef, vec: list[int], den: int, pos: list | None = None, vec2: list[int] | None = None) -> Coef:
+    """The rows' constants lam @ vec / den (plus pos @ vec2 / den, pos: `positive(lam)`), as a one-column Coef."""
+    cols, vec = (lam.cols, vec) if pos is None else (lam.cols + pos, vec + vec2)
+    if not any(vec) or not any(lam.cols):
+        return Coef([ZERO], lam.den * den, 0, lam.rows)
+    total = fmpz_mat(1, len(cols), cols) * fmpz_mat(len(vec), 1, vec)
+    mag = sum(map(abs, vec)) if pos is None else sum(max(abs(a), abs(a + b)) for a, b in zip(vec[:len(lam.cols)], vec[len(lam.cols):]))
+    return Coef([total[0, 0]], lam.den * den, lam.mag * mag, lam.rows)
+
+
+def positive(lam: Coef) -> list:
+    """Per column, the packed max(N[r, c], 0): x + half has the digit N[r, c] + 2^(K-1), whose top bit is set iff
+    N[r, c] >= 0; that bit spread over its field masks the digits kept, and 2^(K-1) is taken off them."""
+    k, out, ones, half = lam.rows.k, [], lam.rows.ones, lam.rows.half
+    for x in lam.cols:
+        if not x:
+            out.append(ZERO)
+            continue
+        y = x + half
+        m = (y >> (k - 1)) & ones
+        out.append((y & ((m << k) - m)) - (m << (k - 1)))
+    return out
+
+
+def zero_const(lam: Coef) -> Coef:
+    return Coef([ZERO], 1, 0, lam.rows)
+
+
+def table(lam: Coef) -> list[list[int]]:
+    """lam's rows, as lists of integers (a pass over the entries)."""
+    return [list(row) for row in zip(*(lam.rows.decode(x) for x in lam.cols))] if lam.cols else [[] for _ in range(lam.rows.count)]
+
+
+def untable(rows: Rows, columns: list[list[int]], den: int) -> Coef:
+    """The Coef of integer columns (each rows.count long) over den (a pass over the entries)."""
+    return Coef([rows.encode(col) for col in columns], den, max(map(most, columns), default=0), rows)
+
+
+def lowest(lam: Coef, lo: list[int], up: list[int], den: int, pos: list | None = None) -> Coef:
+    """Per row, sum_c N[r, c] (lo[c] if N[r, c] >= 0 else up[c]) / (lam.den den): N @ up + max(N, 0) @ (lo - up), the least
+    value of lam @ z over the box lo/den <= z <= up/den, or the constant of signed lines."""
+    return dot(lam, up, den, positive(lam) if pos is None else pos, [a - b for a, b in zip(lo, up)])
+
+
+ROUND_BITS, MIN_SHIFT = 96, 64  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
+# MIN_SHIFT or more can go (soundness.md, "Rounded coefficients"): exact products grow by a weight's bits at every node
+# (~900 bits deep in a residual graph), and an integer product's time with them
+LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the remainder R z can move it by up to R times z's
+# magnitude, which the coefficients' bits do not bound (transformer campaign seed 2043 at 96 bits alone: values near 1e20
+# moved bounds by up to 6.5, past the engine's padding, and 17 of 300 valid certificates were REJECTED)
+
+
+def _picked(lam: Coef, pos: list, ls: list, us: list, sd: int, floor: tuple | None):
+    """The coefficients N (ls if N >= 0 else us) over den * sd, and None; or, given floor = (p, q, m, r) of the value z they
+    multiply (`_floor`: p/q = sum_c max(0, -lower_c), m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds):
+    those coefficients rounded down by 2^s (keeping their top ROUND_BITS bits), C = C' 2^s + R with 0 <= R < 2^s, and
+    the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
+    d, mag = lam.den * sd, lam.mag * most(ls + us)
+    cols = [x * u + p * (a - u) for x, p, a, u in zip(lam.cols, pos, ls, us)]
+    if floor is None:
+        return Coef(cols, d, mag, lam.rows), None
+    p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
+    s = min((d & -d).bit_length() - 1,  # 2^s must divide d: rounded coefficients C' / (d / 2^s)
+            r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS, mag.bit_length() - ROUND_BITS)
+    if s < MIN_SHIFT:
+        return Coef(cols, d, mag, lam.rows), None
+    rounded = _floor_shift(Coef(cols, d, mag, lam.rows), s)
+    return rounded, Coef([-p * lam.rows.ones], q * rounded.den, p, lam.rows)
+
+
+def _floor_shift(lam: Coef, s: int) -> Coef:
+    """floor(N / 2^s) over den / 2^s (2^s divides den, s < K): each field + 2^(K-1) is a digit in [0, 2^K); shifted down
+    by s, each field's low K - s bits are its digit's floor, and 2^(K-1-s) comes off it."""
+    k, ones = lam.rows.k, lam.rows.ones
+    mask, half, low = ones * ((1 << (k - s)) - 1), lam.rows.half, ones << (k - 1 - s)
+    return Coef([(((x + half) >> s) & mask) - low for x in lam.cols], lam.den >> s, (lam.mag >> s) + 1, lam.rows)
+
+
+def _rounded_const(const: Coef) -> Coef:
+    """Lower bounds' constants (one column) rounded down to their top ROUND_BITS bits, so that they move by less than
+    2^-(LOSS_BITS + 8) (sound: a smaller constant is a smaller lower bound)."""
+    d = const.den
+    s = min((d & -d).bit_length() - 1, d.bit_length() - 9 - LOSS_BITS, const.mag.bit_length() - ROUND_BITS)
+    return _floor_shift(const, s) if s >= MIN_SHIFT else const
+
+
+def _signed(lam: Coef, lower: tuple, upper: tuple, floor: tuple | None = None, pos: list | None = None):
     """Coefficients on z of lam . phi(z) >= lam . (s z + t): the lower line where lam >= 0, the upper where < 0.
     lower, upper: (slopes, intercepts) as ((ints, den), (ints, den)) over shared denominators. floor: z's, for rounding
-    (`_picked`)."""
-    (n, den), ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lam, lower, upper
-    if type(n) is Outer:  # (exact: two outer products, no pass over the entries)
-        coef, const = _outer_signed(n, (ls, li), (us, ui))
-        return (coef, den * sd), (const, den * idn)
-    e = n.entries() if e is None else e
-    coef, fix = _picked(lam, e, ls, us, sd, floor)
-    const = (lowest(n, li, ui, e), den * idn)
-    return coef, const if fix is None else add_vec(const, fix)
+    (`_picked`); pos: positive(lam), if made."""
+    ((ls, sd), (li, idn)), ((us, _), (ui, _)) = lower, upper
+    pos = positive(lam) if pos is None else pos
+    coef, fix = _picked(lam, pos, ls, us, sd, floor)
+    const = lowest(lam, li, ui, idn, pos)
+    return coef, const if fix is None else add_coef(const, fix)
 
 
 # --------------------------------------------------------------------------- the op rows
@@ -260,15 +342,14 @@ def _jump_ball(v: arb, t) -> arb:
 
 def _free_back(node, lam, prepared):
     """c*y >= min over y in [lower, upper] of c*y; the input gets no coefficient."""
-    (n, den), box = lam, prepared
-    return [(fmpz_mat(n.nrows(), n.ncols()), den)], _box_lowest(lam, box)
+    return [Coef([ZERO] * len(lam.cols), lam.den, 0, lam.rows)], _box_lowest(lam, prepared)
 
 
-def _box_lowest(lam, box) -> tuple[list[int], int]:
-    """Per row of lam = (N, den), the least value of its N/den @ z over lo <= z <= up; box: ((ints, den), (ints, den))."""
-    (n, den), ((lo, ld), (up, ud)) = lam, box
+def _box_lowest(lam: Coef, box) -> Coef:
+    """Per row of lam, the least value of lam @ z over lo <= z <= up; box: ((ints, den), (ints, den))."""
+    (lo, ld), (up, ud) = box
     d = math.lcm(ld, ud)
-    return lowest(n, [v * (d // ld) for v in lo], [v * (d // ud) for v in up]), den * d
+    return lowest(lam, [v * (d // ld) for v in lo], [v * (d // ud) for v in up], d)
 
 
 def _curve_side(fn):
@@ -308,10 +389,10 @@ def _mul_planes(step, boxes, where, node=None):
 
 def _mul_back(node, lam, planes):
     """c*x*y >= c*(c_x x + c_y y + c_0): the lower plane where c >= 0, the upper where c < 0."""
-    (lx, ly, ux, uy, fx, fy), e = planes, lam[0].entries()
-    cx, const = _signed(lam, lx, ux, e, fx)
-    cy, fix = _picked(lam, e, ly[0][0], uy[0][0], ly[0][1], fy)
-    return [cx, cy], const if fix is None else add_vec(const, fix)
+    (lx, ly, ux, uy, fx, fy), pos = planes, positive(lam)
+    cx, const = _signed(lam, lx, ux, fx, pos)
+    cy, fix = _picked(lam, pos, ly[0][0], uy[0][0], ly[0][1], fy)
+    return [cx, cy], const if fix is None else add_coef(const, fix)
 
 
 def _mul_interval(node, boxes):
@@ -321,20 +402,24 @@ def _mul_interval(node, boxes):
 
 
 def _linear_prepare(node):
-    """W (numerators over one denominator), |W| and b as integers, made once per check; and (c, w, 1) where
-    W = c I + 1 w (each column equal off the diagonal: a LayerNorm's mean and centring), else None."""
+    """W (numerators over one denominator), |W|, b as integers, the largest column sum of |W|, made once per check; and
+    (c, w) where W = c I + 1 w (each column equal off the diagonal: a LayerNorm's mean and centring), else None."""
     wn, wd = ints([v for row in node.weight for v in row])
     rows, cols = len(node.weight), len(node.weight[0])
     w = [wn[(j == 0) * cols + j] for j in range(cols)] if rows > 1 else None  # an entry off the diagonal, per column
     c = wn[0] - w[0] if w and rows == cols else 0
     thin = w and all(v == w[k % cols] + c * (k // cols == k % cols) for k, v in enumerate(wn))
-    return ((fmpz_mat(rows, cols, wn), wd), fmpz_mat(rows, cols, [abs(v) for v in wn]), ints(node.bias),
-            (c, fmpz_mat(1, cols, w), fmpz_mat(rows, 1, [1] * rows)) if thin else None)
+    mag = fmpz_mat(rows, cols, [abs(v) for v in wn])
+    return (fmpz_mat(rows, cols, wn), wd), mag, ints(node.bias), _colsum(mag), (c, w) if thin else None
+
+
+def _colsum(mag: fmpz_mat) -> int:
+    return int(max((fmpz_mat(1, mag.nrows(), [1] * mag.nrows()) * mag).entries(), default=0))
 
 
 def _linear_interval(node, boxes, prepared):
     """W (l + u)/2 + b -/+ |W| (u - l)/2, exactly, on integers."""
-    ((w, wd), mag, (b, bd), _), ((lo, ld), (up, ud)) = prepared, map(ints, boxes[0])
+    ((w, wd), mag, (b, bd), *_), ((lo, ld), (up, ud)) = prepared, map(ints, boxes[0])
     d = math.lcm(ld, ud)
     lo, up = [v * (d // ld) for v in lo], [v * (d // ud) for v in up]
     mid = (w * fmpz_mat([[x + y] for x, y in zip(lo, up)])).entries()
@@ -345,48 +430,19 @@ def _linear_interval(node, boxes, prepared):
 
 
 def _linear_back(node, lam, prepared):
-    """N W, or c N + (N 1) w where W = c I + 1 w (two thin products for one square one)."""
-    (n, den), ((wn, wd), _, (b, bd), thin) = lam, prepared
-    if thin is None:
-        prod = Outer(n, wn) if n.ncols() == 1 else n * wn
-    else:  # (c = 0 unless W is square)
-        c, w, ones = thin
-        prod = (n * ones) * w + n * c if c else Outer(n * ones, w)
-    return [(prod, den * wd)], consts(n, b, den * bd)
-
-
-class Outer(fmpz_mat):
-    """The matrix a w (a: a column, w: a row), with its factors: a sign split of it is two outer products (`_signed`).
-    A LayerNorm's mean (every row of its weight equal, or one row after a width-1 value) gives one, before the square."""
-
-    def __init__(self, a: fmpz_mat, w: fmpz_mat):
-        super().__init__(a * w)
-        self.a, self.w = a, w
-
-
-def _outer_signed(n: Outer, lo: list, up: list) -> tuple[fmpz_mat, list]:
-    """pick(a w, lo, up) and per row sum_c of it with lo, up as the intercepts: entry (r, c) is a_r w_c, of the sign of a_r
-    times that of w_c, so it is a_r+ p_c + a_r- q_c with p_c = w_c (lo_c if w_c >= 0 else up_c), q_c = w_c (up_c if w_c >= 0
-    else lo_c), a+ and a- the positive and negative parts of a. lo, up: (slopes, intercepts) pairs of lists."""
-    av, wv = n.a.entries(), n.w.entries()
-    pos = fmpz_mat(len(av), 1, [v if v > ZERO else ZERO for v in av])
-    neg = n.a - pos
-
-    def sel(x, y):
-        return [v * (p if v >= ZERO else m) for v, p, m in zip(wv, x, y)]
-    (ls, li), (us, ui) = lo, up
-    coef = pos * fmpz_mat(1, len(wv), sel(ls, us)) + neg * fmpz_mat(1, len(wv), sel(us, ls))
-    p, m = sum(sel(li, ui), ZERO), sum(sel(ui, li), ZERO)
-    return coef, [a * p + b * m for a, b in zip(pos.entries(), neg.entries())]
+    """lam W and lam b: one product for all rows, or c lam + (lam 1) w where W = c I + 1 w (the same integers)."""
+    ((wn, wd), _, (b, bd), colsum, *thin) = prepared
+    if thin and thin[0] and any(lam.cols):
+        (c, w), total = thin[0], sum(lam.cols, ZERO)
+        if c:
+            return [Coef([x * c + total * v for x, v in zip(lam.cols, w)], lam.den * wd, lam.mag * colsum, lam.rows)], dot(lam, b, bd)
+        return [Coef([total * v for v in w], lam.den * wd, lam.mag * colsum, lam.rows, (total, lam.mag * len(lam.cols), w))], dot(lam, b, bd)
+    return [times(lam, wn, wd, colsum)], dot(lam, b, bd)
 
 
 def _affine_back(node, lam, prepared):
-    (n, den), ((s, sd), (t, td)) = lam, prepared
-    return [(n * s[0] if s.count(s[0]) == len(s) else pick(n, n.entries(), s, s), den * sd)], consts(n, t, den * td)
-
-
-def _zero_const(lam):
-    return [0] * lam[0].nrows(), 1
+    ((sc, sd), (t, td)) = prepared
+    return [Coef([x * v for x, v in zip(lam.cols, sc)], lam.den * sd, lam.mag * most(sc), lam.rows)], dot(lam, t, td)
 
 
 @dataclass(frozen=True)
@@ -423,10 +479,10 @@ OPS: dict[str, Op] = {
                  prepare=lambda n: (ints(n.scale), ints(n.shift))),
     "add": Op(2, _same, lambda n, xs: [a + b for a, b in zip(*xs)],
               lambda n, boxes, p: ([a + b for a, b in zip(boxes[0][0], boxes[1][0])], [a + b for a, b in zip(boxes[0][1], boxes[1][1])]),
-              lambda n, lam, r: ([lam, lam], _zero_const(lam))),
+              lambda n, lam, r: ([lam, lam], zero_const(lam))),
     "sub": Op(2, _same, lambda n, xs: [a - b for a, b in zip(*xs)],
               lambda n, boxes, p: ([a - b for a, b in zip(boxes[0][0], boxes[1][1])], [a - b for a, b in zip(boxes[0][1], boxes[1][0])]),
-              lambda n, lam, r: ([lam, (-lam[0], lam[1])], _zero_const(lam))),
+              lambda n, lam, r: ([lam, replace(lam, cols=[-x for x in lam.cols], outer=None)], zero_const(lam))),
     "mul": Op(2, _same, lambda n, xs: [a * b for a, b in zip(*xs)], lambda n, boxes, p: _mul_interval(n, boxes), _mul_back, _mul_planes,
               relax_keys=("lower", "upper")),
     "relu": _unary(lambda v: (v + abs(v)) / 2,
@@ -500,20 +556,18 @@ def _sm_relax(step, boxes, where, node):
 
 def _sm_back(node, lam, relax):
     """c.y >= (c - mu).(rho D + tau) + mu.1 (c - mu >= 0), then D through the exp lines onto s."""
-    (n, den), (members, pairs, to_s, (rho, rd), (tau, td), e_lower, e_upper) = lam, relax
-    rows, m, e = n.nrows(), n.ncols(), [int(v) for v in n.entries()]
+    (members, pairs, to_s, (rho, rd), (tau, td), e_lower, e_upper), den, m = relax, lam.den, len(lam.cols)
     shifted, mus = [], []
-    for r in range(rows):
-        row = e[r * m:(r + 1) * m]
+    for row in table(lam):
         mu = {j: min(row[i] for i in g) for g in members for j in g}
-        shifted += [row[j] - mu[j] for j in range(m)]
+        shifted.append([row[j] - mu[j] for j in range(m)])
         mus.append(sum(min(row[i] for i in g) for g in members))
-    const = add_vec((mus, den), consts(fmpz_mat(rows, m, shifted), tau, den * td))
-    kappa = [v * rho[j] for r in range(rows) for j, v in enumerate(shifted[r * m:(r + 1) * m])]  # on D_j, over den * rd
-    const = add_vec(const, ([sum(kappa[r * m:(r + 1) * m]) for r in range(rows)], den * rd))  # D_j's constant 1
-    on_e = fmpz_mat(rows, len(pairs), [kappa[r * m + j] for r in range(rows) for j, _ in pairs])
-    (coef, cd), c2 = _signed((on_e, den * rd), e_lower, e_upper)
-    return [(coef * to_s, cd)], add_vec(const, c2)
+    const = add_vec((mus, den), consts(fmpz_mat(shifted), tau, den * td))
+    kappa = [[v * rho[j] for j, v in enumerate(row)] for row in shifted]  # on D_j, over den * rd
+    const = add_vec(const, ([sum(row) for row in kappa], den * rd))  # D_j's constant 1
+    on_e = untable(lam.rows, [[row[j] for row in kappa] for j, _ in pairs], den * rd)
+    coef, c2 = _signed(on_e, e_lower, e_upper)
+    return [times(coef, to_s, 1, len(pairs))], add_coef(untable(lam.rows, [const[0]], const[1]), c2)
 
 
 def _sm_ball(xs, node, j):
@@ -656,48 +710,74 @@ def ancestors(graph: Graph, target: str) -> list[Node]:
     return out[::-1]
 
 
-def backsubstitute(graph: Graph, target: str, rows: fmpz_mat, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
-    """Lower bounds of rows @ value(target) over the input box (rows: integers), by back-substitution
-    through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
-    relaxation; `prepared`: node name -> its parameters in exact form)."""
-    coef, const, at = {target: (rows, 1)}, ([0] * rows.nrows(), 1), list(range(rows.nrows()))  # at: each row's row now
+FIELD_BITS = 256  # the field width a back-substitution starts with (it only grows: `Widen`)
+
+
+def backsubstitute(graph: Graph, target: str, rows: fmpz_mat | int, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
+    """Lower bounds of rows @ value(target) over the input box (rows: integers, or n for the 2n rows e_i, then -e_i), by
+    back-substitution through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
+    relaxation; `prepared`: node name -> its parameters in exact form). Coefficients are packed by rows (`Coef`); where a
+    value would not fit its fields, it starts again with fields wide enough."""
+    global FIELD_BITS
+    while True:
+        try:
+            return _backsubstitute(graph, target, rows, box, relax, where, prepared, FIELD_BITS)
+        except Widen as exc:
+            FIELD_BITS = max(FIELD_BITS + 64, (exc.args[0] // 8 + 5) * 8)  # (K a multiple of 8, 32 bits to spare)
+
+
+def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: str, prepared: dict, k: int) -> list[Fraction]:
+    if isinstance(rows, int):
+        packing = Rows(2 * rows, k)
+        start = Coef([(fmpz(1) << (k * c)) - (fmpz(1) << (k * (rows + c))) for c in range(rows)], 1, 1, packing)
+    else:
+        packing = Rows(rows.nrows(), k)
+        start = untable(packing, [list(map(int, col)) for col in rows.transpose().table()], 1)
+    coef, const, merged = {target: start}, zero_const(start), None
     for node in reversed(ancestors(graph, target)):
         lam = coef.pop(node.name, None)
         if lam is None:
             continue
-        if not coef:  # the only coefficients left: equal rows give equal terms from here on, so each is kept once
-            lam, at = _merge_rows(lam, at)
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
         fold = prepared.get((FOLD, node.name))  # a linear node after an affine node only it reads: the two as one
         parts, c = (_linear_back(node, lam, fold[1]) if fold else
                     op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name]))
-        const = add_vec(const, ([c[0][i] for i in at], c[1]))
+        const = _rounded_const(add_coef(const, c))
         for name, part in zip(fold[0] if fold else node.inputs, parts):
             coef[name] = add_coef(coef[name], part) if name in coef else part
+        if merged is None and len(coef) == 1 and parts[0].outer and coef[node.inputs[0]] is parts[0]:
+            merged = _merge_rows(parts[0])  # the only coefficients left are a * w: rows equal in a are equal from here on
+            if merged is not None:
+                coef[node.inputs[0]], merged, const = merged[0], (const, merged[1]), zero_const(merged[0])
     lam = coef.pop("x", None)
     if lam is not None:
-        c = box.lowest(*lam) if isinstance(box, TokenBox) else _box_lowest(lam, (ints(box[0]), ints(box[1])))
-        const = add_vec(const, ([c[0][i] for i in at], c[1]))
-    return [Fraction(int(v), const[1]) for v in const[0]]
+        if isinstance(box, TokenBox):
+            low, den = box.lowest(fmpz_mat(table(lam)), lam.den)
+            const = add_coef(const, untable(lam.rows, [low], den))
+        else:
+            const = add_coef(const, _box_lowest(lam, (ints(box[0]), ints(box[1]))))
+    out = [Fraction(v, const.den) for v in const.rows.decode(const.cols[0])]
+    if merged is None:
+        return out
+    (before, at) = merged  # each row: its constant before the merge, and its merged row's after it
+    return [Fraction(v, before.den) + out[i] for v, i in zip(packing.decode(before.cols[0]), at)]
 
 
-def _merge_rows(lam, at: list[int]):
-    """lam = (N, den) with its equal rows kept once, and `at` mapped onto them. A fingerprint per row (N times a
-    fixed column) finds rows that may be equal; their entries decide."""
-    n = lam[0]
-    if n.nrows() < 2:
-        return lam, at
-    key = (n * fmpz_mat(n.ncols(), 1, [(k * 2654435761) % 4294967311 + 1 for k in range(n.ncols())])).entries()
-    if len(set(key)) == len(key):  # (equal rows have equal fingerprints)
-        return lam, at
-    first, to = {}, []
-    for row in n.table():
-        to.append(first.setdefault(tuple(row), len(first)))
-    if len(first) == n.nrows():
-        return lam, at
-    return (fmpz_mat([list(row) for row in first]), lam[1]), [to[i] for i in at]
+def _merge_rows(lam: Coef):
+    """lam = a * w (columns) on fewer rows, one per distinct entry of a, and each row's row among them; None if a has no
+    two equal entries. (Whatever the field width: the bounds derived never depend on it.)"""
+    a, bound, w = lam.outer
+    Coef([], 1, bound, lam.rows)  # (a's fields read back: raises Widen otherwise)
+    first, at = {}, []
+    for v in lam.rows.decode(a):
+        at.append(first.setdefault(v, len(first)))
+    if len(first) == lam.rows.count:
+        return None
+    rows = Rows(len(first), lam.rows.k)
+    a = rows.encode(list(first))
+    return Coef([a * v for v in w], lam.den, lam.mag, rows), at
 
 
 FOLD = "fold"  # prepared[(FOLD, name)]: a linear node composed with the affine node before it (`prepare`)
@@ -716,10 +796,11 @@ def prepare(graph: Graph) -> dict:
     for n in graph.nodes:
         a = by.get(n.inputs[0]) if n.op == "linear" else None
         if a is not None and a.op == "affine" and readers[a.name] == 1:
-            ((wn, wd), _, (b, bd), _), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
+            ((wn, wd), _, (b, bd), *_), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
             cols = wn.ncols()
             composed = fmpz_mat(wn.nrows(), cols, [v * c for v, c in zip(wn.entries(), list(map(fmpz, sc)) * wn.nrows())])
-            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)), None))
+            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)),
+                                                   _colsum(fmpz_mat(wn.nrows(), cols, [abs(v) for v in composed.entries()]))))
     return prepared
 
 
@@ -740,7 +821,6 @@ def _free_box(graph: Graph, box, prepared: dict):
     return replace(graph, nodes=tuple(nodes)), (list(box[0][:n]), list(box[1][:n])), prepared
 
 
-_EYES: dict = {}  # width n -> the 2n x n rows e_i, then -e_i
 RECORD: list | None = None  # a list: each accepted step is appended with the verified bounds it started from (export-smt reads it)
 
 
@@ -773,9 +853,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
                 except ValueError as exc:  # a curve's input bounds leave its domain (rsqrt of a non-positive value)
                     raise Rejected(at, str(exc)) from None
             elif step["via"] == "linear":
-                if n not in _EYES:  # (made once per width: back-substitution makes new matrices, never writes this one)
-                    _EYES[n] = fmpz_mat(2 * n, n, [(1 if r < n else -1) * int(r % n == c) for r in range(2 * n) for c in range(n)])
-                both = backsubstitute(graph, node.name, _EYES[n], box, relax, at, prepared)  # e_i, then -e_i
+                both = backsubstitute(graph, node.name, n, box, relax, at, prepared)  # e_i, then -e_i
                 lo, up = both[:n], [-v for v in both[n:]]
             else:
                 raise Rejected(at, "via must be interval or linear")
