@@ -275,12 +275,15 @@ def _float_tables(fm, q: int, a: int):
         exps.append([(pos(fm.score_deps[name][k]), np.exp(s[r] - s.max())) for r, k in enumerate(ms)])
     m = fm.joint.out_dim
     rest = [(pos(fm.rest_deps[i]), base[out][i]) for i in range(m)]
-    coef = [[[None] * len(ms) for _, ms in fm.groups] for _ in range(m)]
+    coef = [[None] * len(ms) for _, ms in fm.groups]  # per member: (each row's position, its rows (m, V))
+    if not hasattr(fm, "fshared"):
+        fm.fshared = {}
     for o, (name, k) in enumerate(fm.overrides[1:], start=1):
-        d = run((name, k), base)[out] - base[out]
+        deps = [d or frozenset() for d in fm.coef_deps[o - 1]]
+        if any(q in d for d in deps) or (q, o) not in fm.fshared:  # rows that do not read q: the same at every a
+            fm.fshared[q, o] = ([pos(d) for d in deps], run((name, k), base)[out] - base[out])
         g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
-        for i in range(m):
-            coef[i][g][fm.groups[g][1].index(k)] = (pos(fm.coef_deps[o - 1][i] or frozenset()), d[i])
+        coef[g][fm.groups[g][1].index(k)] = fm.fshared[q, o]
     return exps, coef, rest
 
 
@@ -297,15 +300,12 @@ def _ratio_arrays(fm, q: int, a: int, allowed):
     for g, members in enumerate(exps):
         out = []
         for k, (p, e) in enumerate(members):
-            ps = {p} | {coef[i][g][k][0] for i in range(m)}
-            ps = {v for v in ps if v is not None}
+            ps = {v for v in [p] + coef[g][k][0] if v is not None}
             if len(ps) > 1 or -1 in ps:
                 return None
             p = next(iter(ps), None)
-            toks = [0] if p is None else list(allowed[p])
-            take = (lambda vals, pp: [float(vals[0 if pp is None else t]) for t in toks])
-            E = np.array(take(e, members[k][0]))
-            C = np.array([take(coef[i][g][k][1], coef[i][g][k][0]) for i in range(m)]).T
+            toks = [0] if p is None else list(allowed[p])  # (a table that reads no free position is the same in every column)
+            E, C = e[toks], coef[g][k][1][:, toks].T
             out.append((p if p is not None and len(allowed[p]) > 1 else None, E, C))
         groups.append(out)
     return groups, R
