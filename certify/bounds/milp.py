@@ -15,9 +15,12 @@ from .linear import interval_dense, interval_relu
 from .network import FloatNet
 
 
-def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, time_limit: float = 60.0):
-    """(max over the box of max_i |net(x)_i|, maximiser x) or (None, None) if HiGHS does not finish."""
-    lo_in, up_in = np.asarray(lower, float), np.asarray(upper, float)
+def _encode(net: FloatNet, lo_in: np.ndarray, up_in: np.ndarray, layer_bounds=None, differences=()):
+    """The MILP's constraints: (constraints, integrality, variable bounds, the last hidden layer's variables, the count of
+    variables). layer_bounds[k]: sound pre-activation bounds of hidden layer k+1 (e.g. an alpha-CROWN proposal's, which
+    are float proposals: padded here by 1e-7 relative), intersected with the interval bounds; differences: per pair
+    (layer k (1-based), a, b, lower, upper, lower slope, lower intercept, upper slope, upper intercept) of a `difference`
+    step (bounds on z_a - z_b and lines below and above relu(z_a) - relu(z_b) in it), added as cuts (padded by 1e-7)."""
     ws = [np.asarray(w) for w in net.weights]
     bs = [np.asarray(b) for b in net.biases]
     d = lo_in.shape[0]
@@ -34,6 +37,9 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
     for k, (w, b) in enumerate(zip(ws[:-1], bs[:-1])):
         l, u = map(np.asarray, interval_dense(w, b, l, u))
         l, u = l - 1e-9 * (1 + abs(l)), u + 1e-9 * (1 + abs(u))
+        if layer_bounds is not None and k < len(layer_bounds):
+            gl, gu = (np.asarray(v, float) for v in layer_bounds[k])
+            l, u = np.maximum(l, gl - 1e-7 * (1 + abs(gl))), np.minimum(u, gu + 1e-7 * (1 + abs(gu)))
         base = offsets[k]
         for i in range(w.shape[0]):
             h, dl = base + i, base + w.shape[0] + i
@@ -51,11 +57,32 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
             rows.append({h: 1.0, dl: -u[i]}), row_lo.append(-np.inf), row_up.append(0.0)  # h <= u delta
         prev = list(range(base, base + w.shape[0]))
         l, u = map(np.asarray, interval_relu(l, u))
+    for k, a_, b_, dl, du, sl, tl, su, tu in differences:  # z_a - z_b = dz.x + db; h_a - h_b between the lines in it
+        wk, bk = ws[k - 1], bs[k - 1]
+        pv = list(range(d)) if k == 1 else list(range(offsets[k - 2], offsets[k - 2] + wk.shape[1]))
+        dz = {pv[j]: wk[a_, j] - wk[b_, j] for j in range(len(pv)) if wk[a_, j] != wk[b_, j]}
+        db, ha, hb, pad = bk[a_] - bk[b_], offsets[k - 1] + a_, offsets[k - 1] + b_, 1e-7
+        rows.append(dict(dz)), row_lo.append(dl - db - pad * (1 + abs(dl))), row_up.append(du - db + pad * (1 + abs(du)))
+        for slope, icpt, below in ((sl, tl, True), (su, tu, False)):
+            row = {ha: 1.0, hb: -1.0}
+            for v, c in dz.items():
+                row[v] = row.get(v, 0.0) - slope * c
+            edge = slope * db + icpt
+            rows.append(row)
+            row_lo.append(edge - pad * (1 + abs(edge)) if below else -np.inf)
+            row_up.append(np.inf if below else edge + pad * (1 + abs(edge)))
     a = lil_matrix((max(len(rows), 1), n_vars))
     for r, row in enumerate(rows):
         for v, c in row.items():
             a[r, v] = c
-    cons = [LinearConstraint(a.tocsr(), row_lo or [0.0], row_up or [0.0])]
+    return [LinearConstraint(a.tocsr(), row_lo or [0.0], row_up or [0.0])], integrality, (var_lo, var_up), prev, n_vars
+
+
+def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, time_limit: float = 60.0):
+    """(max over the box of max_i |net(x)_i|, maximiser x) or (None, None) if HiGHS does not finish."""
+    lo_in, up_in = np.asarray(lower, float), np.asarray(upper, float)
+    ws, bs, d = [np.asarray(w) for w in net.weights], [np.asarray(b) for b in net.biases], lo_in.shape[0]
+    cons, integrality, (var_lo, var_up), prev, n_vars = _encode(net, lo_in, up_in)
     best, arg = -np.inf, None
     for i in range(ws[-1].shape[0]):
         for sign in (1.0, -1.0):
@@ -69,3 +96,34 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
             if value > best:
                 best, arg = value, np.clip(res.x[:d], lo_in, up_in)
     return float(best), arg
+
+
+def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds, *, layer_bounds=None, differences=(),
+              above: float = -np.inf, time_limit: float = 600.0) -> list[dict]:
+    """The MILP per output row and sign, guided by a sound proposal: rows taken in the order of their upper bounds
+    (`output_bounds`: (lower, upper) of each output), and only those whose bound exceeds the best value found so far
+    (`above` to start: an attained deviation), each within `time_limit` seconds. Per row solved: its index, sign, the
+    proposal's bound, HiGHS's status (0: optimal), incumbent value and maximiser (or None), and dual bound. The
+    maximum of |net| over the box is the largest incumbent when every row solved is optimal, within HiGHS's tolerances:
+    an estimate for benchmarks, never a certificate (replay the maximiser exactly)."""
+    lo_in, up_in = np.asarray(lower, float), np.asarray(upper, float)
+    ws, bs, d = [np.asarray(w) for w in net.weights], [np.asarray(b) for b in net.biases], lo_in.shape[0]
+    cons, integrality, (var_lo, var_up), prev, n_vars = _encode(net, lo_in, up_in, layer_bounds, differences)
+    ol, ou = (np.asarray(v, float) for v in output_bounds)
+    order = sorted([(ou[i], i, 1.0) for i in range(len(ou))] + [(-ol[i], i, -1.0) for i in range(len(ol))], reverse=True)
+    best, out = above, []
+    for bound, i, sign in order:
+        if bound <= best:
+            continue
+        c = np.zeros(n_vars)
+        c[prev] = -sign * ws[-1][i]
+        res = milp(c, constraints=cons, integrality=integrality, bounds=Bounds(var_lo, var_up),
+                   options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
+        value = None if res.x is None else float(-res.fun + sign * bs[-1][i])
+        dual = getattr(res, "mip_dual_bound", None)
+        out.append({"row": i, "sign": sign, "bound": float(bound), "status": int(res.status), "incumbent": value,
+                    "x": None if res.x is None else np.clip(res.x[:d], lo_in, up_in),
+                    "dual": None if dual is None else float(-dual + sign * bs[-1][i])})
+        if value is not None:
+            best = max(best, value)
+    return out
