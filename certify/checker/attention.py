@@ -54,14 +54,18 @@ class Form:
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
         self.lin = {}  # linear, affine: (dense fmpz_mat or None (<= 2 weights a row), rows [(column, numerator)], denominator, bias numerators, its denominator)
+        same = {}  # (the same weight and bias objects: read once; f and g share most)
         for nd in joint.nodes:
-            if nd.op in ("linear", "affine"):
+            key = (nd.op, id(nd.weight if nd.op == "linear" else nd.scale), id(nd.bias if nd.op == "linear" else nd.shift)) if nd.op in ("linear", "affine") else None
+            if key in same:
+                self.lin[nd.name] = same[key]
+            elif key is not None:
                 w, wd = _ints([v for row in nd.weight for v in row] if nd.op == "linear" else nd.scale)
                 n = len(nd.weight[0]) if nd.op == "linear" else 1
                 rows = [[(c, w[r * n + c]) for c in range(n) if w[r * n + c]] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
                 b, bd = _ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows))
-                self.lin[nd.name] = (dense, rows if dense else [[(c, fmpz(v)) for c, v in row] for row in rows], wd, [fmpz(v) for v in b], bd)
+                self.lin[nd.name] = same[key] = (dense, rows if dense else [[(c, fmpz(v)) for c, v in row] for row in rows], wd, [fmpz(v) for v in b], bd)
         self.overrides = [None] + [(name, k) for name, members in self.groups for k in members]
         at_zero = self.evaluate([[ZERO] for _ in range(joint.in_dim)], None)  # for zero factors (of no position)
         self.dep = self._deps(at_zero)
@@ -255,8 +259,9 @@ def form(joint, vocab: int) -> Form | None:
 
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
-    d = math.lcm(1, *(v.denominator for v in vals))
-    return [v.numerator * (d // v.denominator) for v in vals], d
+    pairs = [v.as_integer_ratio() for v in vals]
+    d = math.lcm(1, *{q for _, q in pairs})
+    return [p * (d // q) for p, q in pairs], d
 
 
 def _exps(scores, D, where: str) -> list:
