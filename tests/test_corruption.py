@@ -68,3 +68,19 @@ def test_a_graph_step_naming_a_list_or_an_object_for_its_node_is_rejected(tmp_pa
         path.write_text(json.dumps(bad))
         result = check_certificate(spec, path, 1)
         assert result.verdict is Verdict.REJECTED and "names a node" in result.reason, (value, result.reason)
+
+
+def test_graph_steps_that_are_not_a_list_are_rejected(tmp_path):
+    """Found by the corruption campaign (residual family, seed 2074, case 96): `steps: null` in a graph certificate
+    made the checker raise TypeError (its length was taken before the steps were checked to be a list)."""
+    import json
+
+    from certify.checker import Verdict, check_certificate
+
+    rec, spec, cert = corruption.genuine("residual", 2074, 96, "interval", tmp_path)
+    doc = json.loads(cert.read_text())
+    for value in (None, 3, "steps", {}):
+        path = tmp_path / "bad.cert.json"
+        path.write_text(json.dumps({**doc, "steps": value}))
+        result = check_certificate(spec, path, 1)
+        assert result.verdict is Verdict.REJECTED and "steps must be a list" in result.reason, (value, result.reason)

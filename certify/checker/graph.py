@@ -1031,8 +1031,8 @@ def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs
     elif "tree" in cert:
         count = check_input_tree(joint, box, cert["tree"], bound, "tree", jobs)
     else:
+        goal_reached(check_graph_steps(joint, box, cert["steps"], "steps"), bound, "goal")  # (it requires a list)
         count = len(cert["steps"])
-        goal_reached(check_graph_steps(joint, box, cert["steps"], "steps"), bound, "goal")
     witness = cert.get("witness")
     if witness is None:
         return None, count
