@@ -329,12 +329,20 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--methods", default=None, help="comma-separated; default: the soundness family's")
+    ap.add_argument("--kinds", default=None, help=f"comma-separated mutation kinds (default all: {', '.join(MUTATIONS)})")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if args.kinds:  # (module state: the workers import this module afresh, so only with --workers 1)
+        unknown = set(args.kinds.split(",")) - set(MUTATIONS)
+        if unknown or args.workers > 1:
+            ap.error(f"--kinds: unknown {sorted(unknown)}" if unknown else "--kinds needs --workers 1")
+        for k in set(MUTATIONS) - set(args.kinds.split(",")):
+            del MUTATIONS[k]
     t = time.perf_counter()
     summary, records = run(args.family, args.cases, args.mutants, args.seed, args.first, args.workers,
                            tuple(args.methods.split(",")) if args.methods else None, progress=True)
-    summary.update(family=args.family, seed=args.seed, first=args.first, seconds=round(time.perf_counter() - t, 1))
+    summary.update(family=args.family, seed=args.seed, first=args.first, kinds=sorted(MUTATIONS),
+                   seconds=round(time.perf_counter() - t, 1))
     print(json.dumps(summary, indent=1))
     for r in [r for r in records if r["outcome"] in ("crashed", "bad_input") or r.get("bad")][:20]:
         print(f"  case {r['case']} {r['method']} {r['kind']}: {r['outcome']} {r.get('bad', '')} {r.get('reason', '')}")
