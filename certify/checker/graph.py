@@ -229,11 +229,15 @@ LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the rem
 # moved bounds by up to 6.5, past the engine's padding, and 17 of 300 valid certificates were REJECTED)
 
 
+FIX_BITS = LOSS_BITS + 10  # the constant that makes up for a rounding, rounded down to a multiple of 2^-FIX_BITS
+
+
 def _picked(lam: Coef, pos: list, ls: list, us: list, sd: int, floor: tuple | None):
     """The coefficients N (ls if N >= 0 else us) over den * sd, and None; or, given floor = (p, q, m, r) of the value z they
     multiply (`_floor`: p/q = sum_c max(0, -lower_c), m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds):
     those coefficients rounded down by 2^s (keeping their top ROUND_BITS bits), C = C' 2^s + R with 0 <= R < 2^s, and
-    the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q."""
+    the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q, rounded down to a multiple of 2^-FIX_BITS
+    (q can have a thousand bits: a float's tiny bound; fields wide enough for p q would slow every product)."""
     d, mag = lam.den * sd, lam.mag * most(ls + us)
     cols = [x * u + p * (a - u) for x, p, a, u in zip(lam.cols, pos, ls, us)]
     if floor is None:
@@ -244,7 +248,8 @@ def _picked(lam: Coef, pos: list, ls: list, us: list, sd: int, floor: tuple | No
     if s < MIN_SHIFT:
         return Coef(cols, d, mag, lam.rows), None
     rounded = _floor_shift(Coef(cols, d, mag, lam.rows), s)
-    return rounded, Coef([-p * lam.rows.ones], q * rounded.den, p, lam.rows)
+    fix = -((-p << FIX_BITS) // (q * rounded.den))  # ceil(2^FIX_BITS p / (q d / 2^s)) >= 0
+    return rounded, Coef([-fix * lam.rows.ones], 1 << FIX_BITS, fix, lam.rows)
 
 
 def _floor_shift(lam: Coef, s: int) -> Coef:
