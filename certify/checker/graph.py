@@ -87,8 +87,7 @@ class Graph:
 
 
 def q(v) -> fmpq:
-    v = v if type(v) is Fraction else Fraction(v)
-    return fmpq(v.numerator, v.denominator)
+    return fmpq(*(v if type(v) is Fraction else Fraction(v)).as_integer_ratio())
 
 
 # Back-substitution runs on integers packed by rows: a coefficient matrix N / den on a value of width m (one row per bound
@@ -101,9 +100,15 @@ def q(v) -> fmpq:
 
 
 def ints(values) -> tuple[list[int], int]:
-    pairs = [v.as_integer_ratio() if type(v) is Fraction else Fraction(v).as_integer_ratio() for v in values]
-    den = math.lcm(*(d for _, d in pairs)) if pairs else 1
-    return [p * (den // d) for p, d in pairs], den
+    """Exact numbers (a list or tuple) as integers over their least common denominator."""
+    pairs = list(map(Fraction.as_integer_ratio, values)) if set(map(type, values)) <= {Fraction} else \
+        [Fraction(v).as_integer_ratio() for v in values]
+    dens = {d for _, d in pairs}
+    den = math.lcm(*dens) if dens else 1
+    if len(dens) == 1:
+        return [p for p, _ in pairs], den
+    scale = {d: den // d for d in dens}
+    return [p * scale[d] for p, d in pairs], den
 
 
 def consts(m: fmpz_mat, col: list[int], den: int) -> tuple[list[int], int]:
@@ -414,12 +419,14 @@ def _linear_prepare(node):
     w = [wn[(j == 0) * cols + j] for j in range(cols)] if rows > 1 else None  # an entry off the diagonal, per column
     c = wn[0] - w[0] if w and rows == cols else 0
     thin = w and all(v == w[k % cols] + c * (k // cols == k % cols) for k, v in enumerate(wn))
-    mag = fmpz_mat(rows, cols, [abs(v) for v in wn])
+    mag = fmpz_mat(rows, cols, list(map(abs, wn)))
     return (fmpz_mat(rows, cols, wn), wd), mag, ints(node.bias), _colsum(mag), (c, w) if thin else None
 
 
-def _colsum(mag: fmpz_mat) -> int:
-    return int(max((fmpz_mat(1, mag.nrows(), [1] * mag.nrows()) * mag).entries(), default=0))
+def _colsum(mag: fmpz_mat, scale: list[int] | None = None) -> int:
+    """The largest column sum of mag (entries >= 0), each column j times |scale[j]| if given."""
+    sums = (fmpz_mat(1, mag.nrows(), [1] * mag.nrows()) * mag).entries()
+    return int(max(sums if scale is None else (v * abs(t) for v, t in zip(sums, scale)), default=0))
 
 
 def _linear_interval(node, boxes, prepared):
@@ -430,8 +437,8 @@ def _linear_interval(node, boxes, prepared):
     mid = (w * fmpz_mat([[x + y] for x, y in zip(lo, up)])).entries()
     rad = (mag * fmpz_mat([[y - x] for x, y in zip(lo, up)])).entries()
     den = 2 * d * wd
-    return ([Fraction(c, bd) + Fraction(int(m - r), den) for c, m, r in zip(b, mid, rad)],
-            [Fraction(c, bd) + Fraction(int(m + r), den) for c, m, r in zip(b, mid, rad)])
+    return ([Fraction(c * den + int(m - r) * bd, bd * den) for c, m, r in zip(b, mid, rad)],
+            [Fraction(c * den + int(m + r) * bd, bd * den) for c, m, r in zip(b, mid, rad)])
 
 
 def _linear_back(node, lam, prepared):
@@ -801,11 +808,10 @@ def prepare(graph: Graph) -> dict:
     for n in graph.nodes:
         a = by.get(n.inputs[0]) if n.op == "linear" else None
         if a is not None and a.op == "affine" and readers[a.name] == 1:
-            ((wn, wd), _, (b, bd), *_), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
+            ((wn, wd), mag, (b, bd), *_), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
             cols = wn.ncols()
-            composed = fmpz_mat(wn.nrows(), cols, [v * c for v, c in zip(wn.entries(), list(map(fmpz, sc)) * wn.nrows())])
-            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)),
-                                                   _colsum(fmpz_mat(wn.nrows(), cols, [abs(v) for v in composed.entries()]))))
+            composed = wn * fmpz_mat(cols, cols, [sc[r] if r == c else 0 for r in range(cols) for c in range(cols)])  # W diag(s)
+            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)), _colsum(mag, sc)))
     return prepared
 
 
