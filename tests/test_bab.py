@@ -407,3 +407,85 @@ def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):
     finally:
         bab.SHARED_FIRST = off
     assert r2.tree["split"] == "input"
+
+
+def _alpha_problem(seed: int = 3):
+    from certify.bounds.driver import propose
+    from certify.bounds.network import from_exact
+
+    rng = np.random.default_rng(seed)
+    layers = _layers(rng, [4, 8, 8, 3])
+    net = from_exact(layers)
+    box = ([Fraction(-1)] * 4, [Fraction(1)] * 4)
+    return net, layers, box, propose(net, layers, box, "alpha")
+
+
+def test_alpha_warm_start_resumes_from_the_parent():
+    """A warm-started optimisation with no step returns its starting point: the parent's slopes give
+    the parent's bounds again on the parent's region, and each split's multiplier is carried over by
+    (layer, neuron), not by column (a child's new split sorts between them and starts at 0)."""
+    from certify.bounds.alpha import optimise_alpha
+    from certify.bounds.network import box_floats
+
+    net, _, box, root = _alpha_problem()
+    lo, up = box_floats(*box)
+    claims = [(np.asarray(a), np.asarray(b)) for a, b in root.claims]
+    assert 3 in root.warm and 2 in root.warm
+    alphas, betas, low, high = optimise_alpha(net, 3, list(root.relax), claims, lo, up, warm=root.warm[3])
+    again = optimise_alpha(net, 3, list(root.relax), claims, lo, up, warm=(alphas, betas), iters=0)
+    assert np.array_equal(again[2], low) and np.array_equal(again[3], high)
+    for a, b in zip(again[0], alphas):
+        assert np.array_equal(a, b)
+    unstable = [i for i, (l, u) in enumerate(zip(*claims[0])) if l < 0 < u]
+    assert len(unstable) >= 3
+    i0, i1, i2 = unstable[:3]
+    parent = {(1, i0): "active", (1, i2): "inactive"}
+    _, pbetas, *_ = optimise_alpha(net, 3, list(root.relax), claims, lo, up, assume=parent)
+    assert any(np.any(v > 0) for _, _, v in pbetas), "the parent's splits got no multiplier"
+    child = {**parent, (1, i1): "active"}
+    _, cbetas, *_ = optimise_alpha(net, 3, list(root.relax), claims, lo, up, assume=child, warm=(alphas, pbetas), iters=0)
+    got = {(j, i): v for j, i, v in cbetas}
+    for j, i, v in pbetas:
+        assert np.array_equal(got[(j, i)], v), (j, i)
+    assert not np.any(got[(1, i1)])
+
+
+def test_warm_started_leaves_are_sound_on_sub_boxes():
+    """Children of an input split, started from their parent's optimised slopes with a few steps
+    (branch and bound's INPUT_ALPHA_ITERS): every sampled deviation inside the child lies within its
+    bounds."""
+    from certify.bounds import bab
+    from certify.bounds.driver import propose
+
+    net, layers, box, root = _alpha_problem()
+    rng = np.random.default_rng(0)
+    for d in range(4):
+        for half in (0, 1):
+            lo, up = list(box[0]), list(box[1])
+            (up if half == 0 else lo)[d] = Fraction(0)
+            p = propose(net, layers, (lo, up), "alpha", exact_output=False, alpha_iters=bab.INPUT_ALPHA_ITERS, warm=root.warm)
+            x = rng.uniform([float(v) for v in lo], [float(v) for v in up], (200, 4))
+            y = np.asarray(net(x))
+            assert np.all(y >= np.array([float(v) for v in p.output_lower]) - 1e-9), (d, half)
+            assert np.all(y <= np.array([float(v) for v in p.output_upper]) + 1e-9), (d, half)
+
+
+def test_input_split_tree_on_alpha_leaves_is_accepted(tmp_path):
+    """tiny_prune on its box (attained 1.01, alpha-CROWN 1.33) at a tolerance only splits reach, input
+    splits on alpha-CROWN leaves (each child started from its parent's slopes): the checker accepts the tree."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", 'tolerance: "6/5"'))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("certify.bounds.bab.SHARED_FIRST", 2.0)  # input splits
+        mp.setattr("certify.bounds.bab.ALPHA_PAYS", -1.0)  # alpha-CROWN leaves
+        outcome = run_check(spec, tmp_path / "t.cert.json", "bab")
+    assert outcome.verdict is Verdict.CERTIFIED, outcome.check.reason
+    tree = json.loads((tmp_path / "t.cert.json").read_text())["tree"]
+    leaves, stack = [], [tree]
+    while stack:
+        n = stack.pop()
+        assert n.get("split", "input") == "input"
+        stack += n.get("children", [])
+        leaves += [] if "children" in n else [n]
+    assert len(leaves) >= 2 and all(any("alpha" in s for s in leaf["steps"]) for leaf in leaves)

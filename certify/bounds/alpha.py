@@ -35,8 +35,8 @@ def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, uppe
     return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff)
 
 
-@partial(jax.jit, static_argnums=(3, 4))
-def _optimise(params, weights, biases, k, iters, *args):
+@partial(jax.jit, static_argnums=(3,))
+def _optimise(params, weights, biases, k, iters, *args):  # iters traced: one compile serves every step count
     args = (weights, biases, k, *args)
 
     def objective(p):
@@ -72,9 +72,26 @@ def _pad(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _warm_start(params, warm: tuple, width: int, pk: int, splits: list) -> None:
+    """Write an enclosing region's (alphas, betas) into the padded starting parameters, in place."""
+    alphas, betas = warm
+    for p, a in zip(params[0], alphas):
+        a = np.asarray(a)
+        p[:width, : a.shape[1]], p[pk:pk + width, : a.shape[1]] = a[:width], a[width:]
+    column = {(j, i): s for s, (j, i, _) in enumerate(splits)}
+    for j, i, values in betas:
+        if (j, i) in column:
+            params[1][:width, column[(j, i)]], params[1][pk:pk + width, column[(j, i)]] = values[:width], values[width:]
+
+
 def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[tuple[np.ndarray, np.ndarray]],
-                   lower_in, upper_in, *, assume: dict | None = None, iters: int = 60, diff: dict | None = None):
+                   lower_in, upper_in, *, assume: dict | None = None, iters: int = 60, diff: dict | None = None,
+                   warm: tuple | None = None):
     """Per-row parameters for the bounds of layer k. Returns (alphas, betas, lower, upper).
+
+    `warm`: (alphas, betas) as returned for the same layer on an enclosing region (a branch-and-bound
+    parent): the optimisation starts there instead of at CROWN's slopes (only the unstable neurons'
+    entries are read; a split the parent did not have starts at beta = 0).
 
     alphas[j-1] has shape (2*width_k, width_j): rows < width_k bound the neurons from below, the
     others from above. betas is a list of (layer, neuron, values of shape (2*width_k,)) for the
@@ -101,6 +118,8 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
     for s, (j, i, sign) in enumerate(splits):
         maps[j - 1][s, i] = sign
     params = ([np.broadcast_to(b, (2 * pk, b.shape[0])).copy() for b in base], np.zeros((2 * pk, slots)))
+    if warm is not None:
+        _warm_start(params, warm, width, pk, splits)
     diffs = []  # per layer below k: the pairs (padded with no-op pairs (0, 0)) and their lines, or None
     for j in range(1, k):
         d = (diff or {}).get(j)

@@ -46,6 +46,13 @@ SHARED_FIRST = 0.75  # a joint network whose first layers f and g share, with at
 # half the shared layer is unstable (w32x2-prune50-ball50, 16 of 32) input splits stay better: 1.097x against
 # 1.118-1.339x in 15 s
 ALPHA_PAYS = 0.05  # alpha-CROWN bounds input-split leaves where it removes this share of CROWN's excess at the root
+ALPHA_ITERS = 60  # Adam steps per layer of alpha-CROWN: the root, ReLU-split leaves (their new split's beta starts at 0)
+INPUT_ALPHA_ITERS = 3  # the same for the children of an input split, started from their parent's optimised slopes
+# and multipliers (a smaller box, the same ReLUs: the parent's optimum is close). w32x2-prune50-ball50, 15 CPU s, load
+# 5-8: 3 steps 1.030-1.034x exact (1,590-1,730 leaves), 5 steps 1.032-1.034x, 10 steps 1.037-1.041x, 60 steps (as
+# ReLU-split leaves) 1.062-1.067x (740-830 leaves); 5 steps without the parent's start 1.031x, 1 step 1.033x with it,
+# 1.067x without. ReLU-split leaves need their steps: w16x2-prune50-box at 3 steps 2.12x, 10 steps 1.63x, 20 steps 1.525x
+# (2,137 leaves), 60 steps 1.526-1.528x (1,480-1,500 leaves: fewer for the checker)
 MAX_DEPTH = 120  # splits along one path at most (as certify/bounds/graph.py): past float resolution a split moves no
 # bound, and a tree stays shallower than the recursion of the certificate writer and the checker
 
@@ -66,8 +73,11 @@ class Node:
     exact_output: bool = True  # the proposal's output bounds are exact (else padded floats)
     keep: tuple = (1, 1)  # a split region: the layers [lo, hi) of its own steps that its children inherit
     depth: int = 0  # splits above it (at most MAX_DEPTH)
+    warm: dict | None = None  # alpha: the proposal's optimised parameters, kept until its children are bounded
 
     def set_proposal(self, proposal: Proposal, exact_output: bool = True) -> None:
+        if proposal.warm:  # held here, and dropped once the region is split, not for the life of the tree
+            self.warm, proposal = proposal.warm, dataclasses.replace(proposal, warm=None)
         self.proposal, self.exact_output, own = proposal, exact_output, proposal.bound
         self.bound = own if own is None or self.inherited is None else min(own, self.inherited)
 
@@ -225,10 +235,10 @@ class _Bounder:
         self.method, self.margins, self.differential, self.inherited = method, margins, differential, inherited
 
     def bound(self, regions: list) -> list[Proposal]:
-        """Proposals for [(box, assume, exact output)]: leaves are bounded with float outputs, a leaf
-        near the target again with exact outputs; each inside the root's verified bounds `inherited`."""
+        """Proposals for [(box, assume, exact output, alpha start, alpha steps)]: leaves are bounded with float
+        outputs, a leaf near the target again with exact outputs; each inside the root's verified bounds `inherited`."""
         return [propose(*self.args, box, self.method, assume, self.margins, self.differential, exact_output=exact,
-                        inherited=self.inherited) for box, assume, exact in regions]
+                        inherited=self.inherited, alpha_iters=iters, warm=warm) for box, assume, exact, warm, iters in regions]
 
     def close(self) -> None:
         pass
@@ -247,7 +257,7 @@ class _RayBounders:
                      log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(_Bounder)
         self.actors = [actor.remote(*args, actor=True) for _ in range(workers)]
-        ray.get([a.bound.remote([(root.box, root.assume, False)]) for a in self.actors])  # compile JAX in every worker
+        ray.get([a.bound.remote([(root.box, root.assume, False, None, INPUT_ALPHA_ITERS)]) for a in self.actors])  # compile JAX in every worker
 
     def bound(self, regions: list) -> list[Proposal]:
         n = len(self.actors)
@@ -301,18 +311,22 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     input_splits = sum(l < u for l, u in zip(*box)) <= INPUT_SPLIT_MAX_DIM
     if method == "alpha" and input_splits and sum(net.widths[1:-1]) > ALPHA_MAX_HIDDEN:
         method = "crown"  # see ALPHA_MAX_HIDDEN
-    root.set_proposal(propose(net, exact_joint, box, method, margins=margins))
-    differential = any(s["kind"] == "difference" and s["pairs"] for s in root.proposal.steps)
     crown = None
-    if differential and input_splits:  # pairs for a 2x gain of CROWN at the root (cheap): the VeryDiff pairs
+    if input_splits and net.pairs:  # pairs for a 2x gain of CROWN at the root (cheap): the VeryDiff pairs
         # gain 2.1x (MNIST 1.63 vs 3.45) and need them; w16x2-prune50-box and -svd50-ball50 gain less and branch
-        # better without them (1.63x and 1.02x exact in 15 s without, 1.76x and 1.05x with)
+        # better without them (1.63x and 1.02x exact in 15 s without, 1.76x and 1.05x with). Decided before the
+        # root's own bound, which is then made once (an alpha-CROWN root made twice cost w32x2-prune50-ball50 1.5 CPU s
+        # of its 15, mostly compiling the program it threw away)
         crown, plain = (propose(net, exact_joint, box, "crown", margins=margins, differential=d, exact_output=False)
                         for d in (True, False))
-        if plain.bound is not None and crown.bound is not None and plain.bound <= 2 * crown.bound:
+        differential = any(s["kind"] == "difference" and s["pairs"] for s in crown.steps)
+        if not differential or (plain.bound is not None and crown.bound is not None and plain.bound <= 2 * crown.bound):
             differential, crown = False, plain
-            root.set_proposal(propose(net, exact_joint, box, method, margins=margins, differential=False))
-    elif differential:  # ReLU splits sharpen separate
+        root.set_proposal(propose(net, exact_joint, box, method, margins=margins, differential=differential))
+    else:
+        root.set_proposal(propose(net, exact_joint, box, method, margins=margins))
+        differential = any(s["kind"] == "difference" and s["pairs"] for s in root.proposal.steps)
+    if differential and not input_splits:  # ReLU splits sharpen separate
         # ReLU relaxations, not difference lines (digits_low_rank at tolerance 0.085: 3 leaves without pairs, 256
         # leaves and still 0.0863 with): pairs only for a 2x gain. Input splits narrow the differences' ranges too.
         plain = propose(net, exact_joint, box, method, margins=margins, differential=False)
@@ -355,7 +369,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                 if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
                     # padded float output bounds miss the target by no more than their padding: bound the
                     # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
-                    regions.append((worst.box, worst.assume, True))
+                    regions.append((worst.box, worst.assume, True, worst.warm, ALPHA_ITERS))
                     owners.append(worst)
                     continue
                 if worst.depth >= MAX_DEPTH:
@@ -373,8 +387,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                     stop = True
                     break
                 tried.append((worst, [(split, _children(worst, split)) for split in cands]))
-                for _, kids in tried[-1][1]:
-                    regions += [(child.box, child.assume, False) for child in kids]
+                for split, kids in tried[-1][1]:
+                    iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
+                    regions += [(child.box, child.assume, False, worst.warm, iters) for child in kids]
                     owners += kids
                 splits += 1
             if not owners:
@@ -384,6 +399,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
             keep = [node for node, region in zip(owners, regions) if region[2]]  # leaves bounded again, exactly
             for node, options in tried:  # strong branching: the candidate split whose worse child is best
                 node.split, node.children = min(options, key=lambda o: _split_score(o[1]))
+                node.warm = None
                 if node.split["split"] == "relu":
                     node.keep = (node.first_layer, node.split["layer"])
                 keep += node.children

@@ -99,6 +99,7 @@ class Proposal:
     empty: bool = False
     margins: tuple = ()  # per output, float32 rounding error under float32 semantics (else empty)
     diff: dict | None = None  # float Differences (layer -> pairs and lines) the bounds used
+    warm: dict | None = None  # alpha: layer -> (alphas, betas) optimised here (a branch-and-bound child's starting point)
 
     @functools.cached_property
     def bound(self) -> Fraction | None:
@@ -218,7 +219,7 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
 
 
 def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax: list, claims: list, box: tuple,
-                         assume: dict | None, diff: dict, exact_output: bool) -> tuple[list, list]:
+                         assume: dict | None, diff: dict, exact_output: bool, alpha: tuple | None = None) -> tuple[list, list]:
     """Layer k's interval step and (CROWN, alpha, LP, from layer 2 on) its linear step, appended to
     `steps`: their intersection, as floats."""
     prev = box if k == 1 else interval_relu(*claims[-1])
@@ -228,7 +229,10 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
         width = net.weights[k - 1].shape[0]
         cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
         if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= cap:
-            alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff)
+            iters, warm, state = alpha or (60, None, {})  # (Adam steps, starting parameters per layer, where to put the result)
+            alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff, iters=iters,
+                                                     warm=(warm or {}).get(k))
+            state[k] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
         else:
             (clo, cup), extra = crown_layer(net, k, relax, *box, diff), {}
@@ -242,7 +246,7 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
             assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True,
-            inherited: tuple = ()) -> Proposal:
+            inherited: tuple = (), alpha_iters: int = 60, warm: dict | None = None) -> Proposal:
     """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
@@ -259,6 +263,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     lists lines for those neurons only: the others keep their phase, and their exact relaxations (the
     enclosing region's lines) do not depend on their bounds. On the VeryDiff MNIST pair, 69 of layer
     2's 200 rows.
+
+    alpha: `alpha_iters` Adam steps per layer, each started from `warm` (an enclosing region's
+    Proposal.warm) where given; the Proposal's `warm` holds this region's optimised parameters.
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
@@ -269,6 +276,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     qdiff: dict = {}
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
     sparse = bool(inherited) and method == "crown"  # see `inherited`
+    state: dict = {}  # alpha: layer -> (alphas, betas)
     for k in range(1, n if exact_output else n + 1):
         if sparse and 1 < k < n:
             lo, up = (np.array(v, dtype=np.float64) for v in inherited[k - 1])
@@ -278,12 +286,13 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             lo[rows], up[rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
             lo, up = lo.tolist(), up.tolist()
         else:
-            lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output)
+            lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output,
+                                          (alpha_iters, warm, state))
             if sparse and k < n:  # the checker intersects with what it verified before
                 lo, up = np.maximum(lo, inherited[k - 1][0]).tolist(), np.minimum(up, inherited[k - 1][1]).tolist()
         if k == n:  # the output layer in floats (exact_output=False)
             return Proposal(steps, [Fraction(v) for v in lo], [Fraction(v) for v in up], tuple(relax), tuple(claims),
-                            margins=tuple(margins), diff=diff)
+                            margins=tuple(margins), diff=diff, warm=state)
         for (layer, i), phase in (assume or {}).items():
             if layer == k:
                 lo[i], up[i] = (lo[i], min(up[i], 0.0)) if phase == "inactive" else (max(lo[i], 0.0), up[i])
@@ -318,7 +327,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
         if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
             alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
-                             else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff)[:2])
+                             else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff,
+                                                 iters=alpha_iters, warm=(warm or {}).get(n))[:2])
+            state[n] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
             alpha_low, alpha_up = _exact_alpha(alphas, claims, width)
             beta_low, beta_up = _exact_beta(betas, assume, width, net.widths)
@@ -328,4 +339,4 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         lup = [-v for v in exact.backsubstitute(-1, exact_joint, qrelax, qbox, alpha_up, beta_up, qdiff)]
         steps.append({"kind": "linear", "layer": n, "lower": _q(llo), "upper": _q(lup), **extra})
         out_lo, out_up = [max(a, b) for a, b in zip(out_lo, llo)], [min(a, b) for a, b in zip(out_up, lup)]
-    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins), diff=diff)
+    return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins), diff=diff, warm=state)
