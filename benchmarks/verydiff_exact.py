@@ -24,7 +24,6 @@ import json
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import verydiff  # noqa: E402
 
 from certify.bounds.driver import propose  # noqa: E402
-from certify.bounds.milp import milp_rows  # noqa: E402
+from certify.bounds.milp import difference_cuts, milp_rows  # noqa: E402
 from certify.bounds.network import FloatNet, box_floats  # noqa: E402
 from certify.checker import exact  # noqa: E402
 from certify.engine import attained_lower, exact_witness, prepare  # noqa: E402
@@ -48,16 +47,6 @@ def folded(net: FloatNet, lo: np.ndarray, up: np.ndarray) -> tuple[FloatNet, np.
     w0, b0 = np.asarray(net.weights[0]), np.asarray(net.biases[0])
     return FloatNet([w0[:, free]] + [np.asarray(w) for w in net.weights[1:]],
                     [b0 + w0[:, fixed] @ lo[fixed]] + [np.asarray(b) for b in net.biases[1:]]), free
-
-
-def differences(steps: list[dict]) -> list[tuple]:
-    f = lambda v: float(Fraction(v))  # noqa: E731
-    out = []
-    for st in steps:
-        if st["kind"] == "difference":
-            keys = ("lower", "upper", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept")
-            out += [(st["layer"], a, b, *(f(st[k][p]) for k in keys)) for p, (a, b) in enumerate(st["pairs"])]
-    return out
 
 
 def run(name: str, time_limit: float) -> dict:
@@ -73,7 +62,7 @@ def run(name: str, time_limit: float) -> dict:
     net, free = folded(p.net, lo, up)
     t = time.perf_counter()
     rows = milp_rows(net, lo[free], up[free], (prop.output_lower, prop.output_upper), layer_bounds=prop.claims,
-                     differences=differences(prop.steps), above=float(lower), time_limit=time_limit)
+                     differences=difference_cuts(prop.steps), above=float(lower), time_limit=time_limit)
     rec["milp_seconds"] = round(time.perf_counter() - t, 1)
     for r in rows:
         if r["x"] is not None:

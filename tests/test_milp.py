@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from certify.bounds.driver import propose
-from certify.bounds.milp import milp_max_deviation, milp_rows
+from certify.bounds.milp import difference_cuts, milp_max_deviation, milp_rows
 from certify.bounds.network import box_floats
 from certify.checker import exact
 from certify.engine import prepare
@@ -21,9 +21,7 @@ def test_guided_milp_finds_the_plain_milp_maximum(tmp_path, seed, widths, kind):
     lo, up = box_floats(*p.box)
     plain, _ = milp_max_deviation(p.net, lo, up)
     prop = propose(p.net, p.joint, p.box, "alpha")
-    diffs = [(st["layer"], a, b, *(float(Fraction(st[k][i])) for k in ("lower", "upper", "lower_slope", "lower_intercept",
-                                                                         "upper_slope", "upper_intercept")))
-             for st in prop.steps if st["kind"] == "difference" for i, (a, b) in enumerate(st["pairs"])]
+    diffs = difference_cuts(prop.steps)
     rows = milp_rows(p.net, lo, up, (prop.output_lower, prop.output_upper), layer_bounds=prop.claims, differences=diffs)
     assert rows and all(r["status"] == 0 for r in rows), rows
     best = max(r["incumbent"] for r in rows)

@@ -1,11 +1,14 @@
 """Exact maximum of max_i |d_i(x)| over a box by MILP (HiGHS, through scipy.optimize.milp): an
 oracle for tests and benchmarks, never a certificate.
 
-Big-M encoding of each unstable ReLU with interval pre-activation bounds (stable ones are linear).
+Big-M encoding of each unstable ReLU with interval pre-activation bounds (stable ones are linear), or, in
+`milp_rows`, with a proposal's tighter bounds and its difference lines as cuts.
 The optimum is a float from a float solver; callers confirm it by replaying the maximiser exactly.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -96,6 +99,14 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
             if value > best:
                 best, arg = value, np.clip(res.x[:d], lo_in, up_in)
     return float(best), arg
+
+
+def difference_cuts(steps: list[dict]) -> list[tuple]:
+    """The `difference` steps of a proposal as `_encode`'s cuts: (layer, a, b, lower, upper, lower slope, lower
+    intercept, upper slope, upper intercept) per pair, as floats."""
+    keys = ("lower", "upper", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept")
+    return [(st["layer"], a, b, *(float(Fraction(st[k][i])) for k in keys))
+            for st in steps if st["kind"] == "difference" for i, (a, b) in enumerate(st["pairs"])]
 
 
 def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds, *, layer_bounds=None, differences=(),
