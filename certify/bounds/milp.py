@@ -83,22 +83,12 @@ def _encode(net: FloatNet, lo_in: np.ndarray, up_in: np.ndarray, layer_bounds=No
 
 def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, time_limit: float = 60.0):
     """(max over the box of max_i |net(x)_i|, maximiser x) or (None, None) if HiGHS does not finish."""
-    lo_in, up_in = np.asarray(lower, float), np.asarray(upper, float)
-    ws, bs, d = [np.asarray(w) for w in net.weights], [np.asarray(b) for b in net.biases], lo_in.shape[0]
-    cons, integrality, (var_lo, var_up), prev, n_vars = _encode(net, lo_in, up_in)
-    best, arg = -np.inf, None
-    for i in range(ws[-1].shape[0]):
-        for sign in (1.0, -1.0):
-            c = np.zeros(n_vars)
-            c[prev] = -sign * ws[-1][i]
-            res = milp(c, constraints=cons, integrality=integrality, bounds=Bounds(var_lo, var_up),
-                       options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
-            if res.status != 0:
-                return None, None
-            value = -res.fun + sign * bs[-1][i]
-            if value > best:
-                best, arg = value, np.clip(res.x[:d], lo_in, up_in)
-    return float(best), arg
+    unbounded = np.full(np.asarray(net.biases[-1]).shape[0], np.inf)
+    rows = milp_rows(net, lower, upper, (-unbounded, unbounded), time_limit=time_limit, give_up=True)
+    if any(r["status"] != 0 for r in rows):
+        return None, None
+    top = max(rows, key=lambda r: r["incumbent"])
+    return top["incumbent"], top["x"]
 
 
 def difference_cuts(steps: list[dict]) -> list[tuple]:
@@ -110,13 +100,14 @@ def difference_cuts(steps: list[dict]) -> list[tuple]:
 
 
 def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds, *, layer_bounds=None, differences=(),
-              above: float = -np.inf, time_limit: float = 600.0) -> list[dict]:
+              above: float = -np.inf, time_limit: float = 600.0, give_up: bool = False) -> list[dict]:
     """The MILP per output row and sign, guided by a sound proposal: rows taken in the order of their upper bounds
     (`output_bounds`: (lower, upper) of each output), and only those whose bound exceeds the best value found so far
     (`above` to start: an attained deviation), each within `time_limit` seconds. Per row solved: its index, sign, the
     proposal's bound, HiGHS's status (0: optimal), incumbent value and maximiser (or None), and dual bound. The
     maximum of |net| over the box is the largest incumbent when every row solved is optimal, within HiGHS's tolerances:
-    an estimate for benchmarks, never a certificate (replay the maximiser exactly)."""
+    an estimate for benchmarks, never a certificate (replay the maximiser exactly). give_up: stop after the first row
+    HiGHS does not solve to optimality."""
     lo_in, up_in = np.asarray(lower, float), np.asarray(upper, float)
     ws, bs, d = [np.asarray(w) for w in net.weights], [np.asarray(b) for b in net.biases], lo_in.shape[0]
     cons, integrality, (var_lo, var_up), prev, n_vars = _encode(net, lo_in, up_in, layer_bounds, differences)
@@ -137,4 +128,6 @@ def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds
                     "dual": None if dual is None else float(-dual + sign * bs[-1][i])})
         if value is not None:
             best = max(best, value)
+        if give_up and res.status != 0:
+            break
     return out
