@@ -33,20 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import verydiff  # noqa: E402
 
+from certify.bounds.bab import fold_inputs  # noqa: E402
 from certify.bounds.driver import propose  # noqa: E402
 from certify.bounds.milp import difference_cuts, milp_rows  # noqa: E402
-from certify.bounds.network import FloatNet, box_floats  # noqa: E402
+from certify.bounds.network import box_floats  # noqa: E402
 from certify.checker import exact  # noqa: E402
 from certify.engine import attained_lower, exact_witness, prepare  # noqa: E402
-
-
-def folded(net: FloatNet, lo: np.ndarray, up: np.ndarray) -> tuple[FloatNet, np.ndarray]:
-    """The net with the inputs the box fixes folded into the first layer's bias; and the free inputs' indices."""
-    assert net.input_scale is None and net.input_shift is None, "an input affine layer: not folded here"
-    fixed, free = np.flatnonzero(lo == up), np.flatnonzero(lo != up)
-    w0, b0 = np.asarray(net.weights[0]), np.asarray(net.biases[0])
-    return FloatNet([w0[:, free]] + [np.asarray(w) for w in net.weights[1:]],
-                    [b0 + w0[:, fixed] @ lo[fixed]] + [np.asarray(b) for b in net.biases[1:]]), free
 
 
 def run(name: str, time_limit: float) -> dict:
@@ -59,9 +51,10 @@ def run(name: str, time_limit: float) -> dict:
     prop = propose(p.net, p.joint, p.box, "alpha")
     rec.update(alpha=float(prop.bound), alpha_seconds=round(time.perf_counter() - t, 1))
     lo, up = box_floats(*p.box)
-    net, free = folded(p.net, lo, up)
+    net, _, box, free = fold_inputs(p.net, p.joint, p.box)  # the fixed pixels in the first layer's bias, as branch and bound does
+    free = np.arange(len(lo)) if free is None else np.asarray(free)
     t = time.perf_counter()
-    rows = milp_rows(net, lo[free], up[free], (prop.output_lower, prop.output_upper), layer_bounds=prop.claims,
+    rows = milp_rows(net, *box_floats(*box), (prop.output_lower, prop.output_upper), layer_bounds=prop.claims,
                      differences=difference_cuts(prop.steps), above=float(lower), time_limit=time_limit)
     rec["milp_seconds"] = round(time.perf_counter() - t, 1)
     for r in rows:
