@@ -35,7 +35,7 @@ from flint import arb, ctx, fmpq, fmpz, fmpz_mat
 
 from . import curves
 from .errors import BadInput, Rejected, need, require
-from .model import read_arrays, sha256_file
+from .model import gc_paused, read_arrays, sha256_file
 from .numbers import parse_ratio, parse_rational, show
 from .workers import bare_main
 
@@ -1027,6 +1027,11 @@ def check_leaves(joint: Graph, leaves: list, bound: Fraction, jobs: int | None =
 def check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs: int | None = None) -> tuple[Fraction | None, int]:
     """A graph certificate: its steps verify bounds of the joint graph's output d = f - g with
     |d_i| <= bound on the box; the witness, if any, is replayed (a proven lower bound, <= bound)."""
+    with gc_paused():
+        return _check_graph(spec, f, g, cert, bound, box, jobs)
+
+
+def _check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, jobs: int | None) -> tuple[Fraction | None, int]:
     need(spec.property.semantics == "real", str(spec.path), "property.semantics",
          f"float32 semantics has no rounding-error analysis for graph ops yet ({', '.join(sorted({n.op for n in f.nodes}))})",
          "use semantics: real")
