@@ -1,0 +1,38 @@
+"""The spec fuzz campaign (benchmarks/spec_fuzz.py) in small: random single changes to shipped specs
+of each family end in a result or in exit 2 with one line, and the campaign catches a reader that
+crashes instead of refusing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import spec_fuzz  # noqa: E402
+
+SPECS = ["tiny_prune", "resmlp_sae_jumprelu", "max_of_k_small", "modadd_onnx", "toy_tiers"]
+
+
+def test_small_campaign_has_no_defects() -> None:
+    result = spec_fuzz.campaign(SPECS, cases=30, seed=11, method="interval", progress=None)
+    assert result["defects"] == [], result["defects"][0]
+    assert sum(result["outcomes"].values()) == 30
+    assert result["outcomes"].get("bad_input", 0) >= 15  # most single changes break a spec
+    assert result["unnamed"] == 0, result["unnamed_examples"]
+
+
+def test_campaign_catches_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sabotage: the first reader `certify check` calls on a spec raises a TypeError (a crash, not a
+    refusal); every case must then come out as a defect (exit 4), whatever its change."""
+    import certify.cli as cli
+
+    def fragile(*args, **kwargs):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(cli, "_level_results", fragile)
+    result = spec_fuzz.campaign(SPECS[:2], cases=4, seed=3, method="interval", progress=None)
+    assert len(result["defects"]) == 4
+    assert all(any("exit 4" in p for p in d["problems"]) for d in result["defects"])
