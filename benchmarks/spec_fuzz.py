@@ -13,7 +13,9 @@ Each case takes a shipped spec (round robin over `specs/*.yaml`, shuffled), pars
 one change (`MUTATIONS`: a key dropped, an unknown key added, a value replaced by one of another type
 or by NaN, infinity, a negative or a huge number, an unparsable rational, a list emptied or an
 element dropped, duplicated or replaced, a path pointing at a missing file, a directory or a file of
-the wrong kind, a sha256 changed; or, on the text, a cut at a random place or a duplicated line),
+the wrong kind, a sha256 changed; a data file the spec names (model, SAE, pinned array, centre)
+rewritten with one array given a NaN, another shape, dtype or key, and its sha256 updated so that
+the change reaches the readers; or, on the text, a cut at a random place or a duplicated line),
 writes it into a scratch copy of the repository's layout (`specs/` copied, `models/` and `tests/`
 linked, so the spec's relative paths resolve), and runs `certify check SPEC --method M --no-cache
 --jobs 1 --out proofs/x.cert.json` in this process (`certify.cli.main`). Outcomes:
@@ -28,6 +30,10 @@ linked, so the spec's relative paths resolve), and runs `certify check SPEC --me
   certificate is given to `check`, so nothing may be rejected). Each defect is listed with its spec,
   mutation, place and stderr.
 
+`--command verify` runs `certify verify CHANGED_SPEC proofs/<spec>.cert.json --json` instead (the
+trusted checker's own reading of the spec, against the shipped certificate): there `rejected`
+(exit 3) is an outcome, and CERTIFIED with a bound above the changed spec's tolerance is a defect.
+
 Run it with `nice`: every valid mutant is bounded (with the cheap method given, `interval` by
 default) and falsified, so a case takes 1-5 s.
 """
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import math
@@ -48,6 +55,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import yaml
@@ -57,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 from certify.cli import main  # noqa: E402
 
+SPECS_DIR = ROOT / "specs"  # where a spec's relative paths start (the scratch copy during a campaign)
 FILE_SUFFIXES = (".npz", ".npy", ".onnx", ".vnnlib", ".safetensors", ".yaml", ".json")
 OTHER_TYPES = [None, True, "text", [], {}, 0, -1, 2.5, "1/0", "nan", float("nan"), float("inf"), 10 ** 400, "0x1p3", [1, [2]]]
 
@@ -156,7 +165,67 @@ def bad_word(doc, rng):
     return p
 
 
-MUTATIONS = {f.__name__: f for f in (drop_key, add_key, retype, number, list_edit, bad_path, bad_sha, bad_word)}
+def _array_site(p, v) -> bool:
+    return isinstance(v, str) and v.endswith((".npz", ".npy")) and (SPECS_DIR / v).is_file()
+
+
+def bad_array(doc, rng):
+    """A data file the spec names (a model, an SAE, a pinned array, a ball's centre) rewritten with one
+    array changed (NaN, infinity, a dimension cut or added, a key dropped or added, another dtype, a
+    scalar, an empty array), its sha256 (where the spec pins one) updated to match, so the change gets
+    past the hash to the readers behind it."""
+    import numpy as np
+
+    p, v = _pick(doc, rng, _array_site)
+    source = SPECS_DIR / v
+    if v.endswith(".npy"):
+        arrays, key = {"": np.load(source, allow_pickle=False)}, ""
+    else:
+        with np.load(source, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        key = rng.choice(sorted(arrays))
+    a = arrays[key]
+    how = rng.choice(["nan", "inf", "cut", "grow", "int", "complex", "bool", "scalar", "empty", "transpose"]
+                     + (["drop", "extra"] if key else []))
+    if how in ("nan", "inf") and a.size and a.dtype.kind == "f":
+        a = a.copy()
+        a.flat[rng.randrange(a.size)] = np.nan if how == "nan" else -np.inf
+    elif how == "cut" and a.ndim and a.shape[-1] > 1:
+        a = a[..., :-1]
+    elif how == "grow":
+        a = np.concatenate([a, a[..., :1]], axis=-1) if a.ndim else np.stack([a, a])
+    elif how == "drop" and len(arrays) > 1:
+        del arrays[key]
+        a = None
+    elif how == "extra":
+        arrays["extra_" + (key or "x")] = np.zeros(3)
+    elif how == "int":
+        a = a.astype(np.int64)
+    elif how == "complex":
+        a = a.astype(np.complex128)
+    elif how == "bool":
+        a = a.astype(bool)
+    elif how == "scalar":
+        a = np.asarray(1.0)
+    elif how == "transpose" and a.ndim == 2 and a.shape[0] != a.shape[1]:
+        a = a.T.copy()
+    else:
+        a = np.zeros((0,) + a.shape[1:])
+    if a is not None:
+        arrays[key] = a
+    out = SPECS_DIR.parent / "fuzzdata" / (source.stem + "-" + how + source.suffix)
+    if v.endswith(".npy"):
+        np.save(out, arrays.get("", np.zeros(0)))
+    else:
+        np.savez(out, **arrays)
+    parent = _get(doc, p[:-1])
+    parent[p[-1]] = "../fuzzdata/" + out.name
+    if isinstance(parent, dict) and isinstance(parent.get("sha256"), str):
+        parent["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+    return p + (f"{key}:{how}",)
+
+
+MUTATIONS = {f.__name__: f for f in (drop_key, add_key, retype, number, list_edit, bad_path, bad_sha, bad_word, bad_array)}
 TEXT_MUTATIONS = ("cut", "dup_line", "tab")
 
 
@@ -175,9 +244,13 @@ def _text_mutant(text: str, rng, how: str) -> str:
 
 
 def _scratch() -> Path:
-    """specs/ copied, models/ and tests/ linked: every relative path in a shipped spec resolves."""
+    """specs/ copied, models/ and tests/ linked: every relative path in a shipped spec resolves;
+    fuzzdata/ holds bad_array's rewritten files."""
     root = Path(tempfile.mkdtemp(prefix="certify-spec-fuzz-"))
     shutil.copytree(ROOT / "specs", root / "specs")
+    (root / "fuzzdata").mkdir()
+    global SPECS_DIR
+    SPECS_DIR = root / "specs"
     for name in ("models", "tests"):
         (root / name).symlink_to(ROOT / name)
     return root
@@ -187,7 +260,7 @@ def _names(doc) -> set[str]:
     return {Path(v).name for p, v in _sites(doc) if p and _is_path(p, v) and v}
 
 
-def run_case(root: Path, spec: str, rng: random.Random, method: str) -> dict:
+def run_case(root: Path, spec: str, rng: random.Random, method: str, command: str = "check") -> dict:
     text = (ROOT / "specs" / f"{spec}.yaml").read_text()
     kinds = list(MUTATIONS) + list(TEXT_MUTATIONS)
     doc = yaml.safe_load(text)
@@ -215,7 +288,10 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str) -> dict:
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(["check", str(path), "--method", method, "--no-cache", "--jobs", "1", "--out", str(cert)])
+            if command == "check":
+                rc = main(["check", str(path), "--method", method, "--no-cache", "--jobs", "1", "--out", str(cert)])
+            else:  # the shipped certificate against the changed spec: the checker's own spec path
+                rc = main(["verify", str(path), str(ROOT / "proofs" / f"{spec}.cert.json"), "--json", "--jobs", "1"])
         raised = None
     except BaseException as exc:  # noqa: BLE001 - SystemExit included: main must return, never raise
         rc, raised = None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
@@ -227,16 +303,20 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str) -> dict:
         problems.append("exception out of main: " + raised)
     elif rc == 4:
         problems.append("exit 4 (internal error)")
-    elif rc == 3:
+    elif rc == 3 and command == "check":
         problems.append("exit 3 without a certificate given")
+    elif rc == 0 and command == "verify":
+        result = json.loads(out.getvalue())
+        if Fraction(result["certified_upper"]) > Fraction(result["tolerance"]):
+            problems.append("CERTIFIED with a bound above the changed spec's tolerance")
     elif rc == 2:
         if len(lines) != 1 or not lines[0].startswith("error: "):
             problems.append("not one 'error: ' line")
         if out.getvalue():
             problems.append("stdout not empty")
-        if cert.exists():
+        if command == "check" and cert.exists():
             problems.append("certificate written")
-    elif rc not in (0, 1):
+    elif rc not in (0, 1, 3):
         problems.append(f"exit {rc}")
     if "Traceback" in stderr:
         problems.append("traceback on stderr")
@@ -245,12 +325,14 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str) -> dict:
     elif rc == 2:
         names = _names(doc) | _names(mutant) | {path.name}
         record.update(outcome="bad_input", message=lines[0][:300], named=any(n in lines[0] for n in names))
+    elif rc == 3:
+        record.update(outcome="rejected", message=lines[-1][:300] if lines else "")
     else:
         record.update(outcome="result")
     return record
 
 
-def campaign(specs: list[str], cases: int, seed: int, method: str, progress=print) -> dict:
+def campaign(specs: list[str], cases: int, seed: int, method: str, progress=print, command: str = "check") -> dict:
     rng = random.Random(seed)
     root = _scratch()
     records = []
@@ -261,7 +343,7 @@ def campaign(specs: list[str], cases: int, seed: int, method: str, progress=prin
             if not order:
                 order = list(specs)
                 rng.shuffle(order)
-            r = run_case(root, order.pop(), rng, method)
+            r = run_case(root, order.pop(), rng, method, command)
             records.append(r)
             if r["outcome"] == "defect" and progress:
                 progress(f"DEFECT {r['spec']} {r['kind']} at {r['where']}: {r['problems']}\n  {r['stderr'].strip()[:400]}")
@@ -276,7 +358,7 @@ def campaign(specs: list[str], cases: int, seed: int, method: str, progress=prin
             by_kind.setdefault(r["kind"], Counter())[r["outcome"]] += 1
     bad = [r for r in records if r["outcome"] == "bad_input"]
     return {
-        "cases": cases, "seed": seed, "method": method, "specs": len(specs), "seconds": round(time.time() - t0, 1),
+        "cases": cases, "seed": seed, "command": command, "method": method, "specs": len(specs), "seconds": round(time.time() - t0, 1),
         "outcomes": dict(outcomes), "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "unnamed": sum(not r["named"] for r in bad),
         "defects": [r for r in records if r["outcome"] == "defect"],
@@ -291,11 +373,15 @@ def main_cli(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="interval", help="the method every valid mutant is bounded with")
     ap.add_argument("--specs", help="comma-separated spec names (default: every specs/*.yaml)")
+    ap.add_argument("--command", choices=("check", "verify"), default="check",
+                    help="verify: re-check the shipped proofs/<spec>.cert.json against each changed spec")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     os.environ.pop("CERTIFY_DEBUG", None)
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
-    result = campaign(specs, args.cases, args.seed, args.method)
+    if args.command == "verify":  # the specs with one certificate (a levels spec has one per level)
+        specs = [s for s in specs if (ROOT / "proofs" / f"{s}.cert.json").is_file()]
+    result = campaign(specs, args.cases, args.seed, args.method, command=args.command)
     print(f"{result['cases']} cases over {result['specs']} specs in {result['seconds']} s: {result['outcomes']}; "
           f"bad-input lines naming no file: {result['unnamed']}")
     for kind, counts in result["by_kind"].items():

@@ -36,3 +36,11 @@ def test_campaign_catches_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     result = spec_fuzz.campaign(SPECS[:2], cases=4, seed=3, method="interval", progress=None)
     assert len(result["defects"]) == 4
     assert all(any("exit 4" in p for p in d["problems"]) for d in result["defects"])
+
+
+def test_verify_campaign_has_no_defects() -> None:
+    """The trusted checker's own spec path: each changed spec against the shipped certificate is
+    refused (exit 2, one line) or the certificate rejected (exit 3); never a crash."""
+    result = spec_fuzz.campaign(SPECS[:4], cases=40, seed=12, method="interval", progress=None, command="verify")
+    assert result["defects"] == [], result["defects"][0]
+    assert result["outcomes"].get("bad_input", 0) >= 10 and result["outcomes"].get("rejected", 0) >= 1
