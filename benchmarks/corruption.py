@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import soundness  # noqa: E402
+from jsonwalk import get as _get, sites  # noqa: E402
 
 from certify.checker import Verdict, check_certificate  # noqa: E402
 from certify.checker.errors import BadInput  # noqa: E402
@@ -53,23 +54,10 @@ from certify.checker.numbers import parse_rational, rational_str  # noqa: E402
 # --------------------------------------------------------------------------- where a mutation can land
 
 
-def _sites(node, path=()):
+def _sites(node):
     """Every place in the JSON: (path, value) for containers and leaves alike, except under the top-level
     `engine` block (the engine's notes: how the certificate was found, read by reports, not by the proof)."""
-    yield path, node
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if not (path == () and k == "engine"):
-                yield from _sites(v, path + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _sites(v, path + (i,))
-
-
-def _get(doc, path):
-    for k in path:
-        doc = doc[k]
-    return doc
+    return sites(node, skip_top=("engine",))
 
 
 LAST: list = []  # the path of the last change (its top-level key is counted as the mutant's section)

@@ -63,7 +63,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
 from certify.cli import main  # noqa: E402
+from jsonwalk import get as _get, sites  # noqa: E402
 
 SPECS_DIR = ROOT / "specs"  # where a spec's relative paths start (the scratch copy during a campaign)
 FILE_SUFFIXES = (".npz", ".npy", ".onnx", ".vnnlib", ".safetensors", ".yaml", ".json")
@@ -73,26 +76,9 @@ OTHER_TYPES = [None, True, "text", [], {}, 0, -1, 2.5, "1/0", "nan", float("nan"
 # --------------------------------------------------------------------------- where a change can land
 
 
-def _sites(node, path=()):
-    """Every place in the parsed YAML: (path, value), containers and leaves alike."""
-    yield path, node
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _sites(v, path + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _sites(v, path + (i,))
-
-
-def _get(doc, path):
-    for k in path:
-        doc = doc[k]
-    return doc
-
-
 def _pick(doc, rng, keep):
     """A random (path, value) with keep(path, value); LookupError where none."""
-    places = [(p, v) for p, v in _sites(doc) if p and keep(p, v)]
+    places = [(p, v) for p, v in sites(doc) if p and keep(p, v)]
     if not places:
         raise LookupError
     return rng.choice(places)
@@ -257,7 +243,7 @@ def _scratch() -> Path:
 
 
 def _names(doc) -> set[str]:
-    return {Path(v).name for p, v in _sites(doc) if p and _is_path(p, v) and v}
+    return {Path(v).name for p, v in sites(doc) if p and _is_path(p, v) and v}
 
 
 def run_case(root: Path, spec: str, rng: random.Random, method: str, command: str = "check") -> dict:
