@@ -489,3 +489,77 @@ def test_input_split_tree_on_alpha_leaves_is_accepted(tmp_path):
         stack += n.get("children", [])
         leaves += [] if "children" in n else [n]
     assert len(leaves) >= 2 and all(any("alpha" in s for s in leaf["steps"]) for leaf in leaves)
+
+
+@pytest.fixture(scope="module")
+def mnist_rows_tree(tmp_path_factory):
+    """The VeryDiff MNIST pair at tolerance 3/2 by input splits with CROWN leaves: at the root one output
+    row of ten is above 3/2 (CROWN: 1.63), so the root's output steps go into the certificate and
+    every leaf bounds that output neuron only."""
+    from certify.bounds.bab import branch_and_bound
+    from certify.engine import attained_lower, prepare, write_and_check
+
+    d = tmp_path_factory.mktemp("bab-rows")
+    spec = d / "spec.yaml"
+    spec.write_text((SPECS / "verydiff_mnist.yaml").read_text().replace("../tests/", str(ROOT / "tests") + "/")
+                    .replace("tolerance: 4", 'tolerance: "3/2"'))
+    p = prepare(spec, d / "c.cert.json")
+    witness, lower = attained_lower(p)
+    r = branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, time_budget=120)
+    path = d / "t.cert.json"
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, path, jobs=1)
+    assert result.verdict is Verdict.CERTIFIED, result.reason
+    assert r.splits >= 2
+    return spec, json.loads(path.read_text()), len(p.net.weights)
+
+
+def _output_bounds(steps, n):
+    lo = up = None
+    for s in steps:
+        if s["layer"] == n and s["kind"] in ("interval", "linear") and "neurons" not in s:
+            a, b = [Fraction(v) for v in s["lower"]], [Fraction(v) for v in s["upper"]]
+            lo, up = (a, b) if lo is None else ([max(x, y) for x, y in zip(lo, a)], [min(x, y) for x, y in zip(up, b)])
+    return lo, up
+
+
+def test_leaves_bound_only_the_output_rows_the_root_leaves_above_the_target(mnist_rows_tree):
+    spec, cert, n = mnist_rows_tree
+    root = cert["tree"]
+    lo, up = _output_bounds(root["steps"], n)  # the root's output layer, checked once
+    assert lo is not None
+    above = [i for i, (l, u) in enumerate(zip(lo, up)) if max(u, -l) > Fraction(3, 2)]
+    assert 0 < len(above) < len(lo)
+    leaves = [node for node in _nodes(root) if "children" not in node]
+    for leaf in leaves:
+        out = [s for s in leaf["steps"] if s["layer"] == n]
+        assert [(s["kind"], s["neurons"]) for s in out] == [("linear", above)]
+
+
+def test_a_leafs_output_rows_are_checked(mnist_rows_tree, tmp_path):
+    """Tightening a leaf's one output row, or dropping the root's output steps it inherits, is rejected."""
+    spec, cert, n = mnist_rows_tree
+
+    def tighter(bad):
+        leaf = next(node for node in _nodes(bad["tree"]) if "children" not in node)
+        step = next(s for s in leaf["steps"] if s["layer"] == n)
+        step["upper"] = [str(Fraction(v) - Fraction(1, 10)) for v in step["upper"]]
+    assert "is below the derived" in _tampered(tmp_path, spec, cert, tighter)
+
+    def orphan(bad):
+        bad["tree"]["steps"] = [s for s in bad["tree"]["steps"] if s["layer"] != n]
+    assert "neurons must be increasing neuron indices of a layer with verified bounds" in _tampered(tmp_path, spec, cert, orphan)
+
+
+def test_difference_steps_leave_out_pairs_of_stable_neurons():
+    """A pair whose two neurons are both stable (either phase) is exact neuron by neuron: no row, no pair."""
+    from certify.bounds.driver import _difference_step
+    from certify.bounds.network import FloatNet
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 1, (8, 3))
+    net = FloatNet((w, rng.normal(0, 1, (2, 8))), (np.zeros(8), np.zeros(2)), pairs={1: (np.arange(4), 4 + np.arange(4))})
+    lo = np.array([1.0, 1.0, -2.0, -1.0, 0.5, -3.0, -1.0, -1.0])  # pairs: (0, 4) active/active, (1, 5) active/inactive,
+    up = np.array([2.0, 2.0, 1.0, 1.0, 3.0, -0.5, 2.0, 1.0])  # (2, 6) and (3, 7) unstable
+    step, d = _difference_step(net, 1, [], {}, lo, up, -np.ones(3), np.ones(3), fast=True)
+    assert {tuple(p) for p in step["pairs"]} <= {(2, 6), (3, 7)}
+    assert set(d.a.tolist()) <= {2, 3}
