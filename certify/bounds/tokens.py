@@ -185,11 +185,26 @@ def token_bab(bound_fn, box, target: float, *, max_leaves: int = 4096, seconds: 
     return bound, tree, len(leaves)
 
 
+SLACK = Fraction(1, 25)  # ratio leaves claim at most this far above the attained deviation (when the tolerance allows)
+
+
+def ratio_claim(tolerance, lower) -> Fraction | None:
+    """The bound ratio leaves try first where the tolerance is at least the attained deviation (lower > 0): the smaller
+    of the tolerance and (1 + SLACK) lower (6 significant digits). As branch and bound stops once the tolerance is
+    proved, this proves what the spec asks, within 4 % of the attained deviation, and no tighter: the rows that only
+    the exact bound needs (joint checks, the bisection) fall. None (the exact bound) where the tolerance is below
+    the attained deviation."""
+    if not 0 < lower <= tolerance:
+        return None
+    return max(Fraction(lower), min(Fraction(tolerance), Fraction(format(float((1 + SLACK) * Fraction(lower)), ".6g"))))
+
+
 def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, max_leaves: int):
     """One method on a token domain, as engine_graph.bound_graph: (bound, certificate body, notes).
     interval, crown, alpha: one pass (alpha-CROWN's free slopes are not optimised over token domains
     yet: CROWN); bab: branch and bound over tokens until every leaf is within the tolerance (or within
-    1% of the attained deviation when that exceeds it) or the budget is spent. An exp overflowing
+    1% of the attained deviation when that exceeds it) or the budget is spent; softmax-ratio leaves
+    where the graph has that form: `ratio_claim` first, else the exact bound. An exp overflowing
     on a wide score range gives an infinite bound (nothing to write): bab splits such a set."""
     import math
 
@@ -207,8 +222,8 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
         return (math.inf, None, {}) if not math.isfinite(b) else (Fraction(b), {"steps": steps}, {})
     target = float(tolerance) if lower <= tolerance else float(lower) * 1.01
     start = time.perf_counter()
-    ratio = ratio_tree(joint, FloatTokens(box.vocab, box.allowed), float(lower), time_budget)
-    if ratio is not None:  # softmax-ratio leaves: exact over each query token's leaf (checker/attention.py)
+    ratio = ratio_tree(joint, FloatTokens(box.vocab, box.allowed), float(lower), time_budget, ratio_claim(tolerance, lower))
+    if ratio is not None:  # softmax-ratio leaves: exact over each query token's leaf, or the claim (checker/attention.py)
         b, tree, leaves, notes = ratio
         return b, {"token_tree": tree}, {"bab": notes}
     b, tree, leaves = token_bab(bound_of, FloatTokens(box.vocab, box.allowed), target, max_leaves=max_leaves, seconds=time_budget)
@@ -230,8 +245,9 @@ def _query(fm, n: int) -> int | None:
 def _float_tables(fm, q: int, a: int):
     """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
     if not hasattr(fm, "floats"):
-        fl = lambda vals: np.array([v.numerator / v.denominator for v in vals])  # noqa: E731 (as float(v), without numbers.Rational's path)
-        fm.floats = {nd.name: (fl([w for row in nd.weight for w in row]).reshape(len(nd.weight), -1), fl(nd.bias or [0] * len(nd.weight)))
+        fl = lambda vals: np.array([v if type(v) is float else v.numerator / v.denominator for v in vals])  # noqa: E731 (as float(v), without numbers.Rational's path)
+        fm.floats = {nd.name: (fl([w for row in nd.weight for w in getattr(row, "floats", row)]).reshape(len(nd.weight), -1),
+                               fl(nd.bias or [0] * len(nd.weight)))
                      if nd.op == "linear" else (fl(nd.scale), fl(nd.shift))
                      for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
     V, n = fm.vocab, fm.joint.in_dim // fm.vocab
@@ -373,20 +389,59 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.nda
     return total + np.zeros_like(mu)
 
 
-def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
+def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
     """`_ratio_tree` with one BLAS thread: its products are small (64 columns), and more OpenBLAS threads only spin on a
     shared machine (V = 64 tables: 0.6 s a query token with 2 threads at load 3, 6 ms with 1)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
-        return _ratio_tree(joint, box, lower, seconds)
+        return _ratio_tree(joint, box, lower, seconds, claim)
 
 
-def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
+def _claimed(fm, q: int, box, claim: Fraction):
+    """Leaves proving every row at the bound `claim` given in advance, or None where a row fails there in float64. A row
+    within it by the checker's hull (each group's ratio a convex combination of its coefficients: no exp) gets no work;
+    the others a split hint (lambda halfway, from Dinkelbach on those rows only) where it holds, else the joint check
+    (null), tested once at the claim (no bisection). Margins keep float noise on the checker's side of each test."""
+    B = float(claim)
+    pad = 1e-9 * (1.0 + abs(B))  # (the checker's eta and E rounding are ~1e-28 relative; float noise ~1e-13)
+    kids, joint = [], 0
+    for a in box.allowed[q]:
+        arr = _ratio_arrays(fm, q, a, box.allowed[:q] + ((a,),) + box.allowed[q + 1:])
+        if arr is None:
+            return None
+        groups, R = arr
+        if len(groups) == 1:
+            groups.append([(None, np.ones(1), np.zeros((1, len(R))))])
+        lam = [None] * (2 * len(R))
+        for s, sign in enumerate((1.0, -1.0)):
+            hull = sign * R + sum(np.max([(sign * C).max(0) for _, _, C in grp], axis=0) for grp in groups)
+            idx = np.flatnonzero(hull > B - pad)
+            if not len(idx):
+                continue
+            g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
+            r = sign * R[idx]
+            M1, M2 = _ratio_max(g1, sign), _ratio_max(g2, sign)
+            v = ((r + M1 - B) - M2) / 2  # each group's slack shared equally
+            split = (_split_h(g1, sign, r - B + pad - v) <= 0) & (_split_h(g2, sign, v + pad) <= 0)  # (ratios <= B - pad - r + v, -v - pad)
+            for n in np.flatnonzero(split):
+                lam[2 * int(idx[n]) + s] = str(Fraction(float(v[n])))
+            if not split.all():
+                rest = np.flatnonzero(~split)
+                h1, h2 = ([(p, E, C[:, rest]) for p, E, C in grp] for grp in (g1, g2))
+                if np.any(_joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B - pad)) > 0):  # (r: unsigned there)
+                    return None
+                joint += len(rest)
+        kids.append({"ratio": {"query": q, "lambda": lam}})
+    return kids, joint
+
+
+def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
     """Softmax-ratio leaves (certify/checker/attention.py) where the joint graph has that form: the query position
     split into single tokens, each leaf bounding every row exactly over the other positions' sets (a split bound:
     each softmax group's ratio maximised alone by Dinkelbach, or a joint one, a bisection on the pair-bucketed sum of
-    both groups). Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab)."""
+    both groups). With `claim`: first the leaves proving that bound (`_claimed`), the exact bound where they fail.
+    Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab)."""
     from ..checker.attention import form
 
     t0 = time.perf_counter()
@@ -394,6 +449,9 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
     q = None if fm is None else _query(fm, len(box.allowed))
     if q is None:
         return None
+    got = None if claim is None else _claimed(fm, q, box, claim)
+    if got is not None:
+        return claim, *_ratio_result(q, box, got[0], got[1], t0, "claimed")
     rows = {}
     for a in box.allowed[q]:
         allowed = box.allowed[:q] + ((a,),) + box.allowed[q + 1:]
@@ -450,7 +508,13 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0):
         if worse <= best:
             break
         best = worse
+    joint = sum(v is None for k in kids for v in k["ratio"]["lambda"])
+    return bound, *_ratio_result(q, box, kids, joint, t0, "exact" if claim is None else "exact (the claim failed)")
+
+
+def _ratio_result(q: int, box, kids: list, joint: int, t0: float, bound: str) -> tuple:
+    """(tree, leaves, notes) of the leaves, one per query token; joint: the rows left to the joint check."""
     tree = kids[0] if len(kids) == 1 else {"position": q, "parts": [[a] for a in box.allowed[q]], "children": kids}
-    notes = {"leaves": len(kids), "joint_rows": sum(v is None for k in kids for v in k["ratio"]["lambda"]),
-             "seconds": round(time.perf_counter() - t0, 3), "over": "tokens", "leaf": "ratio"}
-    return bound, tree, len(kids), notes
+    notes = {"leaves": len(kids), "joint_rows": joint,
+             "seconds": round(time.perf_counter() - t0, 3), "over": "tokens", "leaf": "ratio", "bound": bound}
+    return tree, len(kids), notes

@@ -60,7 +60,7 @@ class Form:
             if key in same:
                 self.lin[nd.name] = same[key]
             elif key is not None:
-                w, wd = _ints([v for row in nd.weight for v in row] if nd.op == "linear" else nd.scale)
+                w, wd = _ints([v for row in nd.weight for v in getattr(row, "floats", row)] if nd.op == "linear" else nd.scale)
                 n = len(nd.weight[0]) if nd.op == "linear" else 1
                 rows = [[(c, w[r * n + c]) for c in range(n) if w[r * n + c]] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None

@@ -1,0 +1,48 @@
+"""Softmax-ratio leaves that claim a bound given in advance (certify/bounds/tokens.py::ratio_claim, `_claimed`): the
+rule that picks it, the checker accepting the claimed leaves where the claim is true, the engine refusing (and falling
+back to the exact bound) where it is not, and the checker rejecting the claimed leaves at any bound below the maximum."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from certify.bounds.tokens import SLACK, FloatTokens, ratio_claim, ratio_tree
+from certify.checker.errors import Rejected
+from certify.checker.graph import TokenBox, check_token_tree
+
+from .test_token_ratio import _joint, _params, _values
+
+
+def test_the_claim_is_the_tolerance_or_four_percent_above_the_attained_deviation():
+    lower = Fraction(50968188912635, 10**12)
+    assert ratio_claim(Fraction(1000), lower) == Fraction("53.0069")  # 1.04 lower, 6 digits (rounded: >= lower still)
+    assert ratio_claim(Fraction(52), lower) == 52  # the tolerance where it is below 1.04 lower
+    assert ratio_claim(lower, lower) == lower
+    assert ratio_claim(Fraction(50), lower) is None  # the tolerance below the attained deviation: the exact bound
+    assert ratio_claim(Fraction(1), Fraction(0)) is None
+    for tol in (Fraction(1, 3), Fraction(7, 2), Fraction(10**6)):
+        for low in (Fraction(1, 7), Fraction(3), Fraction(1, 10**9)):
+            c = ratio_claim(tol, low)
+            assert c is None if low > tol else low <= c <= min(tol, (1 + SLACK) * low * (1 + Fraction(1, 10**5)))
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh", [(0, 4, 3, 6, 4), (1, 3, 4, 4, 3), (3, 5, 3, 4, 4)])
+def test_claimed_leaves_verify_where_true_and_fall_back_or_reject_where_false(tmp_path, seed, V, n, d, dh):
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n)
+    _, values = _values(p, V, n)
+    top = Fraction(float(values.max()))
+    allowed = (tuple(range(V)),) * n
+    claim = (1 + SLACK) * top
+    bound, tree, _, notes = ratio_tree(joint, FloatTokens(V, allowed), float(top), claim=claim)
+    assert bound == claim and notes["bound"] == "claimed"
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+    with pytest.raises(Rejected, match="not proved"):  # the same leaves at a bound below the maximum: a false claim
+        check_token_tree(joint, TokenBox(V, allowed), tree, top * (1 - Fraction(1, 10**4)), "tree")
+    low = top * Fraction(98, 100)  # a claim below the maximum: the engine finds a row that fails, then the exact bound
+    bound, tree, _, notes = ratio_tree(joint, FloatTokens(V, allowed), float(top), claim=low)
+    assert notes["bound"] == "exact (the claim failed)" and float(bound) >= values.max() - 1e-12
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
