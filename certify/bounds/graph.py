@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..checker.graph import Graph, free_ranges
+from ..checker.graph import FloatRow, Graph, free_ranges
 from ..checker.numbers import rational_str
 from . import curves
 
@@ -68,6 +68,8 @@ def floats(graph: Graph) -> list[FloatNode]:
         return list(hit[1])
 
     def arr(v):
+        if v and all(type(r) is FloatRow for r in v):  # a weight read from a float array: its floats
+            return np.array([r.floats for r in v])
         return None if v is None else np.array([[float(x) for x in r] for r in v] if v and isinstance(v[0], tuple) else [float(x) for x in v])
     out = [FloatNode(n.name, n.op, n.inputs, arr(n.weight), arr(n.bias), arr(n.scale), arr(n.shift), arr(n.threshold), arr(n.lower), arr(n.upper), n.groups)
            for n in graph.nodes]

@@ -32,6 +32,11 @@ STEPS = 160  # bisections of a convex piece before the check gives up (rejects)
 Ball = Callable[[arb], arb]
 
 
+def _exact(q) -> Fraction:
+    """q as a Fraction (an int or a Fraction: itself, not a copy)."""
+    return q if type(q) is Fraction else Fraction(q)
+
+
 def ball(q: Fraction | int) -> arb:
     """A ball that contains the exact rational q."""
     q = q if type(q) is Fraction else Fraction(q)
@@ -174,7 +179,7 @@ def lines_hold(fn: str, lines, l: Fraction, u: Fraction) -> bool:
     """True only if side*(fn(x) - a*x - b) >= 0 on [l, u] is proved for each (a, b, side) of lines (side 1:
     a line below, -1: above). The lines share [l, u]'s pieces and fn at the pieces' ends."""
     c = _curve(fn)
-    l, u = Fraction(l), Fraction(u)
+    l, u = _exact(l), _exact(u)
     if not (l <= u and c.admits(l)):
         return False
     with ctx.workprec(PREC):
@@ -182,7 +187,7 @@ def lines_hold(fn: str, lines, l: Fraction, u: Fraction) -> bool:
         if pieces is None:
             return False
         for a, b, side in lines:
-            la, lb = ball(Fraction(a)), ball(Fraction(b))
+            la, lb = ball(a), ball(b)
             gap = lambda x, fx=None: side * ((c.f(x) if fx is None else fx) - la * x - lb)  # noqa: E731  must be >= 0
             both = lambda x: (lambda f, df: (gap(x, f), side * (df - la)))(*c.both(x))  # noqa: E731  (g, g')
             for k, (p, q, shape) in enumerate(pieces):
@@ -212,7 +217,7 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
     maximum is at an end; the minimum at an end or at an interior minimum (kept unless proved
     outside [l, u]). ValueError where [l, u] is empty, leaves the domain, or a value is not finite."""
     c = _curve(fn)
-    l, u = Fraction(l), Fraction(u)
+    l, u = _exact(l), _exact(u)
     if not (l <= u and c.admits(l)):
         raise ValueError(f"{fn}: [{show(l)}, {show(u)}] is empty or leaves the domain")
     with ctx.workprec(PREC):
@@ -226,11 +231,19 @@ def interval_image(fn: str, l: Fraction, u: Fraction) -> tuple[Fraction, Fractio
 
 
 def _plane_holds(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, ...], side: int) -> bool:
-    lx, ux, ly, uy = map(Fraction, box)
-    c1, c2, c0 = map(Fraction, (c1, c2, c0))
-    k = c1 * c2 + c0  # x*y - c1*x - c2*y - c0 = (x - c2)(y - c1) - k: one product per corner
-    corners = [dx * dy for dx in (lx - c2, ux - c2) for dy in (ly - c1, uy - c1)]
-    return lx <= ux and ly <= uy and all(v >= k if side > 0 else v <= k for v in corners)
+    """side * (x*y - c1*x - c2*y - c0) >= 0 at the box's four corners, on integers: times the positive common denominator
+    of its terms, x y - c1 x - c2 y - c0 is v below (the same sign, no gcd per operation)."""
+    lx, ux, ly, uy = map(_exact, box)
+    if not (lx <= ux and ly <= uy):
+        return False
+    (a, da), (b, db), (c, dc) = (_exact(v).as_integer_ratio() for v in (c1, c2, c0))
+    dab = da * db
+    for xn, xd in (lx.as_integer_ratio(), ux.as_integer_ratio()):
+        for yn, yd in (ly.as_integer_ratio(), uy.as_integer_ratio()):
+            v = dc * (xn * yn * dab - a * xn * yd * db - b * yn * xd * da) - c * xd * yd * dab  # over xd yd da db dc > 0
+            if (v < 0) if side > 0 else (v > 0):
+                return False
+    return True
 
 
 def plane_below(c1: Fraction, c2: Fraction, c0: Fraction, box: tuple[Fraction, Fraction, Fraction, Fraction]) -> bool:

@@ -29,6 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from collections.abc import Sequence
 from typing import Callable
 
 from flint import arb, ctx, fmpq, fmpz, fmpz_mat
@@ -90,6 +91,44 @@ def q(v) -> fmpq:
     return fmpq(*(v if type(v) is Fraction else Fraction(v)).as_integer_ratio())
 
 
+class FloatRow(Sequence):
+    """A row of a weight matrix read from a float array (`read_graph`): its finite floats, each given out as its exact
+    Fraction (indexing, iteration: a Fraction per float read cost a check ~0.02 s). Equal to (and hashing as) the tuple of
+    those Fractions. The exact forms a check needs are read from the floats directly: `ints` (float.as_integer_ratio),
+    `arbs` (arb(float)): both exact."""
+
+    __slots__ = ("floats",)
+
+    def __init__(self, floats: tuple):
+        self.floats = floats
+
+    def __len__(self):
+        return len(self.floats)
+
+    def __getitem__(self, i):
+        return tuple(map(Fraction, self.floats[i])) if isinstance(i, slice) else Fraction(self.floats[i])
+
+    def __iter__(self):
+        return map(Fraction, self.floats)
+
+    def __eq__(self, other):
+        return self.floats == other.floats if type(other) is FloatRow else isinstance(other, tuple) and tuple(self) == other
+
+    def __hash__(self):
+        return hash(self.floats)  # (a finite float hashes as its Fraction)
+
+    def __reduce__(self):
+        return FloatRow, (self.floats,)
+
+    def __repr__(self):
+        return f"FloatRow({self.floats!r})"
+
+
+def arbs(row) -> list:
+    """The entries of a weight row as exact arb balls."""
+    return list(map(arb, row.floats)) if type(row) is FloatRow else [arb(q(w)) for w in row]
+
+
 # Back-substitution runs on integers packed by rows: a coefficient matrix N / den on a value of width m (one row per bound
 # being derived) is `Coef`: for each of its m columns one integer sum_r N[r, c] 2^(K r), row r in the K-bit field at K r.
 # Sums, integer multiples and integer matrix products of such columns are the same operations on N (exact for any
@@ -103,6 +142,10 @@ def ints(values) -> tuple[list[int], int]:
     """Exact numbers (a list or tuple) as integers over their least common denominator."""
     pairs = list(map(Fraction.as_integer_ratio, values)) if set(map(type, values)) <= {Fraction} else \
         [Fraction(v).as_integer_ratio() for v in values]
+    return _over_lcm(pairs)
+
+
+def _over_lcm(pairs: list) -> tuple[list[int], int]:
     dens = {d for _, d in pairs}
     den = math.lcm(*dens) if dens else 1
     if len(dens) == 1:
@@ -226,7 +269,7 @@ def lowest(lam: Coef, lo: list[int], up: list[int], den: int, pos: list | None =
     return dot(lam, up, den, positive(lam) if pos is None else pos, [a - b for a, b in zip(lo, up)])
 
 
-ROUND_BITS, MIN_SHIFT = 96, 64  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
+ROUND_BITS, MIN_SHIFT = 96, 32  # a coefficient matrix on a value with verified bounds keeps its top ROUND_BITS bits, once
 # MIN_SHIFT or more can go (soundness.md, "Rounded coefficients"): exact products grow by a weight's bits at every node
 # (~900 bits deep in a residual graph), and an integer product's time with them
 LOSS_BITS = 100  # and a row's bound moves less than 2^-LOSS_BITS by it: the remainder R z can move it by up to R times z's
@@ -238,21 +281,27 @@ FIX_BITS = LOSS_BITS + 10  # the constant that makes up for a rounding, rounded 
 
 
 def _picked(lam: Coef, pos: list, ls: list, us: list, sd: int, floor: tuple | None):
-    """The coefficients N (ls if N >= 0 else us) over den * sd, and None; or, given floor = (p, q, m, r) of the value z they
-    multiply (`_floor`: p/q = sum_c max(0, -lower_c), m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds):
-    those coefficients rounded down by 2^s (keeping their top ROUND_BITS bits), C = C' 2^s + R with 0 <= R < 2^s, and
-    the constant that makes up for R: R/(den sd) . z >= -(2^s/(den sd)) p/q, rounded down to a multiple of 2^-FIX_BITS
-    (q can have a thousand bits: a float's tiny bound; fields wide enough for p q would slow every product)."""
-    d, mag = lam.den * sd, lam.mag * most(ls + us)
+    """The coefficients N (ls if N >= 0 else us) over den * sd, and None; or, given the floor of the value z they multiply
+    (`_floor`), those coefficients rounded (`_round`) and the constant that makes up for the rounding."""
     cols = [x * u + p * (a - u) for x, p, a, u in zip(lam.cols, pos, ls, us)]
-    if floor is None:
-        return Coef(cols, d, mag, lam.rows), None
+    return _round(Coef(cols, lam.den * sd, lam.mag * most(ls + us), lam.rows), floor)
+
+
+def _round(lam: Coef, floor: tuple | None):
+    """lam and None; or, given floor = (p, q, m, r) of the value z lam multiplies (`_floor`: p/q = sum_c max(0, -lower_c),
+    m/r = sum_c max(|lower_c|, |upper_c|) of its verified bounds): lam rounded down by 2^s (keeping its top ROUND_BITS
+    bits), C = C' 2^s + R with 0 <= R < 2^s, and the constant that makes up for R: R/den . z >= -(2^s/den) p/q, rounded
+    down to a multiple of 2^-FIX_BITS (q can have a thousand bits: a float's tiny bound; fields wide enough for p q
+    would slow every product)."""
+    d, mag = lam.den, lam.mag
+    if floor is None or min((d & -d).bit_length() - 1, mag.bit_length() - ROUND_BITS) < MIN_SHIFT:
+        return lam, None
     p, q, m, r = floor  # R z moves the bound by at most 2^s/d (sum |l| + sum |u|) <= 2^(s+1) m/(r d) < 2^(s + bits m - bits r - bits d + 3)
     s = min((d & -d).bit_length() - 1,  # 2^s must divide d: rounded coefficients C' / (d / 2^s)
             r.bit_length() + d.bit_length() - m.bit_length() - 3 - LOSS_BITS, mag.bit_length() - ROUND_BITS)
     if s < MIN_SHIFT:
-        return Coef(cols, d, mag, lam.rows), None
-    rounded = _floor_shift(Coef(cols, d, mag, lam.rows), s)
+        return lam, None
+    rounded = _floor_shift(lam, s)
     fix = -((-p << FIX_BITS) // (q * rounded.den))  # ceil(2^FIX_BITS p / (q d / 2^s)) >= 0
     return rounded, Coef([-fix * lam.rows.ones], 1 << FIX_BITS, fix, lam.rows)
 
@@ -318,11 +367,12 @@ def _check_lines(fn: Callable, step, boxes, where):
 
 
 def _floor(lower, upper) -> tuple[int, int, int, int]:
-    """sum_c max(0, -lower_c) as (p, q): a coefficient c on z with 0 <= c < 1 gives c z >= -this (z >= lower); and
-    sum_c max(|lower_c|, |upper_c|) as (m, r), which bounds |c z|."""
-    v = sum((-l for l in lower if l < 0), Fraction(0))
-    w = sum((max(-l, u) for l, u in zip(lower, upper)), Fraction(0))
-    return v.numerator, v.denominator, w.numerator, w.denominator
+    """sum_c max(0, -lower_c) as p/q: a coefficient c on z with 0 <= c < 1 gives c z >= -this (z >= lower); and
+    sum_c max(|lower_c|, |upper_c|) as m/r, which bounds |c z| (lower <= upper; not in lowest terms)."""
+    (lo, q), (up, ud) = ints(lower), ints(upper)
+    r = math.lcm(q, ud)
+    fl, fu = r // q, r // ud
+    return sum(-v for v in lo if v < 0), q, sum(max(-a * fl, b * fu) for a, b in zip(lo, up)), r
 
 
 def _relu_side(a, b, l, u, side):
@@ -414,7 +464,8 @@ def _mul_interval(node, boxes):
 def _linear_prepare(node):
     """W (numerators over one denominator), |W|, b as integers, the largest column sum of |W|, made once per check; and
     (c, w) where W = c I + 1 w (each column equal off the diagonal: a LayerNorm's mean and centring), else None."""
-    wn, wd = ints([v for row in node.weight for v in row])
+    wn, wd = (_float_ints(node.weight) if all(type(row) is FloatRow for row in node.weight)
+              else ints([v for row in node.weight for v in row]))
     rows, cols = len(node.weight), len(node.weight[0])
     w = [wn[(j == 0) * cols + j] for j in range(cols)] if rows > 1 else None  # an entry off the diagonal, per column
     c = wn[0] - w[0] if w and rows == cols else 0
@@ -423,10 +474,18 @@ def _linear_prepare(node):
     return (fmpz_mat(rows, cols, wn), wd), mag, ints(node.bias), _colsum(mag), (c, w) if thin else None
 
 
-def _colsum(mag: fmpz_mat, scale: list[int] | None = None) -> int:
-    """The largest column sum of mag (entries >= 0), each column j times |scale[j]| if given."""
-    sums = (fmpz_mat(1, mag.nrows(), [1] * mag.nrows()) * mag).entries()
-    return int(max(sums if scale is None else (v * abs(t) for v, t in zip(sums, scale)), default=0))
+def _float_ints(rows) -> tuple[list, int]:
+    """The entries of float rows as fmpz numerators over their least common denominator, a power of two (floats are
+    dyadic): made from each float's exact ratio by a shift (converting a Python integer of over 62 bits to fmpz cost
+    ~0.7 us, most of a check's `prepare`)."""
+    pairs = [p for row in rows for p in map(float.as_integer_ratio, row.floats)]
+    e = max(d for _, d in pairs).bit_length()
+    return [fmpz(p) << (e - d.bit_length()) for p, d in pairs], 1 << (e - 1)
+
+
+def _colsum(mag: fmpz_mat) -> int:
+    """The largest column sum of mag (entries >= 0)."""
+    return int(max((fmpz_mat(1, mag.nrows(), [1] * mag.nrows()) * mag).entries(), default=0))
 
 
 def _linear_interval(node, boxes, prepared):
@@ -482,7 +541,7 @@ def _curve(fn: str) -> Op:
 
 OPS: dict[str, Op] = {
     "linear": Op(1, lambda n, d: len(n.weight) if all(len(r) == d[0] for r in n.weight) and len(n.bias) == len(n.weight) else None,
-                 lambda n, xs: [sum((arb(q(w)) * v for w, v in zip(row, xs[0])), arb(q(b))) for row, b in zip(n.weight, n.bias)],
+                 lambda n, xs: [sum((w * v for w, v in zip(arbs(row), xs[0])), arb(q(b))) for row, b in zip(n.weight, n.bias)],
                  _linear_interval, _linear_back, prepare=_linear_prepare),
     "affine": Op(1, lambda n, d: d[0] if len(n.scale) == len(n.shift) == d[0] else None,
                  lambda n, xs: [arb(q(a)) * v + arb(q(b)) for a, b, v in zip(n.scale, n.shift, xs[0])],
@@ -623,8 +682,10 @@ def read_graph(path, sha256: str | None = None, key: str = "model.sha256", array
             ref = raw.get(key)
             need(isinstance(ref, str) and ref in arrays and tuple(arrays[ref][0]) == shape, file, f"{where}.{key}",
                  f"names no array of shape {shape} ({ref!r})", FIX_GRAPH)
-            flat = [Fraction(v) for v in arrays[ref][1]]
-            return tuple(tuple(flat[r * shape[1]:(r + 1) * shape[1]]) for r in range(shape[0])) if len(shape) == 2 else tuple(flat)
+            flat = arrays[ref][1]  # finite floats (`_parse_npy`)
+            if len(shape) == 2 and all(type(v) is float for v in flat):
+                return tuple(FloatRow(tuple(flat[r * shape[1]:(r + 1) * shape[1]])) for r in range(shape[0]))
+            return tuple(map(Fraction, flat))
 
         params = {}
         if raw["op"] == "linear":
@@ -725,20 +786,22 @@ def ancestors(graph: Graph, target: str) -> list[Node]:
 FIELD_BITS = 256  # the field width a back-substitution starts with (it only grows: `Widen`)
 
 
-def backsubstitute(graph: Graph, target: str, rows: fmpz_mat | int, box, relax: dict, where: str, prepared: dict) -> list[Fraction]:
+def backsubstitute(graph: Graph, target: str, rows: fmpz_mat | int, box, relax: dict, where: str, prepared: dict,
+                   bounds: dict | None = None) -> list[Fraction]:
     """Lower bounds of rows @ value(target) over the input box (rows: integers, or n for the 2n rows e_i, then -e_i), by
     back-substitution through the verified relaxations of target's nonlinear ancestors (`relax`: node name -> verified
-    relaxation; `prepared`: node name -> its parameters in exact form). Coefficients are packed by rows (`Coef`); where a
-    value would not fit its fields, it starts again with fields wide enough."""
+    relaxation; `prepared`: node name -> its parameters in exact form; `bounds`: node name -> verified bounds, on which
+    coefficients may be rounded, `_round_on`). Coefficients are packed by rows (`Coef`); where a value would not fit its
+    fields, it starts again with fields wide enough."""
     global FIELD_BITS
     while True:
         try:
-            return _backsubstitute(graph, target, rows, box, relax, where, prepared, FIELD_BITS)
+            return _backsubstitute(graph, target, rows, box, relax, where, prepared, FIELD_BITS, bounds or {})
         except Widen as exc:
             FIELD_BITS = max(FIELD_BITS + 64, (exc.args[0] // 8 + 5) * 8)  # (K a multiple of 8, 32 bits to spare)
 
 
-def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: str, prepared: dict, k: int) -> list[Fraction]:
+def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: str, prepared: dict, k: int, bounds: dict) -> list[Fraction]:
     if isinstance(rows, int):
         packing = Rows(2 * rows, k)
         start = Coef([(fmpz(1) << (k * c)) - (fmpz(1) << (k * (rows + c))) for c in range(rows)], 1, 1, packing)
@@ -753,11 +816,11 @@ def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: st
         op = OPS[node.op]
         if op.relax is not None:
             require(node.name in relax, where, f"needs a verified relaxation of node {node.name!r} first")
-        fold = prepared.get((FOLD, node.name))  # a linear node after an affine node only it reads: the two as one
-        parts, c = (_linear_back(node, lam, fold[1]) if fold else
-                    op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name]))
+        if node.name != target:  # (the target's rows are e_i)
+            lam, const = _round_on(lam, node.name, bounds, const)
+        parts, c = op.back(node, lam, relax[node.name] if op.relax is not None else prepared[node.name])
         const = _rounded_const(add_coef(const, c))
-        for name, part in zip(fold[0] if fold else node.inputs, parts):
+        for name, part in zip(node.inputs, parts):
             coef[name] = add_coef(coef[name], part) if name in coef else part
         if merged is None and len(coef) == 1 and parts[0].outer and coef[node.inputs[0]] is parts[0]:
             merged = _merge_rows(parts[0])  # the only coefficients left are a * w: rows equal in a are equal from here on
@@ -765,6 +828,7 @@ def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: st
                 coef[node.inputs[0]], merged, const = merged[0], (const, merged[1]), zero_const(merged[0])
     lam = coef.pop("x", None)
     if lam is not None:
+        lam, const = _round_on(lam, "x", bounds, const)
         if isinstance(box, TokenBox):
             low, den = box.lowest(fmpz_mat(table(lam)), lam.den)
             const = add_coef(const, untable(lam.rows, [low], den))
@@ -775,6 +839,23 @@ def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: st
         return out
     (before, at) = merged  # each row: its constant before the merge, and its merged row's after it
     return [Fraction(v, before.den) + out[i] for v, i in zip(packing.decode(before.cols[0]), at)]
+
+
+def _round_on(lam: Coef, name: str, bounds: dict, const: Coef) -> tuple[Coef, Coef]:
+    """lam, the coefficients on the value `name`, rounded (`_round`) on its verified bounds where MIN_SHIFT bits or more
+    can go, and const plus the constant that makes up for it. bounds: name -> verified (lower, upper), and FLOORS:
+    name -> (those bounds, their `_floor`)."""
+    d = lam.den
+    if name not in bounds or min((d & -d).bit_length() - 1, lam.mag.bit_length() - ROUND_BITS) < MIN_SHIFT:
+        return lam, const
+    box, floors = bounds[name], bounds.get(FLOORS, {})
+    if floors.get(name, (None,))[0] is not box:
+        floors[name] = (box, _floor(*box))
+    lam, fix = _round(lam, floors[name][1])
+    return lam, const if fix is None else add_coef(const, fix)
+
+
+FLOORS = ("floors",)  # verified[FLOORS]: the floors of verified bounds, made once per bounds (`_round_on`; not a node name)
 
 
 def _merge_rows(lam: Coef):
@@ -792,27 +873,16 @@ def _merge_rows(lam: Coef):
     return Coef([a * v for v in w], lam.den, lam.mag, rows), at
 
 
-FOLD = "fold"  # prepared[(FOLD, name)]: a linear node composed with the affine node before it (`prepare`)
-
-
 def prepare(graph: Graph) -> dict:
-    """Node name -> its parameters in exact form, made once per check (or per tree); and for a linear node whose input is
-    an affine node that no other node reads, (FOLD, name) -> (the affine node's input, W diag(s) and W t + b in exact form):
-    back-substitution goes through both at once (the same rationals, one matrix product and no column scaling)."""
-    prepared = {n.name: OPS[n.op].prepare(n) for n in graph.nodes}
-    readers: dict = {}
+    """Node name -> its parameters in exact form, made once per check (or per tree), and once for nodes that share them
+    (g's copies of f's nodes: the same parameter objects)."""
+    made, out = {}, {}
     for n in graph.nodes:
-        for s in n.inputs:
-            readers[s] = readers.get(s, 0) + 1
-    by = graph.by_name
-    for n in graph.nodes:
-        a = by.get(n.inputs[0]) if n.op == "linear" else None
-        if a is not None and a.op == "affine" and readers[a.name] == 1:
-            ((wn, wd), mag, (b, bd), *_), ((sc, sd), (t, td)) = prepared[n.name], prepared[a.name]
-            cols = wn.ncols()
-            composed = wn * fmpz_mat(cols, cols, [sc[r] if r == c else 0 for r in range(cols) for c in range(cols)])  # W diag(s)
-            prepared[(FOLD, n.name)] = (a.inputs, ((composed, wd * sd), None, add_vec(consts(wn, t, wd * td), (b, bd)), _colsum(mag, sc)))
-    return prepared
+        key = (n.op, id(n.weight), id(n.bias), id(n.scale), id(n.shift), id(n.threshold), id(n.lower), id(n.upper), id(n.groups))
+        if key not in made:  # (the graph holds each parameter object while `made` lives: ids are not reused)
+            made[key] = OPS[n.op].prepare(n)
+        out[n.name] = made[key]
+    return out
 
 
 def _free_box(graph: Graph, box, prepared: dict):
@@ -841,7 +911,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
     prepared = prepared or prepare(graph)
     graph, box, prepared = _free_box(graph, box, prepared)
     bounds, relax = {"x": (list(box[0]), list(box[1]))}, {}
-    before = dict(bounds)
+    before, floors = dict(bounds), {}
     require(isinstance(steps, list), where, "steps must be a list")
     for k, step in enumerate(steps):
         at = f"{where}[{k}]"
@@ -864,7 +934,7 @@ def check_graph_steps(graph: Graph, box, steps, where: str, prepared: dict | Non
                 except ValueError as exc:  # a curve's input bounds leave its domain (rsqrt of a non-positive value)
                     raise Rejected(at, str(exc)) from None
             elif step["via"] == "linear":
-                both = backsubstitute(graph, node.name, n, box, relax, at, prepared)  # e_i, then -e_i
+                both = backsubstitute(graph, node.name, n, box, relax, at, prepared, {**bounds, FLOORS: floors})  # e_i, then -e_i
                 lo, up = both[:n], [-v for v in both[n:]]
             else:
                 raise Rejected(at, "via must be interval or linear")
