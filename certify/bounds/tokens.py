@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -245,9 +246,19 @@ def _query(fm, n: int) -> int | None:
 def _float_tables(fm, q: int, a: int):
     """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
     if not hasattr(fm, "floats"):
-        fl = lambda vals: np.array([v if type(v) is float else v.numerator / v.denominator for v in vals])  # noqa: E731 (as float(v), without numbers.Rational's path)
-        fm.floats = {nd.name: (fl([w for row in nd.weight for w in getattr(row, "floats", row)]).reshape(len(nd.weight), -1),
-                               fl(nd.bias or [0] * len(nd.weight)))
+        seen = {}  # (f and g share most weight and bias objects: each converted once)
+
+        def fl(vals):  # as float(v) (exact where v is a float already), without numbers.Rational's path; rows: a matrix
+            if id(vals) not in seen:
+                if vals and all(hasattr(r, "floats") for r in vals):  # rows read from a float array (checker/graph.py FloatRow)
+                    arr = np.array([r.floats for r in vals])
+                elif vals and isinstance(vals[0], Sequence):
+                    arr = np.array([[v if type(v) is float else v.numerator / v.denominator for v in r] for r in vals])
+                else:
+                    arr = np.array([v if type(v) is float else v.numerator / v.denominator for v in vals])
+                seen[id(vals)] = (vals, arr)  # (vals kept: its id stays its own)
+            return seen[id(vals)][1]
+        fm.floats = {nd.name: (fl(nd.weight).reshape(len(nd.weight), -1), fl(nd.bias) if nd.bias else np.zeros(len(nd.weight)))
                      if nd.op == "linear" else (fl(nd.scale), fl(nd.shift))
                      for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
     V, n = fm.vocab, fm.joint.in_dim // fm.vocab
