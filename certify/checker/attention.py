@@ -424,7 +424,7 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
     # sum_groups max_k max sigma c_ik over their positions' tokens; rows within B by it need no exp (and no sums below)
     L, ends = coef[0][0][0][2], {}
     for t in [r for r in rest] + [c for row in coef for grp in row for c in grp]:
-        key = ("hull", id(t[1]), None if t[0] is None else tuple(allowed[t[0]]))
+        key = ("hull", id(t[1]), None if t[0] is None else box.allowed[t[0]])  # (a tuple: TokenBox)
         if key not in seen:
             v = _along(t, t[0], allowed)
             seen[key] = (t[1], int(max(v)), int(min(v)))
