@@ -21,6 +21,11 @@ be a model held in memory instead of `{path, sha256}`:
 * an Equinox-style module: an object with `.layers`, each with `.weight` (out, in) and `.bias`;
 * an ONNX `ModelProto` (its serialised bytes are written as is).
 
+An `sae:` or `transcoder:` explanation's `path` may be the dictionary itself: a mapping of its arrays
+`W_enc` (d_in, m), `b_enc` (m), `W_dec` (m, d_out), `b_dec` (d_out) and, for JumpReLU, `threshold`
+(m), or an object with them as attributes (an SAELens `SAE`; torch tensors are detached). It is
+written as an `.npz` the same way and pinned by its sha256.
+
 An in-memory model is written beside the certificate (`<dir>/<sha256 prefix>.npz` or `.onnx`) and
 the spec names it with its sha256, so `certify verify` re-reads the very bytes that were checked.
 Arrays given for input data (`center`, `lower`, `upper`) are written as `.npy` files the same way,
@@ -148,6 +153,58 @@ def save_in_memory_model(model: Any, directory: Path) -> dict | None:
     return {"path": str(path), "sha256": digest}
 
 
+DICTIONARY_ARRAYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+UNMODELLED = ("log_threshold", "W_skip", "b_dec_out", "scaling_factor")  # carried along so that the reader refuses them
+
+
+def _dictionary_arrays(value: Any) -> dict | None:
+    """An SAE or transcoder held in memory, as its arrays (None if `value` is not one): a mapping with W_enc,
+    b_enc, W_dec, b_dec[, threshold] (every array in it is carried along), or an object with them as
+    attributes (an SAELens `SAE`, a torch module, a namespace; names the checker does not model, such as
+    `log_threshold` or `W_skip`, are carried along too, and an SAELens architecture other than standard or
+    jumprelu is refused), so that the reader judges what the arrays model. Torch tensors are detached."""
+    if isinstance(value, (str, Path)):
+        return None
+    if isinstance(value, dict):
+        names = [k for k, v in value.items() if hasattr(v, "__array__") or isinstance(v, (list, tuple))]
+        get = value.get
+    else:
+        names = [k for k in DICTIONARY_ARRAYS + UNMODELLED if getattr(value, k, None) is not None]
+        get = lambda k: getattr(value, k, None)  # noqa: E731
+    if any(get(k) is None for k in DICTIONARY_ARRAYS[:4]):
+        return None
+    cfg = getattr(value, "cfg", None)
+    arch = getattr(cfg, "architecture", None)
+    arch = arch() if callable(arch) else arch
+    if isinstance(arch, str) and arch not in ("standard", "jumprelu"):
+        raise BadInput("<in-memory dictionary>", "cfg.architecture", f"SAELens architecture {arch!r} is not supported",
+                       "certify models ReLU (standard) and JumpReLU SAEs and transcoders")
+    if arch == "jumprelu" and get("threshold") is None:
+        raise BadInput("<in-memory dictionary>", "threshold", "a JumpReLU dictionary without its `threshold`",
+                       "give the thresholds (not log_threshold) as `threshold`")
+    out = {}
+    for k in names:
+        x = get(k)
+        if hasattr(x, "detach"):  # a torch tensor (certify never imports torch)
+            x = x.detach().cpu().numpy()
+        out[str(k)] = _array(x, str(k))
+    return out
+
+
+def save_in_memory_dictionary(value: Any, directory: Path) -> dict | None:
+    """Write an in-memory SAE or transcoder into `directory` as an .npz of its arrays (the layout the checker
+    reads); its `{path, sha256}`, or None if `value` is not one."""
+    import numpy as np
+
+    arrays = _dictionary_arrays(value)
+    if arrays is None:
+        return None
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+    path, digest = _content_file(directory, buf.getvalue(), ".npz")
+    return {"path": str(path), "sha256": digest}
+
+
 # --------------------------------------------------------------------------- specs from dicts
 
 def _relative(path: Path, directory: Path) -> str:
@@ -165,6 +222,16 @@ def _plain(value: Any, key: str, base: Path, directory: Path) -> Any:
         saved = save_in_memory_model(value, directory)
         if saved is not None:
             return {"path": _relative(saved["path"], directory), "sha256": saved["sha256"]}
+    if key in ("sae", "transcoder") and isinstance(value, dict) and "path" in value:
+        saved = save_in_memory_dictionary(value["path"], directory)
+        if saved is not None:  # `path:` holds the dictionary itself: written, and pinned by its hash
+            out = {}
+            for k, v in value.items():
+                if k == "path":
+                    out.update(path=_relative(saved["path"], directory), sha256=saved["sha256"])
+                elif k != "sha256":
+                    out[str(k)] = _plain(v, str(k), base, directory)
+            return out
     if isinstance(value, dict):
         return {str(k): _plain(v, str(k), base, directory) for k, v in value.items()}
     if hasattr(value, "__array__") and not isinstance(value, (list, tuple)) and np.ndim(value) > 0:

@@ -292,3 +292,52 @@ def test_report_of_a_levels_spec_with_a_missing_level_bounds_nothing(tmp_path, m
     assert len(calls) == 5  # each present level checked once
     page = written[0].read_text()
     assert 'class="verdict v-MISSING"' in page and 'alt="scale-flow plot"' in page
+
+
+def _resmlp_sae_spec(sae, tolerance=8, sha256=None):
+    """specs/resmlp_sae.yaml as a dict (absolute paths), its SAE given as `sae` (and `sha256`), five features kept."""
+    return {"model": {"path": str(ROOT / "models" / "resmlp.npz"),
+                      "sha256": "dea5c62348e8fefd8ffbf8543701c12e41ecc7e92eae13006bc880fb25b4be5b"},
+            "input": {"linf_ball": {"center": str(ROOT / "models" / "digits_x0.npy"), "radius": "1/255"}, "clip": [0, 1]},
+            "explanation": [{"sae": {"site": "block1", "path": sae, "features": [0, 3, 5, 7, 11],
+                                     **({"sha256": sha256} if sha256 else {})}}],
+            "property": {"deviation": "linf", "tolerance": tolerance}}
+
+
+def test_an_in_memory_sae_is_written_pinned_and_checked_as_its_file(tmp_path):
+    """An SAE held in memory (an SAELens-like object with float32 tensors, or a dict of arrays) is written as
+    an .npz pinned by its sha256, reads back as the same exact weights, and gives the bound the file gives."""
+    with np.load(ROOT / "models" / "resmlp_sae.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    obj = SimpleNamespace(cfg=SimpleNamespace(architecture=lambda: "standard"), **{k: v.astype(np.float32) for k, v in arrays.items()})
+    as_obj = certify.check(_resmlp_sae_spec(obj), method="crown", out=tmp_path / "o" / "x.cert.json")
+    as_dict = certify.check(_resmlp_sae_spec(arrays), method="crown", out=tmp_path / "d" / "x.cert.json")
+    sha = "5f2a67be6d0b090b0a560938a899d019dc42fbfaafdd95fcd28dd783512de1fa"
+    as_file = certify.check(_resmlp_sae_spec(str(ROOT / "models" / "resmlp_sae.npz"), sha256=sha), method="crown",
+                            out=tmp_path / "f" / "x.cert.json")
+    text = as_dict.spec.path.read_text()
+    assert "sha256" in text.split("sae:")[1] and "features: [0, 3, 5, 7, 11]" in text
+    for outcome, want in ((as_dict, arrays), (as_obj, {k: v.astype(np.float32) for k, v in arrays.items()})):
+        written = np.load(outcome.spec.path.parent / yaml_path(outcome.spec.path.read_text()))
+        assert {k: written[k].tolist() for k in written.files} == {k: v.astype(np.float64).tolist() for k, v in want.items()}
+    assert as_dict.status is as_file.status and as_dict.bound == as_file.bound and as_dict.lower == as_file.lower
+    assert as_obj.bound != as_file.bound  # (float32 copies: another dictionary, another bound)
+    assert certify.verify(as_obj).verdict == as_obj.verdict
+
+
+def yaml_path(text):
+    import yaml
+    return yaml.safe_load(text)["explanation"][0]["sae"]["path"]
+
+
+def test_in_memory_dictionaries_that_certify_does_not_model_are_refused(tmp_path):
+    with np.load(ROOT / "models" / "resmlp_sae.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    topk = SimpleNamespace(cfg=SimpleNamespace(architecture="topk"), **arrays)
+    with pytest.raises(certify.BadInput, match="architecture 'topk' is not supported"):
+        certify.check(_resmlp_sae_spec(topk), method="crown", out=tmp_path / "a" / "x.cert.json")
+    logthr = SimpleNamespace(log_threshold=np.zeros(64), **arrays)  # JumpReLU by log thresholds: the reader refuses it
+    with pytest.raises(certify.BadInput, match="log_threshold"):
+        certify.check(_resmlp_sae_spec(logthr), method="crown", out=tmp_path / "b" / "x.cert.json")
+    with pytest.raises(certify.BadInput, match="holds <U1 values|holds"):
+        certify.check(_resmlp_sae_spec({**arrays, "b_dec": np.array(["x"] * 32)}), method="crown", out=tmp_path / "c" / "x.cert.json")
