@@ -46,3 +46,53 @@ def test_claimed_leaves_verify_where_true_and_fall_back_or_reject_where_false(tm
     bound, tree, _, notes = ratio_tree(joint, FloatTokens(V, allowed), float(top), claim=low)
     assert notes["bound"] == "exact (the claim failed)" and float(bound) >= values.max() - 1e-12
     check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+
+
+def test_capped_matches_every_entry_against_its_cap():
+    """attention._capped (packed rows, no entry made into an object) against the entries themselves, on random integer
+    rows with signs, unequal lengths, scales, magnitudes from 1 to 2^300 and caps at, just below and around the max."""
+    import random
+
+    from flint import fmpz, fmpz_mat
+
+    from certify.checker.attention import _capped
+
+    rng = random.Random(7)
+    for trial in range(60):
+        n1, n2, bits = rng.randint(1, 9), rng.randint(1, 9), rng.choice([1, 3, 40, 300])
+        a = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n1)] for _ in range(5)] + [[fmpz(1)] * n1]
+        b = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n2)] for _ in range(6)]
+        scales = [fmpz(rng.randint(1, 6)) for _ in range(6)]
+        M = [[sum(int(c) * int(a[r][t]) * int(b[r][u]) for r, c in enumerate(scales)) for u in range(n2)] for t in range(n1)]
+        top = max(max(row) for row in M)
+        for cap in (top, top - 1, top + 1, top - rng.randint(0, 2 ** bits), -abs(top) - 5, abs(top) * 3 + 1):
+            assert _capped(fmpz_mat(a), a, b, scales, fmpz(cap)) == all(v <= cap for row in M for v in row), (trial, cap)
+
+
+def test_joint_caps_are_hints_only(tmp_path):
+    """A claimed tree's joint rows carry caps (one per pair of positions). Caps too low only fall back to the exact
+    maximum (still accepted where the claim is true); a wrong count or a non-number rejects; no caps accept a false claim."""
+    import copy
+
+    V, n = 4, 4
+    p = _params(np.random.default_rng(1), V, n, 6, 4)
+    joint = _joint(tmp_path, p, V, n)
+    _, values = _values(p, V, n)
+    top = Fraction(float(values.max()))
+    allowed = (tuple(range(V)),) * n
+    bound, tree, _, _ = ratio_tree(joint, FloatTokens(V, allowed), float(top), claim=(1 + SLACK) * top)
+    capped = [(c, j) for c, kid in enumerate(tree["children"]) for j, v in enumerate(kid["ratio"]["lambda"]) if type(v) is list]
+    assert capped, "no joint row with caps in this case"
+    check_token_tree(joint, TokenBox(V, allowed), tree, bound, "tree")
+    low = copy.deepcopy(tree)
+    for c, j in capped:
+        low["children"][c]["ratio"]["lambda"][j] = ["-1000000"] * len(tree["children"][c]["ratio"]["lambda"][j])
+    check_token_tree(joint, TokenBox(V, allowed), low, bound, "tree")
+    with pytest.raises(Rejected, match="not proved"):
+        check_token_tree(joint, TokenBox(V, allowed), low, top * (1 - Fraction(1, 10**4)), "tree")
+    for bad, match in ((lambda caps: caps + ["1"], "caps are"), (lambda caps: caps[:-1] + ["x"], "neither null")):
+        t = copy.deepcopy(tree)
+        c, j = capped[0]
+        t["children"][c]["ratio"]["lambda"][j] = bad(t["children"][c]["ratio"]["lambda"][j])
+        with pytest.raises(Rejected, match=match):
+            check_token_tree(joint, TokenBox(V, allowed), t, bound, "tree")

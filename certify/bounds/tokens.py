@@ -370,9 +370,10 @@ def _split_h(members, sign: float, add: np.ndarray) -> np.ndarray:
     return sum(sum(E[:, None] * (sign * C + add) for E, C in ms).max(0) for ms in _by_position(members).values())
 
 
-def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.ndarray:
+def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bool = False):
     """The checker's relaxation (attention._upper) of max sum_{k,l} E_k E_l (sign c_k + sign r - mu + sign c_l), per
-    output (columns of C, entries of r and mu): terms bucketed by the free positions they read, unary shared among pairs."""
+    output (columns of C, entries of r and mu): terms bucketed by the free positions they read, unary shared among pairs.
+    parts: (the value, [(each pair's max, its largest |entry|), ...] in the checker's order of pairs), per output."""
     const, unary, pairs = 0.0, {}, {}
     for p1, E1, C1 in g1:
         for p2, E2, C2 in g2:
@@ -390,14 +391,16 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray) -> np.nda
             else:
                 const = const + a[0] * E2[0] + E1[0] * E2[0] * sign * C2[0]
     share = {p: sum(p in k for k in pairs) for p in unary}
-    total = const + sum(u.max(0) for p, u in unary.items() if share[p] == 0)
-    for (j, k), mat in pairs.items():
+    total, each = const + sum(u.max(0) for p, u in unary.items() if share[p] == 0), []
+    for (j, k), mat in sorted(pairs.items()):
         if share.get(j):
             mat = mat + unary[j][:, None, :] / share[j]
         if share.get(k):
             mat = mat + unary[k][None, :, :] / share[k]
-        total = total + mat.reshape(-1, mat.shape[-1]).max(0)
-    return total + np.zeros_like(mu)
+        flat = mat.reshape(-1, mat.shape[-1])
+        each.append((flat.max(0), np.abs(flat).max(0)))
+        total = total + each[-1][0]
+    return (total + np.zeros_like(mu), each) if parts else total + np.zeros_like(mu)
 
 
 def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
@@ -443,6 +446,11 @@ def _claimed(fm, q: int, box, claim: Fraction):
                 if np.any(_joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B - pad)) > 0):  # (r: unsigned there)
                     return None
                 joint += len(rest)
+                total, each = _joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B), parts=True)
+                for n, i in enumerate(idx[rest]):  # caps: each pair's max plus a share of half the row's slack, where it is
+                    give = -total[n] / (2 * len(each)) if each else 0.0  # far above float noise in every pair's entries
+                    if give > 0:
+                        lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top, _ in each]
         kids.append({"ratio": {"query": q, "lambda": lam}})
     return kids, joint
 

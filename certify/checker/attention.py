@@ -358,7 +358,7 @@ def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fracti
     return Fraction(int(top), dens[0] * dens[1] * g.denominator)
 
 
-def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits: int | None = None) -> Fraction:
+def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits: int | None = None, caps: list | None = None) -> Fraction:
     """max over the leaf of sum_{k,l} E1_k E2_l (sigma c1_ik + gamma + sigma c2_il) from both groups' `_split_sums`, as
     `_upper` buckets it: by the two members' free positions. Per position p, X = sigma A1 + gamma e1, Z = e1, Y = e2,
     W = sigma A2 (A: sum_k E_k c_ik, e: sum_k E_k); a pair {p, p'} (p in one group, p' in the other) is the rank-4 matrix
@@ -366,7 +366,9 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
     equally among its pairs. Integers over (E1's, c's, E2's denominators) d1 dc^2 d2 gd. With `bits`: an upper bound of
     it, X and W rounded up to multiples of 2^-bits / d1 and 2^-bits / d2 (Y, Z >= 0 exact, so every entry only grows;
     an E's numerator is >= 2^(P-1), so each entry moves by a part in about 2^(P + bits) of its own size, plus
-    2^-bits E1 E2 from gamma), integers over d1 d2 2^bits: about half the digits."""
+    2^-bits E1 E2 from gamma), integers over d1 d2 2^bits: about half the digits. With `caps` (one per pair, in the pairs'
+    order): a pair whose every entry is <= its cap counts as the cap (`_capped`: no entry made into an object), else
+    as its max."""
     (d1, dc), (d2, _) = dens
     if bits is None:
         gn, gd = gamma.numerator, gamma.denominator
@@ -387,12 +389,31 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
     share = {p: sum(p in pq for pq in pairs) for p in ps}
     L = math.lcm(1, *(v for v in share.values() if v))
     total = (X0 * Y0 + Z0 * W0) * L + sum(max(u) * L for p, u in own.items() if not share[p])
-    for j, k in pairs:
+    require(caps is None or len(caps) == len(pairs), "ratio", f"a joint row's caps are {len(pairs)} 'p/q' (one per pair of positions)")
+    for n, (j, k) in enumerate(pairs):
         (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
-        scale = fmpz_mat([[L if r == c < 4 else L // share[j] if r == c == 4 else L // share[k] if r == c == 5 else 0 for c in range(6)] for r in range(6)])
-        left, right = fmpz_mat([X, Z, Y, W, own[j], [ONE] * len(X)]), fmpz_mat([Y2, W2, X2, Z2, [ONE] * len(X2), own[k]])
-        total += max((left.transpose() * (scale * right)).entries())
+        a, b, scales = [X, Z, Y, W, own[j], [ONE] * len(X)], [Y2, W2, X2, Z2, [ONE] * len(X2), own[k]], [L] * 4 + [L // share[j], L // share[k]]
+        left, cap = fmpz_mat(a), None if caps is None else fmpz(math.floor(caps[n] * L * den))  # (an integer entry is <= c iff <= floor(c))
+        total += cap if cap is not None and _capped(left, a, b, scales, cap) else \
+            max((left.transpose() * (fmpz_mat([[c if r == q else 0 for q in range(6)] for r, c in enumerate(scales)]) * fmpz_mat(b))).entries())
     return Fraction(int(total), L * den)
+
+
+def _capped(left, a: list, b: list, scales: list, cap) -> bool:
+    """Every entry of M = a^T diag(scales) b (a, b: 6 integer rows of n1, n2; left: a as a matrix) is <= cap, by packed
+    rows: with mag >= every |entry - cap| (the sum over r of scales_r max|a_r| max|b_r|, plus |cap|) and w bits a field,
+    2^(w-2) > mag, row t of M is the integer sum_u M[t, u] 2^(w u) (one integer matrix product with the packed rows of b;
+    a's last row is all ones, so (2^(w-1) - 1 - cap) in every field is added through b's last packed row): its base-2^w
+    digits are M[t, u] - cap + 2^(w-1) - 1, each in [0, 2^w), whose top bit is set iff M[t, u] > cap."""
+    mag = sum(c * max(map(abs, u)) * max(map(abs, v)) for c, u, v in zip(scales, a, b)) + abs(cap)
+    w = int(mag).bit_length() + 2
+    packed = [c * sum((v << (w * u) for u, v in enumerate(row)), ZERO) for c, row in zip(scales, b)]
+    ones = sum((ONE << (w * u) for u in range(len(b[0]))), ZERO)
+    packed[-1] += ((ONE << (w - 1)) - 1 - cap) * ones
+    seen = ZERO
+    for n in (left.transpose() * fmpz_mat([[v] for v in packed])).entries():
+        seen |= n
+    return not seen & (ones << (w - 1))
 
 
 def _biggest(tables, seen: dict) -> Fraction:
@@ -412,8 +433,9 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
             and 0 <= leaf["query"] < len(box.allowed) and len(box.allowed[leaf["query"]]) == 1
             and isinstance(leaf["lambda"], list) and len(leaf["lambda"]) == 2 * m, where,
             f"a ratio leaf is {{query: a position with one token, lambda: {2 * m} entries}}")
-    lams = [None if v is None else parse_ratio(v) for v in leaf["lambda"]]
-    require(all(v is not None for v, raw in zip(lams, leaf["lambda"]) if raw is not None), where, "lambda holds a value that is neither null nor 'p/q'")
+    lams = [[parse_ratio(x) for x in v] if type(v) is list else None if v is None else parse_ratio(v) for v in leaf["lambda"]]  # list: caps
+    require(all(v is not None and (type(v) is not list or None not in v) for v, raw in zip(lams, leaf["lambda"]) if raw is not None), where,
+            "lambda holds a value that is neither null, 'p/q' nor a list of 'p/q' (a joint row's caps)")
     q, B = leaf["query"], Fraction(bound)
     exps, coef, rest = fm.tables(q, box.allowed[q][0], where)
     allowed, seen = [list(ok) for ok in box.allowed], fm.seen
@@ -454,10 +476,11 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
             if HULL and hull[i][s] <= BL:
                 continue
             eta = Fraction(3, 1 << P)  # E_k E_l c <= E^_k E^_l (c + eta max|c|): the rounding moves the constant term
-            if lams[2 * i + s] is None:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
+            if lams[2 * i + s] is None or type(lams[2 * i + s]) is list:  # joint: sum_{k,l} e1_k e2_l (sigma c1_k + sigma r - B + sigma c2_l) <= 0
                 if fast[0] is not None and fast[1] is not None:
                     gamma = sigma * rv(r) - B + eta * (big[0] + big[1])
-                    if ROUND and _trace(_joint_value(fast, at[i], sigma, gamma, dens, allowed, 64), i, s, 4) <= 0:
+                    caps = None if lams[2 * i + s] is None else [Fraction(*c) for c in lams[2 * i + s]]
+                    if ROUND and _trace(_joint_value(fast, at[i], sigma, gamma, dens, allowed, 64, caps), i, s, 4) <= 0:
                         continue  # the rounded bound holds (else the exact one decides)
                     value = _joint_value(fast, at[i], sigma, gamma, dens, allowed)
                 else:
