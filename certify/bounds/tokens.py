@@ -403,6 +403,16 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bo
     return (total + np.zeros_like(mu), each) if parts else total + np.zeros_like(mu)
 
 
+def _caps(lam: list, s: int, rows, value, each) -> None:
+    """Joint rows' caps (checker/attention.py `_capped`) into lam: per row (of rows, sign s) whose relaxed value at the
+    bound is < 0, each pair's max plus an equal share of half that slack (the other half for float noise); a cap the
+    checker cannot confirm only costs it the pair's exact max."""
+    for n, i in enumerate(rows):
+        if each and value[n] < 0:
+            give = -value[n] / (2 * len(each))
+            lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top, _ in each]
+
+
 def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
     """`_ratio_tree` with one BLAS thread: its products are small (64 columns), and more OpenBLAS threads only spin on a
     shared machine (V = 64 tables: 0.6 s a query token with 2 threads at load 3, 6 ms with 1)."""
@@ -446,11 +456,7 @@ def _claimed(fm, q: int, box, claim: Fraction):
                 if np.any(_joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B - pad)) > 0):  # (r: unsigned there)
                     return None
                 joint += len(rest)
-                total, each = _joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B), parts=True)
-                for n, i in enumerate(idx[rest]):  # caps: each pair's max plus a share of half the row's slack, where it is
-                    give = -total[n] / (2 * len(each)) if each else 0.0  # far above float noise in every pair's entries
-                    if give > 0:
-                        lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top, _ in each]
+                _caps(lam, s, idx[rest], *_joint_relaxed(h1, h2, sign, R[idx[rest]], np.full(len(rest), B), parts=True))
         kids.append({"ratio": {"query": q, "lambda": lam}})
     return kids, joint
 
@@ -521,13 +527,14 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
                 idx = np.flatnonzero(~split)
                 if len(idx):
                     g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
-                    fail = _joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), B)) > 0
-                    worse = max([worse] + [float(total[i]) for i in idx[fail]])
+                    value, each = _joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), B), parts=True)
+                    worse = max([worse] + [float(total[i]) for i in idx[value > 0]])
+                    _caps(lam, s, idx, value, each)
             kids.append({"ratio": {"query": q, "lambda": lam}})
         if worse <= best:
             break
         best = worse
-    joint = sum(v is None for k in kids for v in k["ratio"]["lambda"])
+    joint = sum(v is None or type(v) is list for k in kids for v in k["ratio"]["lambda"])
     return bound, *_ratio_result(q, box, kids, joint, t0, "exact" if claim is None else "exact (the claim failed)")
 
 
