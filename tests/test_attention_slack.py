@@ -62,6 +62,8 @@ def test_capped_matches_every_entry_against_its_cap():
         n1, n2, bits = rng.randint(1, 9), rng.randint(1, 9), rng.choice([1, 3, 40, 300])
         a = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n1)] for _ in range(5)] + [[fmpz(1)] * n1]
         b = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n2)] for _ in range(6)]
+        if trial % 2:  # as in the joint rows: a row of ones (packed once)
+            b[4] = [fmpz(1)] * n2
         scales = [fmpz(rng.randint(1, 6)) for _ in range(6)]
         M = [[sum(int(c) * int(a[r][t]) * int(b[r][u]) for r, c in enumerate(scales)) for u in range(n2)] for t in range(n1)]
         top = max(max(row) for row in M)

@@ -381,7 +381,8 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
         zero = [ZERO] * (1 if p is None else len(allowed[p]))
         e1, a1 = (sums[0][p][0], sums[0][p][1][i]) if p in sums[0] else (zero, zero)
         e2, a2 = (sums[1][p][0], sums[1][p][1][i]) if p in sums[1] else (zero, zero)
-        vec[p] = ([-(-c1 * x // dc) + c2 * y for x, y in zip(a1, e1)], [c3 * y for y in e1], [c4 * y for y in e2], [-(-c5 * x // dc) for x in a2])
+        vec[p] = ([-(-c1 * x // dc) + c2 * y for x, y in zip(a1, e1)], e1 if c3 == 1 else [c3 * y for y in e1], e2 if c4 == 1 else [c4 * y for y in e2],
+                  [-(-c5 * x // dc) for x in a2])
     X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([ZERO],) * 4))
     own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
     ps = sorted(vec)
@@ -407,8 +408,8 @@ def _capped(left, a: list, b: list, scales: list, cap) -> bool:
     digits are M[t, u] - cap + 2^(w-1) - 1, each in [0, 2^w), whose top bit is set iff M[t, u] > cap."""
     mag = sum(c * max(map(abs, u)) * max(map(abs, v)) for c, u, v in zip(scales, a, b)) + abs(cap)
     w = int(mag).bit_length() + 2
-    packed = [c * sum((v << (w * u) for u, v in enumerate(row)), ZERO) for c, row in zip(scales, b)]
     ones = sum((ONE << (w * u) for u in range(len(b[0]))), ZERO)
+    packed = [c * (ones if all(v == 1 for v in row) else sum((v << (w * u) for u, v in enumerate(row)), ZERO)) for c, row in zip(scales, b)]
     packed[-1] += ((ONE << (w - 1)) - 1 - cap) * ones
     seen = ZERO
     for n in (left.transpose() * fmpz_mat([[v] for v in packed])).entries():
