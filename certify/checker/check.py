@@ -28,7 +28,7 @@ from .float32 import float32_margins, is_float32
 from . import exact
 from .graph import Graph, check_graph
 from .exact import backsubstitute, fold_fixed, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
-from .model import read_arrays, read_model, sha256_file
+from .model import gc_paused, read_arrays, read_model, sha256_file
 from .workers import bare_main
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
 from .numbers import parse_ratio, parse_rational, rational_str
@@ -82,12 +82,18 @@ class _State:
     mats: list = field(default_factory=list)  # the joint layers' weights as FLINT matrices (exact.weight_mats)
 
 
+_COMMON = {"0": (0, 1), "1": (1, 1)}
+
+
 def _ratios(raw: object, length: int, where: str, key: str) -> list[tuple[int, int]]:
     """A list of `length` certificate rationals as integer pairs (p, q), q > 0. (Called once per row
     of slopes: the messages are built only on failure.)"""
     if not isinstance(raw, list) or len(raw) != length:
         raise Rejected(where, f"{key} must be a list of {length} rationals")
-    out = [parse_ratio(v) for v in raw]
+    try:  # "0" and "1" (most alpha slopes, most split multipliers) from a table
+        out = [_COMMON.get(v) or parse_ratio(v) for v in raw]
+    except TypeError:  # an unhashable value (a list, an object)
+        out = [None]
     if None in out:
         raise Rejected(where, f"{key} holds a value that is not a 'p/q' rational string")
     return out
@@ -194,26 +200,28 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
 
 def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
     """Split multipliers [{"layer": j, "neuron": i, "values": 2*width rationals >= 0}] for this
-    region's own ReLU splits (j < k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0)."""
+    region's own ReLU splits (j < k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0).
+    Per layer j, rows of integers over one denominator (most multipliers are 0 and cost nothing)."""
     raw = step.get("beta", [])
     require(isinstance(raw, list), where, "beta must be a list")
-    mats: dict = {}
+    terms: dict = {}  # layer -> [(neuron, sign, values as (p, q))]
     for t in raw:
         _keys(t, {"layer", "neuron", "values"}, where)
         j, i = t["layer"], t["neuron"]
         require(type(j) is int and type(i) is int and (j, i) in state.assume and 1 <= j < k, where,
                 f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
-        values = _vector(t, "values", 2 * width, where)
-        require(all(v >= 0 for v in values), where, f"beta for ({j}, {i}) must be >= 0")
-        sign = 1 if state.assume[(j, i)] == "inactive" else -1
-        n_j = len(state.joint[j - 1][1][0])
-        m = mats.setdefault(j, [[Fraction(0)] * n_j for _ in range(2 * width)])
-        for r, v in enumerate(values):
-            m[r][i] += sign * v
+        values = _ratios(t["values"], 2 * width, where, "values")
+        require(all(p >= 0 for p, _ in values), where, f"beta for ({j}, {i}) must be >= 0")
+        terms.setdefault(j, []).append((i, 1 if state.assume[(j, i)] == "inactive" else -1, values))
     low, up = {}, {}
-    for j, m in mats.items():
-        nums, den = qmat(m)
-        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    for j, split in terms.items():
+        den = math.lcm(*{q for _, _, values in split for _, q in values})
+        rows = [[0] * len(state.joint[j - 1][1][0]) for _ in range(2 * width)]
+        for i, sign, values in split:
+            for row, (p, q) in zip(rows, values):
+                if p:
+                    row[i] += sign * p * (den // q)
+        low[j], up[j] = (rows[:width], den), (rows[width:], den)
     return low, up
 
 
@@ -445,7 +453,8 @@ def _walk(pending: list, tree: _Tree, limit: int) -> tuple[int, int]:
 
 
 PARALLEL_MIN_NODES = 64  # a smaller tree is checked in this process (a worker takes ~1 s to start)
-PARALLEL_PARTS = 8  # open subtrees per worker before the workers start (they take them 2 at a time)
+PARALLEL_PARTS = 32  # at most this many open subtrees per worker before the workers start
+PARALLEL_SHARE = 8  # the top of the tree is opened until no subtree holds more than 1/(this * jobs) of its nodes
 _WORKER: dict = {}  # in a worker process: the (folded) joint network and its FLINT matrices
 
 
@@ -475,19 +484,35 @@ def _tree_size(node: object, limit: int) -> int:
     return count
 
 
+def _subtree_sizes(root: object, limit: int) -> dict:
+    """id(node) -> the nodes of its subtree, over the first `limit` nodes of a JSON tree (cheap: no checking; it
+    only orders the work)."""
+    order, stack = [], [root]
+    while stack and len(order) < limit:
+        node = stack.pop()
+        order.append(node)
+        if isinstance(node, dict) and isinstance(node.get("children"), list):
+            stack += node["children"]
+    size: dict = {}
+    for node in reversed(order):
+        kids = node.get("children") if isinstance(node, dict) else None
+        size[id(node)] = 1 + (sum(size.get(id(k), 0) for k in kids) if isinstance(kids, list) else 0)
+    return size
+
+
 def _parallel(pending: list, tree: _Tree, jobs: int, limit: int) -> tuple[int, int]:
     """Check the subtrees in `pending` in `jobs` worker processes (independent: each starts from its
     parent's verified state, and nothing flows between them). Every part must come back "ok": a
     rejection in any part rejects, and a worker that dies rejects the certificate."""
     joint = pending[0][1].joint
-    chunks = [pending[i::4 * jobs] for i in range(min(len(pending), 4 * jobs))]  # round robin: sizes even out
+    parts = sorted(pending, key=lambda part: -_tree_size(part[0], limit))  # largest first: the last to finish are small
     count = steps = 0
     context = multiprocessing.get_context("spawn")  # not fork: the caller may run threads (JAX, z3)
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(joint,)) as pool:
             with bare_main():  # the workers start while the parts are submitted
-                futures = [pool.submit(_check_part, [(n, (s.box, s.bounds, s.relax, s.assume, s.empty, s.diff), w) for n, s, w in chunk],
-                                       tree.box, tree.position, tree.bound, tree.margins, limit) for chunk in chunks]
+                futures = [pool.submit(_check_part, [(n, (s.box, s.bounds, s.relax, s.assume, s.empty, s.diff), w)],
+                                       tree.box, tree.position, tree.bound, tree.margins, limit) for n, s, w in parts]
             for fut in futures:
                 result = fut.result()
                 if result[0] != "ok":
@@ -529,8 +554,14 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
     jobs = jobs or 1
     serial = jobs <= 1 or RECORD is not None or exact.TRACE is not None or _tree_size(root, PARALLEL_MIN_NODES) < PARALLEL_MIN_NODES
     count = steps = 0
-    while pending and not serial and len(pending) < PARALLEL_PARTS * jobs:  # the top of the tree, breadth first
-        node, state, where = pending.popleft()
+    size = {} if serial else _subtree_sizes(root, MAX_TREE_NODES)
+    share = size.get(id(root), 0) // (PARALLEL_SHARE * jobs)
+    while pending and not serial and len(pending) < PARALLEL_PARTS * jobs:  # the top of the tree: its largest subtree first
+        sizes = [size.get(id(node), 1) for node, _, _ in pending]
+        if max(sizes) <= share:
+            break
+        node, state, where = pending[sizes.index(max(sizes))]
+        del pending[sizes.index(max(sizes))]
         count += 1
         require(count <= MAX_TREE_NODES, where, f"more than {MAX_TREE_NODES:,} tree nodes")
         done, kids = _visit(node, state, where, tree)
@@ -609,7 +640,8 @@ def _check(spec: Spec, cert_path: Path, jobs: int | None = None) -> tuple[Fracti
             raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
                            "affine layer", "fold the normalisation into the first dense layer")
         margins = float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path))
-    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins, jobs)
+    with gc_paused():  # exact arithmetic makes no reference cycles; a full collection walks the certificate and the caller's heap
+        steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins, jobs)
 
     witness_dev = None
     if cert.get("witness") is not None:

@@ -1,0 +1,115 @@
+"""The dense checker's faster paths compute what the slower code computed (issue 19, "checking stays
+cheaper than bounding"): split multipliers read as integer rows (`_beta`), "0"/"1" read from a
+table, the goal with and without export-smt's recording, and the sizes that order a tree's parts
+for worker processes (which never changes what is checked)."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+
+from certify.checker import check
+from certify.checker.errors import Rejected
+from certify.checker.exact import qmat
+from certify.checker.numbers import parse_ratio
+
+
+def _old_beta(step, state, k, width, where):
+    """`_beta` before issue 19's change (kept verbatim as the reference): Fractions, one dense matrix per layer."""
+    raw = step.get("beta", [])
+    mats: dict = {}
+    for t in raw:
+        j, i = t["layer"], t["neuron"]
+        values = check._vector(t, "values", 2 * width, where)
+        assert all(v >= 0 for v in values)
+        sign = 1 if state.assume[(j, i)] == "inactive" else -1
+        n_j = len(state.joint[j - 1][1][0])
+        m = mats.setdefault(j, [[Fraction(0)] * n_j for _ in range(2 * width)])
+        for r, v in enumerate(values):
+            m[r][i] += sign * v
+    low, up = {}, {}
+    for j, m in mats.items():
+        nums, den = qmat(m)
+        low[j], up[j] = (nums[:width], den), (nums[width:], den)
+    return low, up
+
+
+def _as_fractions(side: dict) -> dict:
+    return {j: [[Fraction(x, den) for x in row] for row in rows] for j, (rows, den) in side.items()}
+
+
+def _state(widths: list[int], assume: dict) -> check._State:
+    joint = [(([[0] * a for _ in range(b)], 1), ([0] * b, 1)) for a, b in zip(widths[:-1], widths[1:])]
+    return check._State(joint, ([], []), {}, {}, assume)
+
+
+def _value(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.5:
+        return "0"
+    if kind < 0.6:
+        return "1"
+    p, e = rng.randrange(1, 2**53), rng.randrange(40, 70)
+    return f"{p}/{2**e}" if kind < 0.9 else f"{2 * p}/{2 * 3**rng.randrange(1, 5)}"  # not in lowest terms
+
+
+def test_beta_rows_equal_the_old_fraction_matrices():
+    rng = random.Random(19)
+    for _ in range(60):
+        widths = [3, rng.randrange(2, 6), rng.randrange(2, 6), 2]
+        splits = [(j, i) for j in (1, 2) for i in range(widths[j]) if rng.random() < 0.5]
+        assume = {s: rng.choice(["active", "inactive"]) for s in splits}
+        width = widths[3]
+        terms = [{"layer": j, "neuron": i, "values": [_value(rng) for _ in range(2 * width)]}
+                 for j, i in splits + splits[:1]]  # one split twice: the multipliers add
+        step, state = {"beta": terms}, _state(widths, assume)
+        new, old = check._beta(step, state, 3, width, "t"), _old_beta(step, state, 3, width, "t")
+        assert [_as_fractions(side) for side in new] == [_as_fractions(side) for side in old]
+
+
+@pytest.mark.parametrize("values, message", [
+    (["-1/2", "0"], "must be >= 0"),
+    ([["0"], "0"], "not a 'p/q' rational"),  # unhashable: rejected, not a TypeError
+    ([{"a": 1}, "0"], "not a 'p/q' rational"),
+    ([0, "0"], "not a 'p/q' rational"),
+    (["1/0", "0"], "not a 'p/q' rational"),
+    (["0"], "list of 2 rationals"),
+])
+def test_bad_multipliers_reject(values, message):
+    state = _state([2, 2, 1], {(1, 0): "active"})
+    with pytest.raises(Rejected, match=message):
+        check._beta({"beta": [{"layer": 1, "neuron": 0, "values": values}]}, state, 2, 1, "t")
+
+
+def test_common_values_read_as_the_parser_reads_them():
+    raw = ["0", "1", "1/1", "0/5", "-1", "3/4"]
+    assert check._ratios(raw, len(raw), "t", "k") == [parse_ratio(v) for v in raw]
+
+
+def test_goal_by_comparison_agrees_with_z3(monkeypatch):
+    """The goal gives the same answer with and without RECORD (export-smt) on boxes near the limit."""
+    rng = random.Random(7)
+    for _ in range(150):
+        n = rng.randrange(1, 4)
+        lo = [Fraction(rng.randrange(-9, 5), rng.randrange(1, 4)) for _ in range(n)]
+        up = [v + Fraction(rng.randrange(-1, 6), 2) for v in lo]  # sometimes empty (lower > upper)
+        bound = Fraction(rng.randrange(0, 8), 2)
+        margins = [Fraction(rng.randrange(0, 3), 4) for _ in range(n)] if rng.random() < 0.3 else None
+        state = _state([1, n], {})
+        state.bounds[1] = (lo, up)
+        monkeypatch.setattr(check, "RECORD", None)
+        fast = check.goal_holds(bound, state, "t", margins)
+        monkeypatch.setattr(check, "RECORD", [])
+        assert check.goal_holds(bound, state, "t", margins) == fast, (lo, up, bound, margins)
+
+
+def test_subtree_sizes():
+    leaf = {"steps": []}
+    tree = {"split": "input", "children": [{"split": "input", "children": [leaf, {"steps": []}]}, {"steps": []}]}
+    size = check._subtree_sizes(tree, 100)
+    assert size[id(tree)] == 5 and size[id(tree["children"][0])] == 3 and size[id(leaf)] == 1
+    bad = {"children": [1, "x"]}  # malformed nodes are counted (the check itself rejects them)
+    assert check._subtree_sizes(bad, 100)[id(bad)] == 3
+    assert check._subtree_sizes(tree, 2)[id(tree)] <= 2  # a limit stops the count
