@@ -30,6 +30,9 @@ linked, so the spec's relative paths resolve), and runs `certify check SPEC --me
   certificate is given to `check`, so nothing may be rejected). Each defect is listed with its spec,
   mutation, place and stderr.
 
+`--command flow` runs `certify flow CHANGED --method M --fresh` (with its JSON and plot) on the specs
+that have `levels:`, judged as `check`: a result, or exit 2 with one line and no file written.
+
 `--command verify` runs `certify verify CHANGED_SPEC proofs/<spec>.cert.json --json` instead (the
 trusted checker's own reading of the spec, against the shipped certificate): there `rejected`
 (exit 3) is an outcome, and CERTIFIED with a bound above the changed spec's tolerance is a defect.
@@ -276,6 +279,9 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str, command: st
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if command == "check":
                 rc = main(["check", str(path), "--method", method, "--no-cache", "--jobs", "1", "--out", str(cert)])
+            elif command == "flow":  # every level, bounded afresh, with the flow's JSON and plot
+                rc = main(["flow", str(path), "--method", method, "--fresh", "--out-dir", str(out_dir),
+                           "--json", str(out_dir / "flow.json"), "--plot", str(out_dir / "flow")])
             else:  # the shipped certificate against the changed spec: the checker's own spec path
                 rc = main(["verify", str(path), str(ROOT / "proofs" / f"{spec}.cert.json"), "--json", "--jobs", "1"])
         raised = None
@@ -289,7 +295,7 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str, command: st
         problems.append("exception out of main: " + raised)
     elif rc == 4:
         problems.append("exit 4 (internal error)")
-    elif rc == 3 and command == "check":
+    elif rc == 3 and command != "verify":
         problems.append("exit 3 without a certificate given")
     elif rc == 0 and command == "verify":
         result = json.loads(out.getvalue())
@@ -300,7 +306,7 @@ def run_case(root: Path, spec: str, rng: random.Random, method: str, command: st
             problems.append("not one 'error: ' line")
         if out.getvalue():
             problems.append("stdout not empty")
-        if command == "check" and cert.exists():
+        if command != "verify" and out_dir.exists() and any(p.is_file() for p in out_dir.rglob("*")):
             problems.append("certificate written")
     elif rc not in (0, 1, 3):
         problems.append(f"exit {rc}")
@@ -359,14 +365,17 @@ def main_cli(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="interval", help="the method every valid mutant is bounded with")
     ap.add_argument("--specs", help="comma-separated spec names (default: every specs/*.yaml)")
-    ap.add_argument("--command", choices=("check", "verify"), default="check",
-                    help="verify: re-check the shipped proofs/<spec>.cert.json against each changed spec")
+    ap.add_argument("--command", choices=("check", "verify", "flow"), default="check",
+                    help="verify: re-check the shipped proofs/<spec>.cert.json against each changed spec; "
+                         "flow: `certify flow --fresh` on the specs with levels")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     os.environ.pop("CERTIFY_DEBUG", None)
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
     if args.command == "verify":  # the specs with one certificate (a levels spec has one per level)
         specs = [s for s in specs if (ROOT / "proofs" / f"{s}.cert.json").is_file()]
+    elif args.command == "flow":
+        specs = [s for s in specs if "\nlevels:" in (ROOT / "specs" / f"{s}.yaml").read_text()]
     result = campaign(specs, args.cases, args.seed, args.method, command=args.command)
     print(f"{result['cases']} cases over {result['specs']} specs in {result['seconds']} s: {result['outcomes']}; "
           f"bad-input lines naming no file: {result['unnamed']}")

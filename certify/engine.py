@@ -246,19 +246,28 @@ def level_certificate_path(out: str | Path, level: str) -> Path:
     return out.with_name(f"{stem}.{level}.cert.json")
 
 
-def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
-               strict: bool = False) -> list[Outcome]:
-    """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse. Every level
-    is validated (and its float transforms materialised in memory) before any certificate is written."""
+def validate_levels(spec_path: str | Path, names=None, strict: bool = False) -> Spec:
+    """Every level of a spec with `levels:` (or those in `names`) read, its float transforms materialised in
+    memory and its g built, so that a bad level is one-line bad input before the first level is bounded
+    or any certificate written (`certify check`, `certify flow`). Returns the spec."""
     spec = read_spec(spec_path)
     if strict:
         refuse_unpinned(spec)
     f = read_model(spec.model.path, spec.model.sha256)
     for lv in spec.levels:
-        level = spec.at_level(lv.name)
-        input_box(level, f)
-        arrays = materialize(level, f)
-        build_g(level, f, {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()})
+        if names is None or lv.name in names:
+            level = spec.at_level(lv.name)
+            input_box(level, f)
+            arrays = materialize(level, f)
+            build_g(level, f, {k: (v.shape, tuple(v.ravel().tolist())) for k, v in arrays.items()})
+    return spec
+
+
+def run_levels(spec_path: str | Path, out: str | Path | None = None, method: str | None = None,
+               strict: bool = False) -> list[Outcome]:
+    """`certify check` on a spec with `levels:`: one certificate per level, fine to coarse. Every level
+    is validated (and its float transforms materialised in memory) before any certificate is written."""
+    spec = validate_levels(spec_path, strict=strict)
     return [run_check(spec_path, None if out is None else level_certificate_path(out, lv.name), method, lv.name, strict)
             for lv in spec.levels]
 

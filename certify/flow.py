@@ -126,20 +126,26 @@ def run_flow(spec_path, *, out_dir="proofs", method=None, fresh=False, factor=10
         raise BadInput(str(spec.path), "levels", "certify flow needs a spec with `levels:`",
                        "list named explanations from fine to coarse under `levels:` (see `certify scales SPEC`)")
     f = read_model(spec.model.path, spec.model.sha256)
+    reused = {}
+    for lv in spec.levels if not fresh else ():
+        t0 = time.perf_counter()
+        cert = level_certificate(out_dir, spec, lv.name)
+        if cert.is_file():
+            r = check_certificate(spec.path, cert)  # reuse only what the checker accepts for exactly this level
+            if r.verdict is not Verdict.REJECTED and r.level == lv.name:
+                reused[lv.name] = LevelResult(lv.name, 0, 0, r.verdict, r.bound, r.witness_deviation, cert, True,
+                                              time.perf_counter() - t0)
+    if len(reused) < len(spec.levels):
+        from .engine import run_check, validate_levels
+
+        validate_levels(spec.path, {lv.name for lv in spec.levels} - set(reused))  # a bad level: one line, nothing bounded yet
     results = []
     for lv in spec.levels:
         t0 = time.perf_counter()
         cert = level_certificate(out_dir, spec, lv.name)
-        result = None
-        if not fresh and cert.is_file():
-            r = check_certificate(spec.path, cert)  # reuse only what the checker accepts for exactly this level
-            if r.verdict is not Verdict.REJECTED and r.level == lv.name:
-                result = LevelResult(lv.name, 0, 0, r.verdict, r.bound, r.witness_deviation, cert, True,
-                                     time.perf_counter() - t0)
+        result = reused.get(lv.name)
         if result is None:
-            from .engine import run_check
-
-            o = run_check(spec.path, cert, method, lv.name)  # a level naming what f lacks: one-line BadInput here
+            o = run_check(spec.path, cert, method, lv.name)
             result = LevelResult(lv.name, 0, 0, o.verdict, o.check.bound, o.lower, cert, False,
                                  time.perf_counter() - t0, o.check.reason)
         result.dof, result.full_dof = level_dof(lv.explanation, f)  # after g was built, so the level is known valid

@@ -475,3 +475,19 @@ def test_a_level_naming_a_value_the_graph_lacks_is_one_line_bad_input(tmp_path, 
     assert main(["flow", str(bad), "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "blocks.1.mlp.actx" in err and "no value named" in err, err
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_bad_last_level_stops_the_flow_before_any_level_is_bounded(tmp_path, capsys, fresh):
+    """Every level that needs bounding is validated first (as `certify check` does): a last level whose
+    g cannot be built is one-line bad input with no certificate written and nothing bounded, not a
+    failure after the finer levels' certificates were written (found by benchmarks/spec_fuzz.py
+    --command flow)."""
+    text = (ROOT / "specs" / "toy_tiers.yaml").read_text().replace("../models/", f"{ROOT}/models/")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("keep: [9], fill: mean", "keep: [99], fill: mean", 1))
+    out = tmp_path / "proofs"
+    assert main(["flow", str(bad), "--out-dir", str(out)] + (["--fresh"] if fresh else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "99" in err, err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]

@@ -44,3 +44,11 @@ def test_verify_campaign_has_no_defects() -> None:
     result = spec_fuzz.campaign(SPECS[:4], cases=40, seed=12, method="interval", progress=None, command="verify")
     assert result["defects"] == [], result["defects"][0]
     assert result["outcomes"].get("bad_input", 0) >= 10 and result["outcomes"].get("rejected", 0) >= 1
+
+
+def test_flow_campaign_has_no_defects() -> None:
+    """`certify flow --fresh` on changed levels specs: a result, or one line with no certificate written
+    (before the fix in flow.run_flow, a bad last level left the finer levels' certificates behind)."""
+    result = spec_fuzz.campaign(["toy_tiers", "toy_clusters"], cases=8, seed=13, method="interval", progress=None,
+                                command="flow")
+    assert result["defects"] == [], result["defects"][0]
