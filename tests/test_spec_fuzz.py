@@ -47,8 +47,9 @@ def test_verify_campaign_has_no_defects() -> None:
 
 
 def test_flow_campaign_has_no_defects() -> None:
-    """`certify flow --fresh` on changed levels specs: a result, or one line with no certificate written
+    """`certify flow --fresh` on changed levels specs (4 cases, all bad input: a valid one bounds every level,
+    ~17 s): one line with no certificate written
     (before the fix in flow.run_flow, a bad last level left the finer levels' certificates behind)."""
-    result = spec_fuzz.campaign(["toy_tiers", "toy_clusters"], cases=8, seed=13, method="interval", progress=None,
+    result = spec_fuzz.campaign(["toy_tiers", "toy_clusters"], cases=4, seed=13, method="interval", progress=None,
                                 command="flow")
     assert result["defects"] == [], result["defects"][0]
