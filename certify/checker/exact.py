@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from functools import cached_property
-from operator import mul
+from operator import itemgetter, mul
 
 from flint import fmpz, fmpz_mat
 
@@ -22,8 +22,10 @@ TRACE: list | None = None  # a list: each backsubstitute call appends the forms 
 
 def ratio_mat(rows: list[list[tuple[int, int]]]) -> IntMat:
     """Rows of exact numbers given as integer pairs (p, q), q > 0 -> (numerators, lcm of denominators)."""
-    den = math.lcm(*(q for row in rows for _, q in row))
-    return [[p * (den // q) for p, q in row] for row in rows], den
+    dens = {q for row in rows for _, q in row}
+    den = math.lcm(*dens)
+    scale = {q: den // q for q in dens}  # (few distinct denominators: powers of two)
+    return [[p * scale[q] for p, q in row] for row in rows], den
 
 
 def ratio_vec(pairs: list[tuple[int, int]]) -> IntVec:
@@ -55,10 +57,10 @@ def _add(vec: IntVec, nums: list[int], den: int) -> IntVec:
 
 class LayerMats:
     """One layer's weight numerators as FLINT matrices: `weight`, `bias` (a column), `magnitude`
-    (|weight|), and `rows(s)`: the rows of s * weight as fmpz lists, made once when first used."""
+    (|weight|), `b` (the bias numerators), and `rows(s)`: the rows of s * weight as fmpz lists, made once when first used."""
 
     def __init__(self, w: list[list[int]], b: list[int]):
-        self.w, self.weight, self.bias = w, fmpz_mat(w), fmpz_mat([[x] for x in b])
+        self.w, self.b, self.weight, self.bias = w, b, fmpz_mat(w), fmpz_mat([[x] for x in b])
         self._rows: dict[int, list] = {}
 
     @cached_property
@@ -120,7 +122,9 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
     0) for the ReLU of neuron neurons[t] of layer j (alpha-CROWN); the other neurons keep `relax`'s
     line. At the input, each coefficient takes the box corner that minimises it. Exact: the rows are
     FLINT integers (fmpz) over one denominator, and their products with the weights (`mats`, the
-    layers' `weight_mats`) are fmpz_mat products.
+    layers' `weight_mats`) are fmpz_mat products. A neuron whose two lines have slope 0 (inactive)
+    contributes only its intercepts: where that drops a quarter of the columns and the next layer is
+    narrower than the row count, its column and its row of the weights are left out of the product.
 
     `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
     delta = z_a - z_b, one per pair (a, b) of layer j). Where a row's coefficients x_a, x_b on a pair
@@ -138,33 +142,48 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
         consts = ([sum(c * b[i] for i, c in d.items()) for d in lam], bden)
         if forms is not None:
             forms.append((len(layers), [[d.get(c, 0) for c in range(len(b))] for d in lam], 1, ([0] * len(lam), 1)))
-    mat = None
+    mat = sub = None
     for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
-        if forms is not None and mat is not None:
-            forms.append((j + 1, rows, den, consts))
         (_, wden), (_, bden) = layers[j]
         if mat is not None:
-            consts = _add(consts, [int(v) for v in (mat * mats[j].bias).entries()], den * bden)
-            rows = (mat * mats[j].weight).table()
+            weight, bias = sub or (mats[j].weight, mats[j].bias)
+            if forms is not None:
+                forms.append((j + 1, rows, den, consts))
+            consts = _add(consts, [int(v) for v in (mat * bias).entries()], den * bden)
+            rows = (mat * weight).table()
             den *= wden
         if j > 0:
             neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
+            extra, eden = (beta or {}).get(j, (None, 1))
             lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui) = _common_lines(relax[j - 1], dlines, ad)
+            # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where
+            # the next layer is narrow (its rows cheap to copy) and a quarter of the columns can go, they are left out
+            keep = range(len(los))
+            if forms is None and len(layers[j - 1][0][0][0]) < len(rows) and 4 * sum(not (a or b) for a, b in zip(los, ups)) >= len(los):
+                special = {*neurons, *(i for p in pairs for i in p), *(() if extra is None else (
+                    i for i, col in enumerate(zip(*extra)) if any(col)))}
+                keep = [i for i, (a, b) in enumerate(zip(los, ups)) if a or b or i in special] or [0]
+            at = {c: t for t, c in enumerate(keep)}
+            take = itemgetter(*keep) if len(keep) > 1 else (lambda v: tuple(v[c] for c in keep))
             new_rows, icpts, loi_r = [], [], list(loi)
             for n in neurons:  # an alpha line has intercept 0
                 loi_r[n] = 0
             nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
             pair_lines = list(zip(pairs, dls, dli, dus, dui))
             seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
+            los_k, ups_k, scale, places = take(los), take(ups), lcm_s // ad, [at[n] for n in neurons]
             for r, row in enumerate(rows):
-                if rows_alpha is not None:
-                    lo_r, scale = list(los), lcm_s // ad
-                    for n, a in zip(neurons, rows_alpha[r]):
-                        lo_r[n] = fmpz(a * scale)
-                else:
-                    lo_r = los
-                new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(row, lo_r, ups)]
+                lo_r, lo_k = los, los_k
+                if rows_alpha is not None:  # row r's own lower slopes (the full row of them only where pairs need it)
+                    lo_k = list(los_k)
+                    for t, a in zip(places, rows_alpha[r]):
+                        lo_k[t] = a * scale
+                    if pairs:
+                        lo_r = list(los)
+                        for n, a in zip(neurons, rows_alpha[r]):
+                            lo_r[n] = a * scale
+                new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(take(row), lo_k, ups_k)]
                 icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= ZERO) + sum(row[i] * upi[i] for i in nz_up if row[i] < ZERO)
                 for (a, b), sl, tl, su, tu in (pair_lines if any(row[b] for b in seconds) else ()):
                     xa, xb = row[a], row[b]
@@ -180,16 +199,17 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                     c = xa + xb
                     term, icpt = (c * lo_r[ref], icpt + c * loi_r[ref]) if c >= ZERO else (c * ups[ref], icpt + c * upi[ref])
                     s, icpt = (d * sl, icpt + d * tl) if d >= ZERO else (d * su, icpt + d * tu)
-                    new[a], new[b] = (term + s, -s) if ref == a else (s, term - s)
+                    new[at[a]], new[at[b]] = (term + s, -s) if ref == a else (s, term - s)
                 new_rows.append(new)
                 icpts.append(int(icpt))
             consts = _add(consts, icpts, den * lcm_i)
             rows, den = new_rows, den * lcm_s
-            if j in (beta or {}):  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
-                (extra, bden) = beta[j]
-                common = math.lcm(den, bden)
-                rows = [[x * (common // den) + e * (common // bden) for x, e in zip(row, er)] for row, er in zip(rows, extra)]
+            if extra is not None:  # split multipliers: coefficient sign*beta_r on z_j (beta-CROWN)
+                common = math.lcm(den, eden)
+                rows = [[x * (common // den) + e * (common // eden) for x, e in zip(row, take(er))] for row, er in zip(rows, extra)]
                 den = common
+            sub = None if len(keep) == len(los) else (fmpz_mat([mats[j - 1].rows(1)[c] for c in keep]),
+                                                      fmpz_mat([[mats[j - 1].b[c]] for c in keep]))
             mat = fmpz_mat(rows)
     (lo, loden), (up, upden) = box
     dd = math.lcm(loden, upden)
