@@ -533,16 +533,42 @@ def _shipped(name: str):
 
 @pytest.mark.parametrize("answer", ["unknown", "sat"])
 def test_z3_decides_every_goal_unknown_or_sat_rejects(monkeypatch, answer):
-    """A genuine certificate is REJECTED when z3 answers unknown (or times out: also unknown) to a
-    goal, and when it answers sat: only z3's unsat proves a region."""
+    """Where z3 is still asked the goal (certify export-smt sets check.RECORD), a genuine certificate
+    is REJECTED when z3 answers unknown (or times out: also unknown), and when it answers sat."""
     import z3
 
+    from certify.checker import check
+
     spec, cert = _shipped("tiny_prune")
+    assert check_certificate(spec, cert).verdict is Verdict.CERTIFIED
+    monkeypatch.setattr(check, "RECORD", [])
     assert check_certificate(spec, cert).verdict is Verdict.CERTIFIED
     monkeypatch.setattr(z3.Solver, "check", lambda self, *a: getattr(z3, answer))
     result = check_certificate(spec, cert)
     assert result.verdict is Verdict.REJECTED
     assert ("z3 could not decide" if answer == "unknown" else "missing goal") in result.reason, result.reason
+
+
+def test_a_goal_over_its_limit_by_the_smallest_step_is_rejected(tmp_path, monkeypatch):
+    """The goal is decided exactly on the verified output box: a claimed bound equal to the box's
+    largest end proves it, the same bound less 2^-400 does not (REJECTED, nothing to split)."""
+    from certify.checker import check
+
+    spec, path = _shipped("tiny_prune")
+    boxes, real = [], check.goal_holds
+    monkeypatch.setattr(check, "goal_holds", lambda bound, state, *a: boxes.append(state.bounds[len(state.joint)]) or real(bound, state, *a))
+    assert check_certificate(spec, path).verdict is Verdict.CERTIFIED
+    (lo, up), = boxes
+    edge = max(max(up), -min(lo))
+    cert = json.loads(path.read_text())
+    for bound, proved in ((edge, True), (edge - Fraction(1, 2**400), False)):
+        cert["claim"]["bound"] = rational_str(bound)
+        cert["witness"] = None
+        tampered = tmp_path / "c.cert.json"
+        tampered.write_text(json.dumps(cert))
+        result = check_certificate(spec, tampered)
+        assert (result.verdict is not Verdict.REJECTED) is proved, result.reason
+        assert proved or "missing goal" in result.reason, result.reason
 
 
 def test_goal_queries_sharing_a_solver_do_not_see_each_other():
