@@ -6,6 +6,7 @@ runs on random graphs of every op and on shipped residual specs is re-run by the
 """
 
 import math
+from contextlib import contextmanager
 from fractions import Fraction
 
 import numpy as np
@@ -244,6 +245,15 @@ def vec(coef: graph.Coef) -> tuple[list[int], int]:
     return [int(v) for v in n.entries()], den
 
 
+@contextmanager
+def exact_constants():
+    """No constant rounded for its width (`graph._wide_dot`: test_constants_too_wide_for_the_fields_are_rounded_down):
+    the exact comparisons with the old code below draw 200-bit entries."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(graph, "WIDE_BITS", 10**9)
+        yield
+
+
 def same(new_vec, old_vec) -> bool:
     """Equal vectors of rationals (the denominators may differ)."""
     return [Fraction(int(v), new_vec[1]) for v in new_vec[0]] == [Fraction(int(v), old_vec[1]) for v in old_vec[0]]
@@ -283,7 +293,8 @@ def signed_case(draw):
 @given(signed_case())
 def test_signed_lines_equal_the_old(case):
     lam, lower, upper = case
-    coef, const = graph._signed(pack(lam), lower, upper)
+    with exact_constants():
+        coef, const = graph._signed(pack(lam), lower, upper)
     (oc, od), oconst = old_signed(lam, lower, upper)
     assert unpack(coef) == (oc, od) and vec(const) == ([int(v) for v in oconst[0]], oconst[1])
 
@@ -291,7 +302,11 @@ def test_signed_lines_equal_the_old(case):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_box_minimum_mul_affine_add_and_free_equal_the_old(data):
-    draw = data.draw
+    with exact_constants():
+        _box_minimum_mul_affine_add_and_free(data.draw)
+
+
+def _box_minimum_mul_affine_add_and_free(draw):
     rows, cols = draw(st.integers(0, 5)), draw(st.integers(1, 5))  # (no node has width 0: a linear of 0 rows fails to prepare)
     lam = (_matrix(draw, rows, cols), draw(DENS))
     lo = draw(st.lists(st.fractions(max_denominator=2**70), min_size=cols, max_size=cols))
@@ -340,6 +355,11 @@ def linear_case(draw):
 @given(linear_case())
 def test_linear_back_substitution_equals_the_old(case):
     kind, node, lam = case
+    with exact_constants():
+        _linear_back_equals_the_old(kind, node, lam)
+
+
+def _linear_back_equals_the_old(kind, node, lam):
     prepared = graph._linear_prepare(node)
     assert prepared[:3] == old_linear_prepare(node)
     assert prepared[4] is not None or (kind == "dense" or len(node.weight) == 1)  # the thin forms are found
@@ -461,6 +481,8 @@ def test_shipped_residual_specs_back_substitute_as_before(name, compared, monkey
     """Shipped residual specs (LayerNorm, GELU, an SAE; free values; JumpReLU) on their whole box or a corner of it, starting
     from fields too narrow (16 bits): every back-substitution widens them and agrees with the old code."""
     monkeypatch.setattr(graph, "FIELD_BITS", 16)
+    widths, inner = [], graph._backsubstitute
+    monkeypatch.setattr(graph, "_backsubstitute", lambda *a: widths.append(a[-2]) or inner(*a))
     joint, box = _joint(SPECS / f"{name}.yaml")
     if name == "resmlp_sae_jumprelu":  # a leaf of a split tree: the lower half of every input's range
         box = (list(box[0]), [(lo + up) / 2 for lo, up in zip(*box)])
@@ -468,7 +490,7 @@ def test_shipped_residual_specs_back_substitute_as_before(name, compared, monkey
     graph.check_graph_steps(joint, box, steps, "steps")
     assert len(compared) >= 10 and any("linear" in ops and "gelu" in ops for ops in compared)
     assert any(compared.rounded) and not all(compared.rounded), "no coefficients were rounded (or all were)"
-    assert graph.FIELD_BITS > 16
+    assert widths[0] == 16 and max(widths) > 16 and widths == sorted(widths)  # (widened within the check, never narrowed)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -685,8 +707,8 @@ def test_rounding_loses_too_little_to_reject_a_transformer_certificate(tmp_path)
 
 def test_derived_bounds_do_not_depend_on_the_field_width(monkeypatch):
     """The same back-substitutions from fields too narrow (16 bits: widened on the way) and from wide ones (4096 bits):
-    the same exact bounds, so a verdict never depends on what a process checked before (its fields only grow)."""
-    joint, box = _joint(SPECS / "resmlp_ablate.yaml")
+    the same exact bounds, so a verdict never depends on the width a check reached (an SAE's wide constants included)."""
+    joint, box = _joint(SPECS / "resmlp_sae_saelens.yaml")
     _, steps = crown(joint, box)
     runs, new = [], graph.backsubstitute
 
@@ -738,3 +760,28 @@ def test_floor_on_integers(pairs):
     up = [a + w for a, w in pairs]
     p, q, m, r = graph._floor(lo, up)
     assert Fraction(p, q) == sum(max(-a, 0) for a in lo) and Fraction(m, r) == sum(max(abs(a), abs(b)) for a, b in zip(lo, up))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_constants_too_wide_for_the_fields_are_rounded_down(data):
+    """`dot` where the exact constants would not fit the fields (`_wide_dot`): each row is the exact lam @ vec / den rounded
+    down by less than 2^-(LOSS_BITS + 8) (a smaller lower bound), or Widen; with or without positive(lam) (`lowest`)."""
+    draw = data.draw
+    rows, cols = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    lam = (_matrix(draw, rows, cols), draw(st.sampled_from([2**150, 2**200, 3 * 2**180, 2**40])))
+    values = st.integers(-(2**draw(st.integers(1, 400))), 2**400)
+    lo, up = (draw(st.lists(values, min_size=cols, max_size=cols)) for _ in range(2))
+    lo, up = [min(a, b) for a, b in zip(lo, up)], [max(a, b) for a, b in zip(lo, up)]
+    den = draw(st.sampled_from([1, 2**61, 2**130, 5]))
+    packed = pack(lam, 8 * draw(st.integers(28, 60)))  # (fields of 224-480 bits: the entries need up to 201)
+    n = [[int(v) for v in row] for row in lam[0].tolist()]
+    for low in (False, True):
+        exact = [Fraction(sum(c * (a if low and c >= 0 else b) for c, a, b in zip(row, lo, up)), lam[1] * den) for row in n]
+        try:
+            got = graph.lowest(packed, lo, up, den) if low else graph.dot(packed, up, den)
+        except graph.Widen:
+            continue
+        assert all(v < 2**(packed.rows.k - 1) for v in map(abs, vec(got)[0]))
+        for g, e in zip((Fraction(v, got.den) for v in vec(got)[0]), exact):
+            assert e - Fraction(1, 2**(graph.LOSS_BITS + 8)) < g <= e

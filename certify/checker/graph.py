@@ -230,9 +230,36 @@ def dot(lam: Coef, vec: list[int], den: int, pos: list | None = None, vec2: list
     cols, vec = (lam.cols, vec) if pos is None else (lam.cols + pos, vec + vec2)
     if not any(vec) or not any(lam.cols):
         return Coef([ZERO], lam.den * den, 0, lam.rows)
-    total = fmpz_mat(1, len(cols), cols) * fmpz_mat(len(vec), 1, vec)
     mag = sum(map(abs, vec)) if pos is None else sum(max(abs(a), abs(a + b)) for a, b in zip(vec[:len(lam.cols)], vec[len(lam.cols):]))
+    if (lam.mag * mag).bit_length() > WIDE_BITS:  # (fixed, not the field width K: the bounds derived never depend on K)
+        return _wide_dot(lam, cols, vec, lam.den * den)
+    total = fmpz_mat(1, len(cols), cols) * fmpz_mat(len(vec), 1, vec)
     return Coef([total[0, 0]], lam.den * den, lam.mag * mag, lam.rows)
+
+
+WIDE_BITS = 240  # constants whose bound has more bits are summed in parts and rounded (`_wide_dot`), so that fields of
+# 256 bits hold the shipped specs' products (an SAE's folded encoder bias set K = 320 for every product of the check)
+
+
+def _wide_dot(lam: Coef, cols: list, vec: list[int], d: int) -> Coef:
+    """Lower bounds' constants cols @ vec / d (the columns: lam's, or lam's then positive(lam), each entry <= lam.mag)
+    whose exact values would not fit the fields (an SAE's encoder bias b_enc - W_enc b_dec has 122 bits): vec in base-2^t
+    digits, each digit's products small enough to read back, their sums put together exactly per row, then rounded down
+    to fit (a smaller constant is a smaller lower bound), moving each by less than 2^-(LOSS_BITS + 8); Widen where the
+    fields are too narrow for that."""
+    k, rows, row = lam.rows.k, lam.rows, fmpz_mat(1, len(cols), cols)
+    t, exact, at, rest = k - 2 - lam.mag.bit_length() - len(vec).bit_length(), [0] * lam.rows.count, 0, vec
+    while t > 0 and any(rest):
+        last = (lam.mag * sum(map(abs, rest))).bit_length() < k  # the rest's products fit: it is the last part
+        part, rest = (rest, []) if last else ([v & ((1 << t) - 1) for v in rest], [v >> t for v in rest])  # v = hi 2^t + lo
+        total = (row * fmpz_mat(len(part), 1, part))[0, 0]  # every row's |sum| < lam.mag sum|part| < 2^(K-1): read back
+        exact, at = [e + (v << at) for e, v in zip(exact, rows.decode(total))], at + t
+    top = max(map(abs, exact)).bit_length()
+    s = max(0, min((d & -d).bit_length() - 1, d.bit_length() - 9 - LOSS_BITS, top - ROUND_BITS))  # as `_rounded_const`
+    if t <= 0 or top - s > k - 3:  # (|floor(e / 2^s)| < 2^(K-2); s never depends on K: the bounds derived do not)
+        raise Widen(max(top - s, (lam.mag << max(t, 0)).bit_length()) + 3)
+    low = [e >> s for e in exact]
+    return Coef([rows.encode(low)], d >> s, most(low), rows)
 
 
 def positive(lam: Coef) -> list:
@@ -753,7 +780,7 @@ class TokenBox(tuple):
     position at the allowed token with the least coefficient (`lowest`)."""
 
     def __new__(cls, vocab: int, allowed: tuple):
-        up = [Fraction(int(t in set(ok))) for ok in allowed for t in range(vocab)]
+        up = [Fraction(int(t in ok)) for ok in map(set, allowed) for t in range(vocab)]
         box = super().__new__(cls, ([Fraction(0)] * len(up), up))
         box.vocab, box.allowed = vocab, tuple(tuple(ok) for ok in allowed)
         return box
@@ -783,7 +810,8 @@ def ancestors(graph: Graph, target: str) -> list[Node]:
     return out[::-1]
 
 
-FIELD_BITS = 256  # the field width a back-substitution starts with (it only grows: `Widen`)
+FIELD_BITS = 256  # the field width a check's back-substitutions start with; it grows within the check (or tree) only
+FIELD = ("field bits",)  # prepared[FIELD]: the width this check's back-substitutions reached (`Widen`; not a node name)
 
 
 def backsubstitute(graph: Graph, target: str, rows: fmpz_mat | int, box, relax: dict, where: str, prepared: dict,
@@ -793,12 +821,12 @@ def backsubstitute(graph: Graph, target: str, rows: fmpz_mat | int, box, relax: 
     relaxation; `prepared`: node name -> its parameters in exact form; `bounds`: node name -> verified bounds, on which
     coefficients may be rounded, `_round_on`). Coefficients are packed by rows (`Coef`); where a value would not fit its
     fields, it starts again with fields wide enough."""
-    global FIELD_BITS
     while True:
+        k = prepared.get(FIELD, FIELD_BITS)
         try:
-            return _backsubstitute(graph, target, rows, box, relax, where, prepared, FIELD_BITS, bounds or {})
+            return _backsubstitute(graph, target, rows, box, relax, where, prepared, k, bounds or {})
         except Widen as exc:
-            FIELD_BITS = max(FIELD_BITS + 64, (exc.args[0] // 8 + 5) * 8)  # (K a multiple of 8, 32 bits to spare)
+            prepared[FIELD] = max(k + 64, (exc.args[0] // 8 + 5) * 8)  # (K a multiple of 8, 32 bits to spare)
 
 
 def _backsubstitute(graph: Graph, target: str, rows, box, relax: dict, where: str, prepared: dict, k: int, bounds: dict) -> list[Fraction]:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 from .errors import BadInput, need
-from .graph import Graph, Node, make_graph
+from .graph import FloatRow, Graph, Node, make_graph
 from .onnx_attention import ATTRS as ATTENTION_ATTRS, Attention  # attention ops (issue 17)
 
 CURVES = {"Relu": "relu", "Erf": "erf", "Tanh": "tanh", "Sigmoid": "sigmoid", "Exp": "exp", "Sqrt": "sqrt",
@@ -63,7 +63,8 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
     def emit(name, op, inputs, **params):
         if name in RESERVED or name in made:
             raise ValueError(f"value name {name!r} is reserved or defined twice")
-        params = {k: tuple(tuple(map(Fraction, r)) if isinstance(r, (list, tuple)) else Fraction(r) for r in v) for k, v in params.items()}
+        params = {k: tuple(r if type(r) is FloatRow else tuple(map(Fraction, r)) if isinstance(r, (list, tuple)) else Fraction(r) for r in v)
+                  for k, v in params.items()}  # (a FloatRow: a weight row of floats, read as their Fractions)
         made[name] = Node(name, op, tuple(inputs), **params)
         out_nodes.append(made[name])
         return name
@@ -126,7 +127,7 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
                 if inner and inner.op == "affine":
                     scale, shift, x = [a * b for a, b in zip(scale, inner.scale)], [a * b + t for a, b, t in zip(scale, inner.shift, shift)], inner.inputs[0]
                 elif inner and inner.op == "linear" and x in matmul and set(scale) == {1}:  # MatMul + a bias Add
-                    vals[out] = emit(out, "linear", inner.inputs, weight=[[a * w for w in r] for a, r in zip(scale, inner.weight)],
+                    vals[out] = emit(out, "linear", inner.inputs, weight=inner.weight,  # (scale 1)
                                      bias=[a * b + t for a, b, t in zip(scale, inner.bias, shift)]), sh
                     continue
                 vals[out] = emit(out, "affine", [x], scale=scale, shift=shift), sh
@@ -173,7 +174,9 @@ def read_onnx_graph(file: str, digest: str, consts: dict, nodes: list, ops: list
                     raise ValueError(f"{nm} ({op}): weight {list(wd)} does not fit the value {list(sh)}")
                 al, be = Fraction(a.get("alpha", 1.0)), Fraction(a.get("beta", 1.0))
                 bias = [be * Fraction(t) for t in _bcast(consts[ins[2]][1], consts[ins[2]][0], (1, len(w)), nm)[0]] if len(ins) > 2 else [0] * len(w)
-                vals[out] = emit(out, "linear", [x], weight=[[al * Fraction(t) for t in r] for r in w], bias=bias), sh[:-1] + (len(w),)
+                floats = al == 1 and all(type(t) is float and math.isfinite(t) for r in w for t in r)
+                vals[out] = emit(out, "linear", [x], weight=[FloatRow(tuple(r)) if floats else [al * Fraction(t) for t in r] for r in w],
+                                 bias=bias), sh[:-1] + (len(w),)
                 matmul.add(out)
             elif op in CURVES or op == "Pow":
                 x, sh = vals[ins[0]]
