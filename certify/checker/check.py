@@ -27,7 +27,7 @@ from .errors import BadInput, Rejected, require
 from .float32 import float32_margins, is_float32
 from . import exact
 from .graph import Graph, check_graph
-from .exact import backsubstitute, fold_fixed, forward, interval_dense, qmat, qvec, ratio_mat, ratio_vec, weight_mats
+from .exact import backsubstitute, fold_fixed, forward, interval_dense, qvec, ratio_mat, ratio_vec, weight_mats
 from .model import gc_paused, read_arrays, read_model, sha256_file
 from .workers import bare_main
 from .network import build_g, exact_layers, input_box, joint_network, normalise_box, with_free
