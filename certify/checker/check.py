@@ -644,8 +644,7 @@ def _check(spec: Spec, cert_path: Path, jobs: int | None = None) -> tuple[Fracti
             raise BadInput(str(spec.path), "property.semantics", "float32 semantics needs a model without an input "
                            "affine layer", "fold the normalisation into the first dense layer")
         margins = float32_margins(exact_layers(f), g, box, spec.property.outputs, str(spec.path))
-    with gc_paused():  # exact arithmetic makes no reference cycles; a full collection walks the certificate and the caller's heap
-        steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins, jobs)
+    steps = check_tree(cert.get("tree", {"steps": cert.get("steps")}), joint, box, bound, margins, jobs)
 
     witness_dev = None
     if cert.get("witness") is not None:
@@ -672,7 +671,8 @@ def check_certificate(spec_path: str | Path, cert_path: str | Path, jobs: int | 
     spec = read_spec(spec_path)
     tol = spec.property.tolerance
     try:
-        bound, wdev, steps, level, arrays = _check(spec, Path(cert_path), jobs)
+        with gc_paused():  # exact arithmetic makes no reference cycles; a full collection walks the certificate and the caller's heap
+            bound, wdev, steps, level, arrays = _check(spec, Path(cert_path), jobs)
     except Rejected as exc:
         return CheckResult(Verdict.REJECTED, None, tol, None, 0, time.perf_counter() - start, str(exc))
     if bound <= tol:
