@@ -114,7 +114,7 @@ def use_cpu_clock() -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--bab-seconds", type=float, default=30.0)
+    ap.add_argument("--bab-seconds", type=float, default=60.0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes that check a split tree's leaves (default: the CPU count, as certify check)")
     ap.add_argument("--specs", default=None, help="comma-separated spec paths (default: every residual spec in specs/)")
     ap.add_argument("--cpu-clock", action="store_true", help="branch and bound's budget in CPU seconds of this process (default: wall)")

@@ -208,20 +208,26 @@ def test_strong_branching_tree_is_accepted(tmp_path):
 def inherited_tree(tmp_path_factory):
     """tiny_prune at tolerance 21/20 by input splits with CROWN leaves: the root's hidden-layer steps are
     in the certificate, and each region's linear steps bound only the neurons the root leaves unstable."""
+    spec, path, p, _ = _certified_tree(tmp_path_factory.mktemp("bab-inherited"), "tiny_prune.yaml", "../models/",
+                                       ("tolerance: 3", 'tolerance: "21/20"'), "crown")
+    return spec, path, json.loads(path.read_text()), len(p.net.weights), p.net.widths
+
+
+def _certified_tree(d, name: str, prefix: str, tolerance: tuple, method: str):
+    """A shipped spec (its `prefix` paths made absolute, its tolerance changed) bounded by branch and bound on
+    `method` leaves; the certificate written to d/t.cert.json and CERTIFIED. (spec, certificate, problem, result)."""
     from certify.bounds.bab import branch_and_bound
     from certify.engine import attained_lower, prepare, write_and_check
 
-    d = tmp_path_factory.mktemp("bab-inherited")
     spec = d / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "21/20"'))
+    spec.write_text((SPECS / name).read_text().replace(prefix, str(ROOT / prefix.strip("./")) + "/").replace(*tolerance))
     p = prepare(spec, d / "c.cert.json")
     witness, lower = attained_lower(p)
-    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120)
+    r = branch_and_bound(p.net, p.joint, p.box, method, p.spec.property.tolerance, time_budget=120)
     path = d / "t.cert.json"
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, path, jobs=1)
     assert result.verdict is Verdict.CERTIFIED, result.reason
-    return spec, path, json.loads(path.read_text()), len(p.net.weights), p.net.widths
+    return spec, path, p, r
 
 
 def _nodes(node):
@@ -496,19 +502,8 @@ def mnist_rows_tree(tmp_path_factory):
     """The VeryDiff MNIST pair at tolerance 3/2 by input splits with CROWN leaves: at the root one output
     row of ten is above 3/2 (CROWN: 1.63), so the root's output steps go into the certificate and
     every leaf bounds that output neuron only."""
-    from certify.bounds.bab import branch_and_bound
-    from certify.engine import attained_lower, prepare, write_and_check
-
-    d = tmp_path_factory.mktemp("bab-rows")
-    spec = d / "spec.yaml"
-    spec.write_text((SPECS / "verydiff_mnist.yaml").read_text().replace("../tests/", str(ROOT / "tests") + "/")
-                    .replace("tolerance: 4", 'tolerance: "3/2"'))
-    p = prepare(spec, d / "c.cert.json")
-    witness, lower = attained_lower(p)
-    r = branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, time_budget=120)
-    path = d / "t.cert.json"
-    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, path, jobs=1)
-    assert result.verdict is Verdict.CERTIFIED, result.reason
+    spec, path, p, r = _certified_tree(tmp_path_factory.mktemp("bab-rows"), "verydiff_mnist.yaml", "../tests/",
+                                       ("tolerance: 4", 'tolerance: "3/2"'), "alpha")
     assert r.splits >= 2
     return spec, json.loads(path.read_text()), len(p.net.weights)
 
