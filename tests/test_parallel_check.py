@@ -94,4 +94,4 @@ def test_a_worker_that_dies_rejects(tree):
     state = check._State(joint, tuple(box), {}, {}, {}, mats=check.weight_mats(joint))
     tree_ = check._Tree(box, {d: d for d in range(len(box[0]))}, check.parse_rational(cert["claim"]["bound"]), None)
     with pytest.raises(Rejected, match="a checking process died"):
-        check._parallel([(_DiesWhenUnpickled(), state, "tree.0"), (cert["tree"], state, "tree.1")], tree_, 2, 1000)
+        check._parallel([(_DiesWhenUnpickled(), state, "tree.0"), (cert["tree"], state, "tree.1")], tree_, 2, 1000, {})

@@ -24,13 +24,13 @@ and for a joint row its value with X and W rounded up (`_joint_value` with bits;
 
 from __future__ import annotations
 
-import gc
 import math
 from fractions import Fraction
 
 from flint import arb, ctx, fmpz, fmpz_mat
 
 from .errors import require
+from .model import gc_paused
 from .numbers import parse_ratio
 
 P = 96
@@ -520,11 +520,6 @@ def _trace(value: Fraction, i: int, s: int, g: int) -> Fraction:
 
 def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
     """Every (leaf, its token box, where) of a token tree whose leaf is {"ratio": ...}; returns the rows checked."""
-    collect = gc.isenabled()
-    gc.disable()  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
-    try:
+    with gc_paused():  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
         fm = form(joint, leaves[0][1].vocab)
         return sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
-    finally:
-        if collect:
-            gc.enable()

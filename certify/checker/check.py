@@ -504,12 +504,13 @@ def _subtree_sizes(root: object, limit: int) -> dict:
     return size
 
 
-def _parallel(pending: list, tree: _Tree, jobs: int, limit: int) -> tuple[int, int]:
+def _parallel(pending: list, tree: _Tree, jobs: int, limit: int, size: dict) -> tuple[int, int]:
     """Check the subtrees in `pending` in `jobs` worker processes (independent: each starts from its
     parent's verified state, and nothing flows between them). Every part must come back "ok": a
-    rejection in any part rejects, and a worker that dies rejects the certificate."""
+    rejection in any part rejects, and a worker that dies rejects the certificate. `size`: id(node) ->
+    its subtree's nodes (`_subtree_sizes`), which only orders the work."""
     joint = pending[0][1].joint
-    parts = sorted(pending, key=lambda part: -_tree_size(part[0], limit))  # largest first: the last to finish are small
+    parts = sorted(pending, key=lambda part: -size.get(id(part[0]), 1))  # largest first: the last to finish are small
     count = steps = 0
     context = multiprocessing.get_context("spawn")  # not fork: the caller may run threads (JAX, z3)
     try:
@@ -573,7 +574,7 @@ def check_tree(root: object, joint: list, box: tuple, bound: Fraction, margins: 
         pending += kids
     if serial or len(pending) < 2:
         return steps + _walk(list(pending), tree, MAX_TREE_NODES - count)[1]
-    return steps + _parallel(list(pending), tree, jobs, MAX_TREE_NODES - count)[1]
+    return steps + _parallel(list(pending), tree, jobs, MAX_TREE_NODES - count, size)[1]
 
 
 def data_hashes(spec: Spec) -> dict[str, str]:
