@@ -32,3 +32,23 @@ def test_guided_milp_finds_the_plain_milp_maximum(tmp_path, seed, widths, kind):
     assert all(r["bound"] >= r["incumbent"] - 1e-9 for r in rows)  # each row's proposal bound is above its optimum
     if kind == "model":
         assert diffs  # the second-model case exercises the difference cuts
+
+
+@pytest.mark.parametrize("seed,widths,kind", [CASES[0], CASES[2]], ids=lambda v: str(v))
+def test_milp_with_a_cutoff_finds_the_same_maximum(tmp_path, seed, widths, kind):
+    """Rows solved with the best known value as a floor: the same maximum from below it, rows that cannot reach it
+    come back `below`, and a floor above the maximum is returned as it is (every row infeasible)."""
+    p = prepare(make_spec(tmp_path, seed, widths, kind), tmp_path / "c.cert.json")
+    lo, up = box_floats(*p.box)
+    plain, _ = milp_max_deviation(p.net, lo, up)
+    prop = propose(p.net, p.joint, p.box, "crown")
+    guide = dict(output_bounds=(prop.output_lower, prop.output_upper), layer_bounds=prop.claims,
+                 differences=difference_cuts(prop.steps))
+    value, arg = milp_max_deviation(p.net, lo, up, above=0.5 * plain, **guide)
+    assert value == pytest.approx(plain, rel=1e-6, abs=1e-9)
+    replay = max(abs(v) for v in exact.forward(p.joint, [Fraction(float(v)) for v in arg]))
+    assert float(replay) == pytest.approx(plain, rel=1e-6, abs=1e-9)
+    rows = milp_rows(p.net, lo, up, guide["output_bounds"], above=0.5 * plain, cutoff=True)
+    assert any(r["below"] for r in rows) or len(rows) == 1
+    assert all(r["below"] == (r["status"] == 2) for r in rows)
+    assert milp_max_deviation(p.net, lo, up, above=1.5 * plain, **guide) == (1.5 * plain, None)
