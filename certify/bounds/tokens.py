@@ -373,7 +373,7 @@ def _split_h(members, sign: float, add: np.ndarray) -> np.ndarray:
 def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bool = False):
     """The checker's relaxation (attention._upper) of max sum_{k,l} E_k E_l (sign c_k + sign r - mu + sign c_l), per
     output (columns of C, entries of r and mu): terms bucketed by the free positions they read, unary shared among pairs.
-    parts: (the value, [(each pair's max, its largest |entry|), ...] in the checker's order of pairs), per output."""
+    parts: (the value, [each pair's max, ...] in the checker's order of pairs), per output."""
     const, unary, pairs = 0.0, {}, {}
     for p1, E1, C1 in g1:
         for p2, E2, C2 in g2:
@@ -398,8 +398,8 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bo
         if share.get(k):
             mat = mat + unary[k][None, :, :] / share[k]
         flat = mat.reshape(-1, mat.shape[-1])
-        each.append((flat.max(0), np.abs(flat).max(0)))
-        total = total + each[-1][0]
+        each.append(flat.max(0))
+        total = total + each[-1]
     return (total + np.zeros_like(mu), each) if parts else total + np.zeros_like(mu)
 
 
@@ -410,7 +410,7 @@ def _caps(lam: list, s: int, rows, value, each) -> None:
     for n, i in enumerate(rows):
         if each and value[n] < 0:
             give = -value[n] / (2 * len(each))
-            lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top, _ in each]
+            lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top in each]
 
 
 def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
@@ -491,15 +491,16 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
             rows[a, s] = (groups, sign * R, M1, M2, sign * R + M1 + M2)
         if time.perf_counter() - t0 > seconds:
             return None
-    best = float(lower)
+    best, done = float(lower), {}  # done[a, s]: (B, rows, their joint values at B and pairs' maxima), for the hints below
     for a, s in sorted(rows, key=lambda k: -rows[k][4].max()):  # rows whose split bound exceeds the best so far get a joint one
         groups, r, _, _, total = rows[a, s]
-        sign = 1.0 if s == 0 else -1.0
+        sign, B = 1.0 if s == 0 else -1.0, _above(best)
         idx = np.flatnonzero(total > best)
         if not len(idx):
             break
         g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
-        idx = idx[_joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), best)) > 0]  # the others hold at the best
+        done[a, s] = (B, idx, *_joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), B), parts=True))
+        idx = idx[done[a, s][2] > 0]  # the others hold at the bound the best gives
         if not len(idx):
             continue
         g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
@@ -513,7 +514,7 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
                 break
         best = max(best, float(np.where(ok, hi, total[idx]).max()))
     while True:  # hints at the bound: split where it holds (its own float check), else joint
-        bound = Fraction(best * (1 + 1e-9) + 1e-9)
+        bound = Fraction(_above(best))
         B, kids, worse = float(bound), [], best
         for a in box.allowed[q]:
             lam = [None] * (2 * len(rows[a, 0][4]))
@@ -525,9 +526,14 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
                 for i in np.flatnonzero(split):
                     lam[2 * i + s] = str(Fraction(float(v[i])))
                 idx = np.flatnonzero(~split)
-                if len(idx):
+                old = done.get((a, s), (None, ()))
+                if len(idx) and old[0] == B and np.isin(idx, old[1]).all():  # (values per row: those found above at this bound)
+                    at = np.searchsorted(old[1], idx)
+                    value, each = old[2][at], [top[at] for top in old[3]]
+                elif len(idx):
                     g1, g2 = ([(p, E, C[:, idx]) for p, E, C in grp] for grp in groups)
                     value, each = _joint_relaxed(g1, g2, sign, r[idx] * sign, np.full(len(idx), B), parts=True)
+                if len(idx):
                     worse = max([worse] + [float(total[i]) for i in idx[value > 0]])
                     _caps(lam, s, idx, value, each)
             kids.append({"ratio": {"query": q, "lambda": lam}})
@@ -536,6 +542,11 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
         best = worse
     joint = sum(v is None or type(v) is list for k in kids for v in k["ratio"]["lambda"])
     return bound, *_ratio_result(q, box, kids, joint, t0, "exact" if claim is None else "exact (the claim failed)")
+
+
+def _above(best: float) -> float:
+    """The bound the leaves prove for a best joint value: a part in 1e9 above it (float noise stays inside)."""
+    return best * (1 + 1e-9) + 1e-9
 
 
 def _ratio_result(q: int, box, kids: list, joint: int, t0: float, bound: str) -> tuple:

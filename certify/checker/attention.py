@@ -62,7 +62,7 @@ class Form:
             elif key is not None:
                 w, wd = _ints([v for row in nd.weight for v in getattr(row, "floats", row)] if nd.op == "linear" else nd.scale)
                 n = len(nd.weight[0]) if nd.op == "linear" else 1
-                rows = [[(c, w[r * n + c]) for c in range(n) if w[r * n + c]] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
+                rows = [[(c, v) for c, v in enumerate(w[r * n:r * n + n]) if v] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
                 b, bd = _ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows))
                 self.lin[nd.name] = same[key] = (dense, rows if dense else [[(c, fmpz(v)) for c, v in row] for row in rows], wd, [fmpz(v) for v in b], bd)
@@ -104,12 +104,13 @@ class Form:
                 s, t = fmpz(den // (wd * D)), fmpz(den // bd)
                 idx = range(len(sparse)) if todo is None else todo
                 if dense is not None and idx:  # y = W x + b: one integer matrix product, the rows to compute by the columns they read
-                    if (nd.name, tuple(idx)) not in self.subs:
-                        cols, table = sorted({c for r in idx for c, _ in sparse[r]}), dense.table()
-                        self.subs[nd.name, tuple(idx)] = (fmpz_mat([[table[r][c] for c in cols] for r in idx]), cols)
+                    if (nd.name, tuple(idx)) not in self.subs:  # (all rows: the matrix itself, on every column)
+                        cols, table = sorted({c for r in idx for c, _ in sparse[r]}), todo is not None and dense.table()
+                        self.subs[nd.name, tuple(idx)] = (fmpz_mat([[table[r][c] for c in cols] for r in idx]), cols) if table else (dense, range(dense.ncols()))
                     sub, cols = self.subs[nd.name, tuple(idx)]
-                    prod = (sub * fmpz_mat([e[c] for c in cols]) * s if cols else fmpz_mat(len(idx), B)) + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B])
-                    rows = prod.tolist()
+                    prod = sub * fmpz_mat([e[c] for c in cols]) if cols else fmpz_mat(len(idx), B)
+                    prod = prod * s if s != 1 else prod  # (no bias: no matrix of it)
+                    rows = (prod + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B]) if any(b[r] for r in idx) else prod).tolist()
                 else:  # row by row: a copy where the row is one weight 1 and no bias (selections: pairs, broadcasts)
                     rows = [e[sparse[r][0][0]] if len(sparse[r]) == 1 and s * sparse[r][0][1] == 1 and not b[r]
                             else [s * sum((w * e[c][col] for c, w in sparse[r]), ZERO) + t * b[r] for col in range(B)] for r in idx]
@@ -259,9 +260,11 @@ def form(joint, vocab: int) -> Form | None:
 
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
-    pairs = [v.as_integer_ratio() for v in vals]
-    d = math.lcm(1, *{q for _, q in pairs})
-    return [p * (d // q) for p, q in pairs], d
+    pairs, w = [(n, v.as_integer_ratio()) for n, v in enumerate(vals) if v], [0] * len(vals)  # (zeros, most of a selection: skipped)
+    d = math.lcm(1, *{q for _, (_, q) in pairs})
+    for n, (p, q) in pairs:
+        w[n] = p * (d // q)
+    return w, d
 
 
 def _exps(scores, D, where: str) -> list:
@@ -384,7 +387,7 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
         vec[p] = ([-(-c1 * x // dc) + c2 * y for x, y in zip(a1, e1)], e1 if c3 == 1 else [c3 * y for y in e1], e2 if c4 == 1 else [c4 * y for y in e2],
                   [-(-c5 * x // dc) for x in a2])
     X0, Z0, Y0, W0 = (v[0] for v in vec.pop(None, ([ZERO],) * 4))
-    own = {p: [x * y + z * w + x * Y0 + z * W0 + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
+    own = {p: [x * (y + Y0) + z * (w + W0) + y * X0 + w * Z0 for x, z, y, w in zip(*v)] for p, v in vec.items()}
     ps = sorted(vec)
     pairs = [(j, k) for n, j in enumerate(ps) for k in ps[n + 1:] if (j in sums[0] and k in sums[1]) or (k in sums[0] and j in sums[1])]
     share = {p: sum(p in pq for pq in pairs) for p in ps}
