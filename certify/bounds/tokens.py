@@ -268,12 +268,23 @@ def _float_tables(fm, q: int, a: int):
     X[q * V:(q + 1) * V] = 0.0
     X[q * V + a] = 1.0
 
+    if not hasattr(fm, "fprev"):
+        fm.fprev, fm.fq = {}, {}  # the last base evaluation at q; per (q, linear node): its rows that read q, their weights
+    prev = fm.fprev.get(q)
+
     def run(override, base=None):
         val = {"x": X}
         for nd in fm.joint.nodes:
             x = [val[s] for s in nd.inputs]
             if base is not None and fm.deg[nd.name] == 0:
                 v = base[nd.name]
+            elif nd.op == "linear" and prev is not None and override is None:  # only the rows that read q differ from prev
+                if (q, nd.name) not in fm.fq:
+                    rq = np.array([r for r, d in enumerate(fm.dep[nd.name]) if q in d], dtype=int)
+                    fm.fq[q, nd.name] = (rq, fm.floats[nd.name][0][rq], fm.floats[nd.name][1][rq, None])
+                rq, w, b = fm.fq[q, nd.name]
+                v = prev[nd.name].copy()
+                v[rq] = w @ x[0] + b
             elif nd.op == "softmax":
                 v = np.zeros((len(nd.groups), V))
                 if override is not None and override[0] == nd.name:
@@ -290,6 +301,7 @@ def _float_tables(fm, q: int, a: int):
         return val
 
     base, out = run(None), fm.joint.output
+    fm.fprev[q] = base
 
     def pos(deps):
         free = deps - {q}
@@ -348,15 +360,16 @@ def _by_position(members):
 
 def _ratio_max(members, sign: float) -> np.ndarray:
     """max over the leaf of sum_k E_k sign C_k / sum_k E_k, per output (Dinkelbach: exact over the product of sets)."""
-    pos = _by_position(members)
     m = members[0][2].shape[1]
+    pos = [(sum(E[:, None] * sign * C for E, C in ms), sum(E for E, _ in ms)) for ms in _by_position(members).values()]  # per position: sum E c, sum E
     lam = sum(E[0] * sign * C[0] for _, E, C in members) / sum(E[0] for _, E, _ in members)
+    cols = np.arange(m)
     for _ in range(500):  # Dinkelbach: each step moves to the ratio of the choice maximising sum E (c - lam); stops when none is better
         num, den = np.zeros(m), np.zeros(m)
-        for ms in pos.values():
-            k = sum(E[:, None] * (sign * C - lam) for E, C in ms).argmax(0)
-            num += sum(E[k] * sign * C[k, np.arange(m)] for E, C in ms)
-            den += sum(E[k] for E, _ in ms)
+        for A, S in pos:
+            k = (A - S[:, None] * lam).argmax(0)
+            num += A[k, cols]
+            den += S[k]
         new = num / den
         if np.all(new <= lam + 1e-14 * (1 + np.abs(lam))):
             return np.maximum(new, lam)
@@ -486,8 +499,9 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
         groups, R = arr
         if len(groups) == 1:
             groups.append([(None, np.ones(1), np.zeros((1, len(R))))])
+        both = [_ratio_max([(p, E, np.hstack([C, -C])) for p, E, C in grp], 1.0) for grp in groups]  # (both signs at once)
         for s, sign in enumerate((1.0, -1.0)):
-            M1, M2 = _ratio_max(groups[0], sign), _ratio_max(groups[1], sign)
+            M1, M2 = (v[s * len(R):(s + 1) * len(R)] for v in both)
             rows[a, s] = (groups, sign * R, M1, M2, sign * R + M1 + M2)
         if time.perf_counter() - t0 > seconds:
             return None
