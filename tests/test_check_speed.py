@@ -113,3 +113,37 @@ def test_subtree_sizes():
     bad = {"children": [1, "x"]}  # malformed nodes are counted (the check itself rejects them)
     assert check._subtree_sizes(bad, 100)[id(bad)] == 3
     assert check._subtree_sizes(tree, 2)[id(tree)] <= 2  # a limit stops the count
+
+
+def test_engine_lines_are_short_and_exactly_valid():
+    """The engine's relu and difference lines (certify.bounds.driver) have slopes on SLOPE_GRID and intercepts on
+    GRID (short integers for the checker), and each line is still exactly valid on its interval: at both ends and at 0,
+    as the checker tests it."""
+    import numpy as np
+
+    from certify.bounds import driver
+
+    rng = np.random.default_rng(19)
+    lo = rng.normal(size=400) * 10.0 ** rng.integers(-6, 3, size=400)
+    up = lo + np.abs(rng.normal(size=400)) * 10.0 ** rng.integers(-6, 3, size=400)
+    for r in (driver.exact_relaxation(list(lo), list(up)), driver.exact_relaxation_fast(lo, up)):
+        for l, u, a, b, c, d in zip(lo, up, r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept):
+            assert Fraction(float(c)).denominator <= 2 ** 20 and Fraction(float(d)).denominator <= 2 ** 40
+            for z in (Fraction(l), Fraction(u), *((Fraction(0),) if l < 0 < u else ())):
+                relu = max(z, Fraction(0))
+                assert Fraction(float(a)) * z + Fraction(float(b)) <= relu <= Fraction(float(c)) * z + Fraction(float(d))
+    # difference lines of relu(z_a) - relu(z_b) on [dlo, dup], with both neurons' intervals
+    a, b = np.arange(0, 200), np.arange(200, 400)
+    dlo = np.maximum(lo[a] - up[b], -np.abs(rng.normal(size=200)))
+    dup = np.minimum(up[a] - lo[b], np.abs(rng.normal(size=200)))
+    keep = dlo <= dup
+    dlo, dup, a, b = dlo[keep], dup[keep], a[keep], b[keep]
+    for lines in (driver.difference_lines(list(dlo), list(dup), lo, up, a, b), driver.difference_lines_fast(dlo, dup, lo, up, a, b)):
+        for x0, x1, i, j, sl, tl, su, tu in zip(dlo, dup, a, b, *(lines.lower_slope, lines.lower_intercept, lines.upper_slope,
+                                                                  lines.upper_intercept)):
+            assert Fraction(float(sl)).denominator <= 2 ** 20 and Fraction(float(su)).denominator <= 2 ** 20
+            assert Fraction(float(tl)).denominator <= 2 ** 40 and Fraction(float(tu)).denominator <= 2 ** 40
+            for x in (Fraction(x0), Fraction(x1)):  # the checker's test (check_difference)
+                low = x if lo[j] >= 0 else Fraction(0) if up[j] <= 0 else min(x, Fraction(0))
+                high = x if lo[i] >= 0 else Fraction(0) if up[i] <= 0 else max(x, Fraction(0))
+                assert Fraction(float(sl)) * x + Fraction(float(tl)) <= low and Fraction(float(su)) * x + Fraction(float(tu)) >= high

@@ -32,34 +32,48 @@ def pad_outward(lower, upper) -> tuple[list[float], list[float]]:
     return (list(map(float, lower - PAD * (1 + np.abs(lower)))), list(map(float, upper + PAD * (1 + np.abs(upper)))))
 
 
+SLOPE_GRID = 2.0 ** -20  # relu upper slopes and difference-line slopes are rounded to this grid (as alpha-CROWN's
+# slopes, alpha.GRID), intercepts outward to GRID: the checker's integers stay short (a float64 slope has up to 53
+# significant bits; an MNIST leaf's rows times such slopes were 100-150-bit integers, times 2^-20 slopes 61 bits: FLINT's
+# single-word fmpz). Each line stays exactly valid (its intercept is computed from the rounded slope); looser by ~2^-20
+GRID = 2.0 ** -40
+
+
+def _slope_grid(s):
+    return np.ceil(np.asarray(s, dtype=np.float64) / SLOPE_GRID) * SLOPE_GRID
+
+
 def _round_up(q: Fraction) -> float:
+    """The least float >= q on GRID (|q| < 2^12; a float beyond is already a multiple of it)."""
+    if abs(q) < 2 ** 12:
+        return float(Fraction(math.ceil(q / Fraction(GRID)), 1) * Fraction(GRID))
     x = float(q)
     return math.nextafter(x, math.inf) if Fraction(x) < q else x
 
 
 def exact_relaxation(lower: list[float], upper: list[float]) -> Relaxation:
-    """CROWN lines on the claimed interval, upper intercepts rounded up so every line is exactly valid."""
+    """CROWN lines on the claimed interval, upper slopes on SLOPE_GRID, upper intercepts rounded up so every line is
+    exactly valid."""
     r = relax_relu(np.array(lower), np.array(upper))
+    unstable = (np.asarray(lower) < 0) & (np.asarray(upper) > 0)
+    slopes = np.where(unstable, _slope_grid(r.upper_slope), r.upper_slope)
     up_int = list(map(float, r.upper_intercept))
-    for i, (l, u, s) in enumerate(zip(lower, upper, r.upper_slope)):
+    for i, (l, u, s) in enumerate(zip(lower, upper, slopes)):
         if l < 0 < u:  # need s*l + b >= 0 and s*u + b >= u, exactly
             S, L, U = Fraction(float(s)), Fraction(l), Fraction(u)
             up_int[i] = _round_up(max(-S * L, U - S * U))
-    return Relaxation(r.lower_slope, r.lower_intercept, r.upper_slope, np.array(up_int))
+    return Relaxation(r.lower_slope, r.lower_intercept, slopes, np.array(up_int))
 
 
 ULPS = 2.0 ** -50  # a bound on the relative rounding error of an intercept computed in float64 (a few operations)
 
 
-GRID = 2.0 ** -100  # intercepts rounded outward go to a multiple of this: an intercept that is 0 in exact arithmetic
-# came out as -5e-324 (denominator 2^1074), and the checker then multiplied every intercept of the layer by 2^1074
-
-
 def _down(v, err):
     """v - err rounded down, to a multiple of GRID: below the exact value whose float evaluation v is
-    off by at most err (a float of magnitude at least 2^-48 is already such a multiple)."""
+    off by at most err (a float of magnitude at least 2^12 is already such a multiple). (An intercept that is 0 in
+    exact arithmetic came out as -5e-324, denominator 2^1074, which the checker carried through the layer.)"""
     x = np.nextafter(v - err, -np.inf)
-    small = np.abs(x) < 2.0 ** -48
+    small = np.abs(x) < 2.0 ** 12
     return np.where(small, np.floor(np.where(small, x, 0.0) / GRID) * GRID, x)
 
 
@@ -69,7 +83,8 @@ def exact_relaxation_fast(lower, upper) -> Relaxation:
     looser than the correctly rounded intercept). For branch-and-bound leaves (thousands of them)."""
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     r = relax_relu(lower, upper)
-    s, unstable = r.upper_slope, (lower < 0) & (upper > 0)
+    unstable = (lower < 0) & (upper > 0)
+    s = np.where(unstable, _slope_grid(r.upper_slope), r.upper_slope)
     v = np.maximum(-s * lower, upper - s * upper)
     err = ULPS * (np.abs(s * lower) + np.abs(upper) + np.abs(s * upper))
     return Relaxation(r.lower_slope, r.lower_intercept, s, np.where(unstable, -_down(-v, err), r.upper_intercept))
@@ -154,8 +169,7 @@ def _exact_beta(betas, assume, width: int, widths) -> tuple[dict, dict]:
 
 
 def _round_down(q: Fraction) -> float:
-    x = float(q)
-    return math.nextafter(x, -math.inf) if Fraction(x) > q else x
+    return -_round_up(-q)
 
 
 def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
@@ -167,8 +181,8 @@ def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
         L, U = Fraction(dl), Fraction(du)
         low = lambda x: x if lo[j] >= 0 else Fraction(0) if up[j] <= 0 else min(x, Fraction(0))  # noqa: E731
         high = lambda x: x if lo[i] >= 0 else Fraction(0) if up[i] <= 0 else max(x, Fraction(0))  # noqa: E731
-        sl = float((low(U) - low(L)) / (U - L)) if U > L else 0.0
-        su = float((high(U) - high(L)) / (U - L)) if U > L else 0.0
+        sl = float(_slope_grid(float((low(U) - low(L)) / (U - L)))) if U > L else 0.0
+        su = float(_slope_grid(float((high(U) - high(L)) / (U - L)))) if U > L else 0.0
         out[0].append(sl)
         out[1].append(_round_down(min(low(x) - Fraction(sl) * x for x in (L, U))))
         out[2].append(su)
@@ -187,7 +201,7 @@ def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
     high = lambda x: np.where(la >= 0, x, np.where(ua <= 0, 0.0, np.maximum(x, 0.0)))  # noqa: E731
     wide = U > L
     span = np.where(wide, U - L, 1.0)
-    sl, su = (np.where(wide, (f(U) - f(L)) / span, 0.0) for f in (low, high))
+    sl, su = (np.where(wide, _slope_grid((f(U) - f(L)) / span), 0.0) for f in (low, high))
     tl = np.minimum(low(L) - sl * L, low(U) - sl * U)
     tu = np.maximum(high(L) - su * L, high(U) - su * U)
     el, eu = (ULPS * (np.maximum(np.abs(f(L)) + np.abs(t * L), np.abs(f(U)) + np.abs(t * U)) + np.abs(v))
