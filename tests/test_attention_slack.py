@@ -50,25 +50,30 @@ def test_claimed_leaves_verify_where_true_and_fall_back_or_reject_where_false(tm
 
 def test_capped_matches_every_entry_against_its_cap():
     """attention._capped (packed rows, no entry made into an object) against the entries themselves, on random integer
-    rows with signs, unequal lengths, scales, magnitudes from 1 to 2^300 and caps at, just below and around the max."""
+    rows with signs, unequal lengths, scales, magnitudes from 1 to 2^300 and caps at, just below and around the max; also with
+    one memo across every call (rows of b met again: their packed copies reused, at whatever field width the call needs)."""
     import random
 
     from flint import fmpz, fmpz_mat
 
     from certify.checker.attention import _capped
 
-    rng = random.Random(7)
+    rng, memo, shared = random.Random(7), {}, {}
     for trial in range(60):
         n1, n2, bits = rng.randint(1, 9), rng.randint(1, 9), rng.choice([1, 3, 40, 300])
         a = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n1)] for _ in range(5)] + [[fmpz(1)] * n1]
         b = [[fmpz(rng.randint(-2 ** bits, 2 ** bits)) for _ in range(n2)] for _ in range(6)]
+        if (n2, bits) in shared and trial % 3:  # a row object seen before (the memo's packed copy reused), others new
+            b[0] = shared[n2, bits]
+        shared[n2, bits] = b[0]
         if trial % 2:  # as in the joint rows: a row of ones (packed once)
             b[4] = [fmpz(1)] * n2
         scales = [fmpz(rng.randint(1, 6)) for _ in range(6)]
         M = [[sum(int(c) * int(a[r][t]) * int(b[r][u]) for r, c in enumerate(scales)) for u in range(n2)] for t in range(n1)]
         top = max(max(row) for row in M)
         for cap in (top, top - 1, top + 1, top - rng.randint(0, 2 ** bits), -abs(top) - 5, abs(top) * 3 + 1):
-            assert _capped(fmpz_mat(a), a, b, scales, fmpz(cap)) == all(v <= cap for row in M for v in row), (trial, cap)
+            want = all(v <= cap for row in M for v in row)
+            assert _capped(fmpz_mat(a), a, b, scales, fmpz(cap)) == want == _capped(fmpz_mat(a), a, b, scales, fmpz(cap), memo), (trial, cap)
 
 
 def test_joint_caps_are_hints_only(tmp_path):

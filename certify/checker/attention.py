@@ -361,7 +361,8 @@ def _split_value(sums, i: int, sigma: int, add: Fraction, dens: tuple) -> Fracti
     return Fraction(int(top), dens[0] * dens[1] * g.denominator)
 
 
-def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits: int | None = None, caps: list | None = None) -> Fraction:
+def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits: int | None = None, caps: list | None = None,
+                 memo: dict | None = None) -> Fraction:
     """max over the leaf of sum_{k,l} E1_k E2_l (sigma c1_ik + gamma + sigma c2_il) from both groups' `_split_sums`, as
     `_upper` buckets it: by the two members' free positions. Per position p, X = sigma A1 + gamma e1, Z = e1, Y = e2,
     W = sigma A2 (A: sum_k E_k c_ik, e: sum_k E_k); a pair {p, p'} (p in one group, p' in the other) is the rank-4 matrix
@@ -398,21 +399,30 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
         (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
         a, b, scales = [X, Z, Y, W, own[j], [ONE] * len(X)], [Y2, W2, X2, Z2, [ONE] * len(X2), own[k]], [L] * 4 + [L // share[j], L // share[k]]
         left, cap = fmpz_mat(a), None if caps is None else fmpz(math.floor(caps[n] * L * den))  # (an integer entry is <= c iff <= floor(c))
-        total += cap if cap is not None and _capped(left, a, b, scales, cap) else \
+        total += cap if cap is not None and _capped(left, a, b, scales, cap, memo) else \
             max((left.transpose() * (fmpz_mat([[c if r == q else 0 for q in range(6)] for r, c in enumerate(scales)]) * fmpz_mat(b))).entries())
     return Fraction(int(total), L * den)
 
 
-def _capped(left, a: list, b: list, scales: list, cap) -> bool:
+def _capped(left, a: list, b: list, scales: list, cap, memo: dict | None = None) -> bool:
     """Every entry of M = a^T diag(scales) b (a, b: 6 integer rows of n1, n2; left: a as a matrix) is <= cap, by packed
     rows: with mag >= every |entry - cap| (the sum over r of scales_r max|a_r| max|b_r|, plus |cap|) and w bits a field,
     2^(w-2) > mag, row t of M is the integer sum_u M[t, u] 2^(w u) (one integer matrix product with the packed rows of b;
     a's last row is all ones, so (2^(w-1) - 1 - cap) in every field is added through b's last packed row): its base-2^w
-    digits are M[t, u] - cap + 2^(w-1) - 1, each in [0, 2^w), whose top bit is set iff M[t, u] > cap."""
-    mag = sum(c * max(map(abs, u)) * max(map(abs, v)) for c, u, v in zip(scales, a, b)) + abs(cap)
-    w = int(mag).bit_length() + 2
-    ones = sum((ONE << (w * u) for u in range(len(b[0]))), ZERO)
-    packed = [c * (ones if all(v == 1 for v in row) else sum((v << (w * u) for u, v in enumerate(row)), ZERO)) for c, row in zip(scales, b)]
+    digits are M[t, u] - cap + 2^(w-1) - 1, each in [0, 2^w), whose top bit is set iff M[t, u] > cap. w: a multiple of 32, so
+    that a row of b shared by many calls (a leaf's exp sums) is packed once (`memo`: per row object and w; holds the row)."""
+    memo = {} if memo is None else memo
+    for row in a + b:
+        if ("mag", id(row)) not in memo:
+            memo["mag", id(row)] = (row, max(map(abs, row)))
+    mag = sum(c * memo["mag", id(u)][1] * memo["mag", id(v)][1] for c, u, v in zip(scales, a, b)) + abs(cap)
+    w = (int(mag).bit_length() + 33) // 32 * 32
+    for row in b + [[ONE] * len(b[0])]:
+        key = ("ones", len(row), w) if all(v == 1 for v in row) else ("packed", id(row), w)
+        if key not in memo:
+            memo[key] = (row, sum((v << (w * u) for u, v in enumerate(row)), ZERO))
+    ones = memo["ones", len(b[0]), w][1]
+    packed = [c * (ones if all(v == 1 for v in row) else memo["packed", id(row), w][1]) for c, row in zip(scales, b)]
     packed[-1] += ((ONE << (w - 1)) - 1 - cap) * ones
     seen = ZERO
     for n in (left.transpose() * fmpz_mat([[v] for v in packed])).entries():
@@ -484,7 +494,7 @@ def check_ratio_leaf(fm: Form | None, leaf, box, bound: Fraction, where: str) ->
                 if fast[0] is not None and fast[1] is not None:
                     gamma = sigma * rv(r) - B + eta * (big[0] + big[1])
                     caps = None if lams[2 * i + s] is None else [Fraction(*c) for c in lams[2 * i + s]]
-                    if ROUND and _trace(_joint_value(fast, at[i], sigma, gamma, dens, allowed, 64, caps), i, s, 4) <= 0:
+                    if ROUND and _trace(_joint_value(fast, at[i], sigma, gamma, dens, allowed, 64, caps, seen), i, s, 4) <= 0:
                         continue  # the rounded bound holds (else the exact one decides)
                     value = _joint_value(fast, at[i], sigma, gamma, dens, allowed)
                 else:
