@@ -148,10 +148,12 @@ def run_instance(tmp: Path, name, ws, bs, center, radius, expl, quick: bool, lir
     t, cpu = time.perf_counter(), time.process_time()
     guide = propose(p.net, p.joint, p.box, "crown", margins=p.margins)  # sound bounds: rows ordered and pruned, tighter big-M
     limit = MILP_SECONDS_QUICK if quick else MILP_SECONDS
+    info: dict = {}
     value, arg = milp_max_deviation(p.net, lo, up, time_limit=limit, output_bounds=(guide.output_lower, guide.output_upper),
-                                    layer_bounds=guide.claims, differences=difference_cuts(guide.steps), above=float(lower))
+                                    layer_bounds=guide.claims, differences=difference_cuts(guide.steps), above=float(lower), info=info)
     rec["notes"].update(milp_seconds=round(time.perf_counter() - t, 3), milp_cpu_seconds=round(time.process_time() - cpu, 3),
-                        milp_limit_per_row=limit, milp_finished=value is not None)
+                        milp_limit_per_row=limit, milp_finished=value is not None, milp_upper=info["upper"],
+                        milp_rows=[{k: v for k, v in r.items()} for r in info["rows"]])
     if value is not None:
         rec["exact"] = value
         if arg is not None:
@@ -214,7 +216,9 @@ def unjudged(records: list[dict]) -> list[str]:
     """Instances the 1.05x-exact target could not be judged on (no exact maximum), and why."""
     return [f"{r['instance']}: not judged against 1.05x exact: MILP did not finish (limit {r['notes'].get('milp_limit_per_row')} s "
             f"per row; {r['notes']['milp_seconds']:.0f} s wall, {r['notes'].get('milp_cpu_seconds', 0):.0f} CPU s); "
-            f"best {min(v['bound'] for v in r['certify'].values()) / r['lower']:.3f}x the attained lower bound"
+            f"best {min(v['bound'] for v in r['certify'].values()) / r['lower']:.3f}x the attained lower bound" +
+            (f", so at least {min(v['bound'] for v in r['certify'].values()) / r['notes']['milp_upper']:.3f}x exact (HiGHS's dual "
+             f"bound on the maximum: {r['notes']['milp_upper']:.6g}, a float estimate)" if r["notes"].get("milp_upper") else "")
             for r in records if r["exact"] is None]
 
 

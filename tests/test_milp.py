@@ -52,3 +52,12 @@ def test_milp_with_a_cutoff_finds_the_same_maximum(tmp_path, seed, widths, kind)
     assert any(r["below"] for r in rows) or len(rows) == 1
     assert all(r["below"] == (r["status"] == 2) for r in rows)
     assert milp_max_deviation(p.net, lo, up, above=1.5 * plain, **guide) == (1.5 * plain, None)
+
+
+def test_milp_info_records_rows_and_an_upper_estimate(tmp_path):
+    p = prepare(make_spec(tmp_path, *CASES[0]), tmp_path / "c.cert.json")
+    lo, up = box_floats(*p.box)
+    info: dict = {}
+    value, _ = milp_max_deviation(p.net, lo, up, info=info)
+    assert info["rows"] and all(r["status"] == 0 for r in info["rows"])
+    assert info["upper"] == pytest.approx(value)  # every row finished: the largest incumbent

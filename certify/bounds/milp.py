@@ -82,17 +82,25 @@ def _encode(net: FloatNet, lo_in: np.ndarray, up_in: np.ndarray, layer_bounds=No
 
 
 def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, time_limit: float = 60.0,
-                       output_bounds=None, layer_bounds=None, differences=(), above: float = -np.inf):
+                       output_bounds=None, layer_bounds=None, differences=(), above: float = -np.inf,
+                       info: dict | None = None):
     """(max over the box of max_i |net(x)_i|, maximiser x) or (None, None) if HiGHS does not finish.
 
     Guided (all optional): `output_bounds` ((lower, upper) per output, sound: rows whose bound is at most the best value
     known are not solved), `layer_bounds` and `differences` (as `milp_rows`), and `above`, a deviation attained at some
     input: every row is then solved with the cutoff (`milp_rows`), and if no row exceeds it, the maximum is `above`
-    itself and the maximiser None (the caller holds it)."""
+    itself and the maximiser None (the caller holds it). `info`, if given, receives "rows" (per row solved: row,
+    sign, status, incumbent, HiGHS's dual bound, nodes, below) and "upper": max of the incumbents, `above` and the dual
+    bounds of the rows HiGHS did not finish (HiGHS's estimate of the maximum from above; None if one has no dual)."""
     unbounded = np.full(np.asarray(net.biases[-1]).shape[0], np.inf)
     rows = milp_rows(net, lower, upper, output_bounds if output_bounds is not None else (-unbounded, unbounded),
                      layer_bounds=layer_bounds, differences=differences, above=above, time_limit=time_limit, give_up=True,
                      cutoff=bool(np.isfinite(above)))
+    if info is not None:
+        info["rows"] = [{k: r[k] for k in ("row", "sign", "status", "incumbent", "dual", "nodes", "below")} for r in rows]
+        open_ = [r["dual"] for r in rows if r["status"] != 0 and not r["below"]]
+        known = [r["incumbent"] for r in rows if r["incumbent"] is not None] + ([float(above)] if np.isfinite(above) else [])
+        info["upper"] = None if None in open_ or (not open_ and not known) else max(open_ + known)
     if any(r["status"] != 0 and not r["below"] for r in rows):
         return None, None
     found = [r for r in rows if r["incumbent"] is not None]
@@ -143,7 +151,7 @@ def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds
         below = bool(floor and res.status == 2)
         out.append({"row": i, "sign": sign, "bound": float(bound), "status": int(res.status), "incumbent": value,
                     "x": None if res.x is None else np.clip(res.x[:d], lo_in, up_in), "below": below,
-                    "nodes": getattr(res, "mip_node_count", None),
+                    "nodes": None if getattr(res, "mip_node_count", None) is None else int(res.mip_node_count),
                     "dual": None if dual is None else float(-dual + sign * bs[-1][i])})
         if value is not None:
             best = max(best, value)
