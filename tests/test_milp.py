@@ -61,3 +61,5 @@ def test_milp_info_records_rows_and_an_upper_estimate(tmp_path):
     value, _ = milp_max_deviation(p.net, lo, up, info=info)
     assert info["rows"] and all(r["status"] == 0 for r in info["rows"])
     assert info["upper"] == pytest.approx(value)  # every row finished: the largest incumbent
+    replay = max(abs(v) for v in exact.forward(p.joint, [Fraction(float(v)) for v in info["x"]]))
+    assert float(replay) == pytest.approx(value, rel=1e-6, abs=1e-9)  # the best incumbent's maximiser

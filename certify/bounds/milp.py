@@ -91,7 +91,8 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
     input: every row is then solved with the cutoff (`milp_rows`), and if no row exceeds it, the maximum is `above`
     itself and the maximiser None (the caller holds it). `info`, if given, receives "rows" (per row solved: row,
     sign, status, incumbent, HiGHS's dual bound, nodes, below) and "upper": max of the incumbents, `above` and the dual
-    bounds of the rows HiGHS did not finish (HiGHS's estimate of the maximum from above; None if one has no dual)."""
+    bounds of the rows HiGHS did not finish (HiGHS's estimate of the maximum from above; None if one has no dual), and
+    "x": the best incumbent's maximiser, finished or not (None if none)."""
     unbounded = np.full(np.asarray(net.biases[-1]).shape[0], np.inf)
     rows = milp_rows(net, lower, upper, output_bounds if output_bounds is not None else (-unbounded, unbounded),
                      layer_bounds=layer_bounds, differences=differences, above=above, time_limit=time_limit, give_up=True,
@@ -101,6 +102,8 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
         open_ = [r["dual"] for r in rows if r["status"] != 0 and not r["below"]]
         known = [r["incumbent"] for r in rows if r["incumbent"] is not None] + ([float(above)] if np.isfinite(above) else [])
         info["upper"] = None if None in open_ or (not open_ and not known) else max(open_ + known)
+        found = [r for r in rows if r["incumbent"] is not None]
+        info["x"] = max(found, key=lambda r: r["incumbent"])["x"] if found else None  # the best incumbent's maximiser
     if any(r["status"] != 0 and not r["below"] for r in rows):
         return None, None
     found = [r for r in rows if r["incumbent"] is not None]
