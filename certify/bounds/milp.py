@@ -89,14 +89,15 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
     Guided (all optional): `output_bounds` ((lower, upper) per output, sound: rows whose bound is at most the best value
     known are not solved), `layer_bounds` and `differences` (as `milp_rows`), and `above`, a deviation attained at some
     input: every row is then solved with the cutoff (`milp_rows`), and if no row exceeds it, the maximum is `above`
-    itself and the maximiser None (the caller holds it). `info`, if given, receives "rows" (per row solved: row,
+    itself and the maximiser None (the caller holds it). Without `info`, the first row HiGHS does not finish ends the
+    search; with it, every row is tried (so that "upper" covers them all), and `info` receives "rows" (per row solved: row,
     sign, status, incumbent, HiGHS's dual bound, nodes, below) and "upper": max of the incumbents, `above` and the dual
     bounds of the rows HiGHS did not finish (HiGHS's estimate of the maximum from above; None if one has no dual), and
     "x": the best incumbent's maximiser, finished or not (None if none)."""
     unbounded = np.full(np.asarray(net.biases[-1]).shape[0], np.inf)
     rows = milp_rows(net, lower, upper, output_bounds if output_bounds is not None else (-unbounded, unbounded),
-                     layer_bounds=layer_bounds, differences=differences, above=above, time_limit=time_limit, give_up=True,
-                     cutoff=bool(np.isfinite(above)))
+                     layer_bounds=layer_bounds, differences=differences, above=above, time_limit=time_limit,
+                     give_up=info is None, cutoff=bool(np.isfinite(above)))  # info: every row tried, for a valid "upper"
     if info is not None:
         info["rows"] = [{k: r[k] for k in ("row", "sign", "status", "incumbent", "dual", "nodes", "below")} for r in rows]
         open_ = [r["dual"] for r in rows if r["status"] != 0 and not r["below"]]
