@@ -145,34 +145,3 @@ def test_backsubstitute_equals_the_old_code():
         assert new == old
         dropped += any(4 * sum(not (a or b) for a, b in zip(ls, us)) >= len(ls) for (ls, _), _, (us, _), _ in relax)
     assert dropped > 100, "too few cases where columns can go"
-
-
-def test_lower_and_upper_in_one_call_equal_two_calls():
-    """check._bounds_of bounds the rows and then the rows negated in one back-substitution (alpha's and
-    beta's lower-side rows, then the upper side's): the same exact bounds as one call per side (what
-    export-smt records, and the code before)."""
-    from certify.checker import check, exact
-
-    rng = random.Random(1921)
-    for _ in range(200):
-        lam, layers, relax, box, alpha, beta, diff = _case(rng)
-        k, width = len(layers), len(layers[-1][1][0])
-        rows = None if isinstance(lam, int) else lam
-        n = width if rows is None else len(rows)
-        alpha_up = {j: (ns, ([[rng.randrange(0, ad + 1) for _ in ns] for _ in range(n)], ad)) for j, (ns, (_, ad)) in alpha.items()}
-        beta_up = {j: ([[rng.randrange(-3, 4) if i % 2 == 0 else 0 for i in range(len(r[0]))] for _ in range(n)], d)
-                   for j, (r, d) in beta.items()}
-        fbox = tuple([Fraction(x, den) for x in nums] for nums, den in box)
-        state = check._State(layers, fbox, {}, {j: relax[j - 1] for j in range(1, k)}, {}, diff=diff, mats=weight_mats(layers))
-        assert exact.TRACE is None
-        merged = check._bounds_of(rows, state, k, (alpha, alpha_up), (beta, beta_up))
-        low = backsubstitute(1 if rows is None else rows, layers, relax, box, alpha, beta, diff, weight_mats(layers))
-        up = backsubstitute(-1 if rows is None else [{i: -c for i, c in r.items()} for r in rows], layers, relax, box,
-                            alpha_up, beta_up, diff, weight_mats(layers))
-        assert merged == (low, [-v for v in up])
-        exact.TRACE = []  # the recorded path: one call per side, the same numbers
-        try:
-            assert check._bounds_of(rows, state, k, (alpha, alpha_up), (beta, beta_up)) == merged
-            assert len(exact.TRACE) == 2
-        finally:
-            exact.TRACE = None

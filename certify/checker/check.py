@@ -241,12 +241,6 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     _accept_bounds(step, state, where, *_bounds_of(rows, state, k, alpha, beta), neurons=ns)
 
 
-def _stacked(low: dict | None, up: dict | None) -> dict | None:
-    """Per layer, the lower side's alpha (neurons, (rows, den)) or beta (rows, den) rows, then the upper side's (`_alpha`
-    and `_beta` split one list of 2 * width rows: one denominator, the same neurons)."""
-    return low and {j: (a, (b[0] + up[j][1][0], b[1])) if isinstance(b, tuple) else (a + up[j][0], b) for j, (a, b) in low.items()}
-
-
 def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
     """(lower, upper) bounds of rows @ z_k (rows {neuron: coefficient}; None: z_k itself) by back-substitution through the
     verified relaxations and difference lines of layers 1..k-1 (the upper side negates the rows)."""
@@ -254,12 +248,6 @@ def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), bet
         return [], []
     low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in rows])
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
-    if exact.TRACE is None:  # one back-substitution of the rows, then the rows negated (alpha's and beta's rows likewise:
-        # each row is bounded on its own, so the numbers are those of two calls, with half the per-call work)
-        n = len(state.joint[k - 1][1][0]) if rows is None else len(rows)
-        low, up = ([{i: s} for i in range(n)] for s in (1, -1)) if rows is None else (low, up)
-        both = backsubstitute(low + up, state.joint[:k], relax, box, _stacked(*alpha), _stacked(*beta), state.diff, state.mats[:k])
-        return both[:n], [-v for v in both[n:]]
     lower = backsubstitute(low, state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
     return lower, [-v for v in backsubstitute(up, state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
 
