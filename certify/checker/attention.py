@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from flint import arb, ctx, fmpz, fmpz_mat
+from flint import arb, ctx, fmpz, fmpz_mat, fmpz_poly
 
 from .errors import require
 from .model import gc_paused
@@ -398,34 +398,53 @@ def _joint_value(sums, i: int, sigma: int, gamma: Fraction, dens, allowed, bits:
     for n, (j, k) in enumerate(pairs):
         (X, Z, Y, W), (X2, Z2, Y2, W2) = vec[j], vec[k]
         a, b, scales = [X, Z, Y, W, own[j], [ONE] * len(X)], [Y2, W2, X2, Z2, [ONE] * len(X2), own[k]], [L] * 4 + [L // share[j], L // share[k]]
-        left, cap = fmpz_mat(a), None if caps is None else fmpz(math.floor(caps[n] * L * den))  # (an integer entry is <= c iff <= floor(c))
-        total += cap if cap is not None and _capped(left, a, b, scales, cap, memo) else \
-            max((left.transpose() * (fmpz_mat([[c if r == q else 0 for q in range(6)] for r, c in enumerate(scales)]) * fmpz_mat(b))).entries())
+        cap = None if caps is None else fmpz(math.floor(caps[n] * L * den))  # (an integer entry is <= c iff <= floor(c))
+        total += cap if cap is not None and _capped(a, b, scales, cap, memo) else \
+            max((fmpz_mat(a).transpose() * (fmpz_mat([[c if r == q else 0 for q in range(6)] for r, c in enumerate(scales)]) * fmpz_mat(b))).entries())
     return Fraction(int(total), L * den)
 
 
-def _capped(left, a: list, b: list, scales: list, cap, memo: dict | None = None) -> bool:
-    """Every entry of M = a^T diag(scales) b (a, b: 6 integer rows of n1, n2; left: a as a matrix) is <= cap, by packed
+def _capped(a: list, b: list, scales: list, cap, memo: dict | None = None, cut: int = 6) -> bool:
+    """Every entry of M = a^T diag(scales) b (a, b: 6 integer rows of n1, n2) is <= cap, by packed
     rows: with mag >= every |entry - cap| (the sum over r of scales_r max|a_r| max|b_r|, plus |cap|) and w bits a field,
     2^(w-2) > mag, row t of M is the integer sum_u M[t, u] 2^(w u) (one integer matrix product with the packed rows of b;
     a's last row is all ones, so (2^(w-1) - 1 - cap) in every field is added through b's last packed row): its base-2^w
     digits are M[t, u] - cap + 2^(w-1) - 1, each in [0, 2^w), whose top bit is set iff M[t, u] > cap. w: a multiple of 32, so
-    that a row of b shared by many calls (a leaf's exp sums) is packed once (`memo`: per row object and w; holds the row)."""
+    that a row of b shared by many calls (a leaf's exp sums) is packed once (`memo`: per row object and w; holds the row).
+    With `cut`, first on the rows cut to multiples of 2^s_r (floor: a = 2^s a' + e, 0 <= e < 2^s; rows of ones kept), s_r
+    such that each term's error is about |cap| 2^-cut: c a b - c 2^(s + t) a' b' = c (e b + 2^s a' f), at most
+    c (2^s max|b| + (max|a| + 2^s) 2^t) (f: b's rest, 0 where t = 0); M <= cap holds if the cut entries, in units of the
+    least 2^(s + t), are <= floor((cap - the errors' sum) / that unit). Where that fails, the rows themselves decide."""
     memo = {} if memo is None else memo
     for row in a + b:
         if ("mag", id(row)) not in memo:
-            memo["mag", id(row)] = (row, max(map(abs, row)))
-    mag = sum(c * memo["mag", id(u)][1] * memo["mag", id(v)][1] for c, u, v in zip(scales, a, b)) + abs(cap)
+            memo["mag", id(row)] = (row, max(map(abs, row)), all(v == 1 for v in row))
+    ma, mb = ([memo["mag", id(v)][1:] for v in rows] for rows in (a, b))
+    if cut:
+        e = abs(int(cap)) >> cut
+        sa = [0 if one else max((e // (c * y + 1)).bit_length() - 1, 0) for c, (_, one), (y, _) in zip(scales, ma, mb)]
+        sb = [0 if one else max((e // (c * x + 1)).bit_length() - 1, 0) for c, (x, _), (_, one) in zip(scales, ma, mb)]
+        err = sum(c * ((y << s if s else 0) + ((x + (1 << s)) << t if t else 0)) for c, (x, _), (y, _), s, t in zip(scales, ma, mb, sa, sb))
+        S = min(s + t for s, t in zip(sa, sb))
+        for row, s, (x, one) in zip(a + b, sa + sb, ma + mb):
+            if s and ("cut", id(row), s) not in memo:
+                memo["cut", id(row), s] = cut_row = (row, [v >> s for v in row])
+                memo["mag", id(cut_row[1])] = (cut_row[1], (x >> s) + 1, False)  # (>= max |floor(v / 2^s)|)
+        a2, b2 = ([memo["cut", id(v), s][1] if s else v for v, s in zip(rows, ss)] for rows, ss in ((a, sa), (b, sb)))
+        if S and _capped(a2, b2, [c << (s + t - S) for c, s, t in zip(scales, sa, sb)], fmpz((int(cap) - int(err)) >> S), memo, 0):
+            return True
+    mag = sum(c * x * y for c, (x, _), (y, _) in zip(scales, ma, mb)) + abs(cap)
     w = (int(mag).bit_length() + 33) // 32 * 32
-    for row in b + [[ONE] * len(b[0])]:
-        key = ("ones", len(row), w) if all(v == 1 for v in row) else ("packed", id(row), w)
-        if key not in memo:
-            memo[key] = (row, sum((v << (w * u) for u, v in enumerate(row)), ZERO))
+    if ("ones", len(b[0]), w) not in memo:
+        memo["ones", len(b[0]), w] = (None, fmpz_poly([ONE] * len(b[0]))(ONE << w))
     ones = memo["ones", len(b[0]), w][1]
-    packed = [c * (ones if all(v == 1 for v in row) else memo["packed", id(row), w][1]) for c, row in zip(scales, b)]
+    for row, (_, one) in zip(b, mb):
+        if not one and ("packed", id(row), w) not in memo:
+            memo["packed", id(row), w] = (row, fmpz_poly(row)(ONE << w))
+    packed = [c * (ones if one else memo["packed", id(row), w][1]) for c, row, (_, one) in zip(scales, b, mb)]
     packed[-1] += ((ONE << (w - 1)) - 1 - cap) * ones
     seen = ZERO
-    for n in (left.transpose() * fmpz_mat([[v] for v in packed])).entries():
+    for n in (fmpz_mat(a).transpose() * fmpz_mat([[v] for v in packed])).entries():
         seen |= n
     return not seen & (ones << (w - 1))
 
