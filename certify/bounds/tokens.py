@@ -243,9 +243,12 @@ def _query(fm, n: int) -> int | None:
     return max(ok, key=lambda q: (all(d <= {q} for d in fm.rest_deps), q), default=None)
 
 
-def _float_tables(fm, q: int, a: int):
-    """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
-    if not hasattr(fm, "floats"):
+class FloatForm:
+    """The engine's float64 side of a checker Form (checker/attention.py, whose exact tables `_float_tables` mirrors): the
+    linear and affine weights as numpy arrays, and the caches of `_float_tables` across query tokens. Kept here, not on
+    the checker's Form."""
+
+    def __init__(self, fm):
         seen = {}  # (f and g share most weight and bias objects: each converted once)
 
         def fl(vals):  # as float(v) (exact where v is a float already), without numbers.Rational's path; rows: a matrix
@@ -258,9 +261,18 @@ def _float_tables(fm, q: int, a: int):
                     arr = np.array([v if type(v) is float else v.numerator / v.denominator for v in vals])
                 seen[id(vals)] = (vals, arr)  # (vals kept: its id stays its own)
             return seen[id(vals)][1]
-        fm.floats = {nd.name: (fl(nd.weight).reshape(len(nd.weight), -1), fl(nd.bias) if nd.bias else np.zeros(len(nd.weight)))
-                     if nd.op == "linear" else (fl(nd.scale), fl(nd.shift))
-                     for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
+        self.fm = fm
+        self.weights = {nd.name: (fl(nd.weight).reshape(len(nd.weight), -1), fl(nd.bias) if nd.bias else np.zeros(len(nd.weight)))
+                        if nd.op == "linear" else (fl(nd.scale), fl(nd.shift))
+                        for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
+        self.prev = {}  # q: the last base evaluation at q
+        self.rows_q = {}  # (q, linear node): its rows that read q, their weights and biases
+        self.shared = {}  # (q, override): (each row's position, the coefficient rows), where they do not read q
+
+
+def _float_tables(ff: FloatForm, q: int, a: int):
+    """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
+    fm = ff.fm
     V, n = fm.vocab, fm.joint.in_dim // fm.vocab
     X = np.zeros((fm.joint.in_dim, V))
     for j in range(n):
@@ -268,9 +280,7 @@ def _float_tables(fm, q: int, a: int):
     X[q * V:(q + 1) * V] = 0.0
     X[q * V + a] = 1.0
 
-    if not hasattr(fm, "fprev"):
-        fm.fprev, fm.fq = {}, {}  # the last base evaluation at q; per (q, linear node): its rows that read q, their weights
-    prev = fm.fprev.get(q)
+    prev = ff.prev.get(q)
 
     def run(override, base=None):
         val = {"x": X}
@@ -279,10 +289,10 @@ def _float_tables(fm, q: int, a: int):
             if base is not None and fm.deg[nd.name] == 0:
                 v = base[nd.name]
             elif nd.op == "linear" and prev is not None and override is None:  # only the rows that read q differ from prev
-                if (q, nd.name) not in fm.fq:
+                if (q, nd.name) not in ff.rows_q:
                     rq = np.array([r for r, d in enumerate(fm.dep[nd.name]) if q in d], dtype=int)
-                    fm.fq[q, nd.name] = (rq, fm.floats[nd.name][0][rq], fm.floats[nd.name][1][rq, None])
-                rq, w, b = fm.fq[q, nd.name]
+                    ff.rows_q[q, nd.name] = (rq, ff.weights[nd.name][0][rq], ff.weights[nd.name][1][rq, None])
+                rq, w, b = ff.rows_q[q, nd.name]
                 v = prev[nd.name].copy()
                 v[rq] = w @ x[0] + b
             elif nd.op == "softmax":
@@ -290,10 +300,10 @@ def _float_tables(fm, q: int, a: int):
                 if override is not None and override[0] == nd.name:
                     v[override[1]] = 1.0
             elif nd.op == "linear":
-                w, b = fm.floats[nd.name]
+                w, b = ff.weights[nd.name]
                 v = w @ x[0] + b[:, None]
             elif nd.op == "affine":
-                w, b = fm.floats[nd.name]
+                w, b = ff.weights[nd.name]
                 v = w[:, None] * x[0] + b[:, None]
             else:
                 v = {"mul": np.multiply, "add": np.add, "sub": np.subtract}[nd.op](x[0], x[1])
@@ -301,7 +311,7 @@ def _float_tables(fm, q: int, a: int):
         return val
 
     base, out = run(None), fm.joint.output
-    fm.fprev[q] = base
+    ff.prev[q] = base
 
     def pos(deps):
         free = deps - {q}
@@ -315,22 +325,20 @@ def _float_tables(fm, q: int, a: int):
     m = fm.joint.out_dim
     rest = [(pos(fm.rest_deps[i]), base[out][i]) for i in range(m)]
     coef = [[None] * len(ms) for _, ms in fm.groups]  # per member: (each row's position, its rows (m, V))
-    if not hasattr(fm, "fshared"):
-        fm.fshared = {}
     for o, (name, k) in enumerate(fm.overrides[1:], start=1):
         deps = [d or frozenset() for d in fm.coef_deps[o - 1]]
-        if any(q in d for d in deps) or (q, o) not in fm.fshared:  # rows that do not read q: the same at every a
-            fm.fshared[q, o] = ([pos(d) for d in deps], run((name, k), base)[out] - base[out])
+        if any(q in d for d in deps) or (q, o) not in ff.shared:  # rows that do not read q: the same at every a
+            ff.shared[q, o] = ([pos(d) for d in deps], run((name, k), base)[out] - base[out])
         g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
-        coef[g][fm.groups[g][1].index(k)] = fm.fshared[q, o]
+        coef[g][fm.groups[g][1].index(k)] = ff.shared[q, o]
     return exps, coef, rest
 
 
-def _ratio_arrays(fm, q: int, a: int, allowed):
+def _ratio_arrays(ff: FloatForm, q: int, a: int, allowed):
     """Float arrays of the tables at query token a (`_float_tables`, as checker.attention.Form.tables) on the leaf's sets, where
     each member's exp and coefficients read the same position and the rest none besides q (else None):
     per group, per member: (position or None (fixed), E (t,), C (t, m)); rest R (m,)."""
-    exps, coef, rest = _float_tables(fm, q, a)
+    exps, coef, rest = _float_tables(ff, q, a)
     m = len(rest)
     if any(p is not None and (p < 0 or len(allowed[p]) > 1) for p, _ in rest):
         return None
@@ -435,7 +443,7 @@ def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fr
         return _ratio_tree(joint, box, lower, seconds, claim)
 
 
-def _claimed(fm, q: int, box, claim: Fraction):
+def _claimed(ff: FloatForm, q: int, box, claim: Fraction):
     """Leaves proving every row at the bound `claim` given in advance, or None where a row fails there in float64. A row
     within it by the checker's hull (each group's ratio a convex combination of its coefficients: no exp) gets no work;
     the others a split hint (lambda halfway, from Dinkelbach on those rows only) where it holds, else the joint check
@@ -444,7 +452,7 @@ def _claimed(fm, q: int, box, claim: Fraction):
     pad = 1e-9 * (1.0 + abs(B))  # (the checker's eta and E rounding are ~1e-28 relative; float noise ~1e-13)
     kids, joint = [], 0
     for a in box.allowed[q]:
-        arr = _ratio_arrays(fm, q, a, box.allowed[:q] + ((a,),) + box.allowed[q + 1:])
+        arr = _ratio_arrays(ff, q, a, box.allowed[:q] + ((a,),) + box.allowed[q + 1:])
         if arr is None:
             return None
         groups, R = arr
@@ -487,13 +495,14 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
     q = None if fm is None else _query(fm, len(box.allowed))
     if q is None:
         return None
-    got = None if claim is None else _claimed(fm, q, box, claim)
+    ff = FloatForm(fm)
+    got = None if claim is None else _claimed(ff, q, box, claim)
     if got is not None:
         return claim, *_ratio_result(q, box, got[0], got[1], t0, "claimed")
     rows = {}
     for a in box.allowed[q]:
         allowed = box.allowed[:q] + ((a,),) + box.allowed[q + 1:]
-        arr = _ratio_arrays(fm, q, a, allowed)
+        arr = _ratio_arrays(ff, q, a, allowed)
         if arr is None:
             return None
         groups, R = arr
