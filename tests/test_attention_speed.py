@@ -3,6 +3,8 @@ check up, never accept an entry above its cap."""
 
 import random
 
+import numpy as np
+import pytest
 from flint import fmpz
 
 from certify.checker import attention
@@ -65,3 +67,63 @@ def test_capped_cut_rows_at_the_boundary():
         for cut in (0, 1, 3, 6, 20):
             assert not attention._capped(a, b, scales, fmpz(top - 1), None, cut)
             assert attention._capped(a, b, scales, fmpz(top), None, cut)
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh, fold", [(0, 4, 3, 6, 4, True), (1, 3, 4, 4, 3, True), (2, 5, 3, 5, 5, False), (3, 4, 4, 4, 4, False)])
+def test_tables_with_products_not_formed_equal_the_plain_tables(tmp_path, seed, V, n, d, dh, fold):
+    """Form.tables, query token after query token, with the score products fused into the linear that reads them
+    (`_fused`, `_unread`: the product's rows that read q not formed) and without: the same exact tables; and the fused
+    path is taken where the graph allows it (the folded graphs' q.k products)."""
+    from tests.test_token_ratio import _joint, _params
+
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n, fold=fold)
+    q = n - 1
+    fused = attention.form(joint, V)
+    taken = []
+    real = attention.Form._fused
+
+    def spy(self, *args):
+        out = real(self, *args)
+        taken.append(out is not None)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention.Form, "_fused", spy)
+        got = [fused.tables(q, a, "t") for a in range(V)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention.Form, "_fused", lambda self, *args: None)
+        mp.setattr(attention.Form, "_unread", lambda self, m, q: False)
+        plain = attention.form(joint, V)
+        want = [plain.tables(q, a, "t") for a in range(V)]
+    assert got == want
+    if fold:
+        assert any(taken) and any(k[0] == "unread" and v for k, v in fused.subs.items())
+
+
+def test_onnx_tables_with_products_not_formed_equal_the_plain_tables(tmp_path):
+    """As above on the PyTorch export (specs/max_of_k_onnx.yaml, V = 16): its q.k products have the query's factor on
+    either side (both of `_fused`'s cases; those of the other query rows feed no table, so every node's value at every
+    token is compared too, but the products not formed)."""
+    from pathlib import Path
+
+    from certify.engine_graph import prepare_graph
+
+    joint = prepare_graph(Path(__file__).resolve().parent.parent / "specs" / "max_of_k_onnx.yaml", tmp_path / "c.json", None, False).joint
+
+    def run(fm):
+        out = []
+        for a in range(16):
+            out.append((fm.tables(3, a, "t"), fm.last[3][0]))
+        return out
+    fused = attention.form(joint, 16)
+    got = run(fused)
+    sides = {w for k, v in fused.subs.items() if k[0] == "fused" and v is not None for w in v[1]}
+    unread = {k[1] for k, v in fused.subs.items() if k[0] == "unread" and v}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention.Form, "_fused", lambda self, *args: None)
+        mp.setattr(attention.Form, "_unread", lambda self, m, q: False)
+        want = run(attention.form(joint, 16))
+    assert [t for t, _ in got] == [t for t, _ in want] and sides == {0, 1} and len(unread) == 2
+    for (_, v1), (_, v2) in zip(got, want):
+        assert {k: v for k, v in v1.items() if k not in unread} == {k: v for k, v in v2.items() if k not in unread}

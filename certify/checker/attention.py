@@ -52,6 +52,7 @@ class Form:
         self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs, self.seen = joint, vocab, deg, {}, {}, {}, {}, {}
         self.rowsets, self.at, self.scaled, self.xs = {}, {}, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
+        self.node = {nd.name: nd for nd in joint.nodes}
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
         self.lin = {}  # linear, affine: (dense fmpz_mat or None (<= 2 weights a row), rows [(column, numerator)], denominator, bias numerators, its denominator)
         same = {}  # (the same weight and bias objects: read once; f and g share most)
@@ -108,7 +109,8 @@ class Form:
                         cols, table = sorted({c for r in idx for c, _ in sparse[r]}), todo is not None and dense.table()
                         self.subs[nd.name, tuple(idx)] = (fmpz_mat([[table[r][c] for c in cols] for r in idx]), cols) if table else (dense, range(dense.ncols()))
                     sub, cols = self.subs[nd.name, tuple(idx)]
-                    prod = sub * fmpz_mat([e[c] for c in cols]) if cols else fmpz_mat(len(idx), B)
+                    prod = narrow is not None and todo and self._fused(nd, prev[0], idx, cols, val, narrow)
+                    prod = prod or (sub * fmpz_mat([e[c] for c in cols]) if cols else fmpz_mat(len(idx), B))
                     prod = prod * s if s != 1 else prod  # (no bias: no matrix of it)
                     rows = (prod + fmpz_mat([[t * b[r]] for r in idx]) * fmpz_mat([[1] * B]) if any(b[r] for r in idx) else prod).tolist()
                 else:  # row by row: a copy where the row is one weight 1 and no bias (selections: pairs, broadcasts)
@@ -117,7 +119,8 @@ class Form:
             elif nd.op == "mul":
                 f, F = val[nd.inputs[1]]
                 den = D * F
-                rows = [[x * y for x, y in zip(e[r], f[r])] if any(e[r]) and any(f[r]) else [ZERO] * B for r in (range(len(e)) if todo is None else todo)]
+                rows = [None] * len(todo) if narrow is not None and todo and self._unread(nd, prev[0]) else \
+                    [[x * y for x, y in zip(e[r], f[r])] if any(e[r]) and any(f[r]) else [ZERO] * B for r in (range(len(e)) if todo is None else todo)]
             else:
                 f, F = val[nd.inputs[1]]
                 den, sign = math.lcm(D, F), 1 if nd.op == "add" else -1
@@ -134,6 +137,42 @@ class Form:
                 rows = full
             val[nd.name] = (rows, den)
         return val
+
+    def _which(self, m, c: int, q: int):
+        """For row c of the product m: the factor (0 or 1) that reads q alone where the other does not read q, else None."""
+        dep = [self.dep[name][c] for name in m.inputs]
+        return next((w for w in (0, 1) if dep[w] == {q} and q not in dep[1 - w]), None)
+
+    def _fused(self, nd, q: int, idx, cols, val: dict, narrow: dict):
+        """W[idx, cols] (u v), nd a linear of a product m, where every column c of m has a factor u_c that reads q alone (the
+        same in every column of X: from narrow) and one, v_c, that does not read q: (W diag(u)) V, one small product, V (the
+        v rows, the same at every token at q) kept; None where a column has no such factors."""
+        key = ("fused", nd.name, q, tuple(idx))
+        if key not in self.subs:
+            m, plan = self.node.get(nd.inputs[0]), None
+            if m is not None and m.op == "mul" and cols:
+                which = [self._which(m, c, q) for c in cols]
+                if None not in which:
+                    plan = (m, which, self.subs[nd.name, tuple(idx)][0].table(), fmpz_mat([val[m.inputs[1 - w]][0][c] for c, w in zip(cols, which)]))
+            self.subs[key] = plan
+        if self.subs[key] is None:
+            return None
+        m, which, table, V = self.subs[key]
+        u = [narrow[m.inputs[w]][0][c][0] for c, w in zip(cols, which)]
+        return fmpz_mat([[w * x for w, x in zip(row, u)] for row in table]) * V
+
+    def _unread(self, m, q: int) -> bool:
+        """The product m's rows that read q and another position need not be formed (`evaluate` with narrow): m is not the
+        output, and every reader of m is a linear of m alone with a matrix whose rows that read q and another position
+        read only columns of m that `_fused` takes (so it forms them; no other row can read such a row of m)."""
+        key = ("unread", m.name, q)
+        if key not in self.subs:
+            users = [nd for nd in self.joint.nodes if m.name in nd.inputs]
+            self.subs[key] = m.name != self.joint.output and bool(users) and all(
+                nd.op == "linear" and list(nd.inputs) == [m.name] and self.lin[nd.name][0] is not None and
+                all(self._which(m, c, q) is not None for r, d in enumerate(self.dep[nd.name]) if q in d and d - {q} for c, _ in self.lin[nd.name][1][r])
+                for nd in users)
+        return self.subs[key]
 
     def _deps(self, val: dict) -> list:
         """The positions each element of d can read (val: the values at one input, for zero factors)."""
@@ -277,10 +316,11 @@ def _exps(scores, D, where: str) -> list:
             for v in vals:
                 if v not in memo:  # (a score that reads no free position repeats along the columns)
                     e = (arb(v - top) / D).exp()
-                    m, x = (int(t) for t in e.mid().man_exp())
+                    (m, x), (rm, rx) = ((int(t) for t in u.man_exp()) for u in (e.mid(), e.rad()))
                     cut = max(m.bit_length() - P, 0)
                     m, x = (m + (1 << cut >> 1)) >> cut, x + cut
-                    require(m > 0 and abs(e - m * arb(2) ** x) <= arb(m) * arb(2) ** (x - P), where, "an exp rounding is not proved within 2^-P of itself")
+                    k = min(rx, x - P, x - 1)  # |e - m 2^x| <= rad + |mid - m 2^x| (half a unit where cut): in units 2^k
+                    require(m > 0 and (rm << (rx - k)) + (cut and 1 << (x - 1 - k)) <= m << (x - P - k), where, "an exp rounding is not proved within 2^-P of itself")
                     zeros = (m & -m).bit_length() - 1
                     m, x = m >> zeros, x + zeros
                     memo[v] = (m, x)
