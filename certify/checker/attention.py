@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from itertools import chain, compress
 
 from flint import arb, ctx, fmpz, fmpz_mat, fmpz_poly
 
@@ -61,9 +62,9 @@ class Form:
             if key in same:
                 self.lin[nd.name] = same[key]
             elif key is not None:
-                w, wd = _ints([v for row in nd.weight for v in getattr(row, "floats", row)] if nd.op == "linear" else nd.scale)
+                w, wd = _ints(list(chain.from_iterable(getattr(row, "floats", row) for row in nd.weight)) if nd.op == "linear" else nd.scale)
                 n = len(nd.weight[0]) if nd.op == "linear" else 1
-                rows = [[(c, v) for c, v in enumerate(w[r * n:r * n + n]) if v] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
+                rows = [[(c, w[r * n + c]) for c in compress(range(n), w[r * n:r * n + n])] for r in range(len(w) // n)] if n > 1 else [[(r, v)] if v else [] for r, v in enumerate(w)]
                 dense = fmpz_mat(len(rows), n, w) if nd.op == "linear" and sum(map(len, rows)) > 2 * len(rows) else None
                 b, bd = _ints(nd.shift if nd.op == "affine" else nd.bias or [0] * len(rows))
                 self.lin[nd.name] = same[key] = (dense, rows if dense else [[(c, fmpz(v)) for c, v in row] for row in rows], wd, [fmpz(v) for v in b], bd)
@@ -299,7 +300,7 @@ def form(joint, vocab: int) -> Form | None:
 
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
-    pairs, w = [(n, v.as_integer_ratio()) for n, v in enumerate(vals) if v], [0] * len(vals)  # (zeros, most of a selection: skipped)
+    pairs, w = [(n, vals[n].as_integer_ratio()) for n in compress(range(len(vals)), vals)], [0] * len(vals)  # (zeros, most of a selection: skipped)
     d = math.lcm(1, *{q for _, (_, q) in pairs})
     for n, (p, q) in pairs:
         w[n] = p * (d // q)
