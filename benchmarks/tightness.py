@@ -229,7 +229,10 @@ def targets_line(missed: list[str], skipped: list[str]) -> str:
     return f"targets: {len(missed)} missed" + (f"; {len(skipped)} instance(s) not judged against 1.05x exact" if skipped else "")
 
 
-def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None, cpu_clock: bool = False) -> dict:
+def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None, cpu_clock: bool = False, same_layer: bool = True) -> dict:
+    from certify.bounds import alpha
+
+    alpha.SAME_LAYER = same_layer  # split multipliers on the bounded layer's own splits (off: below it only, as before)
     if cpu_clock:  # branch and bound's budget in this process's CPU seconds (a shared machine: load steals wall time)
         from certify.bounds import bab
 
@@ -244,6 +247,7 @@ def _timed(inst, quick: bool, lirpa: bool, jax_cache: str | None = None, cpu_clo
         rec = run_instance(Path(tmp), *inst, quick=quick, lirpa=lirpa)
     rec["notes"]["wall_seconds"] = round(time.perf_counter() - t, 1)
     rec["notes"]["budget_clock"] = "cpu" if cpu_clock else "wall"
+    rec["notes"]["same_layer"] = same_layer
     return rec
 
 
@@ -452,6 +456,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 model sizes, shorter budgets (under 10 minutes on 2 cores)")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--no-lirpa", action="store_true", help="skip the auto_LiRPA columns")
+    ap.add_argument("--no-same-layer", action="store_true",
+                    help="alpha leaves without multipliers on the bounded layer's own ReLU splits (the engine before session 10)")
     ap.add_argument("--cpu-clock", action="store_true",
                     help="count branch and bound's budget in CPU seconds of its process (for a loaded, shared machine)")
     ap.add_argument("--only", help="run instances whose name contains one of these comma-separated strings (in this order)")
@@ -470,10 +476,11 @@ def main(argv=None) -> int:
         if workers > 1:  # spawn, not fork (JAX); each process times its own instances
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="certify-xla-"))
-            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa, cache, args.cpu_clock)
+            results = (f.result() for f in as_completed([pool.submit(_timed, inst, args.quick, not args.no_lirpa, cache, args.cpu_clock,
+                                                                  not args.no_same_layer)
                                                          for inst in todo]))
         else:
-            results = (_timed(inst, args.quick, not args.no_lirpa, None, args.cpu_clock) for inst in todo)
+            results = (_timed(inst, args.quick, not args.no_lirpa, None, args.cpu_clock, not args.no_same_layer) for inst in todo)
         for rec in results:
             records.append(rec)
             records.sort(key=lambda r: [i[0] for i in todo].index(r["instance"]))

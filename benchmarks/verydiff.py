@@ -45,6 +45,7 @@ from certify.bounds import bab as bab_module  # noqa: E402
 from certify.checker import Verdict  # noqa: E402
 from certify.checker.model import sha256_file  # noqa: E402
 from certify import engine as engine_module  # noqa: E402
+from certify.bounds import alpha as alpha_module  # noqa: E402
 from certify.engine import BAB_LEAF_METHOD, attained_lower, bound_with, prepare, write_and_check  # noqa: E402
 
 MNIST, PRUNED = "mnist_relu_3_100.onnx", "mnist_relu_3_100_pruned5.onnx"
@@ -209,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-clock", action="store_true",
                     help="budgets count this process's CPU seconds, not wall seconds (serial runs on a shared machine), and "
                          "the 60 s targets are judged on bound CPU + check CPU / jobs, what a quiet machine would take")
+    ap.add_argument("--no-same-layer", action="store_true",
+                    help="alpha leaves without multipliers on the bounded layer's own ReLU splits (the engine before session 10)")
     ap.add_argument("--ray-speedup", type=float, metavar="RATIO",
                     help="measure Ray's scale-out: branch and bound to RATIO x the attained lower bound on 0, 1, 2 workers")
     args = ap.parse_args(argv)
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown instance {unknown[0]!r}: choose from {', '.join(INSTANCES)}")
     if args.cpu_clock:
         bab_module.CLOCK = time.process_time
+    alpha_module.SAME_LAYER = not args.no_same_layer
     budgets = [float(b) for b in args.budget.split(",")] if args.budget else ([10.0] if args.quick else [10.0, 25.0, 60.0])
     records = []
     start = time.perf_counter()
@@ -233,6 +237,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             records.append(run_instance(Path(tmp), name, budgets, args.workers, args.jobs or os.cpu_count()))
+            records[-1]["notes"]["same_layer"] = alpha_module.SAME_LAYER
             if args.json:  # after every instance: a run cut short keeps what it measured
                 args.json.write_text(json.dumps(records, indent=1))
     print_table(records)

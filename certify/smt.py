@@ -64,7 +64,9 @@ HEADER = """\
 ;                   and h_a - h_b between its verified difference lines (beta multipliers are in
 ;                   lam_(j-1) and need the split's sign, which the bounds carry); the last link
 ;                   says lam_1.pre1 + c_1 >= the claim for every x in the box. Chained, they give
-;                   +-row.z_k >= +-claim. The other solver re-checks every link, and every product
+;                   +-row.z_k >= +-claim. With multipliers on layer k's own splits the recorded
+;                   rows are D*(+-e_r) plus them (the claim times D), and one more obligation says
+;                   they add a term <= 0 for every z_k in its verified bounds (the splits' signs). The other solver re-checks every link, and every product
 ;                   with the weights, with its own arithmetic.
 ;  alpha            no z in a neuron's verified [l, u] has relu(z) below an alpha line
 ;                   a*z of a linear step (the checker checks these slopes exactly at both ends
@@ -217,6 +219,7 @@ class _Seen:
     after: dict  # bounds after the step (intersected, split signs folded in)
     emptied: bool  # the step made the region empty
     traces: list  # exact.TRACE entries of this step, in call order
+    assume: dict = field(default_factory=dict)  # the region's ReLU splits: (layer, neuron) -> "inactive" | "active"
 
 
 @contextmanager
@@ -239,7 +242,7 @@ def recording():
             finally:
                 exact.TRACE = None
             records.append(_Seen(kind, where, step, state.joint, box, bounds, dict(state.relax), dict(state.diff),
-                                 dict(state.bounds), state.empty and not empty, traces))
+                                 dict(state.bounds), state.empty and not empty, traces, dict(state.assume)))
             if kind == "difference":
                 lines = state.diff[step["layer"]]
                 deltas[id(lines)] = (lines, [parse_rational(v) for v in step["lower"]], [parse_rational(v) for v in step["upper"]])
@@ -383,9 +386,28 @@ def linear_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
     (lower, upper), out = _claims(seen.step), []
     neurons = seen.step.get("neurons", range(len(lower)))  # row i bounds neuron neurons[i]
     for side, trace, claims, sign in (("lower", seen.traces[0], lower, 1), ("upper", seen.traces[1], upper, -1)):
+        scale = trace.get("scale", 1)  # multipliers on layer k's own splits: the recorded rows are scale * (+-e_r) + theirs
         for i, claim in enumerate(claims):
-            out += chain_obligations(seen, trace, i, sign * claim, f"{seen.where} {side} bound of z{k}_{neurons[i]}", facts)
+            tag = f"{seen.where} {side} bound of z{k}_{neurons[i]}"
+            out += chain_obligations(seen, trace, i, sign * claim * scale, tag, facts)
+            if "scale" in trace:
+                out.append(own_split_obligation(seen, trace["lam"][i], k, neurons[i], sign * scale, tag))
     return out
+
+
+def own_split_obligation(seen: _Seen, row: dict, k: int, n: int, scale: int, tag: str) -> Obligation:
+    """A row with multipliers on layer k's own splits, row = scale * e_n + sum_i c_i e_i: no z_k with the region's split
+    signs (and in its verified bounds, where it has them) puts row . z_k above scale * z_kn, so the chain's bound of
+    row . z_k bounds it. (A coefficient on a neuron that is not split leaves the query satisfiable: not confirmed.)"""
+    ob = Obligation("linear", f"{tag}, own splits", f"the multipliers on layer {k}'s own splits add a term <= 0 on the region")
+    cols = sorted(set(row) | {n})
+    ob.names = [f"q{c}" for c in cols]
+    if k in seen.bounds:
+        lo, up = seen.bounds[k]
+        ob.asserts = [f"(and (<= {num(lo[c])} q{c}) (<= q{c} {num(up[c])}))" for c in cols]
+    ob.asserts += [f"({'<=' if seen.assume[(k, c)] == 'inactive' else '>='} q{c} 0)" for c in cols if (k, c) in seen.assume]
+    ob.asserts.append(f"(> {lin([(Fraction(int(row.get(c, 0))), f'q{c}') for c in cols])} {lin([(Fraction(scale), f'q{n}')])})")
+    return ob
 
 
 def alpha_obligation(seen: _Seen) -> Obligation | None:

@@ -188,6 +188,28 @@ def test_relu_split_certificate_with_beta_is_confirmed_by_cvc5(tmp_path):
     assert '"split": "relu"' in text and '"beta"' in text
     assert main(["export-smt", str(spec), str(cert), "-o", str(out)]) == 0
     confirmed(out, check_syntax(out))
+    from certify.bounds import alpha
+    if alpha.SAME_LAYER:  # multipliers on a layer's own splits: each such row has its sign obligation, confirmed above
+        assert any("own splits" in t for t in blocks(out))
+
+
+def test_own_split_obligation_needs_the_split_sign(tmp_path):
+    """The obligation for a multiplier on a layer's own split is unsat with the split's sign and satisfiable without
+    it (where no verified bounds carry the sign): the export does not confirm a row it cannot link."""
+    from fractions import Fraction
+
+    from certify.smt import _Seen, own_split_obligation
+
+    def answer(assume):
+        seen = _Seen("linear", "t", {"layer": 1}, [], (), {}, {}, {}, {}, False, [], assume)
+        ob = own_split_obligation(seen, {0: 4, 2: 3}, 1, 0, 4, "t")  # 4 z_0 + 3 z_2 against 4 z_0: needs z_2 <= 0
+        path = tmp_path / "o.smt2"
+        path.write_text("(set-logic QF_LRA)\n" + ob.smt(1, 1))
+        return [a for _, a, _ in smt.run_cvc5(path)]
+
+    assert answer({(1, 2): "inactive"}) == ["unsat"]
+    assert answer({(1, 2): "active"}) == ["sat"]
+    assert answer({}) == ["sat"]
 
 
 SHIPPED = sorted((ROOT / "proofs").glob("*.cert.json"))

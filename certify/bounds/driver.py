@@ -19,6 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..checker import exact
+from . import alpha as alpha_module
 from .alpha import optimise_alpha
 from .linear import Difference, Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
 from .lp import lp_alphas, lp_fits
@@ -241,11 +242,17 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
     prev = box if k == 1 else interval_relu(*claims[-1])
     lo, up = pad_outward(*interval_dense(net.weights[k - 1], net.biases[k - 1], *map(np.asarray, prev)))
     steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
-    if method in ("crown", "alpha", "lp") and k > 1:
+    # alpha: a region's ReLU splits on layer 1 give layer 1 a linear step too, whose multipliers on the layer's own
+    # splits bound its other neurons over the region, not the box (alpha.SAME_LAYER)
+    own = method in ("alpha", "lp") and alpha_module.SAME_LAYER and any(j == k for j, _ in (assume or {}))
+    if method in ("crown", "alpha", "lp") and (k > 1 or own):
         width = net.weights[k - 1].shape[0]
         cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
         if method in ("alpha", "lp") and 2 * width * sum(m.size for m in _unstable(claims)) <= cap:
             iters, warm, state = alpha or (60, None, {})  # (Adam steps, starting parameters per layer, where to put the result)
+            if k == 1:  # its own splits' multipliers only: always from zero with 60 steps, so that a ReLU-split child
+                # on a later layer, which inherits its parent's verified layer 1, computes the same layer-1 bounds
+                iters, warm = 60, None
             alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff, iters=iters,
                                                      warm=(warm or {}).get(k))
             state[k] = (alphas, betas)

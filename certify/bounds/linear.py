@@ -109,11 +109,13 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
 
     If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j, and
     trace[0] those on the input.
-    `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN).
+    `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN; j <= k).
     `diff[j]` (a Difference), if given, relaxes pairs of layer j jointly (differential bounds).
     """
     xp = _xp(lam, *(r.lower_slope for r in relax), *(split_terms or {}).values())
     const = xp.zeros(lam.shape[0])
+    if split_terms is not None and k in split_terms:  # split multipliers of layer k's own splits: on z_k itself
+        lam = lam + split_terms[k]
     for j in range(k, 0, -1):
         w, b = net.weights[j - 1], net.biases[j - 1]
         const = const + lam @ b

@@ -200,7 +200,7 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
 
 def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
     """Split multipliers [{"layer": j, "neuron": i, "values": 2*width rationals >= 0}] for this
-    region's own ReLU splits (j < k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0).
+    region's own ReLU splits (j <= k): the coefficient of z_ji gets +beta (z_ji <= 0) or -beta (>= 0).
     Per layer j, rows of integers over one denominator (most multipliers are 0 and cost nothing)."""
     raw = step.get("beta", [])
     require(isinstance(raw, list), where, "beta must be a list")
@@ -208,8 +208,8 @@ def _beta(step: dict, state: _State, k: int, width: int, where: str) -> tuple[di
     for t in raw:
         _keys(t, {"layer", "neuron", "values"}, where)
         j, i = t["layer"], t["neuron"]
-        require(type(j) is int and type(i) is int and (j, i) in state.assume and 1 <= j < k, where,
-                f"beta for ({j}, {i}): not a ReLU split of this region below layer {k}")
+        require(type(j) is int and type(i) is int and (j, i) in state.assume and 1 <= j <= k, where,
+                f"beta for ({j}, {i}): not a ReLU split of this region on layers 1..{k}")
         values = _ratios(t["values"], 2 * width, where, "values")
         require(all(p >= 0 for p, _ in values), where, f"beta for ({j}, {i}) must be >= 0")
         terms.setdefault(j, []).append((i, 1 if state.assume[(j, i)] == "inactive" else -1, values))
@@ -248,8 +248,22 @@ def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), bet
         return [], []
     low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in rows])
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
-    lower = backsubstitute(low, state.joint[:k], relax, box, alpha[0], beta[0], state.diff, state.mats[:k])
-    return lower, [-v for v in backsubstitute(up, state.joint[:k], relax, box, alpha[1], beta[1], state.diff, state.mats[:k])]
+    out = []
+    for sign, lam, al, be in ((1, low, alpha[0], beta[0]), (-1, up, alpha[1], beta[1])):
+        if be and k in be:  # multipliers on layer k's own splits: row r is (e_r * den + their numerators) / den on z_k,
+            # and the lower layers' multipliers (added, not multiplied, on the way down) are scaled by den with it
+            extra, den = be[k]
+            be = {j: ([[x * den for x in row] for row in rows], d) for j, (rows, d) in be.items() if j != k}
+            lam = [{i: c * den for i, c in r.items()} for r in (lam if isinstance(lam, list) else [{i: sign} for i in range(len(extra))])]
+            for r, row in zip(lam, extra):
+                for i, e in enumerate(row):
+                    r[i] = r.get(i, 0) + e
+            out.append([v / den for v in backsubstitute(lam, state.joint[:k], relax, box, al, be, state.diff, state.mats[:k])])
+            if exact.TRACE is not None:  # certify export-smt: the rows it recorded are den times the bounded rows
+                exact.TRACE[-1]["scale"] = den
+        else:
+            out.append(backsubstitute(lam, state.joint[:k], relax, box, al, be, state.diff, state.mats[:k]))
+    return out[0], [-v for v in out[1]]
 
 
 def check_difference(step: dict, state: _State, where: str) -> None:
