@@ -376,8 +376,9 @@ def test_an_inheriting_tree_does_not_split_relus(tmp_path):
 
 def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):
     """tiny_prune on its box leaves every neuron of the shared layer 1 (f's and g's alike) unstable:
-    branch and bound splits those ReLUs before any other, never an input, and the checker accepts the
-    tree. With the rule off, the same run splits inputs."""
+    branch and bound splits those ReLUs before any other, an input only in a region whose ReLUs are all split or
+    stable (multipliers on a layer's own splits make them stable sooner), and the checker accepts the tree. With the
+    rule off, the same run splits inputs."""
     from certify.bounds import bab
     from certify.engine import attained_lower, prepare, write_and_check
 
@@ -393,14 +394,28 @@ def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):
     split = bab.shared_split(p.net, root)
     assert split["layer"] == 1 and split["neuron"] in unstable
     witness, lower = attained_lower(p)
-    r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=40, time_budget=120)
-    paths, stack = [], [(r.tree, [])]  # the split layers along each root-to-leaf path
+    inputs = []  # the regions split on an input: every ReLU of theirs must be split or stable (choose_split's fallback)
+    children = bab._children
+
+    def record(node, split):
+        if split["split"] == "input":
+            inputs.append(node)
+        return children(node, split)
+
+    try:
+        bab._children = record
+        r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=40, time_budget=120)
+    finally:
+        bab._children = children
+    for node in inputs:
+        assert not [(j, i) for j, (l, u) in enumerate(node.proposal.claims, start=1) for i in np.flatnonzero((l < 0) & (u > 0))
+                    if (j, int(i)) not in node.assume]
+    paths, stack = [], [(r.tree, [])]  # the ReLU split layers along each root-to-leaf path, up to its first input split
     while stack:
         n, path = stack.pop()
-        if "children" not in n:
+        if "children" not in n or n["split"] == "input":
             paths.append(path)
             continue
-        assert n["split"] == "relu", n["split"]
         stack += [(c, path + [n["layer"]]) for c in n["children"]]
     assert r.splits >= 3 and paths[0] and all(p[0] == 1 for p in paths if p)
     assert all(p == sorted(p) for p in paths)  # a layer-2 split only once layer 1 has no unstable neuron left
