@@ -114,7 +114,7 @@ def test_onnx_tables_with_products_not_formed_equal_the_plain_tables(tmp_path):
     def run(fm):
         out = []
         for a in range(16):
-            out.append((fm.tables(3, a, "t"), fm.last[3][0]))
+            out.append((fm.tables(3, a, "t"), fm.last[3]))
         return out
     fused = attention.form(joint, 16)
     got = run(fused)

@@ -51,7 +51,7 @@ class Form:
 
     def __init__(self, joint, vocab: int, deg: dict):
         self.joint, self.vocab, self.deg, self.cache, self.shared, self.last, self.subs, self.seen = joint, vocab, deg, {}, {}, {}, {}, {}
-        self.rowsets, self.at, self.scaled, self.xs = {}, {}, {}, {}
+        self.rowsets, self.at, self.scaled, self.xs, self.thin = {}, {}, {}, {}, {}
         self.soft = [nd for nd in joint.nodes if nd.op == "softmax"]
         self.node = {nd.name: nd for nd in joint.nodes}
         self.groups = [(nd.name, tuple(j for j, g in enumerate(nd.groups) if g == gid)) for nd in self.soft for gid in sorted(set(nd.groups))]
@@ -78,12 +78,13 @@ class Form:
         self.coef_deps = [ds for o, ds in zip(self.overrides[1:], self.coef_deps) if any(o == (name, k) for name, ms in self.groups for k in ms)]
         self.overrides = [None] + [(name, k) for name, ms in self.groups for k in ms]
 
-    def evaluate(self, X: list, override, base: dict | None = None, prev: tuple | None = None, narrow: dict | None = None) -> dict:
+    def evaluate(self, X: list, override, base: dict | None = None, prev: tuple | None = None, narrow: tuple | None = None) -> dict:
         """Every node's exact value on the columns of X (rows of integers); softmax outputs are 0 except p_k = 1 for override
         (name, k). With `base` (the same X, no override), nodes that read no softmax are taken from it. With prev = (q, an
         evaluation with no override at inputs that differ from X at position q only), so are the rows that cannot read q
-        (self.dep: no override, p = 0, as in the dependency pass; denominators depend on the graph only); with `narrow` (the
-        same at X's first column: where X holds the same at q in every column), rows that read q alone are its, repeated."""
+        (self.dep: no override, p = 0, as in the dependency pass; denominators depend on the graph only); with narrow = (an
+        evaluation, a column of it that holds at q what X holds at q in every column), rows that read q alone are that
+        column's, repeated."""
         require(prev is None or override is None, "ratio", "rows are reused only without an override")
         B, val = len(X[0]), {"x": (X, 1)}
         for nd in self.joint.nodes:
@@ -132,7 +133,7 @@ class Form:
             if todo is not None:  # the rows that do not read q: as in prev; those that read q alone: as in narrow
                 full = list(prev[1][nd.name][0])
                 for r in alone:
-                    full[r] = [narrow[nd.name][0][r][0]] * B
+                    full[r] = [narrow[0][nd.name][0][r][narrow[1]]] * B
                 for r, v in zip(todo, rows):
                     full[r] = v
                 rows = full
@@ -144,7 +145,7 @@ class Form:
         dep = [self.dep[name][c] for name in m.inputs]
         return next((w for w in (0, 1) if dep[w] == {q} and q not in dep[1 - w]), None)
 
-    def _fused(self, nd, q: int, idx, cols, val: dict, narrow: dict):
+    def _fused(self, nd, q: int, idx, cols, val: dict, narrow: tuple):
         """W[idx, cols] (u v), nd a linear of a product m, where every column c of m has a factor u_c that reads q alone (the
         same in every column of X: from narrow) and one, v_c, that does not read q: (W diag(u)) V, one small product, V (the
         v rows, the same at every token at q) kept; None where a column has no such factors."""
@@ -159,7 +160,7 @@ class Form:
         if self.subs[key] is None:
             return None
         m, which, table, V = self.subs[key]
-        u = [narrow[m.inputs[w]][0][c][0] for c, w in zip(cols, which)]
+        u = [narrow[0][m.inputs[w]][0][c][narrow[1]] for c, w in zip(cols, which)]
         return fmpz_mat([[w * x for w, x in zip(row, u)] for row in table]) * V
 
     def _unread(self, m, q: int) -> bool:
@@ -226,14 +227,15 @@ class Form:
         if (q, a) in self.cache:
             return self.cache[q, a]
         V, out, m = self.vocab, self.joint.output, self.joint.out_dim
-        if q not in self.xs:  # the batch with nothing at q (the same at every a)
+        if q not in self.xs:  # the batch with nothing at q (the same at every a); every token at q, 0 elsewhere (X's first column at each a)
             self.xs[q] = [[ZERO] * V if c // V == q else [ONE if c % V == b else ZERO for b in range(V)] for c in range(self.joint.in_dim)]
+            T = [[ONE if c - q * V == t else ZERO for t in range(V)] if c // V == q else [ONE if c % V == 0 else ZERO] * V for c in range(self.joint.in_dim)]
+            self.thin[q] = (T, self.evaluate(T, None))
         X = list(self.xs[q])
         X[q * V + a] = [ONE] * V
-        last = self.last.get(q)  # the previous token's evaluations at q: all columns, the first column
-        thin = self.evaluate([row[:1] for row in X], None, prev=last and (q, last[1]))
-        base = self.evaluate(X, None, prev=last and (q, last[0]), narrow=last and thin)
-        self.last[q] = (base, thin)
+        (T, thin), last = self.thin[q], self.last.get(q)  # last: the previous token's evaluation at q
+        base = self.evaluate(X, None, prev=last and (q, last), narrow=last and (thin, a))
+        self.last[q] = base
 
         def pos(deps):
             free = deps - {q}
@@ -249,11 +251,14 @@ class Form:
         coef = [[[None] * len(ms) for _, ms in self.groups] for _ in range(m)]
         for o, (name, k) in enumerate(self.overrides[1:], start=1):
             deps = [v or frozenset() for v in self.coef_deps[o - 1]]
-            if all(not v - {q} for v in deps):  # every row reads q alone: one column (the same at every b)
-                d, D = self.evaluate([row[:1] for row in X], (name, k), thin)[out]
-                L, (r1, _) = math.lcm(den, D), thin[out]
-                s, t = fmpz(L // D), fmpz(L // den)
-                self.shared[q, o] = ([[s * x - t * y for x, y in zip(u, v)] for u, v in zip(d, r1)], L)
+            if all(not v - {q} for v in deps):  # every row reads q alone: one column (the same at every b), every token's at once
+                if (q, o, None) not in self.shared:
+                    d, D = self.evaluate(T, (name, k), thin)[out]
+                    L, (r1, _) = math.lcm(den, D), thin[out]
+                    s, t = fmpz(L // D), fmpz(L // den)
+                    self.shared[q, o, None] = ([[s * x - t * y for x, y in zip(u, v)] for u, v in zip(d, r1)], L)
+                rows, L = self.shared[q, o, None]
+                self.shared[q, o] = ([[row[a]] for row in rows], L)
             elif any(q in v for v in deps) or (q, o) not in self.shared:  # rows that do not read q: the same at every a
                 d, D = self.evaluate(X, (name, k), base)[out]
                 L = math.lcm(den, D)
