@@ -186,6 +186,12 @@ def choose_split(net: FloatNet, node: Node, inputs: bool = True) -> dict | None:
     return best
 
 
+def _fixed(node: Node, proposal: Proposal | None) -> tuple:
+    """`propose`'s `fixed` for a region: its layers below `first_layer` are those of `proposal` (its parent's, or its
+    own earlier one, which took them from the parent), as the checker holds them."""
+    return (node.first_layer, proposal) if node.first_layer > 1 and proposal is not None else ()
+
+
 def _split_score(children: list[Node]) -> tuple:
     """How good a split is once its children are bounded: the worse child's bound, then the sum
     (an empty child counts as 0)."""
@@ -236,11 +242,13 @@ class _Bounder:
         self.outputs = outputs
 
     def bound(self, regions: list) -> list[Proposal]:
-        """Proposals for [(box, assume, exact output, alpha start, alpha steps)]: leaves are bounded with float
-        outputs, a leaf near the target again with exact outputs; each inside the root's verified bounds `inherited`."""
+        """Proposals for [(box, assume, exact output, alpha start, alpha steps, fixed lower layers)]: leaves are
+        bounded with float outputs, a leaf near the target again with exact outputs; each inside the root's verified
+        bounds `inherited`; a ReLU-split child on its parent's layers below the split (`propose`'s `fixed`)."""
         return [propose(*self.args, box, self.method, assume, self.margins, self.differential, exact_output=exact,
-                        inherited=self.inherited, alpha_iters=iters, warm=warm, outputs=None if exact else self.outputs)
-                for box, assume, exact, warm, iters in regions]
+                        inherited=self.inherited, alpha_iters=iters, warm=warm, outputs=None if exact else self.outputs,
+                        fixed=fixed)
+                for box, assume, exact, warm, iters, fixed in regions]
 
     def close(self) -> None:
         pass
@@ -259,7 +267,7 @@ class _RayBounders:
                      log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(_Bounder)
         self.actors = [actor.remote(*args, actor=True) for _ in range(workers)]
-        ray.get([a.bound.remote([(root.box, root.assume, False, None, INPUT_ALPHA_ITERS)]) for a in self.actors])  # compile JAX in every worker
+        ray.get([a.bound.remote([(root.box, root.assume, False, None, INPUT_ALPHA_ITERS, ())]) for a in self.actors])  # compile JAX in every worker
 
     def bound(self, regions: list) -> list[Proposal]:
         n = len(self.actors)
@@ -378,7 +386,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                 if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
                     # padded float output bounds miss the target by no more than their padding: bound the
                     # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
-                    regions.append((worst.box, worst.assume, True, worst.warm, ALPHA_ITERS))
+                    regions.append((worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal)))
                     owners.append(worst)
                     continue
                 if worst.depth >= MAX_DEPTH:
@@ -398,7 +406,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                 tried.append((worst, [(split, _children(worst, split)) for split in cands]))
                 for split, kids in tried[-1][1]:
                     iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
-                    regions += [(child.box, child.assume, False, worst.warm, iters) for child in kids]
+                    regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
                     owners += kids
                 splits += 1
             if not owners:

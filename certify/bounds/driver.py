@@ -269,7 +269,8 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
             assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True,
-            inherited: tuple = (), alpha_iters: int = 60, warm: dict | None = None, outputs: tuple | None = None) -> Proposal:
+            inherited: tuple = (), alpha_iters: int = 60, warm: dict | None = None, outputs: tuple | None = None,
+            fixed: tuple = ()) -> Proposal:
     """Steps for `method` ("interval", "crown", "alpha" or "lp") on the joint network (network input space).
 
     Layers 1..n-1: an interval step (and a linear step from layer 2 on), padded outward, then the
@@ -294,6 +295,12 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
 
     alpha: `alpha_iters` Adam steps per layer, each started from `warm` (an enclosing region's
     Proposal.warm) where given; the Proposal's `warm` holds this region's optimised parameters.
+
+    `fixed` (a ReLU-split child, which the certificate gives steps from its split layer j on): (j, the
+    parent's Proposal). Layers 1..j-1 are taken from the parent as the checker holds them (its claims,
+    lines and difference lines), not bounded again: bounded again, with alpha started from the parent's
+    optimum, they can come out tighter than the parent's verified ones, and the child's claims built on
+    them are then more than the checker derives (a rejected tree, seen on three hidden layers).
     """
     lo_in, up_in = box_floats(*box)
     n = len(net.weights)
@@ -305,7 +312,17 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
     sparse = bool(inherited) and method == "crown"  # see `inherited`
     state: dict = {}  # alpha: layer -> (alphas, betas)
+    upto, parent = fixed or (1, None)
     for k in range(1, n if exact_output else n + 1):
+        if k < upto:  # see `fixed`: the parent's layer k, as verified
+            claims.append(parent.claims[k - 1])
+            relax.append(parent.relax[k - 1])
+            if parent.diff and k in parent.diff:
+                d = diff[k] = parent.diff[k]
+                qdiff[k] = (list(zip(d.a.tolist(), d.b.tolist())), _qlines(d.lines))
+            if warm and k in warm:
+                state[k] = warm[k]
+            continue
         if k == n and outputs is not None:  # see `outputs`
             rows, out_lo, out_up = list(outputs[0]), list(outputs[1]), list(outputs[2])
             clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(out_lo))[rows]))
