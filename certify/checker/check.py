@@ -133,17 +133,25 @@ def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction],
     k = step["layer"]
     index = range(len(state.joint[k - 1][1][0])) if neurons is None else neurons
     c_lo, c_up = _vector(step, "lower", len(index), where), _vector(step, "upper", len(index), where)
-    for i, cl, dl, cu, du in zip(index, c_lo, lower, c_up, upper):
-        if cl > dl:
+    for i, cl, dl, cu, du in zip(index, c_lo, lower, c_up, upper):  # (_less: Fraction's own comparisons, on its integers)
+        if _less(dl, cl):
             raise Rejected(where, f"neuron {i}: claimed lower bound {cl} exceeds the derived {dl}")
-        if cu < du:
+        if _less(cu, du):
             raise Rejected(where, f"neuron {i}: claimed upper bound {cu} is below the derived {du}")
     if k in state.bounds:  # a second step for the same layer intersects
         lo, up = (list(v) for v in state.bounds[k])
         for i, cl, cu in zip(index, c_lo, c_up):
-            lo[i], up[i] = max(lo[i], cl), min(up[i], cu)
+            if _less(lo[i], cl):
+                lo[i] = cl
+            if _less(cu, up[i]):
+                up[i] = cu
         c_lo, c_up = lo, up
     _set_bounds(state, k, c_lo, c_up)
+
+
+def _less(a: Fraction, b: Fraction) -> bool:
+    """a < b, exactly (denominators are positive), without Fraction's type dispatch."""
+    return a.numerator * b.denominator < b.numerator * a.denominator
 
 
 def _set_bounds(state: _State, k: int, lo: list[Fraction], up: list[Fraction]) -> None:
@@ -153,7 +161,7 @@ def _set_bounds(state: _State, k: int, lo: list[Fraction], up: list[Fraction]) -
     for (layer, i), phase in state.assume.items():
         if layer == k:
             lo[i], up[i] = (lo[i], min(up[i], Fraction(0))) if phase == "inactive" else (max(lo[i], Fraction(0)), up[i])
-    state.empty = state.empty or any(l > u for l, u in zip(lo, up))
+    state.empty = state.empty or any(_less(u, l) for l, u in zip(lo, up))
     state.bounds[k] = (lo, up)
 
 
@@ -287,17 +295,21 @@ def check_difference(step: dict, state: _State, where: str) -> None:
         raise Rejected(where, "pairs must be [a, b] neuron pairs of the layer, each neuron in at most one pair")
     rows = [{a: 1, b: -1} for a, b in pairs]
     d_lo, d_up = _bounds_of(rows, state, k)
-    c_lo, c_up, *lines = (_vector(step, name, len(pairs), where) for name in ("lower", "upper", *sorted(RELAX_KEYS - BOUND_KEYS)))
-    for p, ((a, b), cl, cu, dl, du, tl, sl, tu, su) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
+    c_lo, c_up = (_vector(step, name, len(pairs), where) for name in ("lower", "upper"))
+    lines = [_ratios(step.get(name), len(pairs), where, name) for name in sorted(RELAX_KEYS - BOUND_KEYS)]
+    for p, ((a, b), cl, cu, dl, du, (tl, tld), (sl, sld), (tu, tud), (su, sud)) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
         if cl > max(dl, lo[a] - up[b]) or cu < min(du, up[a] - lo[b]):
             raise Rejected(where, f"pair {p}: claimed bounds [{cl}, {cu}] of z_{a} - z_{b} are not implied")
         state.empty = state.empty or cl > cu
-        for x in (cl, cu):
-            low = x if lo[b] >= 0 else Fraction(0) if up[b] <= 0 else min(x, Fraction(0))
-            high = x if lo[a] >= 0 else Fraction(0) if up[a] <= 0 else max(x, Fraction(0))
-            if sl * x + tl > low or su * x + tu < high:
+        (la, ua), (lb, ub) = ((lo[i].numerator, up[i].numerator) for i in (a, b))  # their signs
+        for x in (cl, cu):  # x = n/d: low (high) = x, 0 or min(x, 0) (max(x, 0)), as n/d with the same d
+            n, d = x.numerator, x.denominator
+            low = n if lb >= 0 or (ub > 0 and n < 0) else 0
+            high = n if la >= 0 or (ua > 0 and n > 0) else 0
+            # s*x + t > low/d  <=>  s_n*n*t_d + t_n*s_d*d > low*s_d*t_d  (times d*s_d*t_d/d > 0)
+            if sl * n * tld + tl * sld * d > low * sld * tld or su * n * tud + tu * sud * d < high * sud * tud:
                 raise Rejected(where, f"pair {p}: a line is not below/above relu(z_{a}) - relu(z_{b}) at delta = {x}")
-    state.diff[k] = ([tuple(p) for p in pairs], tuple(qvec(lines[i]) for i in (1, 0, 3, 2)))
+    state.diff[k] = ([tuple(p) for p in pairs], tuple(ratio_vec(lines[i]) for i in (1, 0, 3, 2)))
 
 
 def _q(v: Fraction) -> str:

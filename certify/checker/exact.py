@@ -62,10 +62,21 @@ class LayerMats:
     def __init__(self, w: list[list[int]], b: list[int]):
         self.w, self.b, self.weight, self.bias = w, b, fmpz_mat(w), fmpz_mat([[x] for x in b])
         self._rows: dict[int, list] = {}
+        self.sums: dict[tuple, list] = {}
+        self._subs: dict[tuple, tuple] = {}  # _times_weights' rows with several coefficients (a difference step's pairs recur per region)
 
     @cached_property
     def magnitude(self) -> fmpz_mat:
         return fmpz_mat([[abs(x) for x in row] for row in self.w])
+
+    def sub(self, keep: list[int]) -> tuple[fmpz_mat, fmpz_mat]:
+        """The weights' and biases' rows `keep` as FLINT matrices, kept per `keep` (a region's back-substitutions share them)."""
+        key = tuple(keep)
+        if key not in self._subs:
+            if len(self._subs) > 256:
+                self._subs.clear()
+            self._subs[key] = (fmpz_mat([self.rows(1)[c] for c in keep]), fmpz_mat([[self.b[c]] for c in keep]))
+        return self._subs[key]
 
     def rows(self, sign: int) -> list[list[fmpz]]:
         if sign not in self._rows:
@@ -97,12 +108,24 @@ def _common_lines(relu: tuple, diff: tuple, ad: int) -> tuple:
     return hit[2]
 
 
+def _picker(index: list) -> object:
+    """v -> the tuple of v's entries at `index` (itemgetter, which returns a bare entry for one index)."""
+    return itemgetter(*index) if len(index) > 1 else (lambda v: tuple(v[c] for c in index))
+
+
 def _times_weights(row: dict[int, int], m: LayerMats) -> list:
-    """A row {neuron: coefficient} times the layer's weights: for +-e_i, the weights' row i itself (shared, never changed)."""
-    (i, c), *more = row.items()
+    """A row {neuron: coefficient} times the layer's weights: for +-e_i, the weights' row i itself; for
+    others the sum, kept in `m.sums` by the row's items (shared, never changed)."""
+    (i, c), *more = items = tuple(row.items())
+    if more and items in m.sums:
+        return m.sums[items]
     out = m.rows(c)[i] if c in (1, -1) else [c * x for x in m.rows(1)[i]]
     for i, c in more:
         out = [x + y for x, y in zip(out, m.rows(c)[i])] if c in (1, -1) else [x + c * y for x, y in zip(out, m.rows(1)[i])]
+    if more:
+        if len(m.sums) > 4096:
+            m.sums.clear()
+        m.sums[items] = out
     return out
 
 
@@ -165,11 +188,12 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                     i for i, col in enumerate(zip(*extra)) if any(col)))}
                 keep = [i for i, (a, b) in enumerate(zip(los, ups)) if a or b or i in special] or [0]
             at = {c: t for t, c in enumerate(keep)}
-            take = itemgetter(*keep) if len(keep) > 1 else (lambda v: tuple(v[c] for c in keep))
+            take = _picker(keep)
             new_rows, icpts, loi_r = [], [], list(loi)
             for n in neurons:  # an alpha line has intercept 0
                 loi_r[n] = 0
             nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
+            (pick_lo, t_lo), (pick_up, t_up) = ((_picker(nz), [v[i] for i in nz]) for nz, v in ((nz_lo, loi_r), (nz_up, upi)))
             pair_lines = list(zip(pairs, dls, dli, dus, dui))
             seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
             los_k, ups_k, scale, places = take(los), take(ups), lcm_s // ad, [at[n] for n in neurons]
@@ -184,7 +208,7 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                         for n, a in zip(neurons, rows_alpha[r]):
                             lo_r[n] = a * scale
                 new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(take(row), lo_k, ups_k)]
-                icpt = sum(row[i] * loi_r[i] for i in nz_lo if row[i] >= ZERO) + sum(row[i] * upi[i] for i in nz_up if row[i] < ZERO)
+                icpt = sum([x * t for x, t in zip(pick_lo(row), t_lo) if x >= ZERO]) + sum([x * t for x, t in zip(pick_up(row), t_up) if x < ZERO])
                 for (a, b), sl, tl, su, tu in (pair_lines if any(row[b] for b in seconds) else ()):
                     xa, xb = row[a], row[b]
                     if xa > ZERO:  # only opposite signs are rewritten: undo the two terms' own lines
@@ -208,8 +232,7 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                 common = math.lcm(den, eden)
                 rows = [[x * (common // den) + e * (common // eden) for x, e in zip(row, take(er))] for row, er in zip(rows, extra)]
                 den = common
-            sub = None if len(keep) == len(los) else (fmpz_mat([mats[j - 1].rows(1)[c] for c in keep]),
-                                                      fmpz_mat([[mats[j - 1].b[c]] for c in keep]))
+            sub = None if len(keep) == len(los) else mats[j - 1].sub(keep)
             mat = fmpz_mat(rows)
     (lo, loden), (up, upden) = box
     dd = math.lcm(loden, upden)
