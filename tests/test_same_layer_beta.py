@@ -93,24 +93,40 @@ def test_same_layer_rows_of_a_sparse_step_are_the_whole_rows():
     assert sparse == ([whole[0][i] for i in ns], [whole[1][i] for i in ns])
 
 
+def _tiny_prune_spec(directory, tolerance: str):
+    """tiny_prune's spec in `directory`, its models read from the repository, at `tolerance` (as test_parallel_check)."""
+    spec = directory / "spec.yaml"
+    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                    .replace("tolerance: 3", f'tolerance: "{tolerance}"'))
+    return spec
+
+
 @pytest.fixture(scope="module")
-def shared_tree(tmp_path_factory):
-    """tiny_prune on its box: alpha leaves with ReLU splits on the shared layer 1 (see test_bab)."""
-    from certify.engine import attained_lower, prepare, write_and_check
+def tiny_prune(tmp_path_factory):
+    """tiny_prune on its box at tolerance 1/100, which only branch and bound reaches: (spec, problem)."""
+    from certify.engine import prepare
 
     tmp = tmp_path_factory.mktemp("same_layer")
-    spec = tmp / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "1/100"'))
-    p = prepare(spec, tmp / "c.cert.json")
+    spec = _tiny_prune_spec(tmp, "1/100")
+    return spec, prepare(spec, tmp / "c.cert.json")
+
+
+def _bab(p, same_layer: bool, leaves: int):
+    """Branch and bound on alpha leaves with alpha.SAME_LAYER set to `same_layer` (restored after)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(alpha, "SAME_LAYER", same_layer)
+        return bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=leaves, time_budget=120)
+
+
+@pytest.fixture(scope="module")
+def shared_tree(tiny_prune):
+    """The checked tree: alpha leaves with ReLU splits on the shared layer 1 (see test_bab)."""
+    from certify.engine import attained_lower, write_and_check
+
+    spec, p = tiny_prune
     witness, lower = attained_lower(p)
-    saved = alpha.SAME_LAYER
-    try:
-        alpha.SAME_LAYER = True
-        r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=24, time_budget=120)
-    finally:
-        alpha.SAME_LAYER = saved
-    path = tmp / "s.cert.json"
+    r = _bab(p, True, 24)
+    path = spec.parent / "s.cert.json"
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, path, jobs=1)
     return spec, path, json.loads(path.read_text()), result, p
 
@@ -166,12 +182,8 @@ def test_tampered_same_layer_multipliers_are_rejected(shared_tree, how):
     assert result.verdict is Verdict.REJECTED and "beta" in result.reason, result.reason
 
 
-def test_the_rule_off_gives_no_same_layer_multipliers(shared_tree):
-    spec, path, cert, _, p = shared_tree
-    saved = alpha.SAME_LAYER
-    try:
-        alpha.SAME_LAYER = False
-        r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=8, time_budget=120)
-    finally:
-        alpha.SAME_LAYER = saved
+def test_the_rule_off_gives_no_same_layer_multipliers(tiny_prune):
+    _, p = tiny_prune
+    r = _bab(p, False, 8)
     assert not _same_layer_steps({"tree": json.loads(json.dumps(r.tree, default=str))})
+    assert _same_layer_steps({"tree": json.loads(json.dumps(_bab(p, True, 8).tree, default=str))}), "the same run with the rule on"

@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 
 from certify.bounds import bab
-from certify.bounds.driver import propose
+from certify.bounds.driver import below, propose
 from certify.checker.check import Verdict
 from certify.engine import attained_lower, prepare, write_and_check
 from certify.model import save_model
@@ -50,7 +50,7 @@ def test_a_split_child_keeps_its_parents_lower_layers(tmp_path):
     parent = propose(p.net, p.joint, p.box, "alpha", assume={(1, 0): "active"}, margins=p.margins, exact_output=False)
     child_assume = {(1, 0): "active", (3, 1): "inactive"}
     child = propose(p.net, p.joint, p.box, "alpha", assume=child_assume, margins=p.margins, exact_output=False,
-                    warm=parent.warm, fixed=(3, parent))
+                    warm=parent.warm, fixed=below(parent, 3))
     for k in (0, 1):  # layers 1 and 2: the parent's, exactly
         assert np.array_equal(child.claims[k][0], parent.claims[k][0]) and np.array_equal(child.claims[k][1], parent.claims[k][1])
         assert child.relax[k] is parent.relax[k]

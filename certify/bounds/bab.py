@@ -19,7 +19,7 @@ from fractions import Fraction
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .driver import Proposal, propose
+from .driver import Proposal, below, propose
 from ..checker import exact
 from ..checker.numbers import rational_str
 from .linear import backsubstitute
@@ -188,8 +188,9 @@ def choose_split(net: FloatNet, node: Node, inputs: bool = True) -> dict | None:
 
 def _fixed(node: Node, proposal: Proposal | None) -> tuple:
     """`propose`'s `fixed` for a region: its layers below `first_layer` are those of `proposal` (its parent's, or its
-    own earlier one, which took them from the parent), as the checker holds them."""
-    return (node.first_layer, proposal) if node.first_layer > 1 and proposal is not None else ()
+    own earlier one, which took them from the parent), as the checker holds them; only their claims, lines and
+    difference lines (`driver.below`), not the proposal's steps."""
+    return below(proposal, node.first_layer) if node.first_layer > 1 and proposal is not None else ()
 
 
 def _split_score(children: list[Node]) -> tuple:

@@ -96,6 +96,11 @@ def _qlines(r: Relaxation) -> tuple:
     return tuple(exact.qvec(map(float, v)) for v in (r.lower_slope, r.lower_intercept, r.upper_slope, r.upper_intercept))
 
 
+def _qdiff(d: Difference) -> tuple:
+    """A layer's difference pairs and lines as the checker's exact back-substitution takes them."""
+    return list(zip(d.a.tolist(), d.b.tolist())), _qlines(d.lines)
+
+
 def _q(values) -> list:
     """Numbers kept as they are (floats, Fractions); `serialize` writes them as exact rationals, once,
     for the steps that end up in the certificate. Arrays become lists of Python floats: numpy scalars
@@ -123,6 +128,22 @@ class Proposal:
             return None
         margins = self.margins or (0,) * len(self.output_lower)
         return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
+
+
+@dataclass(frozen=True)
+class Below:
+    """A region's hidden layers below some layer j as the checker holds them (what a ReLU-split child on layer j takes
+    from its parent, `propose`'s `fixed`): float claims and relaxation lines of layers 1..j-1, and the difference lines
+    of those layers. Only these travel with a child's region (to a Ray worker too), not the parent's steps."""
+
+    claims: tuple
+    relax: tuple
+    diff: dict
+
+
+def below(p: Proposal, j: int) -> tuple:
+    """`propose`'s `fixed` for a child of a ReLU split on layer j whose parent's proposal is `p`."""
+    return j, Below(p.claims[: j - 1], p.relax[: j - 1], {k: d for k, d in (p.diff or {}).items() if k < j})
 
 
 # per-row slopes of unstable neurons cost certificate size: intermediate layers above this many use CROWN
@@ -298,8 +319,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     alpha: `alpha_iters` Adam steps per layer, each started from `warm` (an enclosing region's
     Proposal.warm) where given; the Proposal's `warm` holds this region's optimised parameters.
 
-    `fixed` (a ReLU-split child, which the certificate gives steps from its split layer j on): (j, the
-    parent's Proposal). Layers 1..j-1 are taken from the parent as the checker holds them (its claims,
+    `fixed` (a ReLU-split child, which the certificate gives steps from its split layer j on): `below(the
+    parent's Proposal, j)`, i.e. (j, the parent's layers below j as a `Below`). Layers 1..j-1 are taken from the parent as the checker holds them (its claims,
     lines and difference lines), not bounded again: bounded again, with alpha started from the parent's
     optimum, they can come out tighter than the parent's verified ones, and the child's claims built on
     them are then more than the checker derives (a rejected tree, seen on three hidden layers).
@@ -314,14 +335,14 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
     sparse = bool(inherited) and method == "crown"  # see `inherited`
     state: dict = {}  # alpha: layer -> (alphas, betas)
-    upto, parent = fixed or (1, None)
+    upto, parent = fixed or (1, None)  # parent: a Below
     for k in range(1, n if exact_output else n + 1):
         if k < upto:  # see `fixed`: the parent's layer k, as verified
             claims.append(parent.claims[k - 1])
             relax.append(parent.relax[k - 1])
-            if parent.diff and k in parent.diff:
-                d = diff[k] = parent.diff[k]
-                qdiff[k] = (list(zip(d.a.tolist(), d.b.tolist())), _qlines(d.lines))
+            if k in parent.diff:
+                diff[k] = parent.diff[k]
+                qdiff[k] = _qdiff(diff[k])
             if warm and k in warm:
                 state[k] = warm[k]
             continue
@@ -368,7 +389,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
             if len(diff_k.a):
                 diff[k] = diff_k
-            qdiff[k] = (list(zip(diff_k.a.tolist(), diff_k.b.tolist())), _qlines(diff_k.lines))
+            qdiff[k] = _qdiff(diff_k)
     # output layer: exact
     if n == 1:
         out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
