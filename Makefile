@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+JOBS   ?= 2
 
 .PHONY: demo test clean bench-deps bench proofs
 
@@ -17,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/certify check specs/digits_prune.yaml --no-cache
 
+# Two processes (the CI machine has 2 cores); a test file runs whole in one of them, so its module
+# fixtures run once. `make test JOBS=1` runs serially. The 15 slowest tests are listed at the end.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15
 
 # Regenerate every shipped certificate in proofs/ (after a change to the certificate format, the
 # checker or a spec). Each spec writes proofs/<spec>[.<level>].cert.json.
