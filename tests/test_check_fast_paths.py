@@ -56,6 +56,13 @@ def _state(layers, box):
     return check._State(layers, box, {}, {}, {}, mats=weight_mats(layers))
 
 
+def _problem(rng, widths):
+    """A random net of these widths, a random box around 0 on its inputs and a fresh check state."""
+    layers = _net(rng, widths)
+    box = ([Fraction(rng.randrange(-4, 1), 2) for _ in range(widths[0])], [Fraction(rng.randrange(0, 5), 2) for _ in range(widths[0])])
+    return layers, box, _state(layers, box)
+
+
 def _near(rng, v: Fraction) -> Fraction:
     """v itself, or v moved by a small amount either way."""
     return v + rng.choice([0, 0, Fraction(1, 64), -Fraction(1, 64), Fraction(1, 10 ** 6), -Fraction(1, 10 ** 6)])
@@ -67,9 +74,7 @@ def test_accept_bounds_compares_exactly():
     rng = random.Random(1912)
     outcomes = set()
     for _ in range(300):
-        layers = _net(rng, [3, 5, 2])
-        box = ([Fraction(rng.randrange(-4, 1), 2) for _ in range(3)], [Fraction(rng.randrange(0, 5), 2) for _ in range(3)])
-        state = _state(layers, box)
+        layers, box, state = _problem(rng, [3, 5, 2])
         derived = exact.interval_dense(layers[0], *box)
         kept = None
         for _ in range(2):
@@ -107,9 +112,7 @@ def test_difference_lines_are_tested_exactly():
     rng = random.Random(1913)
     outcomes = set()
     for _ in range(400):
-        layers = _net(rng, [3, 6, 2])
-        box = ([Fraction(rng.randrange(-4, 1), 2) for _ in range(3)], [Fraction(rng.randrange(0, 5), 2) for _ in range(3)])
-        state = _state(layers, box)
+        layers, box, state = _problem(rng, [3, 6, 2])
         lo, up = exact.interval_dense(layers[0], *box)
         for i in range(6):  # some neurons stable either way
             if rng.random() < 0.3:
