@@ -367,3 +367,29 @@ def test_the_rounded_joint_value_is_an_upper_bound_of_the_exact_one():
                 exact = _joint_value(sums, i, sigma, gamma, dens, allowed)
                 for bits in (0, 8, 64):
                     assert exact <= _joint_value(sums, i, sigma, gamma, dens, allowed, bits), (trial, i, sigma, bits)
+
+
+@pytest.mark.parametrize("seed, V, n, d, dh, fold", [c + (True,) for c in CASES[:2]] + [CASES[2] + (False,)])
+def test_the_witness_replay_through_the_form_encloses_the_forward_pass(tmp_path, seed, V, n, d, dh, fold):
+    """attention.replay (d at an integer x through the ratio form: exact r, c_k, s_k, one exp ball per member) is an
+    enclosure of the same value as graph.evaluate's dense arb forward pass at every sequence, about 1e-70 wide, and
+    deviation_at (engine and checker: a certificate's witness deviation) is its lower end. A non-integer x, or a graph
+    without the form (softmax written with exp and reciprocal nodes), falls back to the forward pass."""
+    from flint import ctx
+
+    from certify.checker import curves
+    from certify.checker.attention import replay
+    from certify.checker.graph import deviation_at, evaluate
+
+    p = _params(np.random.default_rng(seed), V, n, d, dh)
+    joint = _joint(tmp_path, p, V, n, fold=fold)
+    for tokens in itertools.product(range(V), repeat=n):
+        x = [Fraction(int(c % V == tokens[c // V])) for c in range(V * n)]
+        with ctx.workprec(256):
+            fast, dense = replay(joint, x), evaluate(joint, x)["d"]
+            assert len(fast) == len(dense) == joint.out_dim
+            assert all(a.overlaps(b) and a.rad() < 1e-70 for a, b in zip(fast, dense)), tokens
+            assert deviation_at(joint, x) == max(curves.exact(abs(v).lower(), -1) for v in fast)
+    assert replay(joint, [Fraction(1, 2)] + x[1:]) is None
+    other = _joint(tmp_path, p, V, n, softmax="difference")
+    assert form(other, V) is None and replay(other, x) is None

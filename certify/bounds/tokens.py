@@ -488,10 +488,10 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
     each softmax group's ratio maximised alone by Dinkelbach, or a joint one, a bisection on the pair-bucketed sum of
     both groups). With `claim`: first the leaves proving that bound (`_claimed`), the exact bound where they fail.
     Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab)."""
-    from ..checker.attention import form
+    from ..checker.attention import form_of
 
     t0 = time.perf_counter()
-    fm = form(joint, box.vocab)
+    fm = form_of(joint, box.vocab)  # (the one the witness replay built for this joint graph, if it did)
     q = None if fm is None else _query(fm, len(box.allowed))
     if q is None:
         return None

@@ -28,7 +28,7 @@ import math
 from fractions import Fraction
 from itertools import chain, compress
 
-from flint import arb, ctx, fmpz, fmpz_mat, fmpz_poly
+from flint import arb, ctx, fmpq, fmpz, fmpz_mat, fmpz_poly
 
 from .errors import require
 from .model import gc_paused
@@ -132,8 +132,9 @@ class Form:
                         if s == 1 and t == -1 else [[s * x + t * y for x, y in zip(e[r], f[r])] for r in idx])
             if todo is not None:  # the rows that do not read q: as in prev; those that read q alone: as in narrow
                 full = list(prev[1][nd.name][0])
+                one, col = narrow[0][nd.name][0], narrow[1]
                 for r in alone:
-                    full[r] = [narrow[0][nd.name][0][r][narrow[1]]] * B
+                    full[r] = [one[r][col]] * B
                 for r, v in zip(todo, rows):
                     full[r] = v
                 rows = full
@@ -303,6 +304,46 @@ def form(joint, vocab: int) -> Form | None:
     return fm if 1 <= len(fm.groups) <= 2 else None
 
 
+_LAST: list = [None, 0, None]  # the last joint graph, vocabulary and form: a check's witness replay takes its leaves' form
+
+
+def form_of(joint, vocab: int) -> Form | None:
+    """`form(joint, vocab)`, kept for the last joint graph (the same object) and vocabulary."""
+    if _LAST[0] is not joint or _LAST[1] != vocab:
+        _LAST[:] = [joint, vocab, form(joint, vocab)]
+    return _LAST[2]
+
+
+def replay(joint, x: list) -> list | None:
+    """d at the input x as arb balls (the caller's precision), or None where the joint graph has no ratio form or x
+    is not integer (then graph.evaluate). From `Form.evaluate` at x (one column, exact integers): the scores s, the rest
+    r = d(p = 0) and, per softmax member k, d(p = e_k) - r = c_k; then d = r + sum_groups (sum_k e^{s_k - s*} c_k) /
+    (sum_k e^{s_k - s*}), with one exp ball per member (docs/soundness.md, R7). The vocabulary, read off
+    a one-hot x (in_dim / its ones), only lets a check's leaves share their form: the values do not depend on it."""
+    if len(x) != joint.in_dim or any(Fraction(v).denominator != 1 for v in x):
+        return None
+    ones = sum(v != 0 for v in x)
+    fm = form_of(joint, joint.in_dim // ones if ones and joint.in_dim % ones == 0 else joint.in_dim)
+    if fm is None:
+        return None
+    X = [[fmpz(int(v))] for v in x]
+    base = fm.evaluate(X, None)
+    r, D = base[joint.output]
+    d = [arb(fmpq(int(v[0]), D)) for v in r]
+    for nd in fm.soft:
+        s, S = base[nd.inputs[0]]
+        for gid in sorted(set(nd.groups)):
+            ms = [k for k, g in enumerate(nd.groups) if g == gid]
+            top = max(s[k][0] for k in ms)
+            es = [(arb(fmpq(int(s[k][0] - top), S))).exp() for k in ms]
+            num = [arb(0)] * len(d)
+            for k, e in zip(ms, es):
+                c, C = fm.evaluate(X, (nd.name, k), base)[joint.output]
+                num = [u + e * fmpq(int(v[0] * D - w[0] * C), C * D) for u, v, w in zip(num, c, r)]
+            d = [u + v / sum(es) for u, v in zip(d, num)]
+    return d
+
+
 def _ints(vals) -> tuple[list[int], int]:
     """Rationals (Fraction, int) as (numerators, d): over one common denominator d > 0."""
     pairs, w = [(n, vals[n].as_integer_ratio()) for n in compress(range(len(vals)), vals)], [0] * len(vals)  # (zeros, most of a selection: skipped)
@@ -322,7 +363,7 @@ def _exps(scores, D, where: str) -> list:
             for v in vals:
                 if v not in memo:  # (a score that reads no free position repeats along the columns)
                     e = (arb(v - top) / D).exp()
-                    (m, x), (rm, rx) = ((int(t) for t in u.man_exp()) for u in (e.mid(), e.rad()))
+                    m, x, rm, rx = map(int, (*e.mid().man_exp(), *e.rad().man_exp()))
                     cut = max(m.bit_length() - P, 0)
                     m, x = (m + (1 << cut >> 1)) >> cut, x + cut
                     k = min(rx, x - P, x - 1)  # |e - m 2^x| <= rad + |mid - m 2^x| (half a unit where cut): in units 2^k
@@ -599,5 +640,6 @@ def _trace(value: Fraction, i: int, s: int, g: int) -> Fraction:
 def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
     """Every (leaf, its token box, where) of a token tree whose leaf is {"ratio": ...}; returns the rows checked."""
     with gc_paused():  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
-        fm = form(joint, leaves[0][1].vocab)
+        _LAST[:] = [joint, leaves[0][1].vocab, form(joint, leaves[0][1].vocab)]  # (made afresh: no other caller's tables)
+        fm = _LAST[2]
         return sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)

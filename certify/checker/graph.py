@@ -1008,9 +1008,13 @@ def evaluate(graph: Graph, x: list[Fraction], prec: int = 256) -> dict:
 
 def deviation_at(joint: Graph, x: list[Fraction]) -> Fraction:
     """A proven lower bound on max_i |d_i(x)|: the lower end of the arb enclosure (exact where the
-    graph's ops are all rational)."""
+    graph's ops are all rational). A graph with a softmax-ratio form at an integer x: through that form
+    (attention.replay: exact integers and one exp per softmax member), else `evaluate`."""
+    from .attention import replay
+
     with ctx.workprec(256):
-        return max(curves.exact(abs(v).lower(), -1) for v in evaluate(joint, x)["d"])
+        d = replay(joint, x)
+        return max(curves.exact(abs(v).lower(), -1) for v in (evaluate(joint, x)["d"] if d is None else d))
 
 
 def goal_reached(bounds: dict, bound: Fraction, where: str) -> None:
