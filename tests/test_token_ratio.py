@@ -393,3 +393,53 @@ def test_the_witness_replay_through_the_form_encloses_the_forward_pass(tmp_path,
     assert replay(joint, [Fraction(1, 2)] + x[1:]) is None
     other = _joint(tmp_path, p, V, n, softmax="difference")
     assert form(other, V) is None and replay(other, x) is None
+
+
+def _joint_relaxed_plain(g1, g2, sign, r, mu):
+    """tokens._joint_relaxed before its batched products (7c96fa4, verbatim but for the parts it always returns)."""
+    const, unary, pairs = 0.0, {}, {}
+    for p1, E1, C1 in g1:
+        for p2, E2, C2 in g2:
+            a = E1[:, None] * (sign * C1 + sign * r - mu)
+            if p1 is not None and p1 == p2:
+                unary[p1] = unary.get(p1, 0) + a * E2[:, None] + E1[:, None] * E2[:, None] * sign * C2
+            elif p1 is not None and p2 is not None:
+                key, t = ((p1, p2), False) if p1 < p2 else ((p2, p1), True)
+                mat = a[:, None, :] * E2[None, :, None] + E1[:, None, None] * (E2[:, None] * sign * C2)[None, :, :]
+                pairs[key] = pairs.get(key, 0) + (mat.transpose(1, 0, 2) if t else mat)
+            elif p1 is not None or p2 is not None:
+                p = p1 if p1 is not None else p2
+                v = (a * E2[0] + E1[:, None] * E2[0] * sign * C2[0]) if p1 is not None else (a[0] * E2[:, None] + E1[0] * E2[:, None] * sign * C2)
+                unary[p] = unary.get(p, 0) + v
+            else:
+                const = const + a[0] * E2[0] + E1[0] * E2[0] * sign * C2[0]
+    share = {p: sum(p in k for k in pairs) for p in unary}
+    total, each = const + sum(u.max(0) for p, u in unary.items() if share[p] == 0), []
+    for (j, k), mat in sorted(pairs.items()):
+        if share.get(j):
+            mat = mat + unary[j][:, None, :] / share[j]
+        if share.get(k):
+            mat = mat + unary[k][None, :, :] / share[k]
+        each.append(mat.reshape(-1, mat.shape[-1]).max(0))
+        total = total + each[-1]
+    return total + np.zeros_like(mu), each
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_engines_batched_joint_relaxation_gives_the_plain_ones_values(seed):
+    """tokens._joint_relaxed (each pair's matrix by one batched product of its factors) against the plain one: the same
+    value and pair maxima, to float noise, with members on free positions in both orders, on the same position, fixed
+    (None), and a position of group 1 with no partner in group 2 (its own terms not shared)."""
+    from certify.bounds.tokens import _joint_relaxed
+
+    rng = np.random.default_rng(seed)
+    m, sizes = 5, {0: 4, 1: 3, 2: 5, 3: 2, None: 1}
+    members = [[0, 1, 2, None], [2, 0, 1, None], [0, 3, None], [1, 1, 2]][seed % 4], [[1, 2, 0, None], [0, 1, None], [2, 0, 1], [2, None]][seed % 4]
+    g1, g2 = ([(p, rng.uniform(0.1, 2, sizes[p]), rng.normal(size=(sizes[p], m)) * 10) for p in ps] for ps in members)
+    for sign in (1.0, -1.0):
+        r, mu = rng.normal(size=m), rng.normal(size=m) * 5
+        value, each = _joint_relaxed(g1, g2, sign, r, mu, parts=True)
+        want, want_each = _joint_relaxed_plain(g1, g2, sign, r, mu)
+        assert np.allclose(value, want, rtol=1e-12, atol=1e-9) and len(each) == len(want_each) >= 1
+        assert all(np.allclose(u, v, rtol=1e-12, atol=1e-9) for u, v in zip(each, want_each))
+        assert np.array_equal(_joint_relaxed(g1, g2, sign, r, mu), value)

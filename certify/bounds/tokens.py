@@ -394,17 +394,20 @@ def _split_h(members, sign: float, add: np.ndarray) -> np.ndarray:
 def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bool = False):
     """The checker's relaxation (attention._upper) of max sum_{k,l} E_k E_l (sign c_k + sign r - mu + sign c_l), per
     output (columns of C, entries of r and mu): terms bucketed by the free positions they read, unary shared among pairs.
-    parts: (the value, [each pair's max, ...] in the checker's order of pairs), per output."""
+    A pair's matrix, per output, is a sum of outer products (rows: its first position's tokens), formed by one batched
+    matrix product of its factors. parts: (the value, [each pair's max, ...] in the checker's order of pairs), per output."""
     const, unary, pairs = 0.0, {}, {}
     for p1, E1, C1 in g1:
         for p2, E2, C2 in g2:
             a = E1[:, None] * (sign * C1 + sign * r - mu)  # (t1, m)
             if p1 is not None and p1 == p2:
                 unary[p1] = unary.get(p1, 0) + a * E2[:, None] + E1[:, None] * E2[:, None] * sign * C2
-            elif p1 is not None and p2 is not None:
-                key, t = ((p1, p2), False) if p1 < p2 else ((p2, p1), True)
-                mat = a[:, None, :] * E2[None, :, None] + E1[:, None, None] * (E2[:, None] * sign * C2)[None, :, :]
-                pairs[key] = pairs.get(key, 0) + (mat.transpose(1, 0, 2) if t else mat)
+            elif p1 is not None and p2 is not None:  # a (x) E2 + E1 (x) E2 sign C2, per output
+                u, v = [a, np.broadcast_to(E1[:, None], a.shape)], [np.broadcast_to(E2[:, None], C2.shape), E2[:, None] * sign * C2]
+                key, (u, v) = ((p1, p2), (u, v)) if p1 < p2 else ((p2, p1), (v, u))
+                pairs.setdefault(key, ([], []))
+                pairs[key][0].extend(u)
+                pairs[key][1].extend(v)
             elif p1 is not None or p2 is not None:
                 p = p1 if p1 is not None else p2
                 v = (a * E2[0] + E1[:, None] * E2[0] * sign * C2[0]) if p1 is not None else (a[0] * E2[:, None] + E1[0] * E2[:, None] * sign * C2)
@@ -413,13 +416,13 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bo
                 const = const + a[0] * E2[0] + E1[0] * E2[0] * sign * C2[0]
     share = {p: sum(p in k for k in pairs) for p in unary}
     total, each = const + sum(u.max(0) for p, u in unary.items() if share[p] == 0), []
-    for (j, k), mat in sorted(pairs.items()):
+    for (j, k), (u, v) in sorted(pairs.items()):
         if share.get(j):
-            mat = mat + unary[j][:, None, :] / share[j]
+            u, v = u + [unary[j] / share[j]], v + [np.ones_like(v[0])]
         if share.get(k):
-            mat = mat + unary[k][None, :, :] / share[k]
-        flat = mat.reshape(-1, mat.shape[-1])
-        each.append(flat.max(0))
+            u, v = u + [np.ones_like(u[0])], v + [unary[k] / share[k]]
+        mat = np.matmul(np.stack(u, axis=-1).transpose(1, 0, 2), np.stack(v, axis=-1).transpose(1, 2, 0))  # (m, tj, tk)
+        each.append(mat.reshape(len(mat), -1).max(1))
         total = total + each[-1]
     return (total + np.zeros_like(mu), each) if parts else total + np.zeros_like(mu)
 
