@@ -5,9 +5,11 @@ command line takes --workers for one spec's leaves and --jobs for the checker's 
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
+from certify.bounds import bab
 from certify.certificate import serialize
 from certify.checker.check import Verdict
 from certify.cli import main
@@ -15,12 +17,12 @@ from certify.engine import attained_lower, bound_with, prepare, write_and_check
 
 from .conftest import ROOT, SPECS
 
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance for the module (branch and bound joins it and leaves it running)."""
+    ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
@@ -54,3 +56,78 @@ def test_cli_workers_and_jobs_for_one_spec(ray_session, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert json.loads(cert.read_text())["engine"]["bab"]["workers"] == 2, out
     assert main(["verify", str(spec), str(cert), "--jobs", "2"]) == 0
+
+
+def _mnist(tmp_path, tolerance: str):
+    """The VeryDiff MNIST pair (input splits, CROWN leaves inside the root's steps: the workers send back light
+    proposals and the splits to try on them) at `tolerance`."""
+    spec = tmp_path / "mnist.yaml"
+    spec.write_text((SPECS / "verydiff_mnist.yaml").read_text().replace("../tests/", str(ROOT / "tests") + "/")
+                    .replace("tolerance: 4", f"tolerance: {tolerance}"))
+    return prepare(spec, tmp_path / "m.cert.json")
+
+
+def _tree(r) -> str:
+    return json.dumps(serialize(r.tree), sort_keys=True)
+
+
+class _InProcess:
+    """`bab._RayBounders` without Ray: each task runs at once on a copy (pickled there and back, as across processes),
+    and finished tasks are handed back newest first, an order the serial search never takes."""
+
+    def __init__(self, workers, address, args, plan):
+        self.actors = [bab._Bounder(*args, plan=plan) for _ in range(workers)]
+        self.done, self.light = [], 0
+
+    def submit(self, worker, regions, options):
+        regions, options = pickle.loads(pickle.dumps((regions, options)))
+        result = pickle.loads(pickle.dumps(self.actors[worker].work(regions, options)))
+        self.light += sum(not p.relax for p, _ in (result[1] if isinstance(result[0], int) else [result]))
+        self.done.append((object(), result))
+        return self.done[-1][0]
+
+    def next_done(self, tasks):
+        task, result = self.done.pop()
+        assert task in tasks
+        return task, result
+
+    def close(self):
+        _InProcess.last = self
+
+
+@pytest.mark.parametrize("which", ["mnist", "tiny_prune"])
+def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
+    """The Ray search (`_ray_search`: splits chosen in the workers, results taken as they finish) on an in-process
+    stand-in that finishes tasks out of order: the serial tree, on input splits with light proposals (MNIST) and on
+    ReLU splits with alpha leaves (tiny_prune)."""
+    if which == "mnist":
+        p = _mnist(tmp_path, '"3/2"')
+    else:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+                        .replace("tolerance: 3", 'tolerance: "21/20"'))
+        p = prepare(spec, tmp_path / "c.cert.json")
+    args = (p.net, p.joint, p.box, "alpha", p.spec.property.tolerance)
+    serial = bab.branch_and_bound(*args, max_leaves=400, time_budget=300, margins=p.margins)
+    assert serial.bound <= p.spec.property.tolerance and serial.splits >= 2
+    monkeypatch.setattr(bab, "_RayBounders", _InProcess)
+    ray_like = bab.branch_and_bound(*args, max_leaves=400, time_budget=300, margins=p.margins, workers=2)
+    assert (ray_like.bound, ray_like.leaves, _tree(ray_like)) == (serial.bound, serial.leaves, _tree(serial))
+    light = _InProcess.last.light
+    assert (light > 0) if which == "mnist" else (light == 0), light  # alpha's ReLU-split children need their parent's layers
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore:os.fork:RuntimeWarning")
+def test_ray_mnist_tree_is_the_serial_tree_and_checks(ray_session, tmp_path):
+    """The VeryDiff MNIST pair on 2 Ray workers to 1.5: the serial tree, and the checker accepts it."""
+    p = _mnist(tmp_path, '"3/2"')
+    witness, lower = attained_lower(p)
+    trees = {}
+    for workers in (0, 2):
+        r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=400,
+                                 time_budget=300, margins=p.margins, workers=workers)
+        assert r.bound <= p.spec.property.tolerance and r.leaf_method == "crown" and r.splits >= 4
+        trees[workers] = (r.bound, _tree(r))
+    assert trees[0] == trees[2]
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "w2.cert.json", jobs=1)
+    assert result.verdict is Verdict.CERTIFIED and result.bound == r.bound, result.reason

@@ -215,6 +215,23 @@ def _split_score(children: list[Node]) -> tuple:
     return max(bounds), sum(bounds)
 
 
+def _candidates(net: FloatNet, node: Node, plan: dict) -> list[dict]:
+    """The splits tried on a bounded region (strong branching keeps the one whose worse child is best); [] if none.
+    `plan`: the run's `shared_first`, `input_splits`, `candidates` and whether regions are bounded inside the root's
+    steps (`inherited`)."""
+    if node.depth >= MAX_DEPTH:
+        cands = []
+    elif plan["shared_first"]:  # see SHARED_FIRST
+        cands = [s for s in [shared_split(net, node) or choose_split(net, node, inputs=False)] if s]
+    else:
+        cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] and plan["candidates"] > 1 else []) or \
+            [s for s in [choose_split(net, node)] if s is not None]
+    if plan["inherited"]:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
+        # would leave layers below it to the root's looser steps); a point box has none, and needs none
+        cands = [c for c in cands if c["split"] == "input"]
+    return cands
+
+
 def _children(node: Node, split: dict) -> list[Node]:
     lo, up = node.box
     if split["split"] == "input":
@@ -247,15 +264,15 @@ def sampled_lower(net: FloatNet, box, samples: int = 256, seed: int = 0) -> floa
 
 
 class _Bounder:
-    """Bounds regions with the leaf method of one run (in this process, or as a Ray actor)."""
+    """Bounds regions with the leaf method of one run (in this process, or as a Ray actor: `plan`, see `work`)."""
 
     def __init__(self, net: FloatNet, exact_joint, method: str, margins: tuple, differential: bool, inherited: tuple = (),
-                 outputs: tuple | None = None, actor: bool = False):
+                 outputs: tuple | None = None, actor: bool = False, plan: dict | None = None):
         if actor:  # a Ray worker process: one BLAS thread for good (see BLAS_THREADS)
             threadpool_limits(BLAS_THREADS, user_api="blas")
         self.args = (net, exact_joint)
         self.method, self.margins, self.differential, self.inherited = method, margins, differential, inherited
-        self.outputs = outputs
+        self.outputs, self.plan = outputs, plan
 
     def bound(self, regions: list) -> list[Proposal]:
         """Proposals for [(box, assume, exact output, alpha start, alpha steps, fixed lower layers)]: leaves are
@@ -266,15 +283,52 @@ class _Bounder:
                         fixed=fixed)
                 for box, assume, exact, warm, iters, fixed in regions]
 
+    def ready(self) -> bool:
+        return True
+
+    def work(self, regions: list, options: list | Node) -> tuple:
+        """A Ray worker's task (see `_ray_search`): `regions` as for `bound`, and what they are for. `options`, a split
+        region's candidate splits [(split, children)] (the children of each in `regions`, in order): the children are
+        bounded, the split whose worse child is best kept as in a serial run (`_split_score`), and (its index, [(child's
+        proposal, splits to try on the child)]) returned. `options`, a Node (without its proposal): the region bounded
+        again with exact outputs, returned as (proposal, splits to try on it). The splits to try (`_candidates`) are
+        computed here, from the full proposal, for a region the driver will split (its bound misses the target), else
+        None; the proposals go back without what only choosing a split needs (`_light`)."""
+        proposals = self.bound(regions)
+        if isinstance(options, Node):
+            options.set_proposal(proposals[0], True)
+            return self._light(proposals[0]), self._to_try(options)
+        kids = [kid for _, children in options for kid in children]
+        for kid, proposal in zip(kids, proposals):
+            kid.set_proposal(proposal, False)
+        best = min(range(len(options)), key=lambda i: _split_score(options[i][1]))  # the first of equals, as min(options)
+        first = sum(len(children) for _, children in options[:best])
+        return best, [(self._light(proposals[first + i]), self._to_try(kid)) for i, kid in enumerate(options[best][1])]
+
+    def _to_try(self, node: Node) -> list | None:
+        target = self.plan["target"]
+        if node.bound is None or node.bound <= target or _rebound(node, target):
+            return None
+        return _candidates(self.args[0], node, self.plan)
+
+    def _light(self, p: Proposal) -> Proposal:
+        """`p` without its float relaxations, claims and differences where the driver needs none of them: every region
+        inside the root's steps is split on inputs (`inherited`), so no child takes layers from it (`_fixed`), and its
+        splits to try come from here. On the VeryDiff MNIST pair 39 KB -> 15 KB a proposal."""
+        return dataclasses.replace(p, relax=(), claims=(), diff=None) if self.plan["inherited"] else p
+
     def close(self) -> None:
         pass
 
 
-class _RayBounders:
-    """`workers` Ray actors, each a `_Bounder`; a batch of regions is dealt out round robin. Ray is
-    started here (locally, or joined at `address`) unless it already runs, and shut down after."""
+RAY_QUEUE = 2  # tasks in flight per Ray worker: one running, the next waiting, so that no worker waits for the driver
 
-    def __init__(self, workers: int, address: str | None, args: tuple, root: Node):
+
+class _RayBounders:
+    """`workers` Ray actors, each a `_Bounder` for the run's `plan`. Ray is started here (locally, or joined at
+    `address`) unless it already runs, and shut down after."""
+
+    def __init__(self, workers: int, address: str | None, args: tuple, plan: dict):
         import ray
 
         self.ray, self.started = ray, not ray.is_initialized()
@@ -282,16 +336,16 @@ class _RayBounders:
             ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(_Bounder)
-        self.actors = [actor.remote(*args, actor=True) for _ in range(workers)]
-        ray.get([a.bound.remote([(root.box, root.assume, False, None, INPUT_ALPHA_ITERS, ())]) for a in self.actors])  # compile JAX in every worker
+        self.actors = [actor.remote(*args, actor=True, plan=plan) for _ in range(workers)]
+        ray.get([a.ready.remote() for a in self.actors])  # started (a worker's first leaf compiles its JAX programs)
 
-    def bound(self, regions: list) -> list[Proposal]:
-        n = len(self.actors)
-        parts = self.ray.get([a.bound.remote(regions[i::n]) for i, a in enumerate(self.actors)])
-        out: list = [None] * len(regions)
-        for i, part in enumerate(parts):
-            out[i::n] = part
-        return out
+    def submit(self, worker: int, regions: list, options) -> object:
+        return self.actors[worker].work.remote(regions, options)
+
+    def next_done(self, tasks: list) -> tuple:
+        """One finished task of `tasks` and its result (waits for one)."""
+        (task,), _ = self.ray.wait(tasks, num_returns=1)
+        return task, self.ray.get(task)
 
     def close(self) -> None:
         for a in self.actors:
@@ -308,7 +362,77 @@ class BabResult:
     splits: int
     seconds: float
     leaf_method: str = ""
-    startup_seconds: float = 0.0  # starting the Ray workers (and their first leaf), part of `seconds`
+    startup_seconds: float = 0.0  # starting the Ray workers (until each has answered), part of `seconds`
+
+
+def _rebound(node: Node, target: Fraction) -> bool:
+    """A region with padded float output bounds that miss the target by no more than their padding: its outputs are
+    bounded exactly before it is split (a region where f = g has deviation exactly 0, and tolerance 0 is met)."""
+    return not node.exact_output and node.bound <= target + EXACT_SLACK * (1 + abs(target))
+
+
+def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
+                clock: float, progress) -> tuple[int, bool]:
+    """`_branch_and_bound`'s search on Ray workers, pipelined: every worker holds up to RAY_QUEUE tasks, and a finished
+    task's successor is handed out at once (no round waits for its slowest worker). A task is one region off the heap,
+    the worst first: to split (its children under every candidate split; the worker keeps the split as a serial run
+    does and returns that split's children, each with its splits to try, see `_Bounder.work`), or to bound again with
+    exact outputs. The driver only keeps the heap and the tree. Returns (splits, stopped: a region had nothing to split)."""
+    target, splits, stop = plan["target"], 0, False
+    to_try: dict = {}  # id(node) -> its candidate splits, from the worker that bounded it
+    pending: dict = {}  # task -> (worker, node, its options, or None: bounded again)
+    queued = [0] * len(workers.actors)
+    while True:
+        while not stop and live and live[0][2].bound > target and 1 + splits < max_leaves and \
+                CLOCK() - clock < time_budget and min(queued) < RAY_QUEUE:
+            _, _, worst = heapq.heappop(live)
+            w = queued.index(min(queued))
+            if _rebound(worst, target):
+                region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
+                bare = dataclasses.replace(worst, proposal=None, split=None, children=[], warm=None)
+                pending[workers.submit(w, [region], bare)] = (w, worst, None)
+                queued[w] += 1
+                continue
+            cands = to_try.pop(id(worst), None)
+            if cands is None:  # a region the driver bounded (the root), whose proposal is whole
+                assert worst.proposal.relax or not plan["inherited"], "a light proposal without its splits to try"
+                cands = _candidates(net, worst, plan)
+            if not cands:  # nothing left to split: the search ends here
+                heapq.heappush(live, (-worst.bound, next(order), worst))
+                stop = True
+                break
+            options = [(split, _children(worst, split)) for split in cands]
+            regions = []
+            for split, kids in options:
+                iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
+                regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
+            pending[workers.submit(w, regions, options)] = (w, worst, options)
+            queued[w] += 1
+            splits += 1
+        if not pending:
+            return splits, stop
+        task, result = workers.next_done(list(pending))
+        w, node, options = pending.pop(task)
+        queued[w] -= 1
+        if options is None:
+            node.set_proposal(result[0], True)
+            keep = [(node, result[1])]
+        else:
+            best, kids = result
+            node.split, node.children = options[best]
+            node.warm = None
+            if node.split["split"] == "relu":
+                node.keep = (node.first_layer, node.split["layer"])
+            for kid, (proposal, _) in zip(node.children, kids):
+                kid.set_proposal(proposal, False)
+            keep = [(kid, cands) for kid, (_, cands) in zip(node.children, kids)]
+        for kid, cands in keep:
+            if cands is not None:
+                to_try[id(kid)] = cands
+            if kid.bound is not None:  # None: the region is empty
+                heapq.heappush(live, (-kid.bound, next(order), kid))
+        if progress is not None:
+            progress(1 + splits, -live[0][0] if live else None)
 
 
 def branch_and_bound(*args, **kwargs) -> BabResult:
@@ -324,13 +448,15 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     """Split the worst leaf until its bound is <= tolerance, or the budget is spent. `stop_below`, when
     given, replaces the tolerance as the target: callers pass 1.01 x an attained deviation, where
     splitting further cannot help (a violated tolerance is out of reach; a tightness run goes past it).
-    `progress(leaves, bound)` is called after every split (every round, on Ray).
+    `progress(leaves, bound)` is called after every split (after every finished task, on Ray).
 
     `workers` > 0: the leaves are bounded by that many Ray actors (`_RayBounders`: a local Ray
-    instance, or the cluster at `address`), 4 leaves per worker split per round, the worst first.
-    Every leaf is bounded as in a serial run; a run that reaches its target splits exactly the
-    regions whose bound misses it, so its tree is the serial tree (leaves bounded in another order).
-    A run stopped by its budget holds the regions split so far, which may differ from a serial run's."""
+    instance, or the cluster at `address`), each handed a region to split, the worst first, as soon
+    as it has room (`_ray_search`); a worker also chooses the split (strong branching) and the
+    splits to try on the children, with the serial run's code. Every leaf is bounded as in a serial
+    run; a run that reaches its target splits exactly the regions whose bound misses it, so its tree
+    is the serial tree (leaves bounded in another order). A run stopped by its budget holds the
+    regions split so far, which may differ from a serial run's."""
     start, clock = time.perf_counter(), CLOCK()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
@@ -388,33 +514,26 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
             # once): on the VeryDiff MNIST pair 1 of 10
             root.keep, outputs = (1, n + 1), (rows, p.output_lower, p.output_upper)
     args = (net, exact_joint, leaf_method, margins, differential, inherited, outputs)
+    plan = {"target": target, "shared_first": shared_first, "input_splits": input_splits, "candidates": candidates,
+            "inherited": bool(inherited)}
     t0 = time.perf_counter()
-    bounder = _RayBounders(workers, address, args, root) if workers else _Bounder(*args)
+    bounder = _RayBounders(workers, address, args, plan) if workers else _Bounder(*args)
     startup = time.perf_counter() - t0
-    per_round = 4 * workers if workers else 1  # leaves split per round: the worst first, their children bounded together
+    per_round = 1  # serially: the worst leaf is split, its children bounded, and so on
     try:
-        while 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and not stop:
+        if workers:
+            splits, stop = _ray_search(bounder, net, live, order, plan, max_leaves, time_budget, clock, progress)
+        while not workers and 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and not stop:
             regions, owners, taken = [], [], 0  # (box, assume, exact output) to bound, the node each is for
             tried = []  # (node, [(split, children)]): a node's candidate splits, the best kept once bounded
             while live and taken < per_round and live[0][2].bound > target and 1 + splits < max_leaves:
                 _, _, worst = heapq.heappop(live)
                 taken += 1
-                if not worst.exact_output and worst.bound <= target + EXACT_SLACK * (1 + abs(target)):
-                    # padded float output bounds miss the target by no more than their padding: bound the
-                    # outputs exactly (a region where f = g has deviation exactly 0, and tolerance 0 is met)
+                if _rebound(worst, target):
                     regions.append((worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal)))
                     owners.append(worst)
                     continue
-                if worst.depth >= MAX_DEPTH:
-                    cands = []
-                elif shared_first:  # see SHARED_FIRST
-                    cands = [s for s in [shared_split(net, worst) or choose_split(net, worst, inputs=False)] if s]
-                else:
-                    cands = (input_candidates(net, worst, candidates) if input_splits and candidates > 1 else []) or \
-                        [s for s in [choose_split(net, worst)] if s is not None]
-                if inherited:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
-                    # would leave layers below it to the root's looser steps); a point box has none, and needs none
-                    cands = [c for c in cands if c["split"] == "input"]
+                cands = _candidates(net, worst, plan)
                 if not cands:  # nothing left to split: the search ends here
                     heapq.heappush(live, (-worst.bound, next(order), worst))
                     stop = True
