@@ -642,4 +642,6 @@ def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
     with gc_paused():  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
         _LAST[:] = [joint, leaves[0][1].vocab, form(joint, leaves[0][1].vocab)]  # (made afresh: no other caller's tables)
         fm = _LAST[2]
-        return sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
+        count = sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
+        fm.cache, fm.shared, fm.last, fm.scaled, fm.seen, fm.thin = {}, {}, {}, {}, {}, {}  # (kept for the replay: no tables)
+        return count
