@@ -15,7 +15,7 @@ from certify.checker.model import read_model
 from certify.cli import main
 from certify.status import Status, worst
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_text
 
 SCHEMA = json.loads((ROOT / "docs" / "result.schema.json").read_text())
 
@@ -114,7 +114,7 @@ def test_every_in_memory_form_saves_the_same_weights(tmp_path):
 def test_text_dict_and_spec_forms_and_levels(tmp_path, monkeypatch):
     """YAML text and dicts are written as spec files (relative paths: the folder can move); a Spec keeps its level."""
     monkeypatch.chdir(tmp_path)
-    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    text = shipped_text()
     path, level = spec_path(text)
     assert level is None and certify.read_spec(path).model.sha256 == certify.read_spec(SPECS / "tiny_prune.yaml").model.sha256
     assert spec_path(SPECS / "tiny_prune.yaml") == (SPECS / "tiny_prune.yaml", None)

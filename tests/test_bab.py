@@ -16,7 +16,7 @@ from certify.checker import exact
 from certify.checker.check import Verdict, check_certificate
 from certify.engine import run_check
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_copy, shipped_text
 
 
 def _layers(rng, widths):
@@ -98,7 +98,7 @@ def fixed_input_tree(tmp_path_factory):
     """tiny_prune over a region with inputs 1 and 3 fixed, at a tolerance only splits reach."""
     d = tmp_path_factory.mktemp("bab-fixed")
     (d / "r.vnnlib").write_text(VNNLIB)
-    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    text = shipped_text()
     spec = d / "spec.yaml"
     spec.write_text(text.replace("box: {lower: -1, upper: 1}", "vnnlib: r.vnnlib").replace("tolerance: 3", 'tolerance: "3/5"'))
     path = d / "t.cert.json"
@@ -159,9 +159,7 @@ def test_stop_below_ends_the_search_above_an_unreachable_tolerance(tmp_path):
     branch and bound; it used to be min(tolerance, stop_below) = 0, and the run went to its budget."""
     from certify.engine import bound_with, prepare
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", "tolerance: 0"))
+    spec = shipped_copy(tmp_path, tolerance="0")
     p = prepare(spec, tmp_path / "c.cert.json")
     root, _, _ = bound_with(p, "alpha", time_budget=30)
     bound, body, notes = bound_with(p, "bab", time_budget=120, stop_below=root * 2)
@@ -192,9 +190,7 @@ def test_strong_branching_tree_is_accepted(tmp_path):
     from certify.bounds.bab import branch_and_bound
     from certify.engine import attained_lower, prepare, write_and_check
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "21/20"'))
+    spec = shipped_copy(tmp_path, tolerance="21/20")
     p = prepare(spec, tmp_path / "c.cert.json")
     witness, lower = attained_lower(p)
     r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120, candidates=3)
@@ -382,9 +378,7 @@ def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):
     from certify.bounds import bab
     from certify.engine import attained_lower, prepare, write_and_check
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "1/100"'))
+    spec = shipped_copy(tmp_path, tolerance="1/100")
     p = prepare(spec, tmp_path / "c.cert.json")
     assert p.shared == 1
     root = bab.Node(p.box, {})
@@ -494,9 +488,7 @@ def test_warm_started_leaves_are_sound_on_sub_boxes():
 def test_input_split_tree_on_alpha_leaves_is_accepted(tmp_path):
     """tiny_prune on its box (attained 1.01, alpha-CROWN 1.33) at a tolerance only splits reach, input
     splits on alpha-CROWN leaves (each child started from its parent's slopes): the checker accepts the tree."""
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "6/5"'))
+    spec = shipped_copy(tmp_path, tolerance="6/5")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("certify.bounds.bab.SHARED_FIRST", 2.0)  # input splits
         mp.setattr("certify.bounds.bab.ALPHA_PAYS", -1.0)  # alpha-CROWN leaves

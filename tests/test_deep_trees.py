@@ -12,7 +12,7 @@ import numpy as np
 
 from certify.checker.check import Verdict
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, shipped_copy
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import soundness  # noqa: E402
@@ -45,9 +45,7 @@ def test_dense_tree_stops_at_the_depth_cap(tmp_path, monkeypatch):
     from certify.engine import attained_lower, prepare, write_and_check
 
     monkeypatch.setattr(bab, "MAX_DEPTH", 3)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "1/1000"'))
+    spec = shipped_copy(tmp_path, tolerance="1/1000")
     p = prepare(spec, tmp_path / "c.cert.json")
     witness, lower = attained_lower(p)
     r = bab.branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=120, max_leaves=1000)
@@ -60,9 +58,7 @@ def test_a_tree_too_deep_to_read_is_rejected_in_one_line(tmp_path, capsys):
     """900 nested splits (valid JSON): the checker's reader runs out of recursion and rejects the certificate, exit 3."""
     from certify.cli import main
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "1/2"'))
+    spec = shipped_copy(tmp_path, tolerance="1/2")
     cert = tmp_path / "c.json"
     assert main(["check", str(spec), "--method", "bab", "--out", str(cert)]) in (0, 1)
     capsys.readouterr()

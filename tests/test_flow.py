@@ -24,7 +24,7 @@ from certify.cli import main
 from certify.flow import analyse_scales, level_dof, levels_yaml, run_components, run_flow
 from certify.model import save_model
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_text
 from .test_mutation import change_spec_hash, drop_relaxation_step, tighten_bound_one_ulp
 
 PLANTED = json.loads((ROOT / "models" / "toy_planted.json").read_text())
@@ -452,7 +452,7 @@ def test_components_are_bounded_with_the_specs_own_time_budget(tmp_path, monkeyp
     not the default of the component spec that `flow --components` writes."""
     import certify.engine
 
-    text = (SPECS / "toy_tiers.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    text = shipped_text("toy_tiers")
     spec = tmp_path / "tiers.yaml"
     spec.write_text(text.replace("options: {", "options: {timeout_s: 7, ") if "options: {" in text else text + "options: {timeout_s: 7}\n")
     budgets, real = [], certify.engine.bound_with
@@ -469,7 +469,7 @@ def test_components_are_bounded_with_the_specs_own_time_budget(tmp_path, monkeyp
 def test_a_level_naming_a_value_the_graph_lacks_is_one_line_bad_input(tmp_path, capsys):
     """certify flow builds each level's g before it counts the level's degrees of freedom, so a level that
     names a value the graph does not have is the checker's one-line error (exit 2), not a KeyError (exit 4)."""
-    text = (ROOT / "specs" / "modadd_levels.yaml").read_text().replace("../models/", f"{ROOT}/models/")
+    text = shipped_text("modadd_levels")
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("site: blocks.1.mlp.act,", "site: blocks.1.mlp.actx,", 1))
     assert main(["flow", str(bad), "--out-dir", str(tmp_path)]) == 2
@@ -483,7 +483,7 @@ def test_a_bad_last_level_stops_the_flow_before_any_level_is_bounded(tmp_path, c
     g cannot be built is one-line bad input with no certificate written and nothing bounded, not a
     failure after the finer levels' certificates were written (found by benchmarks/spec_fuzz.py
     --command flow)."""
-    text = (ROOT / "specs" / "toy_tiers.yaml").read_text().replace("../models/", f"{ROOT}/models/")
+    text = shipped_text("toy_tiers")
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("keep: [9], fill: mean", "keep: [99], fill: mean", 1))
     out = tmp_path / "proofs"

@@ -20,7 +20,7 @@ from certify.cli import main
 from certify.engine import run_check
 from certify.model.graph import GraphBuilder
 
-from .conftest import ROOT, assert_rejected
+from .conftest import ROOT, assert_rejected, shipped_text
 
 CURVE_INPUTS = {  # how a random graph feeds each curve a value inside its domain and a sane range
     "exp": lambda b, n, h: b.affine(f"{n}.in", h, 0.5, 0.0), "erf": None, "tanh": None, "sigmoid": None, "gelu": None,
@@ -180,7 +180,7 @@ def test_graph_bad_inputs_are_one_line(tmp_path, capsys):
          "graph ops", "gelu" if "gelu" in spec else "relu")
     _bad(tmp_path, capsys, spec.replace("  - sae:", "  - prune: {layer: 1, keep: [0]}\n  - sae:"), "explanation[0].prune",
          "dense/ReLU MLPs")
-    mlp = (ROOT / "specs" / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    mlp = shipped_text()
     sae = random_graph(tmp_path, 4, "relu").read_text().split("explanation:\n")[1].split("property:")[0]
     _bad(tmp_path, capsys, mlp.split("explanation:")[0] + "explanation:\n" + sae + "property:" + mlp.split("property:")[1],
          "explanation[0].sae", "graph models")

@@ -24,7 +24,7 @@ from certify.cli import main
 from certify.engine import bound_with, prepare, write_and_check
 from certify.model import save_model
 
-from .conftest import SPECS
+from .conftest import SPECS, shipped_text
 from .test_mutation import _ulp_below
 
 CASES = [(1, [3, 8, 8, 2], "prune"), (2, [4, 6, 6, 3], "low_rank"), (3, [2, 10, 6, 2], "model"),
@@ -154,7 +154,7 @@ def test_cli_lp_json_stays_json(tmp_path, capsys):
 
 def test_options_method_lp(tmp_path):
     """`options.method: lp` is a valid spec; a misspelt method is one BadInput line naming lp (exit 2)."""
-    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(SPECS.parent / "models") + "/")
+    text = shipped_text()
     spec = tmp_path / "lp.yaml"
     spec.write_text(text + "options: {method: lp}\n")
     assert main(["check", str(spec), "--no-cache", "--out", str(tmp_path / "lp.cert.json")]) == 0

@@ -13,7 +13,7 @@ from certify.checker.numbers import rational_str
 from certify.cli import main
 from certify.engine import run_check
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_text
 
 EXAMPLES = ["tiny_prune", "digits_low_rank", "digits_prune_tight", "tiny_second_model"]
 
@@ -228,7 +228,7 @@ def test_tampered_certificates_are_rejected(genuine, name, mutate, tmp_path, cap
 def test_tampered_materialized_weights_are_rejected(tmp_path):
     """An unpinned spec's g is the certificate's materialised arrays: a byte changed in them, or a hash
     that does not match, rejects (a pinned spec's arrays are covered by tests/test_pinning.py)."""
-    text = (SPECS / "digits_low_rank.yaml").read_text().replace("../models/", str(SPECS.parent / "models") + "/")
+    text = shipped_text("digits_low_rank")
     spec = tmp_path / "loose.yaml"
     spec.write_text(text[:text.index(", arrays:")] + "}\n" + text[text.index("property:"):])
     path = tmp_path / "loose.cert.json"
@@ -487,7 +487,7 @@ def test_every_step_kind_has_tamper_tests():
 def test_clustered_merge_without_its_labels_is_rejected(tmp_path):
     """A merge by group count is defined by materialised labels. A certificate that omits them must
     not be read as g = f: here the steps of a genuine g = f certificate (bound 0) are replayed."""
-    base = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(SPECS.parent / "models") + "/")
+    base = shipped_text()
     same = tmp_path / "same.yaml"  # keep every neuron: g = f
     same.write_text(base.replace("keep: [0, 2, 4, 6]", "keep: [0, 1, 2, 3, 4, 5, 6, 7]"))
     assert run_check(same, tmp_path / "same.cert.json", "crown").verdict is Verdict.CERTIFIED

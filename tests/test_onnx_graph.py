@@ -16,7 +16,7 @@ from certify.checker.graph import Graph, evaluate as exact_evaluate, read_graph
 from certify.checker.model import read_model
 from certify.cli import main
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, shipped_text
 
 MODELS = ROOT / "models"
 FILES = {"opset20": MODELS / "resmlp.onnx", "opset17": MODELS / "resmlp_opset17.onnx", "opset14": MODELS / "resmlp_opset14.onnx"}
@@ -110,7 +110,7 @@ def test_bounds_of_the_three_forms(tmp_path):
 
 
 def spec_for(model: Path, path: Path, site: str = "/block1/Add_output_0") -> Path:
-    text = (SPECS / "resmlp_onnx.yaml").read_text().replace("../models/", f"{MODELS}/")
+    text = shipped_text("resmlp_onnx")
     text = text.replace(f"{MODELS}/resmlp.onnx", str(model)).replace(sha(FILES["opset20"]), sha(model))
     path.write_text(text.replace("site: /block1/Add_output_0", f"site: {site}"))
     return path

@@ -17,16 +17,14 @@ from certify.checker.network import build_g, exact_layers, input_box, joint_netw
 from certify.checker.spec import read_spec
 from certify.engine import run_check
 
-from .conftest import ROOT, SPECS
+from .conftest import shipped_copy
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """tiny_prune at a tolerance only branch and bound reaches: a tree of a few dozen nodes."""
     d = tmp_path_factory.mktemp("parallel")
-    spec = d / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", 'tolerance: "21/20"'))
+    spec = shipped_copy(d, tolerance="21/20")
     path = d / "t.cert.json"
     outcome = run_check(spec, path, "bab")
     assert outcome.verdict is not Verdict.REJECTED, outcome.check.reason

@@ -32,7 +32,7 @@ from certify.checker.numbers import parse_spec_number
 from certify.checker.spec import read_spec
 from certify.checker.vnnlib import read_vnnlib
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, shipped_text
 
 ACAS = ROOT / "tests" / "data" / "verydiff" / "2_80-1.onnx"  # 10 KB, 5 inputs
 SIGMA = ROOT / "tests" / "data" / "verydiff" / "sigma_0.1.vnnlib"
@@ -188,7 +188,7 @@ def test_corrupted_vnnlib_is_read_or_refused(tmp_path, data):
 @given(st.data())
 @FUZZ
 def test_corrupted_spec_is_read_or_refused(tmp_path, data):
-    text = (SPECS / "tiny_replace.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    text = shipped_text("tiny_replace")
     lines = text.splitlines(keepends=True)
     op = data.draw(st.sampled_from(["bytes", "drop_line", "duplicate_line", "swap_lines"]))
     i, j = data.draw(st.integers(0, len(lines) - 1)), data.draw(st.integers(0, len(lines) - 1))

@@ -19,7 +19,7 @@ from certify.cli import main
 from certify.report import fmt
 from certify.report.collect import layer_rows, output_bounds, ranges, region_bounds
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_text
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -180,7 +180,7 @@ def test_run_makes_a_missing_certificate_first(tmp_path, monkeypatch):
 
 def test_user_text_is_escaped(tmp_path):
     evil = tmp_path / 'x<img src=x onerror="alert(1)">&.yaml'
-    evil.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/"))
+    evil.write_text(shipped_text())
     out = tmp_path / "r.html"
     assert main(["report", str(evil), "--html", str(out), "--md", str(tmp_path / "r.md")]) == 3  # no certificate
     page, md = out.read_text(), (tmp_path / "r.md").read_text()

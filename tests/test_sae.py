@@ -25,7 +25,7 @@ from certify.cli import main
 from certify.engine import run_check
 from certify.model.graph import GraphBuilder
 
-from .conftest import ROOT
+from .conftest import ROOT, shipped_text
 
 D, M = 4, 5
 
@@ -446,7 +446,7 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     _one_line(capsys, spec(tmp_path, m, good), tmp_path, "sae.sha256")  # the hash is checked before the file is parsed
     corrupt = sae_entry(tmp_path / "good")
     _one_line(capsys, spec(tmp_path, m, corrupt), tmp_path, "sae_weights.safetensors", "after the last tensor")
-    mlp = (ROOT / "specs" / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
+    mlp = shipped_text()
     p = tmp_path / "mlp.yaml"
     p.write_text(mlp.split("explanation:")[0] + "explanation:\n  - ablate: {site: embed}\nproperty:" + mlp.split("property:")[1])
     _one_line(capsys, p, tmp_path, "explanation[0].ablate", "graph models")

@@ -18,7 +18,7 @@ from certify.bounds.network import from_exact
 from certify.checker import check, exact
 from certify.checker.check import Verdict, check_certificate
 
-from .conftest import ROOT, SPECS
+from .conftest import shipped_copy
 
 
 def _layers(rng, widths):
@@ -93,21 +93,13 @@ def test_same_layer_rows_of_a_sparse_step_are_the_whole_rows():
     assert sparse == ([whole[0][i] for i in ns], [whole[1][i] for i in ns])
 
 
-def _tiny_prune_spec(directory, tolerance: str):
-    """tiny_prune's spec in `directory`, its models read from the repository, at `tolerance` (as test_parallel_check)."""
-    spec = directory / "spec.yaml"
-    spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-                    .replace("tolerance: 3", f'tolerance: "{tolerance}"'))
-    return spec
-
-
 @pytest.fixture(scope="module")
 def tiny_prune(tmp_path_factory):
     """tiny_prune on its box at tolerance 1/100, which only branch and bound reaches: (spec, problem)."""
     from certify.engine import prepare
 
     tmp = tmp_path_factory.mktemp("same_layer")
-    spec = _tiny_prune_spec(tmp, "1/100")
+    spec = shipped_copy(tmp, tolerance="1/100")
     return spec, prepare(spec, tmp / "c.cert.json")
 
 

@@ -13,7 +13,7 @@ from certify import smt
 from certify.cli import main
 from certify.model import save_model
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, shipped_copy
 
 cvc5 = pytest.importorskip("cvc5")  # the `test` extra installs it; skip cleanly where it is absent
 
@@ -134,10 +134,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
 
 
 def _tight_spec(tmp_path, tol: str):
-    text = (SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
-    spec = tmp_path / "tight.yaml"
-    spec.write_text(text.replace("tolerance: 3", f'tolerance: "{tol}"'))
-    return spec
+    return shipped_copy(tmp_path, tolerance=tol, file="tight.yaml")
 
 
 def test_branch_and_bound_certificate_is_confirmed_by_cvc5(tmp_path, capsys):

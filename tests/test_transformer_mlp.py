@@ -20,7 +20,7 @@ from certify.model.graph import evaluate
 from certify.model.graph import evaluate_graph as run
 from certify.model.transformer import forward, one_hot, read_tl, tl_graph
 
-from .conftest import ROOT
+from .conftest import ROOT, shipped_text
 
 P = 13
 INPUTS = np.array([(a, b, P) for a in range(P) for b in range(P)])
@@ -276,7 +276,7 @@ def test_a_certificate_for_another_pattern_is_rejected(tmp_path):
     last row is [0.34, 0.33, 0.33], is REJECTED (its steps bound another g)."""
     from certify.checker import Verdict, check_certificate
 
-    text = (ROOT / "specs" / "modadd_attention.yaml").read_text().replace("../models/", f"{ROOT / 'models'}/")
+    text = shipped_text("modadd_attention")
     spec = tmp_path / "other.yaml"
     spec.write_text(text.replace("pattern: uniform", "pattern: [[1], [1/2, 1/2], [0.34, 0.33, 0.33]]"))
     cert = json.loads((ROOT / "proofs" / "modadd_attention.cert.json").read_text())
