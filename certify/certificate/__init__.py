@@ -22,9 +22,31 @@ def _rational(v) -> str:
     return str(p) if q == 1 else f"{p}/{q}"
 
 
+def _floats(values) -> list[str]:
+    """A list of Python floats as exact rational strings, as `_rational` writes each (the bulk of a split tree:
+    its steps' claims and difference lines). TypeError on the first value that is not a float."""
+    ratio, out = float.as_integer_ratio, []
+    for v in values:
+        p, q = ratio(v)
+        out.append(str(p) if q == 1 else f"{p}/{q}")
+    return out
+
+
 def serialize(obj):
     """A body of steps (floats, Fractions, arrays) as JSON with exact rational strings."""
-    if isinstance(obj, str):  # most of a tree: the engine's steps already hold rational strings
+    kind = type(obj)
+    if kind is str:  # most of a tree: the engine's steps already hold rational strings
+        return obj
+    if kind is dict:
+        return {k: serialize(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        if obj and type(obj[0]) is float:
+            try:  # a list of floats (nearly always all floats): one loop without a call per value
+                return _floats(obj)
+            except TypeError:
+                pass
+        return [serialize(v) for v in obj]
+    if isinstance(obj, str):
         return obj
     if isinstance(obj, dict):
         return {k: serialize(v) for k, v in obj.items()}
