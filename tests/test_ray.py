@@ -75,9 +75,14 @@ class _InProcess:
     """`bab._RayBounders` without Ray: each task runs at once on a copy (pickled there and back, as across processes),
     and finished tasks are handed back newest first, an order the serial search never takes."""
 
-    def __init__(self, workers, address, args, plan):
-        self.actors = [bab._Bounder(*args, plan=plan) for _ in range(workers)]
-        self.done, self.light = [], 0
+    def __init__(self, workers, address, problem):
+        net, joint, _, _ = bab.fold_inputs(*problem)
+        self.actors = [bab._Bounder(net, joint) for _ in range(workers)]
+        self.done, self.light, self.seconds = [], 0, 0.0
+
+    def configure(self, args, plan):
+        for a in self.actors:
+            a.configure(*args, plan=plan)
 
     def submit(self, worker, regions, options):
         regions, options = pickle.loads(pickle.dumps((regions, options)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import pickle
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -264,15 +265,22 @@ def sampled_lower(net: FloatNet, box, samples: int = 256, seed: int = 0) -> floa
 
 
 class _Bounder:
-    """Bounds regions with the leaf method of one run (in this process, or as a Ray actor: `plan`, see `work`)."""
+    """Bounds regions with the leaf method of one run (in this process, or as a Ray actor: `box`, `plan`, see `work`)."""
 
-    def __init__(self, net: FloatNet, exact_joint, method: str, margins: tuple, differential: bool, inherited: tuple = (),
-                 outputs: tuple | None = None, actor: bool = False, plan: dict | None = None):
-        if actor:  # a Ray worker process: one BLAS thread for good (see BLAS_THREADS)
+    def __init__(self, net: FloatNet, exact_joint, method: str = "", margins: tuple = (), differential: bool = False,
+                 inherited: tuple = (), outputs: tuple | None = None, plan: dict | None = None, box=None):
+        if box is not None:  # a Ray worker, started before the run's root is bounded (`_RayBounders`): the problem as
+            # given, folded here as the driver folds it, and one BLAS thread for good (see BLAS_THREADS)
             threadpool_limits(BLAS_THREADS, user_api="blas")
+            net, exact_joint, _, _ = fold_inputs(net, exact_joint, box)
         self.args = (net, exact_joint)
+        self.configure(method, margins, differential, inherited, outputs, plan)
+
+    def configure(self, method: str, margins: tuple, differential: bool, inherited: tuple = (), outputs: tuple | None = None,
+                  plan: dict | None = None) -> bool:
         self.method, self.margins, self.differential, self.inherited = method, margins, differential, inherited
         self.outputs, self.plan = outputs, plan
+        return True
 
     def bound(self, regions: list) -> list[Proposal]:
         """Proposals for [(box, assume, exact output, alpha start, alpha steps, fixed lower layers)]: leaves are
@@ -282,9 +290,6 @@ class _Bounder:
                         inherited=self.inherited, alpha_iters=iters, warm=warm, outputs=None if exact else self.outputs,
                         fixed=fixed)
                 for box, assume, exact, warm, iters, fixed in regions]
-
-    def ready(self) -> bool:
-        return True
 
     def work(self, regions: list, options: list | Node) -> tuple:
         """A Ray worker's task (see `_ray_search`): `regions` as for `bound`, and what they are for. `options`, a split
@@ -315,7 +320,16 @@ class _Bounder:
         """`p` without its float relaxations, claims and differences where the driver needs none of them: every region
         inside the root's steps is split on inputs (`inherited`), so no child takes layers from it (`_fixed`), and its
         splits to try come from here. On the VeryDiff MNIST pair 39 KB -> 15 KB a proposal."""
-        return dataclasses.replace(p, relax=(), claims=(), diff=None) if self.plan["inherited"] else p
+        if not self.plan["inherited"]:
+            return p
+        light = dataclasses.replace(p, relax=(), claims=(), diff=None)
+        light.__dict__["bound"] = p.bound  # its cached bound travels with it (Fraction arithmetic the driver need not redo)
+        return light
+
+    def work_pickled(self, task: bytes) -> bytes:
+        """`work` on a pickled (regions, options), its result pickled: plain pickle, not Ray's cloudpickle, whose
+        per-object hook cost the driver 0.9 ms a task on MNIST-0 (boxes of Fractions, the children's Nodes)."""
+        return pickle.dumps(self.work(*pickle.loads(task)), protocol=pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
         pass
@@ -325,33 +339,45 @@ RAY_QUEUE = 2  # tasks in flight per Ray worker: one running, the next waiting, 
 
 
 class _RayBounders:
-    """`workers` Ray actors, each a `_Bounder` for the run's `plan`. Ray is started here (locally, or joined at
-    `address`) unless it already runs, and shut down after."""
+    """`workers` Ray actors, each a `_Bounder`, started on `problem` (net, exact joint, box) without waiting for them
+    (a worker's start-up, importing certify and JAX, took 2.0-2.7 s on this 2-core machine, when the driver's root
+    took 0.3-0.5 s), then `configure`d for the run. Ray is started here (locally, or joined at `address`) unless it
+    already runs, and shut down after. `seconds`: the driver's time in starting and waiting for them."""
 
-    def __init__(self, workers: int, address: str | None, args: tuple, plan: dict):
+    def __init__(self, workers: int, address: str | None, problem: tuple):
         import ray
 
+        t = time.perf_counter()
         self.ray, self.started = ray, not ray.is_initialized()
         if self.started:
             ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(_Bounder)
-        self.actors = [actor.remote(*args, actor=True, plan=plan) for _ in range(workers)]
-        ray.get([a.ready.remote() for a in self.actors])  # started (a worker's first leaf compiles its JAX programs)
+        net, joint = ray.put(problem[0]), ray.put(problem[1])  # pickled once for all workers
+        self.actors = [actor.remote(net, joint, box=problem[2]) for _ in range(workers)]
+        self.seconds = time.perf_counter() - t
+
+    def configure(self, args: tuple, plan: dict) -> None:
+        """The run's leaf method etc. (`_Bounder.configure`), once every worker has started."""
+        t = time.perf_counter()
+        self.ray.get([a.configure.remote(*args, plan=plan) for a in self.actors])
+        self.seconds += time.perf_counter() - t
 
     def submit(self, worker: int, regions: list, options) -> object:
-        return self.actors[worker].work.remote(regions, options)
+        return self.actors[worker].work_pickled.remote(pickle.dumps((regions, options), protocol=pickle.HIGHEST_PROTOCOL))
 
     def next_done(self, tasks: list) -> tuple:
         """One finished task of `tasks` and its result (waits for one)."""
         (task,), _ = self.ray.wait(tasks, num_returns=1)
-        return task, self.ray.get(task)
+        return task, pickle.loads(self.ray.get(task))
 
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
+        self.actors = []
         if self.started:
             self.ray.shutdown()
+            self.started = False
 
 
 @dataclass(frozen=True)
@@ -362,7 +388,7 @@ class BabResult:
     splits: int
     seconds: float
     leaf_method: str = ""
-    startup_seconds: float = 0.0  # starting the Ray workers (until each has answered), part of `seconds`
+    startup_seconds: float = 0.0  # the driver's time starting its Ray workers and waiting for them, part of `seconds`
 
 
 def _rebound(node: Node, target: Fraction) -> bool:
@@ -435,16 +461,23 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
             progress(1 + splits, -live[0][0] if live else None)
 
 
-def branch_and_bound(*args, **kwargs) -> BabResult:
-    """`_branch_and_bound` with BLAS_THREADS BLAS threads in this process."""
+def branch_and_bound(net: FloatNet, exact_joint, box, *args, workers: int = 0, address: str | None = None,
+                     **kwargs) -> BabResult:
+    """`_branch_and_bound` with BLAS_THREADS BLAS threads in this process; its Ray workers (`workers` > 0) are started
+    first, so that their start-up overlaps the root's bounds here."""
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
-        return _branch_and_bound(*args, **kwargs)
+        pool = _RayBounders(workers, address, (net, exact_joint, box)) if workers else None
+        try:
+            return _branch_and_bound(net, exact_joint, box, *args, workers=workers, address=address, pool=pool, **kwargs)
+        finally:
+            if pool is not None:
+                pool.close()
 
 
 def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
                      margins: tuple = (), progress=None, workers: int = 0, address: str | None = None,
-                     candidates: int = INPUT_CANDIDATES) -> BabResult:
+                     candidates: int = INPUT_CANDIDATES, pool: _RayBounders | None = None) -> BabResult:
     """Split the worst leaf until its bound is <= tolerance, or the budget is spent. `stop_below`, when
     given, replaces the tolerance as the target: callers pass 1.01 x an attained deviation, where
     splitting further cannot help (a violated tolerance is out of reach; a tightness run goes past it).
@@ -456,7 +489,8 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     splits to try on the children, with the serial run's code. Every leaf is bounded as in a serial
     run; a run that reaches its target splits exactly the regions whose bound misses it, so its tree
     is the serial tree (leaves bounded in another order). A run stopped by its budget holds the
-    regions split so far, which may differ from a serial run's."""
+    regions split so far, which may differ from a serial run's. `pool`: the workers, when already
+    started (`branch_and_bound` starts them before the root is bounded)."""
     start, clock = time.perf_counter(), CLOCK()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
@@ -516,9 +550,12 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     args = (net, exact_joint, leaf_method, margins, differential, inherited, outputs)
     plan = {"target": target, "shared_first": shared_first, "input_splits": input_splits, "candidates": candidates,
             "inherited": bool(inherited)}
-    t0 = time.perf_counter()
-    bounder = _RayBounders(workers, address, args, plan) if workers else _Bounder(*args)
-    startup = time.perf_counter() - t0
+    if workers:  # `pool`: started by `branch_and_bound`
+        bounder = pool or _RayBounders(workers, address, (net, exact_joint, box))
+        bounder.configure(args[2:], plan)
+    else:
+        bounder = _Bounder(*args)
+    startup = bounder.seconds if workers else 0.0
     per_round = 1  # serially: the worst leaf is split, its children bounded, and so on
     try:
         if workers:
