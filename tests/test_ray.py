@@ -78,17 +78,17 @@ class _InProcess:
     def __init__(self, workers, address, problem):
         net, joint, _, _ = bab.fold_inputs(*problem)
         self.actors = [bab._Bounder(net, joint) for _ in range(workers)]
-        self.done, self.light, self.seconds = [], 0, 0.0
+        self.done, self.light, self.batched, self.seconds = [], 0, 0, 0.0
 
     def configure(self, args, plan):
         for a in self.actors:
             a.configure(*args, plan=plan)
 
-    def submit(self, worker, regions, options):
-        regions, options = pickle.loads(pickle.dumps((regions, options)))
-        result = pickle.loads(pickle.dumps(self.actors[worker].work(regions, options)))
-        self.light += sum(not p.relax for p, _ in (result[1] if isinstance(result[0], int) else [result]))
-        self.done.append((object(), result))
+    def submit(self, worker, items):
+        results = pickle.loads(self.actors[worker].work_pickled(pickle.dumps(items)))
+        self.light += sum(not p.relax for r in results for p, _ in (r[1] if isinstance(r[0], int) else [r]))
+        self.batched += len(items) > 1
+        self.done.append((object(), results))
         return self.done[-1][0]
 
     def next_done(self, tasks):
@@ -102,9 +102,9 @@ class _InProcess:
 
 @pytest.mark.parametrize("which", ["mnist", "tiny_prune"])
 def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
-    """The Ray search (`_ray_search`: splits chosen in the workers, results taken as they finish) on an in-process
-    stand-in that finishes tasks out of order: the serial tree, on input splits with light proposals (MNIST) and on
-    ReLU splits with alpha leaves (tiny_prune)."""
+    """The Ray search (`_ray_search`: splits chosen in the workers, several regions a task, results taken as they
+    finish) on an in-process stand-in that finishes tasks out of order: the serial tree, on input splits with light
+    proposals (MNIST) and on ReLU splits with alpha leaves (tiny_prune)."""
     if which == "mnist":
         p = _mnist(tmp_path, '"3/2"')
     else:
@@ -116,10 +116,13 @@ def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
     serial = bab.branch_and_bound(*args, max_leaves=400, time_budget=300, margins=p.margins)
     assert serial.bound <= p.spec.property.tolerance and serial.splits >= 2
     monkeypatch.setattr(bab, "_RayBounders", _InProcess)
+    monkeypatch.setattr(bab, "RAY_BATCH_HOT", 1)  # several regions a task whenever the heap has them
+    monkeypatch.setattr(bab, "RAY_BATCH", 3)
     ray_like = bab.branch_and_bound(*args, max_leaves=400, time_budget=300, margins=p.margins, workers=2)
     assert (ray_like.bound, ray_like.leaves, _tree(ray_like)) == (serial.bound, serial.leaves, _tree(serial))
-    light = _InProcess.last.light
+    light, batched = _InProcess.last.light, _InProcess.last.batched
     assert (light > 0) if which == "mnist" else (light == 0), light  # alpha's ReLU-split children need their parent's layers
+    assert batched > 0
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore:os.fork:RuntimeWarning")

@@ -327,15 +327,19 @@ class _Bounder:
         return light
 
     def work_pickled(self, task: bytes) -> bytes:
-        """`work` on a pickled (regions, options), its result pickled: plain pickle, not Ray's cloudpickle, whose
-        per-object hook cost the driver 0.9 ms a task on MNIST-0 (boxes of Fractions, the children's Nodes)."""
-        return pickle.dumps(self.work(*pickle.loads(task)), protocol=pickle.HIGHEST_PROTOCOL)
+        """`work` on each (regions, options) of a pickled list, the results pickled: plain pickle, not Ray's
+        cloudpickle, whose per-object hook cost the driver 0.9 ms a task on MNIST-0 (boxes of Fractions, Nodes)."""
+        return pickle.dumps([self.work(*item) for item in pickle.loads(task)], protocol=pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
         pass
 
 
 RAY_QUEUE = 2  # tasks in flight per Ray worker: one running, the next waiting, so that no worker waits for the driver
+RAY_BATCH = 2  # regions per task once the heap holds RAY_BATCH_HOT per worker to split (fewer Ray calls: each cost ~1 ms
+# of the driver's CPU and ~1 ms of the worker's on MNIST-0, where a region to split takes ~27 ms); one while fewer, so
+# that no worker waits while another holds two
+RAY_BATCH_HOT = 2 * RAY_BATCH * RAY_QUEUE
 
 
 class _RayBounders:
@@ -363,8 +367,9 @@ class _RayBounders:
         self.ray.get([a.configure.remote(*args, plan=plan) for a in self.actors])
         self.seconds += time.perf_counter() - t
 
-    def submit(self, worker: int, regions: list, options) -> object:
-        return self.actors[worker].work_pickled.remote(pickle.dumps((regions, options), protocol=pickle.HIGHEST_PROTOCOL))
+    def submit(self, worker: int, items: list) -> object:
+        """A task: [(regions, options)] for `_Bounder.work` on `worker`."""
+        return self.actors[worker].work_pickled.remote(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
     def next_done(self, tasks: list) -> tuple:
         """One finished task of `tasks` and its result (waits for one)."""
@@ -400,63 +405,72 @@ def _rebound(node: Node, target: Fraction) -> bool:
 def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
                 clock: float, progress) -> tuple[int, bool]:
     """`_branch_and_bound`'s search on Ray workers, pipelined: every worker holds up to RAY_QUEUE tasks, and a finished
-    task's successor is handed out at once (no round waits for its slowest worker). A task is one region off the heap,
-    the worst first: to split (its children under every candidate split; the worker keeps the split as a serial run
-    does and returns that split's children, each with its splits to try, see `_Bounder.work`), or to bound again with
-    exact outputs. The driver only keeps the heap and the tree. Returns (splits, stopped: a region had nothing to split)."""
+    task's successor is handed out at once (no round waits for its slowest worker). A task holds up to RAY_BATCH regions
+    off the heap, the worst first (one while there are few to split), each to split (its children under every candidate
+    split; the worker keeps the split as a serial run does and returns that split's children, each with its splits to
+    try, see `_Bounder.work`) or to bound again with exact outputs. The driver only keeps the heap and the tree. Returns
+    (splits, stopped: a region had nothing to split)."""
     target, splits, stop = plan["target"], 0, False
     to_try: dict = {}  # id(node) -> its candidate splits, from the worker that bounded it
-    pending: dict = {}  # task -> (worker, node, its options, or None: bounded again)
+    pending: dict = {}  # task -> (worker, [(node, its options, or None: bounded again)])
     queued = [0] * len(workers.actors)
+    hot = sum(item[2].bound > target for item in live)  # regions on the heap that miss the target
     while True:
-        while not stop and live and live[0][2].bound > target and 1 + splits < max_leaves and \
-                CLOCK() - clock < time_budget and min(queued) < RAY_QUEUE:
-            _, _, worst = heapq.heappop(live)
+        while not stop and hot and 1 + splits < max_leaves and CLOCK() - clock < time_budget and min(queued) < RAY_QUEUE:
             w = queued.index(min(queued))
-            if _rebound(worst, target):
-                region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
-                bare = dataclasses.replace(worst, proposal=None, split=None, children=[], warm=None)
-                pending[workers.submit(w, [region], bare)] = (w, worst, None)
+            batch = RAY_BATCH if hot >= RAY_BATCH_HOT * len(queued) else 1
+            items, owners = [], []
+            while len(items) < batch and live and live[0][2].bound > target and 1 + splits < max_leaves:
+                _, _, worst = heapq.heappop(live)
+                hot -= 1
+                if _rebound(worst, target):
+                    region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
+                    items.append(([region], dataclasses.replace(worst, proposal=None, split=None, children=[], warm=None)))
+                    owners.append((worst, None))
+                    continue
+                cands = to_try.pop(id(worst), None)
+                if cands is None:  # a region the driver bounded (the root), whose proposal is whole
+                    assert worst.proposal.relax or not plan["inherited"], "a light proposal without its splits to try"
+                    cands = _candidates(net, worst, plan)
+                if not cands:  # nothing left to split: the search ends here
+                    heapq.heappush(live, (-worst.bound, next(order), worst))
+                    stop = True
+                    break
+                options = [(split, _children(worst, split)) for split in cands]
+                regions = []
+                for split, kids in options:
+                    iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
+                    regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
+                items.append((regions, options))
+                owners.append((worst, options))
+                splits += 1
+            if items:
+                pending[workers.submit(w, items)] = (w, owners)
                 queued[w] += 1
-                continue
-            cands = to_try.pop(id(worst), None)
-            if cands is None:  # a region the driver bounded (the root), whose proposal is whole
-                assert worst.proposal.relax or not plan["inherited"], "a light proposal without its splits to try"
-                cands = _candidates(net, worst, plan)
-            if not cands:  # nothing left to split: the search ends here
-                heapq.heappush(live, (-worst.bound, next(order), worst))
-                stop = True
-                break
-            options = [(split, _children(worst, split)) for split in cands]
-            regions = []
-            for split, kids in options:
-                iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
-                regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
-            pending[workers.submit(w, regions, options)] = (w, worst, options)
-            queued[w] += 1
-            splits += 1
         if not pending:
             return splits, stop
-        task, result = workers.next_done(list(pending))
-        w, node, options = pending.pop(task)
+        task, results = workers.next_done(list(pending))
+        w, owners = pending.pop(task)
         queued[w] -= 1
-        if options is None:
-            node.set_proposal(result[0], True)
-            keep = [(node, result[1])]
-        else:
-            best, kids = result
-            node.split, node.children = options[best]
-            node.warm = None
-            if node.split["split"] == "relu":
-                node.keep = (node.first_layer, node.split["layer"])
-            for kid, (proposal, _) in zip(node.children, kids):
-                kid.set_proposal(proposal, False)
-            keep = [(kid, cands) for kid, (_, cands) in zip(node.children, kids)]
-        for kid, cands in keep:
-            if cands is not None:
-                to_try[id(kid)] = cands
-            if kid.bound is not None:  # None: the region is empty
-                heapq.heappush(live, (-kid.bound, next(order), kid))
+        for (node, options), result in zip(owners, results):
+            if options is None:
+                node.set_proposal(result[0], True)
+                keep = [(node, result[1])]
+            else:
+                best, kids = result
+                node.split, node.children = options[best]
+                node.warm = None
+                if node.split["split"] == "relu":
+                    node.keep = (node.first_layer, node.split["layer"])
+                for kid, (proposal, _) in zip(node.children, kids):
+                    kid.set_proposal(proposal, False)
+                keep = [(kid, cands) for kid, (_, cands) in zip(node.children, kids)]
+            for kid, cands in keep:
+                if cands is not None:
+                    to_try[id(kid)] = cands
+                if kid.bound is not None:  # None: the region is empty
+                    heapq.heappush(live, (-kid.bound, next(order), kid))
+                    hot += kid.bound > target
         if progress is not None:
             progress(1 + splits, -live[0][0] if live else None)
 
