@@ -555,8 +555,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
         root.keep, inherited = (1, len(net.weights)), root.proposal.claims
         p, n = root.proposal, len(net.weights)
-        margin = p.margins or (0,) * len(p.output_lower)
-        rows = [i for i, (l, u, m) in enumerate(zip(p.output_lower, p.output_upper, margin)) if max(u, -l) + m > target]
+        rows = [i for i, b in enumerate(p.row_bounds()) if b > target]
         if len(rows) < len(p.output_lower):  # the root's output steps go into the certificate too, and its leaves bound
             # only the output neurons whose root bound misses the target (the others' bounds are the root's, verified
             # once): on the VeryDiff MNIST pair 1 of 10
@@ -616,7 +615,6 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     claim = -live[0][0] if live else Fraction(0)
     rows = None
     if outputs is not None:  # the leaves' output steps list only the rows whose root bound exceeds the claim (`_rows_only`)
-        p = root.proposal
-        margin = p.margins or (0,) * len(p.output_lower)
-        rows = (len(net.weights), {i for i in outputs[0] if max(p.output_upper[i], -p.output_lower[i]) + margin[i] > claim})
+        row_bounds = root.proposal.row_bounds()
+        rows = (len(net.weights), {i for i in outputs[0] if row_bounds[i] > claim})
     return BabResult(root.to_json(claim, dims, rows), claim, 1 + splits, splits, time.perf_counter() - start, leaf_method, startup)

@@ -122,12 +122,14 @@ class Proposal:
     diff: dict | None = None  # float Differences (layer -> pairs and lines) the bounds used
     warm: dict | None = None  # alpha: layer -> (alphas, betas) optimised here (a branch-and-bound child's starting point)
 
+    def row_bounds(self) -> list[Fraction]:
+        """Per output row, the bound on |f_i - g_i| these steps prove: max(upper, -lower) plus the row's float32 margin."""
+        margins = self.margins or (0,) * len(self.output_lower)
+        return [max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins)]
+
     @functools.cached_property
     def bound(self) -> Fraction | None:
-        if self.empty:
-            return None
-        margins = self.margins or (0,) * len(self.output_lower)
-        return max(max(u, -l) + m for l, u, m in zip(self.output_lower, self.output_upper, margins))
+        return None if self.empty else max(self.row_bounds())
 
 
 @dataclass(frozen=True)
