@@ -396,7 +396,11 @@ def test_the_witness_replay_through_the_form_encloses_the_forward_pass(tmp_path,
 
 
 def _joint_relaxed_plain(g1, g2, sign, r, mu):
-    """tokens._joint_relaxed before its batched products (7c96fa4, verbatim but for the parts it always returns)."""
+    """The reference for tokens._joint_relaxed: the engine's code before adb84e0 (7c96fa4, verbatim but for the parts it
+    always returns), kept here on purpose. It forms every pair's matrix elementwise ((t1, t2, m) arrays summed term by
+    term, the mirror transposed), an independent computation of what the engine now forms by batched products of the
+    factors; its unary and constant branches are the engine's own (unchanged by adb84e0), so they are compared only
+    through the pairs' maxima and the total they enter."""
     const, unary, pairs = 0.0, {}, {}
     for p1, E1, C1 in g1:
         for p2, E2, C2 in g2:
