@@ -1,6 +1,8 @@
 """Branch and bound on Ray workers (issue 19): a run that reaches its target makes the serial tree
 (its leaves bounded elsewhere, in another order), and the checker accepts both certificates; the
-command line takes --workers for one spec's leaves and --jobs for the checker's processes."""
+command line takes --workers for one spec's leaves and --jobs for the checker's processes. The
+pipelined search (`bab._ray_search`) is also run on an in-process stand-in for the Ray pool, which
+hands results back in another order than Ray would, without Ray's start-up."""
 
 from __future__ import annotations
 
@@ -139,3 +141,16 @@ def test_ray_mnist_tree_is_the_serial_tree_and_checks(ray_session, tmp_path):
     assert trees[0] == trees[2]
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "w2.cert.json", jobs=1)
     assert result.verdict is Verdict.CERTIFIED and result.bound == r.bound, result.reason
+
+
+def test_pipelined_search_stopped_by_its_leaf_budget_checks(tmp_path, monkeypatch):
+    """A Ray search stopped by max_leaves (the MNIST pair at tolerance 1/100, out of reach) finishes the tasks it handed
+    out: its tree has exactly max_leaves leaves and the checker verifies its bound (VIOLATED: the witness is above 1/100)."""
+    p = _mnist(tmp_path, '"1/100"')
+    witness, lower = attained_lower(p)
+    monkeypatch.setattr(bab, "_RayBounders", _InProcess)
+    r = bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=40, time_budget=300,
+                             margins=p.margins, workers=2)
+    assert r.leaves == 40 and r.bound > p.spec.property.tolerance
+    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "s.cert.json", jobs=1)
+    assert result.verdict is Verdict.VIOLATED and result.bound == r.bound, result.reason
