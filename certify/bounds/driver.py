@@ -19,8 +19,6 @@ from fractions import Fraction
 import numpy as np
 
 from ..checker import exact
-from . import alpha as alpha_module
-from .alpha import optimise_alpha
 from .linear import Difference, Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
 from .lp import lp_alphas, lp_fits
 from .network import FloatNet, box_floats
@@ -148,6 +146,14 @@ def below(p: Proposal, j: int) -> tuple:
     return j, Below(p.claims[: j - 1], p.relax[: j - 1], {k: d for k, d in (p.diff or {}).items() if k < j})
 
 
+def _alpha():
+    """certify.bounds.alpha, imported on first use: it imports JAX (~1.3 s), which interval and CROWN steps never need
+    (a Ray worker that bounds CROWN leaves starts without it)."""
+    from . import alpha
+
+    return alpha
+
+
 # per-row slopes of unstable neurons cost certificate size: intermediate layers above this many use CROWN
 ALPHA_MAX_ENTRIES = 300_000  # a region bounded on its own (about 4 MB of slopes)
 ALPHA_MAX_ENTRIES_LEAF = 60_000  # a branch-and-bound split leaf (a tree holds hundreds)
@@ -267,7 +273,7 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
     steps.append({"kind": "interval", "layer": k, "lower": _q(lo), "upper": _q(up)})
     # alpha: a region's ReLU splits on layer 1 give layer 1 a linear step too, whose multipliers on the layer's own
     # splits bound its other neurons over the region, not the box (alpha.SAME_LAYER)
-    own = method in ("alpha", "lp") and alpha_module.SAME_LAYER and any(j == k for j, _ in (assume or {}))
+    own = method in ("alpha", "lp") and _alpha().SAME_LAYER and any(j == k for j, _ in (assume or {}))
     if method in ("crown", "alpha", "lp") and (k > 1 or own):
         width = net.weights[k - 1].shape[0]
         cap = ALPHA_MAX_ENTRIES if exact_output else ALPHA_MAX_ENTRIES_LEAF
@@ -278,7 +284,7 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
                 # parent's start with the region's usual steps measured no better, quick runs at load 3-4: w16x2-prune50-box
                 # 1.749x with it, 1.735x from zero; w32x2-prune50-ball50 1.056x and 1.052x)
                 iters, warm = 60, None
-            alphas, betas, clo, cup = optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff, iters=iters,
+            alphas, betas, clo, cup = _alpha().optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff, iters=iters,
                                                      warm=(warm or {}).get(k))
             state[k] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
@@ -404,7 +410,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
         if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
             alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
-                             else optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff,
+                             else _alpha().optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff,
                                                  iters=alpha_iters, warm=(warm or {}).get(n))[:2])
             state[n] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
+import sys
+
 import numpy as np
 
 from .network import FloatNet
@@ -37,8 +37,10 @@ class Relaxation:
 
 def _xp(*arrays):
     """jax.numpy while tracing (alpha-CROWN's autodiff), numpy otherwise: op-by-op JAX dispatch
-    compiles every new shape, which dominates on small networks."""
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+    compiles every new shape, which dominates on small networks. No JAX array exists before JAX is imported, and
+    this module does not import it (see network.py)."""
+    jax = sys.modules.get("jax")
+    return jax.numpy if jax is not None and any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def interval_dense(w, b, lower, upper):
