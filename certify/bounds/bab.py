@@ -233,6 +233,23 @@ def _candidates(net: FloatNet, node: Node, plan: dict) -> list[dict]:
     return cands
 
 
+def _child_regions(node: Node, options: list) -> list:
+    """What `_Bounder.bound` takes for the children of each candidate split [(split, children)] of `node`, in order."""
+    regions = []
+    for split, kids in options:
+        iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
+        regions += [(child.box, child.assume, False, node.warm, iters, _fixed(child, node.proposal)) for child in kids]
+    return regions
+
+
+def _take_split(node: Node, split: dict, children: list[Node]) -> None:
+    """`node` split by the candidate kept (strong branching), serially or on Ray alike."""
+    node.split, node.children = split, children
+    node.warm = None
+    if split["split"] == "relu":
+        node.keep = (node.first_layer, split["layer"])
+
+
 def _children(node: Node, split: dict) -> list[Node]:
     lo, up = node.box
     if split["split"] == "input":
@@ -437,11 +454,7 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
                     stop = True
                     break
                 options = [(split, _children(worst, split)) for split in cands]
-                regions = []
-                for split, kids in options:
-                    iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
-                    regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
-                items.append((regions, options))
+                items.append((_child_regions(worst, options), options))
                 owners.append((worst, options))
                 splits += 1
             if items:
@@ -458,10 +471,7 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
                 keep = [(node, result[1])]
             else:
                 best, kids = result
-                node.split, node.children = options[best]
-                node.warm = None
-                if node.split["split"] == "relu":
-                    node.keep = (node.first_layer, node.split["layer"])
+                _take_split(node, *options[best])
                 for kid, (proposal, _) in zip(node.children, kids):
                     kid.set_proposal(proposal, False)
                 keep = [(kid, cands) for kid, (_, cands) in zip(node.children, kids)]
@@ -589,10 +599,8 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                     stop = True
                     break
                 tried.append((worst, [(split, _children(worst, split)) for split in cands]))
-                for split, kids in tried[-1][1]:
-                    iters = INPUT_ALPHA_ITERS if split["split"] == "input" else ALPHA_ITERS
-                    regions += [(child.box, child.assume, False, worst.warm, iters, _fixed(child, worst.proposal)) for child in kids]
-                    owners += kids
+                regions += _child_regions(worst, tried[-1][1])
+                owners += [kid for _, kids in tried[-1][1] for kid in kids]
                 splits += 1
             if not owners:
                 break
@@ -600,10 +608,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
                 node.set_proposal(proposal, region[2])
             keep = [node for node, region in zip(owners, regions) if region[2]]  # leaves bounded again, exactly
             for node, options in tried:  # strong branching: the candidate split whose worse child is best
-                node.split, node.children = min(options, key=lambda o: _split_score(o[1]))
-                node.warm = None
-                if node.split["split"] == "relu":
-                    node.keep = (node.first_layer, node.split["layer"])
+                _take_split(node, *min(options, key=lambda o: _split_score(o[1])))
                 keep += node.children
             for node in keep:
                 if node.bound is not None:  # None: the region is empty
