@@ -419,6 +419,39 @@ def _rebound(node: Node, target: Fraction) -> bool:
     return not node.exact_output and node.bound <= target + EXACT_SLACK * (1 + abs(target))
 
 
+def _serial_search(bounder: _Bounder, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
+                   clock: float, progress) -> tuple[int, bool]:
+    """`_branch_and_bound`'s search in this process: the worst region off the heap is split (its children bounded under
+    every candidate split, the split whose worse child is best kept: strong branching), or bounded again with exact
+    outputs (`_rebound`), until the heap's worst meets the target or the budget is spent. Returns (splits, stopped: a
+    region had nothing to split), as `_ray_search`."""
+    target, splits = plan["target"], 0
+    while 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and live[0][2].bound > target:
+        _, _, worst = heapq.heappop(live)
+        if _rebound(worst, target):
+            region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
+            worst.set_proposal(bounder.bound([region])[0], True)
+            kept = [worst]
+        else:
+            cands = _candidates(net, worst, plan)
+            if not cands:  # nothing left to split: the search ends here
+                heapq.heappush(live, (-worst.bound, next(order), worst))
+                return splits, True
+            options = [(split, _children(worst, split)) for split in cands]
+            regions = _child_regions(worst, options)
+            for kid, proposal in zip([kid for _, kids in options for kid in kids], bounder.bound(regions)):
+                kid.set_proposal(proposal, False)
+            _take_split(worst, *min(options, key=lambda o: _split_score(o[1])))  # the first of equals
+            kept = worst.children
+            splits += 1
+        for node in kept:
+            if node.bound is not None:  # None: the region is empty
+                heapq.heappush(live, (-node.bound, next(order), node))
+        if progress is not None:
+            progress(1 + splits, -live[0][0] if live else None)
+    return splits, False
+
+
 def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
                 clock: float, progress) -> tuple[int, bool]:
     """`_branch_and_bound`'s search on Ray workers, pipelined: every worker holds up to RAY_QUEUE tasks, and a finished
@@ -554,7 +587,6 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
             leaf_method = "crown"
     order = itertools.count()  # ties between equal bounds go to the older leaf
     live = [(-root.bound, next(order), root)] if root.bound is not None else []  # a heap: the worst leaf first
-    splits, stop = 0, False
     target = tolerance if stop_below is None else stop_below
     inherited, outputs = (), None
     unstable = [(l < 0) & (u > 0) for l, u in root.proposal.claims[:net.shared]]
@@ -579,42 +611,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     else:
         bounder = _Bounder(*args)
     startup = bounder.seconds if workers else 0.0
-    per_round = 1  # serially: the worst leaf is split, its children bounded, and so on
     try:
-        if workers:
-            splits, stop = _ray_search(bounder, net, live, order, plan, max_leaves, time_budget, clock, progress)
-        while not workers and 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and not stop:
-            regions, owners, taken = [], [], 0  # (box, assume, exact output) to bound, the node each is for
-            tried = []  # (node, [(split, children)]): a node's candidate splits, the best kept once bounded
-            while live and taken < per_round and live[0][2].bound > target and 1 + splits < max_leaves:
-                _, _, worst = heapq.heappop(live)
-                taken += 1
-                if _rebound(worst, target):
-                    regions.append((worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal)))
-                    owners.append(worst)
-                    continue
-                cands = _candidates(net, worst, plan)
-                if not cands:  # nothing left to split: the search ends here
-                    heapq.heappush(live, (-worst.bound, next(order), worst))
-                    stop = True
-                    break
-                tried.append((worst, [(split, _children(worst, split)) for split in cands]))
-                regions += _child_regions(worst, tried[-1][1])
-                owners += [kid for _, kids in tried[-1][1] for kid in kids]
-                splits += 1
-            if not owners:
-                break
-            for node, proposal, region in zip(owners, bounder.bound(regions), regions):
-                node.set_proposal(proposal, region[2])
-            keep = [node for node, region in zip(owners, regions) if region[2]]  # leaves bounded again, exactly
-            for node, options in tried:  # strong branching: the candidate split whose worse child is best
-                _take_split(node, *min(options, key=lambda o: _split_score(o[1])))
-                keep += node.children
-            for node in keep:
-                if node.bound is not None:  # None: the region is empty
-                    heapq.heappush(live, (-node.bound, next(order), node))
-            if progress is not None:
-                progress(1 + splits, -live[0][0] if live else None)
+        search = _ray_search if workers else _serial_search
+        splits, _ = search(bounder, net, live, order, plan, max_leaves, time_budget, clock, progress)
     finally:
         bounder.close()
     claim = -live[0][0] if live else Fraction(0)
