@@ -53,13 +53,15 @@ def prepare_graph(spec_path, out=None, level: str | None = None, strict: bool = 
     return GraphProblem(spec, opts, cert_path, f, joint, box)
 
 
-def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Fraction = Fraction(0), target: Fraction | None = None):
+def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Fraction = Fraction(0), target: Fraction | None = None,
+                form=None):
     """(bound, certificate body, engine notes) for one method on the joint graph. `target` (bab): split until
-    every leaf is below it (default: the tolerance, or 1 % above the attained deviation when that exceeds it)."""
+    every leaf is below it (default: the tolerance, or 1 % above the attained deviation when that exceeds it). `form`
+    (token domains): the joint graph's softmax-ratio form if the caller made it (`ratio_form`), else made where needed."""
     if hasattr(p.box, "lowest"):  # a token domain: CROWN with exact concretisation; bab splits tokens (bounds/tokens.py)
         from .bounds.tokens import bound_tokens
 
-        return bound_tokens(p.joint, p.box, method, p.spec.property.tolerance, lower, time_budget, p.options.max_leaves)
+        return bound_tokens(p.joint, p.box, method, p.spec.property.tolerance, lower, time_budget, p.options.max_leaves, form=form)
     if method in ("interval", "crown", "alpha"):
         st = gb.crown_state(p.joint, p.box, method)
         if method == "alpha":  # alpha's lines are tuned per node; where CROWN's own pass ends tighter, it is the certificate
@@ -82,6 +84,16 @@ def bound_graph(p: GraphProblem, method: str, *, time_budget: float, lower: Frac
     if probe.bound < r.bound:  # the budget ran out before the tree beat the probe: the probe is a one-leaf tree
         return Fraction(probe.bound), {"tree": {"steps": probe.steps}}, {"bab": {**notes["bab"], "leaves": 1, "probe": True}}
     return Fraction(r.bound), {"tree": r.tree}, notes
+
+
+def ratio_form(p: GraphProblem):
+    """The joint graph's softmax-ratio form on a token domain (checker/attention.py), or None: made once by the engine for
+    its witness replay and its ratio leaves (the checker makes its own)."""
+    if not hasattr(p.box, "lowest"):
+        return None
+    from .checker.attention import form
+
+    return form(p.joint, p.box.vocab)
 
 
 def write_and_check_graph(p: GraphProblem, method: str, bound: Fraction, body: dict, witness, lower: Fraction,
@@ -118,7 +130,8 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
             witness = exact_witness(x, (list(p.box[0]) + flo, list(p.box[1]) + fup))
     except OverflowError as exc:
         raise overflow(f"float64 overflows on this domain ({exc})") from None
-    lower = deviation_at(p.joint, witness)
+    fm = ratio_form(p)
+    lower = deviation_at(p.joint, witness, fm)
     t2 = time.perf_counter()
     asked = method or p.options.method
     tol = p.spec.property.tolerance
@@ -129,7 +142,7 @@ def run_graph_check(spec_path, out=None, method: str | None = None, level: str |
         if m == "bab" and asked == "auto" and (lower > tol or best[1] <= tol):
             break  # settled: auto branches only when the tolerance lies between the attained deviation and the bound
         try:
-            bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower)
+            bound, body, extra = bound_graph(p, m, time_budget=max(1.0, budget - (time.perf_counter() - t0)), lower=lower, form=fm)
         except OverflowError as exc:
             raise overflow(str(exc)) from None
         if not math.isfinite(float(bound)):  # a token domain's pass whose float64 values overflowed: nothing to certify

@@ -199,7 +199,8 @@ def ratio_claim(tolerance, lower, slack: Fraction = SLACK) -> Fraction | None:
     return max(Fraction(lower), min(Fraction(tolerance), Fraction(format(float((1 + slack) * Fraction(lower)), ".6g"))))
 
 
-def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, max_leaves: int, slack: Fraction | None = None):
+def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, max_leaves: int, slack: Fraction | None = None,
+                 form=None):
     """One method on a token domain, as engine_graph.bound_graph: (bound, certificate body, notes).
     interval, crown, alpha: one pass (alpha-CROWN's free slopes are not optimised over token domains
     yet: CROWN); bab: branch and bound over tokens until every leaf is within the tolerance (or within
@@ -223,7 +224,7 @@ def bound_tokens(joint, box, method: str, tolerance, lower, time_budget: float, 
     target = float(tolerance) if lower <= tolerance else float(lower) * 1.01
     start = time.perf_counter()
     claim = None if slack is None else ratio_claim(tolerance, lower, slack)
-    ratio = ratio_tree(joint, FloatTokens(box.vocab, box.allowed), float(lower), time_budget, claim)
+    ratio = ratio_tree(joint, FloatTokens(box.vocab, box.allowed), float(lower), time_budget, claim, form)
     if ratio is not None:  # softmax-ratio leaves: exact over each query token's leaf, or the claim (checker/attention.py)
         b, tree, leaves, notes = ratio
         return b, {"token_tree": tree}, {"bab": notes}
@@ -282,7 +283,7 @@ def _float_tables(ff: FloatForm, q: int, a: int):
 
     prev = ff.prev.get(q)
 
-    def run(override, base=None):
+    def run(override, base=None, X=X, prev=prev):
         val = {"x": X}
         for nd in fm.joint.nodes:
             x = [val[s] for s in nd.inputs]
@@ -327,7 +328,15 @@ def _float_tables(ff: FloatForm, q: int, a: int):
     coef = [[None] * len(ms) for _, ms in fm.groups]  # per member: (each row's position, its rows (m, V))
     for o, (name, k) in enumerate(fm.overrides[1:], start=1):
         deps = [d or frozenset() for d in fm.coef_deps[o - 1]]
-        if any(q in d for d in deps) or (q, o) not in ff.shared:  # rows that do not read q: the same at every a
+        if all(d <= {q} for d in deps):  # every row reads q at most: once per q, token a at q in column a (as the checker's thin batch)
+            if (q, o, None) not in ff.shared:
+                T = np.zeros((fm.joint.in_dim, V))
+                T[q * V + np.arange(V), np.arange(V)] = 1.0
+                thin = run(None, None, T, None)
+                ff.shared[q, o, None] = ([None] * len(deps), run((name, k), thin, T, None)[out] - thin[out])
+            rows = ff.shared[q, o, None][1][:, a]
+            ff.shared[q, o] = (ff.shared[q, o, None][0], np.broadcast_to(rows[:, None], (len(rows), V)))
+        elif any(q in d for d in deps) or (q, o) not in ff.shared:  # rows that do not read q: the same at every a
             ff.shared[q, o] = ([pos(d) for d in deps], run((name, k), base)[out] - base[out])
         g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
         coef[g][fm.groups[g][1].index(k)] = ff.shared[q, o]
@@ -427,6 +436,12 @@ def _joint_relaxed(g1, g2, sign: float, r: np.ndarray, mu: np.ndarray, parts: bo
     return (total + np.zeros_like(mu), each) if parts else total + np.zeros_like(mu)
 
 
+def _ratio_text(v) -> str:
+    """A float's exact value as the certificate's 'p/q' text (str(Fraction(float(v))), without making the Fraction)."""
+    n, d = float(v).as_integer_ratio()
+    return f"{n}/{d}" if d != 1 else str(n)
+
+
 def _caps(lam: list, s: int, rows, value, each) -> None:
     """Joint rows' caps (checker/attention.py `_capped`) into lam: per row (of rows, sign s) whose relaxed value at the
     bound is < 0, each pair's max plus an equal share of half that slack (the other half for float noise); a cap the
@@ -434,16 +449,16 @@ def _caps(lam: list, s: int, rows, value, each) -> None:
     for n, i in enumerate(rows):
         if each and value[n] < 0:
             give = -value[n] / (2 * len(each))
-            lam[2 * int(i) + s] = [str(Fraction(float(top[n] + give))) for top in each]
+            lam[2 * int(i) + s] = [_ratio_text(top[n] + give) for top in each]
 
 
-def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
+def ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None, form=None):
     """`_ratio_tree` with one BLAS thread: its products are small (64 columns), and more OpenBLAS threads only spin on a
     shared machine (V = 64 tables: 0.6 s a query token with 2 threads at load 3, 6 ms with 1)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
-        return _ratio_tree(joint, box, lower, seconds, claim)
+        return _ratio_tree(joint, box, lower, seconds, claim, form)
 
 
 def _claimed(ff: FloatForm, q: int, box, claim: Fraction):
@@ -473,7 +488,7 @@ def _claimed(ff: FloatForm, q: int, box, claim: Fraction):
             v = ((r + M1 - B) - M2) / 2  # each group's slack shared equally
             split = (_split_h(g1, sign, r - B + pad - v) <= 0) & (_split_h(g2, sign, v + pad) <= 0)  # (ratios <= B - pad - r + v, -v - pad)
             for n in np.flatnonzero(split):
-                lam[2 * int(idx[n]) + s] = str(Fraction(float(v[n])))
+                lam[2 * int(idx[n]) + s] = _ratio_text(v[n])
             if not split.all():
                 rest = np.flatnonzero(~split)
                 h1, h2 = ([(p, E, C[:, rest]) for p, E, C in grp] for grp in (g1, g2))
@@ -485,16 +500,17 @@ def _claimed(ff: FloatForm, q: int, box, claim: Fraction):
     return kids, joint
 
 
-def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None):
+def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: Fraction | None = None, fm=None):
     """Softmax-ratio leaves (certify/checker/attention.py) where the joint graph has that form: the query position
     split into single tokens, each leaf bounding every row exactly over the other positions' sets (a split bound:
     each softmax group's ratio maximised alone by Dinkelbach, or a joint one, a bisection on the pair-bucketed sum of
     both groups). With `claim`: first the leaves proving that bound (`_claimed`), the exact bound where they fail.
-    Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab)."""
-    from ..checker.attention import form_of
+    Returns (bound, tree, leaves, notes) or None where the form does not apply (then CROWN bab). fm: the joint graph's form
+    if the caller made it (engine_graph.ratio_form, shared with its witness replay), else made here."""
+    from ..checker.attention import form
 
     t0 = time.perf_counter()
-    fm = form_of(joint, box.vocab)  # (the one the witness replay built for this joint graph, if it did)
+    fm = fm if fm is not None and fm.joint is joint else form(joint, box.vocab)
     q = None if fm is None else _query(fm, len(box.allowed))
     if q is None:
         return None
@@ -550,7 +566,7 @@ def _ratio_tree(joint, box, lower: float = 0.0, seconds: float = 600.0, claim: F
                 v = ((r + M1 - B) - M2) / 2  # each group's slack shared equally
                 split = (total < B) & (_split_h(groups[0], sign, r - B - v) <= 0) & (_split_h(groups[1], sign, v) <= 0)
                 for i in np.flatnonzero(split):
-                    lam[2 * i + s] = str(Fraction(float(v[i])))
+                    lam[2 * i + s] = _ratio_text(v[i])
                 idx = np.flatnonzero(~split)
                 old = done.get((a, s), (None, ()))
                 if len(idx) and old[0] == B and np.isin(idx, old[1]).all():  # (values per row: those found above at this bound)

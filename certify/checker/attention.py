@@ -304,26 +304,18 @@ def form(joint, vocab: int) -> Form | None:
     return fm if 1 <= len(fm.groups) <= 2 else None
 
 
-_LAST: list = [None, 0, None]  # the last joint graph, vocabulary and form: a check's witness replay takes its leaves' form
-
-
-def form_of(joint, vocab: int) -> Form | None:
-    """`form(joint, vocab)`, kept for the last joint graph (the same object) and vocabulary."""
-    if _LAST[0] is not joint or _LAST[1] != vocab:
-        _LAST[:] = [joint, vocab, form(joint, vocab)]
-    return _LAST[2]
-
-
-def replay(joint, x: list) -> list | None:
+def replay(joint, x: list, fm: Form | None = None) -> list | None:
     """d at the input x as arb balls (the caller's precision), or None where the joint graph has no ratio form or x
     is not integer (then graph.evaluate). From `Form.evaluate` at x (one column, exact integers): the scores s, the rest
     r = d(p = 0) and, per softmax member k, d(p = e_k) - r = c_k; then d = r + sum_groups (sum_k e^{s_k - s*} c_k) /
-    (sum_k e^{s_k - s*}), with one exp ball per member (docs/soundness.md, R7). The vocabulary, read off
-    a one-hot x (in_dim / its ones), only lets a check's leaves share their form: the values do not depend on it."""
+    (sum_k e^{s_k - s*}), with one exp ball per member (docs/soundness.md, R7). fm: this joint graph's form, made by the
+    caller (a check's ratio leaves, the engine's set-up), else made here for the vocabulary read off a one-hot x (in_dim /
+    its ones); the values do not depend on the vocabulary (it sets only which positions a table reads)."""
     if len(x) != joint.in_dim or any(Fraction(v).denominator != 1 for v in x):
         return None
-    ones = sum(v != 0 for v in x)
-    fm = form_of(joint, joint.in_dim // ones if ones and joint.in_dim % ones == 0 else joint.in_dim)
+    if fm is None or fm.joint is not joint:
+        ones = sum(v != 0 for v in x)
+        fm = form(joint, joint.in_dim // ones if ones and joint.in_dim % ones == 0 else joint.in_dim)
     if fm is None:
         return None
     X = [[fmpz(int(v))] for v in x]
@@ -637,11 +629,13 @@ def _trace(value: Fraction, i: int, s: int, g: int) -> Fraction:
     return value
 
 
-def check_ratio_leaves(joint, leaves: list, bound: Fraction) -> int:
-    """Every (leaf, its token box, where) of a token tree whose leaf is {"ratio": ...}; returns the rows checked."""
+def check_ratio_leaves(joint, leaves: list, bound: Fraction, forms: dict | None = None) -> int:
+    """Every (leaf, its token box, where) of a token tree whose leaf is {"ratio": ...}; returns the rows checked. The form
+    is made here (no other caller's tables); `forms` (the caller's, for its witness replay) gets it as "ratio"."""
     with gc_paused():  # (the tables hold many lists, and no cycles: collections cost about a tenth of the check here)
-        _LAST[:] = [joint, leaves[0][1].vocab, form(joint, leaves[0][1].vocab)]  # (made afresh: no other caller's tables)
-        fm = _LAST[2]
+        fm = form(joint, leaves[0][1].vocab)
         count = sum(check_ratio_leaf(fm, leaf, box, bound, where) for leaf, box, where in leaves)
-        fm.cache, fm.shared, fm.last, fm.scaled, fm.seen, fm.thin = {}, {}, {}, {}, {}, {}  # (kept for the replay: no tables)
+        if forms is not None and fm is not None:
+            fm.cache, fm.shared, fm.last, fm.scaled, fm.seen, fm.thin = {}, {}, {}, {}, {}, {}  # (kept for the replay: no tables)
+            forms["ratio"] = fm
         return count

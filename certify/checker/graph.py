@@ -710,7 +710,7 @@ def read_graph(path, sha256: str | None = None, key: str = "model.sha256", array
             need(isinstance(ref, str) and ref in arrays and tuple(arrays[ref][0]) == shape, file, f"{where}.{key}",
                  f"names no array of shape {shape} ({ref!r})", FIX_GRAPH)
             flat = arrays[ref][1]  # finite floats (`_parse_npy`)
-            if len(shape) == 2 and all(type(v) is float for v in flat):
+            if len(shape) == 2 and set(map(type, flat)) <= {float}:
                 return tuple(FloatRow(tuple(flat[r * shape[1]:(r + 1) * shape[1]])) for r in range(shape[0]))
             return tuple(map(Fraction, flat))
 
@@ -1006,14 +1006,14 @@ def evaluate(graph: Graph, x: list[Fraction], prec: int = 256) -> dict:
         return values
 
 
-def deviation_at(joint: Graph, x: list[Fraction]) -> Fraction:
+def deviation_at(joint: Graph, x: list[Fraction], form=None) -> Fraction:
     """A proven lower bound on max_i |d_i(x)|: the lower end of the arb enclosure (exact where the
     graph's ops are all rational). A graph with a softmax-ratio form at an integer x: through that form
-    (attention.replay: exact integers and one exp per softmax member), else `evaluate`."""
+    (attention.replay: exact integers and one exp per softmax member; `form`: the caller's, of this graph), else `evaluate`."""
     from .attention import replay
 
     with ctx.workprec(256):
-        d = replay(joint, x)
+        d = replay(joint, x, form)
         return max(curves.exact(abs(v).lower(), -1) for v in (evaluate(joint, x)["d"] if d is None else d))
 
 
@@ -1023,11 +1023,13 @@ def goal_reached(bounds: dict, bound: Fraction, where: str) -> None:
     require(all(-l <= bound and u <= bound for l, u in zip(lo, up)), where, "the verified bounds of d do not prove |d_i| <= bound")
 
 
-def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: str, jobs: int | None = None) -> int:
+def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: str, jobs: int | None = None,
+                     forms: dict | None = None) -> int:
     """Branch and bound over tokens: a node {"position": p, "parts": [[ids], ...], "children": [...]}
     partitions position p's allowed tokens among its children (each part non-empty, together exactly
     the parent's set); a leaf {"steps": [...]} proves |d_i| <= bound on its sub-domain. So the leaves
-    cover the domain. The leaves are checked by `check_leaves`; returns the number of steps checked."""
+    cover the domain. The leaves are checked by `check_leaves`; returns the number of steps checked. `forms` (a dict)
+    receives the ratio leaves' form as "ratio" (the caller's witness replay reuses it)."""
     stack, leaves, ratios = [(tree, box, where)], [], []
     while stack:
         node, sub, at = stack.pop()
@@ -1046,7 +1048,7 @@ def check_token_tree(joint: Graph, box: TokenBox, tree, bound: Fraction, where: 
     if ratios:  # softmax-ratio leaves (checker/attention.py)
         from .attention import check_ratio_leaves
 
-        return check_ratio_leaves(joint, ratios, bound) + (check_leaves(joint, leaves, bound, jobs) if leaves else 0)
+        return check_ratio_leaves(joint, ratios, bound, forms) + (check_leaves(joint, leaves, bound, jobs) if leaves else 0)
     return check_leaves(joint, leaves, bound, jobs)
 
 
@@ -1143,9 +1145,10 @@ def _check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, job
         joint = joint_graph(f, g, spec.property.outputs)
     except ValueError as exc:
         raise Rejected("joint graph", str(exc)) from None
+    forms: dict = {}  # the ratio leaves' form (attention.py), for the witness replay; gone with this call
     if "token_tree" in cert:
         require(isinstance(box, TokenBox), "token_tree", "a token split tree needs a token domain (input: tokens)")
-        count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree", jobs)
+        count = check_token_tree(joint, box, cert["token_tree"], bound, "token_tree", jobs, forms)
     elif "tree" in cert:
         count = check_input_tree(joint, box, cert["tree"], bound, "tree", jobs)
     else:
@@ -1165,7 +1168,7 @@ def _check_graph(spec, f: Graph, g: Graph, cert: dict, bound: Fraction, box, job
             and (not isinstance(box, TokenBox) or box.contains(x[:f.in_dim])), "witness",
             "the input lies outside the spec's domain (or a free value outside its range)")
     try:
-        dev = deviation_at(joint, x)
+        dev = deviation_at(joint, x, forms.get("ratio"))
     except ValueError as exc:  # a value beyond the checker's range at the witness
         raise Rejected("witness", str(exc)) from None
     claimed = parse_ratio(witness["deviation"])

@@ -112,7 +112,9 @@ def _parse_npy(data: bytes, file: str, name: str):
     code, size = _DTYPES[descr]
     need(len(body) == count * size, file, name, f"truncated: expected {count * size} bytes of data, found {len(body)}", fix)
     values = struct.unpack(f"<{count}{code}", body)
-    i = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    # (a sum of floats is finite only if every term is: inf and nan propagate; an overflowing sum of finite values is
+    # scanned like any other: the scan finds no index and passes)
+    i = None if math.isfinite(sum(values)) else next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
     need(i is None, file, name, f"contains a non-finite value ({values[i] if i is not None else ''}) at flat index {i}",
          "every weight must be a finite number: fix or retrain the model")
     return shape, values
