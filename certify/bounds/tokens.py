@@ -379,8 +379,12 @@ def _ratio_max(members, sign: float) -> np.ndarray:
     """max over the leaf of sum_k E_k sign C_k / sum_k E_k, per output (Dinkelbach: exact over the product of sets)."""
     m = members[0][2].shape[1]
     pos = [(sum(E[:, None] * sign * C for E, C in ms), sum(E for E, _ in ms)) for ms in _by_position(members).values()]  # per position: sum E c, sum E
-    lam = sum(E[0] * sign * C[0] for _, E, C in members) / sum(E[0] for _, E, _ in members)
     cols = np.arange(m)
+    lam = sum(E[0] * sign * C[0] for _, E, C in members) / sum(E[0] for _, E, _ in members)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a second start: each position's own best coefficient (exps > 0 only)
+        ks = [np.where(S[:, None] > 0, A / S[:, None], -np.inf).argmax(0) for A, S in pos]
+        den = sum(S[k] for (_, S), k in zip(pos, ks))
+        lam = np.maximum(lam, np.where(den > 0, sum(A[k, cols] for (A, _), k in zip(pos, ks)) / den, -np.inf))
     for _ in range(500):  # Dinkelbach: each step moves to the ratio of the choice maximising sum E (c - lam); stops when none is better
         num, den = np.zeros(m), np.zeros(m)
         for A, S in pos:
