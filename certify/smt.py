@@ -258,8 +258,9 @@ def recording():
         exact.TRACE = None
 
 
-def _claims(step: dict) -> tuple[list[Fraction], list[Fraction]]:
-    return [parse_rational(v) for v in step["lower"]], [parse_rational(v) for v in step["upper"]]
+def _claims(step: dict) -> tuple[list, list]:
+    """A step's claims; None for a null (a side a one-sided linear step does not claim)."""
+    return tuple([None if v is None else parse_rational(v) for v in step[key]] for key in ("lower", "upper"))
 
 
 def _box(names: list[str], lo, up) -> list[str]:
@@ -381,17 +382,20 @@ def chain_obligations(seen: _Seen, trace: dict, r: int, claim: Fraction, tag: st
 def linear_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
     """Each claimed bound of a linear step as the chain of the checker's own back-substitution."""
     k = seen.step["layer"]
-    if len(seen.traces) != 2:
-        raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")
     (lower, upper), out = _claims(seen.step), []
-    neurons = seen.step.get("neurons", range(len(lower)))  # row i bounds neuron neurons[i]
-    for side, trace, claims, sign in (("lower", seen.traces[0], lower, 1), ("upper", seen.traces[1], upper, -1)):
+    neurons = seen.step.get("neurons", range(len(lower)))  # row i bounds neuron neurons[i] (its claimed sides only)
+    sides = [(side, [(n, c) for n, c in zip(neurons, claims) if c is not None], sign)
+             for side, claims, sign in (("lower", lower, 1), ("upper", upper, -1))]
+    sides = [s for s in sides if s[1]]  # a side with no claimed row is not back-substituted
+    if len(seen.traces) != len(sides):
+        raise Refused(seen.where, f"expected the checker's back-substitutions (lower, upper), recorded {len(seen.traces)}")
+    for (side, claims, sign), trace in zip(sides, seen.traces):
         scale = trace.get("scale", 1)  # multipliers on layer k's own splits: the recorded rows are scale * (+-e_r) + theirs
-        for i, claim in enumerate(claims):
-            tag = f"{seen.where} {side} bound of z{k}_{neurons[i]}"
+        for i, (neuron, claim) in enumerate(claims):
+            tag = f"{seen.where} {side} bound of z{k}_{neuron}"
             out += chain_obligations(seen, trace, i, sign * claim * scale, tag, facts)
             if "scale" in trace:
-                out.append(own_split_obligation(seen, trace["lam"][i], k, neurons[i], sign * scale, tag))
+                out.append(own_split_obligation(seen, trace["lam"][i], k, neuron, sign * scale, tag))
     return out
 
 

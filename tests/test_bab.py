@@ -274,7 +274,8 @@ def test_a_sparse_linear_step_is_checked_like_a_whole_one(inherited_tree, tmp_pa
 
     def raise_lower(bad):  # a listed neuron's claimed lower bound above what back-substitution derives
         s = first(bad)
-        s["lower"][0] = s["upper"][0]
+        t = next(t for t, (l, u) in enumerate(zip(s["lower"], s["upper"])) if l is not None and u is not None)
+        s["lower"][t] = s["upper"][t]
 
     assert "claimed lower bound" in _tampered(tmp_path, spec, cert, raise_lower)
 

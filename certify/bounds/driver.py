@@ -239,7 +239,7 @@ def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
     return Relaxation(sl, _down(tl, el), su, -_down(-tu, eu))
 
 
-def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in, fast: bool = False):
+def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in, fast: bool = False, tight=None):
     """The `difference` step of layer k's pairs and its float Difference (lower > upper for some
     pair: the region is empty, as the checker concludes from the step). A pair is kept where the range of z_a - z_b
     is no wider than the narrower of the two neurons' ranges: there the joint lines are tighter than
@@ -254,6 +254,8 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     dlo, dup = np.maximum(dlo, lo_a - up_b), np.minimum(dup, up_a - lo_b)
     same = ((lo_a >= 0) & (lo_b >= 0)) | ((up_a <= 0) & (up_b <= 0))  # both active or both inactive: the pair's
     # lines would be D = delta or D = 0, which rewrite its two terms into the same value: kept for nothing
+    if tight is not None:  # the neurons' ranges as bounded here, both sides (`_one_sided` claims one side of a stable neuron)
+        lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in tight for i in (a, b))
     keep = np.flatnonzero((dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) & ~same)
     dlo, dup = pad_outward(dlo[keep], dup[keep])
     a, b = a[keep], b[keep]
@@ -298,6 +300,42 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
     return lo, up
 
 
+SPARSE_FIRST = True  # see `propose`'s `inherited`: layer 1 of a region inside the root's steps by a linear step on its listed neurons
+ONE_SIDED = True  # see `_one_sided`
+LIST_GAP = 0.1  # see `_listed`
+
+
+def _listed(lo, up, tlo, tup, paired) -> np.ndarray:
+    """Which neurons a region inside the root's steps bounds again on a layer from 2 on with difference pairs
+    (`propose`'s `inherited`), of those the root left unstable ([lo, up]), given the bounds the region derives for them
+    ([tlo, tup]): those they make stable, those whose relaxation gap -l*u/(u-l) they shrink below LIST_GAP of the
+    root's, and those in no (f, g) pair (`paired` false). The others keep the root's bounds, which the checker then need
+    not derive again. On the VeryDiff MNIST pair (400 leaves) layer 2 lists 34 of 69 neurons (35 fewer rows of
+    back-substitution to check on every leaf) and the tree's bound moves by 3e-6 (1.280670 against 1.280640 listing
+    all 69): there the unstable neurons' own lines matter little beside the difference lines of their pairs. Without
+    pairs they matter (tiny_prune at 21/20: 1.403 after 255 splits listing only stable neurons, 1.0496 after 13 listing
+    all), hence every neuron of a layer without pairs is listed."""
+    gap = lambda l, u: np.where((l < 0) & (u > 0), -l * u / np.where(u > l, u - l, 1.0), 0.0)  # noqa: E731
+    return np.flatnonzero((tlo >= 0) | (tup <= 0) | ~paired | (gap(tlo, tup) < LIST_GAP * gap(lo, up)))
+
+
+def _one_sided(lo, up, clo, cup) -> tuple[list, list]:
+    """A region's claims (lower, upper) on neurons its enclosing region left unstable ([lo, up]), None where a side is
+    not claimed (the checker keeps the enclosing region's): a neuron these bounds make inactive needs only its upper
+    bound (its relaxation is 0 whatever the lower), an active one only its lower (its relaxation is z). The difference
+    steps' caps then use the enclosing bound on the other side, as the checker does."""
+    clo, cup = list(map(float, clo)), list(map(float, cup))
+    if ONE_SIDED:
+        for t, (l, u, a, b) in enumerate(zip(lo, up, clo, cup)):
+            if max(l, a) > min(u, b):  # an empty region: both sides (the contradiction ends it)
+                continue
+            if min(u, b) <= 0:
+                clo[t] = None
+            elif max(l, a) >= 0:
+                cup[t] = None
+    return clo, cup
+
+
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
             assume: dict | None = None, margins: tuple = (), differential: bool = True, exact_output: bool = True,
             inherited: tuple = (), alpha_iters: int = 60, warm: dict | None = None, outputs: tuple | None = None,
@@ -317,7 +355,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     the neurons those bounds leave unstable (`neurons`), and every hidden layer's relu_relaxation step
     lists lines for those neurons only: the others keep their phase, and their exact relaxations (the
     enclosing region's lines) do not depend on their bounds. On the VeryDiff MNIST pair, 69 of layer
-    2's 200 rows.
+    2's 200 rows. Of those, a layer from 2 on lists only what `_listed` keeps (34 of the 69), layer 1
+    (a linear step instead of an interval step: 70 of its 200 neurons) all of them, and each listed neuron
+    the region makes stable only the side that does (`_one_sided`).
 
     `outputs` (with `exact_output=False`: branch-and-bound leaves inside a region whose output-layer steps the
     certificate holds): (neurons, lower, upper): only these output neurons are bounded again (a linear step with
@@ -357,16 +397,35 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         if k == n and outputs is not None:  # see `outputs`
             rows, out_lo, out_up = list(outputs[0]), list(outputs[1]), list(outputs[2])
             clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(out_lo))[rows]))
-            steps.append({"kind": "linear", "layer": k, "neurons": rows, "lower": _q(clo), "upper": _q(cup)})
-            for i, a, b in zip(rows, clo, cup):
-                out_lo[i], out_up[i] = max(out_lo[i], Fraction(a)), min(out_up[i], Fraction(b))
+            for t, (i, a, b) in enumerate(zip(rows, clo, cup)):
+                low, high = max(out_lo[i], Fraction(a)), min(out_up[i], Fraction(b))
+                if ONE_SIDED and -out_lo[i] <= high:  # the enclosing region's lower side is within this row's bound: kept
+                    clo[t] = None
+                elif ONE_SIDED and out_up[i] <= -low:
+                    cup[t] = None
+                out_lo[i], out_up[i] = (out_lo[i] if clo[t] is None else low), (out_up[i] if cup[t] is None else high)
+            steps.append({"kind": "linear", "layer": k, "neurons": rows, "lower": clo, "upper": cup})
             return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins), diff=diff, warm=state)
-        if sparse and 1 < k < n:
+        tight = relisted = None  # see `_difference_step`; the neurons bounded again here (sparse)
+        if sparse and k < n and (k > 1 or SPARSE_FIRST):
             lo, up = (np.array(v, dtype=np.float64) for v in inherited[k - 1])
             rows = np.flatnonzero((lo < 0) & (up > 0))
-            clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(lo))[rows]))
-            steps.append({"kind": "linear", "layer": k, "neurons": rows.tolist(), "lower": _q(clo), "upper": _q(cup)})
-            lo[rows], up[rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
+            if k == 1:  # the first layer's range over the box, as the interval step has it (exact, up to the padding)
+                clo, cup = pad_outward(*interval_dense(net.weights[0][rows], net.biases[0][rows], lo_in, up_in))
+            else:
+                clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(lo))[rows]))
+            tight = lo.copy(), up.copy()
+            tight[0][rows], tight[1][rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
+            if k > 1 and k in pairs:  # see `_listed`
+                paired = np.zeros(len(lo), dtype=bool)
+                paired[np.concatenate(pairs[k])] = True
+                sel = _listed(lo[rows], up[rows], tight[0][rows], tight[1][rows], paired[rows])
+                rows, clo, cup = rows[sel], np.asarray(clo)[sel], np.asarray(cup)[sel]
+            relisted = rows
+            step_lo, step_up = _one_sided(lo[rows], up[rows], clo, cup)
+            steps.append({"kind": "linear", "layer": k, "neurons": rows.tolist(), "lower": step_lo, "upper": step_up})
+            lo[rows] = [a if c is None else max(a, c) for a, c in zip(lo[rows], step_lo)]
+            up[rows] = [a if c is None else min(a, c) for a, c in zip(up[rows], step_up)]
             lo, up = lo.tolist(), up.tolist()
         else:
             lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output,
@@ -385,13 +444,16 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         r = exact_relaxation(lo, up) if exact_output else exact_relaxation_fast(lo, up)
         relax.append(r)
         # sparse: lines only for the neurons the enclosing region left unstable; the others keep its lines, which
-        # are exact for their phase (as this region's would be)
-        listed = np.flatnonzero((inherited[k - 1][0] < 0) & (inherited[k - 1][1] > 0)) if sparse else slice(None)
+        # are exact for their phase (as this region's would be). Of those, only the ones bounded again here: the others
+        # keep the enclosing region's bounds, and its lines on them (which are no looser than this region's `r` there:
+        # the same slopes, intercepts correctly rounded where `exact_relaxation_fast` adds a rounding bound)
+        listed = (relisted if relisted is not None else np.flatnonzero((inherited[k - 1][0] < 0) & (inherited[k - 1][1] > 0))) \
+            if sparse else slice(None)
         steps.append({"kind": "relu_relaxation", "layer": k, **({"neurons": listed.tolist()} if sparse else {}),
                       **{key: _q(np.asarray(getattr(r, key))[listed])
                          for key in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}})
         if k in pairs:
-            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output)
+            step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output, tight=tight)
             steps.append(step)  # even with no pairs: a split region must not inherit its parent's pairs here
             if any(x > y for x, y in zip(step["lower"], step["upper"])):  # contradictory: the region is empty
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)

@@ -127,26 +127,46 @@ def _neurons(step: dict, width: int, known: bool, what: str, where: str) -> list
 
 
 def _accept_bounds(step: dict, state: _State, where: str, lower: list[Fraction], upper: list[Fraction],
-                   neurons: list[int] | None = None) -> None:
+                   neurons: list[int] | None = None, sides: tuple | None = None) -> None:
     """Claimed bounds are sound iff claimed lower <= derived lower and claimed upper >= derived upper.
-    `neurons`: the claims are about these neurons of the layer only (the others keep their verified bounds)."""
+    `neurons`: the claims are about these neurons of the layer only (the others keep their verified bounds).
+    `sides` (with `neurons`): the claims as `_one_sided` read them, None for a side not claimed (it keeps its verified
+    bound); `lower` and `upper` then hold the derived bounds of the claimed sides only, in order."""
     k = step["layer"]
     index = range(len(state.joint[k - 1][1][0])) if neurons is None else neurons
-    c_lo, c_up = _vector(step, "lower", len(index), where), _vector(step, "upper", len(index), where)
+    if sides is None:
+        c_lo, c_up = _vector(step, "lower", len(index), where), _vector(step, "upper", len(index), where)
+    else:
+        c_lo, c_up = sides
+        lower, upper = ([None if c is None else next(d) for c in cs] for cs, d in ((c_lo, iter(lower)), (c_up, iter(upper))))
     for i, cl, dl, cu, du in zip(index, c_lo, lower, c_up, upper):  # (_less: Fraction's own comparisons, on its integers)
-        if _less(dl, cl):
+        if cl is not None and _less(dl, cl):
             raise Rejected(where, f"neuron {i}: claimed lower bound {cl} exceeds the derived {dl}")
-        if _less(cu, du):
+        if cu is not None and _less(cu, du):
             raise Rejected(where, f"neuron {i}: claimed upper bound {cu} is below the derived {du}")
     if k in state.bounds:  # a second step for the same layer intersects
         lo, up = (list(v) for v in state.bounds[k])
         for i, cl, cu in zip(index, c_lo, c_up):
-            if _less(lo[i], cl):
+            if cl is not None and _less(lo[i], cl):
                 lo[i] = cl
-            if _less(cu, up[i]):
+            if cu is not None and _less(cu, up[i]):
                 up[i] = cu
         c_lo, c_up = lo, up
     _set_bounds(state, k, c_lo, c_up)
+
+
+def _one_sided(step: dict, count: int, where: str) -> tuple[list, list] | None:
+    """A linear step's `lower` and `upper` as Fractions, None where a side is not claimed (JSON null), or None if
+    every side is claimed (the plain rule then reads them)."""
+    raw = [step.get(key) for key in ("lower", "upper")]
+    if not any(isinstance(r, list) and None in r for r in raw):
+        return None
+    out = []
+    for key, r in zip(("lower", "upper"), raw):
+        require(isinstance(r, list) and len(r) == count, where, f"{key} must be a list of {count} rationals or nulls")
+        given = iter(_vector({key: [v for v in r if v is not None]}, key, count - r.count(None), where))
+        out.append([None if v is None else next(given) for v in r])
+    return tuple(out)
 
 
 def _less(a: Fraction, b: Fraction) -> bool:
@@ -244,21 +264,29 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     width = len(state.joint[k - 1][1][0])
     ns = _neurons(step, width, k in state.bounds, "bounds", where)
     rows = None if ns is None else [{i: 1} for i in ns]
+    sides = None if ns is None else _one_sided(step, len(ns), where)
+    if sides is not None:  # one-sided claims: rows only for the claimed sides, no slopes or multipliers
+        require("alpha" not in step and "beta" not in step, where, "a step with null claims takes no alpha or beta")
+        low, up = ([{i: 1} for i, c in zip(ns, cs) if c is not None] for cs in sides)
+        return _accept_bounds(step, state, where, *_bounds_of(low, state, k, upper_rows=up), neurons=ns, sides=sides)
     alpha = _alpha(step, state, k, width if ns is None else len(ns), where)
     beta = _beta(step, state, k, width if ns is None else len(ns), where)
     _accept_bounds(step, state, where, *_bounds_of(rows, state, k, alpha, beta), neurons=ns)
 
 
-def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), beta=(None, None)) -> tuple[list, list]:
+def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), beta=(None, None),
+               upper_rows: list | None = None) -> tuple[list, list]:
     """(lower, upper) bounds of rows @ z_k (rows {neuron: coefficient}; None: z_k itself) by back-substitution through the
-    verified relaxations and difference lines of layers 1..k-1 (the upper side negates the rows)."""
-    if rows == []:
-        return [], []
-    low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in rows])
+    verified relaxations and difference lines of layers 1..k-1 (the upper side negates the rows; `upper_rows`: its
+    own rows instead of `rows`)."""
+    up_rows = rows if upper_rows is None else upper_rows
+    low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in up_rows])
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
     out = []
     for sign, lam, al, be in ((1, low, alpha[0], beta[0]), (-1, up, alpha[1], beta[1])):
-        if be and k in be:  # multipliers on layer k's own splits: row r is (e_r * den + their numerators) / den on z_k,
+        if lam == []:
+            out.append([])
+        elif be and k in be:  # multipliers on layer k's own splits: row r is (e_r * den + their numerators) / den on z_k,
             # and the lower layers' multipliers (added, not multiplied, on the way down) are scaled by den with it
             extra, den = be[k]
             be = {j: ([[x * den for x in row] for row in rows], d) for j, (rows, d) in be.items() if j != k}
@@ -363,13 +391,17 @@ def check_relu_relaxation(step: dict, state: _State, where: str) -> None:
             zn, zd, r = z.numerator, z.denominator, max(z.numerator, 0)  # a/ad * zn/zd + b/bd > r/zd, times ad*bd*zd > 0:
             if a * zn * bd + b * ad * zd > r * ad * bd or c * zn * dd + d * cd * zd < r * cd * dd:
                 raise Rejected(where, f"neuron {i}: a line is not below/above relu on the verified interval [{l}, {u}]")
-    if ns is not None:  # merged into the inherited lines, each in lowest terms (no denominator of a replaced line stays)
-        merged = [[(x // g, den // g) for x in nums for g in [math.gcd(x, den)]] for nums, den in state.relax[k]]
-        for line, new in zip(merged, lines):
-            for i, v in zip(ns, new):
-                line[i] = v
-        lines = merged
-    state.relax[k] = tuple(map(ratio_vec, lines))
+    if ns is None:
+        state.relax[k] = tuple(map(ratio_vec, lines))
+        return
+    merged = []  # into the inherited lines, on the lcm of their denominator and the listed lines' (powers of two, mostly)
+    for (nums, den), new in zip(state.relax[k], lines):
+        common = math.lcm(den, *(q for _, q in new))
+        out = [x * (common // den) for x in nums]
+        for i, (p, q) in zip(ns, new):
+            out[i] = p * (common // q)
+        merged.append((out, common))
+    state.relax[k] = tuple(merged)
 
 
 STEP_CHECKERS = {

@@ -108,6 +108,45 @@ def _common_lines(relu: tuple, diff: tuple, ad: int) -> tuple:
     return hit[2]
 
 
+_PLANS: dict = {}  # (id(relu lines), id(pairs), id(difference lines), alpha's denominator, narrow) -> (the lines, pairs, difference lines, plan)
+
+
+def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narrow: bool) -> tuple:
+    """What backsubstitute's relaxation of one layer needs besides the rows (`_common_lines`, the kept columns and their
+    places, the nonzero intercepts, the pairs' lines, the lines at the kept columns), made once per region and layer
+    when no alpha slopes or multipliers enter it (their calls have their own), as `_common_lines` keeps its lines.
+    `narrow`: the next layer is narrower than the row count (columns may be left out)."""
+    cached = not neurons and extra is None
+    key = (id(relu), id(pairs), id(dlines), ad, narrow)
+    hit = _PLANS.get(key) if cached else None
+    if hit is not None and hit[0] is relu and hit[1] is pairs and hit[2] is dlines:
+        return hit[3]
+    common = _common_lines(relu, dlines, ad)
+    los, loi, ups, upi, dls, dli, dus, dui = common[2]
+    # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where
+    # the next layer is narrow (its rows cheap to copy) and a quarter of the columns can go, they are left out
+    keep = range(len(los))
+    if narrow and 4 * sum(not (a or b) for a, b in zip(los, ups)) >= len(los):
+        special = {*neurons, *(i for p in pairs for i in p), *(() if extra is None else (
+            i for i, col in enumerate(zip(*extra)) if any(col)))}
+        keep = [i for i, (a, b) in enumerate(zip(los, ups)) if a or b or i in special] or [0]
+    at = {c: t for t, c in enumerate(keep)}
+    take = _picker(keep)
+    loi_r = list(loi)
+    for n in neurons:  # an alpha line has intercept 0
+        loi_r[n] = 0
+    nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
+    picks = [(_picker(nz), [v[i] for i in nz]) for nz, v in ((nz_lo, loi_r), (nz_up, upi))]
+    seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
+    plan = (common, keep, at, take, loi_r, *picks, list(zip(pairs, dls, dli, dus, dui)), seconds, take(los), take(ups),
+            [at[n] for n in neurons])
+    if cached:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        _PLANS[key] = (relu, pairs, dlines, plan)
+    return plan
+
+
 def _picker(index: list) -> object:
     """v -> the tuple of v's entries at `index` (itemgetter, which returns a bare entry for one index)."""
     return itemgetter(*index) if len(index) > 1 else (lambda v: tuple(v[c] for c in index))
@@ -165,7 +204,7 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
         consts = ([sum(c * b[i] for i, c in d.items()) for d in lam], bden)
         if forms is not None:
             forms.append((len(layers), [[d.get(c, 0) for c in range(len(b))] for d in lam], 1, ([0] * len(lam), 1)))
-    mat = sub = None
+    mat = sub = prod = None
     for j in range(len(layers) - 1, -1, -1):  # rows stay FLINT integers (fmpz): no conversion per entry
         (_, wden), (_, bden) = layers[j]
         if mat is not None:
@@ -173,30 +212,17 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
             if forms is not None:
                 forms.append((j + 1, rows, den, consts))
             consts = _add(consts, [int(v) for v in (mat * bias).entries()], den * bden)
-            rows = (mat * weight).table()
+            prod = mat * weight
+            rows = prod.table()
             den *= wden
         if j > 0:
             neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
             extra, eden = (beta or {}).get(j, (None, 1))
-            lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui) = _common_lines(relax[j - 1], dlines, ad)
-            # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where
-            # the next layer is narrow (its rows cheap to copy) and a quarter of the columns can go, they are left out
-            keep = range(len(los))
-            if forms is None and len(layers[j - 1][0][0][0]) < len(rows) and 4 * sum(not (a or b) for a, b in zip(los, ups)) >= len(los):
-                special = {*neurons, *(i for p in pairs for i in p), *(() if extra is None else (
-                    i for i, col in enumerate(zip(*extra)) if any(col)))}
-                keep = [i for i, (a, b) in enumerate(zip(los, ups)) if a or b or i in special] or [0]
-            at = {c: t for t, c in enumerate(keep)}
-            take = _picker(keep)
-            new_rows, icpts, loi_r = [], [], list(loi)
-            for n in neurons:  # an alpha line has intercept 0
-                loi_r[n] = 0
-            nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
-            (pick_lo, t_lo), (pick_up, t_up) = ((_picker(nz), [v[i] for i in nz]) for nz, v in ((nz_lo, loi_r), (nz_up, upi)))
-            pair_lines = list(zip(pairs, dls, dli, dus, dui))
-            seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
-            los_k, ups_k, scale, places = take(los), take(ups), lcm_s // ad, [at[n] for n in neurons]
+            narrow = forms is None and len(layers[j - 1][0][0][0]) < len(rows)
+            (lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui)), keep, at, take, loi_r, (pick_lo, t_lo), (pick_up, t_up), \
+                pair_lines, seconds, los_k, ups_k, places = _layer_plan(relax[j - 1], pairs, dlines, ad, neurons, extra, narrow)
+            new_rows, icpts, scale = [], [], lcm_s // ad
             for r, row in enumerate(rows):
                 lo_r, lo_k = los, los_k
                 if rows_alpha is not None:  # row r's own lower slopes (the full row of them only where pairs need it)
@@ -238,7 +264,10 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
     dd = math.lcm(loden, upden)
     lo = [fmpz(x * (dd // loden)) for x in lo]
     up = [fmpz(x * (dd // upden)) for x in up]
-    (nums, cden) = _add(consts, [int(sum(x * (l if x >= 0 else u) for x, l, u in zip(row, lo, up))) for row in rows], den * dd)
+    # x*l if x >= 0 else x*u is x*l + (x*(u - l) if x < 0): the first part one FLINT product (rows @ l) where the rows are one
+    base = (prod * fmpz_mat([[x] for x in lo])).entries() if prod is not None else [sum(x * l for x, l in zip(row, lo)) for row in rows]
+    width = [u - l for l, u in zip(lo, up)]
+    (nums, cden) = _add(consts, [int(v + sum([x * w for x, w in zip(row, width) if x < ZERO])) for v, row in zip(base, rows)], den * dd)
     lower = [Fraction(c, cden) for c in nums]
     if forms is not None:  # what this call used and derived, by reference (nothing above changes it)
         TRACE.append({"lam": lam, "forms": forms, "relax": relax, "box": box, "alpha": alpha or {}, "diff": dict(diff or {}), "lower": lower})
