@@ -319,21 +319,22 @@ def _listed(lo, up, tlo, tup, paired) -> np.ndarray:
     return np.flatnonzero((tlo >= 0) | (tup <= 0) | ~paired | (gap(tlo, tup) < LIST_GAP * gap(lo, up)))
 
 
-def _one_sided(lo, up, clo, cup) -> tuple[list, list]:
+def _one_sided(lo, up, clo, cup) -> tuple[list, list, np.ndarray, np.ndarray]:
     """A region's claims (lower, upper) on neurons its enclosing region left unstable ([lo, up]), None where a side is
     not claimed (the checker keeps the enclosing region's): a neuron these bounds make inactive needs only its upper
     bound (its relaxation is 0 whatever the lower), an active one only its lower (its relaxation is z). The difference
-    steps' caps then use the enclosing bound on the other side, as the checker does."""
-    clo, cup = list(map(float, clo)), list(map(float, cup))
+    steps' caps then use the enclosing bound on the other side, as the checker does. Also the bounds the checker then
+    holds (float arrays)."""
+    clo, cup = np.asarray(clo, dtype=np.float64), np.asarray(cup, dtype=np.float64)
+    new_lo, new_up = np.maximum(lo, clo), np.minimum(up, cup)
+    step_lo, step_up = clo.tolist(), cup.tolist()
     if ONE_SIDED:
-        for t, (l, u, a, b) in enumerate(zip(lo, up, clo, cup)):
-            if max(l, a) > min(u, b):  # an empty region: both sides (the contradiction ends it)
-                continue
-            if min(u, b) <= 0:
-                clo[t] = None
-            elif max(l, a) >= 0:
-                cup[t] = None
-    return clo, cup
+        ok = new_lo <= new_up  # an empty region: both sides (the contradiction ends it)
+        for side, step, keep, null in ((0, step_lo, lo, ok & (new_up <= 0)), (1, step_up, up, ok & (new_lo >= 0) & (new_up > 0))):
+            for t in np.flatnonzero(null):
+                step[t] = None
+            (new_lo, new_up)[side][null] = keep[null]
+    return step_lo, step_up, new_lo, new_up
 
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
@@ -390,7 +391,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             relax.append(parent.relax[k - 1])
             if k in parent.diff:
                 diff[k] = parent.diff[k]
-                qdiff[k] = _qdiff(diff[k])
+                if exact_output:  # (qdiff: only the exact output layer's back-substitution reads it)
+                    qdiff[k] = _qdiff(diff[k])
             if warm and k in warm:
                 state[k] = warm[k]
             continue
@@ -422,10 +424,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 sel = _listed(lo[rows], up[rows], tight[0][rows], tight[1][rows], paired[rows])
                 rows, clo, cup = rows[sel], np.asarray(clo)[sel], np.asarray(cup)[sel]
             relisted = rows
-            step_lo, step_up = _one_sided(lo[rows], up[rows], clo, cup)
+            step_lo, step_up, lo[rows], up[rows] = _one_sided(lo[rows], up[rows], clo, cup)
             steps.append({"kind": "linear", "layer": k, "neurons": rows.tolist(), "lower": step_lo, "upper": step_up})
-            lo[rows] = [a if c is None else max(a, c) for a, c in zip(lo[rows], step_lo)]
-            up[rows] = [a if c is None else min(a, c) for a, c in zip(up[rows], step_up)]
             lo, up = lo.tolist(), up.tolist()
         else:
             lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output,
@@ -459,7 +459,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
             if len(diff_k.a):
                 diff[k] = diff_k
-            qdiff[k] = _qdiff(diff_k)
+            if exact_output:
+                qdiff[k] = _qdiff(diff_k)
     # output layer: exact
     if n == 1:
         out_lo, out_up = exact.interval_dense(exact_joint[0], *box)
