@@ -6,6 +6,7 @@ hands results back in another order than Ray would, without Ray's start-up."""
 
 from __future__ import annotations
 
+import gc
 import json
 import pickle
 
@@ -80,7 +81,7 @@ class _InProcess:
     def __init__(self, workers, address, problem):
         net, joint, _, _ = bab.fold_inputs(*problem)
         self.actors = [bab._Bounder(net, joint) for _ in range(workers)]
-        self.done, self.light, self.batched, self.seconds = [], 0, 0, 0.0
+        self.done, self.light, self.batched, self.seconds, self.frozen = [], 0, 0, 0.0, 0
 
     def configure(self, args, plan):
         for a in self.actors:
@@ -94,6 +95,7 @@ class _InProcess:
         return self.done[-1][0]
 
     def next_done(self, tasks):
+        self.frozen = max(self.frozen, gc.get_freeze_count())  # bab.RAY_FREEZE: the driver's tree frozen as it grows
         task, result = self.done.pop()
         assert task in tasks
         return task, result
@@ -120,8 +122,10 @@ def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
     monkeypatch.setattr(bab, "_RayBounders", _InProcess)
     monkeypatch.setattr(bab, "RAY_BATCH_HOT", 1)  # several regions a task whenever the heap has them
     monkeypatch.setattr(bab, "RAY_BATCH", 3)
+    monkeypatch.setattr(bab, "RAY_FREEZE", 1)  # the collector frozen after every finished task: the same tree
     ray_like = bab.branch_and_bound(*args, max_leaves=400, time_budget=300, margins=p.margins, workers=2)
     assert (ray_like.bound, ray_like.leaves, _tree(ray_like)) == (serial.bound, serial.leaves, _tree(serial))
+    assert _InProcess.last.frozen > 0 and gc.get_freeze_count() == 0  # frozen during the search, unfrozen after
     light, batched = _InProcess.last.light, _InProcess.last.batched
     assert (light > 0) if which == "mnist" else (light == 0), light  # alpha's ReLU-split children need their parent's layers
     assert batched > 0
@@ -141,6 +145,23 @@ def test_ray_mnist_tree_is_the_serial_tree_and_checks(ray_session, tmp_path):
     assert trees[0] == trees[2]
     result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "w2.cert.json", jobs=1)
     assert result.verdict is Verdict.CERTIFIED and result.bound == r.bound, result.reason
+
+
+def test_a_callers_frozen_objects_stay_frozen(tmp_path, monkeypatch):
+    """The Ray search unfreezes the collector after its run only if nothing was frozen before it (a caller's
+    gc.freeze() is the caller's)."""
+    p = _mnist(tmp_path, '"3/2"')
+    monkeypatch.setattr(bab, "_RayBounders", _InProcess)
+    monkeypatch.setattr(bab, "RAY_FREEZE", 1)
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        assert before > 0
+        bab.branch_and_bound(p.net, p.joint, p.box, "alpha", p.spec.property.tolerance, max_leaves=20, time_budget=300,
+                             margins=p.margins, workers=2)
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()
 
 
 def test_pipelined_search_stopped_by_its_leaf_budget_checks(tmp_path, monkeypatch):

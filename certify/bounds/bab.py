@@ -10,6 +10,7 @@ the maximum over the leaves, so stopping early still yields a valid (looser) cer
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 import itertools
 import pickle
@@ -357,6 +358,10 @@ RAY_BATCH = 2  # regions per task once the heap holds RAY_BATCH_HOT per worker t
 # of the driver's CPU and ~1 ms of the worker's on MNIST-0, where a region to split takes ~27 ms); one while fewer, so
 # that no worker waits while another holds two
 RAY_BATCH_HOT = 2 * RAY_BATCH * RAY_QUEUE
+RAY_FREEZE = 64  # finished tasks between the driver's gc.freeze() calls: the tree it keeps (every leaf's steps, as lists)
+# is long-lived, and Python's cyclic collector otherwise walks all of it again as it grows while the driver unpickles the
+# workers' results; on MNIST-0 to 1.24x (420 leaves) the driver's main thread 0.64-0.67 -> 0.49-0.50 CPU s with the
+# collector off. 0: never
 
 
 class _RayBounders:
@@ -460,7 +465,18 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
     split; the worker keeps the split as a serial run does and returns that split's children, each with its splits to
     try, see `_Bounder.work`) or to bound again with exact outputs. The driver only keeps the heap and the tree. Returns
     (splits, stopped: a region had nothing to split)."""
-    target, splits, stop = plan["target"], 0, False
+    frozen = gc.get_freeze_count()  # objects a caller froze stay frozen
+    try:
+        return _ray_loop(workers, net, live, order, plan, max_leaves, time_budget, clock, progress)
+    finally:
+        if not frozen:
+            gc.unfreeze()  # what RAY_FREEZE froze goes back to the collector's oldest generation
+
+
+def _ray_loop(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
+              clock: float, progress) -> tuple[int, bool]:
+    """`_ray_search`'s loop (the driver's collector frozen every RAY_FREEZE finished tasks)."""
+    target, splits, stop, done = plan["target"], 0, False, 0
     to_try: dict = {}  # id(node) -> its candidate splits, from the worker that bounded it
     pending: dict = {}  # task -> (worker, [(node, its options, or None: bounded again)])
     queued = [0] * len(workers.actors)
@@ -498,6 +514,9 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
         task, results = workers.next_done(list(pending))
         w, owners = pending.pop(task)
         queued[w] -= 1
+        done += 1
+        if RAY_FREEZE and done % RAY_FREEZE == 0:
+            gc.freeze()
         for (node, options), result in zip(owners, results):
             if options is None:
                 node.set_proposal(result[0], True)
