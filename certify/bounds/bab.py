@@ -243,6 +243,11 @@ def _child_regions(node: Node, options: list) -> list:
     return regions
 
 
+def _rebound_region(node: Node) -> tuple:
+    """What `_Bounder.bound` takes for `node` bounded again with exact outputs (`_rebound`)."""
+    return node.box, node.assume, True, node.warm, ALPHA_ITERS, _fixed(node, node.proposal)
+
+
 def _take_split(node: Node, split: dict, children: list[Node]) -> None:
     """`node` split by the candidate kept (strong branching), serially or on Ray alike."""
     node.split, node.children = split, children
@@ -425,23 +430,22 @@ def _rebound(node: Node, target: Fraction) -> bool:
 
 
 def _serial_search(bounder: _Bounder, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
-                   clock: float, progress) -> tuple[int, bool]:
+                   clock: float, progress) -> int:
     """`_branch_and_bound`'s search in this process: the worst region off the heap is split (its children bounded under
     every candidate split, the split whose worse child is best kept: strong branching), or bounded again with exact
-    outputs (`_rebound`), until the heap's worst meets the target or the budget is spent. Returns (splits, stopped: a
-    region had nothing to split), as `_ray_search`."""
+    outputs (`_rebound`), until the heap's worst meets the target, a region has nothing to split, or the budget is
+    spent. Returns the number of splits, as `_ray_search`."""
     target, splits = plan["target"], 0
     while 1 + splits < max_leaves and CLOCK() - clock < time_budget and live and live[0][2].bound > target:
         _, _, worst = heapq.heappop(live)
         if _rebound(worst, target):
-            region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
-            worst.set_proposal(bounder.bound([region])[0], True)
+            worst.set_proposal(bounder.bound([_rebound_region(worst)])[0], True)
             kept = [worst]
         else:
             cands = _candidates(net, worst, plan)
             if not cands:  # nothing left to split: the search ends here
                 heapq.heappush(live, (-worst.bound, next(order), worst))
-                return splits, True
+                return splits
             options = [(split, _children(worst, split)) for split in cands]
             regions = _child_regions(worst, options)
             for kid, proposal in zip([kid for _, kids in options for kid in kids], bounder.bound(regions)):
@@ -454,17 +458,17 @@ def _serial_search(bounder: _Bounder, net: FloatNet, live: list, order, plan: di
                 heapq.heappush(live, (-node.bound, next(order), node))
         if progress is not None:
             progress(1 + splits, -live[0][0] if live else None)
-    return splits, False
+    return splits
 
 
 def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
-                clock: float, progress) -> tuple[int, bool]:
+                clock: float, progress) -> int:
     """`_branch_and_bound`'s search on Ray workers, pipelined: every worker holds up to RAY_QUEUE tasks, and a finished
     task's successor is handed out at once (no round waits for its slowest worker). A task holds up to RAY_BATCH regions
     off the heap, the worst first (one while there are few to split), each to split (its children under every candidate
     split; the worker keeps the split as a serial run does and returns that split's children, each with its splits to
     try, see `_Bounder.work`) or to bound again with exact outputs. The driver only keeps the heap and the tree. Returns
-    (splits, stopped: a region had nothing to split)."""
+    the number of splits (the search ends as the serial one does, also where a region has nothing to split)."""
     frozen = gc.get_freeze_count()  # objects a caller froze stay frozen
     try:
         return _ray_loop(workers, net, live, order, plan, max_leaves, time_budget, clock, progress)
@@ -474,7 +478,7 @@ def _ray_search(workers: _RayBounders, net: FloatNet, live: list, order, plan: d
 
 
 def _ray_loop(workers: _RayBounders, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
-              clock: float, progress) -> tuple[int, bool]:
+              clock: float, progress) -> int:
     """`_ray_search`'s loop (the driver's collector frozen every RAY_FREEZE finished tasks)."""
     target, splits, stop, done = plan["target"], 0, False, 0
     to_try: dict = {}  # id(node) -> its candidate splits, from the worker that bounded it
@@ -490,8 +494,7 @@ def _ray_loop(workers: _RayBounders, net: FloatNet, live: list, order, plan: dic
                 _, _, worst = heapq.heappop(live)
                 hot -= 1
                 if _rebound(worst, target):
-                    region = (worst.box, worst.assume, True, worst.warm, ALPHA_ITERS, _fixed(worst, worst.proposal))
-                    items.append(([region], dataclasses.replace(worst, proposal=None, split=None, children=[], warm=None)))
+                    items.append(([_rebound_region(worst)], dataclasses.replace(worst, proposal=None, split=None, children=[], warm=None)))
                     owners.append((worst, None))
                     continue
                 cands = to_try.pop(id(worst), None)
@@ -510,7 +513,7 @@ def _ray_loop(workers: _RayBounders, net: FloatNet, live: list, order, plan: dic
                 pending[workers.submit(w, items)] = (w, owners)
                 queued[w] += 1
         if not pending:
-            return splits, stop
+            return splits
         task, results = workers.next_done(list(pending))
         w, owners = pending.pop(task)
         queued[w] -= 1
@@ -632,7 +635,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     startup = bounder.seconds if workers else 0.0
     try:
         search = _ray_search if workers else _serial_search
-        splits, _ = search(bounder, net, live, order, plan, max_leaves, time_budget, clock, progress)
+        splits = search(bounder, net, live, order, plan, max_leaves, time_budget, clock, progress)
     finally:
         bounder.close()
     claim = -live[0][0] if live else Fraction(0)
