@@ -268,12 +268,51 @@ class FloatForm:
                         for nd in fm.joint.nodes if nd.op in ("linear", "affine")}
         self.prev = {}  # q: the last base evaluation at q
         self.rows_q = {}  # (q, linear node): its rows that read q, their weights and biases
+        self.every = {}  # q: (scores, output) at every query token at once (`_every_token`)
         self.shared = {}  # (q, override): (each row's position, the coefficient rows), where they do not read q
 
 
+def _every_token(ff: FloatForm, q: int) -> dict:
+    """The evaluation without override (p = 0) on the batches "a at q, b elsewhere" of every token a at once: {node: (d, a, b)
+    array} for the scores and the output. A value is kept as (u, w) with value[:, a, b] = u[:, b] + w[:, a] (the input is
+    one: the tokens elsewhere plus the token at q) while each op keeps that form (linear, affine, add, sub, softmax); a
+    product makes it a full (d, V, V) array (at V = 64 only the attention scores' qk: the other products meet a softmax)."""
+    fm, V, n = ff.fm, ff.fm.vocab, ff.fm.joint.in_dim // ff.fm.vocab
+    u, w = np.zeros((fm.joint.in_dim, V)), np.zeros((fm.joint.in_dim, V))
+    for j in range(n):
+        (w if j == q else u)[j * V + np.arange(V), np.arange(V)] = 1.0
+    val = {"x": (u, w)}
+
+    def full(v):
+        return v if not isinstance(v, tuple) else v[0][:, None, :] + v[1][:, :, None]
+    for nd in fm.joint.nodes:
+        x = [val[s] for s in nd.inputs]
+        if nd.op == "softmax":
+            v = (np.zeros((len(nd.groups), V)), np.zeros((len(nd.groups), V)))
+        elif nd.op in ("linear", "affine"):
+            W, b = ff.weights[nd.name]
+            mat = (lambda y: W @ y) if nd.op == "linear" else (lambda y: W[:, None] * y)
+            v = (mat(x[0][0]) + b[:, None], mat(x[0][1])) if isinstance(x[0], tuple) else \
+                (np.tensordot(W, x[0], axes=1) if nd.op == "linear" else W[:, None, None] * x[0]) + b[:, None, None]
+        elif nd.op in ("add", "sub") and all(isinstance(y, tuple) for y in x):
+            f = np.add if nd.op == "add" else np.subtract
+            v = (f(x[0][0], x[1][0]), f(x[0][1], x[1][1]))
+        elif nd.op == "mul" and any(isinstance(y, tuple) and not y[0].any() and not y[1].any() for y in x):  # a factor 0 (p = 0)
+            v = (np.zeros(((x[0][0] if isinstance(x[0], tuple) else x[0]).shape[0], V)),) * 2
+        else:
+            v = {"mul": np.multiply, "add": np.add, "sub": np.subtract}[nd.op](full(x[0]), full(x[1]))
+        val[nd.name] = v
+    return {name: full(val[name]) for name in {nd.inputs[0] for nd in fm.soft} | {fm.joint.output}}
+
+
 def _float_tables(ff: FloatForm, q: int, a: int):
-    """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy."""
+    """Form.tables (checker/attention.py) in float64: the same batch ("a at q, b elsewhere") and overrides, numpy. The
+    scores and the output at p = 0 are read off `_every_token` (every a at once); the evaluation at this a itself only
+    where an override needs it."""
     fm = ff.fm
+    if q not in ff.every:
+        ff.every[q] = _every_token(ff, q)
+    every = ff.every[q]
     V, n = fm.vocab, fm.joint.in_dim // fm.vocab
     X = np.zeros((fm.joint.in_dim, V))
     for j in range(n):
@@ -311,8 +350,13 @@ def _float_tables(ff: FloatForm, q: int, a: int):
             val[nd.name] = v
         return val
 
-    base, out = run(None), fm.joint.output
-    ff.prev[q] = base
+    out, at = fm.joint.output, {}
+
+    def base_at():  # the evaluation at this a (for an override's softmax-free nodes), made once where needed
+        if not at:
+            at.update(run(None))
+            ff.prev[q] = at
+        return at
 
     def pos(deps):
         free = deps - {q}
@@ -321,10 +365,10 @@ def _float_tables(ff: FloatForm, q: int, a: int):
     src = {nd.name: nd.inputs[0] for nd in fm.soft}
     exps = []
     for name, ms in fm.groups:
-        s = base[src[name]][list(ms)]
+        s = every[src[name]][list(ms), a]
         exps.append([(pos(fm.score_deps[name][k]), np.exp(s[r] - s.max())) for r, k in enumerate(ms)])
     m = fm.joint.out_dim
-    rest = [(pos(fm.rest_deps[i]), base[out][i]) for i in range(m)]
+    rest = [(pos(fm.rest_deps[i]), every[out][i, a]) for i in range(m)]
     coef = [[None] * len(ms) for _, ms in fm.groups]  # per member: (each row's position, its rows (m, V))
     for o, (name, k) in enumerate(fm.overrides[1:], start=1):
         deps = [d or frozenset() for d in fm.coef_deps[o - 1]]
@@ -337,6 +381,7 @@ def _float_tables(ff: FloatForm, q: int, a: int):
             rows = ff.shared[q, o, None][1][:, a]
             ff.shared[q, o] = (ff.shared[q, o, None][0], np.broadcast_to(rows[:, None], (len(rows), V)))
         elif any(q in d for d in deps) or (q, o) not in ff.shared:  # rows that do not read q: the same at every a
+            base = base_at()
             ff.shared[q, o] = ([pos(d) for d in deps], run((name, k), base)[out] - base[out])
         g = next(t for t, (nm, ms) in enumerate(fm.groups) if nm == name and k in ms)
         coef[g][fm.groups[g][1].index(k)] = ff.shared[q, o]
