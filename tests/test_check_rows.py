@@ -2,7 +2,8 @@
 the layer's verified bound and is not derived again. The checker against the plain rule: on random nets, claims at,
 just inside and just outside the exact bounds, with random null sides, are rejected exactly when a claimed side is
 outside, and the layer's bounds afterwards are the verified ones intersected with the claimed sides only. Nulls are
-refused where a step has no `neurons`, in interval and difference steps, and beside alpha slopes. The engine writes
+refused where a step has no `neurons`, in interval and difference steps, and beside multipliers (alpha slopes beside
+nulls: tests/test_alpha_leaves.py). The engine writes
 them only for a neuron its own bounds make stable (the side that does not decide its phase), and for an output row
 whose other side already attains the row's bound; its trees with them are accepted."""
 
@@ -108,7 +109,7 @@ def test_nulls_are_refused_where_no_bound_is_kept():
         check.check_linear(no_neurons, state, "test")
     step = _step(1, [0, 1], [None, lo[1]], [up[0], None])
     check.check_linear(copy.deepcopy(step), state, "test")  # the same step is fine on its own
-    for broken in ({**step, "alpha": {}}, {**step, "lower": [None]}, {**step, "upper": [None, None, None]},
+    for broken in ({**step, "beta": []}, {**step, "lower": [None]}, {**step, "upper": [None, None, None]},
                    {**step, "lower": [None, 3]}, {**step, "upper": "null"}):
         with pytest.raises(Rejected):
             check.check_linear(copy.deepcopy(broken), state, "test")

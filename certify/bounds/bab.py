@@ -55,6 +55,8 @@ INPUT_ALPHA_ITERS = 3  # the same for the children of an input split, started fr
 # ReLU-split leaves) 1.062-1.067x (740-830 leaves); 5 steps without the parent's start 1.031x, 1 step 1.033x with it,
 # 1.067x without. ReLU-split leaves need their steps: w16x2-prune50-box at 3 steps 2.12x, 10 steps 1.63x, 20 steps 1.525x
 # (2,137 leaves), 60 steps 1.526-1.528x (1,480-1,500 leaves: fewer for the checker)
+INHERIT_METHODS = ("crown", "alpha")  # input-split leaves of these methods are bounded inside the root's steps (alpha
+# since the fourteenth session: w64x2-prune50-ball50's 483-leaf tree checks in 4.4 CPU s instead of 7.5, the same tree)
 MAX_DEPTH = 120  # splits along one path at most (as certify/bounds/graph.py): past float resolution a split moves no
 # bound, and a tree stays shallower than the recursion of the certificate writer and the checker
 
@@ -106,11 +108,16 @@ def _rows_only(step: dict, rows: tuple | None) -> dict:
     in 15 s, 3 of the 8 rows its leaves bounded."""
     if rows is None or step["layer"] != rows[0] or "neurons" not in step:
         return step
-    assert set(step) == {"kind", "layer", "neurons", "lower", "upper"}, sorted(step)
+    assert set(step) <= {"kind", "layer", "neurons", "lower", "upper", "alpha"}, sorted(step)
     keep = [j for j, i in enumerate(step["neurons"]) if i in rows[1]]
     if not keep or len(keep) == len(step["neurons"]):
         return step
-    return {**step, **{key: [step[key][j] for j in keep] for key in ("neurons", "lower", "upper")}}
+    cut = {**step, **{key: [step[key][j] for j in keep] for key in ("neurons", "lower", "upper")}}
+    if step.get("alpha"):  # a row of slopes per claimed side: the lower sides' rows, then the upper sides'
+        lows, ups = ([j for j, c in enumerate(step[key]) if c is not None] for key in ("lower", "upper"))
+        pick = [lows.index(j) for j in keep if j in lows] + [len(lows) + ups.index(j) for j in keep if j in ups]
+        cut["alpha"] = {key: {**entry, "slopes": np.asarray(entry["slopes"])[pick]} for key, entry in step["alpha"].items()}
+    return cut
 
 
 def _worst_row(p: Proposal) -> tuple[int, float]:
@@ -614,15 +621,17 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     unstable = [(l < 0) & (u > 0) for l, u in root.proposal.claims[:net.shared]]
     shared_first = leaf_method == "alpha" and bool(unstable) and \
         sum(map(np.sum, unstable)) >= SHARED_FIRST * sum(map(len, unstable))  # alpha: beta-CROWN holds the splits
-    if input_splits and not shared_first and leaf_method == "crown" and root.proposal.claims:  # the root's hidden-layer
+    if input_splits and not shared_first and leaf_method in INHERIT_METHODS and root.proposal.claims:  # the root's hidden-layer
         # steps go into the certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
         root.keep, inherited = (1, len(net.weights)), root.proposal.claims
         p, n = root.proposal, len(net.weights)
         rows = [i for i, b in enumerate(p.row_bounds()) if b > target]
-        if len(rows) < len(p.output_lower):  # the root's output steps go into the certificate too, and its leaves bound
+        if len(rows) < len(p.output_lower) or leaf_method == "alpha":  # the root's output steps go into the certificate too, and its leaves bound
             # only the output neurons whose root bound misses the target (the others' bounds are the root's, verified
-            # once): on the VeryDiff MNIST pair 1 of 10
+            # once): on the VeryDiff MNIST pair 1 of 10. Alpha leaves always: their output rows are alpha-CROWN's
+            # back-substitutions through every layer, and a side the root's bound keeps is not derived (`propose`'s
+            # `outputs`: 7.7 of 10 sides on w64x2-prune50-ball50's leaves, their output step 2.35 -> 2.00 CPU ms)
             root.keep, outputs = (1, n + 1), (rows, p.output_lower, p.output_upper)
     args = (net, exact_joint, leaf_method, margins, differential, inherited, outputs)
     plan = {"target": target, "shared_first": shared_first, "input_splits": input_splits, "candidates": candidates,

@@ -165,7 +165,16 @@ def _unstable(claims) -> list[np.ndarray]:
     return [np.flatnonzero((np.asarray(lo) < 0) & (np.asarray(up) > 0)) for lo, up in claims]
 
 
-def _alpha_json(alphas, claims) -> dict:
+def _alpha_json(alphas, claims, rows=None, sides=None) -> dict:
+    """A linear step's `alpha` from `optimise_alpha`'s slopes (2 x width rows: lower bounds, then upper). `rows` (a step
+    with `neurons`): only those neurons' rows, a lower row for each claimed lower side, then an upper row for each
+    claimed upper side (`sides`: the step's lower and upper claims, None where a side is not claimed)."""
+    if rows is not None:
+        width = len(alphas[0]) // 2 if alphas else 0
+        pick = [r for r, c in zip(rows, sides[0]) if c is not None] + [width + r for r, c in zip(rows, sides[1]) if c is not None]
+        if not pick:
+            return {}
+        alphas = [np.asarray(a)[pick] for a in alphas]
     return {str(j): {"neurons": m.tolist(), "slopes": np.asarray(a, dtype=np.float64)[:, m]}
             for j, (a, m) in enumerate(zip(alphas, _unstable(claims)), start=1) if m.size}
 
@@ -301,7 +310,10 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
 
 
 SPARSE_FIRST = True  # see `propose`'s `inherited`: layer 1 of a region inside the root's steps by a linear step on its listed neurons
+SPARSE_FIRST_SHARE = 0.5  # ... where the root leaves less than this share of layer 1 unstable (else an interval step on the
+# whole layer, one exact product for the checker: w16x2-svd50-box, 32 of 32 unstable, 0.37 against 0.89 CPU ms a leaf)
 ONE_SIDED = True  # see `_one_sided`
+ALPHA_ONE_SIDED = True  # the same for linear steps with alpha slopes (a row of slopes per claimed side)
 LIST_GAP = 0.1  # see `_listed`
 
 
@@ -319,7 +331,7 @@ def _listed(lo, up, tlo, tup, paired) -> np.ndarray:
     return np.flatnonzero((tlo >= 0) | (tup <= 0) | ~paired | (gap(tlo, tup) < LIST_GAP * gap(lo, up)))
 
 
-def _one_sided(lo, up, clo, cup) -> tuple[list, list, np.ndarray, np.ndarray]:
+def _one_sided(lo, up, clo, cup, one_sided: bool = True) -> tuple[list, list, np.ndarray, np.ndarray]:
     """A region's claims (lower, upper) on neurons its enclosing region left unstable ([lo, up]), None where a side is
     not claimed (the checker keeps the enclosing region's): a neuron these bounds make inactive needs only its upper
     bound (its relaxation is 0 whatever the lower), an active one only its lower (its relaxation is z). The difference
@@ -328,13 +340,32 @@ def _one_sided(lo, up, clo, cup) -> tuple[list, list, np.ndarray, np.ndarray]:
     clo, cup = np.asarray(clo, dtype=np.float64), np.asarray(cup, dtype=np.float64)
     new_lo, new_up = np.maximum(lo, clo), np.minimum(up, cup)
     step_lo, step_up = clo.tolist(), cup.tolist()
-    if ONE_SIDED:
+    if ONE_SIDED and one_sided:
         ok = new_lo <= new_up  # an empty region: both sides (the contradiction ends it)
         for side, step, keep, null in ((0, step_lo, lo, ok & (new_up <= 0)), (1, step_up, up, ok & (new_lo >= 0) & (new_up > 0))):
             for t in np.flatnonzero(null):
                 step[t] = None
             (new_lo, new_up)[side][null] = keep[null]
     return step_lo, step_up, new_lo, new_up
+
+
+def _sparse_bounds(net: FloatNet, k: int, rows, method: str, relax: list, claims: list, box: tuple, diff: dict,
+                   alpha: tuple) -> tuple:
+    """Float bounds of layer k's neurons `rows` over `box` (a region inside the root's steps, see `propose`'s
+    `inherited`), padded outward: CROWN, or alpha-CROWN where `method` is alpha and the slopes fit ALPHA_MAX_ENTRIES_LEAF
+    (`alpha`: (Adam steps, starting parameters per layer, where to put the result)). Also alpha's slopes of all of layer
+    k's rows (None for CROWN)."""
+    width = net.weights[k - 1].shape[0]
+    if method == "alpha" and 2 * width * sum(m.size for m in _unstable(claims)) <= ALPHA_MAX_ENTRIES_LEAF:
+        iters, warm, state = alpha
+        alphas, betas, lo, up = _alpha().optimise_alpha(net, k, relax, claims, *box, diff=diff, iters=iters,
+                                                        warm=(warm or {}).get(k))
+        assert not betas, "a region inside the root's steps has no ReLU splits"
+        state[k] = (alphas, betas)
+        lo, up = pad_outward(np.asarray(lo)[rows], np.asarray(up)[rows])
+        return lo, up, alphas
+    lo, up = pad_outward(*crown_layer(net, k, relax, *box, diff, np.eye(width)[rows]))
+    return lo, up, None
 
 
 def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction]], method: str,
@@ -350,7 +381,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     (`exact_output=False`, branch-and-bound leaves: about half of a leaf's time) in floats padded
     outward like the hidden layers, which the checker re-derives exactly all the same.
 
-    `inherited` (CROWN, branch-and-bound regions inside a box whose steps the certificate holds): the
+    `inherited` (CROWN and alpha, branch-and-bound regions inside a box whose steps the certificate holds): the
     float (lower, upper) of hidden layers 1..n-1 that the checker verified for an enclosing region
     (its `claims`). From layer 2 on, a layer then has no interval step and its linear step bounds only
     the neurons those bounds leave unstable (`neurons`), and every hidden layer's relu_relaxation step
@@ -358,7 +389,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     enclosing region's lines) do not depend on their bounds. On the VeryDiff MNIST pair, 69 of layer
     2's 200 rows. Of those, a layer from 2 on lists only what `_listed` keeps (34 of the 69), layer 1
     (a linear step instead of an interval step: 70 of its 200 neurons) all of them, and each listed neuron
-    the region makes stable only the side that does (`_one_sided`).
+    the region makes stable only the side that does (`_one_sided`). Layer 1 takes an interval step on the whole layer
+    instead where the root leaves SPARSE_FIRST_SHARE of it or more unstable. Alpha (`_sparse_bounds`): the listed
+    neurons' rows of alpha-CROWN's slopes, a row per claimed side (ALPHA_ONE_SIDED).
 
     `outputs` (with `exact_output=False`: branch-and-bound leaves inside a region whose output-layer steps the
     certificate holds): (neurons, lower, upper): only these output neurons are bounded again (a linear step with
@@ -382,7 +415,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     diff: dict = {}  # layer -> Difference (floats); qdiff: the same lines as the checker's exact IntVecs
     qdiff: dict = {}
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
-    sparse = bool(inherited) and method == "crown"  # see `inherited`
+    sparse = bool(inherited) and method in ("crown", "alpha")  # see `inherited`
     state: dict = {}  # alpha: layer -> (alphas, betas)
     upto, parent = fixed or (1, None)  # parent: a Below
     for k in range(1, n if exact_output else n + 1):
@@ -398,24 +431,28 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             continue
         if k == n and outputs is not None:  # see `outputs`
             rows, out_lo, out_up = list(outputs[0]), list(outputs[1]), list(outputs[2])
-            clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(out_lo))[rows]))
+            clo, cup, alphas = _sparse_bounds(net, k, rows, method, relax, claims, (lo_in, up_in), diff, (alpha_iters, warm, state))
+            one_sided = ONE_SIDED and (alphas is None or ALPHA_ONE_SIDED)
             for t, (i, a, b) in enumerate(zip(rows, clo, cup)):
                 low, high = max(out_lo[i], Fraction(a)), min(out_up[i], Fraction(b))
-                if ONE_SIDED and -out_lo[i] <= high:  # the enclosing region's lower side is within this row's bound: kept
+                if one_sided and -out_lo[i] <= high:  # the enclosing region's lower side is within this row's bound: kept
                     clo[t] = None
-                elif ONE_SIDED and out_up[i] <= -low:
+                elif one_sided and out_up[i] <= -low:
                     cup[t] = None
                 out_lo[i], out_up[i] = (out_lo[i] if clo[t] is None else low), (out_up[i] if cup[t] is None else high)
-            steps.append({"kind": "linear", "layer": k, "neurons": rows, "lower": clo, "upper": cup})
+            extra = {} if alphas is None else {"alpha": _alpha_json(alphas, claims, rows, (clo, cup))}
+            steps.append({"kind": "linear", "layer": k, "neurons": rows, "lower": clo, "upper": cup, **extra})
             return Proposal(steps, out_lo, out_up, tuple(relax), tuple(claims), margins=tuple(margins), diff=diff, warm=state)
         tight = relisted = None  # see `_difference_step`; the neurons bounded again here (sparse)
-        if sparse and k < n and (k > 1 or SPARSE_FIRST):
+        if sparse and k < n and (k > 1 or (SPARSE_FIRST and np.mean((inherited[0][0] < 0) & (inherited[0][1] > 0)) < SPARSE_FIRST_SHARE)):
             lo, up = (np.array(v, dtype=np.float64) for v in inherited[k - 1])
             rows = np.flatnonzero((lo < 0) & (up > 0))
+            alphas = None
             if k == 1:  # the first layer's range over the box, as the interval step has it (exact, up to the padding)
                 clo, cup = pad_outward(*interval_dense(net.weights[0][rows], net.biases[0][rows], lo_in, up_in))
             else:
-                clo, cup = pad_outward(*crown_layer(net, k, relax, lo_in, up_in, diff, np.eye(len(lo))[rows]))
+                clo, cup, alphas = _sparse_bounds(net, k, rows, method, relax, claims, (lo_in, up_in), diff,
+                                                  (alpha_iters, warm, state))
             tight = lo.copy(), up.copy()
             tight[0][rows], tight[1][rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
             if k > 1 and k in pairs:  # see `_listed`
@@ -424,8 +461,9 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                 sel = _listed(lo[rows], up[rows], tight[0][rows], tight[1][rows], paired[rows])
                 rows, clo, cup = rows[sel], np.asarray(clo)[sel], np.asarray(cup)[sel]
             relisted = rows
-            step_lo, step_up, lo[rows], up[rows] = _one_sided(lo[rows], up[rows], clo, cup)
-            steps.append({"kind": "linear", "layer": k, "neurons": rows.tolist(), "lower": step_lo, "upper": step_up})
+            step_lo, step_up, lo[rows], up[rows] = _one_sided(lo[rows], up[rows], clo, cup, alphas is None or ALPHA_ONE_SIDED)
+            extra = {} if alphas is None else {"alpha": _alpha_json(alphas, claims, rows, (step_lo, step_up))}
+            steps.append({"kind": "linear", "layer": k, "neurons": rows.tolist(), "lower": step_lo, "upper": step_up, **extra})
             lo, up = lo.tolist(), up.tolist()
         else:
             lo, up = _interval_and_linear(net, k, steps, method, relax, claims, (lo_in, up_in), assume, diff, exact_output,

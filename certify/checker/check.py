@@ -197,9 +197,10 @@ def check_interval(step: dict, state: _State, where: str) -> None:
     _accept_bounds(step, state, where, *interval_dense(state.joint[k - 1], lo, up, state.mats[k - 1]))
 
 
-def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[dict, dict]:
-    """Per-row lower slopes {relu layer j: (neurons, 2*width rows)} (rows < width: lower bounds, then
-    upper): alpha[j] = {"neurons": [m, ...] (increasing), "slopes": one row of len(neurons) per bound}.
+def _alpha(step: dict, state: _State, k: int, sides: tuple[int, int], where: str) -> tuple[dict, dict]:
+    """Per-row lower slopes {relu layer j: (neurons, rows)} for `sides` = (n, m) bounds from below and above (rows < n:
+    the lower bounds, then the upper): alpha[j] = {"neurons": [m, ...] (increasing), "slopes": one row of len(neurons) per
+    bound}.
 
     Row r's line alpha*z (intercept 0) must lie below relu on the verified interval of each listed
     neuron: relu is linear on each side of 0, so checking the interval's ends suffices (alpha*l <=
@@ -211,8 +212,8 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
     for key, entry in raw.items():
         j = int(key) if isinstance(key, str) and re.fullmatch("[0-9]{1,6}", key) else 0
         rows, ns = (entry.get("slopes"), entry.get("neurons")) if isinstance(entry, dict) and len(entry) == 2 else (None, None)
-        require(1 <= j < k and j in state.bounds and isinstance(rows, list) and len(rows) == 2 * width, where,
-                f"alpha[{key!r}] must be a verified relu layer below {k} with neurons and {2 * width} rows of slopes")
+        require(1 <= j < k and j in state.bounds and isinstance(rows, list) and len(rows) == sum(sides), where,
+                f"alpha[{key!r}] must be a verified relu layer below {k} with neurons and {sum(sides)} rows of slopes")
         lo, hi = state.bounds[j]
         require(isinstance(ns, list) and all(type(m) is int for m in ns) and ns == sorted(set(ns)) and (not ns or 0 <= ns[0] <= ns[-1] < len(lo)),
                 where, f"alpha[{key}].neurons must be increasing neuron indices of layer {j}")
@@ -222,7 +223,7 @@ def _alpha(step: dict, state: _State, k: int, width: int, where: str) -> tuple[d
             bad = [a for a in (min(col), max(col)) if (a < 0 and (l < 0 or u < 0)) or (a > den and (l > 0 or u > 0))]
             if bad:  # an end below 0 needs alpha >= 0, an end above 0 needs alpha <= 1
                 raise Rejected(where, f"alpha[{key}]: slope {Fraction(bad[0], den)} is not a lower line of relu on [{l}, {u}] (neuron {m})")
-        low[j], up[j] = (ns, (nums[:width], den)), (ns, (nums[width:], den))
+        low[j], up[j] = (ns, (nums[:sides[0]], den)), (ns, (nums[sides[0]:], den))
     return low, up
 
 
@@ -265,11 +266,12 @@ def check_linear(step: dict, state: _State, where: str) -> None:
     ns = _neurons(step, width, k in state.bounds, "bounds", where)
     rows = None if ns is None else [{i: 1} for i in ns]
     sides = None if ns is None else _one_sided(step, len(ns), where)
-    if sides is not None:  # one-sided claims: rows only for the claimed sides, no slopes or multipliers
-        require("alpha" not in step and "beta" not in step, where, "a step with null claims takes no alpha or beta")
+    if sides is not None:  # one-sided claims: rows (and rows of alpha slopes) only for the claimed sides, no multipliers
+        require("beta" not in step, where, "a step with null claims takes no beta")
         low, up = ([{i: 1} for i, c in zip(ns, cs) if c is not None] for cs in sides)
-        return _accept_bounds(step, state, where, *_bounds_of(low, state, k, upper_rows=up), neurons=ns, sides=sides)
-    alpha = _alpha(step, state, k, width if ns is None else len(ns), where)
+        alpha = _alpha(step, state, k, (len(low), len(up)), where)
+        return _accept_bounds(step, state, where, *_bounds_of(low, state, k, alpha, upper_rows=up), neurons=ns, sides=sides)
+    alpha = _alpha(step, state, k, (width, width) if ns is None else (len(ns), len(ns)), where)
     beta = _beta(step, state, k, width if ns is None else len(ns), where)
     _accept_bounds(step, state, where, *_bounds_of(rows, state, k, alpha, beta), neurons=ns)
 
