@@ -4,7 +4,7 @@ neurons, one side where the leaf makes a neuron stable (or where the root's boun
 with one row of alpha slopes per claimed side. The checker against the plain rule (each claimed side's bound equals
 that side's row of a two-sided step with the same slopes; rejected exactly when a claimed side is outside it), its
 refusals (a slope row count other than the claimed sides', multipliers beside nulls, a slope that is no lower line),
-and an engine tree with five tampered copies, all REJECTED."""
+and an engine tree with five tampered copies, all REJECTED; `certify export-smt` on that tree, confirmed by cvc5."""
 
 from __future__ import annotations
 
@@ -217,3 +217,18 @@ def test_a_slope_above_one_beside_nulls_is_rejected(alpha_tree, tmp_path):
         entry["slopes"][0][0] = "3/2"  # on a neuron unstable in the leaf (alpha lists only those)
 
     assert "not a lower line" in _tamper(spec, cert, tmp_path, steep)
+
+
+def test_export_smt_reads_alpha_rows_beside_nulls(alpha_tree, tmp_path):
+    """`certify export-smt` pairs the checker's back-substitutions with the claimed sides only, and each claimed side's
+    chain uses its own row of slopes: every obligation of the tree is unsat under cvc5."""
+    pytest.importorskip("cvc5")
+    from certify.cli import main
+    from tests.test_smt_export import check_syntax, confirmed, kinds
+
+    spec, cert = alpha_tree
+    path, out = tmp_path / "t.cert.json", tmp_path / "t.smt2"
+    path.write_text(json.dumps(cert))
+    assert main(["export-smt", str(spec), str(path), "-o", str(out)]) == 0
+    assert {"linear", "alpha", "goal"} <= kinds(out)
+    confirmed(out, check_syntax(out))
