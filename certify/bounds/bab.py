@@ -623,9 +623,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
         sum(map(np.sum, unstable)) >= SHARED_FIRST * sum(map(len, unstable))  # alpha: beta-CROWN holds the splits
     if input_splits and not shared_first and leaf_method in INHERIT_METHODS and (leaf_method == "crown" or target > 0) \
             and root.proposal.claims:  # the root's hidden-layer (alpha: not at target 0, where an f = g region must reach
-        # exactly 0: a tree inside the root's steps splits inputs only, and test_campaign's exact-zero cases have a neuron
-        # that is 0 everywhere, unstable after padding, whose f and g copies only a ReLU split relaxes alike; they stopped
-        # 1-2e-9 above 0)
+        # exactly 0: a tree inside the root's steps splits inputs only, and test_campaign's exact-zero cases (a one-point
+        # box, a pruned neuron's free fill of range exactly 0) have a neuron unstable only through the padding, which only
+        # a ReLU split relaxes alike in f and g; they stopped 1-2e-9 above 0)
         # steps go into the certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
         root.keep, inherited = (1, len(net.weights)), root.proposal.claims
