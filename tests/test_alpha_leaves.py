@@ -141,6 +141,11 @@ def test_alpha_leaves_bound_only_the_roots_unstable_neurons(alpha_tree):
     nulls = 0
     leaves = _leaves(root)
     assert len(leaves) >= 2
+    stack = [root]  # input splits only (SHARED_FIRST off), and every leaf bounded with alpha-CROWN
+    while stack:
+        node = stack.pop()
+        assert node.get("split", "input") == "input"
+        stack += node.get("children", [])
     for leaf in leaves:
         linear = [s for s in leaf["steps"] if s["kind"] == "linear" and s["layer"] > 1]
         assert linear and all("neurons" in s and "alpha" in s for s in linear)

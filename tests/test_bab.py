@@ -486,25 +486,6 @@ def test_warm_started_leaves_are_sound_on_sub_boxes():
             assert np.all(y <= np.array([float(v) for v in p.output_upper]) + 1e-9), (d, half)
 
 
-def test_input_split_tree_on_alpha_leaves_is_accepted(tmp_path):
-    """tiny_prune on its box (attained 1.01, alpha-CROWN 1.33) at a tolerance only splits reach, input
-    splits on alpha-CROWN leaves (each child started from its parent's slopes): the checker accepts the tree."""
-    spec = shipped_copy(tmp_path, tolerance="6/5")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("certify.bounds.bab.SHARED_FIRST", 2.0)  # input splits
-        mp.setattr("certify.bounds.bab.ALPHA_PAYS", -1.0)  # alpha-CROWN leaves
-        outcome = run_check(spec, tmp_path / "t.cert.json", "bab")
-    assert outcome.verdict is Verdict.CERTIFIED, outcome.check.reason
-    tree = json.loads((tmp_path / "t.cert.json").read_text())["tree"]
-    leaves, stack = [], [tree]
-    while stack:
-        n = stack.pop()
-        assert n.get("split", "input") == "input"
-        stack += n.get("children", [])
-        leaves += [] if "children" in n else [n]
-    assert len(leaves) >= 2 and all(any("alpha" in s for s in leaf["steps"]) for leaf in leaves)
-
-
 @pytest.fixture(scope="module")
 def mnist_rows_tree(tmp_path_factory):
     """The VeryDiff MNIST pair at tolerance 3/2 by input splits with CROWN leaves: at the root one output
