@@ -235,6 +235,7 @@ def recording():
     def observe(kind):
         def run(step, state, where):
             box, bounds, empty = state.box, dict(state.bounds), state.empty
+            before = state.diff.get(step.get("layer")) if kind == "difference" else None
             exact.TRACE = []
             try:
                 originals[kind](step, state, where)  # raises Rejected unless the step is sound
@@ -245,7 +246,13 @@ def recording():
                                  dict(state.bounds), state.empty and not empty, traces, dict(state.assume)))
             if kind == "difference":
                 lines = state.diff[step["layer"]]
-                deltas[id(lines)] = (lines, [parse_rational(v) for v in step["lower"]], [parse_rational(v) for v in step["upper"]])
+                claims = {}  # `inherit`: the kept pairs' delta bounds, as the step that verified them claimed
+                if step.get("inherit") is True:
+                    if id(before) not in deltas or deltas[id(before)][0] is not before:
+                        raise Refused(where, "inherited difference lines that no observed difference step verified")
+                    claims = dict(zip(before[0], zip(*deltas[id(before)][1:])))
+                claims.update(zip(map(tuple, step["pairs"]), zip(*([parse_rational(v) for v in step[s]] for s in ("lower", "upper")))))
+                deltas[id(lines)] = (lines, *([claims[p][i] for p in lines[0]] for i in (0, 1)))
         return run
 
     table.update({k: observe(k) for k in originals})
@@ -458,7 +465,9 @@ def difference_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
     """A difference step: each claimed delta bound (a chain of the checker's back-substitution of
     e_a - e_b, or the verified bounds of z_a and z_b), then one obligation for all its lines."""
     k = seen.step["layer"]
-    pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud)) = seen.diff[k]
+    pairs, vecs = seen.diff[k]
+    first = len(pairs) - len(seen.step["pairs"])  # `inherit`: the kept pairs first (obligations of the step that verified them)
+    pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud)) = pairs[first:], [(v[first:], d) for v, d in vecs]
     lower, upper = _claims(seen.step)
     if pairs and len(seen.traces) != 2:
         raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")

@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .driver import Proposal, below, propose
+from .driver import Proposal, below, enclosing, propose
 from ..checker import exact
 from ..checker.numbers import rational_str
 from .linear import backsubstitute
@@ -628,7 +628,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
         # a ReLU split relaxes alike in f and g; they stopped 1-2e-9 above 0)
         # steps go into the certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
-        root.keep, inherited = (1, len(net.weights)), root.proposal.claims
+        root.keep, inherited = (1, len(net.weights)), enclosing(root.proposal)  # its claims and difference lines
         p, n = root.proposal, len(net.weights)
         rows = [i for i, b in enumerate(p.row_bounds()) if b > target]
         if len(rows) < len(p.output_lower) or leaf_method == "alpha":  # the root's output steps go into the certificate too, and its leaves bound

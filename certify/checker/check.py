@@ -313,11 +313,18 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     D lies between L and U: relu is monotone and 1-Lipschitz, so min(delta, 0) <= D <= max(delta, 0);
     z_b >= 0 gives D >= delta, z_b <= 0 gives D >= 0, z_a >= 0 gives D <= delta, z_a <= 0 gives D <= 0.
     L is concave and U convex in delta, so a line is below L (above U) on [lower, upper] iff it is
-    at both ends."""
-    _keys(step, DIFF_KEYS, where)
+    at both ends.
+
+    `inherit: true`: the enclosing region's verified pairs and lines of layer k (valid on a region containing this one)
+    are kept, except those of the listed pairs, which replace them; a listed pair sharing a neuron with another
+    inherited pair rejects, as does `inherit` where layer k has no verified difference lines."""
+    _keys(step, DIFF_KEYS | {"inherit"}, where, DIFF_KEYS)
     k = _layer(step, state, where)
     require(k < len(state.joint) and k in state.bounds and all(j in state.relax for j in range(1, k)), where,
             f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
+    inherit = step.get("inherit", False)
+    require(inherit is False or (inherit is True and k in state.diff), where, "inherit must be false, or true where layer "
+            f"{k} has verified difference lines")
     lo, up = state.bounds[k]
     pairs = step["pairs"]
     if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
@@ -339,7 +346,18 @@ def check_difference(step: dict, state: _State, where: str) -> None:
             # s*x + t > low/d  <=>  s_n*n*t_d + t_n*s_d*d > low*s_d*t_d  (times d*s_d*t_d/d > 0)
             if sl * n * tld + tl * sld * d > low * sld * tld or su * n * tud + tu * sud * d < high * sud * tud:
                 raise Rejected(where, f"pair {p}: a line is not below/above relu(z_{a}) - relu(z_{b}) at delta = {x}")
-    state.diff[k] = ([tuple(p) for p in pairs], tuple(ratio_vec(lines[i]) for i in (1, 0, 3, 2)))
+    pairs, lines = [tuple(p) for p in pairs], [ratio_vec(lines[i]) for i in (1, 0, 3, 2)]
+    if inherit:  # the inherited pairs not listed, then the listed ones, each line vector on a common denominator
+        old, old_lines = state.diff[k]
+        listed = set(pairs)
+        kept = [t for t, p in enumerate(old) if p not in listed]
+        require(not {i for t in kept for i in old[t]} & {i for p in pairs for i in p}, where,
+                "a listed pair shares a neuron with another inherited pair")
+        for v, ((nums, den), (new, q)) in enumerate(zip(old_lines, lines)):
+            common = math.lcm(den, q)
+            lines[v] = ([nums[t] * (common // den) for t in kept] + [x * (common // q) for x in new], common)
+        pairs = [old[t] for t in kept] + pairs
+    state.diff[k] = (pairs, tuple(lines))
 
 
 def _q(v: Fraction) -> str:
