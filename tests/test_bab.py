@@ -348,12 +348,12 @@ def test_intercepts_rounded_down_stay_on_a_coarse_grid():
     assert all(np.isfinite(got)) and got[0] == -GRID
 
 
-def test_an_inheriting_tree_does_not_split_relus(tmp_path):
-    """A point box where a neuron's pre-activation is exactly 0, at tolerance 0: padding makes the
-    neuron look unstable, so the float bound is a hair above 0 and the search wants to split. CROWN
-    leaves inherit the root's steps, so it may only split inputs, and a point has none: it stops at
-    the root. (It used to fall back to a ReLU split whose children's sparse steps found no root lines
-    for the layer: the checker rejected the certificate; soundness campaign, seed 2028, case 39.)"""
+def test_an_inheriting_tree_splits_a_relu_on_a_point_box(tmp_path):
+    """A point box where a neuron's pre-activation is exactly 0, at tolerance 0: padding makes the neuron look unstable,
+    so the float bound is a hair above 0. A tree inside the root's steps (CROWN and alpha leaves) has no input to split:
+    it splits that ReLU, the root keeping its steps (layer 1's lines, which the children's sparse steps need), and
+    proves exactly 0. (History: a ReLU split there once dropped the root's steps, REJECTED: soundness campaign seed
+    2028, case 39; then such trees stopped at the root, UNKNOWN; tests/test_relu_in_root.py has more.)"""
     from certify.bounds.bab import branch_and_bound
     from certify.engine import attained_lower, prepare, write_and_check
     from certify.model import save_model
@@ -365,10 +365,13 @@ def test_an_inheriting_tree_does_not_split_relus(tmp_path):
                     "explanation:\n  - prune: {layer: 1, keep: [1], fill: zero}\nproperty: {deviation: linf, tolerance: 0}\n")
     p = prepare(spec, tmp_path / "c.cert.json")
     witness, lower = attained_lower(p)
-    r = branch_and_bound(p.net, p.joint, p.box, "crown", p.spec.property.tolerance, time_budget=30)
-    assert all(n.get("split") != "relu" for n in _nodes(r.tree))
-    result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "p.cert.json", jobs=1)
-    assert result.verdict is not Verdict.REJECTED, result.reason
+    for method in ("crown", "alpha"):
+        r = branch_and_bound(p.net, p.joint, p.box, method, p.spec.property.tolerance, time_budget=30)
+        assert (r.tree.get("split"), r.tree.get("layer"), r.tree.get("neuron"), r.leaves) == ("relu", 1, 0, 2), r.tree
+        assert any(s["kind"] == "relu_relaxation" and s["layer"] == 1 for s in r.tree["steps"])  # the root keeps its steps
+        assert all("neurons" in s for c in r.tree["children"] for s in c["steps"] if s["kind"] == "relu_relaxation")
+        result = write_and_check(p, "bab", r.bound, {"tree": r.tree}, witness, lower, {}, tmp_path / "p.cert.json", jobs=1)
+        assert result.verdict is Verdict.CERTIFIED and result.bound == 0, (method, result.verdict, result.reason)
 
 
 def test_shared_layer_relus_are_split_first_on_a_wide_box(tmp_path):

@@ -235,10 +235,34 @@ def _candidates(net: FloatNet, node: Node, plan: dict) -> list[dict]:
     else:
         cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] and plan["candidates"] > 1 else []) or \
             [s for s in [choose_split(net, node)] if s is not None]
-    if plan["inherited"]:  # regions bounded inside the root's steps: input splits only (a ReLU split's children
-        # would leave layers below it to the root's looser steps); a point box has none, and needs none
-        cands = [c for c in cands if c["split"] == "input"]
+    if plan["inherited"] and cands:  # regions bounded inside the root's steps: input splits; a ReLU split on a neuron
+        # unstable only through the padding (`padded_split`), which no input split makes stable, where the region misses
+        # the target by no more than the padding (`_rebound`'s EXACT_SLACK), where its other neurons are all stable or
+        # split, or where it has no input to split (a point box: test_campaign's exact-zero cases; else a ReLU split by
+        # `choose_split` there)
+        inputs = [c for c in cands if c["split"] == "input"]
+        padded, only = padded_split(node)
+        cands = [padded] if padded is not None and (only or not inputs or node.bound <= _slack(plan["target"])) else \
+            inputs or cands[:1]
     return cands
+
+
+PADDED_WIDTH = 1e-6  # an unstable neuron whose range is no wider than this is unstable only through the engine's
+# outward padding (`driver.PAD`, 1e-8 relative): a pruned neuron whose range is exactly 0 comes out as [-1e-8, 1e-8]
+
+
+def padded_split(node: Node) -> tuple[dict | None, bool]:
+    """A ReLU split on the unstable, not yet split neuron of `node`'s claims whose range is the narrowest, if no wider
+    than PADDED_WIDTH (inside the root's steps, see `_candidates`), else None; and whether every unstable, not yet split
+    neuron is that narrow."""
+    best, width, only = None, PADDED_WIDTH, True
+    for j, (l, u) in enumerate(node.proposal.claims, start=1):
+        for i in np.flatnonzero((l < 0) & (u > 0)):
+            if (j, int(i)) not in node.assume:
+                only = only and u[i] - l[i] <= PADDED_WIDTH
+                if u[i] - l[i] <= width:
+                    best, width = {"split": "relu", "layer": j, "neuron": int(i)}, float(u[i] - l[i])
+    return best, only
 
 
 def _child_regions(node: Node, options: list) -> list:
@@ -259,7 +283,7 @@ def _take_split(node: Node, split: dict, children: list[Node]) -> None:
     """`node` split by the candidate kept (strong branching), serially or on Ray alike."""
     node.split, node.children = split, children
     node.warm = None
-    if split["split"] == "relu":
+    if split["split"] == "relu" and node.keep == (1, 1):  # (the root of a tree inside its steps keeps all of them)
         node.keep = (node.first_layer, split["layer"])
 
 
@@ -332,13 +356,15 @@ class _Bounder:
         proposals = self.bound(regions)
         if isinstance(options, Node):
             options.set_proposal(proposals[0], True)
-            return self._light(proposals[0]), self._to_try(options)
+            cands = self._to_try(options)
+            return self._light(proposals[0], options, cands), cands
         kids = [kid for _, children in options for kid in children]
         for kid, proposal in zip(kids, proposals):
             kid.set_proposal(proposal, False)
         best = min(range(len(options)), key=lambda i: _split_score(options[i][1]))  # the first of equals, as min(options)
         first = sum(len(children) for _, children in options[:best])
-        return best, [(self._light(proposals[first + i]), self._to_try(kid)) for i, kid in enumerate(options[best][1])]
+        to_try = [self._to_try(kid) for kid in options[best][1]]
+        return best, [(self._light(proposals[first + i], kid, c), c) for i, (kid, c) in enumerate(zip(options[best][1], to_try))]
 
     def _to_try(self, node: Node) -> list | None:
         target = self.plan["target"]
@@ -346,11 +372,12 @@ class _Bounder:
             return None
         return _candidates(self.args[0], node, self.plan)
 
-    def _light(self, p: Proposal) -> Proposal:
-        """`p` without its float relaxations, claims and differences where the driver needs none of them: every region
-        inside the root's steps is split on inputs (`inherited`), so no child takes layers from it (`_fixed`), and its
-        splits to try come from here. On the VeryDiff MNIST pair 39 KB -> 15 KB a proposal."""
-        if not self.plan["inherited"]:
+    def _light(self, p: Proposal, node: Node, cands: list | None) -> Proposal:
+        """`p` (`node`'s proposal) without its float relaxations, claims and differences where the driver needs none of
+        them: a region inside the root's steps (`inherited`) whose splits to try (`cands`, from here) are input splits
+        only, so that no child takes layers from it (`_fixed`), and that takes none from its parent (a ReLU split's child
+        bounded again takes them from its own proposal). On the VeryDiff MNIST pair 39 KB -> 15 KB a proposal."""
+        if not self.plan["inherited"] or node.first_layer > 1 or any(c["split"] == "relu" for c in cands or ()):
             return p
         light = dataclasses.replace(p, relax=(), claims=(), diff=None)
         light.__dict__["bound"] = p.bound  # its cached bound travels with it (Fraction arithmetic the driver need not redo)
@@ -433,7 +460,12 @@ class BabResult:
 def _rebound(node: Node, target: Fraction) -> bool:
     """A region with padded float output bounds that miss the target by no more than their padding: its outputs are
     bounded exactly before it is split (a region where f = g has deviation exactly 0, and tolerance 0 is met)."""
-    return not node.exact_output and node.bound <= target + EXACT_SLACK * (1 + abs(target))
+    return not node.exact_output and node.bound <= _slack(target)
+
+
+def _slack(target: Fraction) -> Fraction:
+    """The target plus EXACT_SLACK: a bound below it misses the target by no more than the padding."""
+    return target + EXACT_SLACK * (1 + abs(target))
 
 
 def _serial_search(bounder: _Bounder, net: FloatNet, live: list, order, plan: dict, max_leaves: int, time_budget: float,
@@ -621,11 +653,7 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     unstable = [(l < 0) & (u > 0) for l, u in root.proposal.claims[:net.shared]]
     shared_first = leaf_method == "alpha" and bool(unstable) and \
         sum(map(np.sum, unstable)) >= SHARED_FIRST * sum(map(len, unstable))  # alpha: beta-CROWN holds the splits
-    if input_splits and not shared_first and leaf_method in INHERIT_METHODS and (leaf_method == "crown" or target > 0) \
-            and root.proposal.claims:  # the root's hidden-layer (alpha: not at target 0, where an f = g region must reach
-        # exactly 0: a tree inside the root's steps splits inputs only, and test_campaign's exact-zero cases (a one-point
-        # box, a pruned neuron's free fill of range exactly 0) have a neuron unstable only through the padding, which only
-        # a ReLU split relaxes alike in f and g; they stopped 1-2e-9 above 0)
+    if input_splits and not shared_first and leaf_method in INHERIT_METHODS and root.proposal.claims:  # the root's hidden-layer
         # steps go into the certificate, checked once; every region's linear steps then bound only the neurons they leave unstable (see
         # `propose`): on the VeryDiff MNIST pair, 69 of layer 2's 200 rows, and fewer for the checker to re-derive
         root.keep, inherited = (1, len(net.weights)), enclosing(root.proposal)  # its claims and difference lines

@@ -513,7 +513,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                                                   (alpha_iters, warm, state))
             tight = lo.copy(), up.copy()
             tight[0][rows], tight[1][rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
-            if k > 1 and k in pairs:  # see `_listed`
+            if k > 1 and k in pairs and not assume:  # see `_listed` (a region under a ReLU split lists every one: an
+                # ancestor between it and the root may have written this layer's steps, which its own then replace)
                 paired = np.zeros(len(lo), dtype=bool)
                 paired[np.concatenate(pairs[k])] = True
                 sel = _listed(lo[rows], up[rows], tight[0][rows], tight[1][rows], paired[rows])
@@ -549,7 +550,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                       **{key: _q(np.asarray(getattr(r, key))[listed])
                          for key in ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")}})
         if k in pairs:  # see `Enclosing`
-            parent = getattr(inherited, "diff", {}).get(k) if sparse and INHERIT_PAIRS else None
+            parent = getattr(inherited, "diff", {}).get(k) if sparse and INHERIT_PAIRS and not assume else None  # (under a
+            # ReLU split the checker may hold an ancestor's pairs here, not the root's: the step replaces them)
             step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output, tight=tight,
                                             parent=parent)
             steps.append(step)  # even with no pairs: without `inherit`, a split region must not keep its parent's pairs here
