@@ -1,8 +1,9 @@
 """Difference steps that inherit pairs (issue 19, fifteenth session): with `"inherit": true` a difference step keeps the
 verified difference pairs and lines of its layer (an enclosing region's, valid on this one) and checks and replaces only
 the pairs it lists. The checker's merge against a single step listing the merged pairs (the same exact lines, the same
-back-substitution), its refusals (no verified pairs to inherit, a listed pair sharing a neuron with another verified
-pair, a value other than a JSON boolean), and an engine tree of the VeryDiff MNIST pair whose leaves inherit the root's
+back-substitution), `drop` (inherited pairs forgotten), its refusals (no verified pairs to inherit, a listed pair sharing a
+neuron with another verified pair, a value other than a JSON boolean, `drop` naming a pair not verified or without
+inherit), and an engine tree of the VeryDiff MNIST pair whose leaves inherit the root's
 pairs: accepted, fewer pairs listed than the root holds, and five tampered copies REJECTED; `certify export-smt` reads
 it (the kept pairs' delta bounds from the root's step) and cvc5 confirms a leaf's obligations."""
 
@@ -107,6 +108,38 @@ def test_a_listed_pair_sharing_a_neuron_with_another_inherited_pair_is_rejected(
         check.check_difference(_diff_step(state, listed, inherit=True), state, "child")
 
 
+def test_drop_forgets_inherited_pairs():
+    state = _layer1(random.Random(1507))
+    check.check_difference(_diff_step(state, PAIRS), state, "parent")
+    parent = _exact_lines(state)
+    check.check_difference({**_diff_step(state, [[1, 4]], inherit=True), "drop": [[0, 3]]}, state, "child")
+    merged = _exact_lines(state)
+    assert list(merged) == [(2, 5), (1, 4)] and merged[(2, 5)] == parent[(2, 5)]
+    plain = copy.copy(state)  # the same back-substitution as one plain step listing what is left
+    plain.diff = {}
+    one = _diff_step(state, [[2, 5], [1, 4]])
+    for key, col in (("lower_slope", 0), ("lower_intercept", 1), ("upper_slope", 2), ("upper_intercept", 3)):
+        one[key] = [rational_str(merged[p][col]) for p in merged]
+    check.check_difference(one, plain, "plain")
+    assert check._bounds_of(None, state, 2) == check._bounds_of(None, plain, 2)
+
+
+@pytest.mark.parametrize("drop", [[[0, 4]], [[3, 0]], [[2, 5]], [[True, 3]], [[0, 3.0]], "[[0, 3]]", [[0, 3, 1]], [(0, 3)]])
+def test_drop_must_name_verified_pairs(drop):
+    state = _layer1(random.Random(1508))
+    check.check_difference(_diff_step(state, PAIRS[:2]), state, "parent")  # (0, 3) and (1, 4) verified
+    with pytest.raises(Rejected, match="drop must list verified pairs"):
+        check.check_difference({**_diff_step(state, [], inherit=True), "drop": drop}, state, "child")
+
+
+@pytest.mark.parametrize("inherit", [False, ...])
+def test_drop_needs_inherit(inherit):
+    state = _layer1(random.Random(1509))
+    check.check_difference(_diff_step(state, PAIRS[:2]), state, "parent")
+    with pytest.raises(Rejected, match="inherit must be"):
+        check.check_difference({**_diff_step(state, [], inherit=inherit), "drop": [[0, 3]]}, state, "child")
+
+
 def test_an_inherited_step_with_no_pairs_keeps_every_pair():
     state = _layer1(random.Random(1506))
     check.check_difference(_diff_step(state, PAIRS), state, "parent")
@@ -141,12 +174,14 @@ def _inherit_steps(cert):
 
 def test_leaves_inherit_the_roots_pairs_and_list_fewer(pairs_tree):
     spec, cert, n = pairs_tree
-    root = {s["layer"]: len(s["pairs"]) for s in cert["tree"]["steps"] if s["kind"] == "difference"}
+    root = {s["layer"]: [tuple(p) for p in s["pairs"]] for s in cert["tree"]["steps"] if s["kind"] == "difference"}
     steps = _inherit_steps(cert)
     assert steps and all(s.get("inherit") is True for s in steps)
     assert {s["layer"] for s in steps} <= set(root)
     listed = sum(len(s["pairs"]) for s in steps)
-    assert listed < sum(root[s["layer"]] for s in steps)  # fewer pairs to derive again than the root holds
+    assert listed < sum(len(root[s["layer"]]) for s in steps)  # fewer pairs to derive again than the root holds
+    dropped = [tuple(p) for s in steps for p in s.get("drop", [])]
+    assert dropped and all(p in root[s["layer"]] for s in steps for p in map(tuple, s.get("drop", [])))
 
 
 def _tamper(spec, cert, tmp_path, change) -> str:
@@ -208,7 +243,7 @@ def test_an_inherited_step_claiming_too_tight_a_delta_is_rejected(pairs_tree, tm
 
 
 def test_dropping_inherit_from_a_leaf_loses_the_roots_pairs(pairs_tree, tmp_path):
-    """Without `inherit` a leaf's step replaces the root's pairs; the leaves' claims were built with them kept, so some
+    """Without `inherit` (and `drop`) a leaf's step replaces the root's pairs; the leaves' claims were built with them kept, so some
     claim (a bound, or a later layer's delta range) is then more than the checker derives: the key is load-bearing (and
     the engine's float model holds the merged pairs, as the checker does)."""
     spec, cert, _ = pairs_tree
@@ -216,6 +251,7 @@ def test_dropping_inherit_from_a_leaf_loses_the_roots_pairs(pairs_tree, tmp_path
     def drop(bad):
         for step in _inherit_steps(bad):
             del step["inherit"]
+            step.pop("drop", None)
 
     reason = _tamper(spec, cert, tmp_path, drop)
     assert any(why in reason for why in ("exceeds the derived", "is below the derived", "are not implied"))

@@ -249,11 +249,11 @@ def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
 
 
 INHERIT_PAIRS = True  # a region inside the root's steps keeps the root's difference lines (`_difference_step`'s `parent`)
-PAIR_GAP = 0.5  # see `_difference_step`'s `parent`; on the last hidden layer PAIR_GAP_LAST: there a root pair the leaf
-PAIR_GAP_LAST = 1.0  # tightens at all is listed. MNIST-7, 300 leaves (CPU s, load 2-4): the old rule 1.8710x, check and
-# write 10.5 s, 26.9/48.1/5.9 pairs a leaf on layers 1/2/3; PAIR_GAP 0.5 with 1.0 on the last 1.8644x, 7.9 s, 9.8/16.3/7.0
-# (0.3 lists the same pairs; 0.8: 1.8629x, 13.1/17.3/7.0; 0.95: 1.8575x, 18.8/22.2/7.0); 0.5 on every layer 2.0450x
-# (10.5/16.9/1.3: the last hidden layer's pairs feed the output rows); 0 on layers 1-2 (none listed) 2.1762x
+PAIR_GAP = 0.99  # see `_difference_step`'s `parent`. 300-leaf MNIST-7 / 800-leaf MNIST-0 trees (CPU s, load 4-7, noisy):
+# the old rule (every pair derived again) 1.8710x / 1.2166x, 26.9/48.1/5.9 and 25.8/17.8/2.0 pairs a leaf on layers
+# 1/2/3, check and write 11.9 / 14.8 s; 0.99: 1.8501x / 1.2157x, 11.4/17.3/5.8 and 6.3/15.4/2.0, 9.7 / 15.3 s; 1.0:
+# 1.8527x / 1.2166x (the same tree), 11.7/27.9/5.8 and 6.4/16.6/2.0; 0.95: 1.8618x / 1.2212x, 8.8/6.0/5.8 and
+# 5.4/12.1/2.0, 8.5 / 15.3 s; 0.5: 1.8644x / 1.2391x, 0/0/5.9 and 0/0.1/2.0
 LINES = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")  # a Relaxation's fields
 
 
@@ -274,18 +274,20 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     two separate relaxations (measured: keeping every pair loosens pruned MLPs by up to 65 %).
 
     `parent` (a region inside the root's steps, `propose`'s `inherited`): the enclosing region's verified Difference of
-    layer k, which the step inherits (`inherit`): it lists only the pairs not in `parent` that it keeps, and those of
-    `parent` whose lines here leave less than PAIR_GAP (PAIR_GAP_LAST on the last hidden layer) of the slack (`_slack`,
-    on this region's range of z_a - z_b) that `parent`'s leave, pairs the region makes stable included (their lines
-    here are exact). The returned Difference is what the checker then holds, the unlisted pairs of `parent` (in its
-    order), then the listed ones: the region's float bounds use exactly the lines the checker will."""
+    layer k, which the step inherits (`inherit`). It lists the pairs not in `parent` that it keeps, and those of `parent`
+    that it keeps whose lines here leave less than PAIR_GAP of the slack (`_slack`, on this region's range of z_a - z_b)
+    that `parent`'s leave; it drops (`drop`) those of `parent` whose two neurons are stable here or that the rule above
+    leaves out (each neuron's own relu line does better than the pair's, as that rule measured); the others keep
+    `parent`'s lines, derived again for nothing by the checker where this region's range is no narrower. The returned
+    Difference is what the checker then holds: `parent`'s pairs kept (in its order), then the listed ones, so that the
+    region's float bounds use exactly the lines the checker will."""
     a, b = net.pairs[k]
     open_ = (np.asarray(lo) < 0) & (np.asarray(up) > 0)
     place = np.full(len(open_), -1)  # neuron -> the place of its pair in `parent`
     if parent is not None:
         place[parent.a] = np.arange(len(parent.a))
-    a, b = (v[open_[a] | open_[b] | (place[a] >= 0)] for v in (a, b))  # a pair of stable neurons is exact neuron by
-    # neuron: not bounded (unless `parent` has it)
+    a, b = a[open_[a] | open_[b]], b[open_[a] | open_[b]]  # a pair of stable neurons is exact neuron by neuron: not
+    # bounded (and dropped from `parent`'s)
     rows = np.zeros((len(a), net.weights[k - 1].shape[0]))
     rows[np.arange(len(a)), a], rows[np.arange(len(a)), b] = 1.0, -1.0
     dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, rows)
@@ -302,8 +304,8 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     if parent is not None:  # see `parent`
         old = np.flatnonzero(place[a] >= 0)
         theirs = _slack(_lines_at(parent.lines, place[a[old]]), dlo[old], dup[old])
-        gap = PAIR_GAP_LAST if k == len(net.weights) - 1 else PAIR_GAP
-        keep[old] = _slack(_lines_at(lines, old), dlo[old], dup[old]) < gap * theirs
+        gone = a[old[~keep[old]]]  # `parent`'s pairs that the rule above leaves out here: dropped (their own lines do better)
+        keep[old] &= _slack(_lines_at(lines, old), dlo[old], dup[old]) < PAIR_GAP * theirs
     keep = np.flatnonzero(keep)
     dlo, dup, a, b = dlo[keep], dup[keep], a[keep], b[keep]
     lines = _lines_at(lines, keep) if fast else difference_lines(dlo, dup, lo, up, a, b)
@@ -312,11 +314,13 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
             "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
     if parent is None:
         return step, Difference(a, b, lines)
-    rest = np.ones(len(parent.a), dtype=bool)
+    rest = (open_[parent.a] | open_[parent.b]) & ~np.isin(parent.a, gone)
+    drop = [[int(i), int(j)] for i, j in zip(parent.a[~rest], parent.b[~rest])]
     rest[place[a][place[a] >= 0]] = False
     kept = _lines_at(parent.lines, np.flatnonzero(rest))
-    return {**step, "inherit": True}, Difference(np.concatenate([parent.a[rest], a]), np.concatenate([parent.b[rest], b]),
-                                                 Relaxation(*(np.concatenate([getattr(kept, f), getattr(lines, f)]) for f in LINES)))
+    merged = Difference(np.concatenate([parent.a[rest], a]), np.concatenate([parent.b[rest], b]),
+                        Relaxation(*(np.concatenate([getattr(kept, f), getattr(lines, f)]) for f in LINES)))
+    return {**step, "inherit": True, **({"drop": drop} if drop else {})}, merged
 
 
 def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax: list, claims: list, box: tuple,
@@ -449,7 +453,8 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     (a linear step instead of an interval step: 70 of its 200 neurons) all of them, and each listed neuron
     the region makes stable only the side that does (`_one_sided`). Layer 1 takes an interval step on the whole layer
     instead where the root leaves SPARSE_FIRST_SHARE of it or more unstable. Alpha (`_sparse_bounds`): the listed
-    neurons' rows of alpha-CROWN's slopes, a row per claimed side (ALPHA_ONE_SIDED).
+    neurons' rows of alpha-CROWN's slopes, a row per claimed side (ALPHA_ONE_SIDED). An `Enclosing` also holds the
+    enclosing region's difference lines, which each layer's difference step then inherits (`_difference_step`'s `parent`).
 
     `outputs` (with `exact_output=False`: branch-and-bound leaves inside a region whose output-layer steps the
     certificate holds): (neurons, lower, upper): only these output neurons are bounded again (a linear step with

@@ -316,15 +316,16 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     at both ends.
 
     `inherit: true`: the enclosing region's verified pairs and lines of layer k (valid on a region containing this one)
-    are kept, except those of the listed pairs, which replace them; a listed pair sharing a neuron with another
-    inherited pair rejects, as does `inherit` where layer k has no verified difference lines."""
-    _keys(step, DIFF_KEYS | {"inherit"}, where, DIFF_KEYS)
+    are kept, except those of the listed pairs, which replace them, and those in `drop` (forgotten: the rewrite then
+    leaves their neurons to their own lines); a listed pair sharing a neuron with another kept pair rejects, as does
+    `inherit` where layer k has no verified difference lines, and `drop` naming a pair not verified or without inherit."""
+    _keys(step, DIFF_KEYS | {"inherit", "drop"}, where, DIFF_KEYS)
     k = _layer(step, state, where)
     require(k < len(state.joint) and k in state.bounds and all(j in state.relax for j in range(1, k)), where,
             f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
     inherit = step.get("inherit", False)
-    require(inherit is False or (inherit is True and k in state.diff), where, "inherit must be false, or true where layer "
-            f"{k} has verified difference lines")
+    require((inherit is False and "drop" not in step) or (inherit is True and k in state.diff), where, "inherit must be "
+            f"false (without drop), or true where layer {k} has verified difference lines")
     lo, up = state.bounds[k]
     pairs = step["pairs"]
     if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
@@ -349,7 +350,10 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     pairs, lines = [tuple(p) for p in pairs], [ratio_vec(lines[i]) for i in (1, 0, 3, 2)]
     if inherit:  # the inherited pairs not listed, then the listed ones, each line vector on a common denominator
         old, old_lines = state.diff[k]
-        listed = set(pairs)
+        drop = step.get("drop", [])
+        require(isinstance(drop, list) and all(isinstance(p, list) and list(map(type, p)) == [int, int] and tuple(p) in old
+                                               for p in drop), where, "drop must list verified pairs")
+        listed = set(pairs) | {tuple(p) for p in drop}
         kept = [t for t, p in enumerate(old) if p not in listed]
         require(not {i for t in kept for i in old[t]} & {i for p in pairs for i in p}, where,
                 "a listed pair shares a neuron with another inherited pair")
