@@ -314,7 +314,8 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
             "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
     if parent is None:
         return step, Difference(a, b, lines)
-    rest = (open_[parent.a] | open_[parent.b]) & ~np.isin(parent.a, gone)
+    rest = open_[parent.a] | open_[parent.b]
+    rest[place[gone]] = False
     drop = [[int(i), int(j)] for i, j in zip(parent.a[~rest], parent.b[~rest])]
     rest[place[a][place[a] >= 0]] = False
     kept = _lines_at(parent.lines, np.flatnonzero(rest))
