@@ -423,10 +423,12 @@ class _RayBounders:
         self.seconds = time.perf_counter() - t
 
     def configure(self, args: tuple, plan: dict) -> None:
-        """The run's leaf method etc. (`_Bounder.configure`), once every worker has started."""
-        t = time.perf_counter()
-        self.ray.get([a.configure.remote(*args, plan=plan) for a in self.actors])
-        self.seconds += time.perf_counter() - t
+        """The run's leaf method etc. (`_Bounder.configure`), queued on every worker without waiting for it: an actor
+        runs one caller's tasks in the order they were submitted, so a worker still starting takes its first regions once
+        it has started, and a worker that failed to start fails the search at its first task's result. (Waiting here
+        for every worker cost MNIST-0 to 1.21x on 2 workers 0.7 s of start-up against 0.3 s on 1.)"""
+        for a in self.actors:
+            a.configure.remote(*args, plan=plan)
 
     def submit(self, worker: int, items: list) -> object:
         """A task: [(regions, options)] for `_Bounder.work` on `worker`."""
