@@ -21,11 +21,11 @@ from fractions import Fraction
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .driver import Proposal, below, enclosing, propose
+from .driver import Proposal, below, box_floats, enclosing, propose
 from ..checker import exact
 from ..checker.numbers import rational_str
 from .linear import backsubstitute
-from .network import FloatNet, box_floats, from_exact
+from .network import FloatNet, from_exact
 
 INPUT_SPLIT_MAX_DIM = 16  # boxes with this few free inputs are split on the box; larger ones on ReLUs
 EXACT_SLACK = 1e-6  # a float leaf bound this close (relative) to the target is recomputed with exact outputs

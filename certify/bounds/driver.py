@@ -21,14 +21,29 @@ import numpy as np
 from ..checker import exact
 from .linear import Difference, Relaxation, crown_layer, interval_dense, interval_relu, relax_relu
 from .lp import lp_alphas, lp_fits
-from .network import FloatNet, box_floats
+from .network import FloatNet, box_floats as _box_floats
 
 PAD = 1e-8
 
 
-def pad_outward(lower, upper) -> tuple[list[float], list[float]]:
+def box_floats(lo: list, up: list) -> tuple[np.ndarray, np.ndarray]:
+    """`network.box_floats` (an exact box as float64 arrays rounded outward), without its exact comparisons where every
+    end is a float exactly (a power-of-two denominator and a numerator of at most 53 bits: input splits at midpoints
+    of such ends); the same arrays."""
+    for v in (*lo, *up):
+        d = v.denominator
+        if d & (d - 1) or v.numerator.bit_length() > 53 or d.bit_length() > 1000:
+            return _box_floats(lo, up)
+    return np.array([float(v) for v in lo]), np.array([float(v) for v in up])
+
+
+def _pad(lower, upper) -> tuple[np.ndarray, np.ndarray]:
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-    return (list(map(float, lower - PAD * (1 + np.abs(lower)))), list(map(float, upper + PAD * (1 + np.abs(upper)))))
+    return lower - PAD * (1 + np.abs(lower)), upper + PAD * (1 + np.abs(upper))
+
+
+def pad_outward(lower, upper) -> tuple[list[float], list[float]]:
+    return tuple(v.tolist() for v in _pad(lower, upper))
 
 
 SLOPE_GRID = 2.0 ** -20  # relu upper slopes and difference-line slopes are rounded to this grid (as alpha-CROWN's
@@ -258,7 +273,12 @@ LINES = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")  # 
 
 
 def _lines_at(r: Relaxation, index) -> Relaxation:
-    return Relaxation(*(np.asarray(getattr(r, f), dtype=np.float64)[np.asarray(index, dtype=np.intp)] for f in LINES))
+    return Relaxation(r.lower_slope[index], r.lower_intercept[index], r.upper_slope[index], r.upper_intercept[index])
+
+
+def _pair_list(a, b) -> list:
+    """Pairs as JSON [[a, b], ...] of Python ints."""
+    return np.stack([a, b], axis=1).tolist() if len(a) else []
 
 
 def _slack(lines: Relaxation, lo, up) -> np.ndarray:
@@ -288,9 +308,7 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
         place[parent.a] = np.arange(len(parent.a))
     a, b = a[open_[a] | open_[b]], b[open_[a] | open_[b]]  # a pair of stable neurons is exact neuron by neuron: not
     # bounded (and dropped from `parent`'s)
-    rows = np.zeros((len(a), net.weights[k - 1].shape[0]))
-    rows[np.arange(len(a)), a], rows[np.arange(len(a)), b] = 1.0, -1.0
-    dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, rows)
+    dlo, dup = crown_layer(net, k, relax, lo_in, up_in, diff, pick=(a, b))  # the rows e_a - e_b
     lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in (lo, up) for i in (a, b))
     dlo, dup = np.maximum(dlo, lo_a - up_b), np.minimum(dup, up_a - lo_b)
     same = ((lo_a >= 0) & (lo_b >= 0)) | ((up_a <= 0) & (up_b <= 0))  # both active or both inactive: the pair's
@@ -298,7 +316,7 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     if tight is not None:  # the neurons' ranges as bounded here, both sides (`_one_sided` claims one side of a stable neuron)
         lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in tight for i in (a, b))
     keep = (dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) & ~same
-    dlo, dup = (np.asarray(v) for v in pad_outward(dlo, dup))
+    dlo, dup = _pad(dlo, dup)
     if fast or parent is not None:
         lines = difference_lines_fast(dlo, dup, lo, up, a, b)
     if parent is not None:  # see `parent`
@@ -309,14 +327,14 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     keep = np.flatnonzero(keep)
     dlo, dup, a, b = dlo[keep], dup[keep], a[keep], b[keep]
     lines = _lines_at(lines, keep) if fast else difference_lines(dlo, dup, lo, up, a, b)
-    step = {"kind": "difference", "layer": k, "pairs": [[int(i), int(j)] for i, j in zip(a, b)], "lower": _q(dlo),
+    step = {"kind": "difference", "layer": k, "pairs": _pair_list(a, b), "lower": _q(dlo),
             "upper": _q(dup), "lower_slope": _q(lines.lower_slope), "lower_intercept": _q(lines.lower_intercept),
             "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
     if parent is None:
         return step, Difference(a, b, lines)
     rest = open_[parent.a] | open_[parent.b]
     rest[place[gone]] = False
-    drop = [[int(i), int(j)] for i, j in zip(parent.a[~rest], parent.b[~rest])]
+    drop = _pair_list(parent.a[~rest], parent.b[~rest])
     rest[place[a][place[a] >= 0]] = False
     kept = _lines_at(parent.lines, np.flatnonzero(rest))
     merged = Difference(np.concatenate([parent.a[rest], a]), np.concatenate([parent.b[rest], b]),
@@ -413,7 +431,7 @@ def _sparse_bounds(net: FloatNet, k: int, rows, method: str, relax: list, claims
         state[k] = (alphas, betas)
         lo, up = pad_outward(np.asarray(lo)[rows], np.asarray(up)[rows])
         return lo, up, alphas
-    lo, up = pad_outward(*crown_layer(net, k, relax, *box, diff, np.eye(width)[rows]))
+    lo, up = pad_outward(*crown_layer(net, k, relax, *box, diff, pick=(np.asarray(rows, dtype=np.intp), None)))
     return lo, up, None
 
 

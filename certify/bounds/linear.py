@@ -82,6 +82,8 @@ class Difference:
 def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
     """Rows h (coefficients on relu(z)) already relaxed neuron by neuron into (lam, const): where h_a,
     h_b have opposite signs, redo the pair as c*relu(z_ref) + d*D (see exact.backsubstitute)."""
+    if xp is np:
+        return _apply_difference_np(h, lam, const, r, d)
     xa, xb = h[:, d.a], h[:, d.b]
     opp = xa * xb < 0
     ref_a = xp.abs(xa) >= xp.abs(xb)
@@ -95,40 +97,66 @@ def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
     std_int = sum(xp.where(x >= 0, x * take(r.lower_intercept, i), x * take(r.upper_intercept, i)) for x, i in ((xa, d.a), (xb, d.b)))
     new_a = xp.where(ref_a, c_slope, 0.0) + ds
     new_b = xp.where(ref_a, 0.0, c_slope) - ds
-    if xp is np:  # a neuron is in at most one pair: set its columns in place
-        lam = lam.copy()
-        lam[:, d.a], lam[:, d.b] = xp.where(opp, new_a, lam[:, d.a]), xp.where(opp, new_b, lam[:, d.b])
-        return lam, const + xp.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
     cols = xp.arange(h.shape[1])
     ea, eb = (d.a[:, None] == cols[None, :]) * 1.0, (d.b[:, None] == cols[None, :]) * 1.0
     lam = lam + xp.where(opp, new_a - lam[:, d.a], 0.0) @ ea + xp.where(opp, new_b - lam[:, d.b], 0.0) @ eb
     return lam, const + xp.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
 
 
+def _apply_difference_np(h, lam, const, r: Relaxation, d: Difference):
+    """`_apply_difference` in numpy, the same floats with fewer operations (x * where(s, p, q) for where(s, x * p,
+    x * q)), `lam` changed in place (`backsubstitute`'s own array: a neuron is in at most one pair, its columns set)."""
+    a, b = d.a, d.b
+    xa, xb = h[:, a], h[:, b]
+    opp = xa * xb < 0
+    ref_a = np.abs(xa) >= np.abs(xb)
+    c, dd = xa + xb, np.where(ref_a, -xb, xa)
+    take = lambda v, i: v[..., i]  # noqa: E731  (slopes are per neuron, or per row and neuron: alpha)
+    pick = lambda v: np.where(ref_a, take(v, a), take(v, b))  # noqa: E731
+    cpos, dpos = c >= 0, dd >= 0
+    c_slope = c * np.where(cpos, pick(r.lower_slope), pick(r.upper_slope))
+    c_int = c * np.where(cpos, pick(r.lower_intercept), pick(r.upper_intercept))
+    ds = dd * np.where(dpos, d.lines.lower_slope, d.lines.upper_slope)
+    dt = dd * np.where(dpos, d.lines.lower_intercept, d.lines.upper_intercept)
+    std_int = sum(x * np.where(x >= 0, take(r.lower_intercept, i), take(r.upper_intercept, i)) for x, i in ((xa, a), (xb, b)))
+    new_a = np.where(ref_a, c_slope, 0.0) + ds
+    new_b = np.where(ref_a, 0.0, c_slope) - ds
+    lam[:, a], lam[:, b] = np.where(opp, new_a, lam[:, a]), np.where(opp, new_b, lam[:, b])
+    return lam, const + np.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
+
+
 def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in, upper_in, trace=None, split_terms=None,
-                   diff: dict | None = None):
+                   diff: dict | None = None, top: tuple | None = None):
     """Lower bounds of lam @ z_k (z_k = pre-activation of dense layer k, 1-based) over the input box.
 
     If `trace` is a dict, trace[j] receives the coefficients on relu(z_j) for each hidden layer j, and
     trace[0] those on the input.
     `split_terms[j]` (rows x width_j), if given, is added to the coefficients on z_j (beta-CROWN; j <= k).
     `diff[j]` (a Difference), if given, relaxes pairs of layer j jointly (differential bounds).
+    `top` (numpy, no `split_terms` on layer k): (lam @ W_k, lam @ b_k), already computed (`crown_layer`'s `pick`).
     """
     xp = _xp(lam, *(r.lower_slope for r in relax), *(split_terms or {}).values())
     const = xp.zeros(lam.shape[0])
     if split_terms is not None and k in split_terms:  # split multipliers of layer k's own splits: on z_k itself
         lam = lam + split_terms[k]
     for j in range(k, 0, -1):
-        w, b = net.weights[j - 1], net.biases[j - 1]
-        const = const + lam @ b
-        lam = lam @ w
+        if j == k and top is not None:
+            lam, const = top[0], const + top[1]
+        else:
+            w, b = net.weights[j - 1], net.biases[j - 1]
+            const = const + lam @ b
+            lam = lam @ w
         if j > 1:
             if trace is not None:
                 trace[j - 1] = lam
             r, h = relax[j - 2], lam
             pos = lam >= 0
-            const = const + xp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
-            lam = xp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
+            if xp is np:  # the same floats, half the products
+                const = const + (lam * np.where(pos, r.lower_intercept, r.upper_intercept)).sum(axis=1)
+                lam = lam * np.where(pos, r.lower_slope, r.upper_slope)
+            else:
+                const = const + xp.where(pos, lam * r.lower_intercept, lam * r.upper_intercept).sum(axis=1)
+                lam = xp.where(pos, lam * r.lower_slope, lam * r.upper_slope)
             if diff and (j - 1) in diff:
                 lam, const = _apply_difference(xp, h, lam, const, r, diff[j - 1])
             if split_terms is not None and (j - 1) in split_terms:
@@ -138,9 +166,20 @@ def backsubstitute(net: FloatNet, k: int, lam, relax: list[Relaxation], lower_in
     return const + xp.maximum(lam, 0.0) @ lower_in + xp.minimum(lam, 0.0) @ upper_in
 
 
-def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in, diff: dict | None = None, rows=None):
-    """(lower, upper) of every neuron of layer k (or of `rows` @ z_k) by back-substitution."""
-    rows = np.eye(net.weights[k - 1].shape[0]) if rows is None else rows
-    both = backsubstitute(net, k, np.concatenate([rows, -rows]), relax, np.asarray(lower_in), np.asarray(upper_in), diff=diff)
-    n = rows.shape[0]
+def crown_layer(net: FloatNet, k: int, relax: list[Relaxation], lower_in, upper_in, diff: dict | None = None, rows=None,
+                pick: tuple | None = None):
+    """(lower, upper) of every neuron of layer k (or of `rows` @ z_k) by back-substitution. `pick` = (a, b) instead of
+    `rows`: the rows e_a[p] - e_b[p] (b None: e_a[p]; a None: every neuron), whose products with layer k's weights and
+    bias are gathers, not a matrix product (the same floats: each sum has at most two terms that are not 0)."""
+    if rows is not None:
+        both = backsubstitute(net, k, np.concatenate([rows, -rows]), relax, np.asarray(lower_in), np.asarray(upper_in), diff=diff)
+        n = rows.shape[0]
+        return both[:n], -both[n:]
+    a, b = pick or (None, None)
+    w, bias = np.asarray(net.weights[k - 1]), np.asarray(net.biases[k - 1])
+    if a is not None:
+        w, bias = (w[a], bias[a]) if b is None else (w[a] - w[b], bias[a] - bias[b])
+    n, lam = w.shape[0], np.concatenate([w, -w])
+    both = backsubstitute(net, k, lam, relax, np.asarray(lower_in), np.asarray(upper_in), diff=diff,
+                          top=(lam, np.concatenate([bias, -bias])))
     return both[:n], -both[n:]
