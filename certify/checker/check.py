@@ -284,6 +284,11 @@ def _bounds_of(rows: list | None, state: _State, k: int, alpha=(None, None), bet
     up_rows = rows if upper_rows is None else upper_rows
     low, up = (1, -1) if rows is None else (rows, [{i: -c for i, c in row.items()} for row in up_rows])
     box, relax = (qvec(state.box[0]), qvec(state.box[1])), [state.relax[j] for j in range(1, k)]
+    if rows is not None and not (beta[0] or beta[1]) and exact.TRACE is None:  # one back-substitution for both sides (its
+        # rows are independent: the same numbers), alpha's rows of slopes in the same order
+        al = alpha[0] and {j: (ns, (lows + alpha[1][j][1][0], den)) for j, (ns, (lows, den)) in alpha[0].items()}
+        both = backsubstitute(low + up, state.joint[:k], relax, box, al, None, state.diff, state.mats[:k]) if low or up else []
+        return both[:len(low)], [-v for v in both[len(low):]]
     out = []
     for sign, lam, al, be in ((1, low, alpha[0], beta[0]), (-1, up, alpha[1], beta[1])):
         if lam == []:

@@ -73,7 +73,7 @@ class LayerMats:
         """The weights' and biases' rows `keep` as FLINT matrices, kept per `keep` (a region's back-substitutions share them)."""
         key = tuple(keep)
         if key not in self._subs:
-            if len(self._subs) > 256:
+            if len(self._subs) >= max(8, min(256, 2 ** 22 // max(1, self.weight.nrows() * self.weight.ncols()))):  # (~2^22 entries)
                 self._subs.clear()
             self._subs[key] = (fmpz_mat([self.rows(1)[c] for c in keep]), fmpz_mat([[self.b[c]] for c in keep]))
         return self._subs[key]
@@ -115,7 +115,7 @@ def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narr
     """What backsubstitute's relaxation of one layer needs besides the rows (`_common_lines`, the kept columns and their
     places, the nonzero intercepts, the pairs' lines, the lines at the kept columns), made once per region and layer
     when no alpha slopes or multipliers enter it (their calls have their own), as `_common_lines` keeps its lines.
-    `narrow`: the next layer is narrower than the row count (columns may be left out)."""
+    `narrow`: columns may be left out (not while export-smt records the forms, which keep every column)."""
     cached = not neurons and extra is None
     key = (id(relu), id(pairs), id(dlines), ad, narrow)
     hit = _PLANS.get(key) if cached else None
@@ -123,8 +123,9 @@ def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narr
         return hit[3]
     common = _common_lines(relu, dlines, ad)
     los, loi, ups, upi, dls, dli, dus, dui = common[2]
-    # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where
-    # the next layer is narrow (its rows cheap to copy) and a quarter of the columns can go, they are left out
+    # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where a
+    # quarter of the columns can go, they are left out (the weights' rows kept, LayerMats.sub, are shared by the region's
+    # back-substitutions and by other regions with the same columns)
     keep = range(len(los))
     if narrow and 4 * sum(not (a or b) for a, b in zip(los, ups)) >= len(los):
         special = {*neurons, *(i for p in pairs for i in p), *(() if extra is None else (
@@ -138,7 +139,11 @@ def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narr
     nz_lo, nz_up = ([i for i, t in enumerate(v) if t] for v in (loi_r, upi))  # intercepts are mostly 0
     picks = [(_picker(nz), [v[i] for i in nz]) for nz, v in ((nz_lo, loi_r), (nz_up, upi))]
     seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
-    plan = (common, keep, at, take, loi_r, *picks, list(zip(pairs, dls, dli, dus, dui)), seconds, take(los), take(ups),
+    # per pair: its places among the kept columns, D's slopes, and how its rewrite changes the own lines' intercepts
+    # (below: x_b*ka or -x_a*ka where x_a > 0 > x_b, x_b*kb or -x_a*kb where x_a < 0 < x_b)
+    pair_lines = [(a, b, at[a], at[b], sl, su, loi_r[a] - upi[b] - tl, upi[a] - loi_r[b] - tu)
+                  for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui)]
+    plan = (common, keep, at, take, loi_r, *picks, pair_lines, seconds, take(los), take(ups),
             [at[n] for n in neurons])
     if cached:
         if len(_PLANS) > 64:
@@ -185,8 +190,8 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
     line. At the input, each coefficient takes the box corner that minimises it. Exact: the rows are
     FLINT integers (fmpz) over one denominator, and their products with the weights (`mats`, the
     layers' `weight_mats`) are fmpz_mat products. A neuron whose two lines have slope 0 (inactive)
-    contributes only its intercepts: where that drops a quarter of the columns and the next layer is
-    narrower than the row count, its column and its row of the weights are left out of the product.
+    contributes only its intercepts: where that drops a quarter of the columns, its column and its row
+    of the weights are left out of the product.
 
     `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
     delta = z_a - z_b, one per pair (a, b) of layer j). Where a row's coefficients x_a, x_b on a pair
@@ -219,7 +224,7 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
             neurons, (rows_alpha, ad) = (alpha or {}).get(j, ((), (None, 1)))
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
             extra, eden = (beta or {}).get(j, (None, 1))
-            narrow = forms is None and len(layers[j - 1][0][0][0]) < len(rows)
+            narrow = forms is None  # (export-smt's forms keep every column)
             (lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui)), keep, at, take, loi_r, (pick_lo, t_lo), (pick_up, t_up), \
                 pair_lines, seconds, los_k, ups_k, places = _layer_plan(relax[j - 1], pairs, dlines, ad, neurons, extra, narrow)
             new_rows, icpts, scale = [], [], lcm_s // ad
@@ -235,21 +240,28 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                             lo_r[n] = a * scale
                 new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(take(row), lo_k, ups_k)]
                 icpt = sum([x * t for x, t in zip(pick_lo(row), t_lo) if x >= ZERO]) + sum([x * t for x, t in zip(pick_up(row), t_up) if x < ZERO])
-                for (a, b), sl, tl, su, tu in (pair_lines if any(row[b] for b in seconds) else ()):
-                    xa, xb = row[a], row[b]
-                    if xa > ZERO:  # only opposite signs are rewritten: undo the two terms' own lines
-                        if xb >= ZERO:
-                            continue
-                        icpt -= xa * loi_r[a] + xb * upi[b]
-                    elif xa < ZERO and xb > ZERO:
-                        icpt -= xa * upi[a] + xb * loi_r[b]
-                    else:
-                        continue
-                    ref, d = (a, -xb) if abs(xa) >= abs(xb) else (b, xa)
-                    c = xa + xb
-                    term, icpt = (c * lo_r[ref], icpt + c * loi_r[ref]) if c >= ZERO else (c * ups[ref], icpt + c * upi[ref])
-                    s, icpt = (d * sl, icpt + d * tl) if d >= ZERO else (d * su, icpt + d * tu)
-                    new[at[a]], new[at[b]] = (term + s, -s) if ref == a else (s, term - s)
+                for a, b, ta, tb, sl, su, ka, kb in (pair_lines if any(row[b] for b in seconds) else ()):
+                    xa, xb = row[a], row[b]  # only opposite signs are rewritten: x_a*h_a + x_b*h_b = c*h_ref + d*D
+                    if xa > ZERO and xb < ZERO:  # d's line of D is the lower one (d >= 0)
+                        c = xa + xb
+                        if c >= ZERO:  # ref a, d = -x_b: c*lo_a + d*sl on z_a, -d*sl on z_b; intercepts c*loi_a + d*tl
+                            s = xb * sl
+                            new[ta], new[tb] = c * lo_r[a] - s, s
+                            icpt += xb * ka
+                        else:  # ref b, d = x_a: d*sl on z_a, c*up_b - d*sl on z_b; intercepts c*upi_b + d*tl
+                            s = xa * sl
+                            new[ta], new[tb] = s, c * ups[b] - s
+                            icpt -= xa * ka
+                    elif xa < ZERO and xb > ZERO:  # d's line of D is the upper one (d <= 0)
+                        c = xa + xb
+                        if c <= ZERO:  # ref a, d = -x_b: c*up_a + d*su on z_a, -d*su on z_b; intercepts c*upi_a + d*tu
+                            s = xb * su
+                            new[ta], new[tb] = c * ups[a] - s, s
+                            icpt += xb * kb
+                        else:  # ref b, d = x_a: d*su on z_a, c*lo_b - d*su on z_b; intercepts c*loi_b + d*tu
+                            s = xa * su
+                            new[ta], new[tb] = s, c * lo_r[b] - s
+                            icpt -= xa * kb
                 new_rows.append(new)
                 icpts.append(int(icpt))
             consts = _add(consts, icpts, den * lcm_i)
