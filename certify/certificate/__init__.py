@@ -24,27 +24,38 @@ def _rational(v) -> str:
 
 def _floats(values) -> list[str]:
     """A list of Python floats as exact rational strings, as `_rational` writes each (the bulk of a split tree:
-    its steps' claims and difference lines). TypeError on the first value that is not a float."""
+    its steps' claims and difference lines), None kept (a side not claimed). TypeError on the first value that is
+    neither a float nor None."""
     ratio, out = float.as_integer_ratio, []
     for v in values:
+        if v is None:
+            out.append(None)
+            continue
         p, q = ratio(v)
         out.append(str(p) if q == 1 else f"{p}/{q}")
     return out
 
 
+_NONE = type(None)
+_PLAIN = frozenset({str, int, _NONE})
+
+
 def serialize(obj):
     """A body of steps (floats, Fractions, arrays) as JSON with exact rational strings."""
     kind = type(obj)
-    if kind is str:  # most of a tree: the engine's steps already hold rational strings
+    if kind is str or kind is int or obj is None:  # strings (rational strings), neuron indices, unclaimed sides
         return obj
     if kind is dict:
         return {k: serialize(v) for k, v in obj.items()}
     if kind is list or kind is tuple:
-        if obj and type(obj[0]) is float:
-            try:  # a list of floats (nearly always all floats): one loop without a call per value
+        first = type(obj[0]) if obj else None
+        if first is float or first is _NONE:
+            try:  # a list of floats (nearly always all floats, or floats and None): one loop without a call per value
                 return _floats(obj)
             except TypeError:
                 pass
+        if first in _PLAIN and set(map(type, obj)) <= _PLAIN:  # neuron indices, pairs' ends: written as they are
+            return list(obj)
         return [serialize(v) for v in obj]
     if isinstance(obj, str):
         return obj
