@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import sys
 import time
 from dataclasses import dataclass
@@ -228,13 +229,29 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     path = path or p.certificate
     engine = {"certify": __version__, "method": method, "shared_layers": p.shared,
               "joint_widths": list(p.net.widths), **notes}
-    cert = certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
-                            witness=None if witness is None else (witness, lower),
-                            materialized=p.materialized, engine=engine)
-    if p.spec.level is not None:  # which of the spec's levels g is
-        cert = {**cert, "level": p.spec.level}
-    write_json_atomic(path, cert)
+    with _collector_paused():
+        cert = certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
+                                witness=None if witness is None else (witness, lower),
+                                materialized=p.materialized, engine=engine)
+        if p.spec.level is not None:  # which of the spec's levels g is
+            cert = {**cert, "level": p.spec.level}
+        write_json_atomic(path, cert)
+    del cert
     return check_certificate(p.spec.path, path, jobs)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic collector off while a certificate is built and written: a split tree's JSON is millions of new
+    lists, dicts and floats, none of them garbage, and each full collection walks the engine's whole heap again (a
+    1,370-leaf MNIST-7 body: 1.27-1.49 CPU s with the collector on, 0.90-1.00 s paused)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def level_certificate_path(out: str | Path, level: str) -> Path:
