@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .checker import exact
 from .checker.check import CheckResult, check_certificate
 from .checker.errors import BadInput
 from .checker.float32 import float32_margins
-from .checker.model import read_arrays, read_model, sha256_file
+from .checker.model import gc_paused, read_arrays, read_model, sha256_file
 from .checker.network import build_g, check_outputs, exact_layers, input_box, joint_network, normalise_box, with_free
 from .checker.graph import Graph
 from .checker.spec import Spec, read_spec
@@ -229,7 +228,8 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     path = path or p.certificate
     engine = {"certify": __version__, "method": method, "shared_layers": p.shared,
               "joint_widths": list(p.net.widths), **notes}
-    with _collector_paused():
+    with gc_paused():  # a split tree's JSON is millions of new objects, none garbage: every full collection walked
+        # the engine's heap again (a 1,370-leaf MNIST-7 body: 1.27-1.49 CPU s with the collector on, 0.90-1.00 s paused)
         cert = certificate_json(spec=p.spec, model_sha256=p.model.sha256, bound=bound, body=body,
                                 witness=None if witness is None else (witness, lower),
                                 materialized=p.materialized, engine=engine)
@@ -239,19 +239,6 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     del cert
     return check_certificate(p.spec.path, path, jobs)
 
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic collector off while a certificate is built and written: a split tree's JSON is millions of new
-    lists, dicts and floats, none of them garbage, and each full collection walks the engine's whole heap again (a
-    1,370-leaf MNIST-7 body: 1.27-1.49 CPU s with the collector on, 0.90-1.00 s paused)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def level_certificate_path(out: str | Path, level: str) -> Path:
