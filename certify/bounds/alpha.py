@@ -24,15 +24,19 @@ GRID = 2.0 ** 20  # slopes are kept on this grid: short exact rationals in certi
 _OPT = optax.adam(LEARNING_RATE)
 SAME_LAYER = True  # a layer's bounds take multipliers on the region's splits of that layer too, not only below it (see
 # `optimise_alpha`); False: below only, as before
-_PAD = 8  # split counts are padded to a multiple of this, so leaves of similar depth share one compile
+# A region's split multipliers (beta) are one (rows x width) array per layer 1..k, nonzero only in the columns of
+# the region's split neurons (`split_signs`: +1 inactive, -1 active, 0 not split): the compiled program's shapes do not
+# depend on how many splits a region has, so a tree compiles one program per layer and step count for every depth (it
+# used to pad the split count to a multiple of 8: w16x2-prune50-box compiled 15 programs in its first 15 CPU s, a
+# third of them and more in XLA's compiler). A column without a split has gradient 0 and stays 0 under Adam.
 
 
-def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, upper_in, split_maps, diffs):
-    alphas, beta = params
+def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, upper_in, split_signs, diffs):
+    alphas, betas = params
     net = FloatNet(weights, biases)
     rs = [Relaxation(jnp.where(u, jnp.clip(p, 0.0, 1.0), b), r[0], r[1], r[2])
           for p, u, b, r in zip(alphas, unstable, base, relax)]
-    terms = {j: jnp.maximum(beta, 0.0) @ m for j, m in enumerate(split_maps, start=1) if m.shape[0]}
+    terms = {j: jnp.maximum(beta, 0.0) * s for j, (beta, s) in enumerate(zip(betas, split_signs), start=1)}
     diff = {j: Difference(d[0], d[1], Relaxation(*d[2:])) for j, d in enumerate(diffs, start=1) if d is not None}
     return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff)
 
@@ -52,8 +56,8 @@ def _optimise(params, weights, biases, k, iters, *args):  # iters traced: one co
         best_params = jax.tree_util.tree_map(lambda p, bp: jnp.where(better[:, None], p, bp), params, best_params)
         best = jnp.maximum(best, current)
         updates, state = _OPT.update(grads, state, params)
-        alphas, beta = optax.apply_updates(params, updates)
-        params = ([jnp.round(jnp.clip(a, 0.0, 1.0) * GRID) / GRID for a in alphas], jnp.maximum(beta, 0.0))
+        alphas, betas = optax.apply_updates(params, updates)
+        params = ([jnp.round(jnp.clip(a, 0.0, 1.0) * GRID) / GRID for a in alphas], [jnp.maximum(b, 0.0) for b in betas])
         return params, state, best, best_params
 
     best = jnp.full(args[3].shape[0], -jnp.inf)  # args[3]: lam, one row per bound
@@ -75,15 +79,16 @@ def _pad(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _warm_start(params, warm: tuple, width: int, pk: int, splits: list) -> None:
-    """Write an enclosing region's (alphas, betas) into the padded starting parameters, in place."""
+    """Write an enclosing region's (alphas, betas) into the padded starting parameters, in place (a multiplier only
+    where the region has that split)."""
     alphas, betas = warm
     for p, a in zip(params[0], alphas):
         a = np.asarray(a)
         p[:width, : a.shape[1]], p[pk:pk + width, : a.shape[1]] = a[:width], a[width:]
-    column = {(j, i): s for s, (j, i, _) in enumerate(splits)}
+    here = {(j, i) for j, i, _ in splits}
     for j, i, values in betas:
-        if (j, i) in column:
-            params[1][:width, column[(j, i)]], params[1][pk:pk + width, column[(j, i)]] = values[:width], values[width:]
+        if (j, i) in here:
+            params[1][j - 1][:width, i], params[1][j - 1][pk:pk + width, i] = values[:width], values[width:]
 
 
 def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[tuple[np.ndarray, np.ndarray]],
@@ -118,11 +123,10 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
            for j, r in enumerate(relax[: k - 1])]
     splits = [(j, i, 1.0 if phase == "inactive" else -1.0) for (j, i), phase in sorted((assume or {}).items())
               if j < k or (j == k and SAME_LAYER)]
-    slots = -(-len(splits) // _PAD) * _PAD  # 0 without splits: no beta in the compiled program
-    maps = [np.zeros((slots, pw[j])) for j in range(1, k + 1)]
-    for s, (j, i, sign) in enumerate(splits):
-        maps[j - 1][s, i] = sign
-    params = ([np.broadcast_to(b, (2 * pk, b.shape[0])).copy() for b in base], np.zeros((2 * pk, slots)))
+    signs = [np.zeros(pw[j]) for j in range(1, k + 1)] if splits else []  # no splits: no beta in the compiled program
+    for j, i, sign in splits:
+        signs[j - 1][i] = sign
+    params = ([np.broadcast_to(b, (2 * pk, b.shape[0])).copy() for b in base], [np.zeros((2 * pk, len(s))) for s in signs])
     if warm is not None:
         _warm_start(params, warm, width, pk, splits)
     diffs = []  # per layer below k: the pairs (padded with no-op pairs (0, 0)) and their lines, or None
@@ -136,11 +140,11 @@ def optimise_alpha(net: FloatNet, k: int, relax: list[Relaxation], bounds: list[
         diffs.append((_pad(d.a, (m,)).astype(np.int32), _pad(d.b, (m,)).astype(np.int32),
                       *(_pad(np.asarray(v), (m,)) for v in (lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept))))
     best_params, best = _optimise(params, ws, bs, k, iters, lam, unstable, base, rel,
-                                  _pad(np.asarray(lower_in), (pw[0],)), _pad(np.asarray(upper_in), (pw[0],)), maps, diffs)
+                                  _pad(np.asarray(lower_in), (pw[0],)), _pad(np.asarray(upper_in), (pw[0],)), signs, diffs)
     rows = np.r_[0:width, pk:pk + width]
     alphas = [np.where(u, np.clip(np.asarray(p), 0.0, 1.0), b)[rows][:, : widths[j + 1]]
               for j, (p, u, b) in enumerate(zip(best_params[0], unstable, base))]
-    beta = np.maximum(np.asarray(best_params[1]), 0.0)[rows]
-    betas = [(j, i, beta[:, s]) for s, (j, i, _) in enumerate(splits)]
+    beta = [np.maximum(np.asarray(b), 0.0)[rows] for b in best_params[1]]
+    betas = [(j, i, beta[j - 1][:, i]) for j, i, _ in splits]
     best = np.asarray(best)[rows]
     return alphas, betas, best[:width], -best[width:]

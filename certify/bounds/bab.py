@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import heapq
 import itertools
+import os
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,13 @@ INPUT_CANDIDATES = 2  # input splits: candidate dimensions whose children are al
 # w16x2-prune50-box 1.675x exact vs 1.708x (mass alone: 1.551x)
 BLAS_THREADS = 1  # leaves multiply small matrices (hundreds of rows): more BLAS threads only spin; on this 2-core
 # machine at load 7, a 400x200 @ 200x200 product took 8.4x longer with OpenBLAS's 2 threads than with 1
+XLA_THREADS = "1"  # XLA's CPU client: its intra-op thread pool's size (PJRT_NPROC, read once, when JAX first starts its
+# backend; set here, on import, unless already set: `certify.engine` imports this module before anything runs JAX). As
+# BLAS_THREADS: alpha-CROWN's programs are small, and a pool of one thread per core spent half a branch and bound's CPU
+# seconds in its threads for no wall time: w64x2-svd50-ball50, 15 CPU s, quiet machine, 835 leaves (the main thread 7.5 of
+# the 15 s, XLA's pool 4 s and dispatch threads 3.4 s) against 1,095 with one thread (1.087x -> 1.071x its lower bound) in
+# the same wall seconds (14.7); the VeryDiff MNIST pair's root alpha-CROWN 5.9-6.3 wall s against 4.4-5.9
+os.environ.setdefault("PJRT_NPROC", XLA_THREADS)
 CLOCK = time.perf_counter  # what time_budget counts (benchmarks on a shared machine set time.process_time: CPU seconds)
 ALPHA_MAX_HIDDEN = 256  # input splits on a joint network with more hidden neurons: CROWN leaves, alpha not tried at
 # the root (on the VeryDiff MNIST pair, 420 hidden neurons, the root's alpha-CROWN took 5.7 s of a 60 s budget on a quiet
@@ -314,8 +322,14 @@ def fold_inputs(net: FloatNet, exact_joint, box):
 def sampled_lower(net: FloatNet, box, samples: int = 256, seed: int = 0) -> float:
     """max |f - g| over the box's centre and uniform random points (float64): a rough attained deviation."""
     lo, up = (np.asarray(v, dtype=np.float64) for v in box_floats(*box))
-    x = lo + (up - lo) * np.random.default_rng(seed).uniform(size=(samples, lo.size))
-    return float(np.max(np.abs(net(np.vstack([(lo + up) / 2, x])))))
+    x = np.vstack([(lo + up) / 2, lo + (up - lo) * np.random.default_rng(seed).uniform(size=(samples, lo.size))])
+    if net.input_scale is not None:
+        x = x * net.input_scale + net.input_shift
+    for i, (w, b) in enumerate(zip(net.weights, net.biases)):  # `net(x)` in numpy: JAX compiled 6 small programs for it
+        x = x @ np.asarray(w).T + b  # (0.1-0.2 CPU s of a branch and bound's first seconds)
+        if i < len(net.weights) - 1:
+            x = np.maximum(x, 0.0)
+    return float(np.max(np.abs(x)))
 
 
 class _Bounder:
