@@ -38,7 +38,14 @@ def _rows(params, weights, biases, k, lam, unstable, base, relax, lower_in, uppe
           for p, u, b, r in zip(alphas, unstable, base, relax)]
     terms = {j: jnp.maximum(beta, 0.0) * s for j, (beta, s) in enumerate(zip(betas, split_signs), start=1)}
     diff = {j: Difference(d[0], d[1], Relaxation(*d[2:])) for j, d in enumerate(diffs, start=1) if d is not None}
-    return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff)
+    # lam is [I; -I] (`optimise_alpha`): lam @ W_k is [W_k; -W_k], not a product (the same floats). As a product it was
+    # most of a call on wide layers, redone at every step: w64x2-svd50-ball50's layer 2, 256 x 128 @ 128 x 128
+    w, b = weights[k - 1], biases[k - 1]
+    top = (jnp.concatenate([w, -w]), jnp.concatenate([b, -b]))
+    if k in terms:  # multipliers on layer k's own splits: (lam + T) @ W_k
+        own = terms.pop(k)
+        top = (top[0] + own @ w, top[1] + own @ b)
+    return backsubstitute(net, k, lam, rs, lower_in, upper_in, split_terms=terms, diff=diff, top=top)
 
 
 @partial(jax.jit, static_argnums=(3,))
