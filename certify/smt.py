@@ -341,12 +341,13 @@ class _Facts:
             out += [f"(>= {hm} {_int_lin([am], ad, [zm], ratio(bm, bd))})" for hm, zm, am, bm in zip(h, z, a, b)]
             out += [f"(<= {hm} {_int_lin([cm], cd, [zm], ratio(dm, dd))})" for hm, zm, cm, dm in zip(h, z, c, d)]
             if lines is not None:
-                (pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud))), cl, cu = lines, *self.deltas[id(lines)][1:]
+                (pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud), *planes)), cl, cu = lines, *self.deltas[id(lines)][1:]
                 for p, (pa, pb) in enumerate(pairs):
                     delta, gap = f"(- z{j}_{pa} z{j}_{pb})", f"(- h{j}_{pa} h{j}_{pb})"
+                    rb = [f" (* {ratio(v[p], d)} z{j}_{pb})" for v, d in planes] if planes else ["", ""]  # planes: z_b terms
                     out += [f"(<= {num(cl[p])} {delta})", f"(<= {delta} {num(cu[p])})",
-                            f"(>= {gap} (+ (* {ratio(sl[p], sld)} {delta}) {ratio(tl[p], tld)}))",
-                            f"(<= {gap} (+ (* {ratio(su[p], sud)} {delta}) {ratio(tu[p], tud)}))"]
+                            f"(>= {gap} (+ (* {ratio(sl[p], sld)} {delta}){rb[0]} {ratio(tl[p], tld)}))",
+                            f"(<= {gap} (+ (* {ratio(su[p], sud)} {delta}){rb[1]} {ratio(tu[p], tud)}))"]
             return out
         return self._macro(("F", id(seen.bounds[j]), id(relax), id(lines), j), "F", build, ob)
 
@@ -467,7 +468,7 @@ def difference_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
     k = seen.step["layer"]
     pairs, vecs = seen.diff[k]
     first = len(pairs) - len(seen.step["pairs"])  # `inherit`: the kept pairs first (obligations of the step that verified them)
-    pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud)) = pairs[first:], [(v[first:], d) for v, d in vecs]
+    pairs, ((sl, sld), (tl, tld), (su, sud), (tu, tud), *planes) = pairs[first:], [(v[first:], d) for v, d in vecs]
     lower, upper = _claims(seen.step)
     if pairs and len(seen.traces) != 2:
         raise Refused(seen.where, f"expected the checker's two back-substitutions (lower, upper), recorded {len(seen.traces)}")
@@ -490,8 +491,9 @@ def difference_obligations(seen: _Seen, facts: _Facts) -> list[Obligation]:
         za, zb = f"s{p}", f"t{p}"
         ob.names += [za, zb]
         delta, gap = f"(- {za} {zb})", f"(- {relu(za)} {relu(zb)})"
-        below = f"(+ (* {ratio(sl[p], sld)} {delta}) {ratio(tl[p], tld)})"
-        above = f"(+ (* {ratio(su[p], sud)} {delta}) {ratio(tu[p], tud)})"
+        rb = [f" (* {ratio(v[p], d)} {zb})" for v, d in planes] if planes else ["", ""]  # planes: the z_b terms
+        below = f"(+ (* {ratio(sl[p], sld)} {delta}){rb[0]} {ratio(tl[p], tld)})"
+        above = f"(+ (* {ratio(su[p], sud)} {delta}){rb[1]} {ratio(tu[p], tud)})"
         cases.append(f"(and (<= {num(lo[a])} {za}) (<= {za} {num(up[a])}) (<= {num(lo[b])} {zb}) (<= {zb} {num(up[b])}) "
                      f"(<= {num(lower[p])} {delta}) (<= {delta} {num(upper[p])}) (or (< {gap} {below}) (> {gap} {above})))")
     ob.asserts.append(_n_ary("or", cases))

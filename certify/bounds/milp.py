@@ -116,10 +116,12 @@ def milp_max_deviation(net: FloatNet, lower: np.ndarray, upper: np.ndarray, *, t
 
 def difference_cuts(steps: list[dict]) -> list[tuple]:
     """The `difference` steps of a proposal as `_encode`'s cuts: (layer, a, b, lower, upper, lower slope, lower
-    intercept, upper slope, upper intercept) per pair, as floats."""
+    intercept, upper slope, upper intercept) per pair, as floats. A pair with a plane (a z_b slope that is not 0) is left
+    out (a valid cut left out: the relaxation is only looser)."""
     keys = ("lower", "upper", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept")
+    plane = lambda st, i: any(Fraction(st[k][i]) != 0 for k in ("lower_slope_b", "upper_slope_b") if k in st)  # noqa: E731
     return [(st["layer"], a, b, *(float(Fraction(st[k][i])) for k in keys))
-            for st in steps if st["kind"] == "difference" for i, (a, b) in enumerate(st["pairs"])]
+            for st in steps if st["kind"] == "difference" for i, (a, b) in enumerate(st["pairs"]) if not plane(st, i)]
 
 
 def milp_rows(net: FloatNet, lower: np.ndarray, upper: np.ndarray, output_bounds, *, layer_bounds=None, differences=(),

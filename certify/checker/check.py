@@ -47,6 +47,7 @@ BOUND_KEYS = {"kind", "layer", "lower", "upper"}
 LINEAR_KEYS = BOUND_KEYS | {"alpha", "beta", "neurons"}
 RELAX_KEYS = {"kind", "layer", "lower_slope", "lower_intercept", "upper_slope", "upper_intercept"}
 DIFF_KEYS = RELAX_KEYS | {"pairs", "lower", "upper"}
+PLANE_KEYS = ("lower_slope_b", "upper_slope_b")  # a difference step's optional z_b slopes: planes, not lines (absent: 0)
 
 
 class Verdict(enum.Enum):
@@ -324,7 +325,7 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     are kept, except those of the listed pairs, which replace them, and those in `drop` (forgotten: the rewrite then
     leaves their neurons to their own lines); a listed pair sharing a neuron with another kept pair rejects, as does
     `inherit` where layer k has no verified difference lines, and `drop` naming a pair not verified or without inherit."""
-    _keys(step, DIFF_KEYS | {"inherit", "drop"}, where, DIFF_KEYS)
+    _keys(step, DIFF_KEYS | {"inherit", "drop", *PLANE_KEYS}, where, DIFF_KEYS)
     k = _layer(step, state, where)
     require(k < len(state.joint) and k in state.bounds and all(j in state.relax for j in range(1, k)), where,
             f"needs verified bounds of hidden layer {k} and relaxations of the layers below")
@@ -336,37 +337,68 @@ def check_difference(step: dict, state: _State, where: str) -> None:
     if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or any(
             type(i) is not int or not 0 <= i < len(lo) for i in p) for p in pairs) or len({i for p in pairs for i in p}) != 2 * len(pairs)):
         raise Rejected(where, "pairs must be [a, b] neuron pairs of the layer, each neuron in at most one pair")
+    if inherit:  # the inherited pairs not listed (merged below, after the listed ones are checked)
+        old, old_lines = state.diff[k]
+        drop = step.get("drop", [])
+        require(isinstance(drop, list) and all(isinstance(p, list) and list(map(type, p)) == [int, int] and tuple(p) in old
+                                               for p in drop), where, "drop must list verified pairs")
+        listed = {tuple(p) for p in pairs} | {tuple(p) for p in drop}
+        kept = [t for t, p in enumerate(old) if p not in listed]
+        require(not {i for t in kept for i in old[t]} & {i for p in pairs for i in p}, where,
+                "a listed pair shares a neuron with another inherited pair")
     rows = [{a: 1, b: -1} for a, b in pairs]
     d_lo, d_up = _bounds_of(rows, state, k)
     c_lo, c_up = (_vector(step, name, len(pairs), where) for name in ("lower", "upper"))
     lines = [_ratios(step.get(name), len(pairs), where, name) for name in sorted(RELAX_KEYS - BOUND_KEYS)]
-    for p, ((a, b), cl, cu, dl, du, (tl, tld), (sl, sld), (tu, tud), (su, sud)) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
+    planes = any(key in step for key in PLANE_KEYS)  # z_b slopes r: s*delta + r*z_b + t, checked at P's cell vertices
+    lines += [_ratios(step.get(key, ["0"] * len(pairs)), len(pairs), where, key) for key in PLANE_KEYS]
+    for p, ((a, b), cl, cu, dl, du, (tl, tld), (sl, sld), (tu, tud), (su, sud), rl, ru) in enumerate(zip(pairs, c_lo, c_up, d_lo, d_up, *lines)):
         if cl > max(dl, lo[a] - up[b]) or cu < min(du, up[a] - lo[b]):
             raise Rejected(where, f"pair {p}: claimed bounds [{cl}, {cu}] of z_{a} - z_{b} are not implied")
         state.empty = state.empty or cl > cu
         (la, ua), (lb, ub) = ((lo[i].numerator, up[i].numerator) for i in (a, b))  # their signs
+        bad_lo = bad_up = False
         for x in (cl, cu):  # x = n/d: low (high) = x, 0 or min(x, 0) (max(x, 0)), as n/d with the same d
             n, d = x.numerator, x.denominator
             low = n if lb >= 0 or (ub > 0 and n < 0) else 0
             high = n if la >= 0 or (ua > 0 and n > 0) else 0
             # s*x + t > low/d  <=>  s_n*n*t_d + t_n*s_d*d > low*s_d*t_d  (times d*s_d*t_d/d > 0)
-            if sl * n * tld + tl * sld * d > low * sld * tld or su * n * tud + tu * sud * d < high * sud * tud:
-                raise Rejected(where, f"pair {p}: a line is not below/above relu(z_{a}) - relu(z_{b}) at delta = {x}")
-    pairs, lines = [tuple(p) for p in pairs], [ratio_vec(lines[i]) for i in (1, 0, 3, 2)]
+            bad_lo = bad_lo or sl * n * tld + tl * sld * d > low * sld * tld
+            bad_up = bad_up or su * n * tud + tu * sud * d < high * sud * tud
+        if planes:  # a plane (r != 0), or a line the test above refutes: the exact test on P
+            ends = (lo[a], up[a], lo[b], up[b], cl, cu)
+            bad_lo = (bad_lo or rl[0] != 0) and not _plane_holds(ends, (sl, sld), rl, (tl, tld), False)
+            bad_up = (bad_up or ru[0] != 0) and not _plane_holds(ends, (su, sud), ru, (tu, tud), True)
+        if bad_lo or bad_up:
+            raise Rejected(where, f"pair {p}: a {'plane' if planes else 'line'} is not below/above relu(z_{a}) - relu(z_{b}) "
+                           f"on its verified ranges ({'lower' if bad_lo else 'upper'})")
+    pairs, lines = [tuple(p) for p in pairs], [ratio_vec(lines[i]) for i in (1, 0, 3, 2, *((4, 5) if planes else ()))]
     if inherit:  # the inherited pairs not listed, then the listed ones, each line vector on a common denominator
-        old, old_lines = state.diff[k]
-        drop = step.get("drop", [])
-        require(isinstance(drop, list) and all(isinstance(p, list) and list(map(type, p)) == [int, int] and tuple(p) in old
-                                               for p in drop), where, "drop must list verified pairs")
-        listed = set(pairs) | {tuple(p) for p in drop}
-        kept = [t for t, p in enumerate(old) if p not in listed]
-        require(not {i for t in kept for i in old[t]} & {i for p in pairs for i in p}, where,
-                "a listed pair shares a neuron with another inherited pair")
+        if len(old_lines) != len(lines):  # planes on one side only: the other's z_b slopes are 0
+            old_lines, lines = (list(v) + [([0] * len(v[0][0]), 1)] * (6 - len(v)) for v in (old_lines, lines))
         for v, ((nums, den), (new, q)) in enumerate(zip(old_lines, lines)):
             common = math.lcm(den, q)
             lines[v] = ([nums[t] * (common // den) for t in kept] + [x * (common // q) for x in new], common)
         pairs = [old[t] for t in kept] + pairs
     state.diff[k] = (pairs, tuple(lines))
+
+
+def _plane_holds(ends: tuple, slope: tuple, r: tuple, t: tuple, upper: bool) -> bool:
+    """Is s*delta + r*z_b + t below (`upper`: above) D = relu(z_a) - relu(z_b) on P = {la <= z_a <= ua, lb <= z_b <= ub,
+    cl <= delta <= cu} (delta = z_a - z_b; `ends` = (la, ua, lb, ub, cl, cu), Fractions; slope, r, t: (p, q) integer
+    pairs)? D is linear on each cell of P cut by z_a = 0 and z_b = 0, and so is the plane: it holds on P iff it holds at
+    every cell vertex, each a point of P where two of the lines z_a in {la, ua, 0}, z_b in {lb, ub, 0}, delta in {cl, cu}
+    meet. Exact: every number times the ends' common denominator `m` is an integer, the test times q*t_q*m."""
+    m = math.lcm(*(x.denominator for x in ends))
+    la, ua, lb, ub, cl, cu = (x.numerator * (m // x.denominator) for x in ends)
+    (sn, sd), (rn, rd), (tn, td) = slope, r, t
+    q = math.lcm(sd, rd)
+    s, r, t = sn * (q // sd) * td, rn * (q // rd) * td, tn * q * m
+    sign = -1 if upper else 1  # below: plane - D <= 0 at every vertex; above: D - plane <= 0
+    points = ([(za, zb) for za in (la, ua, 0) for zb in (lb, ub, 0)] + [(za, za - c) for za in (la, ua, 0) for c in (cl, cu)]
+              + [(zb + c, zb) for zb in (lb, ub, 0) for c in (cl, cu)])
+    return all(sign * (s * (za - zb) + r * zb + t - (max(za, 0) - max(zb, 0)) * q * td) <= 0 for za, zb in points
+               if la <= za <= ua and lb <= zb <= ub and cl <= za - zb <= cu)
 
 
 def _q(v: Fraction) -> str:

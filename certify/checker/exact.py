@@ -100,11 +100,14 @@ def _common_lines(relu: tuple, diff: tuple, ad: int) -> tuple:
     key = (id(relu), id(diff), ad)
     hit = _LINES.get(key)
     if hit is None or hit[0] is not relu or hit[1] is not diff:
-        lines = list(relu) + list(diff)
-        lcm_s, lcm_i = math.lcm(ad, *(d for _, d in lines[0::2])), math.lcm(*(d for _, d in lines[1::2]))
+        lines = list(relu) + list(diff)  # (difference planes: two more IntVecs, the z_b slopes)
+        scales = [0, 1] * 4 + [0] * (len(lines) - 8)  # 0: a slope, 1: an intercept
+        lcm_s = math.lcm(ad, *(d for (_, d), i in zip(lines, scales) if not i))
+        lcm_i = math.lcm(*(d for (_, d), i in zip(lines, scales) if i))
         if len(_LINES) > 64:
             _LINES.clear()
-        _LINES[key] = hit = (relu, diff, (lcm_s, lcm_i, [[fmpz(a * (c // d)) for a in v] for (v, d), c in zip(lines, [lcm_s, lcm_i] * 4)]))
+        _LINES[key] = hit = (relu, diff, (lcm_s, lcm_i, [[fmpz(a * ((lcm_i if i else lcm_s) // d)) for a in v]
+                                                         for (v, d), i in zip(lines, scales)]))
     return hit[2]
 
 
@@ -122,7 +125,7 @@ def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narr
     if hit is not None and hit[0] is relu and hit[1] is pairs and hit[2] is dlines:
         return hit[3]
     common = _common_lines(relu, dlines, ad)
-    los, loi, ups, upi, dls, dli, dus, dui = common[2]
+    los, loi, ups, upi, dls, dli, dus, dui, *planes = common[2]
     # a neuron whose lines both have slope 0 (no alpha, pair or multiplier) adds nothing to the next product: where a
     # quarter of the columns can go, they are left out (the weights' rows kept, LayerMats.sub, are shared by the region's
     # back-substitutions and by other regions with the same columns)
@@ -141,8 +144,9 @@ def _layer_plan(relu: tuple, pairs, dlines: tuple, ad: int, neurons, extra, narr
     seconds = [b for _, b in pairs]  # a row with no coefficient on any pair's second neuron has nothing to rewrite
     # per pair: its places among the kept columns, D's slopes, and how its rewrite changes the own lines' intercepts
     # (below: x_b*ka or -x_a*ka where x_a > 0 > x_b, x_b*kb or -x_a*kb where x_a < 0 < x_b)
-    pair_lines = [(a, b, at[a], at[b], sl, su, loi_r[a] - upi[b] - tl, upi[a] - loi_r[b] - tu)
-                  for (a, b), sl, tl, su, tu in zip(pairs, dls, dli, dus, dui)]
+    # and the planes' z_b slopes (0: a line)
+    pair_lines = [(a, b, at[a], at[b], sl, su, loi_r[a] - upi[b] - tl, upi[a] - loi_r[b] - tu, rl, ru)
+                  for (a, b), sl, tl, su, tu, rl, ru in zip(pairs, dls, dli, dus, dui, *(planes or ((0,) * len(pairs),) * 2))]
     plan = (common, keep, at, take, loi_r, *picks, pair_lines, seconds, take(los), take(ups),
             [at[n] for n in neurons])
     if cached:
@@ -194,7 +198,8 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
     of the weights are left out of the product.
 
     `diff[j]` (optional) = (pairs, four IntVecs: lines s*delta + t below and above D = relu(z_a) - relu(z_b),
-    delta = z_a - z_b, one per pair (a, b) of layer j). Where a row's coefficients x_a, x_b on a pair
+    delta = z_a - z_b, one per pair (a, b) of layer j; or six: planes s*delta + r*z_b + t, the z_b slopes r of the lower
+    and upper ones last, whose d*r then adds to z_b's coefficient). Where a row's coefficients x_a, x_b on a pair
     have opposite signs, x_a*h_a + x_b*h_b is rewritten exactly as c*h_ref + d*D (c = x_a + x_b; ref = a,
     d = -x_b if |x_a| >= |x_b|, else ref = b, d = x_a) and each term takes its own verified line:
     when f and g nearly agree, c is small and D is relaxed on the narrow range of delta (NeuroDiff).
@@ -225,7 +230,7 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
             pairs, dlines = (diff or {}).get(j, ((), (((), 1),) * 4))
             extra, eden = (beta or {}).get(j, (None, 1))
             narrow = forms is None  # (export-smt's forms keep every column)
-            (lcm_s, lcm_i, (los, loi, ups, upi, dls, dli, dus, dui)), keep, at, take, loi_r, (pick_lo, t_lo), (pick_up, t_up), \
+            (lcm_s, lcm_i, (los, loi, ups, upi, *_)), keep, at, take, loi_r, (pick_lo, t_lo), (pick_up, t_up), \
                 pair_lines, seconds, los_k, ups_k, places = _layer_plan(relax[j - 1], pairs, dlines, ad, neurons, extra, narrow)
             new_rows, icpts, scale = [], [], lcm_s // ad
             for r, row in enumerate(rows):
@@ -240,27 +245,27 @@ def backsubstitute(lam: list[dict[int, int]] | int, layers: list[tuple[IntMat, I
                             lo_r[n] = a * scale
                 new = [x * (a if x >= ZERO else aa) for x, a, aa in zip(take(row), lo_k, ups_k)]
                 icpt = sum([x * t for x, t in zip(pick_lo(row), t_lo) if x >= ZERO]) + sum([x * t for x, t in zip(pick_up(row), t_up) if x < ZERO])
-                for a, b, ta, tb, sl, su, ka, kb in (pair_lines if any(row[b] for b in seconds) else ()):
+                for a, b, ta, tb, sl, su, ka, kb, rl, ru in (pair_lines if any(row[b] for b in seconds) else ()):
                     xa, xb = row[a], row[b]  # only opposite signs are rewritten: x_a*h_a + x_b*h_b = c*h_ref + d*D
                     if xa > ZERO and xb < ZERO:  # d's line of D is the lower one (d >= 0)
                         c = xa + xb
-                        if c >= ZERO:  # ref a, d = -x_b: c*lo_a + d*sl on z_a, -d*sl on z_b; intercepts c*loi_a + d*tl
+                        if c >= ZERO:  # ref a, d = -x_b: c*lo_a + d*sl on z_a, -d*sl (+ d*rl) on z_b; intercepts c*loi_a + d*tl
                             s = xb * sl
-                            new[ta], new[tb] = c * lo_r[a] - s, s
+                            new[ta], new[tb] = c * lo_r[a] - s, s - xb * rl if rl else s
                             icpt += xb * ka
-                        else:  # ref b, d = x_a: d*sl on z_a, c*up_b - d*sl on z_b; intercepts c*upi_b + d*tl
+                        else:  # ref b, d = x_a: d*sl on z_a, c*up_b - d*sl (+ d*rl) on z_b; intercepts c*upi_b + d*tl
                             s = xa * sl
-                            new[ta], new[tb] = s, c * ups[b] - s
+                            new[ta], new[tb] = s, c * ups[b] - s + xa * rl if rl else c * ups[b] - s
                             icpt -= xa * ka
                     elif xa < ZERO and xb > ZERO:  # d's line of D is the upper one (d <= 0)
                         c = xa + xb
-                        if c <= ZERO:  # ref a, d = -x_b: c*up_a + d*su on z_a, -d*su on z_b; intercepts c*upi_a + d*tu
+                        if c <= ZERO:  # ref a, d = -x_b: c*up_a + d*su on z_a, -d*su (+ d*ru) on z_b; intercepts c*upi_a + d*tu
                             s = xb * su
-                            new[ta], new[tb] = c * ups[a] - s, s
+                            new[ta], new[tb] = c * ups[a] - s, s - xb * ru if ru else s
                             icpt += xb * kb
-                        else:  # ref b, d = x_a: d*su on z_a, c*lo_b - d*su on z_b; intercepts c*loi_b + d*tu
+                        else:  # ref b, d = x_a: d*su on z_a, c*lo_b - d*su (+ d*ru) on z_b; intercepts c*loi_b + d*tu
                             s = xa * su
-                            new[ta], new[tb] = s, c * lo_r[b] - s
+                            new[ta], new[tb] = s, c * lo_r[b] - s + xa * ru if ru else c * lo_r[b] - s
                             icpt -= xa * kb
                 new_rows.append(new)
                 icpts.append(int(icpt))
