@@ -111,7 +111,8 @@ def _qlines(r: Relaxation) -> tuple:
 
 def _qdiff(d: Difference) -> tuple:
     """A layer's difference pairs and lines as the checker's exact back-substitution takes them."""
-    return list(zip(d.a.tolist(), d.b.tolist())), _qlines(d.lines)
+    planes = () if d.lower_b is None else tuple(exact.qvec(map(float, v)) for v in (d.lower_b, d.upper_b))
+    return list(zip(d.a.tolist(), d.b.tolist())), _qlines(d.lines) + planes
 
 
 def _q(values) -> list:
@@ -159,6 +160,14 @@ class Below:
 def below(p: Proposal, j: int) -> tuple:
     """`propose`'s `fixed` for a child of a ReLU split on layer j whose parent's proposal is `p`."""
     return j, Below(p.claims[: j - 1], p.relax[: j - 1], {k: d for k, d in (p.diff or {}).items() if k < j})
+
+
+def _lines_only(diff: dict | None) -> dict | None:
+    """`diff` for alpha-CROWN, whose back-substitution (JAX) takes difference lines, never planes (their z_b terms
+    would be dropped: unsound)."""
+    if any(d.lower_b is not None for d in (diff or {}).values()):
+        raise ValueError("alpha-CROWN takes difference lines only, not planes")
+    return diff
 
 
 def _alpha():
@@ -263,6 +272,95 @@ def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
     return Relaxation(sl, _down(tl, el), su, -_down(-tu, eu))
 
 
+def _scatter(n: int, index, values, base=None) -> np.ndarray:
+    """`base` (zeros when None, length n) with `values` at `index`."""
+    out = np.zeros(n) if base is None else np.array(base, dtype=np.float64)
+    out[index] = values
+    return out
+
+
+KEEP_EVERY_PAIR = False  # soundness campaigns only: `_difference_step` keeps every pair with an unstable neuron (more
+# difference steps and planes to check than the rule it overrides leaves)
+PLANE_GAP = 0.99  # see `_difference_step`'s `parent`, with planes
+PLANES = True  # a leaf's (numpy CROWN) difference steps bound D with planes in (delta, z_b), not lines in delta
+_TRIPLES = np.array([(i, j, k) for i in range(8) for j in range(i + 1, 8) for k in range(j + 1, 8)])
+
+
+def _cell_points(la, ua, lb, ub, cl, cu, kink_a: bool):
+    """Per pair, candidate points (z_a, z_b) (n x 16) and whether each is in P = {la <= z_a <= ua, lb <= z_b <= ub,
+    cl <= z_a - z_b <= cu} (a little outside counts as in: a plane below D there too is still valid): P's vertices
+    (12 candidates), then where z_a = 0 (`kink_a`, the lower side's kinks: D is concave across z_b = 0) or z_b = 0
+    crosses P's boundary (4)."""
+    za, zb = [], []
+    for x in (la, ua):
+        for y in (lb, ub):
+            za.append(x), zb.append(y)
+        for c in (cl, cu):
+            za.append(x), zb.append(x - c)
+    for y in (lb, ub):
+        for c in (cl, cu):
+            za.append(y + c), zb.append(y)
+    z = np.zeros_like(la)
+    for v in ((lb, ub, -cl, -cu) if kink_a else (la, ua, cl, cu)):
+        za.append(z if kink_a else v), zb.append(v if kink_a else z)
+    za, zb = np.stack(za, axis=1), np.stack(zb, axis=1)
+    tol = 1e-9 * (1 + np.maximum(np.abs(za), np.abs(zb)))
+    c = lambda v: v[:, None]  # noqa: E731
+    inside = ((za >= c(la) - tol) & (za <= c(ua) + tol) & (zb >= c(lb) - tol) & (zb <= c(ub) + tol)
+              & (za - zb >= c(cl) - tol) & (za - zb <= c(cu) + tol))
+    return za, zb, inside
+
+
+def _lower_planes(za, zb, D, inside, line_s):
+    """Per pair, a plane s*delta + r*z_b + t below D at every point `inside` (so on P): of the planes through three of
+    (up to) 8 points and the line of slope `line_s` (r = 0), the one highest at the mean of P's vertices (also returned)."""
+    n = za.shape[0]
+    delta = za - zb
+    w = inside[:, :12].sum(axis=1, keepdims=True)
+    cd = np.where(inside[:, :12], delta[:, :12], 0.0).sum(axis=1, keepdims=True) / np.maximum(w, 1)
+    cb = np.where(inside[:, :12], zb[:, :12], 0.0).sum(axis=1, keepdims=True) / np.maximum(w, 1)
+    rows, order = np.arange(n)[:, None], np.argsort(~inside, axis=1, kind="stable")[:, :8]
+    pd, pb, pD, ok = delta[rows, order], zb[rows, order], D[rows, order], inside[rows, order]
+    pd, pb, pD = (np.where(ok, v, v[:, :1]) for v in (pd, pb, pD))
+    i, j, k = _TRIPLES.T
+    u = [v[:, j] - v[:, i] for v in (pd, pb, pD)]
+    v = [x[:, k] - x[:, i] for x in (pd, pb, pD)]
+    nd, nb, nD = u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]
+    good = np.abs(nD) > 1e-9 * (np.abs(u[0] * v[1]) + np.abs(u[1] * v[0]) + 1e-300)
+    nD = np.where(good, nD, 1.0)
+    s = np.where(good, -nd / nD, 0.0)
+    r = np.where(good, -nb / nD, 0.0)
+    good &= (np.abs(s) <= 4) & (np.abs(r) <= 4)
+    s = np.concatenate([np.where(good, s, line_s[:, None]), line_s[:, None]], axis=1)
+    r = np.concatenate([np.where(good, r, 0.0), np.zeros((n, 1))], axis=1)
+    s, r = _slope_grid(s), _slope_grid(r)
+    # each candidate's intercept at the 8 points (the others are repeats of them or implied: the final one takes all)
+    big = np.where(ok, 0.0, np.inf)
+    t = (pD[:, None, :] - s[..., None] * pd[:, None, :] - r[..., None] * pb[:, None, :] + big[:, None, :]).min(axis=2)
+    best = np.argmax(s * cd + r * cb + t, axis=1)
+    s, r = s[rows[:, 0], best], r[rows[:, 0], best]
+    terms = D - s[:, None] * delta - r[:, None] * zb
+    err = 2.0 ** -48 * (np.abs(D) + np.abs(s[:, None] * delta) + np.abs(r[:, None] * zb) + np.abs(s[:, None]) * (np.abs(za) + np.abs(zb)))
+    t = np.min(np.where(inside, terms, np.inf), axis=1)
+    e = np.max(np.where(inside, err, 0.0), axis=1)
+    t = np.where(np.isfinite(t), t, 0.0)  # P empty (no point inside even with the tolerance: empty exactly): any plane
+    return s, r, _down(t, e), (cd[:, 0], cb[:, 0])
+
+
+def difference_planes_fast(dlo, dup, lo, up, a, b, lines: Relaxation):
+    """Planes below and above D = relu(z_a) - relu(z_b) over P (the pair's verified box and range of delta), as
+    (Relaxation of the delta slopes and intercepts, lower z_b slopes, upper z_b slopes, a point (delta, z_b) inside P:
+    the mean of its vertices). `lines`: the pairs' lines."""
+    L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
+    lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
+    la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
+    za, zb, inside = _cell_points(la, ua, lb, ub, L, U, True)
+    sl, rl, tl, mid = _lower_planes(za, zb, np.maximum(za, 0) - np.maximum(zb, 0), inside, lines.lower_slope)
+    za, zb, inside = _cell_points(la, ua, lb, ub, L, U, False)
+    su, ru, tu, _ = _lower_planes(za, zb, np.maximum(zb, 0) - np.maximum(za, 0), inside, -lines.upper_slope)
+    return Relaxation(sl, tl, -su, -tu), rl, -ru, mid
+
+
 INHERIT_PAIRS = True  # a region inside the root's steps keeps the root's difference lines (`_difference_step`'s `parent`)
 PAIR_GAP = 0.99  # see `_difference_step`'s `parent`. 300-leaf MNIST-7 / 800-leaf MNIST-0 trees (CPU s, load 4-7, noisy):
 # the old rule (every pair derived again) 1.8710x / 1.2166x, 26.9/48.1/5.9 and 25.8/17.8/2.0 pairs a leaf on layers
@@ -287,7 +385,7 @@ def _slack(lines: Relaxation, lo, up) -> np.ndarray:
 
 
 def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up_in, fast: bool = False, tight=None,
-                     parent: Difference | None = None):
+                     parent: Difference | None = None, planes: bool = False):
     """The `difference` step of layer k's pairs and its float Difference (lower > upper for some
     pair: the region is empty, as the checker concludes from the step). A pair is kept where the range of z_a - z_b
     is no wider than the narrower of the two neurons' ranges: there the joint lines are tighter than
@@ -315,30 +413,55 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     # lines would be D = delta or D = 0, which rewrite its two terms into the same value: kept for nothing
     if tight is not None:  # the neurons' ranges as bounded here, both sides (`_one_sided` claims one side of a stable neuron)
         lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in tight for i in (a, b))
-    keep = (dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) & ~same
+    keep = ((dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) | KEEP_EVERY_PAIR) & ~same
     dlo, dup = _pad(dlo, dup)
-    if fast or parent is not None:
+    if fast or parent is not None or planes:
         lines = difference_lines_fast(dlo, dup, lo, up, a, b)
+    rb = None
+    if planes:  # the pairs kept so far get planes in place of their lines
+        cand = np.flatnonzero(keep)
+        got, rl, ru, mid = difference_planes_fast(dlo[cand], dup[cand], lo, up, a[cand], b[cand], _lines_at(lines, cand))
+        lines = Relaxation(*(_scatter(len(a), cand, getattr(got, f), getattr(lines, f)) for f in LINES))
+        rb = tuple(_scatter(len(a), cand, v) for v in (rl, ru))
+        centre = tuple(_scatter(len(a), cand, v) for v in mid)
     if parent is not None:  # see `parent`
         old = np.flatnonzero(place[a] >= 0)
-        theirs = _slack(_lines_at(parent.lines, place[a[old]]), dlo[old], dup[old])
         gone = a[old[~keep[old]]]  # `parent`'s pairs that the rule above leaves out here: dropped (their own lines do better)
-        keep[old] &= _slack(_lines_at(lines, old), dlo[old], dup[old]) < PAIR_GAP * theirs
+        if planes:  # the planes' gap between upper and lower at P's centre against `parent`'s there
+            ours, theirs = _lines_at(lines, old), _lines_at(parent.lines, place[a[old]])
+            zero = np.zeros(len(old))
+            pr = [zero if v is None else v[place[a[old]]] for v in (parent.lower_b, parent.upper_b)]
+            cd, cb = centre[0][old], centre[1][old]
+            gap = lambda l, r0, r1: ((l.upper_slope - l.lower_slope) * cd + (r1 - r0) * cb  # noqa: E731
+                                     + l.upper_intercept - l.lower_intercept)
+            keep[old] &= gap(ours, rb[0][old], rb[1][old]) < PLANE_GAP * gap(theirs, *pr)
+        else:
+            theirs = _slack(_lines_at(parent.lines, place[a[old]]), dlo[old], dup[old])
+            keep[old] &= _slack(_lines_at(lines, old), dlo[old], dup[old]) < PAIR_GAP * theirs
     keep = np.flatnonzero(keep)
     dlo, dup, a, b = dlo[keep], dup[keep], a[keep], b[keep]
-    lines = _lines_at(lines, keep) if fast else difference_lines(dlo, dup, lo, up, a, b)
+    lines = _lines_at(lines, keep) if fast or planes else difference_lines(dlo, dup, lo, up, a, b)
+    rb = tuple(v[keep] for v in rb) if rb is not None and len(a) else None
     step = {"kind": "difference", "layer": k, "pairs": _pair_list(a, b), "lower": _q(dlo),
             "upper": _q(dup), "lower_slope": _q(lines.lower_slope), "lower_intercept": _q(lines.lower_intercept),
-            "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept)}
+            "upper_slope": _q(lines.upper_slope), "upper_intercept": _q(lines.upper_intercept),
+            **({"lower_slope_b": _q(rb[0]), "upper_slope_b": _q(rb[1])} if rb else {})}
     if parent is None:
-        return step, Difference(a, b, lines)
+        return step, Difference(a, b, lines, *(rb or (None, None)))
     rest = open_[parent.a] | open_[parent.b]
     rest[place[gone]] = False
     drop = _pair_list(parent.a[~rest], parent.b[~rest])
     rest[place[a][place[a] >= 0]] = False
     kept = _lines_at(parent.lines, np.flatnonzero(rest))
+    planes_b = None
+    if rb is not None or parent.lower_b is not None:
+        zero = lambda n: np.zeros(n)  # noqa: E731
+        pb = [(v[rest] if v is not None else zero(int(rest.sum()))) for v in (parent.lower_b, parent.upper_b)]
+        nb = rb or (zero(len(a)), zero(len(a)))
+        planes_b = tuple(np.concatenate([x, y]) for x, y in zip(pb, nb))
     merged = Difference(np.concatenate([parent.a[rest], a]), np.concatenate([parent.b[rest], b]),
-                        Relaxation(*(np.concatenate([getattr(kept, f), getattr(lines, f)]) for f in LINES)))
+                        Relaxation(*(np.concatenate([getattr(kept, f), getattr(lines, f)]) for f in LINES)),
+                        *(planes_b or (None, None)))
     return {**step, "inherit": True, **({"drop": drop} if drop else {})}, merged
 
 
@@ -362,7 +485,7 @@ def _interval_and_linear(net: FloatNet, k: int, steps: list, method: str, relax:
                 # parent's start with the region's usual steps measured no better, quick runs at load 3-4: w16x2-prune50-box
                 # 1.749x with it, 1.735x from zero; w32x2-prune50-ball50 1.056x and 1.052x)
                 iters, warm = 60, None
-            alphas, betas, clo, cup = _alpha().optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=diff, iters=iters,
+            alphas, betas, clo, cup = _alpha().optimise_alpha(net, k, relax, claims, *box, assume=assume, diff=_lines_only(diff), iters=iters,
                                                      warm=(warm or {}).get(k))
             state[k] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}
@@ -425,7 +548,7 @@ def _sparse_bounds(net: FloatNet, k: int, rows, method: str, relax: list, claims
     width = net.weights[k - 1].shape[0]
     if method == "alpha" and 2 * width * sum(m.size for m in _unstable(claims)) <= ALPHA_MAX_ENTRIES_LEAF:
         iters, warm, state = alpha
-        alphas, betas, lo, up = _alpha().optimise_alpha(net, k, relax, claims, *box, diff=diff, iters=iters,
+        alphas, betas, lo, up = _alpha().optimise_alpha(net, k, relax, claims, *box, diff=_lines_only(diff), iters=iters,
                                                         warm=(warm or {}).get(k))
         assert not betas, "a region inside the root's steps has no ReLU splits"
         state[k] = (alphas, betas)
@@ -498,6 +621,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
     qdiff: dict = {}
     pairs = (net.pairs or {}) if differential and method in ("crown", "alpha") else {}
     sparse = bool(inherited) and method in ("crown", "alpha")  # see `inherited`
+    planes = PLANES and method == "crown" and sparse  # see PLANES
     state: dict = {}  # alpha: layer -> (alphas, betas)
     upto, parent = fixed or (1, None)  # parent: a Below
     for k in range(1, n if exact_output else n + 1):
@@ -537,7 +661,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
                                                   (alpha_iters, warm, state))
             tight = lo.copy(), up.copy()
             tight[0][rows], tight[1][rows] = np.maximum(lo[rows], clo), np.minimum(up[rows], cup)
-            if k > 1 and k in pairs and not assume:  # see `_listed` (a region under a ReLU split lists every one: an
+            if k > 1 and k in pairs and not assume and not planes:  # see `_listed` (a region under a ReLU split lists every one: an
                 # ancestor between it and the root may have written this layer's steps, which its own then replace)
                 paired = np.zeros(len(lo), dtype=bool)
                 paired[np.concatenate(pairs[k])] = True
@@ -577,7 +701,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
             parent = getattr(inherited, "diff", {}).get(k) if sparse and INHERIT_PAIRS and not assume else None  # (under a
             # ReLU split the checker may hold an ancestor's pairs here, not the root's: the step replaces them)
             step, diff_k = _difference_step(net, k, relax, diff, lo, up, lo_in, up_in, fast=not exact_output, tight=tight,
-                                            parent=parent)
+                                            parent=parent, planes=planes)
             steps.append(step)  # even with no pairs: without `inherit`, a split region must not keep its parent's pairs here
             if any(x > y for x, y in zip(step["lower"], step["upper"])):  # contradictory: the region is empty
                 return Proposal(steps, [], [], tuple(relax), tuple(claims), empty=True)
@@ -597,7 +721,7 @@ def propose(net: FloatNet, exact_joint, box: tuple[list[Fraction], list[Fraction
         extra, alpha_low, alpha_up, beta_low, beta_up = {}, None, None, None, None
         if method in ("alpha", "lp"):  # lp: slopes from the triangle LP's dual (certify/bounds/lp.py)
             alphas, betas = ((lp_alphas(net, relax, claims, lo_in, up_in)[0], []) if method == "lp" and lp_fits(net)
-                             else _alpha().optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=diff,
+                             else _alpha().optimise_alpha(net, n, relax, claims, lo_in, up_in, assume=assume, diff=_lines_only(diff),
                                                  iters=alpha_iters, warm=(warm or {}).get(n))[:2])
             state[n] = (alphas, betas)
             extra = {"alpha": _alpha_json(alphas, claims), **_beta_json(betas)}

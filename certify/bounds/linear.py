@@ -77,6 +77,8 @@ class Difference:
     a: np.ndarray
     b: np.ndarray
     lines: Relaxation
+    lower_b: np.ndarray | None = None  # planes (numpy only): lower_slope*delta + lower_b*z_b + lower_intercept <= D
+    upper_b: np.ndarray | None = None  # <= upper_slope*delta + upper_b*z_b + upper_intercept; None: 0 (lines)
 
 
 def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
@@ -84,6 +86,8 @@ def _apply_difference(xp, h, lam, const, r: Relaxation, d: Difference):
     h_b have opposite signs, redo the pair as c*relu(z_ref) + d*D (see exact.backsubstitute)."""
     if xp is np:
         return _apply_difference_np(h, lam, const, r, d)
+    if d.lower_b is not None:
+        raise ValueError("difference planes are for numpy back-substitution only")
     xa, xb = h[:, d.a], h[:, d.b]
     opp = xa * xb < 0
     ref_a = xp.abs(xa) >= xp.abs(xb)
@@ -121,6 +125,8 @@ def _apply_difference_np(h, lam, const, r: Relaxation, d: Difference):
     std_int = sum(x * np.where(x >= 0, take(r.lower_intercept, i), take(r.upper_intercept, i)) for x, i in ((xa, a), (xb, b)))
     new_a = np.where(ref_a, c_slope, 0.0) + ds
     new_b = np.where(ref_a, 0.0, c_slope) - ds
+    if d.lower_b is not None:  # the planes' z_b terms
+        new_b = new_b + dd * np.where(dpos, d.lower_b, d.upper_b)
     lam[:, a], lam[:, b] = np.where(opp, new_a, lam[:, a]), np.where(opp, new_b, lam[:, b])
     return lam, const + np.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
 
