@@ -110,7 +110,7 @@ def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
     finish) on an in-process stand-in that finishes tasks out of order: the serial tree, on input splits with light
     proposals (MNIST) and on ReLU splits with alpha leaves (tiny_prune)."""
     if which == "mnist":
-        p = _mnist(tmp_path, '"3/2"')
+        p = _mnist(tmp_path, '"7/5"')
     else:
         spec = tmp_path / "spec.yaml"
         spec.write_text((SPECS / "tiny_prune.yaml").read_text().replace("../models/", str(ROOT / "models") + "/")
@@ -133,8 +133,8 @@ def test_pipelined_search_makes_the_serial_tree(which, tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore:os.fork:RuntimeWarning")
 def test_ray_mnist_tree_is_the_serial_tree_and_checks(ray_session, tmp_path):
-    """The VeryDiff MNIST pair on 2 Ray workers to 1.5: the serial tree, and the checker accepts it."""
-    p = _mnist(tmp_path, '"3/2"')
+    """The VeryDiff MNIST pair on 2 Ray workers to 1.4: the serial tree, and the checker accepts it."""
+    p = _mnist(tmp_path, '"7/5"')
     witness, lower = attained_lower(p)
     trees = {}
     for workers in (0, 2):
@@ -150,7 +150,7 @@ def test_ray_mnist_tree_is_the_serial_tree_and_checks(ray_session, tmp_path):
 def test_a_callers_frozen_objects_stay_frozen(tmp_path, monkeypatch):
     """The Ray search unfreezes the collector after its run only if nothing was frozen before it (a caller's
     gc.freeze() is the caller's)."""
-    p = _mnist(tmp_path, '"3/2"')
+    p = _mnist(tmp_path, '"7/5"')
     monkeypatch.setattr(bab, "_RayBounders", _InProcess)
     monkeypatch.setattr(bab, "RAY_FREEZE", 1)
     unfreezes = []  # (the frozen count itself may fall: a frozen object freed by refcounting leaves the permanent
