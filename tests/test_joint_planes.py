@@ -25,7 +25,7 @@ from certify.checker import check
 from certify.checker.check import Verdict, check_certificate
 from certify.checker.errors import Rejected
 from certify.checker.numbers import rational_str
-from tests.test_inherited_pairs import PAIRS, _diff_step, _layer1, pairs_tree  # noqa: F401  (pairs_tree: a fixture)
+from tests.test_inherited_pairs import PAIRS, _diff_step, _layer1, _tamper, pairs_tree  # noqa: F401  (pairs_tree: a fixture)
 
 EPS = Fraction(1, 2 ** 40)
 
@@ -284,16 +284,6 @@ def _plane_steps(cert):
         for child in node.get("children", []):
             yield from walk(child)
     return list(walk(cert["tree"]))
-
-
-def _tamper(spec, cert, tmp_path, change) -> str:
-    bad = copy.deepcopy(cert)
-    change(bad)
-    out = tmp_path / "bad.cert.json"
-    out.write_text(json.dumps(bad))
-    result = check_certificate(spec, out, jobs=1)
-    assert result.verdict is Verdict.REJECTED
-    return result.reason
 
 
 _SEEN: dict = {}
