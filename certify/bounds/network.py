@@ -43,12 +43,19 @@ class FloatNet:
         """x: (..., in) in the spec's input space -> (..., out), a JAX array."""
         import jax.numpy as jnp
 
+        return self._forward(x, jnp)
+
+    def numpy(self, x) -> np.ndarray:
+        """`self(x)` in numpy, float64, without JAX (which compiles a small program per layer and shape)."""
+        return self._forward(np.asarray(x, dtype=np.float64), np)
+
+    def _forward(self, x, xp):
         if self.input_scale is not None:
             x = x * self.input_scale + self.input_shift
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = x @ w.T + b
+            x = x @ xp.asarray(w).T + b
             if i < len(self.weights) - 1:
-                x = jnp.maximum(x, 0.0)
+                x = xp.maximum(x, 0.0)
         return x
 
 
