@@ -240,7 +240,6 @@ def write_and_check(p: Problem, method: str, bound: Fraction, body: dict, witnes
     return check_certificate(p.spec.path, path, jobs)
 
 
-
 def level_certificate_path(out: str | Path, level: str) -> Path:
     """`--out X.cert.json` for a spec with levels: X.<level>.cert.json (or `{level}` in the name replaced)."""
     out = Path(out)

@@ -455,9 +455,8 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
     kept = _lines_at(parent.lines, np.flatnonzero(rest))
     planes_b = None
     if rb is not None or parent.lower_b is not None:
-        zero = lambda n: np.zeros(n)  # noqa: E731
-        pb = [(v[rest] if v is not None else zero(int(rest.sum()))) for v in (parent.lower_b, parent.upper_b)]
-        nb = rb or (zero(len(a)), zero(len(a)))
+        pb = [(v[rest] if v is not None else np.zeros(int(rest.sum()))) for v in (parent.lower_b, parent.upper_b)]
+        nb = rb or (np.zeros(len(a)), np.zeros(len(a)))
         planes_b = tuple(np.concatenate([x, y]) for x, y in zip(pb, nb))
     merged = Difference(np.concatenate([parent.a[rest], a]), np.concatenate([parent.b[rest], b]),
                         Relaxation(*(np.concatenate([getattr(kept, f), getattr(lines, f)]) for f in LINES)),
