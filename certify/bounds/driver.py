@@ -340,7 +340,11 @@ def _lower_planes(za, zb, D, inside, line_s):
     best = np.argmax(s * cd + r * cb + t, axis=1)
     s, r = s[rows[:, 0], best], r[rows[:, 0], best]
     terms = D - s[:, None] * delta - r[:, None] * zb
-    err = 2.0 ** -48 * (np.abs(D) + np.abs(s[:, None] * delta) + np.abs(r[:, None] * zb) + np.abs(s[:, None]) * (np.abs(za) + np.abs(zb)))
+    # (the points themselves are rounded: P's vertex (z_b + c, z_b) came out as fl(z_b + c), and D - plane moves by up to
+    # (1 + |s| + |r|) times such an error: a thin P far from 0 (a 2e-4 wide range of delta at z ~ 0.57, MNIST-7) was off
+    # by 1e-17 where the intercept's rounding to GRID left less, and the checker rejected the tree)
+    err = 2.0 ** -48 * (np.abs(D) + np.abs(s[:, None] * delta) + np.abs(r[:, None] * zb)
+                        + (1 + np.abs(s[:, None]) + np.abs(r[:, None])) * (np.abs(za) + np.abs(zb)))
     t = np.min(np.where(inside, terms, np.inf), axis=1)
     e = np.max(np.where(inside, err, 0.0), axis=1)
     t = np.where(np.isfinite(t), t, 0.0)  # P empty (no point inside even with the tolerance: empty exactly): any plane
