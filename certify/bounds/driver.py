@@ -253,10 +253,8 @@ def difference_lines(dlo, dup, lo, up, a, b) -> Relaxation:
     return Relaxation(*(np.array(v) for v in out))
 
 
-def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
-    """`difference_lines` vectorised: slopes are the same chords in float64, intercepts are the float
-    minimum (maximum) at the two ends moved outward by a bound on their rounding error, so each line
-    is still exactly valid at both ends (2^-50 relative looser). For branch-and-bound leaves."""
+def _difference_slopes(dlo, dup, lo, up, a, b) -> tuple:
+    """`difference_lines_fast`'s slopes (and its ends and envelopes, see there)."""
     L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
     lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
     la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
@@ -265,6 +263,14 @@ def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
     wide = U > L
     span = np.where(wide, U - L, 1.0)
     sl, su = (np.where(wide, _slope_grid((f(U) - f(L)) / span), 0.0) for f in (low, high))
+    return L, U, low, high, sl, su
+
+
+def difference_lines_fast(dlo, dup, lo, up, a, b) -> Relaxation:
+    """`difference_lines` vectorised: slopes are the same chords in float64, intercepts are the float
+    minimum (maximum) at the two ends moved outward by a bound on their rounding error, so each line
+    is still exactly valid at both ends (2^-50 relative looser). For branch-and-bound leaves."""
+    L, U, low, high, sl, su = _difference_slopes(dlo, dup, lo, up, a, b)
     tl = np.minimum(low(L) - sl * L, low(U) - sl * U)
     tu = np.maximum(high(L) - su * L, high(U) - su * U)
     el, eu = (ULPS * (np.maximum(np.abs(f(L)) + np.abs(t * L), np.abs(f(U)) + np.abs(t * U)) + np.abs(v))
@@ -286,11 +292,11 @@ PLANES = True  # a leaf's (numpy CROWN) difference steps bound D with planes in 
 _TRIPLES = np.array([(i, j, k) for i in range(8) for j in range(i + 1, 8) for k in range(j + 1, 8)])
 
 
-def _cell_points(la, ua, lb, ub, cl, cu, kink_a: bool):
+def _cell_points(la, ua, lb, ub, cl, cu, kink_a):
     """Per pair, candidate points (z_a, z_b) (n x 16) and whether each is in P = {la <= z_a <= ua, lb <= z_b <= ub,
     cl <= z_a - z_b <= cu} (a little outside counts as in: a plane below D there too is still valid): P's vertices
-    (12 candidates), then where z_a = 0 (`kink_a`, the lower side's kinks: D is concave across z_b = 0) or z_b = 0
-    crosses P's boundary (4)."""
+    (12 candidates), then where z_a = 0 (`kink_a` true for the pair: the lower side's kinks, D is concave across
+    z_b = 0) or z_b = 0 (false: the upper side's) crosses P's boundary (4)."""
     za, zb = [], []
     for x in (la, ua):
         for y in (lb, ub):
@@ -301,8 +307,8 @@ def _cell_points(la, ua, lb, ub, cl, cu, kink_a: bool):
         for c in (cl, cu):
             za.append(y + c), zb.append(y)
     z = np.zeros_like(la)
-    for v in ((lb, ub, -cl, -cu) if kink_a else (la, ua, cl, cu)):
-        za.append(z if kink_a else v), zb.append(v if kink_a else z)
+    for v, w in zip((lb, ub, -cl, -cu), (la, ua, cl, cu)):
+        za.append(np.where(kink_a, z, w)), zb.append(np.where(kink_a, v, z))
     za, zb = np.stack(za, axis=1), np.stack(zb, axis=1)
     tol = 1e-9 * (1 + np.maximum(np.abs(za), np.abs(zb)))
     c = lambda v: v[:, None]  # noqa: E731
@@ -336,7 +342,9 @@ def _lower_planes(za, zb, D, inside, line_s):
     s, r = _slope_grid(s), _slope_grid(r)
     # each candidate's intercept at the 8 points (the others are repeats of them or implied: the final one takes all)
     big = np.where(ok, 0.0, np.inf)
-    t = (pD[:, None, :] - s[..., None] * pd[:, None, :] - r[..., None] * pb[:, None, :] + big[:, None, :]).min(axis=2)
+    t = pD[:, :1] - s * pd[:, :1] - r * pb[:, :1] + big[:, :1]  # point by point: numpy's reduction over a short last
+    for q in range(1, 8):  # axis cost 4x these (n x 57) arrays
+        np.minimum(t, pD[:, q, None] - s * pd[:, q, None] - r * pb[:, q, None] + big[:, q, None], out=t)
     best = np.argmax(s * cd + r * cb + t, axis=1)
     s, r = s[rows[:, 0], best], r[rows[:, 0], best]
     terms = D - s[:, None] * delta - r[:, None] * zb
@@ -351,18 +359,23 @@ def _lower_planes(za, zb, D, inside, line_s):
     return s, r, _down(t, e), (cd[:, 0], cb[:, 0])
 
 
-def difference_planes_fast(dlo, dup, lo, up, a, b, lines: Relaxation):
+def difference_planes_fast(dlo, dup, lo, up, a, b, lines: Relaxation | tuple):
     """Planes below and above D = relu(z_a) - relu(z_b) over P (the pair's verified box and range of delta), as
     (Relaxation of the delta slopes and intercepts, lower z_b slopes, upper z_b slopes, a point (delta, z_b) inside P:
-    the mean of its vertices). `lines`: the pairs' lines."""
+    the mean of its vertices). `lines`: the pairs' lines, or only their slopes (lower, upper): the r = 0 candidates
+    (`_difference_slopes`). Both sides in one `_lower_planes` call (the upper side as a plane below -D), its rows the
+    lower sides' then the upper sides': the same floats as two calls, half the numpy calls."""
     L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
     lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
+    sl, su = (lines.lower_slope, lines.upper_slope) if isinstance(lines, Relaxation) else lines
+    n = len(L)
     la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
-    za, zb, inside = _cell_points(la, ua, lb, ub, L, U, True)
-    sl, rl, tl, mid = _lower_planes(za, zb, np.maximum(za, 0) - np.maximum(zb, 0), inside, lines.lower_slope)
-    za, zb, inside = _cell_points(la, ua, lb, ub, L, U, False)
-    su, ru, tu, _ = _lower_planes(za, zb, np.maximum(zb, 0) - np.maximum(za, 0), inside, -lines.upper_slope)
-    return Relaxation(sl, tl, -su, -tu), rl, -ru, mid
+    two = lambda v: np.concatenate([v, v])  # noqa: E731
+    za, zb, inside = _cell_points(*map(two, (la, ua, lb, ub, L, U)), np.arange(2 * n) < n)
+    D = np.maximum(za, 0) - np.maximum(zb, 0)
+    D[n:] = -D[n:]
+    s, r, t, mid = _lower_planes(za, zb, D, inside, np.concatenate([sl, -su]))
+    return Relaxation(s[:n], t[:n], -s[n:], -t[n:]), r[:n], -r[n:], (mid[0][:n], mid[1][:n])
 
 
 INHERIT_PAIRS = True  # a region inside the root's steps keeps the root's difference lines (`_difference_step`'s `parent`)
@@ -419,15 +432,16 @@ def _difference_step(net: FloatNet, k: int, relax, diff: dict, lo, up, lo_in, up
         lo_a, lo_b, up_a, up_b = (np.asarray(v)[i] for v in tight for i in (a, b))
     keep = ((dup - dlo <= np.minimum(up_a - lo_a, up_b - lo_b)) | KEEP_EVERY_PAIR) & ~same
     dlo, dup = _pad(dlo, dup)
-    if fast or parent is not None or planes:
-        lines = difference_lines_fast(dlo, dup, lo, up, a, b)
     rb = None
-    if planes:  # the pairs kept so far get planes in place of their lines
+    if planes:  # the pairs kept so far get planes in place of their lines (the others are dropped: no lines)
         cand = np.flatnonzero(keep)
-        got, rl, ru, mid = difference_planes_fast(dlo[cand], dup[cand], lo, up, a[cand], b[cand], _lines_at(lines, cand))
-        lines = Relaxation(*(_scatter(len(a), cand, getattr(got, f), getattr(lines, f)) for f in LINES))
+        slopes = _difference_slopes(dlo[cand], dup[cand], lo, up, a[cand], b[cand])[4:]
+        got, rl, ru, mid = difference_planes_fast(dlo[cand], dup[cand], lo, up, a[cand], b[cand], slopes)
+        lines = Relaxation(*(_scatter(len(a), cand, getattr(got, f)) for f in LINES))
         rb = tuple(_scatter(len(a), cand, v) for v in (rl, ru))
         centre = tuple(_scatter(len(a), cand, v) for v in mid)
+    elif fast or parent is not None:
+        lines = difference_lines_fast(dlo, dup, lo, up, a, b)
     if parent is not None:  # see `parent`
         old = np.flatnonzero(place[a] >= 0)
         gone = a[old[~keep[old]]]  # `parent`'s pairs that the rule above leaves out here: dropped (their own lines do better)

@@ -113,6 +113,8 @@ def _apply_difference_np(h, lam, const, r: Relaxation, d: Difference):
     a, b = d.a, d.b
     xa, xb = h[:, a], h[:, b]
     opp = xa * xb < 0
+    if not opp.any():  # no pair to redo (a neuron's own rows: f's neurons depend on f's alone)
+        return lam, const
     ref_a = np.abs(xa) >= np.abs(xb)
     c, dd = xa + xb, np.where(ref_a, -xb, xa)
     take = lambda v, i: v[..., i]  # noqa: E731  (slopes are per neuron, or per row and neuron: alpha)
