@@ -90,9 +90,29 @@ def test_line_slopes_are_the_lines_slopes():
     assert np.array_equal(sl, lines.lower_slope) and np.array_equal(su, lines.upper_slope)
 
 
+def _apply_reference(h, lam, const, r, d):
+    """`linear._apply_difference_np` as the seventeenth session wrote it (no early return)."""
+    a, b = d.a, d.b
+    xa, xb = h[:, a], h[:, b]
+    opp = xa * xb < 0
+    ref_a = np.abs(xa) >= np.abs(xb)
+    c, dd = xa + xb, np.where(ref_a, -xb, xa)
+    pick = lambda v: np.where(ref_a, v[..., a], v[..., b])  # noqa: E731
+    cpos, dpos = c >= 0, dd >= 0
+    c_slope = c * np.where(cpos, pick(r.lower_slope), pick(r.upper_slope))
+    c_int = c * np.where(cpos, pick(r.lower_intercept), pick(r.upper_intercept))
+    ds = dd * np.where(dpos, d.lines.lower_slope, d.lines.upper_slope)
+    dt = dd * np.where(dpos, d.lines.lower_intercept, d.lines.upper_intercept)
+    std_int = sum(x * np.where(x >= 0, r.lower_intercept[..., i], r.upper_intercept[..., i]) for x, i in ((xa, a), (xb, b)))
+    new_a = np.where(ref_a, c_slope, 0.0) + ds
+    new_b = np.where(ref_a, 0.0, c_slope) - ds + dd * np.where(dpos, d.lower_b, d.upper_b)
+    lam[:, a], lam[:, b] = np.where(opp, new_a, lam[:, a]), np.where(opp, new_b, lam[:, b])
+    return lam, const + np.where(opp, c_int + dt - std_int, 0.0).sum(axis=1)
+
+
 def test_pair_rewrite_skips_rows_without_opposite_signs_only():
     """Rows whose pair coefficients never have opposite signs (a neuron's own rows) are left as they are; a block that
-    has one such pair anywhere is rewritten as before (the same floats as the rows one by one)."""
+    has one such pair anywhere is rewritten as before (the reference's floats, and the same as the rows one by one)."""
     rng = np.random.default_rng(1820)
     width, n = 12, 5
     a, b = np.arange(n), n + np.arange(n)
@@ -108,6 +128,9 @@ def test_pair_rewrite_skips_rows_without_opposite_signs_only():
     mixed[-1, a[0]], mixed[-1, b[0]] = 1.0, -0.5  # one opposite pair at least
     lam, const = rng.normal(size=(10, width)), rng.normal(size=10)
     block_lam, block_const = _apply_difference_np(mixed, lam.copy(), const.copy(), r, d)
+    want_lam, want_const = _apply_reference(mixed, lam.copy(), const.copy(), r, d)
+    assert np.array_equal(block_lam, want_lam) and np.array_equal(block_const, want_const)
+    assert not np.array_equal(block_lam[-1], lam[-1])  # the opposite pair's row was rewritten
     for i in range(10):
         row_lam, row_const = _apply_difference_np(mixed[i:i + 1], lam[i:i + 1].copy(), const[i:i + 1].copy(), r, d)
         assert np.array_equal(row_lam[0], block_lam[i]) and row_const[0] == block_const[i]
