@@ -200,6 +200,26 @@ def test_strong_branching_tree_is_accepted(tmp_path):
     assert len(_input_splits(r.tree)) == r.splits
 
 
+def test_strong_branching_keeps_the_split_whose_children_sum_least():
+    """Of two candidate splits, the one whose children's bounds sum least is kept, even where its worse child is
+    the worse of the two (best-first splits that child next); an empty child counts as 0."""
+    from certify.bounds.bab import Node, _split_score
+
+    def kids(*bounds):
+        out = []
+        for b in bounds:
+            n = Node(([Fraction(0)], [Fraction(1)]), {})
+            n.bound = None if b is None else Fraction(b)
+            out.append(n)
+        return out
+
+    options = [("even", kids("1/2", "1/2")), ("uneven", kids("11/20", "3/10"))]
+    assert min(options, key=lambda o: _split_score(o[1]))[0] == "uneven"
+    assert min([("a", kids("1/2", "1/2")), ("b", kids("1/2", None))], key=lambda o: _split_score(o[1]))[0] == "b"
+    # equal sums: the smaller worse child
+    assert min([("a", kids("3/5", "2/5")), ("b", kids("1/2", "1/2"))], key=lambda o: _split_score(o[1]))[0] == "b"
+
+
 @pytest.fixture(scope="module")
 def inherited_tree(tmp_path_factory):
     """tiny_prune at tolerance 21/20 by input splits with CROWN leaves: the root's hidden-layer steps are
