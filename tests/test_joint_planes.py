@@ -250,7 +250,7 @@ def test_engine_planes_hold_on_P():
     ends = np.sort(rng.uniform(lo[a] - up[b], up[a] - lo[b], (2, n)), axis=0)
     cl, cu = np.floor(ends[0] * 8) / 8, np.ceil(ends[1] * 8) / 8
     lines = driver.difference_lines_fast(cl, cu, lo, up, a, b)
-    planes, rl, ru, (cd, cb) = driver.difference_planes_fast(cl, cu, lo, up, a, b, lines)
+    planes, rl, ru, (cd, cb) = driver.difference_planes_fast(cl, cu, lo, up, a, b, (lines.lower_slope, lines.upper_slope))
     assert np.count_nonzero(rl) > n // 4 and np.count_nonzero(ru) > n // 4
     for p in range(n):
         e = tuple(Fraction(float(v)) for v in (lo[a[p]], up[a[p]], lo[b[p]], up[b[p]], cl[p], cu[p]))

@@ -16,8 +16,7 @@ def _planes(la, ua, lb, ub, cl, cu):
     lo, up = lo.reshape(-1), up.reshape(-1)
     n = len(cl)
     a, b = 2 * np.arange(n), 2 * np.arange(n) + 1
-    lines = driver.difference_lines_fast(cl, cu, lo, up, a, b)
-    return driver.difference_planes_fast(cl, cu, lo, up, a, b, lines)
+    return driver.difference_planes_fast(cl, cu, lo, up, a, b, driver._difference_slopes(cl, cu, lo, up, a, b)[4:])
 
 
 def _failures(la, ua, lb, ub, cl, cu) -> list:

@@ -359,15 +359,15 @@ def _lower_planes(za, zb, D, inside, line_s):
     return s, r, _down(t, e), (cd[:, 0], cb[:, 0])
 
 
-def difference_planes_fast(dlo, dup, lo, up, a, b, lines: Relaxation | tuple):
+def difference_planes_fast(dlo, dup, lo, up, a, b, slopes: tuple):
     """Planes below and above D = relu(z_a) - relu(z_b) over P (the pair's verified box and range of delta), as
     (Relaxation of the delta slopes and intercepts, lower z_b slopes, upper z_b slopes, a point (delta, z_b) inside P:
-    the mean of its vertices). `lines`: the pairs' lines, or only their slopes (lower, upper): the r = 0 candidates
+    the mean of its vertices). `slopes`: the pairs' line slopes (lower, upper), the r = 0 candidates
     (`_difference_slopes`). Both sides in one `_lower_planes` call (the upper side as a plane below -D), its rows the
     lower sides' then the upper sides': the same floats as two calls, half the numpy calls."""
     L, U = np.asarray(dlo, dtype=np.float64), np.asarray(dup, dtype=np.float64)
     lo, up = np.asarray(lo, dtype=np.float64), np.asarray(up, dtype=np.float64)
-    sl, su = (lines.lower_slope, lines.upper_slope) if isinstance(lines, Relaxation) else lines
+    sl, su = slopes
     n = len(L)
     la, ua, lb, ub = lo[a], up[a], lo[b], up[b]
     two = lambda v: np.concatenate([v, v])  # noqa: E731
