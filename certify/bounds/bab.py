@@ -34,6 +34,14 @@ INPUT_CANDIDATES = 2  # input splits: candidate dimensions whose children are al
 # branching): the best by first-layer mass and the best by `input_scores`. 15 s A/B at load 3-4 against one candidate by
 # `input_scores`: MNIST-0 1.236x with 471 leaves vs 1.234x with 910 (half the leaves to check), MNIST-7 1.851x vs 1.869x,
 # w16x2-prune50-box 1.675x exact vs 1.708x (mass alone: 1.551x)
+ALPHA_CANDIDATES = 1  # the same on alpha-CROWN leaves; 1: the input by `mass_scores` alone, no strong branching (a split
+# costs 2 alpha leaves, not 4). Nineteenth session, 15 CPU s, load 1.2-3.4, as the quick benchmark builds the instances:
+# w64x2-svd50-ball50 1.067-1.075x exact (994-1,133 leaves) -> 1.044x (2,089); w32x2-prune50-ball50 1.025x -> 1.014x its
+# lower bound, w16x2-svd50-box 2.48x -> 2.31x; the instances that reach 1.01x do so in the same CPU seconds (up to 2x the
+# leaves). At equal leaves strong branching is only a little tighter (w64x2-svd50-ball50, 1,100 leaves: 1.0697x over 2
+# candidates, 1.0683x over 4, 1.0671x over all 10; the mass alone 1.0744x), and the score's input alone is worse
+# (1.088x, 1,978 leaves in 15 s). CROWN leaves keep INPUT_CANDIDATES: on the VeryDiff pairs (30 CPU s) the mass alone
+# moved MNIST-0 1.093x -> 1.072x but MNIST-7 1.579x -> 1.613x
 BLAS_THREADS = 1  # leaves multiply small matrices (hundreds of rows): more BLAS threads only spin; on this 2-core
 # machine at load 7, a 400x200 @ 200x200 product took 8.4x longer with OpenBLAS's 2 threads than with 1
 XLA_THREADS = "1"  # XLA's CPU client: its intra-op thread pool's size (PJRT_NPROC, read once, when JAX first starts its
@@ -165,10 +173,11 @@ def mass_scores(net: FloatNet, node: Node) -> np.ndarray:
 
 def input_candidates(net: FloatNet, node: Node, k: int) -> list[dict]:
     """Up to k input splits: the best by `mass_scores` and the best by `input_scores`, then the next
-    best by `input_scores`; [] if the box is a point."""
+    best by `input_scores` (k = 1: the best by `mass_scores`); [] if the box is a point."""
     widths = [u > l for l, u in zip(*node.box)]
-    score = input_scores(net, node)
-    order = [int(np.argmax(mass_scores(net, node)))] + [int(d) for d in np.argsort(-score, kind="stable")]
+    order = [int(np.argmax(mass_scores(net, node)))]
+    if k > 1:
+        order += [int(d) for d in np.argsort(-input_scores(net, node), kind="stable")]
     dims = [d for d in dict.fromkeys(order) if widths[d]]
     return [input_split(node, d) for d in dims[:k]]
 
@@ -248,7 +257,7 @@ def _candidates(net: FloatNet, node: Node, plan: dict) -> list[dict]:
     elif plan["shared_first"]:  # see SHARED_FIRST
         cands = [s for s in [shared_split(net, node) or choose_split(net, node, inputs=False)] if s]
     else:
-        cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] and plan["candidates"] > 1 else []) or \
+        cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] and plan["candidates"] >= 1 else []) or \
             [s for s in [choose_split(net, node)] if s is not None]
     if plan["inherited"] and cands:  # regions bounded inside the root's steps: input splits; a ReLU split on a neuron
         # unstable only through the padding (`padded_split`), which no input split makes stable, where the region misses
@@ -613,7 +622,7 @@ def branch_and_bound(net: FloatNet, exact_joint, box, *args, workers: int = 0, a
 def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: Fraction, *,
                      max_leaves: int = 256, time_budget: float = 60.0, stop_below: Fraction | None = None,
                      margins: tuple = (), progress=None, workers: int = 0, address: str | None = None,
-                     candidates: int = INPUT_CANDIDATES, pool: _RayBounders | None = None) -> BabResult:
+                     candidates: int | None = None, pool: _RayBounders | None = None) -> BabResult:
     """Split the worst leaf until its bound is <= tolerance, or the budget is spent. `stop_below`, when
     given, replaces the tolerance as the target: callers pass 1.01 x an attained deviation, where
     splitting further cannot help (a violated tolerance is out of reach; a tightness run goes past it).
@@ -626,7 +635,9 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
     run; a run that reaches its target splits exactly the regions whose bound misses it, so its tree
     is the serial tree (leaves bounded in another order). A run stopped by its budget holds the
     regions split so far, which may differ from a serial run's. `pool`: the workers, when already
-    started (`branch_and_bound` starts them before the root is bounded)."""
+    started (`branch_and_bound` starts them before the root is bounded). `candidates`: input splits tried per region
+    (`input_candidates`; 1: the input by `mass_scores` alone); None: ALPHA_CANDIDATES on alpha-CROWN leaves, else
+    INPUT_CANDIDATES."""
     start, clock = time.perf_counter(), CLOCK()
     net, exact_joint, box, dims = fold_inputs(net, exact_joint, box)
     root = Node(box, {})
@@ -684,6 +695,8 @@ def _branch_and_bound(net: FloatNet, exact_joint, box, method: str, tolerance: F
             # `outputs`: 7.7 of 10 sides on w64x2-prune50-ball50's leaves, their output step 2.35 -> 2.00 CPU ms)
             root.keep, outputs = (1, n + 1), (rows, p.output_lower, p.output_upper)
     args = (net, exact_joint, leaf_method, margins, differential, inherited, outputs)
+    if candidates is None:  # see ALPHA_CANDIDATES
+        candidates = ALPHA_CANDIDATES if leaf_method == "alpha" and input_splits and not shared_first else INPUT_CANDIDATES
     plan = {"target": target, "shared_first": shared_first, "input_splits": input_splits, "candidates": candidates,
             "inherited": bool(inherited)}
     if workers:  # `pool`: started by `branch_and_bound`
