@@ -94,6 +94,7 @@ class Node:
     keep: tuple = (1, 1)  # a split region: the layers [lo, hi) of its own steps that its children inherit
     depth: int = 0  # splits above it (at most MAX_DEPTH)
     warm: dict | None = None  # alpha: the proposal's optimised parameters, kept until its children are bounded
+    votes: tuple = (0, 0)  # strong branching on its ancestors' input splits: (won by the mass-best input, by another)
 
     def set_proposal(self, proposal: Proposal, exact_output: bool = True) -> None:
         if proposal.warm:  # held here, and dropped once the region is split, not for the life of the tree
@@ -171,11 +172,29 @@ def mass_scores(net: FloatNet, node: Node) -> np.ndarray:
     return width * np.abs(np.asarray(net.weights[0])).sum(axis=0)
 
 
+VOTE_DEPTH = 6  # CROWN input splits (k > 1 candidates; alpha leaves take ALPHA_CANDIDATES = 1 and never vote): strong
+# branching only on regions above this depth; below, the mass-best input alone where it won strong branching at least as
+# often as the other candidate on the region's path (`Node.votes`), else strong branching. Node-local (a region's votes
+# are its ancestors'), so Ray builds the serial tree. Issue 19, verydiff 60 CPU s, jobs 1, back to back, load 4.6-7.2:
+# MNIST-0 1.063x -> 1.049x (3,744 -> 6,680 leaves; check CPU 66 -> 100 s), MNIST-7 1.534x -> 1.545x (2,170 -> 1,888,
+# inside the load noise); 30 CPU s: MNIST-0 1.0940x -> 1.0786x, MNIST-7 1.5845x -> 1.5817x. Tallies: strong branching
+# keeps the mass-best on 80 % of MNIST-0's splits, 36 % of MNIST-7's
+VOTE_SCORE_ALONE = False  # below VOTE_DEPTH, where the other candidate won more often: the `input_scores`-best input
+# alone (True; 60 CPU s: MNIST-7 1.534x -> 1.513x but MNIST-0 1.063x -> 1.067x, checking ~2x) or strong branching (False)
+
+
 def input_candidates(net: FloatNet, node: Node, k: int) -> list[dict]:
     """Up to k input splits: the best by `mass_scores` and the best by `input_scores`, then the next
-    best by `input_scores` (k = 1: the best by `mass_scores`); [] if the box is a point."""
+    best by `input_scores` (k = 1: the best by `mass_scores`); [] if the box is a point. A region at VOTE_DEPTH or
+    deeper: see VOTE_DEPTH."""
     widths = [u > l for l, u in zip(*node.box)]
     order = [int(np.argmax(mass_scores(net, node)))]
+    if k > 1 and node.depth >= VOTE_DEPTH:
+        mass, other = node.votes
+        if mass >= other:
+            k = 1
+        elif VOTE_SCORE_ALONE:
+            order, k = [int(np.argmax(np.where(widths, input_scores(net, node), -1.0)))], 1
     if k > 1:
         order += [int(d) for d in np.argsort(-input_scores(net, node), kind="stable")]
     dims = [d for d in dict.fromkeys(order) if widths[d]]
@@ -303,6 +322,16 @@ def _rebound_region(node: Node) -> tuple:
     return node.box, node.assume, True, node.warm, ALPHA_ITERS, _fixed(node, node.proposal)
 
 
+def _vote(options: list, best: int) -> None:
+    """Strong branching's outcome (`options`' kept split `best`; the first is the mass-best input's, see
+    `input_candidates`) added to the votes that the kept split's children carry (serially, on the Ray worker that chose
+    it and on the driver alike)."""
+    if len(options) > 1:
+        for kid in options[best][1]:
+            mass, other = kid.votes
+            kid.votes = (mass + 1, other) if best == 0 else (mass, other + 1)
+
+
 def _take_split(node: Node, split: dict, children: list[Node]) -> None:
     """`node` split by the candidate kept (strong branching), serially or on Ray alike."""
     node.split, node.children = split, children
@@ -317,10 +346,11 @@ def _children(node: Node, split: dict) -> list[Node]:
         d, at = split["dim"], Fraction(split["at"])
         left_up, right_lo = list(up), list(lo)
         left_up[d], right_lo[d] = at, at
-        return [Node((lo, left_up), node.assume, node.bound, depth=node.depth + 1),
-                Node((right_lo, up), node.assume, node.bound, depth=node.depth + 1)]
+        return [Node((lo, left_up), node.assume, node.bound, depth=node.depth + 1, votes=node.votes),
+                Node((right_lo, up), node.assume, node.bound, depth=node.depth + 1, votes=node.votes)]
     key, j = (split["layer"], split["neuron"]), split["layer"]
-    return [Node(node.box, {**node.assume, key: phase}, node.bound, j, depth=node.depth + 1) for phase in ("inactive", "active")]
+    return [Node(node.box, {**node.assume, key: phase}, node.bound, j, depth=node.depth + 1, votes=node.votes)
+            for phase in ("inactive", "active")]
 
 
 def fold_inputs(net: FloatNet, exact_joint, box):
@@ -387,6 +417,7 @@ class _Bounder:
         for kid, proposal in zip(kids, proposals):
             kid.set_proposal(proposal, False)
         best = min(range(len(options)), key=lambda i: _split_score(options[i][1]))  # the first of equals, as min(options)
+        _vote(options, best)
         first = sum(len(children) for _, children in options[:best])
         to_try = [self._to_try(kid) for kid in options[best][1]]
         return best, [(self._light(proposals[first + i], kid, c), c) for i, (kid, c) in enumerate(zip(options[best][1], to_try))]
@@ -516,7 +547,9 @@ def _serial_search(bounder: _Bounder, net: FloatNet, live: list, order, plan: di
             regions = _child_regions(worst, options)
             for kid, proposal in zip([kid for _, kids in options for kid in kids], bounder.bound(regions)):
                 kid.set_proposal(proposal, False)
-            _take_split(worst, *min(options, key=lambda o: _split_score(o[1])))  # the first of equals
+            best = min(range(len(options)), key=lambda i: _split_score(options[i][1]))  # the first of equals
+            _vote(options, best)
+            _take_split(worst, *options[best])
             kept = worst.children
             splits += 1
         for node in kept:
@@ -592,6 +625,7 @@ def _ray_loop(workers: _RayBounders, net: FloatNet, live: list, order, plan: dic
                 keep = [(node, result[1])]
             else:
                 best, kids = result
+                _vote(options, best)
                 _take_split(node, *options[best])
                 for kid, (proposal, _) in zip(node.children, kids):
                     kid.set_proposal(proposal, False)
