@@ -71,15 +71,19 @@ def run(name: str, time_limit: float) -> dict:
     rec["milp_seconds"] = round(time.perf_counter() - t, 1)
     for r in rows:
         if r["x"] is not None:
-            x = lo.copy()
-            x[free] = r["x"]
-            w = exact_witness(x, p.domain)
-            r["replayed"] = float(max(abs(v) for v in exact.forward(p.joint, w)))
+            r["replayed"] = _replay(p, lo, free, r["x"])
         r.pop("x")
     rec["rows"] = rows
     done = all(r["status"] == 0 for r in rows)
     rec["maximum"] = max([rec["lower"]] + [r["replayed"] for r in rows if r.get("replayed") is not None]) if done else None
     return rec
+
+
+def _replay(p, lo: np.ndarray, free: np.ndarray, x_free: np.ndarray) -> float:
+    """The deviation at an MILP maximiser on the free inputs (the fixed ones at `lo`), replayed exactly on the joint network."""
+    x = np.array(lo, dtype=np.float64)
+    x[free] = x_free
+    return float(max(abs(v) for v in exact.forward(p.joint, exact_witness(x, p.domain))))
 
 
 def _leaf_boxes(node: dict, box: tuple) -> list:
@@ -112,19 +116,17 @@ def worst_leaves(name: str, count: int, tree_seconds: float, time_limit: float) 
     folded = [fold_inputs(p.net, p.joint, b) for b in boxes]  # each leaf on its free inputs, as branch and bound has it
     crowns = [propose(net, joint, box, "crown") for net, joint, box, _ in folded]
     worst = sorted(range(len(boxes)), key=lambda i: -float(crowns[i].bound))[:count]
-    lo_all, _ = box_floats(*p.box)
     for i in worst:
         (net, _, box, free), guide = folded[i], crowns[i]
-        free = np.arange(len(lo_all)) if free is None else np.asarray(free)
+        lo = box_floats(*boxes[i])[0]
+        free = np.arange(len(lo)) if free is None else np.asarray(free)
         t = time.process_time()
         rows = milp_rows(net, *box_floats(*box), (guide.output_lower, guide.output_upper), layer_bounds=guide.claims,
                          differences=difference_cuts(guide.steps), above=float(lower), time_limit=time_limit, cutoff=True)
         leaf = {"crown": float(crowns[i].bound), "seconds": round(time.process_time() - t, 1), "rows": []}
         for r in rows:
             if r["x"] is not None:
-                x = np.asarray(box_floats(*boxes[i])[0], dtype=np.float64).copy()
-                x[free] = r["x"]
-                r["replayed"] = float(max(abs(v) for v in exact.forward(p.joint, exact_witness(x, p.domain))))
+                r["replayed"] = _replay(p, lo, free, r["x"])
             leaf["rows"].append({k: r.get(k) for k in ("row", "sign", "status", "incumbent", "replayed", "dual", "below")})
         leaf["below"] = all(r["below"] for r in rows)
         rec["leaves"].append(leaf)

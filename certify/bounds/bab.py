@@ -276,7 +276,7 @@ def _candidates(net: FloatNet, node: Node, plan: dict) -> list[dict]:
     elif plan["shared_first"]:  # see SHARED_FIRST
         cands = [s for s in [shared_split(net, node) or choose_split(net, node, inputs=False)] if s]
     else:
-        cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] and plan["candidates"] >= 1 else []) or \
+        cands = (input_candidates(net, node, plan["candidates"]) if plan["input_splits"] else []) or \
             [s for s in [choose_split(net, node)] if s is not None]
     if plan["inherited"] and cands:  # regions bounded inside the root's steps: input splits; a ReLU split on a neuron
         # unstable only through the padding (`padded_split`), which no input split makes stable, where the region misses
